@@ -1,0 +1,21 @@
+//! Generates the gRPC code and the descriptor set (for server reflection)
+//! from `proto/` with protox, a pure-Rust protobuf compiler, so the build
+//! needs no system `protoc`.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message as _;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/verifyd/v1/verifyd.proto";
+    println!("cargo:rerun-if-changed={proto}");
+
+    let descriptors = protox::compile([proto], ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("verifyd_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

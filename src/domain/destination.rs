@@ -1,0 +1,227 @@
+//! Where a code goes: a phone number or an email address, canonicalized
+//! once at the edge so that every lookup, limit and key sees one spelling.
+
+use std::fmt;
+
+use phonenumber::Mode;
+
+/// At most this many bytes of input are parsed (RFC 5321 caps a path at 256
+/// octets; a phone number is far shorter).
+const MAX_INPUT_LEN: usize = 320;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Phone(PhoneNumber),
+    Email(EmailAddress),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    #[error("is required")]
+    Empty,
+    #[error("is longer than {MAX_INPUT_LEN} characters")]
+    TooLong,
+    #[error("must be an E.164 phone number (+ and country code) or an email address")]
+    Unrecognized,
+    #[error("is not a valid phone number")]
+    InvalidPhone,
+    #[error("is not a valid email address")]
+    InvalidEmail,
+}
+
+impl Destination {
+    /// Parses and canonicalizes: a leading `+` means a phone number, an `@`
+    /// an email address.
+    pub fn parse(input: &str) -> Result<Self, DestinationError> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(DestinationError::Empty);
+        }
+        if input.len() > MAX_INPUT_LEN {
+            return Err(DestinationError::TooLong);
+        }
+        if input.starts_with('+') {
+            PhoneNumber::parse(input).map(Self::Phone)
+        } else if input.contains('@') {
+            EmailAddress::parse(input).map(Self::Email)
+        } else {
+            Err(DestinationError::Unrecognized)
+        }
+    }
+
+    /// The canonical form: E.164, or the address with an ASCII domain.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Phone(p) => &p.0,
+            Self::Email(e) => &e.0,
+        }
+    }
+
+    /// A form safe for logs and traces: enough to tell destinations apart
+    /// when debugging, not enough to contact anyone.
+    pub fn masked(&self) -> String {
+        match self {
+            Self::Phone(p) => p.masked(),
+            Self::Email(e) => e.masked(),
+        }
+    }
+}
+
+/// Debug output is masked, so a destination that slips into a log or a
+/// panic message does not leak.
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// A phone number in E.164 form, valid for its country's numbering plan.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(input: &str) -> Result<Self, DestinationError> {
+        let number = phonenumber::parse(None, input).map_err(|_| DestinationError::InvalidPhone)?;
+        if !phonenumber::is_valid(&number) {
+            return Err(DestinationError::InvalidPhone);
+        }
+        Ok(Self(number.format().mode(Mode::E164).to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `+1415*****00`: the country code and area, and the last two digits.
+    fn masked(&self) -> String {
+        let digits = &self.0;
+        let keep_head = digits.len().min(5);
+        let keep_tail = 2.min(digits.len().saturating_sub(keep_head));
+        let hidden = digits.len() - keep_head - keep_tail;
+        format!(
+            "{}{}{}",
+            &digits[..keep_head],
+            "*".repeat(hidden),
+            &digits[digits.len() - keep_tail..]
+        )
+    }
+}
+
+/// An email address whose domain is lowercased and in ASCII (IDNA). The
+/// local part is kept as given: RFC 5321 lets servers treat it as
+/// case-sensitive.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(input: &str) -> Result<Self, DestinationError> {
+        let (local, domain) = input
+            .rsplit_once('@')
+            .ok_or(DestinationError::InvalidEmail)?;
+        // Address literals (`user@[192.0.2.1]`) are legal but no real
+        // mailbox a user enrolls uses them; refusing them keeps routing sane.
+        if domain.starts_with('[') {
+            return Err(DestinationError::InvalidEmail);
+        }
+        let domain = idna::domain_to_ascii(domain).map_err(|_| DestinationError::InvalidEmail)?;
+        if domain.is_empty() || !domain.contains('.') {
+            return Err(DestinationError::InvalidEmail);
+        }
+        let canonical = format!("{local}@{domain}");
+        if !email_address::EmailAddress::is_valid(&canonical) {
+            return Err(DestinationError::InvalidEmail);
+        }
+        Ok(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `a***@example.com`: the first character of the mailbox and the domain.
+    fn masked(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}***@{domain}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_canonicalized_to_e164() {
+        let d = Destination::parse(" +1 (415) 555-0100 ").expect("valid number");
+        assert_eq!(d.as_str(), "+14155550100");
+        assert!(matches!(d, Destination::Phone(_)));
+    }
+
+    #[test]
+    fn invalid_phone_numbers_are_refused() {
+        for bad in ["+1", "+999123", "+1415555010000000", "+44 abc"] {
+            assert_eq!(
+                Destination::parse(bad),
+                Err(DestinationError::InvalidPhone),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn email_domains_are_lowercased_and_converted_to_ascii() {
+        let d = Destination::parse("Alice.Smith@BÜCHER.Example").expect("valid address");
+        assert_eq!(d.as_str(), "Alice.Smith@xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn malformed_email_addresses_are_refused() {
+        for bad in [
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@[192.0.2.1]",
+        ] {
+            assert_eq!(
+                Destination::parse(bad),
+                Err(DestinationError::InvalidEmail),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_input_is_refused_with_a_hint() {
+        assert_eq!(Destination::parse(""), Err(DestinationError::Empty));
+        assert_eq!(
+            Destination::parse("4155550100"),
+            Err(DestinationError::Unrecognized)
+        );
+        assert_eq!(
+            Destination::parse(&"+1".repeat(200)),
+            Err(DestinationError::TooLong)
+        );
+    }
+
+    #[test]
+    fn masking_hides_the_middle_of_a_number_and_the_mailbox() {
+        let phone = Destination::parse("+14155550100").expect("valid");
+        assert_eq!(phone.masked(), "+1415*****00");
+        assert_eq!(format!("{phone:?}"), "+1415*****00");
+        let email = Destination::parse("alice@example.com").expect("valid");
+        assert_eq!(email.masked(), "a***@example.com");
+    }
+}

@@ -1,0 +1,17 @@
+//! Pure types and rules: no I/O, no clocks, no transport. Everything here is
+//! unit-tested without a runtime.
+
+pub mod code;
+pub mod destination;
+pub mod policy;
+pub mod tenant;
+pub mod verification;
+
+pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
+pub use destination::Destination;
+pub use policy::Policy;
+pub use tenant::TenantId;
+pub use verification::{
+    Channel, CheckOutcome, DeliveryStatus, Locale, Purpose, SendAttempt, Status, Verification,
+    VerificationId, VoiceMode,
+};

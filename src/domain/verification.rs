@@ -1,0 +1,575 @@
+//! The verification entity and its state machine.
+//!
+//! Stores call these transitions inside their atomic step (the memory store
+//! under its lock; the Redis store mirrors them in Lua), so the rules live
+//! in one place and are tested here without I/O.
+
+use std::{fmt, time::SystemTime};
+
+use rand::rngs::OsRng;
+use rand::{RngCore as _, TryRngCore as _};
+
+use super::{Destination, MatchDigits, Policy, TenantId};
+
+/// `VE` and 32 lowercase hex digits: 128 bits from the OS CSPRNG, so ids
+/// cannot be guessed or enumerated.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VerificationId(String);
+
+const ID_PREFIX: &str = "VE";
+const ID_RANDOM_BYTES: usize = 16;
+
+impl VerificationId {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; ID_RANDOM_BYTES];
+        OsRng.unwrap_err().fill_bytes(&mut bytes);
+        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    pub fn parse(input: &str) -> Option<Self> {
+        let hex_part = input.strip_prefix(ID_PREFIX)?;
+        let ok = hex_part.len() == 2 * ID_RANDOM_BYTES
+            && hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Self(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for VerificationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for VerificationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Sms,
+    Voice,
+    Email,
+}
+
+impl Channel {
+    /// Whether this channel can reach the destination at all.
+    pub fn reaches(self, to: &Destination) -> bool {
+        matches!(
+            (self, to),
+            (Self::Sms | Self::Voice, Destination::Phone(_)) | (Self::Email, Destination::Email(_))
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::Voice => "voice",
+            Self::Email => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    Enrollment,
+    PasswordReset,
+    MethodUpdate,
+}
+
+/// What a voice call asks the user to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VoiceMode {
+    /// Press # to approve.
+    #[default]
+    Confirm,
+    /// Key in the digits shown on screen, then #.
+    Match,
+    /// The code is read aloud.
+    Code,
+}
+
+/// A BCP 47 language tag such as `fr-CA`, checked for shape and with the
+/// usual case (language lower, region upper). Which languages have
+/// messages is the templates' business, with their own fallback.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Locale(String);
+
+impl Locale {
+    pub fn parse(input: &str) -> Option<Self> {
+        if input.len() > 35 {
+            return None;
+        }
+        let mut canonical = Vec::new();
+        for (i, subtag) in input.split('-').enumerate() {
+            let alnum = subtag.bytes().all(|b| b.is_ascii_alphanumeric());
+            let ok = match i {
+                0 => {
+                    (2..=8).contains(&subtag.len())
+                        && subtag.bytes().all(|b| b.is_ascii_alphabetic())
+                }
+                _ => (1..=8).contains(&subtag.len()) && alnum,
+            };
+            if !ok {
+                return None;
+            }
+            canonical.push(if i > 0 && subtag.len() == 2 {
+                subtag.to_ascii_uppercase()
+            } else {
+                subtag.to_ascii_lowercase()
+            });
+        }
+        Some(Self(canonical.join("-")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Pending,
+    Approved,
+    Canceled,
+    Expired,
+    MaxAttemptsReached,
+    Failed,
+    Denied,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        self != Self::Pending
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Canceled => "canceled",
+            Self::Expired => "expired",
+            Self::MaxAttemptsReached => "max_attempts_reached",
+            Self::Failed => "failed",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Accepted,
+    Failed,
+    Delivered,
+    Undelivered,
+}
+
+/// One message or call, whether or not a sender took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendAttempt {
+    pub channel: Channel,
+    pub status: DeliveryStatus,
+    pub provider: String,
+    pub at: SystemTime,
+    /// Why no sender took it. Never contains the code.
+    pub error_reason: Option<String>,
+}
+
+/// What a send is for: the channel and how to word the message. A resend
+/// may change all of these; they become the verification's once a sender
+/// accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub channel: Channel,
+    pub voice_mode: Option<VoiceMode>,
+    pub locale: Option<Locale>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub id: VerificationId,
+    pub tenant: TenantId,
+    pub to: Destination,
+    pub purpose: Purpose,
+    pub delivery: Delivery,
+    pub status: Status,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub checks_remaining: u32,
+    pub sends_remaining: u32,
+    /// When the latest send was reserved; the resend cooldown counts from it.
+    pub last_send_at: Option<SystemTime>,
+    pub send_attempts: Vec<SendAttempt>,
+    pub match_digits: Option<MatchDigits>,
+}
+
+/// Why a send on a pending verification is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRefused {
+    Cooldown { retry_at: SystemTime },
+    SendLimitReached,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Approved,
+    /// Wrong code; the verification may have just run out of attempts.
+    Rejected,
+    /// Not pending (any more): nothing is compared and nothing approves.
+    NotPending(Status),
+}
+
+impl Verification {
+    /// A new pending verification, before its first send.
+    pub fn new(
+        id: VerificationId,
+        tenant: TenantId,
+        to: Destination,
+        purpose: Purpose,
+        delivery: Delivery,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Self {
+        let match_digits = (delivery.voice_mode == Some(VoiceMode::Match))
+            .then(|| MatchDigits::generate(policy.match_digits));
+        Self {
+            id,
+            tenant,
+            to,
+            purpose,
+            delivery,
+            status: Status::Pending,
+            created_at: now,
+            expires_at: now + policy.code_ttl,
+            checks_remaining: policy.max_check_attempts,
+            sends_remaining: policy.max_send_attempts,
+            last_send_at: None,
+            send_attempts: Vec::new(),
+            match_digits,
+        }
+    }
+
+    /// Moves a pending verification past its expiry to EXPIRED. Returns
+    /// whether anything changed. Every transition below calls it first, so a
+    /// verification never acts as pending after `expires_at`, whether or not
+    /// the expiry timer has fired yet.
+    pub fn settle(&mut self, now: SystemTime) -> bool {
+        if self.status == Status::Pending && now >= self.expires_at {
+            self.status = Status::Expired;
+            return true;
+        }
+        false
+    }
+
+    /// Takes one send from the budget, or says why not. The cooldown holds
+    /// whatever the channel, and concurrent resends are serialized by it.
+    pub fn reserve_send(&mut self, policy: &Policy, now: SystemTime) -> Result<(), SendRefused> {
+        if let Some(last) = self.last_send_at {
+            let retry_at = last + policy.resend_cooldown;
+            if now < retry_at {
+                return Err(SendRefused::Cooldown { retry_at });
+            }
+        }
+        if self.sends_remaining == 0 {
+            return Err(SendRefused::SendLimitReached);
+        }
+        self.sends_remaining -= 1;
+        self.last_send_at = Some(now);
+        Ok(())
+    }
+
+    /// Records how a reserved send went. An accepted send makes its delivery
+    /// the verification's and restarts the validity window (the store swaps
+    /// in the new code's hash in the same step). A first send that no sender
+    /// took fails the verification; a failed resend leaves it as it was, so
+    /// the previous code stays valid.
+    pub fn record_send(
+        &mut self,
+        delivery: Delivery,
+        attempt: SendAttempt,
+        policy: &Policy,
+        now: SystemTime,
+    ) {
+        let accepted = attempt.status == DeliveryStatus::Accepted;
+        let first_send = !self.has_accepted_send();
+        self.send_attempts.push(attempt);
+        if self.settle(now) || self.status != Status::Pending {
+            return;
+        }
+        if accepted {
+            self.delivery = delivery;
+            self.expires_at = now + policy.code_ttl;
+        } else if first_send {
+            self.status = Status::Failed;
+        }
+    }
+
+    pub fn has_accepted_send(&self) -> bool {
+        self.send_attempts
+            .iter()
+            .any(|a| a.status != DeliveryStatus::Failed)
+    }
+
+    /// Applies one check. `code_matches` is the constant-time comparison of
+    /// the typed code's HMAC with the stored one.
+    pub fn check(&mut self, code_matches: bool, now: SystemTime) -> CheckOutcome {
+        self.settle(now);
+        if self.status != Status::Pending {
+            return CheckOutcome::NotPending(self.status);
+        }
+        if code_matches {
+            self.status = Status::Approved;
+            return CheckOutcome::Approved;
+        }
+        self.checks_remaining = self.checks_remaining.saturating_sub(1);
+        if self.checks_remaining == 0 {
+            self.status = Status::MaxAttemptsReached;
+        }
+        CheckOutcome::Rejected
+    }
+
+    /// # Errors
+    /// With the current status when the verification is not pending.
+    pub fn cancel(&mut self, now: SystemTime) -> Result<(), Status> {
+        self.settle(now);
+        if self.status != Status::Pending {
+            return Err(self.status);
+        }
+        self.status = Status::Canceled;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn sms() -> Delivery {
+        Delivery {
+            channel: Channel::Sms,
+            voice_mode: None,
+            locale: None,
+        }
+    }
+
+    fn attempt(status: DeliveryStatus, at: SystemTime) -> SendAttempt {
+        SendAttempt {
+            channel: Channel::Sms,
+            status,
+            provider: "console".into(),
+            at,
+            error_reason: None,
+        }
+    }
+
+    fn pending(policy: &Policy) -> Verification {
+        let mut v = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            Destination::parse("+14155550100").expect("valid"),
+            Purpose::PasswordReset,
+            sms(),
+            policy,
+            T0,
+        );
+        v.reserve_send(policy, T0).expect("first send");
+        v.record_send(sms(), attempt(DeliveryStatus::Accepted, T0), policy, T0);
+        v
+    }
+
+    #[test]
+    fn ids_are_unique_and_round_trip_through_parse() {
+        let a = VerificationId::generate();
+        assert_ne!(a, VerificationId::generate());
+        assert_eq!(VerificationId::parse(a.as_str()), Some(a.clone()));
+        assert_eq!(a.as_str().len(), 34);
+        for bad in [
+            "",
+            "VE",
+            "ve0123456789abcdef0123456789abcdef",
+            "VE0123456789ABCDEF0123456789abcdef",
+        ] {
+            assert_eq!(VerificationId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn right_code_approves_once() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        assert_eq!(v.check(true, T0), CheckOutcome::Approved);
+        assert_eq!(
+            v.check(true, T0),
+            CheckOutcome::NotPending(Status::Approved)
+        );
+    }
+
+    #[test]
+    fn the_last_wrong_code_exhausts_attempts_and_then_even_the_right_code_fails() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        for left in (0..policy.max_check_attempts).rev() {
+            assert_eq!(v.check(false, T0), CheckOutcome::Rejected);
+            assert_eq!(v.checks_remaining, left);
+        }
+        assert_eq!(v.status, Status::MaxAttemptsReached);
+        assert_eq!(
+            v.check(true, T0),
+            CheckOutcome::NotPending(Status::MaxAttemptsReached)
+        );
+    }
+
+    #[test]
+    fn expiry_is_applied_by_every_transition() {
+        let policy = Policy::default();
+        let at_expiry = T0 + policy.code_ttl;
+        let mut v = pending(&policy);
+        assert!(!v.clone().settle(at_expiry - Duration::from_millis(1)));
+        assert_eq!(
+            v.check(true, at_expiry),
+            CheckOutcome::NotPending(Status::Expired)
+        );
+        let mut v = pending(&policy);
+        assert_eq!(v.cancel(at_expiry), Err(Status::Expired));
+    }
+
+    #[test]
+    fn resends_respect_the_cooldown_and_the_send_budget() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        let retry_at = T0 + policy.resend_cooldown;
+        assert_eq!(
+            v.reserve_send(&policy, retry_at - Duration::from_secs(1)),
+            Err(SendRefused::Cooldown { retry_at })
+        );
+        let mut now = retry_at;
+        for _ in 1..policy.max_send_attempts {
+            v.reserve_send(&policy, now).expect("within budget");
+            now += policy.resend_cooldown;
+        }
+        assert_eq!(v.sends_remaining, 0);
+        assert_eq!(
+            v.reserve_send(&policy, now),
+            Err(SendRefused::SendLimitReached)
+        );
+    }
+
+    #[test]
+    fn an_accepted_resend_switches_channel_and_restarts_validity_but_keeps_attempts() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        assert_eq!(v.check(false, T0), CheckOutcome::Rejected);
+        let later = T0 + Duration::from_secs(60);
+        v.reserve_send(&policy, later).expect("after cooldown");
+        let voice = Delivery {
+            channel: Channel::Voice,
+            voice_mode: Some(VoiceMode::Code),
+            locale: None,
+        };
+        v.record_send(
+            voice.clone(),
+            attempt(DeliveryStatus::Accepted, later),
+            &policy,
+            later,
+        );
+        assert_eq!(v.delivery, voice);
+        assert_eq!(v.expires_at, later + policy.code_ttl);
+        assert_eq!(v.checks_remaining, policy.max_check_attempts - 1);
+    }
+
+    #[test]
+    fn a_failed_resend_leaves_the_verification_pending_and_a_failed_first_send_fails_it() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        let later = T0 + Duration::from_secs(60);
+        v.reserve_send(&policy, later).expect("after cooldown");
+        v.record_send(
+            sms(),
+            attempt(DeliveryStatus::Failed, later),
+            &policy,
+            later,
+        );
+        assert_eq!(v.status, Status::Pending);
+        assert_eq!(v.expires_at, T0 + policy.code_ttl);
+
+        let mut fresh = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            Destination::parse("+14155550100").expect("valid"),
+            Purpose::Enrollment,
+            sms(),
+            &policy,
+            T0,
+        );
+        fresh.reserve_send(&policy, T0).expect("first send");
+        fresh.record_send(sms(), attempt(DeliveryStatus::Failed, T0), &policy, T0);
+        assert_eq!(fresh.status, Status::Failed);
+    }
+
+    #[test]
+    fn only_pending_verifications_cancel() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        assert_eq!(v.cancel(T0), Ok(()));
+        assert_eq!(v.cancel(T0), Err(Status::Canceled));
+        assert_eq!(
+            v.check(true, T0),
+            CheckOutcome::NotPending(Status::Canceled)
+        );
+    }
+
+    #[test]
+    fn match_digits_exist_only_for_number_matching_calls() {
+        let policy = Policy::default();
+        let matching = Delivery {
+            channel: Channel::Voice,
+            voice_mode: Some(VoiceMode::Match),
+            locale: None,
+        };
+        let to = Destination::parse("+14155550100").expect("valid");
+        let v = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            to.clone(),
+            Purpose::Enrollment,
+            matching,
+            &policy,
+            T0,
+        );
+        let digits = v.match_digits.expect("match digits");
+        assert_eq!(digits.as_str().len(), usize::from(policy.match_digits));
+        let v = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            to,
+            Purpose::Enrollment,
+            sms(),
+            &policy,
+            T0,
+        );
+        assert_eq!(v.match_digits, None);
+    }
+
+    #[test]
+    fn locales_are_checked_and_cased() {
+        assert_eq!(Locale::parse("fr-ca").map(|l| l.0), Some("fr-CA".into()));
+        assert_eq!(
+            Locale::parse("zh-Hant-TW").map(|l| l.0),
+            Some("zh-hant-TW".into())
+        );
+        for bad in ["", "f", "fr_CA", "fr--CA", "1r", &"a".repeat(36)] {
+            assert_eq!(Locale::parse(bad), None, "{bad}");
+        }
+    }
+}

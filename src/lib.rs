@@ -1,0 +1,14 @@
+//! verifyd: issues, delivers and checks one-time verification codes for
+//! self-service password reset.
+
+pub mod clock;
+pub mod domain;
+
+pub mod proto {
+    #![allow(missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("verifyd.v1");
+
+    /// The encoded descriptors of the API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("verifyd_descriptor");
+}
