@@ -12,3 +12,5 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("verifyd_descriptor");
 }
+pub mod ratelimit;
+pub mod store;

@@ -1,0 +1,308 @@
+//! Rate limits: GCRA quotas (governor), each a burst and a replenish
+//! interval, e.g. a burst of 5 then one more every 2 minutes.
+//!
+//! The limiters read the service's [`Clock`], so tests drive them with the
+//! same manual clock as expiry. State is per process; the Redis issue moves
+//! the shared limits into Redis so replicas share one budget.
+
+use std::{
+    hash::Hash,
+    net::IpAddr,
+    num::NonZeroU32,
+    time::{Duration, SystemTime},
+};
+
+use governor::{
+    Quota, RateLimiter, clock::Clock as GovernorClock, middleware::NoOpMiddleware, nanos::Nanos,
+    state::keyed::DashMapStateStore,
+};
+
+use crate::{
+    clock::Clock,
+    domain::{Destination, TenantId},
+};
+
+/// A quota: `burst` requests at once, then one more every `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub burst: u32,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+impl QuotaConfig {
+    fn quota(self) -> Option<Quota> {
+        let burst = NonZeroU32::new(self.burst)?;
+        Quota::with_period(self.period).map(|q| q.allow_burst(burst))
+    }
+
+    pub fn is_valid(self) -> bool {
+        self.quota().is_some()
+    }
+}
+
+/// Which limit refused a request; also the label on its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    StartsPerDestination,
+    StartsPerIp,
+    FailedChecksPerDestination,
+    RequestsPerTenant,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StartsPerDestination => "starts_per_destination",
+            Self::StartsPerIp => "starts_per_ip",
+            Self::FailedChecksPerDestination => "failed_checks_per_destination",
+            Self::RequestsPerTenant => "requests_per_tenant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit {} reached; retry in {retry_after:?}", limit.as_str())]
+pub struct RateLimited {
+    pub limit: Limit,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub starts_per_destination: QuotaConfig,
+    pub starts_per_ip: QuotaConfig,
+    pub failed_checks_per_destination: QuotaConfig,
+    pub requests_per_tenant: QuotaConfig,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            starts_per_destination: QuotaConfig {
+                burst: 5,
+                period: minutes(2),
+            },
+            starts_per_ip: QuotaConfig {
+                burst: 20,
+                period: minutes(3),
+            },
+            failed_checks_per_destination: QuotaConfig {
+                burst: 20,
+                period: minutes(60),
+            },
+            requests_per_tenant: QuotaConfig {
+                burst: 1_000,
+                period: Duration::from_millis(1),
+            },
+        }
+    }
+}
+
+/// Adapts the service clock to governor, which counts nanoseconds from an
+/// arbitrary origin; the Unix epoch serves.
+#[derive(Debug, Clone)]
+struct LimiterClock(Clock);
+
+impl GovernorClock for LimiterClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let since_epoch = self
+            .0
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Nanos::from(since_epoch)
+    }
+}
+
+type Keyed<K> = RateLimiter<K, DashMapStateStore<K>, LimiterClock, NoOpMiddleware<Nanos>>;
+
+/// One keyed limiter and the limit it enforces.
+#[derive(Debug)]
+struct Limiter<K: Hash + Eq + Clone> {
+    limit: Limit,
+    inner: Keyed<K>,
+    clock: LimiterClock,
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    fn new(limit: Limit, quota: QuotaConfig, clock: &LimiterClock) -> Self {
+        let quota = quota.quota().expect("quotas are validated with the config");
+        Self {
+            limit,
+            inner: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            clock: clock.clone(),
+        }
+    }
+
+    fn take(&self, key: &K) -> Result<(), RateLimited> {
+        self.inner.check_key(key).map_err(|not_until| RateLimited {
+            limit: self.limit,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        })
+    }
+}
+
+/// The per-process limits.
+///
+/// Keys include the tenant, so one tenant's traffic never spends another's
+/// budget or reveals what another did with a destination. IPv6 addresses
+/// count per /64, the block one subscriber usually holds, so rotating
+/// through one's own addresses buys nothing.
+#[derive(Debug)]
+pub struct RateLimits {
+    starts_per_destination: Limiter<(TenantId, Destination)>,
+    starts_per_ip: Limiter<(TenantId, IpAddr)>,
+    failed_checks_per_destination: Limiter<(TenantId, Destination)>,
+    requests_per_tenant: Limiter<TenantId>,
+}
+
+impl RateLimits {
+    pub fn new(config: &LimitsConfig, clock: Clock) -> Self {
+        let clock = LimiterClock(clock);
+        Self {
+            starts_per_destination: Limiter::new(
+                Limit::StartsPerDestination,
+                config.starts_per_destination,
+                &clock,
+            ),
+            starts_per_ip: Limiter::new(Limit::StartsPerIp, config.starts_per_ip, &clock),
+            failed_checks_per_destination: Limiter::new(
+                Limit::FailedChecksPerDestination,
+                config.failed_checks_per_destination,
+                &clock,
+            ),
+            requests_per_tenant: Limiter::new(
+                Limit::RequestsPerTenant,
+                config.requests_per_tenant,
+                &clock,
+            ),
+        }
+    }
+
+    pub fn request(&self, tenant: &TenantId) -> Result<(), RateLimited> {
+        self.requests_per_tenant.take(tenant)
+    }
+
+    /// Takes one start from the IP's budget, then the destination's.
+    pub fn start(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        ip: Option<IpAddr>,
+    ) -> Result<(), RateLimited> {
+        if let Some(ip) = ip {
+            self.starts_per_ip.take(&(tenant.clone(), ip_block(ip)))?;
+        }
+        self.starts_per_destination
+            .take(&(tenant.clone(), to.clone()))
+    }
+
+    /// Takes one cell before a code is compared. Taking it first means no
+    /// guess can run past the budget, however many checks race; a right
+    /// code ends the verification, so in practice the budget is spent by
+    /// wrong codes. It spans all of a destination's verifications, so a
+    /// fresh start does not reset it.
+    pub fn check(&self, tenant: &TenantId, to: &Destination) -> Result<(), RateLimited> {
+        self.failed_checks_per_destination
+            .take(&(tenant.clone(), to.clone()))
+    }
+
+    /// Drops limiter state for keys that are back to a full budget, so
+    /// memory tracks active keys only.
+    pub fn prune(&self) {
+        self.starts_per_destination.inner.retain_recent();
+        self.starts_per_ip.inner.retain_recent();
+        self.failed_checks_per_destination.inner.retain_recent();
+        self.requests_per_tenant.inner.retain_recent();
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.starts_per_destination.inner.len()
+            + self.starts_per_ip.inner.len()
+            + self.failed_checks_per_destination.inner.len()
+            + self.requests_per_tenant.inner.len()
+    }
+}
+
+fn ip_block(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(clock: &Clock) -> RateLimits {
+        RateLimits::new(&LimitsConfig::default(), clock.clone())
+    }
+
+    fn phone() -> Destination {
+        Destination::parse("+14155550100").expect("valid")
+    }
+
+    #[test]
+    fn starts_per_destination_allow_a_burst_then_one_per_period() {
+        let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let limits = limits(&clock);
+        let tenant = TenantId::default_tenant();
+        for _ in 0..5 {
+            limits.start(&tenant, &phone(), None).expect("within burst");
+        }
+        let refused = limits
+            .start(&tenant, &phone(), None)
+            .expect_err("burst spent");
+        assert_eq!(refused.limit, Limit::StartsPerDestination);
+        assert_eq!(refused.retry_after, Duration::from_secs(120));
+        clock.advance(Duration::from_secs(120));
+        limits
+            .start(&tenant, &phone(), None)
+            .expect("one more after the period");
+        let other = TenantId::parse("other").expect("valid");
+        limits
+            .start(&other, &phone(), None)
+            .expect("another tenant has its own budget");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_a_budget_per_64() {
+        let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let limits = limits(&clock);
+        let tenant = TenantId::default_tenant();
+        for i in 0..20u16 {
+            let ip: IpAddr = format!("2001:db8::{i:x}").parse().expect("ip");
+            let to = Destination::parse(&format!("+1415555{:04}", 100 + i)).expect("valid");
+            limits.start(&tenant, &to, Some(ip)).expect("within burst");
+        }
+        let ip: IpAddr = "2001:db8::ffff:1".parse().expect("ip");
+        let to = Destination::parse("+14155550999").expect("valid");
+        assert_eq!(
+            limits.start(&tenant, &to, Some(ip)).map_err(|e| e.limit),
+            Err(Limit::StartsPerIp)
+        );
+    }
+
+    #[test]
+    fn pruning_forgets_keys_whose_budget_is_full_again() {
+        let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let limits = limits(&clock);
+        limits
+            .start(&TenantId::default_tenant(), &phone(), None)
+            .expect("ok");
+        assert!(limits.tracked_keys() > 0);
+        clock.advance(Duration::from_secs(3_600));
+        limits.prune();
+        assert_eq!(limits.tracked_keys(), 0);
+    }
+}

@@ -1,0 +1,201 @@
+//! The store port: where verifications, code hashes and idempotency records
+//! live.
+//!
+//! Each operation is one atomic step at the level the domain needs (there is
+//! a single `check`, never a get-then-put), and takes the current time as an
+//! argument so that one clock drives every backend. Backends apply the
+//! domain's transitions; they hold no rules of their own.
+//!
+//! The port is a closed enum rather than a trait object: the set of backends
+//! is known, calls stay static, and async methods need no boxing.
+
+mod memory;
+
+use std::time::{Duration, SystemTime};
+
+pub use memory::MemoryStore;
+
+use crate::domain::{
+    CheckOutcome, CodeHash, Destination, Policy, Purpose, SendAttempt, TenantId, Verification,
+    VerificationId,
+    verification::{Delivery, SendRefused},
+};
+
+/// How long a succeeded start's response is replayed for its idempotency key.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a start holds its idempotency key before a retry may take over,
+/// in case the replica running it died. Longer than any send may take.
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub enum Store {
+    Memory(MemoryStore),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is full")]
+    Full,
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Identifies the one pending verification a tenant may have per
+/// destination and purpose; a second start on it is a resend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub tenant: TenantId,
+    pub to: Destination,
+    pub purpose: Purpose,
+}
+
+/// The result of asking for a send slot.
+#[derive(Debug)]
+pub enum Reservation {
+    /// A send may go ahead on this verification; `is_new` when it was just
+    /// created from the candidate.
+    Granted {
+        verification: Verification,
+        is_new: bool,
+    },
+    /// A pending verification exists but may not send now.
+    Refused {
+        verification: Verification,
+        reason: SendRefused,
+    },
+}
+
+/// The result of beginning an idempotent start.
+#[derive(Debug)]
+pub enum Idempotency {
+    /// The key is new (or its earlier holder gave up): go ahead, then
+    /// `finish_idempotent` or `abandon_idempotent`.
+    Started,
+    /// A start with this key succeeded: here is what it answered.
+    Replay(Box<Verification>),
+    /// A start with this key is still running.
+    InFlight,
+    /// The key was used with a different request.
+    Mismatch,
+}
+
+/// A digest of everything a start request asks for, to tell a retry from a
+/// different request reusing the key.
+pub type Fingerprint = [u8; 32];
+
+impl Store {
+    /// Finds the pending verification for `candidate`'s tenant, destination
+    /// and purpose and reserves a send on it, or creates `candidate` and
+    /// reserves its first send.
+    pub async fn reserve_send(
+        &self,
+        candidate: Verification,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Reservation, StoreError> {
+        match self {
+            Self::Memory(m) => m.reserve_send(candidate, policy, now),
+        }
+    }
+
+    /// Records a reserved send. When a sender accepted it, `new_hash`
+    /// replaces the stored code hash in the same step.
+    pub async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        delivery: Delivery,
+        attempt: SendAttempt,
+        new_hash: Option<CodeHash>,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.complete_send(tenant, id, delivery, attempt, new_hash, policy, now)
+            }
+        }
+    }
+
+    /// Compares the candidates with the stored hash and applies the check,
+    /// atomically: concurrent checks of one code approve once.
+    pub async fn check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        now: SystemTime,
+    ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
+        match self {
+            Self::Memory(m) => m.check(tenant, id, candidates, now),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        match self {
+            Self::Memory(m) => m.get(tenant, id, now),
+        }
+    }
+
+    /// Cancels a pending verification. Returns the verification and whether
+    /// this call canceled it.
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Verification, bool)>, StoreError> {
+        match self {
+            Self::Memory(m) => m.cancel(tenant, id, now),
+        }
+    }
+
+    pub async fn begin_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: Fingerprint,
+        now: SystemTime,
+    ) -> Result<Idempotency, StoreError> {
+        match self {
+            Self::Memory(m) => m.begin_idempotent(tenant, key, fingerprint, now),
+        }
+    }
+
+    pub async fn finish_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        response: &Verification,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.finish_idempotent(tenant, key, response, now),
+        }
+    }
+
+    /// Releases a key whose start failed, so a retry can run.
+    pub async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.abandon_idempotent(tenant, key),
+        }
+    }
+
+    /// Drops what has outlived its retention.
+    pub async fn purge(&self, now: SystemTime) {
+        match self {
+            Self::Memory(m) => m.purge(now),
+        }
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+        }
+    }
+}
