@@ -14,3 +14,5 @@ pub mod proto {
 }
 pub mod ratelimit;
 pub mod store;
+pub mod delivery;
+pub mod service;

@@ -1,0 +1,53 @@
+//! One error enum per use case. The gRPC layer maps each to a status in one
+//! place (`grpc::status`); nothing here knows about transports.
+
+use std::time::Duration;
+
+use crate::{delivery::SendError, domain::Status, ratelimit::RateLimited, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error("a code was sent less than the resend cooldown ago")]
+    Cooldown { retry_after: Duration },
+    #[error("this verification has used all its sends")]
+    SendLimitReached { retry_after: Duration },
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyMismatch,
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyInFlight,
+    #[error("no sender accepted the message: {0}")]
+    Delivery(SendError),
+    #[error("sending timed out")]
+    DeliveryTimedOut,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("verification not found")]
+    NotFound,
+    #[error("verification is {}", .0.as_str())]
+    NotPending(Status),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// For get, cancel and watch.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("verification not found")]
+    NotFound,
+    #[error("verification is {}", .0.as_str())]
+    NotPending(Status),
+    #[error("too many open watch streams for this tenant")]
+    TooManyWatches,
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

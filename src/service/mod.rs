@@ -1,0 +1,198 @@
+//! The use cases: start, check, get, cancel, watch, over the ports (store,
+//! rate limits, senders, clock). Transports call these and translate.
+
+mod errors;
+mod expiry;
+mod feed;
+mod start;
+mod watch;
+
+use std::{sync::Arc, time::Duration};
+
+pub use errors::{CheckError, LookupError, StartError};
+pub use start::{IdempotencyKey, StartRequest};
+use tokio_util::sync::CancellationToken;
+pub use watch::WatchStream;
+
+use self::{expiry::ExpiryQueue, feed::Feed, watch::WatchSlots};
+use crate::{
+    clock::Clock,
+    delivery::Senders,
+    domain::{CheckOutcome, Code, KeyRing, Policy, TenantId, Verification, VerificationId},
+    ratelimit::RateLimits,
+    store::Store,
+};
+
+/// Settings of the service itself, beyond the verification policy.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// The name users know the calling app by, used in message texts.
+    pub app_name: String,
+    /// The longest a send may take, whatever the caller's deadline.
+    pub send_timeout: Duration,
+    pub max_watch_streams_per_tenant: u32,
+}
+
+#[derive(Debug)]
+pub struct Verifier {
+    store: Store,
+    limits: RateLimits,
+    senders: Senders,
+    keys: KeyRing,
+    policy: Policy,
+    settings: ServiceSettings,
+    clock: Clock,
+    feed: Arc<Feed>,
+    expiry: ExpiryQueue,
+    watch_slots: Arc<WatchSlots>,
+    /// Cancelled when the server begins to shut down: watch streams send
+    /// the current state and end.
+    shutdown: CancellationToken,
+}
+
+impl Verifier {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        limits: RateLimits,
+        senders: Senders,
+        keys: KeyRing,
+        policy: Policy,
+        settings: ServiceSettings,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            limits,
+            senders,
+            keys,
+            policy,
+            watch_slots: Arc::new(WatchSlots::new(settings.max_watch_streams_per_tenant)),
+            settings,
+            clock,
+            feed: Arc::default(),
+            expiry: ExpiryQueue::default(),
+            shutdown,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled() && self.store.is_ready().await
+    }
+
+    /// Checks a code. A wrong code is `Ok((false, _))` with one attempt
+    /// fewer; only a pending, unexpired verification ever approves.
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        code: &Code,
+    ) -> Result<(bool, Verification), CheckError> {
+        self.limits.request(tenant)?;
+        let now = self.clock.now();
+        let current = self
+            .store
+            .get(tenant, id, now)
+            .await?
+            .ok_or(CheckError::NotFound)?;
+        if current.status.is_terminal() {
+            return Err(CheckError::NotPending(current.status));
+        }
+        self.limits.check(tenant, &current.to)?;
+        let candidates = self.keys.candidates(tenant, id, code);
+        let (outcome, v) = self
+            .store
+            .check(tenant, id, &candidates, now)
+            .await?
+            .ok_or(CheckError::NotFound)?;
+        self.feed.publish(&v);
+        match outcome {
+            CheckOutcome::Approved => {
+                tracing::info!(outcome = "approved", "verification checked");
+                Ok((true, v))
+            }
+            CheckOutcome::Rejected => {
+                tracing::info!(
+                    outcome = "rejected",
+                    attempts_remaining = v.checks_remaining,
+                    status = v.status.as_str(),
+                    "verification checked"
+                );
+                Ok((false, v))
+            }
+            CheckOutcome::NotPending(status) => Err(CheckError::NotPending(status)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn get(&self, tenant: &TenantId, id: &VerificationId) -> Result<Verification, LookupError> {
+        self.limits.request(tenant)?;
+        self.store
+            .get(tenant, id, self.clock.now())
+            .await?
+            .ok_or(LookupError::NotFound)
+    }
+
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn cancel(&self, tenant: &TenantId, id: &VerificationId) -> Result<Verification, LookupError> {
+        self.limits.request(tenant)?;
+        let (v, canceled) = self
+            .store
+            .cancel(tenant, id, self.clock.now())
+            .await?
+            .ok_or(LookupError::NotFound)?;
+        if !canceled {
+            return Err(LookupError::NotPending(v.status));
+        }
+        tracing::info!("verification canceled");
+        self.feed.publish(&v);
+        Ok(v)
+    }
+
+    /// Moves each verification to EXPIRED when the clock reaches its
+    /// `expires_at`, and tells its watchers. Runs until shutdown.
+    pub async fn run_expiry_timer(self: Arc<Self>) {
+        loop {
+            let next = self.expiry.next_due();
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = self.expiry.changed() => continue,
+                () = async {
+                    match next {
+                        Some(at) => self.clock.sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            let now = self.clock.now();
+            for (tenant, id) in self.expiry.pop_due(now) {
+                match self.store.get(&tenant, &id, now).await {
+                    Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
+                        tracing::info!(%tenant, verification = %id, "verification expired");
+                        self.feed.publish(&v);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        // The verification is still expired for every reader
+                        // (transitions settle expiry first); only the push to
+                        // watchers is late. Try again shortly.
+                        tracing::warn!(%error, verification = %id, "could not expire verification");
+                        self.expiry.schedule(now + Duration::from_secs(1), tenant, id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees what has outlived its retention and idle limiter state.
+    pub async fn purge(&self) {
+        self.store.purge(self.clock.now()).await;
+        self.limits.prune();
+    }
+}

@@ -1,0 +1,270 @@
+//! Starting a verification: idempotency, rate limits, the pending lookup or
+//! creation, the code, the send, and recording it.
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::{StartError, Verifier};
+use crate::{
+    delivery::Message,
+    domain::{
+        Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
+        VerificationId,
+        verification::{Delivery, SendRefused},
+    },
+    store::{Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
+};
+
+/// A caller's idempotency key: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(input: &str) -> Option<Self> {
+        let ok = (1..=Self::MAX_LEN).contains(&input.len())
+            && input.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| Self(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated StartVerification.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub to: Destination,
+    pub purpose: Purpose,
+    pub delivery: Delivery,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub end_user_ip: Option<IpAddr>,
+}
+
+impl StartRequest {
+    /// Everything the request asks for, so a reused key with another
+    /// request is told apart from a retry.
+    fn fingerprint(&self) -> Fingerprint {
+        let mut h = Sha256::new();
+        let ip = self.end_user_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let fields = [
+            self.to.as_str(),
+            &format!("{:?}", self.purpose),
+            self.delivery.channel.as_str(),
+            &format!("{:?}", self.delivery.voice_mode),
+            self.delivery.locale.as_ref().map_or("", |l| l.as_str()),
+            &ip,
+        ];
+        for field in fields {
+            h.update((field.len() as u64).to_be_bytes());
+            h.update(field.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+impl Verifier {
+    /// Starts a verification or resends on the pending one.
+    ///
+    /// The work runs in its own task: once a send has begun, it and its
+    /// record complete even if the caller goes away, so the stored state
+    /// always matches what was sent. `deadline` is the caller's remaining
+    /// time; the send never waits longer than it or the configured timeout.
+    pub async fn start(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request: StartRequest,
+        deadline: Option<Duration>,
+    ) -> Result<Verification, StartError> {
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
+        task.await.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+    }
+
+    #[tracing::instrument(
+        skip_all,
+        fields(%tenant, to = %request.to.masked(), channel = request.delivery.channel.as_str())
+    )]
+    async fn start_idempotent(
+        &self,
+        tenant: &TenantId,
+        request: &StartRequest,
+        deadline: Option<Duration>,
+    ) -> Result<Verification, StartError> {
+        // The idempotency lookup comes before every rate limit, so a retried
+        // success is never refused.
+        let Some(key) = &request.idempotency_key else {
+            self.limits.request(tenant)?;
+            return self.start_once(tenant, request, deadline).await;
+        };
+        if let Claim::Replay(stored) = self
+            .claim_idempotency_key(tenant, key, request.fingerprint(), deadline)
+            .await?
+        {
+            tracing::info!(verification = %stored.id, "idempotent replay");
+            return Ok(*stored);
+        }
+        let result = match self.limits.request(tenant) {
+            Ok(()) => self.start_once(tenant, request, deadline).await,
+            Err(limited) => Err(limited.into()),
+        };
+        let now = self.clock.now();
+        let recorded = match &result {
+            Ok(v) => self.store.finish_idempotent(tenant, key.as_str(), v, now).await,
+            Err(_) => self.store.abandon_idempotent(tenant, key.as_str()).await,
+        };
+        if let Err(error) = recorded {
+            // The start itself stands; a retry with this key will run again
+            // once the lease runs out.
+            tracing::warn!(%error, "could not record the idempotency key");
+        }
+        result
+    }
+
+    /// Takes the key for this request, or finds the answer of the request
+    /// that took it first (waiting while that one is still running).
+    async fn claim_idempotency_key(
+        &self,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        deadline: Option<Duration>,
+    ) -> Result<Claim, StartError> {
+        let give_up = tokio::time::Instant::now() + deadline.unwrap_or(IDEMPOTENCY_LEASE).min(IDEMPOTENCY_LEASE);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self
+                .store
+                .begin_idempotent(tenant, key.as_str(), fingerprint, self.clock.now())
+                .await?
+            {
+                Idempotency::Started => return Ok(Claim::Fresh),
+                Idempotency::Replay(v) => return Ok(Claim::Replay(v)),
+                Idempotency::Mismatch => return Err(StartError::IdempotencyMismatch),
+                Idempotency::InFlight => {
+                    // Another request with this key is sending; its answer
+                    // is ours. Stores may be shared by replicas, so poll
+                    // rather than wait on something in-process.
+                    if tokio::time::Instant::now() + pause > give_up {
+                        return Err(StartError::IdempotencyInFlight);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    async fn start_once(
+        &self,
+        tenant: &TenantId,
+        request: &StartRequest,
+        deadline: Option<Duration>,
+    ) -> Result<Verification, StartError> {
+        let now = self.clock.now();
+        self.limits.start(tenant, &request.to, request.end_user_ip)?;
+        let candidate = Verification::new(
+            VerificationId::generate(),
+            tenant.clone(),
+            request.to.clone(),
+            request.purpose,
+            request.delivery.clone(),
+            &self.policy,
+            now,
+        );
+        let (v, is_new) = match self.store.reserve_send(candidate, &self.policy, now).await? {
+            Reservation::Granted { verification, is_new } => (verification, is_new),
+            Reservation::Refused { reason: SendRefused::Cooldown { retry_at }, .. } => {
+                return Err(StartError::Cooldown {
+                    retry_after: until(retry_at, now),
+                });
+            }
+            Reservation::Refused { verification, reason: SendRefused::SendLimitReached } => {
+                return Err(StartError::SendLimitReached {
+                    retry_after: until(verification.expires_at, now),
+                });
+            }
+        };
+        tracing::debug!(verification = %v.id, resend = !is_new, "send reserved");
+
+        let code = Code::generate(self.policy.code_length);
+        let hash = self.keys.hash(tenant, &v.id, &code);
+        let message = Message {
+            verification_id: v.id.clone(),
+            to: v.to.clone(),
+            purpose: v.purpose,
+            delivery: request.delivery.clone(),
+            code,
+            match_digits: v.match_digits.clone(),
+            valid_for: self.policy.code_ttl,
+            app_name: self.settings.app_name.clone(),
+        };
+        let sender = self.senders.for_channel(request.delivery.channel);
+        let timeout = deadline.map_or(self.settings.send_timeout, |d| d.min(self.settings.send_timeout));
+        let sent = tokio::time::timeout(timeout, sender.send(&message)).await;
+        // The plaintext code goes no further than the sender.
+        drop(message);
+
+        let sent_at = self.clock.now();
+        let (status, error, accepted) = match &sent {
+            Ok(Ok(_)) => (DeliveryStatus::Accepted, None, true),
+            Ok(Err(e)) => (DeliveryStatus::Failed, Some(e.to_string()), false),
+            Err(_) => (DeliveryStatus::Failed, Some("timed out".to_owned()), false),
+        };
+        let attempt = SendAttempt {
+            channel: request.delivery.channel,
+            status,
+            provider: sender.provider().to_owned(),
+            at: sent_at,
+            error_reason: error,
+        };
+        let recorded = self
+            .store
+            .complete_send(
+                tenant,
+                &v.id,
+                request.delivery.clone(),
+                attempt,
+                accepted.then_some(hash),
+                &self.policy,
+                sent_at,
+            )
+            .await?
+            .unwrap_or(v);
+        self.feed.publish(&recorded);
+        if recorded.status == crate::domain::Status::Pending {
+            self.expiry
+                .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
+        }
+        match sent {
+            Ok(Ok(receipt)) => {
+                tracing::info!(verification = %recorded.id, provider = receipt.provider, resend = !is_new, "code sent");
+                Ok(recorded)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(verification = %recorded.id, %error, "send failed");
+                Err(StartError::Delivery(error))
+            }
+            Err(_) => {
+                tracing::warn!(verification = %recorded.id, "send timed out");
+                Err(StartError::DeliveryTimedOut)
+            }
+        }
+    }
+}
+
+fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default()
+}
+
+enum Claim {
+    Fresh,
+    Replay(Box<Verification>),
+}

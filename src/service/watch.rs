@@ -1,0 +1,146 @@
+//! WatchVerification: the current state, then every change, ending after a
+//! terminal status or at shutdown.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::Stream;
+
+use super::{LookupError, Verifier};
+use crate::domain::{TenantId, Verification, VerificationId};
+
+/// Counts open streams per tenant against a cap, so one caller cannot hold
+/// unbounded server resources.
+#[derive(Debug)]
+pub(super) struct WatchSlots {
+    max_per_tenant: u32,
+    open: Mutex<HashMap<TenantId, u32>>,
+}
+
+impl WatchSlots {
+    pub(super) fn new(max_per_tenant: u32) -> Self {
+        Self {
+            max_per_tenant,
+            open: Mutex::default(),
+        }
+    }
+
+    fn acquire(self: &Arc<Self>, tenant: &TenantId) -> Option<WatchSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(tenant.clone()).or_default();
+        if *count >= self.max_per_tenant {
+            return None;
+        }
+        *count += 1;
+        Some(WatchSlot {
+            slots: Arc::clone(self),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    tenant: TenantId,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// The states a watcher receives. Dropping it (the client went away) stops
+/// the task feeding it.
+#[derive(Debug)]
+pub struct WatchStream(mpsc::Receiver<Result<Verification, LookupError>>);
+
+impl Stream for WatchStream {
+    type Item = Result<Verification, LookupError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+impl Verifier {
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn watch(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Result<WatchStream, LookupError> {
+        self.limits.request(tenant)?;
+        let slot = self
+            .watch_slots
+            .acquire(tenant)
+            .ok_or(LookupError::TooManyWatches)?;
+        // Subscribe before reading, so no change falls between the two.
+        let mut changes = self.feed.subscribe(tenant, id);
+        let current = self
+            .store
+            .get(tenant, id, self.clock.now())
+            .await?
+            .ok_or(LookupError::NotFound)?;
+
+        let (tx, rx) = mpsc::channel(4);
+        let this = Arc::clone(self);
+        let (tenant, id) = (tenant.clone(), id.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut last = current;
+            if tx.send(Ok(last.clone())).await.is_err() || last.status.is_terminal() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    () = tx.closed() => return,
+                    () = this.shutdown.cancelled() => {
+                        // Shutting down: one last current state, then end.
+                        if let Ok(Some(v)) = this.store.get(&tenant, &id, this.clock.now()).await
+                            && v != last
+                        {
+                            let _ = tx.send(Ok(v)).await;
+                        }
+                        return;
+                    }
+                    change = changes.recv() => change,
+                };
+                let v = match next {
+                    Ok(v) => v,
+                    // Fell behind: what matters is the state now.
+                    Err(RecvError::Lagged(_)) => match this.store.get(&tenant, &id, this.clock.now()).await {
+                        Ok(Some(v)) => v,
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if v == last {
+                    continue;
+                }
+                let terminal = v.status.is_terminal();
+                last = v.clone();
+                if tx.send(Ok(v)).await.is_err() || terminal {
+                    return;
+                }
+            }
+        });
+        Ok(WatchStream(rx))
+    }
+}
