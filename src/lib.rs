@@ -16,3 +16,4 @@ pub mod ratelimit;
 pub mod store;
 pub mod delivery;
 pub mod service;
+pub mod config;

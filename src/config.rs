@@ -1,0 +1,505 @@
+//! One typed configuration: built-in defaults, then an optional TOML file,
+//! then `VERIFYD_*` environment variables (`__` separates levels, so
+//! `VERIFYD_CODE__TTL=5m` sets `code.ttl`). Any variable ending in `_FILE`
+//! names a file holding the value (for Kubernetes Secrets):
+//! `VERIFYD_HMAC__KEY_FILE=/run/secrets/hmac` sets `hmac.key`.
+//!
+//! With no file and no `VERIFYD_*` variable at all, verifyd runs in dev mode.
+//! Everything is parsed and validated here, once, at startup; an invalid
+//! setting is one error line naming the key.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    domain::{
+        CodeLength, Policy,
+        code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
+    },
+    ratelimit::LimitsConfig,
+};
+
+const ENV_PREFIX: &str = "VERIFYD_";
+/// Names the config file; not itself a setting.
+pub const CONFIG_PATH_VAR: &str = "VERIFYD_CONFIG";
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Loopback only, in-memory store, console senders, ephemeral HMAC key,
+    /// unauthenticated callers. On by itself when nothing is configured.
+    pub dev_mode: bool,
+    /// The name users know the service by, used in message texts.
+    pub app_name: String,
+    pub server: ServerConfig,
+    pub code: CodeConfig,
+    pub hmac: HmacConfig,
+    pub limits: LimitsConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// How long in-flight RPCs may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub max_watch_streams_per_tenant: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            shutdown_grace: Duration::from_secs(10),
+            max_watch_streams_per_tenant: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeConfig {
+    pub length: u8,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_check_attempts: u32,
+    pub max_send_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub resend_cooldown: Duration,
+    pub match_digits: u8,
+    /// How long finished verifications stay readable.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            length: p.code_length.get(),
+            ttl: p.code_ttl,
+            max_check_attempts: p.max_check_attempts,
+            max_send_attempts: p.max_send_attempts,
+            resend_cooldown: p.resend_cooldown,
+            match_digits: p.match_digits,
+            retention: p.retention,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmacConfig {
+    /// Stored beside every code hash.
+    pub key_id: String,
+    /// At least 32 bytes. Best set through `VERIFYD_HMAC__KEY_FILE`.
+    pub key: Option<Secret>,
+}
+
+impl Default for HmacConfig {
+    fn default() -> Self {
+        Self {
+            key_id: "k1".to_owned(),
+            key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// The most verifications (and idempotency records) the memory store
+    /// holds; starts beyond it fail with UNAVAILABLE.
+    pub max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            max_entries: 1_000_000,
+            purge_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderKind {
+    /// Dev only: writes messages, codes included, to stdout.
+    Console,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The longest one send may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Unset means the channel is disabled (dev mode: console).
+    pub sms: Option<SenderKind>,
+    pub voice: Option<SenderKind>,
+    pub email: Option<SenderKind>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            sms: None,
+            voice: None,
+            email: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `verifyd=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// A secret string: redacted in `Debug`, never serialized back out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A configuration problem, as one line naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads from the file named by `path` (or `VERIFYD_CONFIG`) and the
+    /// process environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from));
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_PATH_VAR)
+            .collect();
+        let configured = path.is_some() || !env.is_empty();
+
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if !configured {
+            figment = figment.merge(("dev_mode", true));
+        }
+        if let Some(path) = &path {
+            if !path.is_file() {
+                return Err(invalid(CONFIG_PATH_VAR, format!("{} is not a readable file", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(&["CONFIG"])
+                .filter(|k| !k.as_str().to_ascii_uppercase().ends_with("_FILE"))
+                .split("__"),
+        );
+        for (var, file) in env.iter().filter(|(k, _)| k.ends_with("_FILE")) {
+            let key = var[ENV_PREFIX.len()..var.len() - "_FILE".len()]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let value = std::fs::read_to_string(file)
+                .map_err(|e| invalid(var, format!("cannot read {file}: {e}")))?;
+            figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
+        }
+
+        let mut config: Config = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let mut problem = e.kind.to_string();
+            if let Some(source) = &e.metadata.and_then(|m| m.source) {
+                problem.push_str(&format!(" (from {source})"));
+            }
+            invalid(if key.is_empty() { "config" } else { &key }, problem)
+        })?;
+        config.apply_dev_defaults();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Dev mode fills in what production must configure explicitly.
+    fn apply_dev_defaults(&mut self) {
+        if !self.dev_mode {
+            return;
+        }
+        let d = &mut self.delivery;
+        for channel in [&mut d.sms, &mut d.voice, &mut d.email] {
+            channel.get_or_insert(SenderKind::Console);
+        }
+        if self.app_name.is_empty() {
+            self.app_name = "verifyd (dev)".to_owned();
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.code;
+        if CodeLength::new(c.length).is_none() {
+            return Err(invalid("code.length", "must be 6 to 10"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&c.ttl) {
+            return Err(invalid("code.ttl", "must be 1s to 24h"));
+        }
+        if !(1..=20).contains(&c.max_check_attempts) {
+            return Err(invalid("code.max_check_attempts", "must be 1 to 20"));
+        }
+        if !(1..=20).contains(&c.max_send_attempts) {
+            return Err(invalid("code.max_send_attempts", "must be 1 to 20"));
+        }
+        if c.resend_cooldown > c.ttl {
+            return Err(invalid("code.resend_cooldown", "must not exceed code.ttl"));
+        }
+        if !(2..=3).contains(&c.match_digits) {
+            return Err(invalid("code.match_digits", "must be 2 or 3"));
+        }
+        if KeyId::parse(&self.hmac.key_id).is_none() {
+            return Err(invalid("hmac.key_id", "must be 1 to 32 of [A-Za-z0-9_-]"));
+        }
+        match &self.hmac.key {
+            Some(key) if key.expose().len() < MIN_KEY_LEN => {
+                return Err(invalid("hmac.key", format!("must be at least {MIN_KEY_LEN} bytes")));
+            }
+            None if !self.dev_mode => {
+                return Err(invalid(
+                    "hmac.key",
+                    "is required outside dev mode (set VERIFYD_HMAC__KEY_FILE to a file of at least 32 random bytes)",
+                ));
+            }
+            _ => {}
+        }
+        let l = &self.limits;
+        for (key, quota) in [
+            ("limits.starts_per_destination", l.starts_per_destination),
+            ("limits.starts_per_ip", l.starts_per_ip),
+            ("limits.failed_checks_per_destination", l.failed_checks_per_destination),
+            ("limits.requests_per_tenant", l.requests_per_tenant),
+        ] {
+            if !quota.is_valid() {
+                return Err(invalid(key, "burst and period must both be above zero"));
+            }
+        }
+        if self.store.max_entries == 0 {
+            return Err(invalid("store.max_entries", "must be above zero"));
+        }
+        if self.store.purge_interval.is_zero() {
+            return Err(invalid("store.purge_interval", "must be above zero"));
+        }
+        if self.delivery.timeout.is_zero() {
+            return Err(invalid("delivery.timeout", "must be above zero"));
+        }
+        let d = &self.delivery;
+        if d.sms.is_none() && d.voice.is_none() && d.email.is_none() {
+            return Err(invalid("delivery", "configure a sender for at least one of sms, voice, email"));
+        }
+        if self.server.max_watch_streams_per_tenant == 0 {
+            return Err(invalid("server.max_watch_streams_per_tenant", "must be above zero"));
+        }
+        if self.dev_mode {
+            for (key, addr) in [
+                ("server.grpc_addr", self.server.grpc_addr),
+                ("server.admin_addr", self.server.admin_addr),
+            ] {
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(key, "dev mode binds loopback addresses only"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> Policy {
+        let c = &self.code;
+        Policy {
+            code_length: CodeLength::new(c.length).unwrap_or(Policy::default().code_length),
+            code_ttl: c.ttl,
+            max_check_attempts: c.max_check_attempts,
+            max_send_attempts: c.max_send_attempts,
+            resend_cooldown: c.resend_cooldown,
+            match_digits: c.match_digits,
+            retention: c.retention,
+        }
+    }
+
+    /// The HMAC keys; in dev mode without a key, an ephemeral one.
+    pub fn key_ring(&self) -> KeyRing {
+        let key = match (&self.hmac.key, KeyId::parse(&self.hmac.key_id)) {
+            (Some(secret), Some(id)) => HmacKey::new(id, secret.expose().as_bytes().to_vec()).ok(),
+            _ => None,
+        };
+        KeyRing::new(key.unwrap_or_else(HmacKey::ephemeral))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn load_err() -> ConfigError {
+        Config::load(None).expect_err("should be refused")
+    }
+
+    #[test]
+    fn no_configuration_at_all_means_dev_mode() {
+        Jail::expect_with(|_| {
+            let config = Config::load(None).expect("dev defaults are valid");
+            assert!(config.dev_mode);
+            assert_eq!(config.delivery.sms, Some(SenderKind::Console));
+            assert!(config.server.grpc_addr.ip().is_loopback());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment_then_secret_files_layer_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                app_name = "Acme"
+                [code]
+                length = 8
+                ttl = "5m"
+                [delivery]
+                email = "console"
+                "#,
+            )?;
+            jail.create_file("hmac.key", &format!("{KEY}\n"))?;
+            jail.set_env("VERIFYD_CODE__TTL", "7m");
+            jail.set_env("VERIFYD_HMAC__KEY_FILE", "hmac.key");
+            let config = Config::load(Some(Path::new("verifyd.toml"))).expect("valid");
+            assert!(!config.dev_mode);
+            assert_eq!(config.app_name, "Acme");
+            assert_eq!(config.code.length, 8);
+            assert_eq!(config.code.ttl, Duration::from_secs(420), "env wins over the file");
+            assert_eq!(config.hmac.key.as_ref().map(Secret::expose), Some(KEY), "newline trimmed");
+            assert!(!format!("{config:?}").contains(KEY), "Debug redacts the key");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn outside_dev_mode_an_hmac_key_is_required() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_DELIVERY__SMS", "console");
+            assert_eq!(load_err().key, "hmac.key");
+            jail.set_env("VERIFYD_HMAC__KEY", "too-short");
+            let err = load_err();
+            assert_eq!(err.key, "hmac.key");
+            assert!(err.problem.contains("32 bytes"), "{err}");
+            assert!(!err.to_string().contains("too-short"), "the value is not echoed");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "console");
+            jail.set_env("VERIFYD_CODE__LENGTH", "12");
+            assert_eq!(load_err().key, "code.length");
+            jail.set_env("VERIFYD_CODE__LENGTH", "six");
+            assert_eq!(load_err().key, "code.length");
+            jail.set_env("VERIFYD_CODE__LENGTH", "6");
+            jail.set_env("VERIFYD_CODE__TTLL", "5m");
+            let err = load_err();
+            assert!(err.to_string().contains("ttll"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dev_mode_refuses_non_loopback_addresses() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_DEV_MODE", "true");
+            jail.set_env("VERIFYD_SERVER__GRPC_ADDR", "0.0.0.0:50051");
+            assert_eq!(load_err().key, "server.grpc_addr");
+            Ok(())
+        });
+    }
+}
