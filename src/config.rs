@@ -267,7 +267,10 @@ impl Config {
         }
         if let Some(path) = &path {
             if !path.is_file() {
-                return Err(invalid(CONFIG_PATH_VAR, format!("{} is not a readable file", path.display())));
+                return Err(invalid(
+                    CONFIG_PATH_VAR,
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -338,7 +341,10 @@ impl Config {
         }
         match &self.hmac.key {
             Some(key) if key.expose().len() < MIN_KEY_LEN => {
-                return Err(invalid("hmac.key", format!("must be at least {MIN_KEY_LEN} bytes")));
+                return Err(invalid(
+                    "hmac.key",
+                    format!("must be at least {MIN_KEY_LEN} bytes"),
+                ));
             }
             None if !self.dev_mode => {
                 return Err(invalid(
@@ -352,7 +358,10 @@ impl Config {
         for (key, quota) in [
             ("limits.starts_per_destination", l.starts_per_destination),
             ("limits.starts_per_ip", l.starts_per_ip),
-            ("limits.failed_checks_per_destination", l.failed_checks_per_destination),
+            (
+                "limits.failed_checks_per_destination",
+                l.failed_checks_per_destination,
+            ),
             ("limits.requests_per_tenant", l.requests_per_tenant),
         ] {
             if !quota.is_valid() {
@@ -370,10 +379,22 @@ impl Config {
         }
         let d = &self.delivery;
         if d.sms.is_none() && d.voice.is_none() && d.email.is_none() {
-            return Err(invalid("delivery", "configure a sender for at least one of sms, voice, email"));
+            return Err(invalid(
+                "delivery",
+                "configure a sender for at least one of sms, voice, email",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                "must be a tracing filter such as info or verifyd=debug",
+            ));
         }
         if self.server.max_watch_streams_per_tenant == 0 {
-            return Err(invalid("server.max_watch_streams_per_tenant", "must be above zero"));
+            return Err(invalid(
+                "server.max_watch_streams_per_tenant",
+                "must be above zero",
+            ));
         }
         if self.dev_mode {
             for (key, addr) in [
@@ -455,9 +476,20 @@ mod tests {
             assert!(!config.dev_mode);
             assert_eq!(config.app_name, "Acme");
             assert_eq!(config.code.length, 8);
-            assert_eq!(config.code.ttl, Duration::from_secs(420), "env wins over the file");
-            assert_eq!(config.hmac.key.as_ref().map(Secret::expose), Some(KEY), "newline trimmed");
-            assert!(!format!("{config:?}").contains(KEY), "Debug redacts the key");
+            assert_eq!(
+                config.code.ttl,
+                Duration::from_secs(420),
+                "env wins over the file"
+            );
+            assert_eq!(
+                config.hmac.key.as_ref().map(Secret::expose),
+                Some(KEY),
+                "newline trimmed"
+            );
+            assert!(
+                !format!("{config:?}").contains(KEY),
+                "Debug redacts the key"
+            );
             Ok(())
         });
     }
@@ -471,7 +503,10 @@ mod tests {
             let err = load_err();
             assert_eq!(err.key, "hmac.key");
             assert!(err.problem.contains("32 bytes"), "{err}");
-            assert!(!err.to_string().contains("too-short"), "the value is not echoed");
+            assert!(
+                !err.to_string().contains("too-short"),
+                "the value is not echoed"
+            );
             Ok(())
         });
     }

@@ -12,8 +12,13 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("verifyd_descriptor");
 }
-pub mod ratelimit;
-pub mod store;
-pub mod delivery;
-pub mod service;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod grpc;
+pub mod http;
+pub mod ratelimit;
+pub mod service;
+pub mod store;
+pub mod telemetry;

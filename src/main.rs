@@ -1,1 +1,92 @@
-fn main() {}
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use verifyd::{app::Application, cli, config::Config, telemetry};
+
+/// Issues, delivers and checks one-time verification codes.
+#[derive(Debug, Parser)]
+#[command(name = "verifyd", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service. With no configuration at all, runs in dev mode.
+    Serve {
+        /// A TOML config file (also VERIFYD_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Call a running verifyd.
+    Client(cli::ClientArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config).await,
+        Command::Client(args) => match cli::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("verifyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(&config.log);
+    if config.dev_mode {
+        tracing::warn!(
+            "DEV MODE: no configuration found. Listening on loopback only, in-memory store, \
+             console senders printing codes to stdout, an ephemeral HMAC key (codes die with \
+             the process), and every caller accepted as tenant 'default'. Never run this in \
+             production."
+        );
+    }
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -78,20 +78,20 @@ impl Sender {
     }
 }
 
-/// The sender configured for each channel.
+/// The sender configured for each channel; none means the channel is off.
 #[derive(Debug, Clone)]
 pub struct Senders {
-    pub sms: Sender,
-    pub voice: Sender,
-    pub email: Sender,
+    pub sms: Option<Sender>,
+    pub voice: Option<Sender>,
+    pub email: Option<Sender>,
 }
 
 impl Senders {
-    pub fn for_channel(&self, channel: Channel) -> &Sender {
+    pub fn for_channel(&self, channel: Channel) -> Option<&Sender> {
         match channel {
-            Channel::Sms => &self.sms,
-            Channel::Voice => &self.voice,
-            Channel::Email => &self.email,
+            Channel::Sms => self.sms.as_ref(),
+            Channel::Voice => self.voice.as_ref(),
+            Channel::Email => self.email.as_ref(),
         }
     }
 }

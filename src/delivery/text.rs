@@ -14,9 +14,9 @@ pub fn render(message: &Message) -> String {
         Purpose::MethodUpdate => "to update your security details",
     };
     match (message.delivery.channel, message.delivery.voice_mode) {
-        (Channel::Voice, Some(VoiceMode::Confirm) | None) => format!(
-            "This is {app}. Someone asked {reason}. If it was you, press the pound key."
-        ),
+        (Channel::Voice, Some(VoiceMode::Confirm) | None) => {
+            format!("This is {app}. Someone asked {reason}. If it was you, press the pound key.")
+        }
         (Channel::Voice, Some(VoiceMode::Match)) => format!(
             "This is {app}. Someone asked {reason}. Key in the digits shown on your screen, then press the pound key."
         ),
@@ -33,8 +33,5 @@ pub fn render(message: &Message) -> String {
 
 /// Digits read one at a time by a text-to-speech engine.
 fn spaced(code: &str) -> String {
-    code.chars()
-        .map(String::from)
-        .collect::<Vec<_>>()
-        .join(" ")
+    code.chars().map(String::from).collect::<Vec<_>>().join(" ")
 }

@@ -3,10 +3,17 @@
 
 use std::time::Duration;
 
-use crate::{delivery::SendError, domain::Status, ratelimit::RateLimited, store::StoreError};
+use crate::{
+    delivery::SendError,
+    domain::{Channel, Status},
+    ratelimit::RateLimited,
+    store::StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the {} channel is not enabled on this server", .0.as_str())]
+    ChannelDisabled(Channel),
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
     #[error("a code was sent less than the resend cooldown ago")]

@@ -46,6 +46,7 @@ impl Feed {
         }
     }
 
+    #[cfg(test)]
     pub fn watched(&self) -> usize {
         self.channels
             .lock()
@@ -92,9 +93,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::domain::{
-        Channel, Destination, Policy, Purpose, Status, verification::Delivery,
-    };
+    use crate::domain::{Channel, Destination, Policy, Purpose, Status, verification::Delivery};
 
     fn verification() -> Verification {
         Verification::new(
@@ -102,7 +101,11 @@ mod tests {
             TenantId::default_tenant(),
             Destination::parse("+14155550100").expect("valid"),
             Purpose::Enrollment,
-            Delivery { channel: Channel::Sms, voice_mode: None, locale: None },
+            Delivery {
+                channel: Channel::Sms,
+                voice_mode: None,
+                locale: None,
+            },
             &Policy::default(),
             SystemTime::UNIX_EPOCH,
         )

@@ -131,7 +131,11 @@ impl Verifier {
     }
 
     #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
-    pub async fn get(&self, tenant: &TenantId, id: &VerificationId) -> Result<Verification, LookupError> {
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Result<Verification, LookupError> {
         self.limits.request(tenant)?;
         self.store
             .get(tenant, id, self.clock.now())
@@ -140,7 +144,11 @@ impl Verifier {
     }
 
     #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
-    pub async fn cancel(&self, tenant: &TenantId, id: &VerificationId) -> Result<Verification, LookupError> {
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Result<Verification, LookupError> {
         self.limits.request(tenant)?;
         let (v, canceled) = self
             .store
@@ -183,7 +191,8 @@ impl Verifier {
                         // (transitions settle expiry first); only the push to
                         // watchers is late. Try again shortly.
                         tracing::warn!(%error, verification = %id, "could not expire verification");
-                        self.expiry.schedule(now + Duration::from_secs(1), tenant, id);
+                        self.expiry
+                            .schedule(now + Duration::from_secs(1), tenant, id);
                     }
                 }
             }

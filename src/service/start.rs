@@ -53,7 +53,10 @@ impl StartRequest {
     /// request is told apart from a retry.
     fn fingerprint(&self) -> Fingerprint {
         let mut h = Sha256::new();
-        let ip = self.end_user_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let ip = self
+            .end_user_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let fields = [
             self.to.as_str(),
             &format!("{:?}", self.purpose),
@@ -84,8 +87,10 @@ impl Verifier {
         deadline: Option<Duration>,
     ) -> Result<Verification, StartError> {
         let this = Arc::clone(self);
-        let task = tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
-        task.await.unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+        let task =
+            tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
+        task.await
+            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
     }
 
     #[tracing::instrument(
@@ -98,6 +103,9 @@ impl Verifier {
         request: &StartRequest,
         deadline: Option<Duration>,
     ) -> Result<Verification, StartError> {
+        if self.senders.for_channel(request.delivery.channel).is_none() {
+            return Err(StartError::ChannelDisabled(request.delivery.channel));
+        }
         // The idempotency lookup comes before every rate limit, so a retried
         // success is never refused.
         let Some(key) = &request.idempotency_key else {
@@ -117,7 +125,11 @@ impl Verifier {
         };
         let now = self.clock.now();
         let recorded = match &result {
-            Ok(v) => self.store.finish_idempotent(tenant, key.as_str(), v, now).await,
+            Ok(v) => {
+                self.store
+                    .finish_idempotent(tenant, key.as_str(), v, now)
+                    .await
+            }
             Err(_) => self.store.abandon_idempotent(tenant, key.as_str()).await,
         };
         if let Err(error) = recorded {
@@ -137,7 +149,8 @@ impl Verifier {
         fingerprint: Fingerprint,
         deadline: Option<Duration>,
     ) -> Result<Claim, StartError> {
-        let give_up = tokio::time::Instant::now() + deadline.unwrap_or(IDEMPOTENCY_LEASE).min(IDEMPOTENCY_LEASE);
+        let give_up = tokio::time::Instant::now()
+            + deadline.unwrap_or(IDEMPOTENCY_LEASE).min(IDEMPOTENCY_LEASE);
         let mut pause = Duration::from_millis(5);
         loop {
             match self
@@ -169,7 +182,8 @@ impl Verifier {
         deadline: Option<Duration>,
     ) -> Result<Verification, StartError> {
         let now = self.clock.now();
-        self.limits.start(tenant, &request.to, request.end_user_ip)?;
+        self.limits
+            .start(tenant, &request.to, request.end_user_ip)?;
         let candidate = Verification::new(
             VerificationId::generate(),
             tenant.clone(),
@@ -179,14 +193,27 @@ impl Verifier {
             &self.policy,
             now,
         );
-        let (v, is_new) = match self.store.reserve_send(candidate, &self.policy, now).await? {
-            Reservation::Granted { verification, is_new } => (verification, is_new),
-            Reservation::Refused { reason: SendRefused::Cooldown { retry_at }, .. } => {
+        let (v, is_new) = match self
+            .store
+            .reserve_send(candidate, &self.policy, now)
+            .await?
+        {
+            Reservation::Granted {
+                verification,
+                is_new,
+            } => (verification, is_new),
+            Reservation::Refused {
+                reason: SendRefused::Cooldown { retry_at },
+                ..
+            } => {
                 return Err(StartError::Cooldown {
                     retry_after: until(retry_at, now),
                 });
             }
-            Reservation::Refused { verification, reason: SendRefused::SendLimitReached } => {
+            Reservation::Refused {
+                verification,
+                reason: SendRefused::SendLimitReached,
+            } => {
                 return Err(StartError::SendLimitReached {
                     retry_after: until(verification.expires_at, now),
                 });
@@ -206,8 +233,13 @@ impl Verifier {
             valid_for: self.policy.code_ttl,
             app_name: self.settings.app_name.clone(),
         };
-        let sender = self.senders.for_channel(request.delivery.channel);
-        let timeout = deadline.map_or(self.settings.send_timeout, |d| d.min(self.settings.send_timeout));
+        let sender = self
+            .senders
+            .for_channel(request.delivery.channel)
+            .ok_or(StartError::ChannelDisabled(request.delivery.channel))?;
+        let timeout = deadline.map_or(self.settings.send_timeout, |d| {
+            d.min(self.settings.send_timeout)
+        });
         let sent = tokio::time::timeout(timeout, sender.send(&message)).await;
         // The plaintext code goes no further than the sender.
         drop(message);

@@ -52,7 +52,11 @@ struct WatchSlot {
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.tenant) {
             *count -= 1;
             if *count == 0 {
@@ -121,14 +125,16 @@ impl Verifier {
                 let v = match next {
                     Ok(v) => v,
                     // Fell behind: what matters is the state now.
-                    Err(RecvError::Lagged(_)) => match this.store.get(&tenant, &id, this.clock.now()).await {
-                        Ok(Some(v)) => v,
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
+                    Err(RecvError::Lagged(_)) => {
+                        match this.store.get(&tenant, &id, this.clock.now()).await {
+                            Ok(Some(v)) => v,
+                            Ok(None) => return,
+                            Err(e) => {
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
                         }
-                    },
+                    }
                     Err(RecvError::Closed) => return,
                 };
                 if v == last {

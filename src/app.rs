@@ -1,0 +1,213 @@
+//! Builds the service from configuration and runs its listeners until
+//! shutdown.
+//!
+//! [`Application::build`] binds every listener first (port 0 works, and the
+//! bound addresses are readable), so tests and the binary start the same
+//! way. Shutdown: health and `/readyz` turn NOT_SERVING, watch streams get
+//! the current state and end, in-flight RPCs get the grace period to finish.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::{
+    clock::Clock,
+    config::{Config, SenderKind, StoreBackend},
+    delivery::{ConsoleSender, Sender, Senders},
+    grpc::{Api, VerificationServiceServer},
+    http, proto,
+    ratelimit::RateLimits,
+    service::{ServiceSettings, Verifier},
+    store::{MemoryStore, Store},
+};
+
+/// Requests are a few hundred bytes; refuse anything much larger before
+/// decoding it.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// What tests (or an embedding program) may substitute.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub clock: Option<Clock>,
+    /// Where the console sender writes, instead of stdout.
+    pub console: Option<ConsoleSender>,
+}
+
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    verifier: Arc<Verifier>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(io::Error),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, RunError> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, RunError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })
+        };
+        let grpc_listener = bind(config.server.grpc_addr).await?;
+        let admin_listener = bind(config.server.admin_addr).await?;
+
+        let clock = overrides.clock.unwrap_or_else(Clock::system);
+        let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
+        let sender = |kind: Option<SenderKind>| {
+            kind.map(|kind| match kind {
+                SenderKind::Console => Sender::Console(console.clone()),
+            })
+        };
+        let senders = Senders {
+            sms: sender(config.delivery.sms),
+            voice: sender(config.delivery.voice),
+            email: sender(config.delivery.email),
+        };
+        let policy = config.policy();
+        let store = match config.store.backend {
+            StoreBackend::Memory => {
+                Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention))
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let verifier = Verifier::new(
+            store,
+            RateLimits::new(&config.limits, clock.clone()),
+            senders,
+            config.key_ring(),
+            policy,
+            ServiceSettings {
+                app_name: config.app_name.clone(),
+                send_timeout: config.delivery.timeout,
+                max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
+            },
+            clock,
+            shutdown.clone(),
+        );
+        Ok(Self {
+            config,
+            grpc_listener,
+            admin_listener,
+            verifier,
+            shutdown,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// Cancelling this token shuts the application down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> Result<(), RunError> {
+        let Self {
+            config,
+            grpc_listener,
+            admin_listener,
+            verifier,
+            shutdown,
+        } = self;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<VerificationServiceServer<Api>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let api = Api::new(Arc::clone(&verifier))
+            .into_server()
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+        let expiry = tokio::spawn(Arc::clone(&verifier).run_expiry_timer());
+        let purge = tokio::spawn({
+            let verifier = Arc::clone(&verifier);
+            let every = config.store.purge_interval;
+            let shutdown = shutdown.clone();
+            async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = ticks.tick() => verifier.purge().await,
+                    }
+                }
+            }
+        });
+
+        let stop_serving = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tracing::info!("shutting down: no longer serving, draining in-flight requests");
+                health
+                    .set_not_serving::<VerificationServiceServer<Api>>()
+                    .await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(api)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop_serving);
+        let admin = axum::serve(admin_listener, http::admin::router(Arc::clone(&verifier)))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+        tracing::info!(
+            grpc = %config.server.grpc_addr,
+            admin = %config.server.admin_addr,
+            "verifyd serving"
+        );
+        let servers = async {
+            let (grpc, admin) = tokio::join!(grpc, async { admin.await.map_err(RunError::Admin) });
+            grpc?;
+            admin
+        };
+        let grace = config.server.shutdown_grace;
+        let result = tokio::select! {
+            result = servers => result,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; dropping the requests still open");
+                Ok(())
+            }
+        };
+        shutdown.cancel();
+        let _ = tokio::join!(expiry, purge);
+        tracing::info!("verifyd stopped");
+        result
+    }
+}

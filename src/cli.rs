@@ -1,0 +1,235 @@
+//! `verifyd client ...`: try the service without grpcurl.
+
+use clap::{Args, Subcommand, ValueEnum};
+use tonic::transport::Channel;
+
+use crate::proto::{self, verification_service_client::VerificationServiceClient};
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The gRPC endpoint of a running verifyd.
+    #[arg(long, env = "VERIFYD_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Start a verification (or resend on the pending one).
+    Start {
+        /// E.164 phone number or email address.
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
+        #[arg(long, value_enum, default_value = "password-reset")]
+        purpose: PurposeArg,
+        /// BCP 47 language tag, e.g. fr-CA.
+        #[arg(long)]
+        locale: Option<String>,
+        #[arg(long, value_enum)]
+        voice_mode: Option<VoiceModeArg>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        end_user_ip: Option<String>,
+    },
+    /// Check a code.
+    Check {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        code: String,
+    },
+    /// Show a verification.
+    Get {
+        #[arg(long)]
+        id: String,
+    },
+    /// Cancel a pending verification.
+    Cancel {
+        #[arg(long)]
+        id: String,
+    },
+    /// Stream a verification's changes until it finishes.
+    Watch {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ChannelArg {
+    Sms,
+    Voice,
+    Email,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PurposeArg {
+    Enrollment,
+    PasswordReset,
+    MethodUpdate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VoiceModeArg {
+    Confirm,
+    Match,
+    Code,
+}
+
+/// Runs one client command; errors come back as one readable message,
+/// field violations included.
+pub async fn run(args: ClientArgs) -> Result<(), String> {
+    call(args)
+        .await
+        .map_err(|e| match e.downcast::<tonic::Status>() {
+            Ok(status) => describe(&status),
+            Err(e) => e.to_string(),
+        })
+}
+
+fn describe(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    if let Some(retry) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+        text.push_str(&format!("\n  retry in {}s", retry.as_secs()));
+    }
+    text
+}
+
+async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = Channel::from_shared(args.addr)?.connect().await?;
+    let mut client = VerificationServiceClient::new(channel);
+    match args.command {
+        ClientCommand::Start {
+            to,
+            channel,
+            purpose,
+            locale,
+            voice_mode,
+            idempotency_key,
+            end_user_ip,
+        } => {
+            let response = client
+                .start_verification(proto::StartVerificationRequest {
+                    to,
+                    channel: match channel {
+                        ChannelArg::Sms => proto::Channel::Sms,
+                        ChannelArg::Voice => proto::Channel::Voice,
+                        ChannelArg::Email => proto::Channel::Email,
+                    }
+                    .into(),
+                    locale: locale.unwrap_or_default(),
+                    purpose: match purpose {
+                        PurposeArg::Enrollment => proto::Purpose::Enrollment,
+                        PurposeArg::PasswordReset => proto::Purpose::PasswordReset,
+                        PurposeArg::MethodUpdate => proto::Purpose::MethodUpdate,
+                    }
+                    .into(),
+                    voice_mode: voice_mode
+                        .map_or(proto::VoiceMode::Unspecified, |m| match m {
+                            VoiceModeArg::Confirm => proto::VoiceMode::Confirm,
+                            VoiceModeArg::Match => proto::VoiceMode::Match,
+                            VoiceModeArg::Code => proto::VoiceMode::Code,
+                        })
+                        .into(),
+                    idempotency_key: idempotency_key.unwrap_or_default(),
+                    end_user_ip: end_user_ip.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print(response.verification.as_ref());
+            if !response.match_digits.is_empty() {
+                println!("match_digits: {}", response.match_digits);
+            }
+        }
+        ClientCommand::Check { id, code } => {
+            let response = client
+                .check_verification(proto::CheckVerificationRequest { id, code })
+                .await?
+                .into_inner();
+            println!("approved: {}", response.approved);
+            print(response.verification.as_ref());
+        }
+        ClientCommand::Get { id } => {
+            let response = client
+                .get_verification(proto::GetVerificationRequest { id })
+                .await?
+                .into_inner();
+            print(response.verification.as_ref());
+        }
+        ClientCommand::Cancel { id } => {
+            let response = client
+                .cancel_verification(proto::CancelVerificationRequest { id })
+                .await?
+                .into_inner();
+            print(response.verification.as_ref());
+        }
+        ClientCommand::Watch { id } => {
+            let mut stream = client
+                .watch_verification(proto::WatchVerificationRequest { id })
+                .await?
+                .into_inner();
+            while let Some(update) = stream.message().await? {
+                print(update.verification.as_ref());
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(v: Option<&proto::Verification>) {
+    let Some(v) = v else { return };
+    let name = |value: i32, f: fn(i32) -> Option<&'static str>| f(value).unwrap_or("UNKNOWN");
+    println!("id: {}", v.id);
+    println!("to: {}", v.to);
+    println!(
+        "status: {}",
+        name(v.status, |s| proto::VerificationStatus::try_from(s)
+            .ok()
+            .map(|s| s.as_str_name()))
+    );
+    println!(
+        "channel: {}",
+        name(v.channel, |c| proto::Channel::try_from(c)
+            .ok()
+            .map(|c| c.as_str_name()))
+    );
+    println!(
+        "purpose: {}",
+        name(v.purpose, |p| proto::Purpose::try_from(p)
+            .ok()
+            .map(|p| p.as_str_name()))
+    );
+    if let Some(expires_at) = &v.expires_at {
+        println!("expires_at: {expires_at}");
+    }
+    println!("check_attempts_remaining: {}", v.check_attempts_remaining);
+    println!("send_attempts_remaining: {}", v.send_attempts_remaining);
+    for a in &v.send_attempts {
+        println!(
+            "send_attempt: {} {} via {}{}",
+            name(a.channel, |c| proto::Channel::try_from(c)
+                .ok()
+                .map(|c| c.as_str_name())),
+            name(a.status, |s| proto::DeliveryStatus::try_from(s)
+                .ok()
+                .map(|s| s.as_str_name())),
+            a.provider,
+            if a.error_reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.error_reason)
+            },
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! proto ⇄ domain. Requests are parsed into domain types here, every field
+//! checked before anything happens; all problems are reported at once, each
+//! naming its field.
+
+use std::{net::IpAddr, time::SystemTime};
+
+use tonic_types::FieldViolation;
+
+use crate::{
+    domain::{
+        Channel, Code, DeliveryStatus, Destination, Locale, Purpose, SendAttempt, Status,
+        Verification, VerificationId, VoiceMode, verification::Delivery,
+    },
+    proto,
+    service::{IdempotencyKey, StartRequest},
+};
+
+/// The field violations of one request.
+#[derive(Debug, Default)]
+pub struct Violations(pub Vec<FieldViolation>);
+
+impl Violations {
+    fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, Violations> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// The most an end-user IP field may hold (an IPv6 address with a zone is
+/// under 64 characters).
+const MAX_IP_LEN: usize = 64;
+
+pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartRequest, Violations> {
+    let mut bad = Violations::default();
+
+    let channel = match proto::Channel::try_from(req.channel) {
+        Ok(proto::Channel::Sms) => Some(Channel::Sms),
+        Ok(proto::Channel::Voice) => Some(Channel::Voice),
+        Ok(proto::Channel::Email) => Some(Channel::Email),
+        Ok(proto::Channel::Unspecified) => {
+            bad.add(
+                "channel",
+                "is required: CHANNEL_SMS, CHANNEL_VOICE or CHANNEL_EMAIL",
+            );
+            None
+        }
+        Err(_) => {
+            bad.add("channel", format!("unknown value {}", req.channel));
+            None
+        }
+    };
+
+    let to = match Destination::parse(&req.to) {
+        Ok(to) => {
+            if let Some(channel) = channel
+                && !channel.reaches(&to)
+            {
+                let wanted = if channel == Channel::Email {
+                    "an email address"
+                } else {
+                    "an E.164 phone number"
+                };
+                bad.add("to", format!("must be {wanted} for {}", channel.as_str()));
+            }
+            Some(to)
+        }
+        Err(e) => {
+            bad.add("to", e.to_string());
+            None
+        }
+    };
+
+    let purpose = match proto::Purpose::try_from(req.purpose) {
+        Ok(proto::Purpose::Enrollment) => Some(Purpose::Enrollment),
+        Ok(proto::Purpose::PasswordReset) => Some(Purpose::PasswordReset),
+        Ok(proto::Purpose::MethodUpdate) => Some(Purpose::MethodUpdate),
+        Ok(proto::Purpose::Unspecified) => {
+            bad.add(
+                "purpose",
+                "is required: PURPOSE_ENROLLMENT, PURPOSE_PASSWORD_RESET or PURPOSE_METHOD_UPDATE",
+            );
+            None
+        }
+        Err(_) => {
+            bad.add("purpose", format!("unknown value {}", req.purpose));
+            None
+        }
+    };
+
+    let voice_mode = match proto::VoiceMode::try_from(req.voice_mode) {
+        Ok(proto::VoiceMode::Unspecified) => None,
+        Ok(proto::VoiceMode::Confirm) => Some(VoiceMode::Confirm),
+        Ok(proto::VoiceMode::Match) => Some(VoiceMode::Match),
+        Ok(proto::VoiceMode::Code) => Some(VoiceMode::Code),
+        Err(_) => {
+            bad.add("voice_mode", format!("unknown value {}", req.voice_mode));
+            None
+        }
+    };
+    let voice_mode = match channel {
+        Some(Channel::Voice) => Some(voice_mode.unwrap_or_default()),
+        _ => {
+            if voice_mode.is_some() {
+                bad.add("voice_mode", "applies to CHANNEL_VOICE only");
+            }
+            None
+        }
+    };
+
+    let locale = if req.locale.is_empty() {
+        None
+    } else {
+        let locale = Locale::parse(&req.locale);
+        if locale.is_none() {
+            bad.add(
+                "locale",
+                "must be a BCP 47 language tag such as en or fr-CA",
+            );
+        }
+        locale
+    };
+
+    let idempotency_key = if req.idempotency_key.is_empty() {
+        None
+    } else {
+        let key = IdempotencyKey::parse(&req.idempotency_key);
+        if key.is_none() {
+            bad.add(
+                "idempotency_key",
+                format!(
+                    "must be 1 to {} printable ASCII characters",
+                    IdempotencyKey::MAX_LEN
+                ),
+            );
+        }
+        key
+    };
+
+    let end_user_ip = if req.end_user_ip.is_empty() {
+        None
+    } else {
+        let ip = (req.end_user_ip.len() <= MAX_IP_LEN)
+            .then(|| req.end_user_ip.parse::<IpAddr>().ok())
+            .flatten();
+        if ip.is_none() {
+            bad.add("end_user_ip", "must be an IPv4 or IPv6 address");
+        }
+        ip
+    };
+
+    bad.into_result(|| StartRequest {
+        to: to.expect("checked"),
+        purpose: purpose.expect("checked"),
+        delivery: Delivery {
+            channel: channel.expect("checked"),
+            voice_mode,
+            locale,
+        },
+        idempotency_key,
+        end_user_ip,
+    })
+}
+
+pub fn verification_id(field: &str, id: &str) -> Result<VerificationId, Violations> {
+    let mut bad = Violations::default();
+    let parsed = VerificationId::parse(id);
+    if parsed.is_none() {
+        bad.add(
+            field,
+            if id.is_empty() {
+                "is required"
+            } else {
+                "is not a verification id"
+            },
+        );
+    }
+    bad.into_result(|| parsed.expect("checked"))
+}
+
+pub fn check_request(
+    req: &proto::CheckVerificationRequest,
+) -> Result<(VerificationId, Code), Violations> {
+    let mut bad = Violations::default();
+    let id = match verification_id("id", &req.id) {
+        Ok(id) => Some(id),
+        Err(v) => {
+            bad.0.extend(v.0);
+            None
+        }
+    };
+    let code = match Code::parse(&req.code) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            bad.add("code", e.to_string());
+            None
+        }
+    };
+    bad.into_result(|| (id.expect("checked"), code.expect("checked")))
+}
+
+pub fn verification(v: &Verification) -> proto::Verification {
+    proto::Verification {
+        id: v.id.as_str().to_owned(),
+        to: v.to.as_str().to_owned(),
+        channel: channel(v.delivery.channel).into(),
+        purpose: purpose(v.purpose).into(),
+        voice_mode: v
+            .delivery
+            .voice_mode
+            .map_or(proto::VoiceMode::Unspecified, voice_mode)
+            .into(),
+        status: status(v.status).into(),
+        created_at: Some(timestamp(v.created_at)),
+        expires_at: Some(timestamp(v.expires_at)),
+        check_attempts_remaining: v.checks_remaining,
+        send_attempts_remaining: v.sends_remaining,
+        send_attempts: v.send_attempts.iter().map(send_attempt).collect(),
+    }
+}
+
+fn send_attempt(a: &SendAttempt) -> proto::SendAttempt {
+    proto::SendAttempt {
+        channel: channel(a.channel).into(),
+        status: match a.status {
+            DeliveryStatus::Accepted => proto::DeliveryStatus::Accepted,
+            DeliveryStatus::Failed => proto::DeliveryStatus::Failed,
+            DeliveryStatus::Delivered => proto::DeliveryStatus::Delivered,
+            DeliveryStatus::Undelivered => proto::DeliveryStatus::Undelivered,
+        }
+        .into(),
+        provider: a.provider.clone(),
+        time: Some(timestamp(a.at)),
+        error_reason: a.error_reason.clone().unwrap_or_default(),
+    }
+}
+
+fn channel(c: Channel) -> proto::Channel {
+    match c {
+        Channel::Sms => proto::Channel::Sms,
+        Channel::Voice => proto::Channel::Voice,
+        Channel::Email => proto::Channel::Email,
+    }
+}
+
+fn purpose(p: Purpose) -> proto::Purpose {
+    match p {
+        Purpose::Enrollment => proto::Purpose::Enrollment,
+        Purpose::PasswordReset => proto::Purpose::PasswordReset,
+        Purpose::MethodUpdate => proto::Purpose::MethodUpdate,
+    }
+}
+
+fn voice_mode(m: VoiceMode) -> proto::VoiceMode {
+    match m {
+        VoiceMode::Confirm => proto::VoiceMode::Confirm,
+        VoiceMode::Match => proto::VoiceMode::Match,
+        VoiceMode::Code => proto::VoiceMode::Code,
+    }
+}
+
+pub fn status(s: Status) -> proto::VerificationStatus {
+    match s {
+        Status::Pending => proto::VerificationStatus::Pending,
+        Status::Approved => proto::VerificationStatus::Approved,
+        Status::Canceled => proto::VerificationStatus::Canceled,
+        Status::Expired => proto::VerificationStatus::Expired,
+        Status::MaxAttemptsReached => proto::VerificationStatus::MaxAttemptsReached,
+        Status::Failed => proto::VerificationStatus::Failed,
+        Status::Denied => proto::VerificationStatus::Denied,
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    t.into()
+}

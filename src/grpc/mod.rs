@@ -1,0 +1,161 @@
+//! The gRPC transport: translates requests into use cases and results into
+//! responses. No business rule lives here.
+
+mod convert;
+mod status;
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::TenantId,
+    proto::{self, verification_service_server::VerificationService},
+    service::Verifier,
+};
+
+pub use proto::verification_service_server::VerificationServiceServer;
+
+/// The VerificationService API over a [`Verifier`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    verifier: Arc<Verifier>,
+}
+
+impl Api {
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+
+    pub fn into_server(self) -> VerificationServiceServer<Self> {
+        VerificationServiceServer::new(self)
+    }
+}
+
+/// The tenant a call acts for. Until caller authentication exists, every
+/// caller is the `default` tenant.
+fn tenant<T>(_request: &Request<T>) -> TenantId {
+    TenantId::default_tenant()
+}
+
+/// The caller's remaining time, from the `grpc-timeout` header
+/// (`<digits><unit>`, unit one of H M S m u n).
+fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+type WatchResponseStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchVerificationResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl VerificationService for Api {
+    async fn start_verification(
+        &self,
+        request: Request<proto::StartVerificationRequest>,
+    ) -> Result<Response<proto::StartVerificationResponse>, Status> {
+        let tenant = tenant(&request);
+        let deadline = deadline(&request);
+        let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
+        let v = self.verifier.start(tenant, start, deadline).await?;
+        Ok(Response::new(proto::StartVerificationResponse {
+            match_digits: v
+                .match_digits
+                .as_ref()
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or_default(),
+            verification: Some(convert::verification(&v)),
+        }))
+    }
+
+    async fn check_verification(
+        &self,
+        request: Request<proto::CheckVerificationRequest>,
+    ) -> Result<Response<proto::CheckVerificationResponse>, Status> {
+        let tenant = tenant(&request);
+        let (id, code) =
+            convert::check_request(request.get_ref()).map_err(status::invalid_argument)?;
+        let (approved, v) = self.verifier.check(&tenant, &id, &code).await?;
+        Ok(Response::new(proto::CheckVerificationResponse {
+            approved,
+            verification: Some(convert::verification(&v)),
+        }))
+    }
+
+    async fn get_verification(
+        &self,
+        request: Request<proto::GetVerificationRequest>,
+    ) -> Result<Response<proto::GetVerificationResponse>, Status> {
+        let tenant = tenant(&request);
+        let id = convert::verification_id("id", &request.get_ref().id)
+            .map_err(status::invalid_argument)?;
+        let v = self.verifier.get(&tenant, &id).await?;
+        Ok(Response::new(proto::GetVerificationResponse {
+            verification: Some(convert::verification(&v)),
+        }))
+    }
+
+    async fn cancel_verification(
+        &self,
+        request: Request<proto::CancelVerificationRequest>,
+    ) -> Result<Response<proto::CancelVerificationResponse>, Status> {
+        let tenant = tenant(&request);
+        let id = convert::verification_id("id", &request.get_ref().id)
+            .map_err(status::invalid_argument)?;
+        let v = self.verifier.cancel(&tenant, &id).await?;
+        Ok(Response::new(proto::CancelVerificationResponse {
+            verification: Some(convert::verification(&v)),
+        }))
+    }
+
+    type WatchVerificationStream = WatchResponseStream;
+
+    async fn watch_verification(
+        &self,
+        request: Request<proto::WatchVerificationRequest>,
+    ) -> Result<Response<Self::WatchVerificationStream>, Status> {
+        let tenant = tenant(&request);
+        let id = convert::verification_id("id", &request.get_ref().id)
+            .map_err(status::invalid_argument)?;
+        let stream = self.verifier.watch(&tenant, &id).await?;
+        let stream = stream.map(|item| {
+            item.map(|v| proto::WatchVerificationResponse {
+                verification: Some(convert::verification(&v)),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let with = |v: &'static str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("grpc-timeout", v.parse().expect("ascii"));
+            deadline(&r)
+        };
+        assert_eq!(with("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(with("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(with("10x"), None);
+        assert_eq!(with("S"), None);
+        assert_eq!(deadline(&Request::new(())), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! Use-case errors → gRPC statuses, in one place. Messages name what went
+//! wrong for the caller and never carry a code, key or full destination.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::convert::{Violations, status as status_name};
+use crate::{
+    domain::Status as VerificationStatus,
+    ratelimit::RateLimited,
+    service::{CheckError, LookupError, StartError},
+    store::StoreError,
+};
+
+pub fn invalid_argument(violations: Violations) -> Status {
+    let fields: Vec<&str> = violations.0.iter().map(|v| v.field.as_str()).collect();
+    let message = format!("invalid {}", fields.join(", "));
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request(violations.0),
+    )
+}
+
+fn retry_later(message: impl Into<String>, retry_after: Duration) -> Status {
+    // Whole seconds, rounded up: retrying a little late is fine, early is not.
+    let retry_after =
+        Duration::from_secs(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+fn rate_limited(e: RateLimited) -> Status {
+    retry_later(
+        format!("rate limit {} reached", e.limit.as_str()),
+        e.retry_after,
+    )
+}
+
+fn not_pending(status: VerificationStatus) -> Status {
+    Status::failed_precondition(format!(
+        "verification is {}",
+        status_name(status).as_str_name()
+    ))
+}
+
+fn store(e: StoreError) -> Status {
+    tracing::error!(error = %e, "store error");
+    match e {
+        StoreError::Full => Status::unavailable("verifyd is at capacity; retry later"),
+        StoreError::Unavailable(_) => Status::unavailable("the store is unavailable"),
+    }
+}
+
+impl From<StartError> for Status {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
+            StartError::RateLimited(limited) => rate_limited(limited),
+            StartError::Cooldown { retry_after } => retry_later(e.to_string(), retry_after),
+            StartError::SendLimitReached { retry_after } => retry_later(e.to_string(), retry_after),
+            StartError::IdempotencyMismatch => {
+                invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
+                    "idempotency_key",
+                    e.to_string(),
+                )]))
+            }
+            StartError::IdempotencyInFlight => Status::aborted(e.to_string()),
+            StartError::Delivery(_) | StartError::DeliveryTimedOut => {
+                Status::unavailable(e.to_string())
+            }
+            StartError::Store(s) => store(s),
+        }
+    }
+}
+
+impl From<CheckError> for Status {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::NotFound => Status::not_found(e.to_string()),
+            CheckError::NotPending(s) => not_pending(s),
+            CheckError::RateLimited(limited) => rate_limited(limited),
+            CheckError::Store(s) => store(s),
+        }
+    }
+}
+
+impl From<LookupError> for Status {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::NotFound => Status::not_found(e.to_string()),
+            LookupError::NotPending(s) => not_pending(s),
+            LookupError::TooManyWatches => Status::resource_exhausted(e.to_string()),
+            LookupError::RateLimited(limited) => rate_limited(limited),
+            LookupError::Store(s) => store(s),
+        }
+    }
+}
