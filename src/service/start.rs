@@ -17,7 +17,7 @@ use crate::{
         VerificationId,
         verification::{Delivery, SendRefused},
     },
-    store::{Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
+    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
 };
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
@@ -262,9 +262,11 @@ impl Verifier {
             .complete_send(
                 tenant,
                 &v.id,
-                request.delivery.clone(),
-                attempt,
-                accepted.then_some(hash),
+                CompletedSend {
+                    delivery: request.delivery.clone(),
+                    attempt,
+                    new_hash: accepted.then_some(hash),
+                },
                 &self.policy,
                 sent_at,
             )

@@ -14,13 +14,10 @@ use std::{
 };
 
 use super::{
-    Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, PendingKey, Reservation,
-    StoreError,
+    CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, PendingKey,
+    Reservation, StoreError,
 };
-use crate::domain::{
-    CheckOutcome, CodeHash, Policy, SendAttempt, TenantId, Verification, VerificationId,
-    verification::Delivery,
-};
+use crate::domain::{CheckOutcome, CodeHash, Policy, TenantId, Verification, VerificationId};
 
 type VerificationKey = (TenantId, VerificationId);
 type IdempotencyKey = (TenantId, String);
@@ -152,17 +149,19 @@ impl MemoryStore {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn complete_send(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        delivery: Delivery,
-        attempt: SendAttempt,
-        new_hash: Option<CodeHash>,
+        send: CompletedSend,
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
+        let CompletedSend {
+            delivery,
+            attempt,
+            new_hash,
+        } = send;
         let mut state = self.state();
         let Some(record) = state.verifications.get_mut(&(tenant.clone(), id.clone())) else {
             return Ok(None);
@@ -415,7 +414,8 @@ fn unindex_pending(state: &mut State, v: &Verification) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
+        Channel, DeliveryStatus, Destination, Purpose, SendAttempt, Status,
+        verification::{Delivery, SendRefused},
         Channel, DeliveryStatus, Destination, Purpose, Status, verification::SendRefused,
     };
 
@@ -528,9 +528,11 @@ mod tests {
             .complete_send(
                 &v.tenant,
                 &v.id,
-                v.delivery.clone(),
-                attempt(DeliveryStatus::Accepted),
-                Some(hash(1)),
+                CompletedSend {
+                    delivery: v.delivery.clone(),
+                    attempt: attempt(DeliveryStatus::Accepted),
+                    new_hash: Some(hash(1)),
+                },
                 &policy,
                 T0,
             )
@@ -545,9 +547,11 @@ mod tests {
             .complete_send(
                 &v.tenant,
                 &v.id,
-                v.delivery.clone(),
-                attempt(DeliveryStatus::Failed),
-                None,
+                CompletedSend {
+                    delivery: v.delivery.clone(),
+                    attempt: attempt(DeliveryStatus::Failed),
+                    new_hash: None,
+                },
                 &policy,
                 later,
             )

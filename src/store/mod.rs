@@ -65,6 +65,16 @@ pub enum Reservation {
     },
 }
 
+/// How a reserved send went.
+#[derive(Debug)]
+pub struct CompletedSend {
+    /// The channel and wording the send used.
+    pub delivery: Delivery,
+    pub attempt: SendAttempt,
+    /// The new code's hash, when a sender accepted it.
+    pub new_hash: Option<CodeHash>,
+}
+
 /// The result of beginning an idempotent start.
 #[derive(Debug)]
 pub enum Idempotency {
@@ -98,22 +108,18 @@ impl Store {
         }
     }
 
-    /// Records a reserved send. When a sender accepted it, `new_hash`
-    /// replaces the stored code hash in the same step.
+    /// Records a reserved send. When a sender accepted it, the new code's
+    /// hash replaces the stored one in the same step.
     pub async fn complete_send(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        delivery: Delivery,
-        attempt: SendAttempt,
-        new_hash: Option<CodeHash>,
+        send: CompletedSend,
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
         match self {
-            Self::Memory(m) => {
-                m.complete_send(tenant, id, delivery, attempt, new_hash, policy, now)
-            }
+            Self::Memory(m) => m.complete_send(tenant, id, send, policy, now),
         }
     }
 
