@@ -414,9 +414,9 @@ fn unindex_pending(state: &mut State, v: &Verification) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{
         Channel, DeliveryStatus, Destination, Purpose, SendAttempt, Status,
         verification::{Delivery, SendRefused},
-        Channel, DeliveryStatus, Destination, Purpose, Status, verification::SendRefused,
     };
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
