@@ -51,8 +51,8 @@ pub enum RunError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("admin server failed: {0}")]
-    Admin(io::Error),
+    #[error("listener failed: {0}")]
+    Listener(io::Error),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -135,6 +135,10 @@ impl Application {
             shutdown,
         } = self;
 
+        // The bound addresses, which differ from the configured ones when
+        // those name port 0.
+        let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
+        let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VerificationServiceServer<Api>>().await;
         let reflection = || {
@@ -188,12 +192,13 @@ impl Application {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
         tracing::info!(
-            grpc = %config.server.grpc_addr,
-            admin = %config.server.admin_addr,
+            grpc = %grpc_addr,
+            admin = %admin_addr,
             "verifyd serving"
         );
         let servers = async {
-            let (grpc, admin) = tokio::join!(grpc, async { admin.await.map_err(RunError::Admin) });
+            let (grpc, admin) =
+                tokio::join!(grpc, async { admin.await.map_err(RunError::Listener) });
             grpc?;
             admin
         };

@@ -1,0 +1,269 @@
+//! The real binary at the most verbose log level, through every path:
+//! no code may appear anywhere in its logs (stderr), span fields included,
+//! and no full destination either. The codes come from the console sender
+//! on stdout, the one place they may appear.
+
+use std::{
+    io::{BufRead as _, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+use verifyd::proto::{self, verification_service_client::VerificationServiceClient};
+
+use crate::helpers::field;
+
+const PHONE: &str = "+14155550100";
+const EMAIL: &str = "alice.secret@example.com";
+
+/// Collects what a child writes to one of its pipes.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut sink = sink.lock().expect("lock");
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    text
+}
+
+/// Waits (bounded) until `text` holds a line matching `find`.
+async fn wait_for<T>(text: &Mutex<String>, what: &str, find: impl Fn(&str) -> Option<T>) -> T {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = text.lock().expect("lock").lines().find_map(&find) {
+            return found;
+        }
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Server {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn spawn() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_verifyd"))
+            .arg("serve")
+            .env_clear()
+            .env("RUST_LOG", "trace")
+            .env("VERIFYD_DEV_MODE", "true")
+            .env("VERIFYD_SERVER__GRPC_ADDR", "127.0.0.1:0")
+            .env("VERIFYD_SERVER__ADMIN_ADDR", "127.0.0.1:0")
+            .env("VERIFYD_SERVER__SHUTDOWN_GRACE", "5s")
+            .env("VERIFYD_LOG__FORMAT", "json")
+            // Ten digits, so a code is never mistaken for a stray number.
+            .env("VERIFYD_CODE__LENGTH", "10")
+            .env("VERIFYD_CODE__TTL", "1s")
+            .env("VERIFYD_CODE__RESEND_COOLDOWN", "0s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the verifyd binary starts");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    async fn client(&self) -> VerificationServiceClient<Channel> {
+        let addr = wait_for(&self.stderr, "the serving log line", |line| {
+            line.contains("verifyd serving")
+                .then(|| {
+                    line.split("\"grpc\":\"")
+                        .nth(1)?
+                        .split('"')
+                        .next()
+                        .map(str::to_owned)
+                })
+                .flatten()
+        })
+        .await;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        VerificationServiceClient::new(channel)
+    }
+
+    async fn code_for(&self, id: &str) -> String {
+        let needle = format!("verification={id} ");
+        wait_for(&self.stdout, "a console message", |line| {
+            line.contains(&needle)
+                .then(|| field(line, "code"))
+                .flatten()
+        })
+        .await
+    }
+
+    /// SIGTERM, then everything the process logged.
+    fn terminate(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("verifyd exits");
+        assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+        // The reader threads finish once the pipes close.
+        thread::sleep(Duration::from_millis(100));
+        self.stderr.lock().expect("lock").clone()
+    }
+}
+
+fn start(to: &str, channel: proto::Channel) -> proto::StartVerificationRequest {
+    proto::StartVerificationRequest {
+        to: to.into(),
+        channel: channel.into(),
+        purpose: proto::Purpose::PasswordReset.into(),
+        voice_mode: if channel == proto::Channel::Voice {
+            proto::VoiceMode::Code.into()
+        } else {
+            0
+        },
+        ..Default::default()
+    }
+}
+
+fn occurs_as_number(haystack: &str, code: &str) -> bool {
+    haystack.match_indices(code).any(|(at, _)| {
+        let before = haystack[..at].chars().next_back();
+        let after = haystack[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[tokio::test]
+async fn no_code_or_destination_reaches_the_logs_on_any_path() {
+    let server = Server::spawn();
+    let mut client = server.client().await;
+    let mut codes = Vec::new();
+
+    // Success, after a wrong code.
+    let v = client
+        .start_verification(start(PHONE, proto::Channel::Sms))
+        .await
+        .expect("start")
+        .into_inner();
+    let id = v.verification.expect("v").id;
+    let code = server.code_for(&id).await;
+    let wrong = client
+        .check_verification(proto::CheckVerificationRequest {
+            id: id.clone(),
+            code: "0000000000".into(),
+        })
+        .await
+        .expect("wrong code");
+    assert!(!wrong.get_ref().approved);
+    let right = client
+        .check_verification(proto::CheckVerificationRequest {
+            id: id.clone(),
+            code: code.clone(),
+        })
+        .await
+        .expect("right code");
+    assert!(right.get_ref().approved);
+    codes.push(code.clone());
+    // The used code again: refused.
+    client
+        .check_verification(proto::CheckVerificationRequest { id, code })
+        .await
+        .expect_err("used");
+
+    // Bad input.
+    client
+        .start_verification(start("+1415", proto::Channel::Sms))
+        .await
+        .expect_err("bad number");
+    client
+        .check_verification(proto::CheckVerificationRequest {
+            id: "x".into(),
+            code: "12".into(),
+        })
+        .await
+        .expect_err("bad check");
+
+    // Email and voice, then cancel.
+    for (to, channel) in [
+        (EMAIL, proto::Channel::Email),
+        ("+14155550101", proto::Channel::Voice),
+    ] {
+        let v = client
+            .start_verification(start(to, channel))
+            .await
+            .expect("start")
+            .into_inner();
+        let id = v.verification.expect("v").id;
+        codes.push(server.code_for(&id).await);
+        client
+            .cancel_verification(proto::CancelVerificationRequest { id })
+            .await
+            .expect("cancel");
+    }
+
+    // Expiry, pushed to a watcher (the code lives one second here).
+    let v = client
+        .start_verification(start("+14155550102", proto::Channel::Sms))
+        .await
+        .expect("start")
+        .into_inner();
+    let id = v.verification.expect("v").id;
+    codes.push(server.code_for(&id).await);
+    let mut watch = client
+        .watch_verification(proto::WatchVerificationRequest { id: id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("pushed")
+    {
+        last = Some(update.expect("ok").verification.expect("v").status);
+    }
+    assert_eq!(last, Some(i32::from(proto::VerificationStatus::Expired)));
+    let expired = client
+        .check_verification(proto::CheckVerificationRequest {
+            id,
+            code: codes.last().expect("code").clone(),
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(expired.code(), tonic::Code::FailedPrecondition);
+
+    let logs = server.terminate();
+    assert!(
+        logs.contains("\"level\":\"TRACE\""),
+        "the run logged at trace level"
+    );
+    assert!(
+        logs.contains("+1415*****00"),
+        "destinations are logged masked"
+    );
+    assert!(logs.contains("verification expired"), "the expiry path ran");
+    for code in &codes {
+        assert_eq!(code.len(), 10);
+        assert!(!occurs_as_number(&logs, code), "a code reached the logs");
+    }
+    for destination in [PHONE, EMAIL, "alice.secret"] {
+        assert!(
+            !logs.contains(destination),
+            "{destination} reached the logs unmasked"
+        );
+    }
+}

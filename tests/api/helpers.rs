@@ -1,0 +1,252 @@
+//! `spawn_app`: the real server on ephemeral ports, driven by a manual
+//! clock, with the console sender writing into an [`Outbox`] the test reads
+//! codes from.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+use verifyd::{
+    app::{Application, Overrides},
+    clock::Clock,
+    config::{Config, Secret, SenderKind},
+    delivery::ConsoleSender,
+    proto::{self, verification_service_client::VerificationServiceClient},
+};
+
+pub const TEST_KEY: &str = "test-hmac-key-0123456789abcdef-0123456789";
+
+/// What the console sender wrote, line by line. Can be told to fail, the
+/// way a closed stdout fails, to exercise failed sends.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    text: Arc<Mutex<String>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl io::Write for Outbox {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.text
+            .lock()
+            .expect("outbox lock")
+            .push_str(std::str::from_utf8(buf).expect("utf-8"));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Outbox {
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn lines_for(&self, id: &str) -> Vec<String> {
+        let needle = format!("verification={id} ");
+        self.text
+            .lock()
+            .expect("outbox lock")
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The code in the latest message for verification `id`.
+    pub fn code_for(&self, id: &str) -> String {
+        let lines = self.lines_for(id);
+        let line = lines
+            .last()
+            .unwrap_or_else(|| panic!("no message for {id}"));
+        field(line, "code").unwrap_or_else(|| panic!("no code in {line}"))
+    }
+
+    pub fn sent_count(&self, id: &str) -> usize {
+        self.lines_for(id).len()
+    }
+}
+
+pub fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    Some(line[start..].split_whitespace().next()?.to_owned())
+}
+
+pub struct TestApp {
+    pub client: VerificationServiceClient<Channel>,
+    pub channel: Channel,
+    pub clock: Clock,
+    pub outbox: Outbox,
+    pub admin_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub server: JoinHandle<()>,
+}
+
+/// A production-shaped config (not dev mode) on ephemeral loopback ports.
+pub fn test_config() -> Config {
+    let mut config = Config {
+        app_name: "Acme".to_owned(),
+        ..Config::default()
+    };
+    config.hmac.key = Some(Secret::new(TEST_KEY));
+    config.delivery.sms = Some(SenderKind::Console);
+    config.delivery.voice = Some(SenderKind::Console);
+    config.delivery.email = Some(SenderKind::Console);
+    config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    config.server.admin_addr = "127.0.0.1:0".parse().expect("addr");
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config();
+    configure(&mut config);
+    config.validate().expect("test config is valid");
+    // A round start time keeps timestamps readable in failures.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let clock = Clock::manual(start);
+    let outbox = Outbox::default();
+    let app = Application::build_with(
+        config,
+        Overrides {
+            clock: Some(clock.clone()),
+            console: Some(ConsoleSender::to_writer(outbox.clone())),
+        },
+    )
+    .await
+    .expect("the application builds");
+    let grpc_addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped().await.expect("server runs");
+    });
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the server");
+    TestApp {
+        client: VerificationServiceClient::new(channel.clone()),
+        channel,
+        clock,
+        outbox,
+        admin_addr,
+        shutdown,
+        server,
+    }
+}
+
+pub fn sms_to(to: &str) -> proto::StartVerificationRequest {
+    proto::StartVerificationRequest {
+        to: to.to_owned(),
+        channel: proto::Channel::Sms.into(),
+        purpose: proto::Purpose::PasswordReset.into(),
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    pub async fn start(
+        &self,
+        req: proto::StartVerificationRequest,
+    ) -> Result<proto::StartVerificationResponse, tonic::Status> {
+        self.client
+            .clone()
+            .start_verification(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Starts and returns the verification, which must succeed.
+    pub async fn started(&self, req: proto::StartVerificationRequest) -> proto::Verification {
+        self.start(req)
+            .await
+            .expect("start succeeds")
+            .verification
+            .expect("verification")
+    }
+
+    pub async fn check(
+        &self,
+        id: &str,
+        code: &str,
+    ) -> Result<proto::CheckVerificationResponse, tonic::Status> {
+        self.client
+            .clone()
+            .check_verification(proto::CheckVerificationRequest {
+                id: id.to_owned(),
+                code: code.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<proto::Verification, tonic::Status> {
+        self.client
+            .clone()
+            .get_verification(proto::GetVerificationRequest { id: id.to_owned() })
+            .await
+            .map(|r| r.into_inner().verification.expect("verification"))
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<proto::Verification, tonic::Status> {
+        self.client
+            .clone()
+            .cancel_verification(proto::CancelVerificationRequest { id: id.to_owned() })
+            .await
+            .map(|r| r.into_inner().verification.expect("verification"))
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.expect("server task");
+    }
+}
+
+pub fn status(v: &proto::Verification) -> proto::VerificationStatus {
+    proto::VerificationStatus::try_from(v.status).expect("known status")
+}
+
+/// A code that is not `code`.
+pub fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| {
+            if c == '9' {
+                '0'
+            } else {
+                char::from(c as u8 + 1)
+            }
+        })
+        .collect()
+}
+
+/// The fields named in a status's BadRequest details.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    status.get_details_retry_info().and_then(|r| r.retry_delay)
+}

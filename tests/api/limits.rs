@@ -1,0 +1,113 @@
+//! Rate-limit rejections: RESOURCE_EXHAUSTED with RetryInfo, and nothing sent.
+
+use std::time::Duration;
+
+use tonic::Code;
+use verifyd::proto;
+
+use crate::helpers::{retry_after, sms_to, spawn_app_with};
+
+#[tokio::test]
+async fn starts_per_destination_are_limited_with_retry_info() {
+    // No cooldown and sends to spare, so only the rate limit can refuse.
+    let app = spawn_app_with(|c| {
+        c.code.resend_cooldown = Duration::ZERO;
+        c.code.max_send_attempts = 10;
+    })
+    .await;
+    let v = app.started(sms_to("+14155550100")).await;
+    for _ in 1..5 {
+        app.started(sms_to("+14155550100")).await;
+    }
+    let err = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("burst spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("starts_per_destination"), "{err:?}");
+    assert_eq!(retry_after(&err), Some(Duration::from_secs(120)));
+    assert_eq!(
+        app.outbox.sent_count(&v.id),
+        5,
+        "the refused start sent nothing"
+    );
+
+    app.clock.advance(Duration::from_secs(120));
+    app.started(sms_to("+14155550100")).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn starts_per_end_user_ip_are_limited() {
+    let app = spawn_app_with(|c| c.limits.starts_per_ip.burst = 2).await;
+    let from_ip = |to: &str| proto::StartVerificationRequest {
+        end_user_ip: "203.0.113.7".into(),
+        ..sms_to(to)
+    };
+    app.started(from_ip("+14155550100")).await;
+    app.started(from_ip("+14155550101")).await;
+    let err = app
+        .start(from_ip("+14155550102"))
+        .await
+        .expect_err("ip budget spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("starts_per_ip"));
+    assert!(retry_after(&err).is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_failed_check_budget_spans_a_destinations_verifications() {
+    let app = spawn_app_with(|c| c.limits.failed_checks_per_destination.burst = 6).await;
+    let first = app.started(sms_to("+14155550100")).await;
+    for _ in 0..5 {
+        app.check(&first.id, "000000").await.expect("wrong code");
+    }
+    // A new verification does not reset the budget.
+    let second = app.started(sms_to("+14155550100")).await;
+    assert_ne!(second.id, first.id);
+    app.check(&second.id, "000000")
+        .await
+        .expect("the sixth check");
+    let code = app.outbox.code_for(&second.id);
+    let err = app
+        .check(&second.id, &code)
+        .await
+        .expect_err("budget spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("failed_checks_per_destination"));
+    assert_eq!(retry_after(&err), Some(Duration::from_secs(3600)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn requests_per_tenant_are_limited() {
+    let app = spawn_app_with(|c| {
+        c.limits.requests_per_tenant.burst = 3;
+        c.limits.requests_per_tenant.period = Duration::from_secs(1);
+    })
+    .await;
+    let unknown = "VE0123456789abcdef0123456789abcdef";
+    for _ in 0..3 {
+        assert_eq!(
+            app.get(unknown).await.expect_err("unknown").code(),
+            Code::NotFound
+        );
+    }
+    let err = app.get(unknown).await.expect_err("limited");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(retry_after(&err), Some(Duration::from_secs(1)));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_without_a_sender_is_refused_before_anything_happens() {
+    let app = spawn_app_with(|c| c.delivery.voice = None).await;
+    let mut req = sms_to("+14155550100");
+    req.channel = proto::Channel::Voice.into();
+    let err = app.start(req).await.expect_err("voice is off");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("voice"));
+    app.started(sms_to("+14155550100")).await;
+    app.stop().await;
+}
