@@ -84,6 +84,16 @@ pub enum Purpose {
     MethodUpdate,
 }
 
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enrollment => "enrollment",
+            Self::PasswordReset => "password_reset",
+            Self::MethodUpdate => "method_update",
+        }
+    }
+}
+
 /// What a voice call asks the user to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum VoiceMode {
@@ -94,6 +104,16 @@ pub enum VoiceMode {
     Match,
     /// The code is read aloud.
     Code,
+}
+
+impl VoiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirm => "confirm",
+            Self::Match => "match",
+            Self::Code => "code",
+        }
+    }
 }
 
 /// A BCP 47 language tag such as `fr-CA`, checked for shape and with the
@@ -304,6 +324,11 @@ impl Verification {
             return;
         }
         if accepted {
+            // A resend may switch to number matching; the digits are made
+            // once and kept across later resends.
+            if delivery.voice_mode == Some(VoiceMode::Match) && self.match_digits.is_none() {
+                self.match_digits = Some(MatchDigits::generate(policy.match_digits));
+            }
             self.delivery = delivery;
             self.expires_at = now + policy.code_ttl;
         } else if first_send {
@@ -559,6 +584,36 @@ mod tests {
             T0,
         );
         assert_eq!(v.match_digits, None);
+    }
+
+    #[test]
+    fn a_resend_switching_to_number_matching_gets_digits_once() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        assert_eq!(v.match_digits, None);
+        let matching = Delivery {
+            channel: Channel::Voice,
+            voice_mode: Some(VoiceMode::Match),
+            locale: None,
+        };
+        let later = T0 + policy.resend_cooldown;
+        v.reserve_send(&policy, later).expect("after cooldown");
+        v.record_send(
+            matching.clone(),
+            attempt(DeliveryStatus::Accepted, later),
+            &policy,
+            later,
+        );
+        let digits = v.match_digits.clone().expect("digits made on the switch");
+        let later = later + policy.resend_cooldown;
+        v.reserve_send(&policy, later).expect("after cooldown");
+        v.record_send(
+            matching,
+            attempt(DeliveryStatus::Accepted, later),
+            &policy,
+            later,
+        );
+        assert_eq!(v.match_digits, Some(digits), "kept across resends");
     }
 
     #[test]

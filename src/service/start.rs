@@ -14,7 +14,7 @@ use crate::{
     delivery::Message,
     domain::{
         Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
-        VerificationId,
+        VerificationId, VoiceMode,
         verification::{Delivery, SendRefused},
     },
     store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
@@ -59,9 +59,9 @@ impl StartRequest {
             .unwrap_or_default();
         let fields = [
             self.to.as_str(),
-            &format!("{:?}", self.purpose),
+            self.purpose.as_str(),
             self.delivery.channel.as_str(),
-            &format!("{:?}", self.delivery.voice_mode),
+            self.delivery.voice_mode.map_or("", VoiceMode::as_str),
             self.delivery.locale.as_ref().map_or("", |l| l.as_str()),
             &ip,
         ];
