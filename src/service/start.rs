@@ -17,7 +17,7 @@ use crate::{
         VerificationId, VoiceMode,
         verification::{Delivery, SendRefused},
     },
-    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
+    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation, StoreError},
 };
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
@@ -89,8 +89,14 @@ impl Verifier {
         let this = Arc::clone(self);
         let task =
             tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
-        task.await
-            .unwrap_or_else(|join_error| std::panic::resume_unwind(join_error.into_panic()))
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Err(StartError::Store(StoreError::Unavailable(
+                "verifyd is shutting down".to_owned(),
+            ))),
+        }
     }
 
     #[tracing::instrument(

@@ -17,7 +17,9 @@ use super::{
     CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, PendingKey,
     Reservation, StoreError,
 };
-use crate::domain::{CheckOutcome, CodeHash, Policy, TenantId, Verification, VerificationId};
+use crate::domain::{
+    CheckOutcome, CodeHash, Policy, Status, TenantId, Verification, VerificationId,
+};
 
 type VerificationKey = (TenantId, VerificationId);
 type IdempotencyKey = (TenantId, String);
@@ -149,6 +151,27 @@ impl MemoryStore {
         })
     }
 
+    /// Applies `change` to one record under the lock. Whatever leaves the
+    /// verification finished also drops its code hash (it can never approve
+    /// again, so it is not kept for the retention period) and frees its
+    /// pending slot.
+    fn update<T>(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        change: impl FnOnce(&mut Record) -> T,
+    ) -> Option<(T, Verification)> {
+        let mut state = self.state();
+        let record = state.verifications.get_mut(&(tenant.clone(), id.clone()))?;
+        let result = change(record);
+        let v = record.verification.clone();
+        if v.status.is_terminal() {
+            record.code_hash = None;
+            unindex_pending(&mut state, &v);
+        }
+        Some((result, v))
+    }
+
     pub(super) fn complete_send(
         &self,
         tenant: &TenantId,
@@ -157,33 +180,21 @@ impl MemoryStore {
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let CompletedSend {
-            delivery,
-            attempt,
-            new_hash,
-        } = send;
-        let mut state = self.state();
-        let Some(record) = state.verifications.get_mut(&(tenant.clone(), id.clone())) else {
-            return Ok(None);
-        };
-        let was_pending = record.verification.status == crate::domain::Status::Pending;
-        record
-            .verification
-            .record_send(delivery, attempt, policy, now);
-        let v = &record.verification;
-        // Swap the code only if the send was taken and the verification is
-        // still open: a check that approved meanwhile must not be undone.
-        if let Some(hash) = new_hash
-            && was_pending
-            && !v.status.is_terminal()
-        {
-            record.code_hash = Some(hash);
-        }
-        let v = record.verification.clone();
-        if v.status.is_terminal() {
-            unindex_pending(&mut state, &v);
-        }
-        Ok(Some(v))
+        let updated = self.update(tenant, id, |record| {
+            let was_pending = record.verification.status == Status::Pending;
+            record
+                .verification
+                .record_send(send.delivery, send.attempt, policy, now);
+            // Swap the code only if a sender took it and the verification
+            // is still open: a check that approved meanwhile stands.
+            if let Some(hash) = send.new_hash
+                && was_pending
+                && record.verification.status == Status::Pending
+            {
+                record.code_hash = Some(hash);
+            }
+        });
+        Ok(updated.map(|((), v)| v))
     }
 
     pub(super) fn check(
@@ -193,23 +204,13 @@ impl MemoryStore {
         candidates: &[CodeHash],
         now: SystemTime,
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
-        let mut state = self.state();
-        let Some(record) = state.verifications.get_mut(&(tenant.clone(), id.clone())) else {
-            return Ok(None);
-        };
-        let matches = record
-            .code_hash
-            .as_ref()
-            .is_some_and(|stored| candidates.iter().any(|c| stored.matches(c)));
-        let outcome = record.verification.check(matches, now);
-        let v = record.verification.clone();
-        if v.status.is_terminal() {
-            // A finished verification's code can never approve again; drop
-            // the hash rather than keep it for the retention period.
-            record.code_hash = None;
-            unindex_pending(&mut state, &v);
-        }
-        Ok(Some((outcome, v)))
+        Ok(self.update(tenant, id, |record| {
+            let matches = record
+                .code_hash
+                .as_ref()
+                .is_some_and(|stored| candidates.iter().any(|c| stored.matches(c)));
+            record.verification.check(matches, now)
+        }))
     }
 
     pub(super) fn get(
@@ -218,17 +219,8 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let mut state = self.state();
-        let Some(record) = state.verifications.get_mut(&(tenant.clone(), id.clone())) else {
-            return Ok(None);
-        };
-        if record.verification.settle(now) {
-            record.code_hash = None;
-            let v = record.verification.clone();
-            unindex_pending(&mut state, &v);
-            return Ok(Some(v));
-        }
-        Ok(Some(record.verification.clone()))
+        let updated = self.update(tenant, id, |record| record.verification.settle(now));
+        Ok(updated.map(|(_, v)| v))
     }
 
     pub(super) fn cancel(
@@ -237,17 +229,8 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<(Verification, bool)>, StoreError> {
-        let mut state = self.state();
-        let Some(record) = state.verifications.get_mut(&(tenant.clone(), id.clone())) else {
-            return Ok(None);
-        };
-        let canceled = record.verification.cancel(now).is_ok();
-        let v = record.verification.clone();
-        if v.status.is_terminal() {
-            record.code_hash = None;
-            unindex_pending(&mut state, &v);
-        }
-        Ok(Some((v, canceled)))
+        let updated = self.update(tenant, id, |record| record.verification.cancel(now).is_ok());
+        Ok(updated.map(|(canceled, v)| (v, canceled)))
     }
 
     pub(super) fn begin_idempotent(
