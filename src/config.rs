@@ -40,6 +40,7 @@ pub struct Config {
     /// unauthenticated callers. On by itself when nothing is configured.
     pub dev_mode: bool,
     /// The name users know the service by, used in message texts.
+    /// Empty means "verifyd" ("verifyd (dev)" in dev mode).
     pub app_name: String,
     pub server: ServerConfig,
     pub code: CodeConfig,
@@ -301,22 +302,27 @@ impl Config {
             }
             invalid(if key.is_empty() { "config" } else { &key }, problem)
         })?;
-        config.apply_dev_defaults();
+        config.apply_mode_defaults();
         config.validate()?;
         Ok(config)
     }
 
-    /// Dev mode fills in what production must configure explicitly.
-    fn apply_dev_defaults(&mut self) {
-        if !self.dev_mode {
-            return;
-        }
-        let d = &mut self.delivery;
-        for channel in [&mut d.sms, &mut d.voice, &mut d.email] {
-            channel.get_or_insert(SenderKind::Console);
-        }
+    /// Fills in defaults that depend on the mode: dev mode supplies what
+    /// production must configure explicitly.
+    fn apply_mode_defaults(&mut self) {
         if self.app_name.is_empty() {
-            self.app_name = "verifyd (dev)".to_owned();
+            self.app_name = if self.dev_mode {
+                "verifyd (dev)"
+            } else {
+                "verifyd"
+            }
+            .to_owned();
+        }
+        if self.dev_mode {
+            let d = &mut self.delivery;
+            for channel in [&mut d.sms, &mut d.voice, &mut d.email] {
+                channel.get_or_insert(SenderKind::Console);
+            }
         }
     }
 

@@ -339,6 +339,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn only_six_to_ten_ascii_digits_parse(input in "\\PC{0,12}") {
+            let well_formed = (6..=10).contains(&input.len()) && input.bytes().all(|b| b.is_ascii_digit());
+            proptest::prop_assert_eq!(Code::parse(&input).is_ok(), well_formed);
+        }
+    }
+
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let code = Code::parse("987654").expect("well formed");

@@ -216,6 +216,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_canonical_forms_are_fixed_points(input in "\\PC{0,40}") {
+            if let Ok(d) = Destination::parse(&input) {
+                proptest::prop_assert_eq!(Destination::parse(d.as_str()), Ok(d.clone()));
+                proptest::prop_assert!(!d.masked().contains(d.as_str()));
+            }
+        }
+
+        #[test]
+        fn every_valid_us_number_canonicalizes_to_one_e164_form(
+            area in 201u32..990, exchange in 200u32..999, line in 0u32..9999,
+        ) {
+            let spaced = format!("+1 ({area}) {exchange}-{line:04}");
+            let plain = format!("+1{area}{exchange}{line:04}");
+            if let Ok(d) = Destination::parse(&spaced) {
+                proptest::prop_assert_eq!(d.as_str(), plain.as_str());
+            }
+        }
+    }
+
     #[test]
     fn masking_hides_the_middle_of_a_number_and_the_mailbox() {
         let phone = Destination::parse("+14155550100").expect("valid");
