@@ -32,6 +32,8 @@ use crate::{
 const ENV_PREFIX: &str = "VERIFYD_";
 /// Names the config file; not itself a setting.
 pub const CONFIG_PATH_VAR: &str = "VERIFYD_CONFIG";
+/// The endpoint `verifyd client` calls; not a server setting.
+pub const CLIENT_ADDR_VAR: &str = "VERIFYD_ADDR";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,7 +86,7 @@ pub struct CodeConfig {
     #[serde(with = "humantime_serde")]
     pub resend_cooldown: Duration,
     pub match_digits: u8,
-    /// How long finished verifications stay readable.
+    /// How long a verification stays readable after its expiry time.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
 }
@@ -262,7 +264,9 @@ impl Config {
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from));
         let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_PATH_VAR)
+            .filter(|(k, _)| {
+                k.starts_with(ENV_PREFIX) && k != CONFIG_PATH_VAR && k != CLIENT_ADDR_VAR
+            })
             .collect();
         let configured = path.is_some() || !env.is_empty();
 
@@ -281,7 +285,7 @@ impl Config {
         }
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
-                .ignore(&["CONFIG"])
+                .ignore(&["CONFIG", "ADDR"])
                 .filter(|k| !k.as_str().to_ascii_uppercase().ends_with("_FILE"))
                 .split("__"),
         );
@@ -343,6 +347,9 @@ impl Config {
         if c.resend_cooldown > c.ttl {
             return Err(invalid("code.resend_cooldown", "must not exceed code.ttl"));
         }
+        if c.retention > Duration::from_secs(30 * 24 * 3600) {
+            return Err(invalid("code.retention", "must be at most 30 days"));
+        }
         if !(2..=3).contains(&c.match_digits) {
             return Err(invalid("code.match_digits", "must be 2 or 3"));
         }
@@ -359,7 +366,7 @@ impl Config {
             None if !self.dev_mode => {
                 return Err(invalid(
                     "hmac.key",
-                    "is required outside dev mode (set VERIFYD_HMAC__KEY_FILE to a file of at least 32 random bytes)",
+                    "is required outside dev mode (set VERIFYD_HMAC__KEY_FILE to a file holding at least 32 characters of random text, e.g. from `openssl rand -hex 32`)",
                 ));
             }
             _ => {}
@@ -399,6 +406,9 @@ impl Config {
                 "log.level",
                 "must be a tracing filter such as info or verifyd=debug",
             ));
+        }
+        if self.server.shutdown_grace > Duration::from_secs(600) {
+            return Err(invalid("server.shutdown_grace", "must be at most 10m"));
         }
         if self.server.max_watch_streams_per_tenant == 0 {
             return Err(invalid(
@@ -535,6 +545,27 @@ mod tests {
             jail.set_env("VERIFYD_CODE__TTLL", "5m");
             let err = load_err();
             assert!(err.to_string().contains("ttll"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("verifyd.example.toml");
+            let config = Config::load(Some(&example)).expect("the example is valid");
+            assert!(!config.dev_mode);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_client_endpoint_variable_is_not_server_configuration() {
+        Jail::expect_with(|jail| {
+            jail.set_env(CLIENT_ADDR_VAR, "http://127.0.0.1:50051");
+            let config = Config::load(None).expect("ignored");
+            assert!(config.dev_mode);
             Ok(())
         });
     }

@@ -20,7 +20,8 @@ pub struct Policy {
     pub resend_cooldown: Duration,
     /// Digits shown for number matching on voice calls (2 or 3).
     pub match_digits: u8,
-    /// How long finished verifications stay readable before they are purged.
+    /// How long a verification stays readable after its expiry time, before
+    /// it is purged.
     pub retention: Duration,
 }
 
