@@ -15,8 +15,8 @@ use tonic_health::ServingStatus;
 
 use crate::{
     clock::Clock,
-    config::{Config, SenderKind, StoreBackend},
-    delivery::{ConsoleSender, Sender, Senders},
+    config::{CONSOLE_PROVIDER, Config, ProviderConfig, StoreBackend},
+    delivery::{ConsoleSender, Dispatcher, Provider, Route, Templates, smtp::SmtpSender},
     grpc::{Api, VerificationServiceServer},
     http, proto,
     ratelimit::RateLimits,
@@ -55,6 +55,51 @@ pub enum RunError {
     Listener(io::Error),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("provider {name}: {problem}")]
+    Provider { name: String, problem: String },
+    #[error(transparent)]
+    Templates(#[from] crate::delivery::TemplateError),
+}
+
+/// The templates and a route per channel, from the providers the config
+/// names for it.
+fn dispatcher(
+    config: &Config,
+    console: &ConsoleSender,
+    clock: &Clock,
+) -> Result<Dispatcher, RunError> {
+    let d = &config.delivery;
+    let provider = |name: &String| -> Result<Provider, RunError> {
+        let setup = |problem: String| RunError::Provider {
+            name: name.clone(),
+            problem,
+        };
+        match config.providers.get(name) {
+            None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
+            None => Err(setup("not configured".to_owned())),
+            Some(ProviderConfig::Smtp(smtp)) => SmtpSender::new(name, smtp)
+                .map(Provider::Smtp)
+                .map_err(setup),
+        }
+    };
+    let route = |names: &[String]| -> Result<Option<Route>, RunError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let providers = names.iter().map(provider).collect::<Result<_, _>>()?;
+        Ok(Some(Route::new(
+            providers,
+            d.retry,
+            d.breaker,
+            clock.clone(),
+        )))
+    };
+    Ok(Dispatcher {
+        templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
+        sms: route(&d.sms)?,
+        voice: route(&d.voice)?,
+        email: route(&d.email)?,
+    })
 }
 
 impl Application {
@@ -73,16 +118,7 @@ impl Application {
 
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
-        let sender = |kind: Option<SenderKind>| {
-            kind.map(|kind| match kind {
-                SenderKind::Console => Sender::Console(console.clone()),
-            })
-        };
-        let senders = Senders {
-            sms: sender(config.delivery.sms),
-            voice: sender(config.delivery.voice),
-            email: sender(config.delivery.email),
-        };
+        let dispatcher = dispatcher(&config, &console, &clock)?;
         let policy = config.policy();
         let store = match config.store.backend {
             StoreBackend::Memory => {
@@ -93,7 +129,7 @@ impl Application {
         let verifier = Verifier::new(
             store,
             RateLimits::new(&config.limits, clock.clone()),
-            senders,
+            dispatcher,
             config.key_ring(),
             policy,
             ServiceSettings {

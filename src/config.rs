@@ -9,6 +9,7 @@
 //! setting is one error line naming the key.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -22,6 +23,7 @@ use figment::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
+    delivery::{BreakerConfig, RetryPolicy, smtp::SmtpConfig},
     domain::{
         CodeLength, Policy,
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
@@ -50,6 +52,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
+    /// Named providers that `delivery.sms`, `.voice` and `.email` list.
+    pub providers: BTreeMap<String, ProviderConfig>,
     pub log: LogConfig,
 }
 
@@ -152,32 +156,57 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SenderKind {
-    /// Dev only: writes messages, codes included, to stdout.
-    Console,
-}
+/// The built-in dev-only provider: writes messages, codes included, to
+/// stdout. Needs no `[providers]` entry.
+pub const CONSOLE_PROVIDER: &str = "console";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
-    /// The longest one send may take.
+    /// The longest one send (all retries and failover) may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Unset means the channel is disabled (dev mode: console).
-    pub sms: Option<SenderKind>,
-    pub voice: Option<SenderKind>,
-    pub email: Option<SenderKind>,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+    /// A directory of templates that replace the built-in ones.
+    pub templates_dir: Option<PathBuf>,
+    /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
+    /// browsers on that origin can fill the code in.
+    pub webotp_domain: Option<String>,
+    /// Provider names in order of preference (keys of `[providers]`, or
+    /// `console`); empty means the channel is off (dev mode: console).
+    pub sms: Vec<String>,
+    pub voice: Vec<String>,
+    pub email: Vec<String>,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(10),
-            sms: None,
-            voice: None,
-            email: None,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            templates_dir: None,
+            webotp_domain: None,
+            sms: Vec::new(),
+            voice: Vec::new(),
+            email: Vec::new(),
+        }
+    }
+}
+
+/// A configured provider, by kind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Smtp(SmtpConfig),
+}
+
+impl ProviderConfig {
+    /// Whether this kind of provider can send on `channel`.
+    fn serves(&self, channel: &str) -> bool {
+        match self {
+            Self::Smtp(_) => channel == "email",
         }
     }
 }
@@ -325,7 +354,9 @@ impl Config {
         if self.dev_mode {
             let d = &mut self.delivery;
             for channel in [&mut d.sms, &mut d.voice, &mut d.email] {
-                channel.get_or_insert(SenderKind::Console);
+                if channel.is_empty() {
+                    channel.push(CONSOLE_PROVIDER.to_owned());
+                }
             }
         }
     }
@@ -394,13 +425,7 @@ impl Config {
         if self.delivery.timeout.is_zero() {
             return Err(invalid("delivery.timeout", "must be above zero"));
         }
-        let d = &self.delivery;
-        if d.sms.is_none() && d.voice.is_none() && d.email.is_none() {
-            return Err(invalid(
-                "delivery",
-                "configure a sender for at least one of sms, voice, email",
-            ));
-        }
+        self.validate_delivery()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -423,6 +448,49 @@ impl Config {
             ] {
                 if !addr.ip().is_loopback() {
                     return Err(invalid(key, "dev mode binds loopback addresses only"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_delivery(&self) -> Result<(), ConfigError> {
+        let d = &self.delivery;
+        if d.sms.is_empty() && d.voice.is_empty() && d.email.is_empty() {
+            return Err(invalid(
+                "delivery",
+                "list providers for at least one of delivery.sms, delivery.voice, delivery.email",
+            ));
+        }
+        if d.retry.attempt_timeout.is_zero() {
+            return Err(invalid(
+                "delivery.retry.attempt_timeout",
+                "must be above zero",
+            ));
+        }
+        if d.retry.retries > 10 {
+            return Err(invalid("delivery.retry.retries", "must be at most 10"));
+        }
+        if d.breaker.failures == 0 {
+            return Err(invalid("delivery.breaker.failures", "must be above zero"));
+        }
+        for (channel, names) in [("sms", &d.sms), ("voice", &d.voice), ("email", &d.email)] {
+            let key = format!("delivery.{channel}");
+            for name in names {
+                if name == CONSOLE_PROVIDER {
+                    continue;
+                }
+                let Some(provider) = self.providers.get(name) else {
+                    return Err(invalid(
+                        &key,
+                        format!("no provider named {name:?} in [providers]"),
+                    ));
+                };
+                if !provider.serves(channel) {
+                    return Err(invalid(
+                        &key,
+                        format!("provider {name:?} cannot send {channel}"),
+                    ));
                 }
             }
         }
@@ -470,7 +538,7 @@ mod tests {
         Jail::expect_with(|_| {
             let config = Config::load(None).expect("dev defaults are valid");
             assert!(config.dev_mode);
-            assert_eq!(config.delivery.sms, Some(SenderKind::Console));
+            assert_eq!(config.delivery.sms, [CONSOLE_PROVIDER]);
             assert!(config.server.grpc_addr.ip().is_loopback());
             Ok(())
         });
@@ -487,7 +555,7 @@ mod tests {
                 length = 8
                 ttl = "5m"
                 [delivery]
-                email = "console"
+                email = ["console"]
                 "#,
             )?;
             jail.create_file("hmac.key", &format!("{KEY}\n"))?;
@@ -518,7 +586,7 @@ mod tests {
     #[test]
     fn outside_dev_mode_an_hmac_key_is_required() {
         Jail::expect_with(|jail| {
-            jail.set_env("VERIFYD_DELIVERY__SMS", "console");
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
             assert_eq!(load_err().key, "hmac.key");
             jail.set_env("VERIFYD_HMAC__KEY", "too-short");
             let err = load_err();
@@ -536,7 +604,7 @@ mod tests {
     fn bad_values_name_their_key() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
-            jail.set_env("VERIFYD_DELIVERY__SMS", "console");
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
             jail.set_env("VERIFYD_CODE__LENGTH", "12");
             assert_eq!(load_err().key, "code.length");
             jail.set_env("VERIFYD_CODE__LENGTH", "six");

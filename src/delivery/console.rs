@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::{Message, Receipt, SendError, render};
+use super::{Content, FailureKind, Message, Receipt, SendError};
 
 type Output = Arc<Mutex<dyn Write + Send>>;
 
@@ -37,7 +37,7 @@ impl ConsoleSender {
         }
     }
 
-    pub(super) fn send(&self, message: &Message) -> Result<Receipt, SendError> {
+    pub(super) fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         let line = format!(
             "[verifyd dev-only console sender, not a real delivery] channel={} to={} verification={} code={}{} | {}\n",
             message.delivery.channel.as_str(),
@@ -49,17 +49,19 @@ impl ConsoleSender {
                 .as_ref()
                 .map(|d| format!(" match_digits={}", d.as_str()))
                 .unwrap_or_default(),
-            render(message),
+            content.text().replace('\n', " "),
         );
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.write_all(line.as_bytes())
             .and_then(|()| out.flush())
-            .map_err(|e| SendError::Unavailable {
-                provider: Self::PROVIDER,
+            .map_err(|e| SendError {
+                provider: Self::PROVIDER.to_owned(),
+                kind: FailureKind::Transient,
                 reason: e.kind().to_string(),
             })?;
         Ok(Receipt {
-            provider: Self::PROVIDER,
+            provider: Self::PROVIDER.to_owned(),
+            reference: None,
         })
     }
 }

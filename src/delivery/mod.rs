@@ -1,17 +1,21 @@
-//! The delivery seam: one [`Sender`] per channel, chosen from configuration.
+//! Delivery: render a message from the templates, then hand it to the
+//! channel's providers in order (retries, failover, circuit breaker).
 //!
-//! A sender gets a [`Message`] holding the plaintext code and must not keep
-//! it: the message is dropped (and the code wiped) as soon as the send
-//! returns. The dev-only console sender lives here; the SMS, voice and email
-//! providers come with their own issues and plug into the same enum.
+//! Providers get a [`Message`] holding the plaintext code and the rendered
+//! [`Content`], and must not keep either: both are dropped (and wiped) as
+//! soon as the send returns.
 
 mod console;
-mod text;
+mod route;
+pub mod smtp;
+pub mod templates;
 
 use std::{fmt, time::Duration};
 
 pub use console::ConsoleSender;
-pub use text::render;
+pub use route::{Breaker, BreakerConfig, Dispatch, RetryPolicy, Route};
+pub use templates::{TemplateError, Templates};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::{
     Channel, Code, Destination, MatchDigits, Purpose, VerificationId, verification::Delivery,
@@ -41,53 +45,110 @@ impl fmt::Debug for Message {
     }
 }
 
-/// A sender's answer when it took a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub provider: &'static str,
-}
-
-/// Why a sender did not take a message. The text is recorded on the send
-/// attempt and may be returned to callers, so it never contains the code or
-/// the full destination.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("{provider} is unavailable: {reason}")]
-    Unavailable {
-        provider: &'static str,
-        reason: String,
+/// What the user receives, rendered once per send. It usually contains the
+/// code, so `Debug` is redacted and the text is wiped on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub enum Content {
+    /// An SMS body.
+    Text(String),
+    /// What a voice call says.
+    Speech(String),
+    Email {
+        subject: String,
+        text: String,
+        html: String,
     },
 }
 
-#[derive(Debug, Clone)]
-pub enum Sender {
-    Console(ConsoleSender),
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text(_) => "Content::Text(<redacted>)",
+            Self::Speech(_) => "Content::Speech(<redacted>)",
+            Self::Email { .. } => "Content::Email(<redacted>)",
+        })
+    }
 }
 
-impl Sender {
-    pub fn provider(&self) -> &'static str {
+impl Content {
+    /// The main text: the SMS body, the speech, or the email's plain part.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(t) | Self::Speech(t) => t,
+            Self::Email { text, .. } => text,
+        }
+    }
+}
+
+/// A provider's answer when it took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The configured provider name, e.g. `twilio`.
+    pub provider: String,
+    /// The provider's id for the message or call (a Twilio SID), used to
+    /// match status callbacks.
+    pub reference: Option<String>,
+}
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The destination itself is refused (invalid, unreachable, blocked):
+    /// no retry and no failover, since no provider will do better.
+    Destination,
+    /// This provider refused the request (credentials, configuration):
+    /// no retry, but the next provider may work.
+    Rejected,
+    /// A timeout, a 5xx, a dropped connection: retry with backoff, then fail
+    /// over.
+    Transient,
+}
+
+/// Why a provider did not take a message. The reason is recorded on the send
+/// attempt and may reach callers, so providers mask any destination in it
+/// and never include the code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{provider}: {reason}")]
+pub struct SendError {
+    pub provider: String,
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+/// One way to deliver messages.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    Console(ConsoleSender),
+    Smtp(smtp::SmtpSender),
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
         match self {
             Self::Console(_) => ConsoleSender::PROVIDER,
+            Self::Smtp(smtp) => smtp.name(),
         }
     }
 
-    pub async fn send(&self, message: &Message) -> Result<Receipt, SendError> {
+    pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         match self {
-            Self::Console(console) => console.send(message),
+            Self::Console(console) => console.send(message, content),
+            Self::Smtp(smtp) => smtp.send(message, content).await,
         }
     }
 }
 
-/// The sender configured for each channel; none means the channel is off.
-#[derive(Debug, Clone)]
-pub struct Senders {
-    pub sms: Option<Sender>,
-    pub voice: Option<Sender>,
-    pub email: Option<Sender>,
+/// The templates and each channel's route; a channel without one is off.
+#[derive(Debug)]
+pub struct Dispatcher {
+    pub templates: Templates,
+    pub sms: Option<Route>,
+    pub voice: Option<Route>,
+    pub email: Option<Route>,
 }
 
-impl Senders {
-    pub fn for_channel(&self, channel: Channel) -> Option<&Sender> {
+impl Dispatcher {
+    pub fn route(&self, channel: Channel) -> Option<&Route> {
         match channel {
             Channel::Sms => self.sms.as_ref(),
             Channel::Voice => self.voice.as_ref(),

@@ -200,6 +200,8 @@ pub struct SendAttempt {
     pub at: SystemTime,
     /// Why no sender took it. Never contains the code.
     pub error_reason: Option<String>,
+    /// The provider's id for the message or call, to match its callbacks.
+    pub reference: Option<String>,
 }
 
 /// What a send is for: the channel and how to word the message. A resend
@@ -305,21 +307,25 @@ impl Verification {
         Ok(())
     }
 
-    /// Records how a reserved send went. An accepted send makes its delivery
-    /// the verification's and restarts the validity window (the store swaps
-    /// in the new code's hash in the same step). A first send that no sender
-    /// took fails the verification; a failed resend leaves it as it was, so
-    /// the previous code stays valid.
+    /// Records how a reserved send went: every provider try, the last one
+    /// deciding. An accepted send makes its delivery the verification's and
+    /// restarts the validity window (the store swaps in the new code's hash
+    /// in the same step). A first send that no provider took fails the
+    /// verification; a failed resend leaves it as it was, so the previous
+    /// code stays valid. Retries and failover inside one send use one send
+    /// from the budget, which `reserve_send` already took.
     pub fn record_send(
         &mut self,
         delivery: Delivery,
-        attempt: SendAttempt,
+        attempts: Vec<SendAttempt>,
         policy: &Policy,
         now: SystemTime,
     ) {
-        let accepted = attempt.status == DeliveryStatus::Accepted;
+        let accepted = attempts
+            .last()
+            .is_some_and(|a| a.status == DeliveryStatus::Accepted);
         let first_send = !self.has_accepted_send();
-        self.send_attempts.push(attempt);
+        self.send_attempts.extend(attempts);
         if self.settle(now) || self.status != Status::Pending {
             return;
         }
@@ -395,6 +401,7 @@ mod tests {
             provider: "console".into(),
             at,
             error_reason: None,
+            reference: None,
         }
     }
 
@@ -409,7 +416,12 @@ mod tests {
             T0,
         );
         v.reserve_send(policy, T0).expect("first send");
-        v.record_send(sms(), attempt(DeliveryStatus::Accepted, T0), policy, T0);
+        v.record_send(
+            sms(),
+            vec![attempt(DeliveryStatus::Accepted, T0)],
+            policy,
+            T0,
+        );
         v
     }
 
@@ -504,7 +516,7 @@ mod tests {
         };
         v.record_send(
             voice.clone(),
-            attempt(DeliveryStatus::Accepted, later),
+            vec![attempt(DeliveryStatus::Accepted, later)],
             &policy,
             later,
         );
@@ -521,7 +533,7 @@ mod tests {
         v.reserve_send(&policy, later).expect("after cooldown");
         v.record_send(
             sms(),
-            attempt(DeliveryStatus::Failed, later),
+            vec![attempt(DeliveryStatus::Failed, later)],
             &policy,
             later,
         );
@@ -538,7 +550,12 @@ mod tests {
             T0,
         );
         fresh.reserve_send(&policy, T0).expect("first send");
-        fresh.record_send(sms(), attempt(DeliveryStatus::Failed, T0), &policy, T0);
+        fresh.record_send(
+            sms(),
+            vec![attempt(DeliveryStatus::Failed, T0)],
+            &policy,
+            T0,
+        );
         assert_eq!(fresh.status, Status::Failed);
     }
 
@@ -600,7 +617,7 @@ mod tests {
         v.reserve_send(&policy, later).expect("after cooldown");
         v.record_send(
             matching.clone(),
-            attempt(DeliveryStatus::Accepted, later),
+            vec![attempt(DeliveryStatus::Accepted, later)],
             &policy,
             later,
         );
@@ -609,7 +626,7 @@ mod tests {
         v.reserve_send(&policy, later).expect("after cooldown");
         v.record_send(
             matching,
-            attempt(DeliveryStatus::Accepted, later),
+            vec![attempt(DeliveryStatus::Accepted, later)],
             &policy,
             later,
         );

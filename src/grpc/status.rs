@@ -71,9 +71,7 @@ impl From<StartError> for Status {
                 )]))
             }
             StartError::IdempotencyInFlight => Status::aborted(e.to_string()),
-            StartError::Delivery(_) | StartError::DeliveryTimedOut => {
-                Status::unavailable(e.to_string())
-            }
+            StartError::Delivery(_) => Status::unavailable(e.to_string()),
             StartError::Store(s) => store(s),
         }
     }

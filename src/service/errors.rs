@@ -24,10 +24,8 @@ pub enum StartError {
     IdempotencyMismatch,
     #[error("a request with this idempotency key is still running")]
     IdempotencyInFlight,
-    #[error("no sender accepted the message: {0}")]
+    #[error("no provider accepted the message: {0}")]
     Delivery(SendError),
-    #[error("sending timed out")]
-    DeliveryTimedOut,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -17,7 +17,7 @@ pub use watch::WatchStream;
 use self::{expiry::ExpiryQueue, feed::Feed, watch::WatchSlots};
 use crate::{
     clock::Clock,
-    delivery::Senders,
+    delivery::Dispatcher,
     domain::{CheckOutcome, Code, KeyRing, Policy, TenantId, Verification, VerificationId},
     ratelimit::RateLimits,
     store::Store,
@@ -37,7 +37,7 @@ pub struct ServiceSettings {
 pub struct Verifier {
     store: Store,
     limits: RateLimits,
-    senders: Senders,
+    dispatcher: Dispatcher,
     keys: KeyRing,
     policy: Policy,
     settings: ServiceSettings,
@@ -55,7 +55,7 @@ impl Verifier {
     pub fn new(
         store: Store,
         limits: RateLimits,
-        senders: Senders,
+        dispatcher: Dispatcher,
         keys: KeyRing,
         policy: Policy,
         settings: ServiceSettings,
@@ -65,7 +65,7 @@ impl Verifier {
         Arc::new(Self {
             store,
             limits,
-            senders,
+            dispatcher,
             keys,
             policy,
             watch_slots: Arc::new(WatchSlots::new(settings.max_watch_streams_per_tenant)),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{StartError, Verifier};
 use crate::{
-    delivery::Message,
+    delivery::{Dispatch, FailureKind, Message},
     domain::{
         Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
         VerificationId, VoiceMode,
@@ -109,7 +109,7 @@ impl Verifier {
         request: &StartRequest,
         deadline: Option<Duration>,
     ) -> Result<Verification, StartError> {
-        if self.senders.for_channel(request.delivery.channel).is_none() {
+        if self.dispatcher.route(request.delivery.channel).is_none() {
             return Err(StartError::ChannelDisabled(request.delivery.channel));
         }
         // The idempotency lookup comes before every rate limit, so a retried
@@ -239,30 +239,30 @@ impl Verifier {
             valid_for: self.policy.code_ttl,
             app_name: self.settings.app_name.clone(),
         };
-        let sender = self
-            .senders
-            .for_channel(request.delivery.channel)
-            .ok_or(StartError::ChannelDisabled(request.delivery.channel))?;
-        let timeout = deadline.map_or(self.settings.send_timeout, |d| {
+        let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.min(self.settings.send_timeout)
         });
-        let sent = tokio::time::timeout(timeout, sender.send(&message)).await;
-        // The plaintext code goes no further than the sender.
+        let dispatch = self.dispatch(&message, budget).await;
+        // The plaintext code goes no further than the providers.
         drop(message);
 
         let sent_at = self.clock.now();
-        let (status, error, accepted) = match &sent {
-            Ok(Ok(_)) => (DeliveryStatus::Accepted, None, true),
-            Ok(Err(e)) => (DeliveryStatus::Failed, Some(e.to_string()), false),
-            Err(_) => (DeliveryStatus::Failed, Some("timed out".to_owned()), false),
-        };
-        let attempt = SendAttempt {
-            channel: request.delivery.channel,
-            status,
-            provider: sender.provider().to_owned(),
-            at: sent_at,
-            error_reason: error,
-        };
+        let channel = request.delivery.channel;
+        let attempts = dispatch
+            .attempts
+            .iter()
+            .map(|a| SendAttempt {
+                channel,
+                status: match a.result {
+                    Ok(_) => DeliveryStatus::Accepted,
+                    Err(_) => DeliveryStatus::Failed,
+                },
+                provider: a.provider.clone(),
+                at: a.at,
+                error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
+                reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
+            })
+            .collect();
         let recorded = self
             .store
             .complete_send(
@@ -270,8 +270,8 @@ impl Verifier {
                 &v.id,
                 CompletedSend {
                     delivery: request.delivery.clone(),
-                    attempt,
-                    new_hash: accepted.then_some(hash),
+                    attempts,
+                    new_hash: dispatch.result.is_ok().then_some(hash),
                 },
                 &self.policy,
                 sent_at,
@@ -283,18 +283,52 @@ impl Verifier {
             self.expiry
                 .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
         }
-        match sent {
-            Ok(Ok(receipt)) => {
-                tracing::info!(verification = %recorded.id, provider = receipt.provider, resend = !is_new, "code sent");
+        match dispatch.result {
+            Ok(receipt) => {
+                tracing::info!(
+                    verification = %recorded.id,
+                    provider = receipt.provider,
+                    tries = dispatch.attempts.len(),
+                    resend = !is_new,
+                    "code sent"
+                );
                 Ok(recorded)
             }
-            Ok(Err(error)) => {
-                tracing::warn!(verification = %recorded.id, %error, "send failed");
+            Err(error) => {
+                tracing::warn!(
+                    verification = %recorded.id,
+                    %error,
+                    tries = dispatch.attempts.len(),
+                    status = recorded.status.as_str(),
+                    "send failed"
+                );
                 Err(StartError::Delivery(error))
             }
-            Err(_) => {
-                tracing::warn!(verification = %recorded.id, "send timed out");
-                Err(StartError::DeliveryTimedOut)
+        }
+    }
+
+    /// Renders the message and hands it to the channel's route.
+    async fn dispatch(&self, message: &Message, budget: Duration) -> Dispatch {
+        let channel = message.delivery.channel;
+        let Some(route) = self.dispatcher.route(channel) else {
+            // Checked before anything was reserved; kept total for safety.
+            return Dispatch::failed(
+                "none",
+                FailureKind::Rejected,
+                "channel disabled",
+                self.clock.now(),
+            );
+        };
+        match self.dispatcher.templates.render(message) {
+            Ok(content) => route.send(message, &content, budget).await,
+            Err(error) => {
+                tracing::error!(%error, "cannot render the message");
+                Dispatch::failed(
+                    "templates",
+                    FailureKind::Rejected,
+                    "message template failed",
+                    self.clock.now(),
+                )
             }
         }
     }

@@ -184,7 +184,7 @@ impl MemoryStore {
             let was_pending = record.verification.status == Status::Pending;
             record
                 .verification
-                .record_send(send.delivery, send.attempt, policy, now);
+                .record_send(send.delivery, send.attempts, policy, now);
             // Swap the code only if a sender took it and the verification
             // is still open: a check that approved meanwhile stands.
             if let Some(hash) = send.new_hash
@@ -506,6 +506,7 @@ mod tests {
             provider: "console".into(),
             at: T0,
             error_reason: None,
+            reference: None,
         };
         store
             .complete_send(
@@ -513,7 +514,7 @@ mod tests {
                 &v.id,
                 CompletedSend {
                     delivery: v.delivery.clone(),
-                    attempt: attempt(DeliveryStatus::Accepted),
+                    attempts: vec![attempt(DeliveryStatus::Accepted)],
                     new_hash: Some(hash(1)),
                 },
                 &policy,
@@ -532,7 +533,7 @@ mod tests {
                 &v.id,
                 CompletedSend {
                     delivery: v.delivery.clone(),
-                    attempt: attempt(DeliveryStatus::Failed),
+                    attempts: vec![attempt(DeliveryStatus::Failed)],
                     new_hash: None,
                 },
                 &policy,

@@ -70,7 +70,8 @@ pub enum Reservation {
 pub struct CompletedSend {
     /// The channel and wording the send used.
     pub delivery: Delivery,
-    pub attempt: SendAttempt,
+    /// Every provider try, in order; the last one decides.
+    pub attempts: Vec<SendAttempt>,
     /// The new code's hash, when a sender accepted it.
     pub new_hash: Option<CodeHash>,
 }

@@ -19,7 +19,7 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{Config, Secret, SenderKind},
+    config::{CONSOLE_PROVIDER, Config, Secret},
     delivery::ConsoleSender,
     proto::{self, verification_service_client::VerificationServiceClient},
 };
@@ -103,9 +103,9 @@ pub fn test_config() -> Config {
         ..Config::default()
     };
     config.hmac.key = Some(Secret::new(TEST_KEY));
-    config.delivery.sms = Some(SenderKind::Console);
-    config.delivery.voice = Some(SenderKind::Console);
-    config.delivery.email = Some(SenderKind::Console);
+    config.delivery.sms = vec![CONSOLE_PROVIDER.to_owned()];
+    config.delivery.voice = vec![CONSOLE_PROVIDER.to_owned()];
+    config.delivery.email = vec![CONSOLE_PROVIDER.to_owned()];
     config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     config.server.admin_addr = "127.0.0.1:0".parse().expect("addr");
     config.server.shutdown_grace = Duration::from_secs(5);

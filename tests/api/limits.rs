@@ -102,7 +102,7 @@ async fn requests_per_tenant_are_limited() {
 
 #[tokio::test]
 async fn a_channel_without_a_sender_is_refused_before_anything_happens() {
-    let app = spawn_app_with(|c| c.delivery.voice = None).await;
+    let app = spawn_app_with(|c| c.delivery.voice.clear()).await;
     let mut req = sms_to("+14155550100");
     req.channel = proto::Channel::Voice.into();
     let err = app.start(req).await.expect_err("voice is off");
