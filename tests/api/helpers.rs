@@ -109,6 +109,8 @@ pub fn test_config() -> Config {
     config.server.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     config.server.admin_addr = "127.0.0.1:0".parse().expect("addr");
     config.server.shutdown_grace = Duration::from_secs(5);
+    // Retries stay real, only quick.
+    config.delivery.retry.backoff = Duration::from_millis(1);
     config
 }
 
