@@ -16,7 +16,12 @@ use tonic_health::ServingStatus;
 use crate::{
     clock::Clock,
     config::{CONSOLE_PROVIDER, Config, ProviderConfig, StoreBackend},
-    delivery::{ConsoleSender, Dispatcher, Provider, Route, Templates, smtp::SmtpSender},
+    delivery::{
+        ConsoleSender, Dispatcher, Provider, Route, Templates,
+        http::HttpSms,
+        smtp::SmtpSender,
+        twilio::{self, TwilioSms},
+    },
     grpc::{Api, VerificationServiceServer},
     http, proto,
     ratelimit::RateLimits,
@@ -41,6 +46,7 @@ pub struct Application {
     config: Config,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    webhook_listener: Option<TcpListener>,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 }
@@ -69,6 +75,11 @@ fn dispatcher(
     clock: &Clock,
 ) -> Result<Dispatcher, RunError> {
     let d = &config.delivery;
+    let http = twilio::http_client().map_err(|problem| RunError::Provider {
+        name: "http".to_owned(),
+        problem,
+    })?;
+    let callbacks = config.webhooks.public_base_url.as_ref();
     let provider = |name: &String| -> Result<Provider, RunError> {
         let setup = |problem: String| RunError::Provider {
             name: name.clone(),
@@ -77,6 +88,12 @@ fn dispatcher(
         match config.providers.get(name) {
             None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
             None => Err(setup("not configured".to_owned())),
+            Some(ProviderConfig::Twilio(c)) => TwilioSms::new(name, c, http.clone(), callbacks)
+                .map(Provider::Twilio)
+                .map_err(setup),
+            Some(ProviderConfig::Http(c)) => HttpSms::new(name, c, http.clone(), clock.clone())
+                .map(Provider::Http)
+                .map_err(setup),
             Some(ProviderConfig::Smtp(smtp)) => SmtpSender::new(name, smtp)
                 .map(Provider::Smtp)
                 .map_err(setup),
@@ -102,6 +119,23 @@ fn dispatcher(
     })
 }
 
+/// The tokens each Twilio provider's webhooks are signed with.
+fn twilio_tokens(config: &Config) -> http::webhooks::TwilioTokens {
+    config
+        .providers
+        .iter()
+        .filter_map(|(name, provider)| match provider {
+            ProviderConfig::Twilio(t) => {
+                let tokens = std::iter::once(t.auth_token.clone())
+                    .chain(t.previous_auth_token.clone())
+                    .collect();
+                Some((name.clone(), tokens))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 impl Application {
     pub async fn build(config: Config) -> Result<Self, RunError> {
         Self::build_with(config, Overrides::default()).await
@@ -115,6 +149,11 @@ impl Application {
         };
         let grpc_listener = bind(config.server.grpc_addr).await?;
         let admin_listener = bind(config.server.admin_addr).await?;
+        // Providers are asked for callbacks only when they can reach us.
+        let webhook_listener = match &config.webhooks.public_base_url {
+            Some(_) => Some(bind(config.webhooks.addr).await?),
+            None => None,
+        };
 
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
@@ -144,6 +183,7 @@ impl Application {
             config,
             grpc_listener,
             admin_listener,
+            webhook_listener,
             verifier,
             shutdown,
         })
@@ -157,6 +197,13 @@ impl Application {
         self.admin_listener.local_addr().expect("bound listener")
     }
 
+    /// The webhook listener's address, when callbacks are configured.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
+    }
+
     /// Cancelling this token shuts the application down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -167,6 +214,7 @@ impl Application {
             config,
             grpc_listener,
             admin_listener,
+            webhook_listener,
             verifier,
             shutdown,
         } = self;
@@ -226,6 +274,18 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop_serving);
         let admin = axum::serve(admin_listener, http::admin::router(Arc::clone(&verifier)))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let webhooks = async {
+            let (Some(listener), Some(base)) =
+                (webhook_listener, config.webhooks.public_base_url.clone())
+            else {
+                return Ok(());
+            };
+            let router =
+                http::webhooks::router(Arc::clone(&verifier), base, twilio_tokens(&config));
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        };
 
         tracing::info!(
             grpc = %grpc_addr,
@@ -233,10 +293,10 @@ impl Application {
             "verifyd serving"
         );
         let servers = async {
-            let (grpc, admin) =
-                tokio::join!(grpc, async { admin.await.map_err(RunError::Listener) });
+            let (grpc, admin, webhooks) = tokio::join!(grpc, admin, webhooks);
             grpc?;
-            admin
+            admin.map_err(RunError::Listener)?;
+            webhooks.map_err(RunError::Listener)
         };
         let grace = config.server.shutdown_grace;
         let result = tokio::select! {

@@ -23,7 +23,9 @@ use figment::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
-    delivery::{BreakerConfig, RetryPolicy, smtp::SmtpConfig},
+    delivery::{
+        BreakerConfig, RetryPolicy, http::HttpConfig, smtp::SmtpConfig, twilio::TwilioConfig,
+    },
     domain::{
         CodeLength, Policy,
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
@@ -54,6 +56,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Named providers that `delivery.sms`, `.voice` and `.email` list.
     pub providers: BTreeMap<String, ProviderConfig>,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
 
@@ -199,6 +202,10 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
+    /// Twilio's Messages API (SMS).
+    Twilio(TwilioConfig),
+    /// An in-house SMS gateway: a signed JSON POST.
+    Http(HttpConfig),
     Smtp(SmtpConfig),
 }
 
@@ -206,7 +213,30 @@ impl ProviderConfig {
     /// Whether this kind of provider can send on `channel`.
     fn serves(&self, channel: &str) -> bool {
         match self {
+            Self::Twilio(_) | Self::Http(_) => channel == "sms",
             Self::Smtp(_) => channel == "email",
+        }
+    }
+}
+
+/// The public listener for providers' webhooks (delivery status callbacks,
+/// voice call instructions). It is what a telephony provider reaches
+/// through the ingress, apart from the API and the admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub addr: SocketAddr,
+    /// The URL providers use to reach `addr` (behind an ingress, not the
+    /// pod's address). Webhook signatures are checked against it. Unset: no
+    /// callbacks are requested.
+    pub public_base_url: Option<url::Url>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: None,
         }
     }
 }
@@ -445,6 +475,7 @@ impl Config {
             for (key, addr) in [
                 ("server.grpc_addr", self.server.grpc_addr),
                 ("server.admin_addr", self.server.admin_addr),
+                ("webhooks.addr", self.webhooks.addr),
             ] {
                 if !addr.ip().is_loopback() {
                     return Err(invalid(key, "dev mode binds loopback addresses only"));
@@ -473,6 +504,27 @@ impl Config {
         }
         if d.breaker.failures == 0 {
             return Err(invalid("delivery.breaker.failures", "must be above zero"));
+        }
+        if let Some(url) = &self.webhooks.public_base_url
+            && !matches!(url.scheme(), "https" | "http")
+        {
+            return Err(invalid(
+                "webhooks.public_base_url",
+                "must be an http(s) URL",
+            ));
+        }
+        for name in self.providers.keys() {
+            let plain = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !plain || name == CONSOLE_PROVIDER {
+                return Err(invalid(
+                    &format!("providers.{name}"),
+                    "provider names are 1 to 32 of [a-z0-9-], and not \"console\"",
+                ));
+            }
         }
         for (channel, names) in [("sms", &d.sms), ("voice", &d.voice), ("email", &d.email)] {
             let key = format!("delivery.{channel}");

@@ -6,9 +6,11 @@
 //! soon as the send returns.
 
 mod console;
+pub mod http;
 mod route;
 pub mod smtp;
 pub mod templates;
+pub mod twilio;
 
 use std::{fmt, time::Duration};
 
@@ -18,11 +20,13 @@ pub use templates::{TemplateError, Templates};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::{
-    Channel, Code, Destination, MatchDigits, Purpose, VerificationId, verification::Delivery,
+    Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId,
+    verification::Delivery,
 };
 
 /// What one send carries. `Debug` leaves the code out.
 pub struct Message {
+    pub tenant: TenantId,
     pub verification_id: VerificationId,
     pub to: Destination,
     pub purpose: Purpose,
@@ -119,6 +123,8 @@ pub struct SendError {
 #[derive(Debug, Clone)]
 pub enum Provider {
     Console(ConsoleSender),
+    Twilio(twilio::TwilioSms),
+    Http(http::HttpSms),
     Smtp(smtp::SmtpSender),
 }
 
@@ -126,6 +132,8 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Self::Console(_) => ConsoleSender::PROVIDER,
+            Self::Twilio(twilio) => twilio.name(),
+            Self::Http(http) => http.name(),
             Self::Smtp(smtp) => smtp.name(),
         }
     }
@@ -133,6 +141,8 @@ impl Provider {
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         match self {
             Self::Console(console) => console.send(message, content),
+            Self::Twilio(twilio) => twilio.send(message, content).await,
+            Self::Http(http) => http.send(message, content).await,
             Self::Smtp(smtp) => smtp.send(message, content).await,
         }
     }

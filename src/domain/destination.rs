@@ -87,6 +87,30 @@ impl fmt::Debug for EmailAddress {
     }
 }
 
+/// Masks every phone number in a provider's free text (error messages
+/// often echo the number they refused): a `+` and 7 to 15 digits keep only
+/// the country code and area and the last two digits.
+pub fn mask_phone_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(plus) = rest.find('+') {
+        out.push_str(&rest[..plus]);
+        let digits = rest[plus + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let number = &rest[plus..plus + 1 + digits];
+        if (7..=15).contains(&digits) {
+            out.push_str(&PhoneNumber(number.to_owned()).masked());
+        } else {
+            out.push_str(number);
+        }
+        rest = &rest[plus + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A phone number in E.164 form, valid for its country's numbering plan.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber(String);
@@ -235,6 +259,15 @@ mod tests {
                 proptest::prop_assert_eq!(d.as_str(), plain.as_str());
             }
         }
+    }
+
+    #[test]
+    fn phone_numbers_in_free_text_are_masked() {
+        assert_eq!(
+            mask_phone_numbers("The 'To' number +15005550001 is not valid; +1 and +12 stay"),
+            "The 'To' number +1500*****01 is not valid; +1 and +12 stay"
+        );
+        assert_eq!(mask_phone_numbers("no numbers"), "no numbers");
     }
 
     #[test]

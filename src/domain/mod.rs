@@ -12,6 +12,6 @@ pub use destination::Destination;
 pub use policy::Policy;
 pub use tenant::TenantId;
 pub use verification::{
-    Channel, CheckOutcome, DeliveryStatus, Locale, Purpose, SendAttempt, Status, Verification,
-    VerificationId, VoiceMode,
+    Channel, CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt, Status,
+    Verification, VerificationId, VoiceMode,
 };

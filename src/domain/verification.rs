@@ -185,10 +185,42 @@ impl Status {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {
+    /// A provider took the message (queued or sending on its side).
     Accepted,
+    /// No provider took it, or the provider reports it failed.
     Failed,
+    /// The provider handed it to the carrier.
+    Sent,
     Delivered,
     Undelivered,
+}
+
+/// A provider's report on a message it took, from a status callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The provider's id for the message (Twilio's MessageSid).
+    pub reference: String,
+    /// The provider's own status word, e.g. `delivered`.
+    pub status: String,
+    pub error_code: Option<String>,
+}
+
+impl DeliveryReport {
+    /// Where a provider status sits in a message's life, and what it means
+    /// here. Callbacks arrive late, repeated and out of order; a report only
+    /// applies when it moves the attempt forward. Unknown words rank 0.
+    fn rank(status: &str) -> (u8, Option<DeliveryStatus>) {
+        match status {
+            "accepted" | "scheduled" | "queued" => (1, Some(DeliveryStatus::Accepted)),
+            "sending" => (2, Some(DeliveryStatus::Accepted)),
+            "sent" => (3, Some(DeliveryStatus::Sent)),
+            "delivered" => (4, Some(DeliveryStatus::Delivered)),
+            "undelivered" => (4, Some(DeliveryStatus::Undelivered)),
+            "failed" | "canceled" => (4, Some(DeliveryStatus::Failed)),
+            "read" => (5, Some(DeliveryStatus::Delivered)),
+            _ => (0, None),
+        }
+    }
 }
 
 /// One message or call, whether or not a sender took it.
@@ -202,6 +234,9 @@ pub struct SendAttempt {
     pub error_reason: Option<String>,
     /// The provider's id for the message or call, to match its callbacks.
     pub reference: Option<String>,
+    /// The provider's latest status word from its callbacks, kept as sent
+    /// even when verifyd does not know it.
+    pub provider_status: Option<String>,
 }
 
 /// What a send is for: the channel and how to word the message. A resend
@@ -342,6 +377,43 @@ impl Verification {
         }
     }
 
+    /// Applies a provider's delivery report to the send attempt it names.
+    /// Returns whether anything changed: a repeated, stale or unknown
+    /// report after a known one changes nothing.
+    pub fn record_delivery(&mut self, report: &DeliveryReport) -> bool {
+        let Some(attempt) = self
+            .send_attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.reference.as_deref() == Some(report.reference.as_str()))
+        else {
+            return false;
+        };
+        let current = attempt
+            .provider_status
+            .as_deref()
+            .map_or(0, |s| DeliveryReport::rank(s).0);
+        let (rank, status) = DeliveryReport::rank(&report.status);
+        let moves_forward = rank > current || (current == 0 && attempt.provider_status.is_none());
+        if !moves_forward || attempt.provider_status.as_deref() == Some(report.status.as_str()) {
+            return false;
+        }
+        attempt.provider_status = Some(report.status.clone());
+        if let Some(status) = status {
+            attempt.status = status;
+        }
+        if matches!(
+            status,
+            Some(DeliveryStatus::Failed | DeliveryStatus::Undelivered)
+        ) {
+            attempt.error_reason = Some(match &report.error_code {
+                Some(code) => format!("provider reports {} (error {code})", report.status),
+                None => format!("provider reports {}", report.status),
+            });
+        }
+        true
+    }
+
     pub fn has_accepted_send(&self) -> bool {
         self.send_attempts
             .iter()
@@ -402,6 +474,7 @@ mod tests {
             at,
             error_reason: None,
             reference: None,
+            provider_status: None,
         }
     }
 
@@ -631,6 +704,60 @@ mod tests {
             later,
         );
         assert_eq!(v.match_digits, Some(digits), "kept across resends");
+    }
+
+    #[test]
+    fn delivery_reports_only_move_an_attempt_forward() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        v.send_attempts[0].reference = Some("SM1".into());
+        let report = |status: &str| DeliveryReport {
+            reference: "SM1".into(),
+            status: status.into(),
+            error_code: (status == "undelivered").then(|| "30003".into()),
+        };
+        assert!(v.record_delivery(&report("sent")));
+        assert_eq!(v.send_attempts[0].status, DeliveryStatus::Sent);
+        assert!(
+            !v.record_delivery(&report("queued")),
+            "late and out of order"
+        );
+        assert!(!v.record_delivery(&report("sent")), "repeated");
+        assert!(v.record_delivery(&report("undelivered")));
+        assert_eq!(v.send_attempts[0].status, DeliveryStatus::Undelivered);
+        assert_eq!(
+            v.send_attempts[0].error_reason.as_deref(),
+            Some("provider reports undelivered (error 30003)")
+        );
+        assert!(
+            !v.record_delivery(&report("delivered")),
+            "final stays final"
+        );
+        let other = DeliveryReport {
+            reference: "SM2".into(),
+            ..report("delivered")
+        };
+        assert!(!v.record_delivery(&other), "unknown reference");
+    }
+
+    #[test]
+    fn an_unknown_provider_status_is_recorded_not_rejected() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        v.send_attempts[0].reference = Some("SM1".into());
+        let report = |status: &str| DeliveryReport {
+            reference: "SM1".into(),
+            status: status.into(),
+            error_code: None,
+        };
+        assert!(v.record_delivery(&report("partially_delivered")));
+        assert_eq!(
+            v.send_attempts[0].provider_status.as_deref(),
+            Some("partially_delivered")
+        );
+        assert_eq!(v.send_attempts[0].status, DeliveryStatus::Accepted);
+        assert!(v.record_delivery(&report("delivered")));
+        assert_eq!(v.send_attempts[0].status, DeliveryStatus::Delivered);
     }
 
     #[test]

@@ -233,11 +233,13 @@ fn send_attempt(a: &SendAttempt) -> proto::SendAttempt {
             DeliveryStatus::Failed => proto::DeliveryStatus::Failed,
             DeliveryStatus::Delivered => proto::DeliveryStatus::Delivered,
             DeliveryStatus::Undelivered => proto::DeliveryStatus::Undelivered,
+            DeliveryStatus::Sent => proto::DeliveryStatus::Sent,
         }
         .into(),
         provider: a.provider.clone(),
         time: Some(timestamp(a.at)),
         error_reason: a.error_reason.clone().unwrap_or_default(),
+        provider_status: a.provider_status.clone().unwrap_or_default(),
     }
 }
 

@@ -18,7 +18,9 @@ use self::{expiry::ExpiryQueue, feed::Feed, watch::WatchSlots};
 use crate::{
     clock::Clock,
     delivery::Dispatcher,
-    domain::{CheckOutcome, Code, KeyRing, Policy, TenantId, Verification, VerificationId},
+    domain::{
+        CheckOutcome, Code, DeliveryReport, KeyRing, Policy, TenantId, Verification, VerificationId,
+    },
     ratelimit::RateLimits,
     store::Store,
 };
@@ -161,6 +163,27 @@ impl Verifier {
         tracing::info!("verification canceled");
         self.feed.publish(&v);
         Ok(v)
+    }
+
+    /// Applies a provider's delivery report (from a signed status callback)
+    /// and tells watchers when it changed something. Reports for unknown or
+    /// purged verifications are dropped: the provider cannot do better.
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn record_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        report: &DeliveryReport,
+    ) -> Result<(), LookupError> {
+        match self.store.record_delivery(tenant, id, report).await? {
+            Some((true, v)) => {
+                tracing::info!(provider_status = %report.status, "delivery status");
+                self.feed.publish(&v);
+                Ok(())
+            }
+            Some((false, _)) => Ok(()),
+            None => Err(LookupError::NotFound),
+        }
     }
 
     /// Moves each verification to EXPIRED when the clock reaches its

@@ -230,6 +230,7 @@ impl Verifier {
         let code = Code::generate(self.policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
         let message = Message {
+            tenant: tenant.clone(),
             verification_id: v.id.clone(),
             to: v.to.clone(),
             purpose: v.purpose,
@@ -261,6 +262,7 @@ impl Verifier {
                 at: a.at,
                 error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
                 reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
+                provider_status: None,
             })
             .collect();
         let recorded = self

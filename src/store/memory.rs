@@ -18,7 +18,7 @@ use super::{
     Reservation, StoreError,
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, Policy, Status, TenantId, Verification, VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, Policy, Status, TenantId, Verification, VerificationId,
 };
 
 type VerificationKey = (TenantId, VerificationId);
@@ -231,6 +231,17 @@ impl MemoryStore {
     ) -> Result<Option<(Verification, bool)>, StoreError> {
         let updated = self.update(tenant, id, |record| record.verification.cancel(now).is_ok());
         Ok(updated.map(|(canceled, v)| (v, canceled)))
+    }
+
+    pub(super) fn record_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        report: &DeliveryReport,
+    ) -> Result<Option<(bool, Verification)>, StoreError> {
+        Ok(self.update(tenant, id, |record| {
+            record.verification.record_delivery(report)
+        }))
     }
 
     pub(super) fn begin_idempotent(
@@ -507,6 +518,7 @@ mod tests {
             at: T0,
             error_reason: None,
             reference: None,
+            provider_status: None,
         };
         store
             .complete_send(

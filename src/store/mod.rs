@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 pub use memory::MemoryStore;
 
 use crate::domain::{
-    CheckOutcome, CodeHash, Destination, Policy, Purpose, SendAttempt, TenantId, Verification,
-    VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, TenantId,
+    Verification, VerificationId,
     verification::{Delivery, SendRefused},
 };
 
@@ -159,6 +159,19 @@ impl Store {
     ) -> Result<Option<(Verification, bool)>, StoreError> {
         match self {
             Self::Memory(m) => m.cancel(tenant, id, now),
+        }
+    }
+
+    /// Applies a provider's delivery report. Returns whether it changed
+    /// anything, and the verification.
+    pub async fn record_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        report: &DeliveryReport,
+    ) -> Result<Option<(bool, Verification)>, StoreError> {
+        match self {
+            Self::Memory(m) => m.record_delivery(tenant, id, report),
         }
     }
 
