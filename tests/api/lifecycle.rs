@@ -104,7 +104,10 @@ async fn a_failed_resend_leaves_the_old_code_valid() {
     assert_eq!(status(&after), VerificationStatus::Pending);
     // The first send, then the failed resend's try and its two retries.
     assert_eq!(after.send_attempts.len(), 4);
-    assert_eq!(after.send_attempts_remaining, 3, "retries count as one send");
+    assert_eq!(
+        after.send_attempts_remaining, 3,
+        "retries count as one send"
+    );
     for attempt in &after.send_attempts[1..] {
         assert_eq!(attempt.status, i32::from(proto::DeliveryStatus::Failed));
         assert_eq!(attempt.error_reason, "broken pipe");
