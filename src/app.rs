@@ -69,7 +69,7 @@ pub enum RunError {
 
 /// The templates and a route per channel, from the providers the config
 /// names for it.
-fn dispatcher(
+pub fn dispatcher(
     config: &Config,
     console: &ConsoleSender,
     clock: &Clock,

@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod grpc;
 pub mod http;
 pub mod ratelimit;
+pub mod send_test;
 pub mod service;
 pub mod store;
 pub mod telemetry;

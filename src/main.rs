@@ -1,7 +1,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use verifyd::{app::Application, cli, config::Config, telemetry};
+use verifyd::{app::Application, cli, config::Config, domain::Channel, telemetry};
 
 /// Issues, delivers and checks one-time verification codes.
 #[derive(Debug, Parser)]
@@ -21,12 +21,28 @@ enum Command {
     },
     /// Call a running verifyd.
     Client(cli::ClientArgs),
+    /// Send one test message (no code) through a channel's providers, to
+    /// check credentials and routing.
+    SendTest {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_parser = ["sms", "voice", "email"])]
+        channel: String,
+        /// E.164 phone number or email address.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => serve(config).await,
+        Command::SendTest {
+            config,
+            channel,
+            to,
+        } => send_test(config, &channel, &to).await,
         Command::Client(args) => match cli::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -70,6 +86,33 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn send_test(path: Option<PathBuf>, channel: &str, to: &str) -> ExitCode {
+    let config = match Config::load(path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("verifyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let channel = match channel {
+        "sms" => Channel::Sms,
+        "voice" => Channel::Voice,
+        _ => Channel::Email,
+    };
+    match verifyd::send_test::run(&config, channel, to).await {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("send-test failed:\n{e}");
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::convert::{Violations, status as status_name};
 use crate::{
+    delivery::FailureKind,
     domain::Status as VerificationStatus,
     ratelimit::RateLimited,
     service::{CheckError, LookupError, StartError},
@@ -71,6 +72,14 @@ impl From<StartError> for Status {
                 )]))
             }
             StartError::IdempotencyInFlight => Status::aborted(e.to_string()),
+            // The provider refused the destination itself: the caller can
+            // only fix it with another `to`.
+            StartError::Delivery(ref error) if error.kind == FailureKind::Destination => {
+                invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
+                    "to",
+                    format!("refused by the provider: {}", error.reason),
+                )]))
+            }
             StartError::Delivery(_) => Status::unavailable(e.to_string()),
             StartError::Store(s) => store(s),
         }

@@ -54,6 +54,10 @@ struct Server {
 
 impl Server {
     fn spawn() -> Self {
+        Self::spawn_with(&[])
+    }
+
+    fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verifyd"))
             .arg("serve")
             .env_clear()
@@ -67,6 +71,7 @@ impl Server {
             .env("VERIFYD_CODE__LENGTH", "10")
             .env("VERIFYD_CODE__TTL", "1s")
             .env("VERIFYD_CODE__RESEND_COOLDOWN", "0s")
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -266,4 +271,81 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
             "{destination} reached the logs unmasked"
         );
     }
+}
+
+/// Twilio (a local fake) refusing numbers with an error that echoes them, as
+/// its 400 for a bad `To` does.
+async fn echoing_twilio() -> crate::fake_twilio::FakeTwilio {
+    let fake = crate::fake_twilio::FakeTwilio::start().await;
+    fake.fail(
+        400,
+        21211,
+        &format!("The 'To' number {PHONE} is not a valid phone number."),
+        100,
+    )
+    .await;
+    fake
+}
+
+fn twilio_env(fake: &crate::fake_twilio::FakeTwilio) -> Vec<(&'static str, String)> {
+    use crate::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM};
+    vec![
+        ("VERIFYD_PROVIDERS__TWILIO__KIND", "twilio".to_owned()),
+        ("VERIFYD_PROVIDERS__TWILIO__BASE_URL", fake.server.uri()),
+        (
+            "VERIFYD_PROVIDERS__TWILIO__ACCOUNT_SID",
+            ACCOUNT_SID.to_owned(),
+        ),
+        (
+            "VERIFYD_PROVIDERS__TWILIO__AUTH_TOKEN",
+            AUTH_TOKEN.to_owned(),
+        ),
+        // Quoted: figment reads an unquoted +1500... as a number.
+        ("VERIFYD_PROVIDERS__TWILIO__FROM", format!("\"{FROM}\"")),
+        ("VERIFYD_DELIVERY__SMS", "[twilio]".to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn a_provider_error_echoing_the_number_leaves_no_full_number_in_the_logs() {
+    let fake = echoing_twilio().await;
+    let env = twilio_env(&fake);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::spawn_with(&env);
+    let mut client = server.client().await;
+    let err = client
+        .start_verification(start(PHONE, proto::Channel::Sms))
+        .await
+        .expect_err("refused by the provider");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(!format!("{err:?}").contains(PHONE));
+    let logs = server.terminate();
+    assert!(logs.contains("21211"), "the failure was logged");
+    assert!(!logs.contains(PHONE), "the full number reached the logs");
+    assert!(
+        !logs.contains(crate::fake_twilio::AUTH_TOKEN),
+        "the auth token reached the logs"
+    );
+}
+
+#[tokio::test]
+async fn send_test_reports_each_provider_try() {
+    let fake = echoing_twilio().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_verifyd"))
+        .args(["send-test", "--channel", "sms", "--to", PHONE])
+        .env_clear()
+        .env("VERIFYD_DEV_MODE", "true")
+        .envs(twilio_env(&fake))
+        .output()
+        .expect("verifyd runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("twilio: failed: HTTP 400 (Twilio error 21211)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PHONE), "{stderr}");
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["Body"].contains("test message"));
 }

@@ -92,6 +92,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub outbox: Outbox,
     pub admin_addr: SocketAddr,
+    /// The public webhook listener, when `webhooks.public_base_url` is set.
+    pub webhook_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<()>,
 }
@@ -137,6 +139,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     .expect("the application builds");
     let grpc_addr = app.grpc_addr();
     let admin_addr = app.admin_addr();
+    let webhook_addr = app.webhook_addr();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("server runs");
@@ -152,6 +155,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         clock,
         outbox,
         admin_addr,
+        webhook_addr,
         shutdown,
         server,
     }

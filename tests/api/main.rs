@@ -1,6 +1,7 @@
 //! One integration-test binary (each links the whole crate): the real
 //! server on ephemeral ports, called through the generated gRPC client.
 
+mod fake_twilio;
 mod helpers;
 
 mod binary;
@@ -9,5 +10,6 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod server;
+mod twilio;
 mod validation;
 mod watch;

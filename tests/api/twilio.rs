@@ -1,0 +1,337 @@
+//! SMS through Twilio's Messages API (a local fake), the delivery pipeline
+//! around it, and Twilio's signed status callbacks.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use tonic::Code;
+use verifyd::{
+    config::{Config, ProviderConfig, Secret},
+    delivery::twilio::TwilioConfig,
+    proto::{self, DeliveryStatus, VerificationStatus},
+};
+
+use crate::{
+    fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, sid, sign},
+    helpers::{TestApp, sms_to, spawn_app_with, status, violated_fields},
+};
+
+const PUBLIC_BASE: &str = "https://verifyd.example.com/";
+
+fn twilio(base_url: &str) -> ProviderConfig {
+    ProviderConfig::Twilio(TwilioConfig {
+        base_url: base_url.parse().expect("url"),
+        account_sid: ACCOUNT_SID.into(),
+        auth_token: Secret::new(AUTH_TOKEN),
+        previous_auth_token: None,
+        api_key_sid: None,
+        api_key_secret: None,
+        from: Some(FROM.into()),
+        messaging_service_sid: None,
+    })
+}
+
+/// SMS through the named fakes, in order, with callbacks to the webhook
+/// listener.
+fn with_twilio(config: &mut Config, fakes: &[(&str, &FakeTwilio)]) {
+    config.delivery.sms.clear();
+    for (name, fake) in fakes {
+        config
+            .providers
+            .insert((*name).into(), twilio(&fake.server.uri()));
+        config.delivery.sms.push((*name).into());
+    }
+    config.webhooks.addr = "127.0.0.1:0".parse().expect("addr");
+    config.webhooks.public_base_url = Some(PUBLIC_BASE.parse().expect("url"));
+    config.delivery.retry.attempt_timeout = Duration::from_millis(500);
+}
+
+#[tokio::test]
+async fn a_code_goes_out_as_twilio_documents_the_request() {
+    let fake = FakeTwilio::start().await;
+    fake.accept(&sid("SM", 1)).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+
+    let v = app.started(sms_to("+14155550100")).await;
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 1);
+    let form = &sent[0];
+    assert_eq!(form["To"], "+14155550100");
+    assert_eq!(form["From"], FROM);
+    assert!(!form.contains_key("MessagingServiceSid"));
+    assert_eq!(
+        form["StatusCallback"],
+        format!(
+            "{PUBLIC_BASE}webhooks/twilio/twilio/message-status?tenant=default&verification={}",
+            v.id
+        )
+    );
+    let code: String = form["Body"]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a 6-digit code in the body")
+        .into();
+    assert_eq!(v.send_attempts.len(), 1);
+    assert_eq!(v.send_attempts[0].provider, "twilio");
+    assert_eq!(
+        v.send_attempts[0].status,
+        i32::from(DeliveryStatus::Accepted)
+    );
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_the_retry_counts_as_one_send() {
+    let fake = FakeTwilio::start().await;
+    fake.fail(500, 20500, "Internal Server Error", 1).await;
+    fake.accept(&sid("SM", 2)).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+
+    let v = app.started(sms_to("+14155550100")).await;
+    assert_eq!(fake.sent().await.len(), 2);
+    let statuses: Vec<_> = v.send_attempts.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            i32::from(DeliveryStatus::Failed),
+            i32::from(DeliveryStatus::Accepted)
+        ]
+    );
+    assert!(
+        v.send_attempts[0].error_reason.contains("HTTP 500"),
+        "{:?}",
+        v.send_attempts[0]
+    );
+    assert_eq!(v.send_attempts_remaining, 4);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_number_is_final_and_its_echo_is_masked() {
+    let (first, second) = (FakeTwilio::start().await, FakeTwilio::start().await);
+    first
+        .fail(
+            400,
+            21211,
+            "The 'To' number +14155550100 is not a valid phone number.",
+            10,
+        )
+        .await;
+    second.accept(&sid("SM", 3)).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("primary", &first), ("backup", &second)])).await;
+
+    let err = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&err), ["to"]);
+    assert!(!format!("{err:?}").contains("+14155550100"), "{err:?}");
+    assert_eq!(first.sent().await.len(), 1, "no retry");
+    assert_eq!(second.sent().await.len(), 0, "no failover");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_hangs_costs_its_timeout_then_the_next_one_sends() {
+    let (slow, backup) = (FakeTwilio::start().await, FakeTwilio::start().await);
+    slow.hang().await;
+    backup.accept(&sid("SM", 4)).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("slow", &slow), ("backup", &backup)]);
+        c.delivery.retry.attempt_timeout = Duration::from_millis(200);
+        c.delivery.retry.retries = 0;
+    })
+    .await;
+    let v = app.started(sms_to("+14155550100")).await;
+    assert_eq!(v.send_attempts.len(), 2);
+    assert_eq!(v.send_attempts[0].provider, "slow");
+    assert_eq!(v.send_attempts[0].error_reason, "timed out after 200ms");
+    assert_eq!(v.send_attempts[1].provider, "backup");
+    assert_eq!(
+        v.send_attempts[1].status,
+        i32::from(DeliveryStatus::Accepted)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_request_fails_over_to_the_next_provider() {
+    let (broken, backup) = (FakeTwilio::start().await, FakeTwilio::start().await);
+    broken.fail(401, 20003, "Authenticate", 10).await;
+    backup.accept(&sid("SM", 5)).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("broken", &broken), ("backup", &backup)])).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    assert_eq!(broken.sent().await.len(), 1, "a 4xx is not retried");
+    assert_eq!(backup.sent().await.len(), 1);
+    assert_eq!(v.send_attempts[1].provider, "backup");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_skips_a_failing_provider_then_probes_it() {
+    let (flaky, backup) = (FakeTwilio::start().await, FakeTwilio::start().await);
+    flaky.fail(503, 20503, "Service Unavailable", 2).await;
+    flaky.accept(&sid("SM", 6)).await;
+    backup.accept(&sid("SM", 7)).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("flaky", &flaky), ("backup", &backup)]);
+        c.delivery.retry.retries = 0;
+        c.delivery.breaker.failures = 2;
+        c.delivery.breaker.open_for = Duration::from_secs(30);
+    })
+    .await;
+    for n in 0..2 {
+        app.started(sms_to(&format!("+1415555010{n}"))).await;
+    }
+    assert_eq!(flaky.sent().await.len(), 2);
+
+    // Open: skipped without a request.
+    let v = app.started(sms_to("+14155550102")).await;
+    assert_eq!(flaky.sent().await.len(), 2);
+    assert_eq!(
+        v.send_attempts[0].error_reason,
+        "circuit open: provider skipped"
+    );
+    assert_eq!(v.send_attempts[1].provider, "backup");
+
+    // After open_for, one probe goes through; it succeeds and closes it.
+    app.clock.advance(Duration::from_secs(30));
+    let v = app.started(sms_to("+14155550103")).await;
+    assert_eq!(flaky.sent().await.len(), 3);
+    assert_eq!(v.send_attempts.len(), 1);
+    assert_eq!(v.send_attempts[0].provider, "flaky");
+    app.started(sms_to("+14155550104")).await;
+    assert_eq!(flaky.sent().await.len(), 4, "closed again");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_provider_failing_on_the_first_send_fails_the_verification() {
+    let fake = FakeTwilio::start().await;
+    fake.fail(500, 20500, "Internal Server Error", 100).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+    let err = app.start(sms_to("+14155550100")).await.expect_err("fails");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no provider accepted"), "{err:?}");
+    assert_eq!(fake.sent().await.len(), 3, "one try and two retries");
+    app.stop().await;
+}
+
+/// Posts a status callback to the webhook listener, signed for the public
+/// URL, as Twilio does.
+async fn callback(app: &TestApp, id: &str, params: &[(&str, &str)], token: Option<&str>) -> u16 {
+    let path = format!("webhooks/twilio/twilio/message-status?tenant=default&verification={id}");
+    let params: BTreeMap<&str, &str> = params.iter().copied().collect();
+    let mut request = reqwest::Client::new()
+        .post(format!(
+            "http://{}/{path}",
+            app.webhook_addr.expect("webhooks on")
+        ))
+        .form(&params);
+    if let Some(token) = token {
+        request = request.header(
+            "X-Twilio-Signature",
+            sign(token, &format!("{PUBLIC_BASE}{path}"), &params),
+        );
+    }
+    request
+        .send()
+        .await
+        .expect("webhook answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn signed_status_callbacks_update_the_send_attempt_and_never_move_it_back() {
+    let fake = FakeTwilio::start().await;
+    let message = sid("SM", 8);
+    fake.accept(&message).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let report = |status: &'static str| {
+        vec![
+            ("MessageSid", message.as_str()),
+            ("MessageStatus", status),
+            ("AccountSid", ACCOUNT_SID),
+        ]
+    };
+
+    assert_eq!(
+        callback(&app, &v.id, &report("delivered"), None).await,
+        403,
+        "unsigned"
+    );
+    assert_eq!(
+        callback(&app, &v.id, &report("delivered"), Some("wrong-token")).await,
+        403
+    );
+    let unchanged = app.get(&v.id).await.expect("get");
+    assert_eq!(
+        unchanged.send_attempts[0].status,
+        i32::from(DeliveryStatus::Accepted)
+    );
+
+    assert_eq!(
+        callback(&app, &v.id, &report("sent"), Some(AUTH_TOKEN)).await,
+        204
+    );
+    assert_eq!(
+        callback(&app, &v.id, &report("delivered"), Some(AUTH_TOKEN)).await,
+        204
+    );
+    assert_eq!(
+        callback(&app, &v.id, &report("sent"), Some(AUTH_TOKEN)).await,
+        204,
+        "late"
+    );
+    let after = app.get(&v.id).await.expect("get");
+    assert_eq!(
+        after.send_attempts[0].status,
+        i32::from(DeliveryStatus::Delivered)
+    );
+    assert_eq!(after.send_attempts[0].provider_status, "delivered");
+    assert_eq!(status(&after), VerificationStatus::Pending);
+
+    let bad = vec![("MessageSid", "nope"), ("MessageStatus", "delivered")];
+    assert_eq!(callback(&app, &v.id, &bad, Some(AUTH_TOKEN)).await, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn watchers_see_delivery_updates() {
+    use tokio_stream::StreamExt as _;
+    let fake = FakeTwilio::start().await;
+    let message = sid("SM", 9);
+    fake.accept(&message).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let mut stream = app
+        .client
+        .clone()
+        .watch_verification(proto::WatchVerificationRequest { id: v.id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.next().await.expect("current").expect("ok");
+    let params = vec![
+        ("MessageSid", message.as_str()),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ];
+    assert_eq!(callback(&app, &v.id, &params, Some(AUTH_TOKEN)).await, 204);
+    let update = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("pushed")
+        .expect("update")
+        .expect("ok")
+        .verification
+        .expect("v");
+    assert_eq!(
+        update.send_attempts[0].status,
+        i32::from(DeliveryStatus::Undelivered)
+    );
+    assert!(update.send_attempts[0].error_reason.contains("30003"));
+    app.stop().await;
+}
