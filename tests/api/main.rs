@@ -6,6 +6,7 @@ mod helpers;
 
 mod binary;
 mod flows;
+mod gateway;
 mod idempotency;
 mod lifecycle;
 mod limits;

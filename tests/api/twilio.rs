@@ -335,3 +335,90 @@ async fn watchers_see_delivery_updates() {
     assert!(update.send_attempts[0].error_reason.contains("30003"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_api_key_and_a_messaging_service_can_stand_in_for_the_account_and_number() {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    use wiremock::{Mock, ResponseTemplate, matchers::header};
+    let fake = FakeTwilio::start().await;
+    let (key_sid, key_secret) = (sid("SK", 1), "api-key-secret");
+    let service = sid("MG", 1);
+    Mock::given(header(
+        "authorization",
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{key_sid}:{key_secret}"))
+        )
+        .as_str(),
+    ))
+    .respond_with(
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": sid("SM", 10)})),
+    )
+    .mount(&fake.server)
+    .await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        let Some(ProviderConfig::Twilio(t)) = c.providers.get_mut("twilio") else {
+            unreachable!()
+        };
+        t.api_key_sid = Some(key_sid.clone());
+        t.api_key_secret = Some(Secret::new(key_secret));
+        t.from = None;
+        t.messaging_service_sid = Some(service.clone());
+    })
+    .await;
+    app.started(sms_to("+14155550100")).await;
+    let sent = fake.sent().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["MessagingServiceSid"], service);
+    assert!(!sent[0].contains_key("From"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn callbacks_signed_with_the_previous_token_pass_during_rotation() {
+    use wiremock::{Mock, ResponseTemplate, matchers::method};
+    let fake = FakeTwilio::start().await;
+    let message = sid("SM", 11);
+    // API calls now authenticate with the new token.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": message})))
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        let Some(ProviderConfig::Twilio(t)) = c.providers.get_mut("twilio") else {
+            unreachable!()
+        };
+        t.previous_auth_token = Some(std::mem::replace(
+            &mut t.auth_token,
+            Secret::new("the-new-token-0123456789abcdef"),
+        ));
+    })
+    .await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let sent = vec![("MessageSid", message.as_str()), ("MessageStatus", "sent")];
+    assert_eq!(
+        callback(&app, &v.id, &sent, Some(AUTH_TOKEN)).await,
+        204,
+        "previous token"
+    );
+    let delivered = vec![
+        ("MessageSid", message.as_str()),
+        ("MessageStatus", "delivered"),
+    ];
+    assert_eq!(
+        callback(
+            &app,
+            &v.id,
+            &delivered,
+            Some("the-new-token-0123456789abcdef")
+        )
+        .await,
+        204,
+        "current token"
+    );
+    let after = app.get(&v.id).await.expect("get");
+    assert_eq!(after.send_attempts[0].provider_status, "delivered");
+    app.stop().await;
+}
