@@ -673,6 +673,8 @@ mod tests {
     fn the_example_config_loads() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_PROVIDERS__TWILIO__AUTH_TOKEN", "token");
+            jail.set_env("VERIFYD_PROVIDERS__GATEWAY__SIGNING_SECRET", KEY);
             let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("verifyd.example.toml");
             let config = Config::load(Some(&example)).expect("the example is valid");
             assert!(!config.dev_mode);
