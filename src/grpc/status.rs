@@ -74,13 +74,29 @@ impl From<StartError> for Status {
             StartError::IdempotencyInFlight => Status::aborted(e.to_string()),
             // The provider refused the destination itself: the caller can
             // only fix it with another `to`.
-            StartError::Delivery(ref error) if error.kind == FailureKind::Destination => {
-                invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
-                    "to",
-                    format!("refused by the provider: {}", error.reason),
-                )]))
+            StartError::Delivery {
+                ref error,
+                ref verification,
+            } => {
+                let mut details = ErrorDetails::new();
+                // Names the verification, so the caller can read its send
+                // attempts with GetVerification.
+                details.set_resource_info(
+                    "verifyd.v1.Verification",
+                    verification.as_str(),
+                    "",
+                    "the verification this send was for",
+                );
+                if error.kind == FailureKind::Destination {
+                    details.add_bad_request_violation(
+                        "to",
+                        format!("refused by the provider: {}", error.reason),
+                    );
+                    Status::with_error_details(Code::InvalidArgument, "invalid to", details)
+                } else {
+                    Status::with_error_details(Code::Unavailable, e.to_string(), details)
+                }
             }
-            StartError::Delivery(_) => Status::unavailable(e.to_string()),
             StartError::Store(s) => store(s),
         }
     }

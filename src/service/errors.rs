@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     delivery::SendError,
-    domain::{Channel, Status},
+    domain::{Channel, Status, VerificationId},
     ratelimit::RateLimited,
     store::StoreError,
 };
@@ -24,8 +24,13 @@ pub enum StartError {
     IdempotencyMismatch,
     #[error("a request with this idempotency key is still running")]
     IdempotencyInFlight,
-    #[error("no provider accepted the message: {0}")]
-    Delivery(SendError),
+    #[error("no provider accepted the message: {error}")]
+    Delivery {
+        error: SendError,
+        /// The verification the send was for, so the caller can read its
+        /// send attempts.
+        verification: VerificationId,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -304,7 +304,10 @@ impl Verifier {
                     status = recorded.status.as_str(),
                     "send failed"
                 );
-                Err(StartError::Delivery(error))
+                Err(StartError::Delivery {
+                    error,
+                    verification: recorded.id,
+                })
             }
         }
     }

@@ -422,3 +422,55 @@ async fn callbacks_signed_with_the_previous_token_pass_during_rotation() {
     assert_eq!(after.send_attempts[0].provider_status, "delivered");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_provider_that_drops_the_connection_or_answers_garbage_loses_nothing() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    // Accepts connections and closes them at once.
+    let dropper = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dropper_url = format!("http://{}", dropper.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = dropper.accept().await {
+            drop(socket);
+        }
+    });
+    let garbage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502).set_body_string("<html>\u{0}\u{1}not json"))
+        .mount(&garbage)
+        .await;
+    let app = spawn_app_with(|c| {
+        c.delivery.sms = vec!["dropper".into(), "garbage".into()];
+        c.providers.insert("dropper".into(), twilio(&dropper_url));
+        c.providers.insert("garbage".into(), twilio(&garbage.uri()));
+        c.delivery.retry.retries = 0;
+    })
+    .await;
+    let err = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("nobody took it");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains("HTTP 502: unreadable error body"),
+        "{err:?}"
+    );
+    // The verification is there, FAILED, with both tries on record.
+    let id = tonic_types::StatusExt::get_details_resource_info(&err)
+        .expect("the error names the verification")
+        .resource_name;
+    let v = app.get(&id).await.expect("get");
+    assert_eq!(status(&v), VerificationStatus::Failed);
+    let reasons: Vec<_> = v
+        .send_attempts
+        .iter()
+        .map(|a| a.error_reason.as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["request failed", "HTTP 502: unreadable error body"]
+    );
+    app.stop().await;
+}
