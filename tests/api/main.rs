@@ -3,8 +3,10 @@
 
 mod fake_twilio;
 mod helpers;
+mod smtp_sink;
 
 mod binary;
+mod email;
 mod flows;
 mod gateway;
 mod idempotency;
