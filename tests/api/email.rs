@@ -4,7 +4,11 @@
 
 use tonic::Code;
 use tonic_types::StatusExt as _;
-use verifyd::proto::{self, VerificationStatus};
+use verifyd::{
+    config::{ProviderConfig, Secret},
+    delivery::smtp::SmtpTls,
+    proto::{self, VerificationStatus},
+};
 
 use crate::{
     helpers::{TestApp, spawn_app_with, status, violated_fields},
@@ -288,5 +292,79 @@ async fn a_temporary_refusal_is_retried_then_fails_over_to_the_next_provider() {
             .expect("check")
             .approved
     );
+    app.stop().await;
+}
+
+/// The app with one provider, `mail`, configured as given.
+async fn app_with_provider(provider: ProviderConfig) -> TestApp {
+    spawn_app_with(|config| {
+        config.providers.insert("mail".into(), provider);
+        config.delivery.email = vec!["mail".into()];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_sender_logs_in_and_a_wrong_password_fails_without_retry() {
+    let sink = SmtpSink::start_with(&["--auth", "verifyd:s3cret-pass"]);
+    let with_password = |password: &str| {
+        let mut config = sink.config();
+        config.username = Some("verifyd".into());
+        config.password = Some(Secret::new(password));
+        ProviderConfig::Smtp(config)
+    };
+
+    let app = app_with_provider(with_password("s3cret-pass")).await;
+    let v = app.started(email_to("ana@example.com", "en")).await;
+    assert!(
+        app.check(&v.id, &sink.single().code(6))
+            .await
+            .expect("check")
+            .approved
+    );
+    app.stop().await;
+
+    let app = app_with_provider(with_password("wrong-pass")).await;
+    let err = app
+        .start(email_to("bob@example.com", "en"))
+        .await
+        .expect_err("authentication fails");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains("pass"), "{err:?}");
+    let v = failed_verification(&app, &err).await;
+    assert_eq!(
+        v.send_attempts.len(),
+        1,
+        "refused, not retried: {:#?}",
+        v.send_attempts
+    );
+    assert!(
+        v.send_attempts[0].error_reason.contains("535"),
+        "{:?}",
+        v.send_attempts[0]
+    );
+    assert_eq!(sink.messages().len(), 1, "only the first message arrived");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn required_starttls_sends_nothing_to_a_server_without_it() {
+    let sink = SmtpSink::start();
+    let mut config = sink.config();
+    config.tls = SmtpTls::Starttls;
+    let app = app_with_provider(ProviderConfig::Smtp(config)).await;
+    let err = app
+        .start(email_to("ana@example.com", "en"))
+        .await
+        .expect_err("the sink offers no STARTTLS");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let v = failed_verification(&app, &err).await;
+    assert_eq!(v.send_attempts.len(), 1, "{:#?}", v.send_attempts);
+    assert!(
+        v.send_attempts[0].error_reason.contains("STARTTLS"),
+        "{:?}",
+        v.send_attempts[0]
+    );
+    assert!(sink.messages().is_empty());
     app.stop().await;
 }

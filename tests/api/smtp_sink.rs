@@ -51,6 +51,11 @@ fn python() -> PathBuf {
 
 impl SmtpSink {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra arguments for the sink, e.g. `["--auth", "user:password"]`.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
         let python = python();
@@ -61,6 +66,7 @@ impl SmtpSink {
         let mut child = Command::new(&python)
             .arg(&script)
             .arg(dir.path().join("mail"))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -124,7 +130,11 @@ impl SmtpSink {
 
     /// A provider config that sends to this sink in plain text.
     pub fn provider(&self) -> ProviderConfig {
-        smtp_provider(self.port)
+        ProviderConfig::Smtp(self.config())
+    }
+
+    pub fn config(&self) -> SmtpConfig {
+        smtp_config(self.port)
     }
 }
 
@@ -139,14 +149,19 @@ impl Drop for SmtpSink {
 }
 
 pub fn smtp_provider(port: u16) -> ProviderConfig {
-    ProviderConfig::Smtp(SmtpConfig {
+    ProviderConfig::Smtp(smtp_config(port))
+}
+
+/// Plain text to `127.0.0.1:port`, from Acme.
+pub fn smtp_config(port: u16) -> SmtpConfig {
+    SmtpConfig {
         host: "127.0.0.1".to_owned(),
         port: Some(port),
         tls: SmtpTls::None,
         from: "Acme Security <no-reply@acme.example>".to_owned(),
         reply_to: Some("support@acme.example".to_owned()),
         ..SmtpConfig::default()
-    })
+    }
 }
 
 /// A loopback port with nothing listening on it.

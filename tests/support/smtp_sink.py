@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real SMTP server for verifyd's email tests, built on aiosmtpd.
 
-    smtp_sink.py DIR [--host 127.0.0.1] [--port 0]
+    smtp_sink.py DIR [--host 127.0.0.1] [--port 0] [--auth USER:PASSWORD]
 
 Listens on HOST:PORT (port 0 picks a free one) and prints the bound port
 as the first line on stdout. Each message it accepts becomes two files in
@@ -15,8 +15,10 @@ DIR, numbered in arrival order:
 The .json file is written last, atomically: once it exists, both are
 complete. Recipients whose local part starts with "reject" are refused with
 550 5.1.1 (echoing the address, as real servers do); "tempfail" gets 451
-4.3.0. The server stops when stdin closes, so it never outlives the test
-that started it.
+4.3.0. With --auth, clients must log in (PLAIN or LOGIN, allowed without
+TLS: the sink is on loopback) with that user and password before sending.
+The server stops when stdin closes, so it never outlives the test that
+started it.
 """
 
 import argparse
@@ -32,6 +34,7 @@ AIOSMTPD_VERSION = "1.4.6"
 
 try:
     from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
 except ImportError:
     sys.stderr.write(
         f"smtp_sink: aiosmtpd is not installed for {sys.executable}: "
@@ -101,6 +104,21 @@ def parse(raw):
     }
 
 
+def authenticator(expected):
+    user, password = (s.encode() for s in expected.split(":", 1))
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (
+            mechanism in ("PLAIN", "LOGIN")
+            and auth_data.login == user
+            and auth_data.password == password
+        )
+        # handled=False: aiosmtpd answers 535 itself.
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
 class EphemeralController(Controller):
     """A Controller that also works with port 0: it reads the bound port
     back before connecting to itself to check the server is up."""
@@ -115,15 +133,24 @@ def main():
     args.add_argument("directory")
     args.add_argument("--host", default="127.0.0.1")
     args.add_argument("--port", type=int, default=0)
+    args.add_argument("--auth", metavar="USER:PASSWORD")
     opts = args.parse_args()
     os.makedirs(opts.directory, exist_ok=True)
 
+    auth = {}
+    if opts.auth:
+        auth = {
+            "authenticator": authenticator(opts.auth),
+            "auth_required": True,
+            "auth_require_tls": False,
+        }
     controller = EphemeralController(
         Sink(opts.directory),
         hostname=opts.host,
         port=opts.port,
         enable_SMTPUTF8=True,
         ready_timeout=10,
+        **auth,
     )
     controller.start()
     print(controller.port, flush=True)
