@@ -329,10 +329,32 @@ fn kind_of(e: &lettre::transport::smtp::Error) -> FailureKind {
         // on offer, a non-ASCII address the relay cannot take); a TLS error
         // is a certificate or protocol mismatch. Retrying will not help;
         // another provider might.
-        None if e.is_client() || e.is_tls() => FailureKind::Rejected,
+        None if e.is_client() || e.is_tls() || rustls_error(e).is_some() => FailureKind::Rejected,
         // Timeouts, refused or dropped connections, garbled replies.
         None => FailureKind::Transient,
     }
+}
+
+/// lettre reports a failed TLS handshake (a certificate that does not
+/// check out, a server that does not speak TLS) as a connection error; the
+/// rustls error inside tells it from a network fault.
+fn rustls_error(e: &lettre::transport::smtp::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // io::Error's own `source` skips the error it wraps.
+        if let Some(tls) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// A 5xx reply: about the recipient's mailbox (no provider will do
@@ -378,7 +400,10 @@ fn reason_of(e: &lettre::transport::smtp::Error, message: &Message) -> String {
     let reason = match e.status() {
         Some(code) => format!("SMTP {code}: {}", server_text(e)),
         None if e.is_timeout() => "timed out".to_owned(),
-        None => e.to_string(),
+        None => match rustls_error(e) {
+            Some(tls) => format!("TLS handshake failed: {tls}"),
+            None => e.to_string(),
+        },
     };
     scrub(&reason, message)
 }

@@ -368,3 +368,28 @@ async fn required_starttls_sends_nothing_to_a_server_without_it() {
     assert!(sink.messages().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn implicit_tls_to_a_plain_server_fails_without_retry() {
+    let sink = SmtpSink::start();
+    let mut config = sink.config();
+    config.tls = SmtpTls::Implicit;
+    let app = app_with_provider(ProviderConfig::Smtp(config)).await;
+    let err = app
+        .start(email_to("ana@example.com", "en"))
+        .await
+        .expect_err("the sink does not speak TLS");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let v = failed_verification(&app, &err).await;
+    // A handshake failure will not improve on retry.
+    assert_eq!(v.send_attempts.len(), 1, "{:#?}", v.send_attempts);
+    assert!(
+        v.send_attempts[0]
+            .error_reason
+            .starts_with("TLS handshake failed"),
+        "{:?}",
+        v.send_attempts[0]
+    );
+    assert!(sink.messages().is_empty());
+    app.stop().await;
+}
