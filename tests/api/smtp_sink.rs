@@ -3,7 +3,7 @@
 //! each message it accepts into a temporary directory, parsed by Python's
 //! email package.
 //!
-//! The interpreter is `VERIFYD_TEST_PYTHON` (set by `scripts/test`, which
+//! The interpreter is `SMTP_SINK_PYTHON` (set by `scripts/test`, which
 //! creates `target/test-venv`), else that venv if it exists, else `python3`.
 //! Without Python or aiosmtpd the tests fail, saying what to install.
 
@@ -20,7 +20,7 @@ use verifyd::{
     delivery::smtp::{SmtpConfig, SmtpTls},
 };
 
-const INSTALL_HINT: &str = "the email tests need Python 3.11+ with aiosmtpd: run ./scripts/test once (it installs python3 and python3-venv if missing and creates target/test-venv from tests/support/smtp-sink-requirements.txt), or set VERIFYD_TEST_PYTHON to a python that has aiosmtpd==1.4.6";
+const INSTALL_HINT: &str = "the email tests need Python 3.11+ with aiosmtpd: run ./scripts/test once (it installs python3 and python3-venv if missing and creates target/test-venv from tests/support/smtp-sink-requirements.txt), or set SMTP_SINK_PYTHON to a python that has aiosmtpd==1.4.6";
 
 pub struct SmtpSink {
     pub port: u16,
@@ -38,7 +38,7 @@ pub struct ReceivedMail {
 }
 
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("VERIFYD_TEST_PYTHON") {
+    if let Some(python) = std::env::var_os("SMTP_SINK_PYTHON") {
         return PathBuf::from(python);
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");

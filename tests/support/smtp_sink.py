@@ -40,7 +40,7 @@ except ImportError:
         f"smtp_sink: aiosmtpd is not installed for {sys.executable}: "
         f"run ./scripts/test (it creates target/test-venv), or "
         f"pip install 'aiosmtpd=={AIOSMTPD_VERSION}' into a virtualenv and "
-        f"set VERIFYD_TEST_PYTHON to its python\n"
+        f"set SMTP_SINK_PYTHON to its python\n"
     )
     sys.exit(3)
 
