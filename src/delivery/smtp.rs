@@ -134,6 +134,9 @@ impl SmtpSender {
     /// Checks the configuration and sets up the connection pool; connects
     /// only when the first message goes out. The error is one line, naming
     /// the key.
+    ///
+    /// Call it inside a Tokio runtime: the pool starts its idle-connection
+    /// reaper there.
     pub fn new(name: &str, config: &SmtpConfig) -> Result<Self, String> {
         let host = config.host.trim();
         if host.is_empty() {
@@ -191,6 +194,9 @@ impl SmtpSender {
             (None, Some(_)) => return Err("password is set but username is not".to_owned()),
         };
 
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("the SMTP sender must be set up inside a Tokio runtime".to_owned());
+        }
         let tls = match config.tls {
             SmtpTls::None => Tls::None,
             SmtpTls::Starttls | SmtpTls::Implicit => {
