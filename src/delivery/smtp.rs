@@ -300,11 +300,15 @@ impl SmtpSender {
     }
 }
 
+/// A DNS name (underscores allowed: container runtimes hand them out) or an
+/// IP address.
 fn is_host(host: &str) -> bool {
-    host.parse::<IpAddr>().is_ok()
-        || host
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    host.parse::<IpAddr>().is_ok() || host.split('.').all(label)
 }
 
 fn is_loopback(host: &str) -> bool {
