@@ -15,12 +15,10 @@ use tonic_health::ServingStatus;
 
 use crate::{
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, ProviderConfig, StoreBackend},
+    config::{Config, StoreBackend},
     delivery::{
-        ConsoleSender, Dispatcher, Provider, Route, Templates,
-        http::HttpSms,
-        smtp::SmtpSender,
-        twilio::{self, TwilioSms},
+        ConsoleSender,
+        setup::{SetupError, dispatcher, twilio_webhook_tokens},
     },
     grpc::{Api, VerificationServiceServer},
     http, proto,
@@ -61,79 +59,8 @@ pub enum RunError {
     Listener(io::Error),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("provider {name}: {problem}")]
-    Provider { name: String, problem: String },
     #[error(transparent)]
-    Templates(#[from] crate::delivery::TemplateError),
-}
-
-/// The templates and a route per channel, from the providers the config
-/// names for it.
-pub fn dispatcher(
-    config: &Config,
-    console: &ConsoleSender,
-    clock: &Clock,
-) -> Result<Dispatcher, RunError> {
-    let d = &config.delivery;
-    let http = twilio::http_client().map_err(|problem| RunError::Provider {
-        name: "http".to_owned(),
-        problem,
-    })?;
-    let callbacks = config.webhooks.public_base_url.as_ref();
-    let provider = |name: &String| -> Result<Provider, RunError> {
-        let setup = |problem: String| RunError::Provider {
-            name: name.clone(),
-            problem,
-        };
-        match config.providers.get(name) {
-            None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
-            None => Err(setup("not configured".to_owned())),
-            Some(ProviderConfig::Twilio(c)) => TwilioSms::new(name, c, http.clone(), callbacks)
-                .map(Provider::Twilio)
-                .map_err(setup),
-            Some(ProviderConfig::Http(c)) => HttpSms::new(name, c, http.clone(), clock.clone())
-                .map(Provider::Http)
-                .map_err(setup),
-            Some(ProviderConfig::Smtp(smtp)) => SmtpSender::new(name, smtp)
-                .map(Provider::Smtp)
-                .map_err(setup),
-        }
-    };
-    let route = |names: &[String]| -> Result<Option<Route>, RunError> {
-        if names.is_empty() {
-            return Ok(None);
-        }
-        let providers = names.iter().map(provider).collect::<Result<_, _>>()?;
-        Ok(Some(Route::new(
-            providers,
-            d.retry,
-            d.breaker,
-            clock.clone(),
-        )))
-    };
-    Ok(Dispatcher {
-        templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
-        sms: route(&d.sms)?,
-        voice: route(&d.voice)?,
-        email: route(&d.email)?,
-    })
-}
-
-/// The tokens each Twilio provider's webhooks are signed with.
-fn twilio_tokens(config: &Config) -> http::webhooks::TwilioTokens {
-    config
-        .providers
-        .iter()
-        .filter_map(|(name, provider)| match provider {
-            ProviderConfig::Twilio(t) => {
-                let tokens = std::iter::once(t.auth_token.clone())
-                    .chain(t.previous_auth_token.clone())
-                    .collect();
-                Some((name.clone(), tokens))
-            }
-            _ => None,
-        })
-        .collect()
+    Delivery(#[from] SetupError),
 }
 
 impl Application {
@@ -281,7 +208,7 @@ impl Application {
                 return Ok(());
             };
             let router =
-                http::webhooks::router(Arc::clone(&verifier), base, twilio_tokens(&config));
+                http::webhooks::router(Arc::clone(&verifier), base, twilio_webhook_tokens(&config));
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use minijinja::HtmlEscape;
+
 use crate::{
-    app::dispatcher,
     clock::Clock,
     config::Config,
-    delivery::{ConsoleSender, Content, Message},
+    delivery::{ConsoleSender, Content, Message, setup::dispatcher},
     domain::{
         Channel, Code, CodeLength, Destination, Purpose, TenantId, VerificationId,
         verification::Delivery,
@@ -35,7 +36,7 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
         Channel::Voice => Content::Speech(text),
         Channel::Email => Content::Email {
             subject: format!("{} test message", config.app_name),
-            html: format!("<p>{text}</p>"),
+            html: format!("<p>{}</p>", HtmlEscape(&text)),
             text,
         },
     };

@@ -8,6 +8,7 @@
 mod console;
 pub mod http;
 mod route;
+pub mod setup;
 pub mod smtp;
 pub mod templates;
 pub mod twilio;

@@ -10,7 +10,7 @@ use tonic::Code;
 use verifyd::{
     app::{Application, RunError},
     config::{Config, ProviderConfig, Secret},
-    delivery::http::HttpConfig,
+    delivery::{http::HttpConfig, setup::SetupError},
     proto::DeliveryStatus,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
@@ -132,7 +132,10 @@ async fn a_misconfigured_provider_stops_startup_with_one_line() {
     config.delivery.sms = vec!["gateway".into()];
     config.delivery.retry.attempt_timeout = Duration::from_secs(1);
     let err = Application::build(config).await.expect_err("refused");
-    assert!(matches!(err, RunError::Provider { .. }), "{err:?}");
+    assert!(
+        matches!(err, RunError::Delivery(SetupError::Provider { .. })),
+        "{err:?}"
+    );
     let line = err.to_string();
     assert_eq!(line, "provider gateway: url must be http or https");
     assert!(!line.contains('\n'));

@@ -1,0 +1,92 @@
+//! Builds the delivery side from configuration: the templates, every named
+//! provider, and a route per channel. Anything that cannot be set up stops
+//! startup with one line naming the provider.
+
+use super::{
+    ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
+    http::HttpSms,
+    smtp::SmtpSender,
+    twilio::{self, TwilioSms},
+};
+use crate::{
+    clock::Clock,
+    config::{CONSOLE_PROVIDER, Config, ProviderConfig, Secret},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("provider {name}: {problem}")]
+    Provider { name: String, problem: String },
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+}
+
+/// The templates and a route per channel, from the providers the config
+/// names for it.
+pub fn dispatcher(
+    config: &Config,
+    console: &ConsoleSender,
+    clock: &Clock,
+) -> Result<Dispatcher, SetupError> {
+    let d = &config.delivery;
+    let http = twilio::http_client().map_err(|problem| SetupError::Provider {
+        name: "http".to_owned(),
+        problem,
+    })?;
+    let callbacks = config.webhooks.public_base_url.as_ref();
+    let provider = |name: &String| -> Result<Provider, SetupError> {
+        let setup = |problem: String| SetupError::Provider {
+            name: name.clone(),
+            problem,
+        };
+        match config.providers.get(name) {
+            None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
+            None => Err(setup("not configured".to_owned())),
+            Some(ProviderConfig::Twilio(c)) => TwilioSms::new(name, c, http.clone(), callbacks)
+                .map(Provider::Twilio)
+                .map_err(setup),
+            Some(ProviderConfig::Http(c)) => HttpSms::new(name, c, http.clone(), clock.clone())
+                .map(Provider::Http)
+                .map_err(setup),
+            Some(ProviderConfig::Smtp(smtp)) => SmtpSender::new(name, smtp)
+                .map(Provider::Smtp)
+                .map_err(setup),
+        }
+    };
+    let route = |names: &[String]| -> Result<Option<Route>, SetupError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let providers = names.iter().map(provider).collect::<Result<_, _>>()?;
+        Ok(Some(Route::new(
+            providers,
+            d.retry,
+            d.breaker,
+            clock.clone(),
+        )))
+    };
+    Ok(Dispatcher {
+        templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
+        sms: route(&d.sms)?,
+        voice: route(&d.voice)?,
+        email: route(&d.email)?,
+    })
+}
+
+/// The auth tokens each Twilio provider's webhooks are signed with: the
+/// current one and, during a rotation, the previous one.
+pub fn twilio_webhook_tokens(config: &Config) -> crate::http::webhooks::TwilioTokens {
+    config
+        .providers
+        .iter()
+        .filter_map(|(name, provider)| match provider {
+            ProviderConfig::Twilio(t) => {
+                let tokens: Vec<Secret> = std::iter::once(t.auth_token.clone())
+                    .chain(t.previous_auth_token.clone())
+                    .collect();
+                Some((name.clone(), tokens))
+            }
+            _ => None,
+        })
+        .collect()
+}
