@@ -213,7 +213,8 @@ impl ProviderConfig {
     /// Whether this kind of provider can send on `channel`.
     fn serves(&self, channel: &str) -> bool {
         match self {
-            Self::Twilio(_) | Self::Http(_) => channel == "sms",
+            Self::Twilio(_) => channel == "sms" || channel == "voice",
+            Self::Http(_) => channel == "sms",
             Self::Smtp(_) => channel == "email",
         }
     }

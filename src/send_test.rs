@@ -11,7 +11,7 @@ use crate::{
     config::Config,
     delivery::{ConsoleSender, Content, Message, setup::dispatcher},
     domain::{
-        Channel, Code, CodeLength, Destination, Purpose, TenantId, VerificationId,
+        Channel, Code, CodeLength, Destination, Purpose, TenantId, VerificationId, VoiceMode,
         verification::Delivery,
     },
 };
@@ -47,12 +47,14 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
         purpose: Purpose::Enrollment,
         delivery: Delivery {
             channel,
-            voice_mode: None,
+            // A test call reads its text aloud and asks for no keys.
+            voice_mode: (channel == Channel::Voice).then_some(VoiceMode::Code),
             locale: None,
         },
         // Never shown: the test text has no code in it.
         code: Code::generate(CodeLength::new(6).expect("valid length")),
         match_digits: None,
+        call_token: None,
         valid_for: Duration::ZERO,
         app_name: config.app_name.clone(),
     };

@@ -22,7 +22,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::{
     Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId,
-    verification::Delivery,
+    verification::Delivery, voice::CallToken,
 };
 
 /// What one send carries. `Debug` leaves the code out.
@@ -34,6 +34,8 @@ pub struct Message {
     pub delivery: Delivery,
     pub code: Code,
     pub match_digits: Option<MatchDigits>,
+    /// For a voice call: the secret in its webhook URLs.
+    pub call_token: Option<CallToken>,
     /// How long the code stays valid, for the message text.
     pub valid_for: Duration,
     /// The name the user knows the service by, for the message text.
@@ -124,7 +126,7 @@ pub struct SendError {
 #[derive(Debug, Clone)]
 pub enum Provider {
     Console(ConsoleSender),
-    Twilio(twilio::TwilioSms),
+    Twilio(twilio::Twilio),
     Http(http::HttpSms),
     Smtp(smtp::SmtpSender),
 }

@@ -6,7 +6,7 @@ use super::{
     ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
     http::HttpSms,
     smtp::SmtpSender,
-    twilio::{self, TwilioSms},
+    twilio::{self, Twilio},
 };
 use crate::{
     clock::Clock,
@@ -42,7 +42,7 @@ pub fn dispatcher(
         match config.providers.get(name) {
             None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
             None => Err(setup("not configured".to_owned())),
-            Some(ProviderConfig::Twilio(c)) => TwilioSms::new(name, c, http.clone(), callbacks)
+            Some(ProviderConfig::Twilio(c)) => Twilio::new(name, c, http.clone(), callbacks)
                 .map(Provider::Twilio)
                 .map_err(setup),
             Some(ProviderConfig::Http(c)) => HttpSms::new(name, c, http.clone(), clock.clone())

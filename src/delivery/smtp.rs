@@ -490,6 +490,7 @@ mod tests {
             },
             code: Code::parse("583920").expect("code"),
             match_digits: None,
+            call_token: None,
             valid_for: Duration::from_secs(600),
             app_name: "Acme".to_owned(),
         }

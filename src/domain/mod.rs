@@ -6,6 +6,7 @@ pub mod destination;
 pub mod policy;
 pub mod tenant;
 pub mod verification;
+pub mod voice;
 
 pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
 pub use destination::Destination;

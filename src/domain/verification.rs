@@ -265,6 +265,8 @@ pub struct Verification {
     pub last_send_at: Option<SystemTime>,
     pub send_attempts: Vec<SendAttempt>,
     pub match_digits: Option<MatchDigits>,
+    /// The live voice call, when the latest accepted send was one.
+    pub call: Option<super::voice::VoiceCall>,
 }
 
 /// Why a send on a pending verification is refused.
@@ -310,6 +312,7 @@ impl Verification {
             last_send_at: None,
             send_attempts: Vec::new(),
             match_digits,
+            call: None,
         }
     }
 
@@ -353,6 +356,7 @@ impl Verification {
         &mut self,
         delivery: Delivery,
         attempts: Vec<SendAttempt>,
+        call: Option<super::voice::VoiceCall>,
         policy: &Policy,
         now: SystemTime,
     ) {
@@ -371,6 +375,8 @@ impl Verification {
                 self.match_digits = Some(MatchDigits::generate(policy.match_digits));
             }
             self.delivery = delivery;
+            // The new send's call, if any, replaces the previous one.
+            self.call = call;
             self.expires_at = now + policy.code_ttl;
         } else if first_send {
             self.status = Status::Failed;
@@ -492,6 +498,7 @@ mod tests {
         v.record_send(
             sms(),
             vec![attempt(DeliveryStatus::Accepted, T0)],
+            None,
             policy,
             T0,
         );
@@ -590,6 +597,7 @@ mod tests {
         v.record_send(
             voice.clone(),
             vec![attempt(DeliveryStatus::Accepted, later)],
+            None,
             &policy,
             later,
         );
@@ -607,6 +615,7 @@ mod tests {
         v.record_send(
             sms(),
             vec![attempt(DeliveryStatus::Failed, later)],
+            None,
             &policy,
             later,
         );
@@ -626,6 +635,7 @@ mod tests {
         fresh.record_send(
             sms(),
             vec![attempt(DeliveryStatus::Failed, T0)],
+            None,
             &policy,
             T0,
         );
@@ -691,6 +701,7 @@ mod tests {
         v.record_send(
             matching.clone(),
             vec![attempt(DeliveryStatus::Accepted, later)],
+            None,
             &policy,
             later,
         );
@@ -700,6 +711,7 @@ mod tests {
         v.record_send(
             matching,
             vec![attempt(DeliveryStatus::Accepted, later)],
+            None,
             &policy,
             later,
         );

@@ -13,9 +13,10 @@ use super::{StartError, Verifier};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
-        Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
+        Channel, Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
         VerificationId, VoiceMode,
         verification::{Delivery, SendRefused},
+        voice::{CallToken, VoiceCall},
     },
     store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation, StoreError},
 };
@@ -229,6 +230,7 @@ impl Verifier {
 
         let code = Code::generate(self.policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
+        let call_token = (request.delivery.channel == Channel::Voice).then(CallToken::generate);
         let message = Message {
             tenant: tenant.clone(),
             verification_id: v.id.clone(),
@@ -237,6 +239,7 @@ impl Verifier {
             delivery: request.delivery.clone(),
             code,
             match_digits: v.match_digits.clone(),
+            call_token: call_token.clone(),
             valid_for: self.policy.code_ttl,
             app_name: self.settings.app_name.clone(),
         };
@@ -274,6 +277,14 @@ impl Verifier {
                     delivery: request.delivery.clone(),
                     attempts,
                     new_hash: dispatch.result.is_ok().then_some(hash),
+                    call: match (&dispatch.result, &call_token) {
+                        (Ok(receipt), Some(token)) => {
+                            let mut call = VoiceCall::new(token);
+                            call.call_sid.clone_from(&receipt.reference);
+                            Some(call)
+                        }
+                        _ => None,
+                    },
                 },
                 &self.policy,
                 sent_at,

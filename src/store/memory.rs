@@ -184,7 +184,7 @@ impl MemoryStore {
             let was_pending = record.verification.status == Status::Pending;
             record
                 .verification
-                .record_send(send.delivery, send.attempts, policy, now);
+                .record_send(send.delivery, send.attempts, send.call, policy, now);
             // Swap the code only if a sender took it and the verification
             // is still open: a check that approved meanwhile stands.
             if let Some(hash) = send.new_hash
@@ -528,6 +528,7 @@ mod tests {
                     delivery: v.delivery.clone(),
                     attempts: vec![attempt(DeliveryStatus::Accepted)],
                     new_hash: Some(hash(1)),
+                    call: None,
                 },
                 &policy,
                 T0,
@@ -547,6 +548,7 @@ mod tests {
                     delivery: v.delivery.clone(),
                     attempts: vec![attempt(DeliveryStatus::Failed)],
                     new_hash: None,
+                    call: None,
                 },
                 &policy,
                 later,

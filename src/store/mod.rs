@@ -19,6 +19,7 @@ use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, TenantId,
     Verification, VerificationId,
     verification::{Delivery, SendRefused},
+    voice::VoiceCall,
 };
 
 /// How long a succeeded start's response is replayed for its idempotency key.
@@ -74,6 +75,8 @@ pub struct CompletedSend {
     pub attempts: Vec<SendAttempt>,
     /// The new code's hash, when a sender accepted it.
     pub new_hash: Option<CodeHash>,
+    /// The call a voice send placed.
+    pub call: Option<VoiceCall>,
 }
 
 /// The result of beginning an idempotent start.

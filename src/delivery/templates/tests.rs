@@ -24,6 +24,7 @@ fn message(channel: Channel, locale: Option<&str>) -> Message {
         },
         code: Code::parse(CODE).expect("code"),
         match_digits: None,
+        call_token: None,
         valid_for: Duration::from_secs(600),
         app_name: "Acme".to_owned(),
     }

@@ -1,10 +1,12 @@
-//! Twilio's Messages API for SMS, and the signature on its webhooks.
+//! Twilio: SMS through the Messages API, voice calls through the Calls API,
+//! the TwiML the calls run, and the signature on Twilio's webhooks.
 //!
-//! `POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json`,
-//! form-encoded, HTTP Basic auth with the Account SID and auth token, or an
-//! API key SID and secret.
+//! `POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json` (or
+//! `Calls.json`), form-encoded, HTTP Basic auth with the Account SID and
+//! auth token, or an API key SID and secret.
 
 pub mod signature;
+pub mod twiml;
 
 use std::time::Duration;
 
@@ -12,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{Content, FailureKind, Message, Receipt, SendError};
-use crate::{config::Secret, domain::destination::mask_phone_numbers};
+use crate::{
+    config::Secret,
+    domain::{Channel, VoiceMode, destination::mask_phone_numbers},
+};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
@@ -37,25 +42,48 @@ pub struct TwilioConfig {
     /// The sender number (E.164) or alphanumeric sender id.
     #[serde(default)]
     pub from: Option<String>,
-    /// A Messaging Service, used instead of `from`.
+    /// A Messaging Service, used instead of `from` for SMS. Calls always
+    /// come from `from`.
     #[serde(default)]
     pub messaging_service_sid: Option<String>,
+    /// How long a call rings before Twilio gives up.
+    #[serde(default = "default_ring_timeout", with = "humantime_serde")]
+    pub ring_timeout: Duration,
+    /// Answering-machine detection on calls: a machine never approves.
+    #[serde(default = "default_true")]
+    pub machine_detection: bool,
 }
+
+fn default_ring_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Twilio refuses inline TwiML longer than this.
+const MAX_INLINE_TWIML: usize = 4_000;
 
 fn default_base_url() -> Url {
     Url::parse(DEFAULT_BASE_URL).expect("a valid URL")
 }
 
-/// Sends SMS through Twilio.
+/// Sends SMS and places calls through one Twilio account.
 #[derive(Debug, Clone)]
-pub struct TwilioSms {
+pub struct Twilio {
     name: String,
-    messages_url: Url,
+    account_url: Url,
     user: String,
     password: Secret,
     sender: (&'static str, String),
-    /// Where Twilio posts delivery status; none without a public webhook URL.
-    status_callback: Option<Url>,
+    /// The caller id for calls.
+    from: Option<String>,
+    ring_timeout: Duration,
+    machine_detection: bool,
+    /// verifyd's public webhook base; none means no callbacks (and no
+    /// interactive calls).
+    public_base: Option<Url>,
     http: reqwest::Client,
 }
 
@@ -78,7 +106,7 @@ const DESTINATION_ERRORS: &[u32] = &[
     21211, 21214, 21217, 21219, 21401, 21407, 21408, 21421, 21610, 21612, 21614, 21635,
 ];
 
-impl TwilioSms {
+impl Twilio {
     /// `status_callback_base` is the public URL of verifyd's webhook
     /// listener, if Twilio can reach one.
     pub fn new(
@@ -100,24 +128,20 @@ impl TwilioSms {
             (None, Some(sid)) => ("MessagingServiceSid", sid.clone()),
             _ => return Err("set exactly one of from and messaging_service_sid".to_owned()),
         };
-        let messages_url = config
+        let account_url = config
             .base_url
-            .join(&format!(
-                "2010-04-01/Accounts/{}/Messages.json",
-                config.account_sid
-            ))
+            .join(&format!("2010-04-01/Accounts/{}/", config.account_sid))
             .map_err(|e| format!("base_url: {e}"))?;
-        let status_callback = status_callback_base
-            .map(|base| base.join(&format!("webhooks/twilio/{name}/message-status")))
-            .transpose()
-            .map_err(|e| format!("status callback URL: {e}"))?;
         Ok(Self {
             name: name.to_owned(),
-            messages_url,
+            account_url,
             user,
             password,
             sender,
-            status_callback,
+            from: config.from.clone(),
+            ring_timeout: config.ring_timeout,
+            machine_detection: config.machine_detection,
+            public_base: status_callback_base.cloned(),
             http,
         })
     }
@@ -134,25 +158,130 @@ impl TwilioSms {
         }
     }
 
+    /// Checks what calls need beyond SMS: a caller id, and a public URL for
+    /// the call's instructions and callbacks.
+    pub fn check_voice(&self) -> Result<(), String> {
+        if self.from.is_none() {
+            return Err("calls need from (a Messaging Service cannot place calls)".to_owned());
+        }
+        if self.public_base.is_none() {
+            return Err(
+                "calls need webhooks.public_base_url, where Twilio fetches what to say".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// A webhook URL of this provider for one verification (and call).
+    /// Twilio signs its requests to it, query included.
+    fn webhook(&self, route: &str, message: &Message) -> Option<String> {
+        let mut url = self
+            .public_base
+            .as_ref()?
+            .join(&format!("webhooks/twilio/{}/{route}", self.name))
+            .ok()?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("tenant", message.tenant.as_str())
+                .append_pair("verification", message.verification_id.as_str());
+            if let Some(token) = &message.call_token {
+                query.append_pair("token", token.as_str());
+            }
+        }
+        Some(url.into())
+    }
+
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        match message.delivery.channel {
+            Channel::Voice => self.call(message, content).await,
+            Channel::Sms | Channel::Email => self.text(message, content).await,
+        }
+    }
+
+    /// Places a call. Press-# and number-matching calls fetch their
+    /// instructions from verifyd; a read-aloud call carries them inline, so
+    /// the code goes to Twilio exactly as an SMS body does and is never kept
+    /// for a later fetch.
+    async fn call(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        let from = self
+            .from
+            .clone()
+            .ok_or_else(|| self.error(FailureKind::Rejected, "no caller id (from)"))?;
+        let mut form = vec![
+            ("To", message.to.as_str().to_owned()),
+            ("From", from),
+            ("Timeout", self.ring_timeout.as_secs().to_string()),
+        ];
+        if self.machine_detection {
+            form.push(("MachineDetection", "Enable".to_owned()));
+        }
+        match message.delivery.voice_mode.unwrap_or_default() {
+            VoiceMode::Code => {
+                let locale = message.delivery.locale.as_ref().map(|l| l.as_str());
+                let twiml = twiml::response(
+                    twiml::say_language(locale),
+                    &[
+                        twiml::Verb::Pause(1),
+                        twiml::Verb::Say(content.text().to_owned()),
+                        twiml::Verb::Hangup,
+                    ],
+                );
+                if twiml.len() > MAX_INLINE_TWIML {
+                    return Err(self.error(
+                        FailureKind::Rejected,
+                        "call instructions longer than 4,000 characters",
+                    ));
+                }
+                form.push(("Twiml", twiml));
+            }
+            VoiceMode::Confirm | VoiceMode::Match => {
+                let url = self.webhook("voice/twiml", message).ok_or_else(|| {
+                    self.error(FailureKind::Rejected, "no public webhook URL for the call")
+                })?;
+                form.push(("Url", url));
+            }
+        }
+        if let Some(callback) = self.webhook("voice/status", message) {
+            form.push(("StatusCallback", callback));
+            form.push(("StatusCallbackMethod", "POST".to_owned()));
+            for event in ["initiated", "ringing", "answered", "completed"] {
+                form.push(("StatusCallbackEvent", event.to_owned()));
+            }
+        }
+        self.post("Calls.json", &form).await
+    }
+
+    /// Ends a live call (its verification was decided, canceled or resent).
+    pub async fn end_call(&self, call_sid: &str) -> Result<(), SendError> {
+        let form = [("Status", "completed".to_owned())];
+        self.post(&format!("Calls/{call_sid}.json"), &form)
+            .await
+            .map(|_| ())
+    }
+
+    async fn text(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         let mut form = vec![
             ("To", message.to.as_str().to_owned()),
             (self.sender.0, self.sender.1.clone()),
             ("Body", content.text().to_owned()),
         ];
-        if let Some(callback) = &self.status_callback {
-            let mut callback = callback.clone();
-            callback
-                .query_pairs_mut()
-                .append_pair("tenant", message.tenant.as_str())
-                .append_pair("verification", message.verification_id.as_str());
-            form.push(("StatusCallback", callback.into()));
+        if let Some(callback) = self.webhook("message-status", message) {
+            form.push(("StatusCallback", callback));
         }
+        self.post("Messages.json", &form).await
+    }
+
+    async fn post(&self, resource: &str, form: &[(&str, String)]) -> Result<Receipt, SendError> {
+        let url = self
+            .account_url
+            .join(resource)
+            .map_err(|e| self.error(FailureKind::Rejected, format!("bad resource URL: {e}")))?;
         let response = self
             .http
-            .post(self.messages_url.clone())
+            .post(url)
             .basic_auth(&self.user, Some(self.password.expose()))
-            .form(&form)
+            .form(form)
             .send()
             .await
             .map_err(|e| self.error(FailureKind::Transient, transport_reason(&e)))?;

@@ -1,0 +1,135 @@
+//! TwiML, the call instructions Twilio runs: built with an XML writer, so
+//! every text and URL is escaped.
+
+use quick_xml::{
+    Writer,
+    events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event},
+};
+
+/// One verb of a `<Response>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verb {
+    /// `<Say language="..">text</Say>`
+    Say(String),
+    /// `<Pause length="n"/>`
+    Pause(u8),
+    /// `<Gather input="dtmf" ...>` with a spoken prompt inside.
+    Gather(Gather),
+    Hangup,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gather {
+    /// Where Twilio posts the keys.
+    pub action: String,
+    /// `Some(1)`: one key, sent at once. `None`: keys until `finish_on_key`.
+    pub num_digits: Option<u8>,
+    /// Empty disables it, so `#` arrives as a key of its own.
+    pub finish_on_key: &'static str,
+    pub timeout_secs: u8,
+    pub prompt: String,
+}
+
+/// A `<Response>` document speaking `language` (a Twilio voice language
+/// such as `en-US`).
+pub fn response(language: &str, verbs: &[Verb]) -> String {
+    let mut w = Writer::new(Vec::new());
+    let write = |w: &mut Writer<Vec<u8>>, event: Event<'_>| {
+        w.write_event(event).expect("writing to memory cannot fail");
+    };
+    write(
+        &mut w,
+        Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)),
+    );
+    write(&mut w, Event::Start(BytesStart::new("Response")));
+    for verb in verbs {
+        match verb {
+            Verb::Say(text) => say(&mut w, language, text),
+            Verb::Pause(secs) => {
+                let length = secs.to_string();
+                let pause = BytesStart::new("Pause").with_attributes([("length", length.as_str())]);
+                write(&mut w, Event::Empty(pause));
+            }
+            Verb::Gather(g) => {
+                let timeout = g.timeout_secs.to_string();
+                let digits = g.num_digits.map(|n| n.to_string());
+                let mut start = BytesStart::new("Gather").with_attributes([
+                    ("input", "dtmf"),
+                    ("action", g.action.as_str()),
+                    ("method", "POST"),
+                    ("finishOnKey", g.finish_on_key),
+                    ("timeout", timeout.as_str()),
+                ]);
+                if let Some(digits) = &digits {
+                    start.push_attribute(("numDigits", digits.as_str()));
+                }
+                write(&mut w, Event::Start(start));
+                say(&mut w, language, &g.prompt);
+                write(&mut w, Event::End(BytesEnd::new("Gather")));
+            }
+            Verb::Hangup => write(&mut w, Event::Empty(BytesStart::new("Hangup"))),
+        }
+    }
+    write(&mut w, Event::End(BytesEnd::new("Response")));
+    String::from_utf8(w.into_inner()).expect("the writer writes UTF-8")
+}
+
+fn say(w: &mut Writer<Vec<u8>>, language: &str, text: &str) {
+    let start = BytesStart::new("Say").with_attributes([("language", language)]);
+    w.write_event(Event::Start(start)).expect("in memory");
+    w.write_event(Event::Text(BytesText::new(text)))
+        .expect("in memory");
+    w.write_event(Event::End(BytesEnd::new("Say")))
+        .expect("in memory");
+}
+
+/// The Twilio `<Say>` language for a locale's language, defaulting to US
+/// English for languages the built-in templates do not cover.
+pub fn say_language(locale: Option<&str>) -> &'static str {
+    let language = locale.and_then(|l| l.split('-').next()).unwrap_or("en");
+    match language {
+        "es" => "es-ES",
+        "fr" => "fr-FR",
+        "de" => "de-DE",
+        "pt" => "pt-BR",
+        _ => "en-US",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped() {
+        let xml = response(
+            "en-US",
+            &[
+                Verb::Say("Tom & Jerry <script>".into()),
+                Verb::Gather(Gather {
+                    action: "https://x.example/g?a=1&b=\"2\"".into(),
+                    num_digits: Some(1),
+                    finish_on_key: "",
+                    timeout_secs: 5,
+                    prompt: "press #".into(),
+                }),
+                Verb::Hangup,
+            ],
+        );
+        assert!(xml.contains("Tom &amp; Jerry &lt;script&gt;"), "{xml}");
+        assert!(
+            xml.contains("action=\"https://x.example/g?a=1&amp;b=&quot;2&quot;\""),
+            "{xml}"
+        );
+        assert!(xml.contains("finishOnKey=\"\""));
+        assert!(xml.contains("numDigits=\"1\""));
+        assert!(xml.ends_with("<Hangup/></Response>"));
+    }
+
+    #[test]
+    fn languages_map_to_twilio_voices() {
+        assert_eq!(say_language(Some("fr-CA")), "fr-FR");
+        assert_eq!(say_language(Some("xx")), "en-US");
+        assert_eq!(say_language(None), "en-US");
+    }
+}
