@@ -27,6 +27,8 @@ fn twilio(base_url: &str) -> ProviderConfig {
         api_key_secret: None,
         from: Some(FROM.into()),
         messaging_service_sid: None,
+        ring_timeout: Duration::from_secs(30),
+        machine_detection: true,
     })
 }
 
