@@ -102,6 +102,7 @@ impl Application {
                 app_name: config.app_name.clone(),
                 send_timeout: config.delivery.timeout,
                 max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
+                voice: config.voice,
             },
             clock,
             shutdown.clone(),

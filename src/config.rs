@@ -31,6 +31,7 @@ use crate::{
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
     },
     ratelimit::LimitsConfig,
+    service::VoiceSettings,
 };
 
 const ENV_PREFIX: &str = "VERIFYD_";
@@ -57,6 +58,8 @@ pub struct Config {
     /// Named providers that `delivery.sms`, `.voice` and `.email` list.
     pub providers: BTreeMap<String, ProviderConfig>,
     pub webhooks: WebhooksConfig,
+    /// How voice calls behave (keys, re-prompts, fraud reports).
+    pub voice: VoiceSettings,
     pub log: LogConfig,
 }
 
@@ -462,6 +465,15 @@ impl Config {
                 "log.level",
                 "must be a tracing filter such as info or verifyd=debug",
             ));
+        }
+        if self.voice.max_reprompts > 5 {
+            return Err(invalid("voice.max_reprompts", "must be at most 5"));
+        }
+        if !(1..=30).contains(&self.voice.gather_timeout_secs) {
+            return Err(invalid("voice.gather_timeout_secs", "must be 1 to 30"));
+        }
+        if self.voice.fraud_block > Duration::from_secs(30 * 24 * 3600) {
+            return Err(invalid("voice.fraud_block", "must be at most 30 days"));
         }
         if self.server.shutdown_grace > Duration::from_secs(600) {
             return Err(invalid("server.shutdown_grace", "must be at most 10m"));

@@ -17,7 +17,7 @@ use std::{fmt, time::Duration};
 
 pub use console::ConsoleSender;
 pub use route::{Breaker, BreakerConfig, Dispatch, RetryPolicy, Route};
-pub use templates::{TemplateError, Templates};
+pub use templates::{CallPrompt, TemplateError, Templates};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::{

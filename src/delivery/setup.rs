@@ -57,7 +57,7 @@ pub fn dispatcher(
         if names.is_empty() {
             return Ok(None);
         }
-        let providers = names.iter().map(provider).collect::<Result<_, _>>()?;
+        let providers: Vec<Provider> = names.iter().map(provider).collect::<Result<_, _>>()?;
         Ok(Some(Route::new(
             providers,
             d.retry,
@@ -65,10 +65,21 @@ pub fn dispatcher(
             clock.clone(),
         )))
     };
+    let voice = route(&d.voice)?;
+    for (provider, _) in voice.iter().flat_map(Route::providers) {
+        if let Provider::Twilio(twilio) = provider {
+            twilio
+                .check_voice()
+                .map_err(|problem| SetupError::Provider {
+                    name: provider.name().to_owned(),
+                    problem,
+                })?;
+        }
+    }
     Ok(Dispatcher {
         templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
         sms: route(&d.sms)?,
-        voice: route(&d.voice)?,
+        voice,
         email: route(&d.email)?,
     })
 }

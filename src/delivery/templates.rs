@@ -59,6 +59,19 @@ impl TemplateError {
     }
 }
 
+/// What a live call says at one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPrompt {
+    /// The opening question: press # (confirm) or key in the digits (match).
+    Ask(VoiceMode),
+    Retry,
+    WrongDigits,
+    Goodbye,
+    Approved,
+    FraudMenu,
+    FraudReported,
+}
+
 /// One piece of a message, each its own template file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -69,10 +82,16 @@ enum Part {
     VoiceConfirm,
     VoiceMatch,
     VoiceCode,
+    VoiceRetry,
+    VoiceWrongDigits,
+    VoiceGoodbye,
+    VoiceApproved,
+    VoiceFraudMenu,
+    VoiceFraudReported,
 }
 
 impl Part {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 13] = [
         Self::Sms,
         Self::EmailSubject,
         Self::EmailText,
@@ -80,6 +99,12 @@ impl Part {
         Self::VoiceConfirm,
         Self::VoiceMatch,
         Self::VoiceCode,
+        Self::VoiceRetry,
+        Self::VoiceWrongDigits,
+        Self::VoiceGoodbye,
+        Self::VoiceApproved,
+        Self::VoiceFraudMenu,
+        Self::VoiceFraudReported,
     ];
 
     fn file(self) -> &'static str {
@@ -91,6 +116,12 @@ impl Part {
             Self::VoiceConfirm => "voice_confirm.txt",
             Self::VoiceMatch => "voice_match.txt",
             Self::VoiceCode => "voice_code.txt",
+            Self::VoiceRetry => "voice_retry.txt",
+            Self::VoiceWrongDigits => "voice_wrong_digits.txt",
+            Self::VoiceGoodbye => "voice_goodbye.txt",
+            Self::VoiceApproved => "voice_approved.txt",
+            Self::VoiceFraudMenu => "voice_fraud_menu.txt",
+            Self::VoiceFraudReported => "voice_fraud_reported.txt",
         }
     }
 
@@ -102,7 +133,10 @@ impl Part {
     /// number-matching calls never say a code: their templates do not get
     /// one, so an override cannot speak it by mistake.
     fn carries_code(self) -> bool {
-        !matches!(self, Self::VoiceConfirm | Self::VoiceMatch)
+        matches!(
+            self,
+            Self::Sms | Self::EmailSubject | Self::EmailText | Self::EmailHtml | Self::VoiceCode
+        )
     }
 
     /// What the template may use, for error messages and the docs.
@@ -133,6 +167,12 @@ macro_rules! built_in {
                 built_in!(@part $locale, "voice_confirm.txt"),
                 built_in!(@part $locale, "voice_match.txt"),
                 built_in!(@part $locale, "voice_code.txt"),
+                built_in!(@part $locale, "voice_retry.txt"),
+                built_in!(@part $locale, "voice_wrong_digits.txt"),
+                built_in!(@part $locale, "voice_goodbye.txt"),
+                built_in!(@part $locale, "voice_approved.txt"),
+                built_in!(@part $locale, "voice_fraud_menu.txt"),
+                built_in!(@part $locale, "voice_fraud_reported.txt"),
             )+
         ]
     };
@@ -320,6 +360,35 @@ impl Templates {
         })
     }
 
+    /// What a live call says at one step. Calls that ask for keys never get
+    /// the code.
+    pub fn render_call(
+        &self,
+        locale: Option<&str>,
+        purpose: Purpose,
+        app_name: &str,
+        prompt: CallPrompt,
+    ) -> Result<String, TemplateError> {
+        let vars = Vars {
+            app_name,
+            code: "",
+            minutes: 0,
+            purpose,
+        };
+        let part = match prompt {
+            CallPrompt::Ask(VoiceMode::Match) => Part::VoiceMatch,
+            CallPrompt::Ask(_) => Part::VoiceConfirm,
+            CallPrompt::Retry => Part::VoiceRetry,
+            CallPrompt::WrongDigits => Part::VoiceWrongDigits,
+            CallPrompt::Goodbye => Part::VoiceGoodbye,
+            CallPrompt::Approved => Part::VoiceApproved,
+            CallPrompt::FraudMenu => Part::VoiceFraudMenu,
+            CallPrompt::FraudReported => Part::VoiceFraudReported,
+        };
+        self.render_part(locale, part, &vars)
+            .map(|(_, text)| text.to_string())
+    }
+
     /// The template for `part`: the first of the locale chain that has one,
     /// the purpose's own before the locale's general one.
     fn resolve(
@@ -356,7 +425,10 @@ impl Templates {
             .map(Zeroizing::new)
             .map_err(|e| {
                 // Keep whatever minijinja quoted from the values out of logs.
-                let mut problem = describe(&e).replace(vars.code, "<code>");
+                let mut problem = describe(&e);
+                if !vars.code.is_empty() {
+                    problem = problem.replace(vars.code, "<code>");
+                }
                 if e.kind() == minijinja::ErrorKind::UndefinedError {
                     problem.push_str(&format!("; {} has {}", part.file(), part.variables()));
                 }

@@ -218,6 +218,13 @@ impl DeliveryReport {
             "undelivered" => (4, Some(DeliveryStatus::Undelivered)),
             "failed" | "canceled" => (4, Some(DeliveryStatus::Failed)),
             "read" => (5, Some(DeliveryStatus::Delivered)),
+            // Calls.
+            "initiated" => (1, Some(DeliveryStatus::Accepted)),
+            "ringing" => (2, Some(DeliveryStatus::Accepted)),
+            "in-progress" => (3, Some(DeliveryStatus::Sent)),
+            "completed" => (4, Some(DeliveryStatus::Delivered)),
+            "busy" | "no-answer" => (4, Some(DeliveryStatus::Undelivered)),
+            "answered-by-machine" => (4, Some(DeliveryStatus::Failed)),
             _ => (0, None),
         }
     }

@@ -63,6 +63,11 @@ impl From<StartError> for Status {
         match e {
             StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
             StartError::RateLimited(limited) => rate_limited(limited),
+            StartError::Blocked { retry_after } => Status::with_error_details(
+                Code::PermissionDenied,
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             StartError::Cooldown { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::SendLimitReached { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::IdempotencyMismatch => {

@@ -17,9 +17,13 @@ use url::Url;
 
 use crate::{
     config::Secret,
-    delivery::twilio::signature,
-    domain::{DeliveryReport, TenantId, VerificationId},
-    service::{LookupError, Verifier},
+    delivery::twilio::{
+        signature,
+        twiml::{self, Gather, Verb},
+    },
+    domain::{DeliveryReport, TenantId, VerificationId, voice::Menu},
+    service::{CallError, CallStep, LookupError, Next, Verifier},
+    store::CallKey,
 };
 
 /// Callbacks are a few hundred bytes of form fields.
@@ -41,6 +45,18 @@ pub fn router(verifier: Arc<Verifier>, public_base: Url, twilio: TwilioTokens) -
         .route(
             "/webhooks/twilio/{provider}/message-status",
             post(twilio_message_status),
+        )
+        .route(
+            "/webhooks/twilio/{provider}/voice/twiml",
+            post(twilio_voice_twiml),
+        )
+        .route(
+            "/webhooks/twilio/{provider}/voice/gather",
+            post(twilio_voice_gather),
+        )
+        .route(
+            "/webhooks/twilio/{provider}/voice/status",
+            post(twilio_voice_status),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Webhooks {
@@ -167,6 +183,218 @@ async fn twilio_message_status(
                 "try again later\n".to_owned(),
             )
         }
+    }
+}
+
+/// What every call webhook carries: the verification and call token from
+/// the URL verifyd gave Twilio, and the CallSid Twilio sends.
+struct CallRequest {
+    tenant: TenantId,
+    id: VerificationId,
+    key: CallKey,
+    params: Vec<(String, String)>,
+}
+
+impl Webhooks {
+    fn call_request(
+        &self,
+        provider: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<CallRequest, Reply> {
+        let params = self.verify_twilio(provider, uri, headers, body)?;
+        let tenant = query(uri, "tenant")
+            .as_deref()
+            .and_then(TenantId::parse)
+            .ok_or_else(|| bad("tenant", "missing or malformed"))?;
+        let id = query(uri, "verification")
+            .as_deref()
+            .and_then(VerificationId::parse)
+            .ok_or_else(|| bad("verification", "missing or malformed"))?;
+        let token = query(uri, "token")
+            .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| bad("token", "missing or malformed"))?;
+        let call_sid = field(&params, "CallSid")
+            .filter(|sid| is_twilio_sid(sid, &["CA"]))
+            .ok_or_else(|| bad("CallSid", "missing or malformed"))?
+            .to_owned();
+        Ok(CallRequest {
+            tenant,
+            id,
+            key: CallKey { token, call_sid },
+            params,
+        })
+    }
+
+    /// Turns a call step into TwiML; a gather posts back to this provider's
+    /// gather route with the same verification and token.
+    fn twiml(&self, provider: &str, call: &CallRequest, step: CallStep) -> Reply {
+        let language = twiml::say_language(step.locale.as_deref());
+        let mut verbs: Vec<Verb> = step.say.into_iter().map(Verb::Say).collect();
+        match step.next {
+            Next::Hangup => verbs.push(Verb::Hangup),
+            Next::Gather {
+                menu,
+                one_key,
+                prompt,
+                goodbye,
+                timeout_secs,
+            } => {
+                let mut action = self.public_base.clone();
+                action.set_path(&format!(
+                    "{}/webhooks/twilio/{provider}/voice/gather",
+                    self.public_base.path().trim_end_matches('/')
+                ));
+                action
+                    .query_pairs_mut()
+                    .append_pair("tenant", call.tenant.as_str())
+                    .append_pair("verification", call.id.as_str())
+                    .append_pair("token", &call.key.token)
+                    .append_pair(
+                        "menu",
+                        match menu {
+                            Menu::Main => "main",
+                            Menu::Fraud => "fraud",
+                        },
+                    );
+                verbs.push(Verb::Gather(Gather {
+                    action: action.into(),
+                    num_digits: one_key.then_some(1),
+                    // One key: `#` must arrive as a key, not end the input.
+                    finish_on_key: if one_key { "" } else { "#" },
+                    timeout_secs,
+                    prompt,
+                }));
+                // Reached only when the gather timed out without a key.
+                verbs.push(Verb::Say(goodbye));
+                verbs.push(Verb::Hangup);
+            }
+        }
+        (StatusCode::OK, twiml::response(language, &verbs))
+    }
+}
+
+fn call_error(error: &CallError) -> Reply {
+    match error {
+        CallError::Forbidden => (StatusCode::FORBIDDEN, "not this call\n".to_owned()),
+        CallError::NotFound | CallError::Lookup(LookupError::NotFound) => {
+            (StatusCode::NOT_FOUND, "unknown verification\n".to_owned())
+        }
+        error => {
+            tracing::error!(%error, "call webhook failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "try again later\n".to_owned(),
+            )
+        }
+    }
+}
+
+type Xml = ([(axum::http::HeaderName, &'static str); 1], Reply);
+
+fn xml(reply: Reply) -> Xml {
+    let content_type = if reply.0 == StatusCode::OK {
+        "text/xml; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], reply)
+}
+
+/// Twilio fetches what an answered call says.
+async fn twilio_voice_twiml(
+    State(hooks): State<Webhooks>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Xml {
+    let call = match hooks.call_request(&provider, &uri, &headers, &body) {
+        Ok(call) => call,
+        Err(reply) => return xml(reply),
+    };
+    let answered_by = field(&call.params, "AnsweredBy").map(str::to_owned);
+    xml(
+        match hooks
+            .verifier
+            .call_answered(&call.tenant, &call.id, &call.key, answered_by.as_deref())
+            .await
+        {
+            Ok(step) => hooks.twiml(&provider, &call, step),
+            Err(e) => call_error(&e),
+        },
+    )
+}
+
+/// Twilio posts the keys the user pressed.
+async fn twilio_voice_gather(
+    State(hooks): State<Webhooks>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Xml {
+    let call = match hooks.call_request(&provider, &uri, &headers, &body) {
+        Ok(call) => call,
+        Err(reply) => return xml(reply),
+    };
+    let menu = match query(&uri, "menu").as_deref() {
+        Some("main") => Menu::Main,
+        Some("fraud") => Menu::Fraud,
+        _ => return xml(bad("menu", "must be main or fraud")),
+    };
+    let digits = match field(&call.params, "Digits") {
+        Some(d)
+            if d.len() <= 16
+                && d.bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*') =>
+        {
+            d.to_owned()
+        }
+        _ => return xml(bad("Digits", "missing or malformed")),
+    };
+    xml(
+        match hooks
+            .verifier
+            .call_keys(&call.tenant, &call.id, &call.key, menu, &digits)
+            .await
+        {
+            Ok(step) => hooks.twiml(&provider, &call, step),
+            Err(e) => call_error(&e),
+        },
+    )
+}
+
+/// Twilio reports the call's progress: initiated, ringing, answered,
+/// completed (or busy, no-answer, failed, canceled).
+async fn twilio_voice_status(
+    State(hooks): State<Webhooks>,
+    Path(provider): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let call = match hooks.call_request(&provider, &uri, &headers, &body) {
+        Ok(call) => call,
+        Err(reply) => return reply,
+    };
+    let status = match field(&call.params, "CallStatus") {
+        Some(s)
+            if (1..=32).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') =>
+        {
+            s.to_owned()
+        }
+        _ => return bad("CallStatus", "missing or malformed"),
+    };
+    match hooks
+        .verifier
+        .call_status(&call.tenant, &call.id, &call.key, &status)
+        .await
+    {
+        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => call_error(&e),
     }
 }
 

@@ -16,6 +16,8 @@ pub enum StartError {
     ChannelDisabled(Channel),
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    #[error("a verification call to this destination was reported as fraud; it is blocked for now")]
+    Blocked { retry_after: Duration },
     #[error("a code was sent less than the resend cooldown ago")]
     Cooldown { retry_after: Duration },
     #[error("this verification has used all its sends")]

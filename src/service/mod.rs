@@ -5,6 +5,7 @@ mod errors;
 mod expiry;
 mod feed;
 mod start;
+mod voice;
 mod watch;
 
 use std::{sync::Arc, time::Duration};
@@ -12,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 pub use errors::{CheckError, LookupError, StartError};
 pub use start::{IdempotencyKey, StartRequest};
 use tokio_util::sync::CancellationToken;
+pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
 pub use watch::WatchStream;
 
 use self::{expiry::ExpiryQueue, feed::Feed, watch::WatchSlots};
@@ -33,6 +35,7 @@ pub struct ServiceSettings {
     /// The longest a send may take, whatever the caller's deadline.
     pub send_timeout: Duration,
     pub max_watch_streams_per_tenant: u32,
+    pub voice: VoiceSettings,
 }
 
 #[derive(Debug)]
@@ -117,6 +120,7 @@ impl Verifier {
         match outcome {
             CheckOutcome::Approved => {
                 tracing::info!(outcome = "approved", "verification checked");
+                self.end_live_call(&v);
                 Ok((true, v))
             }
             CheckOutcome::Rejected => {
@@ -162,6 +166,7 @@ impl Verifier {
         }
         tracing::info!("verification canceled");
         self.feed.publish(&v);
+        self.end_live_call(&v);
         Ok(v)
     }
 

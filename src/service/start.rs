@@ -227,6 +227,8 @@ impl Verifier {
             }
         };
         tracing::debug!(verification = %v.id, resend = !is_new, "send reserved");
+        // A resend replaces any call still ringing or running.
+        self.end_live_call(&v);
 
         let code = Code::generate(self.policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);

@@ -14,11 +14,13 @@ use std::{
 };
 
 use super::{
-    CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, PendingKey,
-    Reservation, StoreError,
+    CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
+    PendingKey, Reservation, StoreError,
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, Policy, Status, TenantId, Verification, VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
+    VerificationId,
+    voice::{KeyOutcome, Menu},
 };
 
 type VerificationKey = (TenantId, VerificationId);
@@ -38,6 +40,8 @@ struct State {
     verifications: HashMap<VerificationKey, Record>,
     pending: HashMap<PendingKey, VerificationId>,
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// Destinations blocked after a fraud report, per tenant, until when.
+    blocks: HashMap<(TenantId, String), SystemTime>,
     /// Entries by the time they may be dropped. A verification's time can
     /// move later (a resend restarts its validity), so a popped entry that
     /// is not yet due is queued again rather than kept in step on every
@@ -49,6 +53,7 @@ struct State {
 enum Purgeable {
     Verification(TenantId, VerificationId),
     Idempotency(TenantId, String),
+    Block(TenantId, String),
 }
 
 #[derive(Debug)]
@@ -371,8 +376,76 @@ impl MemoryStore {
                     }
                     state.idempotency.remove(&key);
                 }
+                Purgeable::Block(tenant, to) => {
+                    let key = (tenant, to);
+                    match state.blocks.get(&key) {
+                        Some(until) if *until > now => {
+                            let due = *until;
+                            state
+                                .purge_queue
+                                .insert((due, Purgeable::Block(key.0, key.1)));
+                        }
+                        Some(_) => {
+                            state.blocks.remove(&key);
+                        }
+                        None => {}
+                    }
+                }
             }
         }
+    }
+
+    pub(super) fn block(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let key = (tenant.clone(), to.as_str().to_owned());
+        let until = state.blocks.get(&key).map_or(until, |t| (*t).max(until));
+        state.blocks.insert(key.clone(), until);
+        state
+            .purge_queue
+            .insert((until, Purgeable::Block(key.0, key.1)));
+        Ok(())
+    }
+
+    pub(super) fn blocked_until(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .blocks
+            .get(&(tenant.clone(), to.as_str().to_owned()))
+            .copied()
+            .filter(|until| *until > now))
+    }
+
+    /// Applies keys pressed on a verification's live call, if the webhook's
+    /// token and CallSid belong to that call.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn press(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        menu: Menu,
+        digits: &str,
+        max_reprompts: u8,
+        now: SystemTime,
+    ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        Ok(self.update(tenant, id, |record| {
+            let v = &mut record.verification;
+            let admitted = v
+                .call
+                .as_ref()
+                .is_some_and(|live| live.admits(&call.token, &call.call_sid));
+            admitted.then(|| v.press(menu, digits, max_reprompts, now))
+        }))
     }
 
     /// How many verifications and idempotency records are held.

@@ -19,7 +19,7 @@ use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, TenantId,
     Verification, VerificationId,
     verification::{Delivery, SendRefused},
-    voice::VoiceCall,
+    voice::{KeyOutcome, Menu, VoiceCall},
 };
 
 /// How long a succeeded start's response is replayed for its idempotency key.
@@ -77,6 +77,14 @@ pub struct CompletedSend {
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,
+}
+
+/// What a call's webhook presents: the token from its URL and the CallSid
+/// the provider sent.
+#[derive(Debug, Clone)]
+pub struct CallKey {
+    pub token: String,
+    pub call_sid: String,
 }
 
 /// The result of beginning an idempotent start.
@@ -175,6 +183,47 @@ impl Store {
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         match self {
             Self::Memory(m) => m.record_delivery(tenant, id, report),
+        }
+    }
+
+    /// Applies keys pressed on the live call. `None` inside: the token or
+    /// CallSid is not this verification's live call's.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn press(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        menu: Menu,
+        digits: &str,
+        max_reprompts: u8,
+        now: SystemTime,
+    ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        match self {
+            Self::Memory(m) => m.press(tenant, id, call, menu, digits, max_reprompts, now),
+        }
+    }
+
+    /// Blocks new verifications to `to` for the tenant until `until`.
+    pub async fn block(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.block(tenant, to, until),
+        }
+    }
+
+    pub async fn blocked_until(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        match self {
+            Self::Memory(m) => m.blocked_until(tenant, to, now),
         }
     }
 

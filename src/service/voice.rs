@@ -1,0 +1,326 @@
+//! The voice call's webhooks as use cases: what a call says next, what the
+//! keys do, and what the provider reports about the call.
+//!
+//! Each step returns a [`CallStep`] (what to say, then what to ask); the
+//! webhook layer turns it into the provider's call instructions.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{LookupError, Verifier};
+use crate::{
+    delivery::{CallPrompt, Provider},
+    domain::{
+        DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
+        voice::{KeyOutcome, Menu},
+    },
+    store::CallKey,
+};
+
+/// What `AnsweredBy = unknown` counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownAnswer {
+    #[default]
+    Person,
+    Machine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceSettings {
+    /// How often a call asks again after a wrong key.
+    pub max_reprompts: u8,
+    /// How long a destination stays blocked for the tenant after a fraud
+    /// report.
+    #[serde(with = "humantime_serde")]
+    pub fraud_block: Duration,
+    pub unknown_answer: UnknownAnswer,
+    /// Seconds a gather waits for a key.
+    pub gather_timeout_secs: u8,
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        Self {
+            max_reprompts: 2,
+            fraud_block: Duration::from_secs(24 * 3600),
+            unknown_answer: UnknownAnswer::Person,
+            gather_timeout_secs: 8,
+        }
+    }
+}
+
+/// What the call says, then what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallStep {
+    pub locale: Option<String>,
+    pub say: Vec<String>,
+    pub next: Next,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Ask for keys; `prompt` is spoken while waiting. No input ends the
+    /// call with `goodbye`.
+    Gather {
+        menu: Menu,
+        one_key: bool,
+        prompt: String,
+        goodbye: String,
+        timeout_secs: u8,
+    },
+    Hangup,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("verification not found")]
+    NotFound,
+    /// The token or CallSid is not this verification's live call's.
+    #[error("not this verification's call")]
+    Forbidden,
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Templates(#[from] crate::delivery::TemplateError),
+}
+
+/// `AnsweredBy` values that mean no person is listening.
+fn is_machine(answered_by: &str, unknown: UnknownAnswer) -> bool {
+    match answered_by {
+        "machine_start"
+        | "machine_end_beep"
+        | "machine_end_silence"
+        | "machine_end_other"
+        | "fax" => true,
+        "unknown" => unknown == UnknownAnswer::Machine,
+        _ => false,
+    }
+}
+
+impl Verifier {
+    /// Reads the verification and checks the webhook belongs to its live call.
+    async fn live_call(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+    ) -> Result<Verification, CallError> {
+        let v = self
+            .store
+            .get(tenant, id, self.clock.now())
+            .await?
+            .ok_or(CallError::NotFound)?;
+        let admitted = v
+            .call
+            .as_ref()
+            .is_some_and(|live| live.admits(&call.token, &call.call_sid));
+        if !admitted {
+            tracing::warn!(verification = %id, "call webhook refused: token or CallSid does not match");
+            return Err(CallError::Forbidden);
+        }
+        Ok(v)
+    }
+
+    fn say(&self, v: &Verification, prompt: CallPrompt) -> Result<String, CallError> {
+        let locale = v.delivery.locale.as_ref().map(|l| l.as_str());
+        Ok(self.dispatcher.templates.render_call(
+            locale,
+            v.purpose,
+            &self.settings.app_name,
+            prompt,
+        )?)
+    }
+
+    fn step(&self, v: &Verification, say: Vec<String>, next: Next) -> CallStep {
+        CallStep {
+            locale: v.delivery.locale.as_ref().map(|l| l.as_str().to_owned()),
+            say,
+            next,
+        }
+    }
+
+    /// Asks the main question again, opening with `prompt`.
+    fn ask(&self, v: &Verification, prompt: CallPrompt) -> Result<CallStep, CallError> {
+        let mode = v.delivery.voice_mode.unwrap_or_default();
+        Ok(self.step(
+            v,
+            Vec::new(),
+            Next::Gather {
+                menu: Menu::Main,
+                one_key: mode != VoiceMode::Match,
+                prompt: self.say(v, prompt)?,
+                goodbye: self.say(v, CallPrompt::Goodbye)?,
+                timeout_secs: self.settings.voice.gather_timeout_secs,
+            },
+        ))
+    }
+
+    fn hangup(&self, v: &Verification, prompt: Option<CallPrompt>) -> Result<CallStep, CallError> {
+        let say = prompt
+            .map(|p| self.say(v, p))
+            .transpose()?
+            .into_iter()
+            .collect();
+        Ok(self.step(v, say, Next::Hangup))
+    }
+
+    /// The call was answered and the provider asks what to say.
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn call_answered(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        answered_by: Option<&str>,
+    ) -> Result<CallStep, CallError> {
+        let v = self.live_call(tenant, id, call).await?;
+        if v.status != Status::Pending {
+            return self.hangup(&v, None);
+        }
+        if let Some(answered_by) = answered_by
+            && is_machine(answered_by, self.settings.voice.unknown_answer)
+        {
+            tracing::info!(answered_by, "call answered by a machine: hanging up");
+            let report = DeliveryReport {
+                reference: call.call_sid.clone(),
+                status: "answered-by-machine".to_owned(),
+                error_code: None,
+            };
+            self.record_delivery(tenant, id, &report).await?;
+            return self.hangup(&v, None);
+        }
+        let mode = v.delivery.voice_mode.unwrap_or_default();
+        self.ask(&v, CallPrompt::Ask(mode))
+    }
+
+    /// The user pressed keys in answer to `menu`.
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn call_keys(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        menu: Menu,
+        digits: &str,
+    ) -> Result<CallStep, CallError> {
+        let (outcome, v) = self
+            .store
+            .press(
+                tenant,
+                id,
+                call,
+                menu,
+                digits,
+                self.settings.voice.max_reprompts,
+                self.clock.now(),
+            )
+            .await?
+            .ok_or(CallError::NotFound)?;
+        let Some(outcome) = outcome else {
+            tracing::warn!("call keys refused: token or CallSid does not match");
+            return Err(CallError::Forbidden);
+        };
+        self.feed.publish(&v);
+        tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
+        match outcome {
+            KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
+            KeyOutcome::Reprompt => self.ask(&v, CallPrompt::Retry),
+            KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
+            KeyOutcome::BackToMain => self.ask(
+                &v,
+                CallPrompt::Ask(v.delivery.voice_mode.unwrap_or_default()),
+            ),
+            KeyOutcome::Hangup => self.hangup(&v, Some(CallPrompt::Goodbye)),
+            KeyOutcome::NotPending(_) => self.hangup(&v, None),
+            KeyOutcome::FraudMenu => Ok(self.step(
+                &v,
+                Vec::new(),
+                Next::Gather {
+                    menu: Menu::Fraud,
+                    one_key: true,
+                    prompt: self.say(&v, CallPrompt::FraudMenu)?,
+                    goodbye: self.say(&v, CallPrompt::Goodbye)?,
+                    timeout_secs: self.settings.voice.gather_timeout_secs,
+                },
+            )),
+            KeyOutcome::Denied => {
+                let until = self.clock.now() + self.settings.voice.fraud_block;
+                self.store.block(tenant, &v.to, until).await?;
+                tracing::warn!(
+                    target: "verifyd::audit",
+                    event = "fraud_reported",
+                    %tenant,
+                    verification = %id,
+                    to = %v.to.masked(),
+                    blocked_for_secs = self.settings.voice.fraud_block.as_secs(),
+                    "the user reported a verification call as fraud; the destination is blocked"
+                );
+                self.hangup(&v, Some(CallPrompt::FraudReported))
+            }
+        }
+    }
+
+    /// The provider reports the call's progress (ringing, busy, completed…).
+    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    pub async fn call_status(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        status: &str,
+    ) -> Result<(), CallError> {
+        self.live_call(tenant, id, call).await?;
+        let report = DeliveryReport {
+            reference: call.call_sid.clone(),
+            status: status.to_owned(),
+            error_code: None,
+        };
+        Ok(self.record_delivery(tenant, id, &report).await?)
+    }
+
+    /// Ends the verification's call if it is still live: its outcome is
+    /// decided (or a new send replaces it), and a user should not be left
+    /// on a call that can no longer do anything.
+    pub(super) fn end_live_call(&self, v: &Verification) {
+        let Some(sid) = v.call.as_ref().and_then(|c| c.call_sid.clone()) else {
+            return;
+        };
+        let Some(attempt) = v
+            .send_attempts
+            .iter()
+            .rev()
+            .find(|a| a.reference.as_deref() == Some(sid.as_str()))
+        else {
+            return;
+        };
+        let ended = matches!(
+            attempt.provider_status.as_deref(),
+            Some(
+                "completed" | "busy" | "no-answer" | "failed" | "canceled" | "answered-by-machine"
+            )
+        );
+        if ended {
+            return;
+        }
+        let provider = self.dispatcher.voice.as_ref().and_then(|route| {
+            route
+                .providers()
+                .find(|(p, _)| p.name() == attempt.provider)
+                .map(|(p, _)| p.clone())
+        });
+        let Some(Provider::Twilio(twilio)) = provider else {
+            return;
+        };
+        let verification = v.id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = twilio.end_call(&sid).await {
+                tracing::warn!(%verification, %error, "could not end the live call");
+            }
+        });
+    }
+}
