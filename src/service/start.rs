@@ -189,6 +189,13 @@ impl Verifier {
         deadline: Option<Duration>,
     ) -> Result<Verification, StartError> {
         let now = self.clock.now();
+        // A destination whose user reported a call as fraud gets nothing
+        // more for a while; checked before any budget is spent.
+        if let Some(blocked_until) = self.store.blocked_until(tenant, &request.to, now).await? {
+            return Err(StartError::Blocked {
+                retry_after: until(blocked_until, now),
+            });
+        }
         self.limits
             .start(tenant, &request.to, request.end_user_ip)?;
         let candidate = Verification::new(

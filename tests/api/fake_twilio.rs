@@ -109,3 +109,63 @@ pub fn sign(token: &str, url: &str, params: &BTreeMap<&str, &str>) -> String {
     }
     STANDARD.encode(mac.finalize().into_bytes())
 }
+
+impl FakeTwilio {
+    pub fn calls_path() -> String {
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json")
+    }
+
+    /// Places calls as Twilio does: 201 and the queued call.
+    pub async fn accept_calls(&self, call_sid: &str) {
+        let credentials = STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
+        Mock::given(method("POST"))
+            .and(path(Self::calls_path()))
+            .and(header(
+                "authorization",
+                format!("Basic {credentials}").as_str(),
+            ))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+                "sid": call_sid,
+                "account_sid": ACCOUNT_SID,
+                "status": "queued",
+                "direction": "outbound-api",
+            })))
+            .mount(&self.server)
+            .await;
+        // Updating a call (Status=completed ends it).
+        Mock::given(method("POST"))
+            .and(path(format!(
+                "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "sid": call_sid,
+                "status": "completed",
+            })))
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Every field of every call request, repeated fields included.
+    pub async fn placed_calls(&self) -> Vec<Vec<(String, String)>> {
+        self.requests_to(&Self::calls_path()).await
+    }
+
+    /// Updates to one call, such as `Status=completed`.
+    pub async fn call_updates(&self, call_sid: &str) -> Vec<Vec<(String, String)>> {
+        self.requests_to(&format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"
+        ))
+        .await
+    }
+
+    async fn requests_to(&self, wanted: &str) -> Vec<Vec<(String, String)>> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == wanted)
+            .map(|r| url::form_urlencoded::parse(&r.body).into_owned().collect())
+            .collect()
+    }
+}

@@ -15,4 +15,5 @@ mod limits;
 mod server;
 mod twilio;
 mod validation;
+mod voice;
 mod watch;

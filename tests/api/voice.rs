@@ -1,0 +1,565 @@
+//! Voice calls end to end, with the test playing Twilio: it takes the Calls
+//! API request, fetches the call's TwiML with signed requests, parses the
+//! XML, posts the keys to the gather action, and sends call status
+//! callbacks, as Twilio's documented Gather behaviour describes.
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use verifyd::{
+    config::{Config, ProviderConfig, Secret},
+    delivery::twilio::TwilioConfig,
+    proto::{self, DeliveryStatus, VerificationStatus},
+};
+
+use crate::{
+    fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, sid, sign},
+    helpers::{TestApp, spawn_app_with, status},
+};
+
+const PUBLIC_BASE: &str = "https://verifyd.example.com/";
+const TO: &str = "+14155550100";
+
+fn with_voice(config: &mut Config, fake: &FakeTwilio) {
+    config.providers.insert(
+        "twilio".into(),
+        ProviderConfig::Twilio(TwilioConfig {
+            base_url: fake.server.uri().parse().expect("url"),
+            account_sid: ACCOUNT_SID.into(),
+            auth_token: Secret::new(AUTH_TOKEN),
+            previous_auth_token: None,
+            api_key_sid: None,
+            api_key_secret: None,
+            from: Some(FROM.into()),
+            messaging_service_sid: None,
+            ring_timeout: Duration::from_secs(25),
+            machine_detection: true,
+        }),
+    );
+    config.delivery.voice = vec!["twilio".into()];
+    config.webhooks.addr = "127.0.0.1:0".parse().expect("addr");
+    config.webhooks.public_base_url = Some(PUBLIC_BASE.parse().expect("url"));
+}
+
+fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
+    proto::StartVerificationRequest {
+        to: TO.into(),
+        channel: proto::Channel::Voice.into(),
+        purpose: proto::Purpose::PasswordReset.into(),
+        voice_mode: mode.into(),
+        ..Default::default()
+    }
+}
+
+/// The parts of a TwiML document a caller hears and does.
+#[derive(Debug, Default)]
+struct Twiml {
+    says: Vec<String>,
+    gather: Option<GatherEl>,
+    hangup: bool,
+}
+
+#[derive(Debug, Clone)]
+struct GatherEl {
+    action: String,
+    num_digits: Option<String>,
+    finish_on_key: Option<String>,
+    prompt: String,
+}
+
+fn parse(xml: &str) -> Twiml {
+    let doc =
+        roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("TwiML parses: {e}: {xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "Response");
+    let mut twiml = Twiml::default();
+    for verb in root.children().filter(roxmltree::Node::is_element) {
+        match verb.tag_name().name() {
+            "Say" => twiml.says.push(verb.text().unwrap_or_default().to_owned()),
+            "Gather" => {
+                assert_eq!(verb.attribute("input"), Some("dtmf"));
+                let prompt = verb
+                    .children()
+                    .find(|n| n.has_tag_name("Say"))
+                    .and_then(|n| n.text())
+                    .unwrap_or_default()
+                    .to_owned();
+                twiml.gather = Some(GatherEl {
+                    action: verb.attribute("action").expect("an action").to_owned(),
+                    num_digits: verb.attribute("numDigits").map(str::to_owned),
+                    finish_on_key: verb.attribute("finishOnKey").map(str::to_owned),
+                    prompt,
+                });
+            }
+            "Hangup" => twiml.hangup = true,
+            "Pause" => {}
+            other => panic!("unexpected verb {other}"),
+        }
+    }
+    twiml
+}
+
+/// The callee's phone, as Twilio sees it.
+struct Phone {
+    webhooks: SocketAddr,
+    call_sid: String,
+    form: Vec<(String, String)>,
+}
+
+impl Phone {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Posts `params` to a URL verifyd gave Twilio, signed for that public
+    /// URL, but sent to the pod through a proxy with another Host.
+    async fn post(
+        &self,
+        public_url: &str,
+        params: &[(&str, &str)],
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let path = public_url.strip_prefix(PUBLIC_BASE).expect("a public URL");
+        let mut all: BTreeMap<&str, &str> = params.iter().copied().collect();
+        all.insert("CallSid", &self.call_sid);
+        all.insert("AccountSid", ACCOUNT_SID);
+        all.insert("From", FROM);
+        all.insert("To", TO);
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{}/{path}", self.webhooks))
+            .header("Host", "verifyd-7f9c.pod.internal:8080")
+            .form(&all);
+        if let Some(token) = token {
+            request = request.header("X-Twilio-Signature", sign(token, public_url, &all));
+        }
+        let response = request.send().await.expect("webhook answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    async fn answer(&self, answered_by: &str) -> Twiml {
+        let url = self.field("Url").expect("the call fetches its TwiML");
+        let (status, body) = self
+            .post(
+                url,
+                &[("CallStatus", "in-progress"), ("AnsweredBy", answered_by)],
+                Some(AUTH_TOKEN),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        parse(&body)
+    }
+
+    async fn press(&self, gather: &GatherEl, digits: &str) -> Twiml {
+        let (status, body) = self
+            .post(
+                &gather.action,
+                &[("Digits", digits), ("CallStatus", "in-progress")],
+                Some(AUTH_TOKEN),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        parse(&body)
+    }
+
+    async fn report(&self, call_status: &str) -> u16 {
+        let url = self.field("StatusCallback").expect("a status callback");
+        self.post(url, &[("CallStatus", call_status)], Some(AUTH_TOKEN))
+            .await
+            .0
+    }
+}
+
+/// Starts a call through the app and picks up the phone.
+async fn ring(
+    app: &TestApp,
+    fake: &FakeTwilio,
+    req: proto::StartVerificationRequest,
+) -> (proto::StartVerificationResponse, Phone) {
+    let started = app.start(req).await.expect("start");
+    let form = fake.placed_calls().await.pop().expect("a call was placed");
+    let phone = Phone {
+        webhooks: app.webhook_addr.expect("webhooks"),
+        call_sid: sid("CA", 1),
+        form,
+    };
+    (started, phone)
+}
+
+async fn voice_app() -> (TestApp, FakeTwilio) {
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let app = spawn_app_with(|c| with_voice(c, &fake)).await;
+    (app, fake)
+}
+
+#[tokio::test]
+async fn pound_approves_and_watchers_see_it_at_once() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Unspecified)).await;
+    let v = started.verification.expect("v");
+    assert_eq!(
+        v.voice_mode,
+        i32::from(proto::VoiceMode::Confirm),
+        "CONFIRM by default"
+    );
+    assert_eq!(v.send_attempts[0].provider, "twilio");
+
+    // The Calls API request, field by field.
+    let fields = |name: &str| -> Vec<&str> {
+        phone
+            .form
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(fields("To"), [TO]);
+    assert_eq!(fields("From"), [FROM]);
+    assert_eq!(fields("Timeout"), ["25"]);
+    assert_eq!(fields("MachineDetection"), ["Enable"]);
+    assert_eq!(
+        fields("StatusCallbackEvent"),
+        ["initiated", "ringing", "answered", "completed"]
+    );
+    assert_eq!(fields("StatusCallbackMethod"), ["POST"]);
+    assert!(
+        fields("Twiml").is_empty(),
+        "press-# calls fetch their instructions"
+    );
+    let url = phone.field("Url").expect("Url");
+    assert!(
+        url.starts_with(&format!("{PUBLIC_BASE}webhooks/twilio/twilio/voice/twiml?")),
+        "{url}"
+    );
+    assert!(url.contains(&format!("verification={}", v.id)));
+    assert!(
+        url.contains("token="),
+        "an unguessable token bound to the call"
+    );
+
+    let mut watch = app
+        .client
+        .clone()
+        .watch_verification(proto::WatchVerificationRequest { id: v.id.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.next().await.expect("current").expect("ok");
+
+    let twiml = phone.answer("human").await;
+    let gather = twiml.gather.expect("a gather");
+    assert_eq!(gather.num_digits.as_deref(), Some("1"));
+    assert_eq!(
+        gather.finish_on_key.as_deref(),
+        Some(""),
+        "# arrives as a key"
+    );
+    assert!(gather.prompt.contains("pound key"), "{}", gather.prompt);
+    assert!(twiml.hangup, "no input ends the call after the gather");
+
+    let after = phone.press(&gather, "#").await;
+    assert!(after.hangup && after.gather.is_none());
+    let update = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("pushed")
+        .expect("update")
+        .expect("ok")
+        .verification
+        .expect("v");
+    assert_eq!(status(&update), VerificationStatus::Approved);
+
+    // A replayed or late keypress after the end changes nothing.
+    let replay = phone.press(&gather, "0").await;
+    assert!(replay.hangup && replay.gather.is_none() && replay.says.is_empty());
+    assert_eq!(
+        status(&app.get(&v.id).await.expect("get")),
+        VerificationStatus::Approved
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn other_keys_reprompt_twice_then_the_call_ends_with_nothing_approved() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    let mut gather = phone.answer("human").await.gather.expect("gather");
+    for _ in 0..2 {
+        let twiml = phone.press(&gather, "5").await;
+        gather = twiml.gather.expect("asked again");
+        assert!(gather.prompt.starts_with("Sorry"), "{}", gather.prompt);
+    }
+    let end = phone.press(&gather, "5").await;
+    assert!(end.gather.is_none() && end.hangup);
+    assert!(end.says[0].contains("nothing was changed"));
+    let v = app.get(&id).await.expect("get");
+    assert_eq!(
+        status(&v),
+        VerificationStatus::Pending,
+        "the user can resend"
+    );
+    assert_eq!(v.check_attempts_remaining, 5);
+
+    // The call completes; the attempt says so and the verification waits.
+    assert_eq!(phone.report("completed").await, 204);
+    let v = app.get(&id).await.expect("get");
+    assert_eq!(v.send_attempts[0].provider_status, "completed");
+    assert_eq!(status(&v), VerificationStatus::Pending);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn number_matching_needs_the_exact_digits_and_wrong_ones_cost_an_attempt() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Match)).await;
+    let digits = started.match_digits.clone();
+    let id = started.verification.expect("v").id;
+    assert_eq!(digits.len(), 2);
+    let gather = phone.answer("human").await.gather.expect("gather");
+    assert_eq!(gather.num_digits, None, "keys until #");
+    assert_eq!(gather.finish_on_key.as_deref(), Some("#"));
+    assert!(
+        !gather.prompt.contains(&digits),
+        "the call never says the digits"
+    );
+
+    let wrong = if digits == "99" { "98" } else { "99" };
+    let retry = phone
+        .press(&gather, wrong)
+        .await
+        .gather
+        .expect("asked again");
+    assert_eq!(app.get(&id).await.expect("get").check_attempts_remaining, 4);
+    let done = phone.press(&retry, &digits).await;
+    assert!(done.hangup);
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Approved
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_aloud_code_goes_inline_and_checking_it_ends_the_call() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
+    let id = started.verification.expect("v").id;
+    assert!(phone.field("Url").is_none(), "nothing to fetch later");
+    let twiml = parse(phone.field("Twiml").expect("inline instructions"));
+    assert!(twiml.hangup);
+    let spoken = twiml.says.join(" ");
+    let code: String = spoken
+        .split("code is")
+        .nth(1)
+        .expect("the code is read")
+        .chars()
+        .take_while(|c| *c != '.')
+        .filter(char::is_ascii_digit)
+        .collect();
+    assert_eq!(code.len(), 6, "{spoken}");
+    assert!(app.check(&id, &code).await.expect("check").approved);
+
+    // The call is still live, so verifyd ends it.
+    let mut updates = Vec::new();
+    for _ in 0..200 {
+        updates = fake.call_updates(&phone.call_sid).await;
+        if !updates.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        updates,
+        [vec![("Status".to_owned(), "completed".to_owned())]]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_fraud_report_denies_and_blocks_the_destination() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    let gather = phone.answer("human").await.gather.expect("gather");
+    let menu = phone
+        .press(&gather, "0")
+        .await
+        .gather
+        .expect("the fraud menu");
+    assert!(menu.prompt.contains("fraud"), "{}", menu.prompt);
+    let back = phone
+        .press(&menu, "1")
+        .await
+        .gather
+        .expect("back to the question");
+    let menu = phone
+        .press(&back, "0")
+        .await
+        .gather
+        .expect("the fraud menu again");
+    let reported = phone.press(&menu, "#").await;
+    assert!(reported.hangup);
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Denied
+    );
+
+    let err = app
+        .start(call(proto::VoiceMode::Confirm))
+        .await
+        .expect_err("blocked");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut sms = call(proto::VoiceMode::Unspecified);
+    sms.channel = proto::Channel::Sms.into();
+    assert_eq!(
+        app.start(sms).await.expect_err("blocked").code(),
+        Code::PermissionDenied
+    );
+    app.clock.advance(Duration::from_secs(24 * 3600));
+    assert!(
+        app.start(call(proto::VoiceMode::Confirm)).await.is_ok(),
+        "the block lifts"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn machines_never_approve_and_unknown_counts_as_a_person() {
+    for answered_by in [
+        "machine_start",
+        "machine_end_beep",
+        "machine_end_silence",
+        "machine_end_other",
+        "fax",
+    ] {
+        let (app, fake) = voice_app().await;
+        let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+        let id = started.verification.expect("v").id;
+        let twiml = phone.answer(answered_by).await;
+        assert!(twiml.hangup && twiml.gather.is_none(), "{answered_by}");
+        let v = app.get(&id).await.expect("get");
+        assert_eq!(
+            v.send_attempts[0].status,
+            i32::from(DeliveryStatus::Failed),
+            "{answered_by}"
+        );
+        assert_eq!(status(&v), VerificationStatus::Pending);
+        app.stop().await;
+    }
+    let (app, fake) = voice_app().await;
+    let (_, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    assert!(phone.answer("unknown").await.gather.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn busy_and_no_answer_leave_the_verification_pending() {
+    for outcome in ["busy", "no-answer"] {
+        let (app, fake) = voice_app().await;
+        let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+        let id = started.verification.expect("v").id;
+        assert_eq!(phone.report("ringing").await, 204);
+        assert_eq!(phone.report(outcome).await, 204);
+        let v = app.get(&id).await.expect("get");
+        assert_eq!(
+            v.send_attempts[0].status,
+            i32::from(DeliveryStatus::Undelivered),
+            "{outcome}"
+        );
+        assert_eq!(v.send_attempts[0].provider_status, outcome);
+        assert_eq!(status(&v), VerificationStatus::Pending);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_without_the_right_signature_token_or_call_change_nothing() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    let gather = phone.answer("human").await.gather.expect("gather");
+    let press = [("Digits", "#")];
+    assert_eq!(
+        phone.post(&gather.action, &press, None).await.0,
+        403,
+        "unsigned"
+    );
+    assert_eq!(
+        phone
+            .post(&gather.action, &press, Some("not-the-token"))
+            .await
+            .0,
+        403
+    );
+
+    let wrong_token = {
+        let mut url = url::Url::parse(&gather.action).expect("url");
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "token" {
+                    "a".repeat(32)
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        String::from(url)
+    };
+    assert_eq!(
+        phone.post(&wrong_token, &press, Some(AUTH_TOKEN)).await.0,
+        403,
+        "another call's token"
+    );
+
+    let other_call = Phone {
+        call_sid: sid("CA", 2),
+        webhooks: phone.webhooks,
+        form: phone.form.clone(),
+    };
+    assert_eq!(
+        other_call
+            .post(&gather.action, &press, Some(AUTH_TOKEN))
+            .await
+            .0,
+        403,
+        "another CallSid"
+    );
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Pending
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn canceling_during_a_live_call_ends_the_call() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    assert_eq!(phone.report("ringing").await, 204);
+    app.cancel(&id).await.expect("cancel");
+    let mut updates = Vec::new();
+    for _ in 0..200 {
+        updates = fake.call_updates(&phone.call_sid).await;
+        if !updates.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        updates,
+        [vec![("Status".to_owned(), "completed".to_owned())]]
+    );
+    // Twilio may still fetch the TwiML: the call only hangs up.
+    let twiml = phone.answer("human").await;
+    assert!(twiml.hangup && twiml.gather.is_none());
+    app.stop().await;
+}
