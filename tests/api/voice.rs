@@ -563,3 +563,35 @@ async fn canceling_during_a_live_call_ends_the_call() {
     assert!(twiml.hangup && twiml.gather.is_none());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_resend_while_the_call_is_live_ends_the_call() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    assert_eq!(phone.report("in-progress").await, 204);
+    app.clock.advance(Duration::from_secs(30));
+    let mut sms = call(proto::VoiceMode::Unspecified);
+    sms.channel = proto::Channel::Sms.into();
+    let resent = app.started(sms).await;
+    assert_eq!(resent.id, id, "the same verification, now by SMS");
+    let mut updates = Vec::new();
+    for _ in 0..200 {
+        updates = fake.call_updates(&phone.call_sid).await;
+        if !updates.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        updates,
+        [vec![("Status".to_owned(), "completed".to_owned())]]
+    );
+    // The old call's webhooks no longer act on the verification.
+    let url = phone.field("Url").expect("url").to_owned();
+    let (status_code, _) = phone
+        .post(&url, &[("CallStatus", "in-progress")], Some(AUTH_TOKEN))
+        .await;
+    assert_eq!(status_code, 403);
+    app.stop().await;
+}
