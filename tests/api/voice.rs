@@ -174,6 +174,21 @@ impl Phone {
     }
 }
 
+/// Waits (bounded) for verifyd to end the call through the Calls API: it
+/// does so in the background, after answering the RPC.
+async fn assert_call_ended(fake: &FakeTwilio, phone: &Phone) {
+    let ended = vec![("Status".to_owned(), "completed".to_owned())];
+    for _ in 0..200 {
+        let updates = fake.call_updates(&phone.call_sid).await;
+        if !updates.is_empty() {
+            assert_eq!(updates, [ended]);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the call was not ended");
+}
+
 /// Starts a call through the app and picks up the phone.
 async fn ring(
     app: &TestApp,
