@@ -380,18 +380,7 @@ async fn a_read_aloud_code_goes_inline_and_checking_it_ends_the_call() {
     assert!(app.check(&id, &code).await.expect("check").approved);
 
     // The call is still live, so verifyd ends it.
-    let mut updates = Vec::new();
-    for _ in 0..200 {
-        updates = fake.call_updates(&phone.call_sid).await;
-        if !updates.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        updates,
-        [vec![("Status".to_owned(), "completed".to_owned())]]
-    );
+    assert_call_ended(&fake, &phone).await;
     app.stop().await;
 }
 
@@ -561,18 +550,7 @@ async fn canceling_during_a_live_call_ends_the_call() {
     let id = started.verification.expect("v").id;
     assert_eq!(phone.report("ringing").await, 204);
     app.cancel(&id).await.expect("cancel");
-    let mut updates = Vec::new();
-    for _ in 0..200 {
-        updates = fake.call_updates(&phone.call_sid).await;
-        if !updates.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        updates,
-        [vec![("Status".to_owned(), "completed".to_owned())]]
-    );
+    assert_call_ended(&fake, &phone).await;
     // Twilio may still fetch the TwiML: the call only hangs up.
     let twiml = phone.answer("human").await;
     assert!(twiml.hangup && twiml.gather.is_none());
@@ -590,18 +568,7 @@ async fn a_resend_while_the_call_is_live_ends_the_call() {
     sms.channel = proto::Channel::Sms.into();
     let resent = app.started(sms).await;
     assert_eq!(resent.id, id, "the same verification, now by SMS");
-    let mut updates = Vec::new();
-    for _ in 0..200 {
-        updates = fake.call_updates(&phone.call_sid).await;
-        if !updates.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        updates,
-        [vec![("Status".to_owned(), "completed".to_owned())]]
-    );
+    assert_call_ended(&fake, &phone).await;
     // The old call's webhooks no longer act on the verification.
     let url = phone.field("Url").expect("url").to_owned();
     let (status_code, _) = phone
