@@ -476,3 +476,47 @@ async fn a_provider_that_drops_the_connection_or_answers_garbage_loses_nothing()
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_send_completes_and_is_recorded_even_when_the_caller_goes_away() {
+    use wiremock::{Mock, ResponseTemplate, matchers::method};
+    let fake = FakeTwilio::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"sid": sid("SM", 12)}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&fake.server)
+        .await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+    let req = proto::StartVerificationRequest {
+        idempotency_key: "leaves-early".into(),
+        ..sms_to("+14155550100")
+    };
+    let mut client = app.client.clone();
+    let first = tokio::spawn({
+        let req = req.clone();
+        async move { client.start_verification(req).await }
+    });
+    // The provider has the message; the caller hangs up before the answer.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while fake.sent().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the provider got the message");
+    first.abort();
+
+    // A retry with the key waits for the first run and gets what it
+    // recorded: the send went through, once.
+    let v = app.started(req).await;
+    assert_eq!(v.send_attempts.len(), 1);
+    assert_eq!(
+        v.send_attempts[0].status,
+        i32::from(DeliveryStatus::Accepted)
+    );
+    assert_eq!(fake.sent().await.len(), 1);
+    app.stop().await;
+}
