@@ -377,6 +377,14 @@ impl Config {
     /// Fills in defaults that depend on the mode: dev mode supplies what
     /// production must configure explicitly.
     fn apply_mode_defaults(&mut self) {
+        // Webhook URLs are joined onto the base: without a trailing slash
+        // its last path segment would be dropped.
+        if let Some(url) = &mut self.webhooks.public_base_url
+            && !url.path().ends_with('/')
+        {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
         if self.app_name.is_empty() {
             self.app_name = if self.dev_mode {
                 "verifyd (dev)"

@@ -367,12 +367,13 @@ impl Templates {
         locale: Option<&str>,
         purpose: Purpose,
         app_name: &str,
+        valid_for: std::time::Duration,
         prompt: CallPrompt,
     ) -> Result<String, TemplateError> {
         let vars = Vars {
             app_name,
             code: "",
-            minutes: 0,
+            minutes: valid_for.as_secs().div_ceil(60).max(1),
             purpose,
         };
         let part = match prompt {

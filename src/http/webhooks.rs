@@ -388,9 +388,16 @@ async fn twilio_voice_status(
         }
         _ => return bad("CallStatus", "missing or malformed"),
     };
+    let answered_by = field(&call.params, "AnsweredBy").map(str::to_owned);
     match hooks
         .verifier
-        .call_status(&call.tenant, &call.id, &call.key, &status)
+        .call_status(
+            &call.tenant,
+            &call.id,
+            &call.key,
+            &status,
+            answered_by.as_deref(),
+        )
         .await
     {
         Ok(()) => (StatusCode::NO_CONTENT, String::new()),

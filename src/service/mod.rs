@@ -117,10 +117,14 @@ impl Verifier {
             .await?
             .ok_or(CheckError::NotFound)?;
         self.feed.publish(&v);
+        if v.status.is_terminal() {
+            // Approved, or out of attempts: a call still ringing can no
+            // longer do anything.
+            self.end_live_call(&v);
+        }
         match outcome {
             CheckOutcome::Approved => {
                 tracing::info!(outcome = "approved", "verification checked");
-                self.end_live_call(&v);
                 Ok((true, v))
             }
             CheckOutcome::Rejected => {
@@ -212,6 +216,7 @@ impl Verifier {
                     Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
                         tracing::info!(%tenant, verification = %id, "verification expired");
                         self.feed.publish(&v);
+                        self.end_live_call(&v);
                     }
                     Ok(_) => {}
                     Err(error) => {

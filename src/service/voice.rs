@@ -132,6 +132,7 @@ impl Verifier {
             locale,
             v.purpose,
             &self.settings.app_name,
+            self.policy.code_ttl,
             prompt,
         )?)
     }
@@ -230,7 +231,13 @@ impl Verifier {
         match outcome {
             KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
             KeyOutcome::Reprompt => self.ask(&v, CallPrompt::Retry),
-            KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
+            KeyOutcome::WrongDigits => {
+                // A guess at the digits spends the destination's shared
+                // failed-check budget too, as a wrong code does. The
+                // verification's own attempts already bound this call.
+                let _ = self.limits.check(tenant, &v.to);
+                self.ask(&v, CallPrompt::WrongDigits)
+            }
             KeyOutcome::BackToMain => self.ask(
                 &v,
                 CallPrompt::Ask(v.delivery.voice_mode.unwrap_or_default()),
@@ -273,11 +280,26 @@ impl Verifier {
         id: &VerificationId,
         call: &CallKey,
         status: &str,
+        answered_by: Option<&str>,
     ) -> Result<(), CallError> {
-        self.live_call(tenant, id, call).await?;
+        let v = self.live_call(tenant, id, call).await?;
+        // A read-aloud call runs inline instructions, so no fetch sees
+        // `AnsweredBy`; the answered callback does. Hang up on a machine
+        // rather than leave the code on a voicemail.
+        let machine =
+            answered_by.is_some_and(|a| is_machine(a, self.settings.voice.unknown_answer));
+        if machine {
+            tracing::info!("call answered by a machine: ending it");
+            self.end_live_call(&v);
+        }
         let report = DeliveryReport {
             reference: call.call_sid.clone(),
-            status: status.to_owned(),
+            status: if machine {
+                "answered-by-machine"
+            } else {
+                status
+            }
+            .to_owned(),
             error_code: None,
         };
         Ok(self.record_delivery(tenant, id, &report).await?)

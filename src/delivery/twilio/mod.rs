@@ -115,6 +115,9 @@ impl Twilio {
         http: reqwest::Client,
         status_callback_base: Option<&Url>,
     ) -> Result<Self, String> {
+        if !(Duration::from_secs(5)..=Duration::from_secs(600)).contains(&config.ring_timeout) {
+            return Err("ring_timeout must be 5s to 600s".to_owned());
+        }
         if !config.account_sid.starts_with("AC") || config.account_sid.len() != 34 {
             return Err("account_sid must be AC followed by 32 characters".to_owned());
         }
