@@ -13,6 +13,7 @@ use std::{
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use super::{Content, FailureKind, Message, Provider, Receipt, SendError};
 use crate::clock::Clock;
@@ -124,6 +125,15 @@ impl Breaker {
             BreakerState::Closed { failures: 0 };
     }
 
+    /// Ends a probe that could not run: the provider may be probed again
+    /// at once.
+    fn released(&self, now: SystemTime) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if *state == BreakerState::HalfOpen {
+            *state = BreakerState::Open { until: now };
+        }
+    }
+
     fn failed(&self, now: SystemTime) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let open = BreakerState::Open {
@@ -203,98 +213,152 @@ impl Route {
     }
 
     /// Sends through the first provider that takes the message, within
-    /// `budget`.
+    /// `budget`. Each provider gets an equal share of the time left, so one
+    /// that hangs cannot use up the time of those after it.
     pub async fn send(&self, message: &Message, content: &Content, budget: Duration) -> Dispatch {
-        let give_up = tokio::time::Instant::now() + budget;
+        let give_up = Instant::now() + budget;
         let mut attempts = Vec::new();
         let mut last_error = None;
-        'providers: for (provider, breaker) in &self.providers {
+        for (index, (provider, breaker)) in self.providers.iter().enumerate() {
             if !breaker.allow(self.clock.now()) {
-                let skipped = SendError {
-                    provider: provider.name().to_owned(),
-                    kind: FailureKind::Transient,
-                    reason: "circuit open: provider skipped".to_owned(),
-                };
-                attempts.push(Attempt {
-                    provider: provider.name().to_owned(),
-                    at: self.clock.now(),
-                    result: Err(skipped.clone()),
-                });
+                let skipped = self.error(
+                    provider,
+                    FailureKind::Transient,
+                    "circuit open: provider skipped",
+                );
+                attempts.push(self.attempt(provider, Err(skipped.clone())));
                 last_error = Some(skipped);
                 continue;
             }
-            let mut backoff = self.retry.backoff;
-            for retry in 0..=self.retry.retries {
-                let remaining = give_up.saturating_duration_since(tokio::time::Instant::now());
-                if remaining.is_zero() {
-                    break 'providers;
+            let providers_left = u32::try_from(self.providers.len() - index).unwrap_or(u32::MAX);
+            let share = give_up.saturating_duration_since(Instant::now()) / providers_left;
+            let until = Instant::now() + share;
+            match self
+                .try_provider(provider, breaker, message, content, until, &mut attempts)
+                .await
+            {
+                Tried::Accepted(receipt) => {
+                    return Dispatch {
+                        attempts,
+                        result: Ok(receipt),
+                    };
                 }
-                let timeout = self.retry.attempt_timeout.min(remaining);
-                let result = tokio::time::timeout(timeout, provider.send(message, content))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(SendError {
-                            provider: provider.name().to_owned(),
-                            kind: FailureKind::Transient,
-                            reason: format!("timed out after {}ms", timeout.as_millis()),
-                        })
-                    });
-                attempts.push(Attempt {
-                    provider: provider.name().to_owned(),
-                    at: self.clock.now(),
-                    result: result.clone(),
-                });
-                let error = match result {
-                    Ok(receipt) => {
-                        breaker.succeeded();
-                        return Dispatch {
-                            attempts,
-                            result: Ok(receipt),
-                        };
-                    }
-                    Err(e) => e,
-                };
-                match error.kind {
-                    // The provider works; the destination does not.
-                    FailureKind::Destination => {
-                        breaker.succeeded();
-                        return Dispatch {
-                            attempts,
-                            result: Err(error),
-                        };
-                    }
-                    FailureKind::Rejected => {
-                        breaker.failed(self.clock.now());
-                        last_error = Some(error);
-                        continue 'providers;
-                    }
-                    FailureKind::Transient => {
-                        last_error = Some(error);
-                        if retry == self.retry.retries {
-                            breaker.failed(self.clock.now());
-                            continue 'providers;
-                        }
-                        let pause = RetryPolicy::jittered(backoff)
-                            .min(give_up.saturating_duration_since(tokio::time::Instant::now()));
-                        tokio::time::sleep(pause).await;
-                        backoff = (backoff * 2).min(self.retry.max_backoff);
-                    }
+                Tried::Final(error) => {
+                    return Dispatch {
+                        attempts,
+                        result: Err(error),
+                    };
                 }
+                Tried::Next(error) => last_error = Some(error),
             }
         }
         let error = last_error.unwrap_or_else(|| SendError {
-            provider: self
-                .providers
-                .first()
-                .map_or_else(String::new, |(p, _)| p.name().to_owned()),
+            provider: String::new(),
             kind: FailureKind::Transient,
-            reason: "no time left to send within the deadline".to_owned(),
+            reason: "no provider to try".to_owned(),
         });
         Dispatch {
             attempts,
             result: Err(error),
         }
     }
+
+    /// One provider, with retries, until `until`. Every way out settles the
+    /// breaker, so a half-open probe always resolves.
+    async fn try_provider(
+        &self,
+        provider: &Provider,
+        breaker: &Breaker,
+        message: &Message,
+        content: &Content,
+        until: Instant,
+        attempts: &mut Vec<Attempt>,
+    ) -> Tried {
+        let mut backoff = self.retry.backoff;
+        let mut retry = 0;
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let timeout = self.retry.attempt_timeout.min(remaining);
+            let result = if timeout.is_zero() {
+                Err(self.error(
+                    provider,
+                    FailureKind::Transient,
+                    "no time left for this provider",
+                ))
+            } else {
+                tokio::time::timeout(timeout, provider.send(message, content))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(self.error(
+                            provider,
+                            FailureKind::Transient,
+                            &format!("timed out after {}ms", timeout.as_millis()),
+                        ))
+                    })
+            };
+            attempts.push(self.attempt(provider, result.clone()));
+            let error = match result {
+                Ok(receipt) => {
+                    breaker.succeeded();
+                    return Tried::Accepted(receipt);
+                }
+                Err(error) => error,
+            };
+            match error.kind {
+                // The provider works; the destination does not.
+                FailureKind::Destination => {
+                    breaker.succeeded();
+                    return Tried::Final(error);
+                }
+                FailureKind::Rejected => {
+                    breaker.failed(self.clock.now());
+                    return Tried::Next(error);
+                }
+                // Our budget ran out before the provider got a try: not its
+                // fault, but a probe must still end.
+                FailureKind::Transient if timeout.is_zero() => {
+                    breaker.released(self.clock.now());
+                    return Tried::Next(error);
+                }
+                FailureKind::Transient => {
+                    let pause = RetryPolicy::jittered(backoff);
+                    let fits = Instant::now() + pause < until;
+                    if retry == self.retry.retries || !fits {
+                        breaker.failed(self.clock.now());
+                        return Tried::Next(error);
+                    }
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    fn error(&self, provider: &Provider, kind: FailureKind, reason: &str) -> SendError {
+        SendError {
+            provider: provider.name().to_owned(),
+            kind,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn attempt(&self, provider: &Provider, result: Result<Receipt, SendError>) -> Attempt {
+        Attempt {
+            provider: provider.name().to_owned(),
+            at: self.clock.now(),
+            result,
+        }
+    }
+}
+
+/// How one provider's tries ended.
+enum Tried {
+    Accepted(Receipt),
+    /// No provider can do better.
+    Final(SendError),
+    /// Try the next provider.
+    Next(SendError),
 }
 
 #[cfg(test)]

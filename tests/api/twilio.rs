@@ -158,6 +158,29 @@ async fn a_provider_that_hangs_costs_its_timeout_then_the_next_one_sends() {
 }
 
 #[tokio::test]
+async fn with_the_default_retries_a_hanging_provider_still_leaves_time_for_the_next() {
+    let (slow, backup) = (FakeTwilio::start().await, FakeTwilio::start().await);
+    slow.hang().await;
+    backup.accept(&sid("SM", 13)).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("slow", &slow), ("backup", &backup)]);
+        c.delivery.retry = verifyd::delivery::RetryPolicy::default();
+        c.delivery.timeout = Duration::from_secs(2);
+    })
+    .await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let last = v.send_attempts.last().expect("attempts");
+    assert_eq!(last.provider, "backup");
+    assert_eq!(last.status, i32::from(DeliveryStatus::Accepted));
+    assert!(
+        v.send_attempts[0]
+            .error_reason
+            .starts_with("timed out after")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_rejected_request_fails_over_to_the_next_provider() {
     let (broken, backup) = (FakeTwilio::start().await, FakeTwilio::start().await);
     broken.fail(401, 20003, "Authenticate", 10).await;
