@@ -274,6 +274,10 @@ pub struct Verification {
     pub match_digits: Option<MatchDigits>,
     /// The live voice call, when the latest accepted send was one.
     pub call: Option<super::voice::VoiceCall>,
+    /// Whether any provider ever accepted a send. Delivery reports may later
+    /// mark an accepted attempt failed; that does not make the next send
+    /// the first.
+    pub accepted_once: bool,
 }
 
 /// Why a send on a pending verification is refused.
@@ -320,6 +324,7 @@ impl Verification {
             send_attempts: Vec::new(),
             match_digits,
             call: None,
+            accepted_once: false,
         }
     }
 
@@ -370,12 +375,13 @@ impl Verification {
         let accepted = attempts
             .last()
             .is_some_and(|a| a.status == DeliveryStatus::Accepted);
-        let first_send = !self.has_accepted_send();
+        let first_send = !self.accepted_once;
         self.send_attempts.extend(attempts);
         if self.settle(now) || self.status != Status::Pending {
             return;
         }
         if accepted {
+            self.accepted_once = true;
             // A resend may switch to number matching; the digits are made
             // once and kept across later resends.
             if delivery.voice_mode == Some(VoiceMode::Match) && self.match_digits.is_none() {
@@ -425,12 +431,6 @@ impl Verification {
             });
         }
         true
-    }
-
-    pub fn has_accepted_send(&self) -> bool {
-        self.send_attempts
-            .iter()
-            .any(|a| a.status != DeliveryStatus::Failed)
     }
 
     /// Applies one check. `code_matches` is the constant-time comparison of
@@ -723,6 +723,33 @@ mod tests {
             later,
         );
         assert_eq!(v.match_digits, Some(digits), "kept across resends");
+    }
+
+    #[test]
+    fn a_failed_delivery_report_does_not_make_the_next_send_the_first() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        v.send_attempts[0].reference = Some("CA1".into());
+        let machine = DeliveryReport {
+            reference: "CA1".into(),
+            status: "answered-by-machine".into(),
+            error_code: None,
+        };
+        assert!(v.record_delivery(&machine));
+        let later = T0 + policy.resend_cooldown;
+        v.reserve_send(&policy, later).expect("after cooldown");
+        v.record_send(
+            sms(),
+            vec![attempt(DeliveryStatus::Failed, later)],
+            None,
+            &policy,
+            later,
+        );
+        assert_eq!(
+            v.status,
+            Status::Pending,
+            "a failed resend leaves it pending"
+        );
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct IdempotencyRecord {
     fingerprint: Fingerprint,
     state: IdempotencyState,
     expires_at: SystemTime,
+    /// Where this record stands in the purge queue, so dropping the record
+    /// drops its entry too.
+    queued_at: SystemTime,
 }
 
 #[derive(Debug)]
@@ -264,7 +267,7 @@ impl MemoryStore {
                 let record = entry.get_mut();
                 if record.expires_at <= now {
                     // Past its window: the key is free again.
-                    *record = new_in_flight(fingerprint, now);
+                    *record = new_in_flight(fingerprint, now, record.queued_at);
                     return Ok(Idempotency::Started);
                 }
                 if record.fingerprint != fingerprint {
@@ -276,7 +279,7 @@ impl MemoryStore {
                         Ok(Idempotency::InFlight)
                     }
                     IdempotencyState::InFlight { .. } => {
-                        *record = new_in_flight(fingerprint, now);
+                        *record = new_in_flight(fingerprint, now, record.queued_at);
                         Ok(Idempotency::Started)
                     }
                 }
@@ -285,9 +288,10 @@ impl MemoryStore {
                 if entries >= self.max_entries {
                     return Err(StoreError::Full);
                 }
-                let record = new_in_flight(fingerprint, now);
+                let expires_at = now + IDEMPOTENCY_WINDOW;
+                let record = new_in_flight(fingerprint, now, expires_at);
                 state.purge_queue.insert((
-                    record.expires_at,
+                    expires_at,
                     Purgeable::Idempotency(tenant.clone(), key.to_owned()),
                 ));
                 entry.insert(record);
@@ -320,9 +324,15 @@ impl MemoryStore {
         let key = (tenant.clone(), key.to_owned());
         if let Some(IdempotencyRecord {
             state: IdempotencyState::InFlight { .. },
+            queued_at,
             ..
         }) = state.idempotency.get(&key)
         {
+            let queued = (
+                *queued_at,
+                Purgeable::Idempotency(key.0.clone(), key.1.clone()),
+            );
+            state.purge_queue.remove(&queued);
             state.idempotency.remove(&key);
         }
         Ok(())
@@ -364,11 +374,12 @@ impl MemoryStore {
                 }
                 Purgeable::Idempotency(tenant, key) => {
                     let key = (tenant, key);
-                    let Some(record) = state.idempotency.get(&key) else {
+                    let Some(record) = state.idempotency.get_mut(&key) else {
                         continue;
                     };
                     if record.expires_at > now {
                         let due = record.expires_at;
+                        record.queued_at = due;
                         state
                             .purge_queue
                             .insert((due, Purgeable::Idempotency(key.0, key.1)));
@@ -455,13 +466,18 @@ impl MemoryStore {
     }
 }
 
-fn new_in_flight(fingerprint: Fingerprint, now: SystemTime) -> IdempotencyRecord {
+fn new_in_flight(
+    fingerprint: Fingerprint,
+    now: SystemTime,
+    queued_at: SystemTime,
+) -> IdempotencyRecord {
     IdempotencyRecord {
         fingerprint,
         state: IdempotencyState::InFlight {
             lease_until: now + IDEMPOTENCY_LEASE,
         },
         expires_at: now + IDEMPOTENCY_WINDOW,
+        queued_at,
     }
 }
 
@@ -678,6 +694,28 @@ mod tests {
                 Ok(Idempotency::Started)
             ),
             "a key is free after 24 h"
+        );
+    }
+
+    #[test]
+    fn abandoned_keys_leave_nothing_behind() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let t = TenantId::default_tenant();
+        for n in 0..100 {
+            let key = format!("failed-{n}");
+            assert!(matches!(
+                store.begin_idempotent(&t, &key, [1; 32], T0),
+                Ok(Idempotency::Started)
+            ));
+            store.abandon_idempotent(&t, &key).expect("ok");
+        }
+        let state = store.state();
+        assert!(state.idempotency.is_empty());
+        assert!(
+            state.purge_queue.is_empty(),
+            "{} queue entries left",
+            state.purge_queue.len()
         );
     }
 }
