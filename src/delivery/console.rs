@@ -38,12 +38,17 @@ impl ConsoleSender {
     }
 
     pub(super) fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        // Press-# and number-matching calls have no code to show.
+        let code = if message.carries_code() {
+            format!(" code={}", message.code.expose())
+        } else {
+            String::new()
+        };
         let line = format!(
-            "[verifyd dev-only console sender, not a real delivery] channel={} to={} verification={} code={}{} | {}\n",
+            "[verifyd dev-only console sender, not a real delivery] channel={} to={} verification={}{code}{} | {}\n",
             message.delivery.channel.as_str(),
             message.to.as_str(),
             message.verification_id,
-            message.code.expose(),
             message
                 .match_digits
                 .as_ref()

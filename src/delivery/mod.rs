@@ -21,7 +21,7 @@ pub use templates::{CallPrompt, TemplateError, Templates};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::domain::{
-    Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId,
+    Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId, VoiceMode,
     verification::Delivery, voice::CallToken,
 };
 
@@ -40,6 +40,15 @@ pub struct Message {
     pub valid_for: Duration,
     /// The name the user knows the service by, for the message text.
     pub app_name: String,
+}
+
+impl Message {
+    /// Whether the user gets the code: every channel but press-# and
+    /// number-matching calls, which ask for keys instead.
+    pub fn carries_code(&self) -> bool {
+        self.delivery.channel != Channel::Voice
+            || self.delivery.voice_mode.unwrap_or_default() == VoiceMode::Code
+    }
 }
 
 impl fmt::Debug for Message {

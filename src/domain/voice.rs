@@ -60,7 +60,7 @@ impl VoiceCall {
     /// Whether a webhook's token and CallSid belong to this call.
     pub fn admits(&self, token: &str, call_sid: &str) -> bool {
         let token_ok = bool::from(CallToken::hash(token).ct_eq(&self.token_hash));
-        token_ok && self.call_sid.as_deref().is_none_or(|sid| sid == call_sid)
+        token_ok && self.call_sid.as_deref() == Some(call_sid)
     }
 }
 

@@ -10,7 +10,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::TenantId,
+    domain::{TenantId, VoiceMode},
     proto::{self, verification_service_server::VerificationService},
     service::Verifier,
 };
@@ -70,9 +70,11 @@ impl VerificationService for Api {
         let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
         let v = self.verifier.start(tenant, start, deadline).await?;
         Ok(Response::new(proto::StartVerificationResponse {
+            // Only a number-matching call has digits to show.
             match_digits: v
                 .match_digits
                 .as_ref()
+                .filter(|_| v.delivery.voice_mode == Some(VoiceMode::Match))
                 .map(|d| d.as_str().to_owned())
                 .unwrap_or_default(),
             verification: Some(convert::verification(&v)),

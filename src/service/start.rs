@@ -255,6 +255,7 @@ impl Verifier {
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.min(self.settings.send_timeout)
         });
+        let carries_code = message.carries_code();
         let dispatch = self.dispatch(&message, budget).await;
         // The plaintext code goes no further than the providers.
         drop(message);
@@ -285,7 +286,9 @@ impl Verifier {
                 CompletedSend {
                     delivery: request.delivery.clone(),
                     attempts,
-                    new_hash: dispatch.result.is_ok().then_some(hash),
+                    // Press-# and number-matching calls deliver no code, so
+                    // none is kept: only the call can approve them.
+                    new_hash: carries_code.then_some(hash),
                     call: match (&dispatch.result, &call_token) {
                         (Ok(receipt), Some(token)) => {
                             let mut call = VoiceCall::new(token);

@@ -283,6 +283,10 @@ impl Verifier {
         answered_by: Option<&str>,
     ) -> Result<(), CallError> {
         let v = self.live_call(tenant, id, call).await?;
+        if v.status != Status::Pending {
+            // Once the verification has ended, late callbacks change nothing.
+            return Ok(());
+        }
         // A read-aloud call runs inline instructions, so no fetch sees
         // `AnsweredBy`; the answered callback does. Hang up on a machine
         // rather than leave the code on a voicemail.

@@ -18,8 +18,8 @@ use super::{
     PendingKey, Reservation, StoreError,
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
-    VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
+    Verification, VerificationId,
     voice::{KeyOutcome, Menu},
 };
 
@@ -190,16 +190,19 @@ impl MemoryStore {
     ) -> Result<Option<Verification>, StoreError> {
         let updated = self.update(tenant, id, |record| {
             let was_pending = record.verification.status == Status::Pending;
+            let accepted = send
+                .attempts
+                .last()
+                .is_some_and(|a| a.status == DeliveryStatus::Accepted);
             record
                 .verification
                 .record_send(send.delivery, send.attempts, send.call, policy, now);
-            // Swap the code only if a sender took it and the verification
-            // is still open: a check that approved meanwhile stands.
-            if let Some(hash) = send.new_hash
-                && was_pending
-                && record.verification.status == Status::Pending
-            {
-                record.code_hash = Some(hash);
+            // The user now has the new send's code (or, after a press-#
+            // call, none): swap it in only if a provider took the send and
+            // the verification is still open, so a check that approved
+            // meanwhile stands and a failed resend keeps the old code.
+            if accepted && was_pending && record.verification.status == Status::Pending {
+                record.code_hash = send.new_hash;
             }
         });
         Ok(updated.map(|((), v)| v))

@@ -73,7 +73,8 @@ pub struct CompletedSend {
     pub delivery: Delivery,
     /// Every provider try, in order; the last one decides.
     pub attempts: Vec<SendAttempt>,
-    /// The new code's hash, when a sender accepted it.
+    /// The hash of the code this send delivers (none for calls that ask
+    /// for keys); it replaces the stored one only if a provider accepted.
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,

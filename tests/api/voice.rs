@@ -319,11 +319,16 @@ async fn other_keys_reprompt_twice_then_the_call_ends_with_nothing_approved() {
         "the user can resend"
     );
     assert_eq!(v.check_attempts_remaining, 5);
+    // A press-# call delivers no code, so no code can approve it.
+    for guess in ["000000", "123456", "999999"] {
+        assert!(!app.check(&id, guess).await.expect("check").approved);
+    }
 
     // The call completes; the attempt says so and the verification waits.
     assert_eq!(phone.report("completed").await, 204);
     let v = app.get(&id).await.expect("get");
     assert_eq!(v.send_attempts[0].provider_status, "completed");
+    assert_eq!(v.check_attempts_remaining, 2);
     assert_eq!(status(&v), VerificationStatus::Pending);
     app.stop().await;
 }

@@ -198,7 +198,8 @@ impl Twilio {
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         match message.delivery.channel {
             Channel::Voice => self.call(message, content).await,
-            Channel::Sms | Channel::Email => self.text(message, content).await,
+            Channel::Sms => self.text(message, content).await,
+            Channel::Email => Err(self.error(FailureKind::Rejected, "Twilio does not send email")),
         }
     }
 
@@ -252,11 +253,20 @@ impl Twilio {
                 form.push(("StatusCallbackEvent", event.to_owned()));
             }
         }
-        self.post("Calls.json", &form).await
+        let receipt = self.post("Calls.json", &form).await?;
+        // Webhooks are bound to this CallSid: without a well-formed one the
+        // call cannot be checked, so it does not count as placed.
+        if !receipt.reference.as_deref().is_some_and(is_call_sid) {
+            return Err(self.error(FailureKind::Rejected, "Twilio's answer has no call SID"));
+        }
+        Ok(receipt)
     }
 
     /// Ends a live call (its verification was decided, canceled or resent).
     pub async fn end_call(&self, call_sid: &str) -> Result<(), SendError> {
+        if !is_call_sid(call_sid) {
+            return Err(self.error(FailureKind::Rejected, "not a call SID"));
+        }
         let form = [("Status", "completed".to_owned())];
         self.post(&format!("Calls/{call_sid}.json"), &form)
             .await
@@ -319,6 +329,11 @@ impl Twilio {
         };
         Err(self.error(kind, reason))
     }
+}
+
+/// `CA` and 32 hex digits.
+pub fn is_call_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("CA") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What went wrong on the wire, without the URL (which holds the account).
