@@ -200,8 +200,12 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop_serving);
+        // Probes and provider webhooks stay up until the gRPC drain ends:
+        // Kubernetes keeps reading /readyz (now 503), and a call in progress
+        // can still reach its gather route.
+        let drained = CancellationToken::new();
         let admin = axum::serve(admin_listener, http::admin::router(Arc::clone(&verifier)))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            .with_graceful_shutdown(drained.clone().cancelled_owned());
         let webhooks = async {
             let (Some(listener), Some(base)) =
                 (webhook_listener, config.webhooks.public_base_url.clone())
@@ -211,8 +215,13 @@ impl Application {
             let router =
                 http::webhooks::router(Arc::clone(&verifier), base, twilio_webhook_tokens(&config));
             axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .with_graceful_shutdown(drained.clone().cancelled_owned())
                 .await
+        };
+        let grpc = async {
+            let result = grpc.await;
+            drained.cancel();
+            result
         };
 
         tracing::info!(

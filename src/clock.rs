@@ -82,15 +82,6 @@ impl Clock {
     }
 }
 
-/// Milliseconds since the Unix epoch, the form times take in stores and on
-/// the wire.
-pub fn unix_millis(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -464,8 +464,13 @@ impl Config {
         if self.store.purge_interval.is_zero() {
             return Err(invalid("store.purge_interval", "must be above zero"));
         }
-        if self.delivery.timeout.is_zero() {
-            return Err(invalid("delivery.timeout", "must be above zero"));
+        // A send must end well within the idempotency lease (60s), so a
+        // retry never runs while the first attempt is still sending.
+        if self.delivery.timeout.is_zero() || self.delivery.timeout > Duration::from_secs(50) {
+            return Err(invalid(
+                "delivery.timeout",
+                "must be above zero and at most 50s",
+            ));
         }
         self.validate_delivery()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -580,6 +585,7 @@ impl Config {
             resend_cooldown: c.resend_cooldown,
             match_digits: c.match_digits,
             retention: c.retention,
+            send_lease: self.delivery.timeout + Duration::from_secs(1),
         }
     }
 

@@ -128,17 +128,21 @@ impl PhoneNumber {
         &self.0
     }
 
-    /// `+1415*****00`: the country code and area, and the last two digits.
+    /// `+141******00`: at least half the digits hidden (and all but six),
+    /// keeping the start of the country code and the last digit or two,
+    /// so short numbers are masked as well as long ones.
     fn masked(&self) -> String {
-        let digits = &self.0;
-        let keep_head = digits.len().min(5);
-        let keep_tail = 2.min(digits.len().saturating_sub(keep_head));
-        let hidden = digits.len() - keep_head - keep_tail;
+        let digits = self.0.trim_start_matches('+');
+        let n = digits.len();
+        let hidden = (n.saturating_sub(6)).max(n.div_ceil(2));
+        let shown = n - hidden;
+        let tail = if shown >= 4 { 2 } else { shown.min(1) };
+        let head = shown - tail;
         format!(
-            "{}{}{}",
-            &digits[..keep_head],
+            "+{}{}{}",
+            &digits[..head],
             "*".repeat(hidden),
-            &digits[digits.len() - keep_tail..]
+            &digits[n - tail..]
         )
     }
 }
@@ -265,7 +269,7 @@ mod tests {
     fn phone_numbers_in_free_text_are_masked() {
         assert_eq!(
             mask_phone_numbers("The 'To' number +15005550001 is not valid; +1 and +12 stay"),
-            "The 'To' number +1500*****01 is not valid; +1 and +12 stay"
+            "The 'To' number +150******01 is not valid; +1 and +12 stay"
         );
         assert_eq!(mask_phone_numbers("no numbers"), "no numbers");
     }
@@ -273,8 +277,11 @@ mod tests {
     #[test]
     fn masking_hides_the_middle_of_a_number_and_the_mailbox() {
         let phone = Destination::parse("+14155550100").expect("valid");
-        assert_eq!(phone.masked(), "+1415*****00");
-        assert_eq!(format!("{phone:?}"), "+1415*****00");
+        assert_eq!(phone.masked(), "+141******00");
+        assert_eq!(format!("{phone:?}"), "+141******00");
+        // A short number (Saint Helena) keeps most of its digits hidden too.
+        let short = PhoneNumber("+2902123".to_owned());
+        assert_eq!(short.masked(), "+29****3");
         let email = Destination::parse("alice@example.com").expect("valid");
         assert_eq!(email.masked(), "a***@example.com");
     }

@@ -23,6 +23,9 @@ pub struct Policy {
     /// How long a verification stays readable after its expiry time, before
     /// it is purged.
     pub retention: Duration,
+    /// The longest a send may hold a verification: no other send on it
+    /// starts meanwhile, whatever the cooldown. Longer than a send may take.
+    pub send_lease: Duration,
 }
 
 impl Default for Policy {
@@ -35,6 +38,7 @@ impl Default for Policy {
             resend_cooldown: Duration::from_secs(30),
             match_digits: 2,
             retention: Duration::from_secs(60 * 60),
+            send_lease: Duration::from_secs(11),
         }
     }
 }

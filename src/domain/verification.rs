@@ -270,6 +270,9 @@ pub struct Verification {
     pub sends_remaining: u32,
     /// When the latest send was reserved; the resend cooldown counts from it.
     pub last_send_at: Option<SystemTime>,
+    /// While a send is under way (until it is recorded, or this time
+    /// passes), no other send starts.
+    pub sending_until: Option<SystemTime>,
     pub send_attempts: Vec<SendAttempt>,
     pub match_digits: Option<MatchDigits>,
     /// The live voice call, when the latest accepted send was one.
@@ -321,6 +324,7 @@ impl Verification {
             checks_remaining: policy.max_check_attempts,
             sends_remaining: policy.max_send_attempts,
             last_send_at: None,
+            sending_until: None,
             send_attempts: Vec::new(),
             match_digits,
             call: None,
@@ -343,6 +347,11 @@ impl Verification {
     /// Takes one send from the budget, or says why not. The cooldown holds
     /// whatever the channel, and concurrent resends are serialized by it.
     pub fn reserve_send(&mut self, policy: &Policy, now: SystemTime) -> Result<(), SendRefused> {
+        if let Some(until) = self.sending_until
+            && now < until
+        {
+            return Err(SendRefused::Cooldown { retry_at: until });
+        }
         if let Some(last) = self.last_send_at {
             let retry_at = last + policy.resend_cooldown;
             if now < retry_at {
@@ -354,6 +363,7 @@ impl Verification {
         }
         self.sends_remaining -= 1;
         self.last_send_at = Some(now);
+        self.sending_until = Some(now + policy.send_lease);
         Ok(())
     }
 
@@ -376,6 +386,7 @@ impl Verification {
             .last()
             .is_some_and(|a| a.status == DeliveryStatus::Accepted);
         let first_send = !self.accepted_once;
+        self.sending_until = None;
         self.send_attempts.extend(attempts);
         if self.settle(now) || self.status != Status::Pending {
             return;
@@ -587,6 +598,30 @@ mod tests {
             v.reserve_send(&policy, now),
             Err(SendRefused::SendLimitReached)
         );
+    }
+
+    #[test]
+    fn a_send_under_way_holds_off_others_even_without_a_cooldown() {
+        let policy = Policy {
+            resend_cooldown: Duration::ZERO,
+            ..Policy::default()
+        };
+        let mut v = pending(&policy);
+        v.reserve_send(&policy, T0).expect("no cooldown");
+        assert_eq!(
+            v.reserve_send(&policy, T0),
+            Err(SendRefused::Cooldown {
+                retry_at: T0 + policy.send_lease
+            })
+        );
+        v.record_send(
+            sms(),
+            vec![attempt(DeliveryStatus::Accepted, T0)],
+            None,
+            &policy,
+            T0,
+        );
+        v.reserve_send(&policy, T0).expect("recorded: free again");
     }
 
     #[test]

@@ -82,10 +82,6 @@ impl Verifier {
         })
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub async fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.store.is_ready().await
     }

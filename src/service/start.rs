@@ -18,7 +18,7 @@ use crate::{
         verification::{Delivery, SendRefused},
         voice::{CallToken, VoiceCall},
     },
-    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation, StoreError},
+    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
 };
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
@@ -94,9 +94,7 @@ impl Verifier {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels the task.
-            Err(_) => Err(StartError::Store(StoreError::Unavailable(
-                "verifyd is shutting down".to_owned(),
-            ))),
+            Err(_) => Err(StartError::Interrupted),
         }
     }
 

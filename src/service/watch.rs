@@ -116,7 +116,8 @@ impl Verifier {
                         if let Ok(Some(v)) = this.store.get(&tenant, &id, this.clock.now()).await
                             && v != last
                         {
-                            let _ = tx.send(Ok(v)).await;
+                            // Never wait on a client that stopped reading.
+                            let _ = tx.try_send(Ok(v));
                         }
                         return;
                     }
@@ -142,7 +143,12 @@ impl Verifier {
                 }
                 let terminal = v.status.is_terminal();
                 last = v.clone();
-                if tx.send(Ok(v)).await.is_err() || terminal {
+                // A client that stops reading must not hold up shutdown.
+                let sent = tokio::select! {
+                    sent = tx.send(Ok(v)) => sent.is_ok(),
+                    () = this.shutdown.cancelled() => false,
+                };
+                if !sent || terminal {
                     return;
                 }
             }

@@ -46,6 +46,13 @@ async fn health_is_serving_then_not_serving_during_shutdown() {
         .expect("status")
         .expect("ok");
     assert_eq!(during.status(), ServingStatus::NotServing);
+    // Draining: the probes still answer, and readiness says no.
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    assert_eq!(http_get(&readyz).await, 503);
+    assert_eq!(
+        http_get(&format!("http://{}/livez", app.admin_addr)).await,
+        200
+    );
     drop(watch);
     app.server.await.expect("server stops");
 }
