@@ -82,6 +82,9 @@ impl Application {
             None => None,
         };
 
+        // The phone number metadata loads on first use, which takes long
+        // enough to eat a first caller's deadline: load it now.
+        let _ = crate::domain::Destination::parse("+14155550100");
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let dispatcher = dispatcher(&config, &console, &clock)?;

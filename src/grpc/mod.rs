@@ -39,9 +39,15 @@ fn tenant<T>(_request: &Request<T>) -> TenantId {
     TenantId::default_tenant()
 }
 
+/// When the caller gives up, from the `grpc-timeout` header, taken as soon
+/// as the request arrives.
+fn deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
+    grpc_timeout(request).map(|d| tokio::time::Instant::now() + d)
+}
+
 /// The caller's remaining time, from the `grpc-timeout` header
 /// (`<digits><unit>`, unit one of H M S m u n).
-fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
@@ -151,13 +157,13 @@ mod tests {
             let mut r = Request::new(());
             r.metadata_mut()
                 .insert("grpc-timeout", v.parse().expect("ascii"));
-            deadline(&r)
+            grpc_timeout(&r)
         };
         assert_eq!(with("2S"), Some(Duration::from_secs(2)));
         assert_eq!(with("1500m"), Some(Duration::from_millis(1500)));
         assert_eq!(with("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(with("10x"), None);
         assert_eq!(with("S"), None);
-        assert_eq!(deadline(&Request::new(())), None);
+        assert_eq!(grpc_timeout(&Request::new(())), None);
     }
 }

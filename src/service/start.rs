@@ -8,6 +8,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 use super::{StartError, Verifier};
 use crate::{
@@ -79,14 +80,16 @@ impl Verifier {
     ///
     /// The work runs in its own task: once a send has begun, it and its
     /// record complete even if the caller goes away, so the stored state
-    /// always matches what was sent. `deadline` is the caller's remaining
-    /// time; the send never waits longer than it or the configured timeout.
+    /// always matches what was sent. `deadline` is when the caller gives up;
+    /// the send never runs past it (less a margin for recording) or the
+    /// configured timeout.
     pub async fn start(
         self: &Arc<Self>,
         tenant: TenantId,
         request: StartRequest,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
+        let deadline = deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
         let this = Arc::clone(self);
         let task =
             tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
@@ -106,7 +109,7 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         request: &StartRequest,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         if self.dispatcher.route(request.delivery.channel).is_none() {
             return Err(StartError::ChannelDisabled(request.delivery.channel));
@@ -152,10 +155,10 @@ impl Verifier {
         tenant: &TenantId,
         key: &IdempotencyKey,
         fingerprint: Fingerprint,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Claim, StartError> {
-        let give_up = tokio::time::Instant::now()
-            + deadline.unwrap_or(IDEMPOTENCY_LEASE).min(IDEMPOTENCY_LEASE);
+        let lease_end = Instant::now() + IDEMPOTENCY_LEASE;
+        let give_up = deadline.map_or(lease_end, |d| d.min(lease_end));
         let mut pause = Duration::from_millis(5);
         loop {
             match self
@@ -170,7 +173,7 @@ impl Verifier {
                     // Another request with this key is sending; its answer
                     // is ours. Stores may be shared by replicas, so poll
                     // rather than wait on something in-process.
-                    if tokio::time::Instant::now() + pause > give_up {
+                    if Instant::now() + pause > give_up {
                         return Err(StartError::IdempotencyInFlight);
                     }
                     tokio::time::sleep(pause).await;
@@ -184,7 +187,7 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         request: &StartRequest,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let now = self.clock.now();
         // A destination whose user reported a call as fraud gets nothing
@@ -251,7 +254,8 @@ impl Verifier {
             app_name: self.settings.app_name.clone(),
         };
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
-            d.min(self.settings.send_timeout)
+            d.saturating_duration_since(Instant::now())
+                .min(self.settings.send_timeout)
         });
         let carries_code = message.carries_code();
         let dispatch = self.dispatch(&message, budget).await;
@@ -363,6 +367,10 @@ impl Verifier {
 fn until(at: SystemTime, now: SystemTime) -> Duration {
     at.duration_since(now).unwrap_or_default()
 }
+
+/// Kept back from the caller's deadline for recording the send, so the
+/// answer reaches the caller before it gives up.
+const RECORDING_MARGIN: Duration = Duration::from_millis(50);
 
 enum Claim {
     Fresh,

@@ -543,3 +543,36 @@ async fn a_send_completes_and_is_recorded_even_when_the_caller_goes_away() {
     assert_eq!(fake.sent().await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_callers_deadline_bounds_the_send() {
+    let fake = FakeTwilio::start().await;
+    fake.hang().await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        c.delivery.retry.attempt_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let mut request = tonic::Request::new(sms_to("+14155550100"));
+    request.set_timeout(Duration::from_millis(800));
+    let err = app
+        .client
+        .clone()
+        .start_verification(request)
+        .await
+        .expect_err("the provider hangs");
+    // verifyd's own answer, sent before the deadline, not the transport's
+    // DEADLINE_EXCEEDED: the send stopped in time and was recorded.
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let id = tonic_types::StatusExt::get_details_resource_info(&err)
+        .expect("names the verification")
+        .resource_name;
+    let v = app.get(&id).await.expect("get");
+    assert_eq!(status(&v), VerificationStatus::Failed);
+    assert!(
+        v.send_attempts[0]
+            .error_reason
+            .starts_with("timed out after")
+    );
+    app.stop().await;
+}
