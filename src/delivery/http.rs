@@ -18,7 +18,7 @@ use url::Url;
 
 use super::{
     Content, FailureKind, Message, Receipt, SendError,
-    twilio::{read_limited, transport_reason},
+    web::{read_limited, transport_reason},
 };
 use crate::{clock::Clock, config::Secret, domain::destination::mask_phone_numbers};
 

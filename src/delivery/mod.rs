@@ -12,6 +12,7 @@ pub mod setup;
 pub mod smtp;
 pub mod templates;
 pub mod twilio;
+pub mod web;
 
 use std::{fmt, time::Duration};
 

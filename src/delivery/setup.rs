@@ -3,10 +3,8 @@
 //! startup with one line naming the provider.
 
 use super::{
-    ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
-    http::HttpSms,
-    smtp::SmtpSender,
-    twilio::{self, Twilio},
+    ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates, http::HttpSms,
+    smtp::SmtpSender, twilio::Twilio, web,
 };
 use crate::{
     clock::Clock,
@@ -29,7 +27,7 @@ pub fn dispatcher(
     clock: &Clock,
 ) -> Result<Dispatcher, SetupError> {
     let d = &config.delivery;
-    let http = twilio::http_client().map_err(|problem| SetupError::Provider {
+    let http = web::http_client().map_err(|problem| SetupError::Provider {
         name: "http".to_owned(),
         problem,
     })?;

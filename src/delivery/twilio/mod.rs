@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Content, FailureKind, Message, Receipt, SendError};
+use super::{
+    Content, FailureKind, Message, Receipt, SendError,
+    web::{read_limited, transport_reason},
+};
 use crate::{
     config::Secret,
     domain::{Channel, VoiceMode, destination::mask_phone_numbers},
@@ -334,50 +337,4 @@ impl Twilio {
 /// `CA` and 32 hex digits.
 pub fn is_call_sid(sid: &str) -> bool {
     sid.len() == 34 && sid.starts_with("CA") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// What went wrong on the wire, without the URL (which holds the account).
-pub(crate) fn transport_reason(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else if e.is_body() || e.is_decode() {
-        "the response broke off".to_owned()
-    } else {
-        "request failed".to_owned()
-    }
-}
-
-/// The most of a provider's response body that is read: enough for any
-/// real answer, so a provider streaming garbage costs memory for no more.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-
-pub(crate) async fn read_limited(
-    mut response: reqwest::Response,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
-}
-
-/// One HTTP client for every provider: connection pooling, rustls with the
-/// ring provider, and a connect timeout (attempt timeouts come from the
-/// route).
-pub fn http_client() -> Result<reqwest::Client, String> {
-    // One rustls crypto provider across every crate: ring. Installing it
-    // twice (tests build several apps) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("verifyd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
 }

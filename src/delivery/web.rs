@@ -1,0 +1,48 @@
+//! What every HTTP provider shares: one client (rustls with ring), a
+//! bounded read of answers, and failure reasons that name no URL.
+
+use std::time::Duration;
+
+/// What went wrong on the wire, without the URL (which holds the account).
+pub fn transport_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "the response broke off".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+/// The most of a provider's response body that is read: enough for any
+/// real answer, so a provider streaming garbage costs memory for no more.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+pub async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// One HTTP client for every provider: connection pooling, rustls with the
+/// ring provider, and a connect timeout (attempt timeouts come from the
+/// route).
+pub fn http_client() -> Result<reqwest::Client, String> {
+    // One rustls crypto provider across every crate: ring. Installing it
+    // twice (tests build several apps) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("verifyd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
