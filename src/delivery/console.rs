@@ -52,6 +52,7 @@ impl ConsoleSender {
             message
                 .match_digits
                 .as_ref()
+                .filter(|_| message.delivery.voice_mode == Some(crate::domain::VoiceMode::Match))
                 .map(|d| format!(" match_digits={}", d.as_str()))
                 .unwrap_or_default(),
             content.text().replace('\n', " "),

@@ -88,8 +88,8 @@ impl fmt::Debug for EmailAddress {
 }
 
 /// Masks every phone number in a provider's free text (error messages
-/// often echo the number they refused): a `+` and 7 to 15 digits keep only
-/// the country code and area and the last two digits.
+/// often echo the number they refused): a `+` and 7 to 15 digits are masked
+/// as a destination is.
 pub fn mask_phone_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -228,16 +228,19 @@ impl Verifier {
         };
         self.feed.publish(&v);
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
+        let guessed = menu == Menu::Main
+            && v.delivery.voice_mode == Some(VoiceMode::Match)
+            && matches!(outcome, KeyOutcome::WrongDigits | KeyOutcome::Hangup);
+        if guessed {
+            // A wrong guess at the digits spends the destination's shared
+            // failed-check budget too, as a wrong code does; the
+            // verification's own attempts already bound this call.
+            let _ = self.limits.check(tenant, &v.to);
+        }
         match outcome {
             KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
             KeyOutcome::Reprompt => self.ask(&v, CallPrompt::Retry),
-            KeyOutcome::WrongDigits => {
-                // A guess at the digits spends the destination's shared
-                // failed-check budget too, as a wrong code does. The
-                // verification's own attempts already bound this call.
-                let _ = self.limits.check(tenant, &v.to);
-                self.ask(&v, CallPrompt::WrongDigits)
-            }
+            KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
             KeyOutcome::BackToMain => self.ask(
                 &v,
                 CallPrompt::Ask(v.delivery.voice_mode.unwrap_or_default()),
