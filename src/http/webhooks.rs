@@ -302,6 +302,27 @@ fn xml(reply: Reply) -> Xml {
     ([(axum::http::header::CONTENT_TYPE, content_type)], reply)
 }
 
+/// The common shape of the call routes that answer with TwiML: check the
+/// request, run `step`, and speak its result.
+async fn answer_call(
+    hooks: &Webhooks,
+    provider: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    step: impl AsyncFnOnce(&CallRequest) -> Result<Result<CallStep, CallError>, Reply>,
+) -> Xml {
+    let call = match hooks.call_request(provider, uri, headers, body) {
+        Ok(call) => call,
+        Err(reply) => return xml(reply),
+    };
+    xml(match step(&call).await {
+        Ok(Ok(step)) => hooks.twiml(provider, &call, step),
+        Ok(Err(e)) => call_error(&e),
+        Err(bad_input) => bad_input,
+    })
+}
+
 /// Twilio fetches what an answered call says.
 async fn twilio_voice_twiml(
     State(hooks): State<Webhooks>,
@@ -310,21 +331,14 @@ async fn twilio_voice_twiml(
     headers: HeaderMap,
     body: Bytes,
 ) -> Xml {
-    let call = match hooks.call_request(&provider, &uri, &headers, &body) {
-        Ok(call) => call,
-        Err(reply) => return xml(reply),
-    };
-    let answered_by = field(&call.params, "AnsweredBy").map(str::to_owned);
-    xml(
-        match hooks
+    answer_call(&hooks, &provider, &uri, &headers, &body, async |call| {
+        let answered_by = field(&call.params, "AnsweredBy");
+        Ok(hooks
             .verifier
-            .call_answered(&call.tenant, &call.id, &call.key, answered_by.as_deref())
-            .await
-        {
-            Ok(step) => hooks.twiml(&provider, &call, step),
-            Err(e) => call_error(&e),
-        },
-    )
+            .call_answered(&call.tenant, &call.id, &call.key, answered_by)
+            .await)
+    })
+    .await
 }
 
 /// Twilio posts the keys the user pressed.
@@ -335,35 +349,25 @@ async fn twilio_voice_gather(
     headers: HeaderMap,
     body: Bytes,
 ) -> Xml {
-    let call = match hooks.call_request(&provider, &uri, &headers, &body) {
-        Ok(call) => call,
-        Err(reply) => return xml(reply),
-    };
-    let menu = match query(&uri, "menu").as_deref() {
-        Some("main") => Menu::Main,
-        Some("fraud") => Menu::Fraud,
-        _ => return xml(bad("menu", "must be main or fraud")),
-    };
-    let digits = match field(&call.params, "Digits") {
-        Some(d)
-            if d.len() <= 16
-                && d.bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*') =>
-        {
-            d.to_owned()
-        }
-        _ => return xml(bad("Digits", "missing or malformed")),
-    };
-    xml(
-        match hooks
+    answer_call(&hooks, &provider, &uri, &headers, &body, async |call| {
+        let menu = match query(&uri, "menu").as_deref() {
+            Some("main") => Menu::Main,
+            Some("fraud") => Menu::Fraud,
+            _ => return Err(bad("menu", "must be main or fraud")),
+        };
+        let digits = field(&call.params, "Digits")
+            .filter(|d| {
+                d.len() <= 16
+                    && d.bytes()
+                        .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*')
+            })
+            .ok_or_else(|| bad("Digits", "missing or malformed"))?;
+        Ok(hooks
             .verifier
-            .call_keys(&call.tenant, &call.id, &call.key, menu, &digits)
-            .await
-        {
-            Ok(step) => hooks.twiml(&provider, &call, step),
-            Err(e) => call_error(&e),
-        },
-    )
+            .call_keys(&call.tenant, &call.id, &call.key, menu, digits)
+            .await)
+    })
+    .await
 }
 
 /// Twilio reports the call's progress: initiated, ringing, answered,
