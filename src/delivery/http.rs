@@ -16,10 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use url::Url;
 
-use super::{
-    Content, FailureKind, Message, Receipt, SendError,
-    web::{read_limited, transport_reason},
-};
+use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
 use crate::{clock::Clock, config::Secret, domain::destination::mask_phone_numbers};
 
 pub const SIGNATURE_HEADER: &str = "X-Verifyd-Signature";
@@ -116,19 +113,15 @@ impl HttpSms {
             )
         })?;
         let signature = sign(self.secret.expose().as_bytes(), self.clock.now(), &body);
-        let response = self
+        let request = self
             .http
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
+            .body(body);
+        let (status, answer) = exchange(request)
             .await
-            .map_err(|e| self.error(FailureKind::Transient, transport_reason(&e)))?;
-        let status = response.status();
-        let answer = read_limited(response)
-            .await
-            .map_err(|e| self.error(FailureKind::Transient, transport_reason(&e)))?;
+            .map_err(|reason| self.error(FailureKind::Transient, reason))?;
         if status.is_success() {
             return Ok(Receipt {
                 provider: self.name.clone(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// What went wrong on the wire, without the URL (which holds the account).
-pub fn transport_reason(e: &reqwest::Error) -> String {
+fn transport_reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {
@@ -20,7 +20,7 @@ pub fn transport_reason(e: &reqwest::Error) -> String {
 /// real answer, so a provider streaming garbage costs memory for no more.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-pub async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
@@ -45,4 +45,17 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .user_agent(concat!("verifyd/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Sends a request and reads its answer, bounded. A failure on the wire
+/// comes back as a reason that names no URL.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let response = request.send().await.map_err(|e| transport_reason(&e))?;
+    let status = response.status();
+    let body = read_limited(response)
+        .await
+        .map_err(|e| transport_reason(&e))?;
+    Ok((status, body))
 }

@@ -13,10 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{
-    Content, FailureKind, Message, Receipt, SendError,
-    web::{read_limited, transport_reason},
-};
+use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
 use crate::{
     config::Secret,
     domain::{Channel, VoiceMode, destination::mask_phone_numbers},
@@ -293,18 +290,14 @@ impl Twilio {
             .account_url
             .join(resource)
             .map_err(|e| self.error(FailureKind::Rejected, format!("bad resource URL: {e}")))?;
-        let response = self
+        let request = self
             .http
             .post(url)
             .basic_auth(&self.user, Some(self.password.expose()))
-            .form(form)
-            .send()
+            .form(form);
+        let (status, body) = exchange(request)
             .await
-            .map_err(|e| self.error(FailureKind::Transient, transport_reason(&e)))?;
-        let status = response.status();
-        let body = read_limited(response)
-            .await
-            .map_err(|e| self.error(FailureKind::Transient, transport_reason(&e)))?;
+            .map_err(|reason| self.error(FailureKind::Transient, reason))?;
         if status.is_success() {
             return Ok(Receipt {
                 provider: self.name.clone(),
