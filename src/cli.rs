@@ -1,6 +1,15 @@
 //! `verifyd client ...`: try the service without grpcurl.
 
 use clap::{Args, Subcommand, ValueEnum};
+
+/// `println!` that stops quietly when stdout is closed (`verifyd client
+/// get ... | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use tonic::transport::Channel;
 
 use crate::proto::{self, verification_service_client::VerificationServiceClient};
@@ -148,7 +157,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .into_inner();
             print(response.verification.as_ref());
             if !response.match_digits.is_empty() {
-                println!("match_digits: {}", response.match_digits);
+                out!("match_digits: {}", response.match_digits);
             }
         }
         ClientCommand::Check { id, code } => {
@@ -156,7 +165,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .check_verification(proto::CheckVerificationRequest { id, code })
                 .await?
                 .into_inner();
-            println!("approved: {}", response.approved);
+            out!("approved: {}", response.approved);
             print(response.verification.as_ref());
         }
         ClientCommand::Get { id } => {
@@ -180,7 +189,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .into_inner();
             while let Some(update) = stream.message().await? {
                 print(update.verification.as_ref());
-                println!();
+                out!();
             }
         }
     }
@@ -190,33 +199,33 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn print(v: Option<&proto::Verification>) {
     let Some(v) = v else { return };
     let name = |value: i32, f: fn(i32) -> Option<&'static str>| f(value).unwrap_or("UNKNOWN");
-    println!("id: {}", v.id);
-    println!("to: {}", v.to);
-    println!(
+    out!("id: {}", v.id);
+    out!("to: {}", v.to);
+    out!(
         "status: {}",
         name(v.status, |s| proto::VerificationStatus::try_from(s)
             .ok()
             .map(|s| s.as_str_name()))
     );
-    println!(
+    out!(
         "channel: {}",
         name(v.channel, |c| proto::Channel::try_from(c)
             .ok()
             .map(|c| c.as_str_name()))
     );
-    println!(
+    out!(
         "purpose: {}",
         name(v.purpose, |p| proto::Purpose::try_from(p)
             .ok()
             .map(|p| p.as_str_name()))
     );
     if let Some(expires_at) = &v.expires_at {
-        println!("expires_at: {expires_at}");
+        out!("expires_at: {expires_at}");
     }
-    println!("check_attempts_remaining: {}", v.check_attempts_remaining);
-    println!("send_attempts_remaining: {}", v.send_attempts_remaining);
+    out!("check_attempts_remaining: {}", v.check_attempts_remaining);
+    out!("send_attempts_remaining: {}", v.send_attempts_remaining);
     for a in &v.send_attempts {
-        println!(
+        out!(
             "send_attempt: {} {} via {}{}",
             name(a.channel, |c| proto::Channel::try_from(c)
                 .ok()

@@ -1,4 +1,4 @@
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use verifyd::{app::Application, cli, config::Config, domain::Channel, telemetry};
@@ -106,8 +106,10 @@ async fn send_test(path: Option<PathBuf>, channel: &str, to: &str) -> ExitCode {
     };
     match verifyd::send_test::run(&config, channel, to).await {
         Ok(lines) => {
+            let mut stdout = std::io::stdout().lock();
             for line in lines {
-                println!("{line}");
+                // A closed stdout (piped into `head`) is not an error here.
+                let _ = writeln!(stdout, "{line}");
             }
             ExitCode::SUCCESS
         }
