@@ -60,10 +60,8 @@ impl ConsoleSender {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.write_all(line.as_bytes())
             .and_then(|()| out.flush())
-            .map_err(|e| SendError {
-                provider: Self::PROVIDER.to_owned(),
-                kind: FailureKind::Transient,
-                reason: e.kind().to_string(),
+            .map_err(|e| {
+                SendError::new(Self::PROVIDER, FailureKind::Transient, e.kind().to_string())
             })?;
         Ok(Receipt {
             provider: Self::PROVIDER.to_owned(),

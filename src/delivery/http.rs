@@ -17,7 +17,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
-use crate::{clock::Clock, config::Secret, domain::destination::mask_phone_numbers};
+use crate::{clock::Clock, config::Secret};
 
 pub const SIGNATURE_HEADER: &str = "X-Verifyd-Signature";
 
@@ -91,11 +91,7 @@ impl HttpSms {
     }
 
     fn error(&self, kind: FailureKind, reason: impl Into<String>) -> SendError {
-        SendError {
-            provider: self.name.clone(),
-            kind,
-            reason: mask_phone_numbers(&reason.into()),
-        }
+        SendError::new(&self.name, kind, reason)
     }
 
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {

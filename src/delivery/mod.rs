@@ -21,6 +21,8 @@ pub use route::{Breaker, BreakerConfig, Dispatch, RetryPolicy, Route};
 pub use templates::{CallPrompt, TemplateError, Templates};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::domain::destination::mask_phone_numbers;
+
 use crate::domain::{
     Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId, VoiceMode,
     verification::Delivery, voice::CallToken,
@@ -122,14 +124,26 @@ pub enum FailureKind {
 }
 
 /// Why a provider did not take a message. The reason is recorded on the send
-/// attempt and may reach callers, so providers mask any destination in it
-/// and never include the code.
+/// attempt and may reach callers, so it never includes the code, and
+/// [`SendError::new`] masks any phone number in it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{provider}: {reason}")]
 pub struct SendError {
     pub provider: String,
     pub kind: FailureKind,
     pub reason: String,
+}
+
+impl SendError {
+    /// The one way failures are made: providers' texts often echo the
+    /// number they refused, so every reason is masked here.
+    pub fn new(provider: impl Into<String>, kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            kind,
+            reason: mask_phone_numbers(&reason.into()),
+        }
+    }
 }
 
 /// One way to deliver messages.

@@ -168,11 +168,7 @@ pub struct Dispatch {
 impl Dispatch {
     /// A send that failed before any provider was tried.
     pub fn failed(provider: &str, kind: FailureKind, reason: &str, at: SystemTime) -> Self {
-        let error = SendError {
-            provider: provider.to_owned(),
-            kind,
-            reason: reason.to_owned(),
-        };
+        let error = SendError::new(provider, kind, reason);
         Self {
             attempts: vec![Attempt {
                 provider: provider.to_owned(),
@@ -252,11 +248,8 @@ impl Route {
                 Tried::Next(error) => last_error = Some(error),
             }
         }
-        let error = last_error.unwrap_or_else(|| SendError {
-            provider: String::new(),
-            kind: FailureKind::Transient,
-            reason: "no provider to try".to_owned(),
-        });
+        let error = last_error
+            .unwrap_or_else(|| SendError::new("", FailureKind::Transient, "no provider to try"));
         Dispatch {
             attempts,
             result: Err(error),
@@ -336,11 +329,7 @@ impl Route {
     }
 
     fn error(&self, provider: &Provider, kind: FailureKind, reason: &str) -> SendError {
-        SendError {
-            provider: provider.name().to_owned(),
-            kind,
-            reason: reason.to_owned(),
-        }
+        SendError::new(provider.name(), kind, reason)
     }
 
     fn attempt(&self, provider: &Provider, result: Result<Receipt, SendError>) -> Attempt {

@@ -292,11 +292,7 @@ impl SmtpSender {
     }
 
     fn failure(&self, kind: FailureKind, reason: String) -> SendError {
-        SendError {
-            provider: self.name.clone(),
-            kind,
-            reason,
-        }
+        SendError::new(&self.name, kind, reason)
     }
 }
 

@@ -16,7 +16,7 @@ use url::Url;
 use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
 use crate::{
     config::Secret,
-    domain::{Channel, VoiceMode, destination::mask_phone_numbers},
+    domain::{Channel, VoiceMode},
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -154,11 +154,7 @@ impl Twilio {
     }
 
     fn error(&self, kind: FailureKind, reason: impl Into<String>) -> SendError {
-        SendError {
-            provider: self.name.clone(),
-            kind,
-            reason: mask_phone_numbers(&reason.into()),
-        }
+        SendError::new(&self.name, kind, reason)
     }
 
     /// Checks what calls need beyond SMS: a caller id, and a public URL for
