@@ -222,6 +222,17 @@ impl TestApp {
             .map(|r| r.into_inner().verification.expect("verification"))
     }
 
+    pub async fn watch(
+        &self,
+        id: &str,
+    ) -> Result<tonic::Streaming<proto::WatchVerificationResponse>, tonic::Status> {
+        self.client
+            .clone()
+            .watch_verification(proto::WatchVerificationRequest { id: id.to_owned() })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.expect("server task");

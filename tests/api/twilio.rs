@@ -332,13 +332,7 @@ async fn watchers_see_delivery_updates() {
     fake.accept(&message).await;
     let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
     let v = app.started(sms_to("+14155550100")).await;
-    let mut stream = app
-        .client
-        .clone()
-        .watch_verification(proto::WatchVerificationRequest { id: v.id.clone() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut stream = app.watch(&v.id).await.expect("watch");
     stream.next().await.expect("current").expect("ok");
     let params = vec![
         ("MessageSid", message.as_str()),

@@ -257,13 +257,7 @@ async fn pound_approves_and_watchers_see_it_at_once() {
         "an unguessable token bound to the call"
     );
 
-    let mut watch = app
-        .client
-        .clone()
-        .watch_verification(proto::WatchVerificationRequest { id: v.id.clone() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch = app.watch(&v.id).await.expect("watch");
     watch.next().await.expect("current").expect("ok");
 
     let twiml = phone.answer("human").await;

@@ -6,21 +6,10 @@ use tokio_stream::StreamExt as _;
 use tonic::{Code, Streaming};
 use verifyd::proto::{self, VerificationStatus};
 
-use crate::helpers::{TestApp, sms_to, spawn_app, spawn_app_with, status};
+use crate::helpers::{sms_to, spawn_app, spawn_app_with, status};
 
 /// Generous, since nothing here waits on time passing: each step is pushed.
 const STEP: Duration = Duration::from_secs(10);
-
-async fn watch(
-    app: &TestApp,
-    id: &str,
-) -> Result<Streaming<proto::WatchVerificationResponse>, tonic::Status> {
-    app.client
-        .clone()
-        .watch_verification(proto::WatchVerificationRequest { id: id.to_owned() })
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 async fn next(
     stream: &mut Streaming<proto::WatchVerificationResponse>,
@@ -36,7 +25,7 @@ async fn a_watcher_sees_the_current_state_each_change_and_the_end() {
     let app = spawn_app().await;
     let v = app.started(sms_to("+14155550100")).await;
     let code = app.outbox.code_for(&v.id);
-    let mut stream = watch(&app, &v.id).await.expect("watch");
+    let mut stream = app.watch(&v.id).await.expect("watch");
     assert_eq!(
         status(&next(&mut stream).await.expect("current")),
         VerificationStatus::Pending
@@ -62,7 +51,7 @@ async fn a_watcher_sees_the_current_state_each_change_and_the_end() {
 async fn expiry_is_pushed_to_watchers() {
     let app = spawn_app().await;
     let v = app.started(sms_to("+14155550100")).await;
-    let mut stream = watch(&app, &v.id).await.expect("watch");
+    let mut stream = app.watch(&v.id).await.expect("watch");
     assert_eq!(
         status(&next(&mut stream).await.expect("current")),
         VerificationStatus::Pending
@@ -80,13 +69,14 @@ async fn watching_a_finished_verification_gives_its_state_and_ends() {
     let app = spawn_app().await;
     let v = app.started(sms_to("+14155550100")).await;
     app.cancel(&v.id).await.expect("cancel");
-    let mut stream = watch(&app, &v.id).await.expect("watch");
+    let mut stream = app.watch(&v.id).await.expect("watch");
     assert_eq!(
         status(&next(&mut stream).await.expect("current")),
         VerificationStatus::Canceled
     );
     assert!(next(&mut stream).await.is_none());
-    let err = watch(&app, "VE0123456789abcdef0123456789abcdef")
+    let err = app
+        .watch("VE0123456789abcdef0123456789abcdef")
         .await
         .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
@@ -97,7 +87,7 @@ async fn watching_a_finished_verification_gives_its_state_and_ends() {
 async fn shutdown_sends_the_current_state_and_ends_open_streams() {
     let app = spawn_app().await;
     let v = app.started(sms_to("+14155550100")).await;
-    let mut stream = watch(&app, &v.id).await.expect("watch");
+    let mut stream = app.watch(&v.id).await.expect("watch");
     assert_eq!(
         status(&next(&mut stream).await.expect("current")),
         VerificationStatus::Pending
@@ -114,16 +104,16 @@ async fn shutdown_sends_the_current_state_and_ends_open_streams() {
 async fn open_watch_streams_per_tenant_are_capped() {
     let app = spawn_app_with(|c| c.server.max_watch_streams_per_tenant = 2).await;
     let v = app.started(sms_to("+14155550100")).await;
-    let mut first = watch(&app, &v.id).await.expect("first");
-    let _second = watch(&app, &v.id).await.expect("second");
+    let mut first = app.watch(&v.id).await.expect("first");
+    let _second = app.watch(&v.id).await.expect("second");
     next(&mut first).await.expect("current");
-    let err = watch(&app, &v.id).await.expect_err("third");
+    let err = app.watch(&v.id).await.expect_err("third");
     assert_eq!(err.code(), Code::ResourceExhausted);
     drop(first);
     // The slot comes back once the server sees the stream gone.
     let mut reopened = None;
     for _ in 0..100 {
-        if let Ok(s) = watch(&app, &v.id).await {
+        if let Ok(s) = app.watch(&v.id).await {
             reopened = Some(s);
             break;
         }
