@@ -6,7 +6,7 @@
 //! way. Shutdown: health and `/readyz` turn NOT_SERVING, watch streams get
 //! the current state and end, in-flight RPCs get the grace period to finish.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,7 +24,7 @@ use crate::{
     http, proto,
     ratelimit::RateLimits,
     service::{ServiceSettings, Verifier},
-    store::{MemoryStore, Store},
+    store::{MemoryStore, RedisStore, Store, StoreError},
 };
 
 /// Requests are a few hundred bytes; refuse anything much larger before
@@ -61,7 +61,16 @@ pub enum RunError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Delivery(#[from] SetupError),
+    #[error("store: {0}")]
+    Store(StoreError),
 }
+
+/// Labels the subkey that hashes destinations into Redis key names.
+const REDIS_INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";
+
+/// How often readiness (the store's reachability) is checked and the gRPC
+/// health status kept in step with it.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, RunError> {
@@ -89,15 +98,32 @@ impl Application {
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let dispatcher = dispatcher(&config, &console, &clock)?;
         let policy = config.policy();
-        let store = match config.store.backend {
-            StoreBackend::Memory => {
-                Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention))
+        let shutdown = CancellationToken::new();
+        let (store, limits) = match config.store.backend {
+            StoreBackend::Memory => (
+                Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention)),
+                RateLimits::new(&config.limits, clock.clone()),
+            ),
+            StoreBackend::Redis => {
+                // Destinations are hashed into key names with a key of their
+                // own, derived from the HMAC key.
+                let index_key = config.key_ring().active().derive(REDIS_INDEX_KEY_LABEL);
+                let redis = RedisStore::open(
+                    &config.store.redis,
+                    index_key,
+                    policy.retention,
+                    shutdown.clone(),
+                )
+                .map_err(RunError::Store)?;
+                (
+                    Store::Redis(redis.clone()),
+                    RateLimits::shared(&config.limits, clock.clone(), redis),
+                )
             }
         };
-        let shutdown = CancellationToken::new();
         let verifier = Verifier::new(
             store,
-            RateLimits::new(&config.limits, clock.clone()),
+            limits,
             dispatcher,
             config.key_ring(),
             policy,
@@ -156,6 +182,11 @@ impl Application {
         let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<VerificationServiceServer<Api>>().await;
+        let readiness = tokio::spawn(track_readiness(
+            Arc::clone(&verifier),
+            health.clone(),
+            shutdown.clone(),
+        ));
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -247,8 +278,47 @@ impl Application {
             }
         };
         shutdown.cancel();
-        let _ = tokio::join!(expiry, purge);
+        let _ = tokio::join!(expiry, purge, readiness);
         tracing::info!("verifyd stopped");
         result
+    }
+}
+
+/// Keeps the gRPC health status in step with readiness: NOT_SERVING while
+/// the store is unreachable, SERVING again once it is back. `/readyz` asks
+/// the same question on each probe; `/livez` never does, so a store outage
+/// does not get pods restarted. Ends at shutdown, which owns the status
+/// from then on.
+async fn track_readiness(
+    verifier: Arc<Verifier>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    let mut ticks = tokio::time::interval(READINESS_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let ready = verifier.is_ready().await;
+        if ready == serving || shutdown.is_cancelled() {
+            continue;
+        }
+        serving = ready;
+        let status = if ready {
+            tracing::info!("the store is reachable again: serving");
+            ServingStatus::Serving
+        } else {
+            tracing::warn!("the store is unreachable: not serving");
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(
+                <VerificationServiceServer<Api> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     },
     ratelimit::LimitsConfig,
     service::VoiceSettings,
+    store::redis::RedisConfig,
 };
 
 const ENV_PREFIX: &str = "VERIFYD_";
@@ -139,6 +140,8 @@ impl Default for HmacConfig {
 pub enum StoreBackend {
     #[default]
     Memory,
+    /// Shared by every replica; see `[store.redis]`.
+    Redis,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -150,6 +153,7 @@ pub struct StoreConfig {
     pub max_entries: usize,
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
+    pub redis: RedisConfig,
 }
 
 impl Default for StoreConfig {
@@ -158,6 +162,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Memory,
             max_entries: 1_000_000,
             purge_interval: Duration::from_secs(30),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -463,6 +468,11 @@ impl Config {
         }
         if self.store.purge_interval.is_zero() {
             return Err(invalid("store.purge_interval", "must be above zero"));
+        }
+        if self.store.backend == StoreBackend::Redis
+            && let Some((key, problem)) = self.store.redis.problem()
+        {
+            return Err(invalid(key, problem));
         }
         // A send must end well within the idempotency lease (60s), so a
         // retry never runs while the first attempt is still sending.

@@ -106,6 +106,11 @@ impl MatchDigits {
         Self(random_digits(usize::from(len)))
     }
 
+    /// Digits a store kept, as `as_str` gave them.
+    pub fn from_stored(digits: &str) -> Self {
+        Self(digits.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -161,6 +166,16 @@ impl HmacKey {
 
     pub fn id(&self) -> &KeyId {
         &self.id
+    }
+
+    /// A subkey for another purpose (`label` says which), so that one
+    /// configured secret serves several uses without their outputs ever
+    /// being comparable.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     fn mac(&self, tenant: &TenantId, id: &VerificationId, code: &Code) -> [u8; 32] {
@@ -228,6 +243,11 @@ pub struct KeyRing {
 impl KeyRing {
     pub fn new(active: HmacKey) -> Self {
         Self { active }
+    }
+
+    /// The key new codes are hashed with.
+    pub fn active(&self) -> &HmacKey {
+        &self.active
     }
 
     /// The hash to store for a newly issued code.

@@ -57,6 +57,17 @@ impl Destination {
         }
     }
 
+    /// Rebuilds a destination a store wrote from `as_str`, without parsing
+    /// it again: the store holds only canonical forms this process (or a
+    /// replica) produced.
+    pub fn from_stored(canonical: &str) -> Self {
+        if canonical.starts_with('+') {
+            Self::Phone(PhoneNumber(canonical.to_owned()))
+        } else {
+            Self::Email(EmailAddress(canonical.to_owned()))
+        }
+    }
+
     /// A form safe for logs and traces: enough to tell destinations apart
     /// when debugging, not enough to contact anyone.
     pub fn masked(&self) -> String {

@@ -11,8 +11,9 @@ use rand::{RngCore as _, TryRngCore as _};
 
 use super::{Destination, MatchDigits, Policy, TenantId};
 
-/// `VE` and 32 lowercase hex digits: 128 bits from the OS CSPRNG, so ids
-/// cannot be guessed or enumerated.
+/// `VE` and 32 lowercase hex digits from the OS CSPRNG, so ids cannot be
+/// guessed or enumerated. A store may fix the first four digits (its shard,
+/// see [`VerificationId::generate_in`]); the other 112 bits stay random.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VerificationId(String);
 
@@ -24,6 +25,20 @@ impl VerificationId {
         let mut bytes = [0u8; ID_RANDOM_BYTES];
         OsRng.unwrap_err().fill_bytes(&mut bytes);
         Self(format!("{ID_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    /// An id whose first two bytes are `shard`, so that a store can find
+    /// where the verification lives from its id alone.
+    pub fn generate_in(shard: [u8; 2]) -> Self {
+        let mut bytes = [0u8; ID_RANDOM_BYTES];
+        OsRng.unwrap_err().fill_bytes(&mut bytes);
+        bytes[..2].copy_from_slice(&shard);
+        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    /// The four hex digits `generate_in` took from its shard.
+    pub fn shard(&self) -> &str {
+        &self.0[ID_PREFIX.len()..ID_PREFIX.len() + 4]
     }
 
     pub fn parse(input: &str) -> Option<Self> {
@@ -209,7 +224,7 @@ impl DeliveryReport {
     /// Where a provider status sits in a message's life, and what it means
     /// here. Callbacks arrive late, repeated and out of order; a report only
     /// applies when it moves the attempt forward. Unknown words rank 0.
-    fn rank(status: &str) -> (u8, Option<DeliveryStatus>) {
+    pub fn rank(status: &str) -> (u8, Option<DeliveryStatus>) {
         match status {
             "accepted" | "scheduled" | "queued" => (1, Some(DeliveryStatus::Accepted)),
             "sending" => (2, Some(DeliveryStatus::Accepted)),
@@ -227,6 +242,23 @@ impl DeliveryReport {
             "answered-by-machine" => (4, Some(DeliveryStatus::Failed)),
             _ => (0, None),
         }
+    }
+}
+
+impl DeliveryReport {
+    /// The reason recorded on an attempt this report marks failed.
+    pub fn failure_reason(&self) -> Option<String> {
+        let (_, status) = Self::rank(&self.status);
+        if !matches!(
+            status,
+            Some(DeliveryStatus::Failed | DeliveryStatus::Undelivered)
+        ) {
+            return None;
+        }
+        Some(match &self.error_code {
+            Some(code) => format!("provider reports {} (error {code})", self.status),
+            None => format!("provider reports {}", self.status),
+        })
     }
 }
 
@@ -432,14 +464,8 @@ impl Verification {
         if let Some(status) = status {
             attempt.status = status;
         }
-        if matches!(
-            status,
-            Some(DeliveryStatus::Failed | DeliveryStatus::Undelivered)
-        ) {
-            attempt.error_reason = Some(match &report.error_code {
-                Some(code) => format!("provider reports {} (error {code})", report.status),
-                None => format!("provider reports {}", report.status),
-            });
+        if let Some(reason) = report.failure_reason() {
+            attempt.error_reason = Some(reason);
         }
         true
     }

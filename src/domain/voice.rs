@@ -57,6 +57,25 @@ impl VoiceCall {
         }
     }
 
+    /// The SHA-256 of the call's token, for a store to keep.
+    pub fn token_hash(&self) -> &[u8; 32] {
+        &self.token_hash
+    }
+
+    /// Rebuilds a call from what a store kept.
+    pub fn from_stored(token_hash: [u8; 32], call_sid: Option<String>, reprompts: u8) -> Self {
+        Self {
+            token_hash,
+            call_sid,
+            reprompts,
+        }
+    }
+
+    /// What a store compares a webhook's token with: its SHA-256.
+    pub fn hash_token(token: &str) -> [u8; 32] {
+        CallToken::hash(token)
+    }
+
     /// Whether a webhook's token and CallSid belong to this call.
     pub fn admits(&self, token: &str, call_sid: &str) -> bool {
         let token_ok = bool::from(CallToken::hash(token).ct_eq(&self.token_hash));

@@ -2,8 +2,11 @@
 //! interval, e.g. a burst of 5 then one more every 2 minutes.
 //!
 //! The limiters read the service's [`Clock`], so tests drive them with the
-//! same manual clock as expiry. State is per process; the Redis issue moves
-//! the shared limits into Redis so replicas share one budget.
+//! same manual clock as expiry. With the Redis store, the budgets that
+//! guard destinations and IP addresses (starts and failed checks) live in
+//! Redis, one GCRA script per take, so every replica spends from one budget;
+//! the per-tenant request rate stays in process, a cheap first line that
+//! needs no round trip.
 
 use std::{
     hash::Hash,
@@ -20,6 +23,7 @@ use governor::{
 use crate::{
     clock::Clock,
     domain::{Destination, TenantId},
+    store::{RedisStore, StoreError},
 };
 
 /// A quota: `burst` requests at once, then one more every `period`.
@@ -67,6 +71,16 @@ impl Limit {
 pub struct RateLimited {
     pub limit: Limit,
     pub retry_after: Duration,
+}
+
+/// Why a take failed: the budget is spent, or (shared budgets) the store
+/// that holds it cannot say, and the request fails closed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LimitError {
+    #[error(transparent)]
+    Limited(#[from] RateLimited),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -148,7 +162,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
-/// The per-process limits.
+/// The limits.
 ///
 /// Keys include the tenant, so one tenant's traffic never spends another's
 /// budget or reveals what another did with a destination. IPv6 addresses
@@ -156,32 +170,74 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 /// through one's own addresses buys nothing.
 #[derive(Debug)]
 pub struct RateLimits {
-    starts_per_destination: Limiter<(TenantId, Destination)>,
-    starts_per_ip: Limiter<(TenantId, IpAddr)>,
-    failed_checks_per_destination: Limiter<(TenantId, Destination)>,
     requests_per_tenant: Limiter<TenantId>,
+    budgets: Budgets,
+}
+
+/// Where the destination and IP budgets live.
+#[derive(Debug)]
+enum Budgets {
+    Local {
+        starts_per_destination: Limiter<(TenantId, Destination)>,
+        starts_per_ip: Limiter<(TenantId, IpAddr)>,
+        failed_checks_per_destination: Limiter<(TenantId, Destination)>,
+    },
+    Shared {
+        redis: RedisStore,
+        config: LimitsConfig,
+        clock: Clock,
+    },
 }
 
 impl RateLimits {
+    /// Limits kept in this process.
     pub fn new(config: &LimitsConfig, clock: Clock) -> Self {
-        let clock = LimiterClock(clock);
+        let limiter_clock = LimiterClock(clock.clone());
+        Self::with_budgets(
+            config,
+            clock,
+            Budgets::Local {
+                starts_per_destination: Limiter::new(
+                    Limit::StartsPerDestination,
+                    config.starts_per_destination,
+                    &limiter_clock,
+                ),
+                starts_per_ip: Limiter::new(
+                    Limit::StartsPerIp,
+                    config.starts_per_ip,
+                    &limiter_clock,
+                ),
+                failed_checks_per_destination: Limiter::new(
+                    Limit::FailedChecksPerDestination,
+                    config.failed_checks_per_destination,
+                    &limiter_clock,
+                ),
+            },
+        )
+    }
+
+    /// Limits whose destination and IP budgets every replica sharing
+    /// `redis` spends together.
+    pub fn shared(config: &LimitsConfig, clock: Clock, redis: RedisStore) -> Self {
+        Self::with_budgets(
+            config,
+            clock.clone(),
+            Budgets::Shared {
+                redis,
+                config: *config,
+                clock,
+            },
+        )
+    }
+
+    fn with_budgets(config: &LimitsConfig, clock: Clock, budgets: Budgets) -> Self {
         Self {
-            starts_per_destination: Limiter::new(
-                Limit::StartsPerDestination,
-                config.starts_per_destination,
-                &clock,
-            ),
-            starts_per_ip: Limiter::new(Limit::StartsPerIp, config.starts_per_ip, &clock),
-            failed_checks_per_destination: Limiter::new(
-                Limit::FailedChecksPerDestination,
-                config.failed_checks_per_destination,
-                &clock,
-            ),
             requests_per_tenant: Limiter::new(
                 Limit::RequestsPerTenant,
                 config.requests_per_tenant,
-                &clock,
+                &LimiterClock(clock),
             ),
+            budgets,
         }
     }
 
@@ -190,17 +246,38 @@ impl RateLimits {
     }
 
     /// Takes one start from the IP's budget, then the destination's.
-    pub fn start(
+    pub async fn start(
         &self,
         tenant: &TenantId,
         to: &Destination,
         ip: Option<IpAddr>,
-    ) -> Result<(), RateLimited> {
-        if let Some(ip) = ip {
-            self.starts_per_ip.take(&(tenant.clone(), ip_block(ip)))?;
+    ) -> Result<(), LimitError> {
+        match &self.budgets {
+            Budgets::Local {
+                starts_per_destination,
+                starts_per_ip,
+                ..
+            } => {
+                if let Some(ip) = ip {
+                    starts_per_ip.take(&(tenant.clone(), ip_block(ip)))?;
+                }
+                Ok(starts_per_destination.take(&(tenant.clone(), to.clone()))?)
+            }
+            Budgets::Shared { config, .. } => {
+                if let Some(ip) = ip {
+                    let block = ip_block(ip).to_string();
+                    self.take_shared(Limit::StartsPerIp, config.starts_per_ip, tenant, &block)
+                        .await?;
+                }
+                self.take_shared(
+                    Limit::StartsPerDestination,
+                    config.starts_per_destination,
+                    tenant,
+                    to.as_str(),
+                )
+                .await
+            }
         }
-        self.starts_per_destination
-            .take(&(tenant.clone(), to.clone()))
     }
 
     /// Takes one cell before a code is compared. Taking it first means no
@@ -208,25 +285,80 @@ impl RateLimits {
     /// code ends the verification, so in practice the budget is spent by
     /// wrong codes. It spans all of a destination's verifications, so a
     /// fresh start does not reset it.
-    pub fn check(&self, tenant: &TenantId, to: &Destination) -> Result<(), RateLimited> {
-        self.failed_checks_per_destination
-            .take(&(tenant.clone(), to.clone()))
+    pub async fn check(&self, tenant: &TenantId, to: &Destination) -> Result<(), LimitError> {
+        match &self.budgets {
+            Budgets::Local {
+                failed_checks_per_destination,
+                ..
+            } => Ok(failed_checks_per_destination.take(&(tenant.clone(), to.clone()))?),
+            Budgets::Shared { config, .. } => {
+                self.take_shared(
+                    Limit::FailedChecksPerDestination,
+                    config.failed_checks_per_destination,
+                    tenant,
+                    to.as_str(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn take_shared(
+        &self,
+        limit: Limit,
+        quota: QuotaConfig,
+        tenant: &TenantId,
+        subject: &str,
+    ) -> Result<(), LimitError> {
+        let Budgets::Shared { redis, clock, .. } = &self.budgets else {
+            unreachable!("only called for shared budgets");
+        };
+        let wait = redis
+            .take(
+                limit.as_str(),
+                tenant,
+                subject,
+                quota.period,
+                quota.burst,
+                clock.now(),
+            )
+            .await?;
+        match wait {
+            None => Ok(()),
+            Some(retry_after) => Err(RateLimited { limit, retry_after }.into()),
+        }
     }
 
     /// Drops limiter state for keys that are back to a full budget, so
-    /// memory tracks active keys only.
+    /// memory tracks active keys only. (Shared budgets expire in Redis.)
     pub fn prune(&self) {
-        self.starts_per_destination.inner.retain_recent();
-        self.starts_per_ip.inner.retain_recent();
-        self.failed_checks_per_destination.inner.retain_recent();
         self.requests_per_tenant.inner.retain_recent();
+        if let Budgets::Local {
+            starts_per_destination,
+            starts_per_ip,
+            failed_checks_per_destination,
+        } = &self.budgets
+        {
+            starts_per_destination.inner.retain_recent();
+            starts_per_ip.inner.retain_recent();
+            failed_checks_per_destination.inner.retain_recent();
+        }
     }
 
     pub fn tracked_keys(&self) -> usize {
-        self.starts_per_destination.inner.len()
-            + self.starts_per_ip.inner.len()
-            + self.failed_checks_per_destination.inner.len()
-            + self.requests_per_tenant.inner.len()
+        let local = match &self.budgets {
+            Budgets::Local {
+                starts_per_destination,
+                starts_per_ip,
+                failed_checks_per_destination,
+            } => {
+                starts_per_destination.inner.len()
+                    + starts_per_ip.inner.len()
+                    + failed_checks_per_destination.inner.len()
+            }
+            Budgets::Shared { .. } => 0,
+        };
+        self.requests_per_tenant.inner.len() + local
     }
 }
 
@@ -252,53 +384,65 @@ mod tests {
         Destination::parse("+14155550100").expect("valid")
     }
 
-    #[test]
-    fn starts_per_destination_allow_a_burst_then_one_per_period() {
+    #[tokio::test]
+    async fn starts_per_destination_allow_a_burst_then_one_per_period() {
         let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
         let limits = limits(&clock);
         let tenant = TenantId::default_tenant();
         for _ in 0..5 {
-            limits.start(&tenant, &phone(), None).expect("within burst");
+            limits
+                .start(&tenant, &phone(), None)
+                .await
+                .expect("within burst");
         }
-        let refused = limits
-            .start(&tenant, &phone(), None)
-            .expect_err("burst spent");
+        let Err(LimitError::Limited(refused)) = limits.start(&tenant, &phone(), None).await else {
+            panic!("burst spent");
+        };
         assert_eq!(refused.limit, Limit::StartsPerDestination);
         assert_eq!(refused.retry_after, Duration::from_secs(120));
         clock.advance(Duration::from_secs(120));
         limits
             .start(&tenant, &phone(), None)
+            .await
             .expect("one more after the period");
         let other = TenantId::parse("other").expect("valid");
         limits
             .start(&other, &phone(), None)
+            .await
             .expect("another tenant has its own budget");
     }
 
-    #[test]
-    fn ipv6_addresses_share_a_budget_per_64() {
+    #[tokio::test]
+    async fn ipv6_addresses_share_a_budget_per_64() {
         let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
         let limits = limits(&clock);
         let tenant = TenantId::default_tenant();
         for i in 0..20u16 {
             let ip: IpAddr = format!("2001:db8::{i:x}").parse().expect("ip");
             let to = Destination::parse(&format!("+1415555{:04}", 100 + i)).expect("valid");
-            limits.start(&tenant, &to, Some(ip)).expect("within burst");
+            limits
+                .start(&tenant, &to, Some(ip))
+                .await
+                .expect("within burst");
         }
         let ip: IpAddr = "2001:db8::ffff:1".parse().expect("ip");
         let to = Destination::parse("+14155550999").expect("valid");
-        assert_eq!(
-            limits.start(&tenant, &to, Some(ip)).map_err(|e| e.limit),
-            Err(Limit::StartsPerIp)
-        );
+        assert!(matches!(
+            limits.start(&tenant, &to, Some(ip)).await,
+            Err(LimitError::Limited(RateLimited {
+                limit: Limit::StartsPerIp,
+                ..
+            }))
+        ));
     }
 
-    #[test]
-    fn pruning_forgets_keys_whose_budget_is_full_again() {
+    #[tokio::test]
+    async fn pruning_forgets_keys_whose_budget_is_full_again() {
         let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
         let limits = limits(&clock);
         limits
             .start(&TenantId::default_tenant(), &phone(), None)
+            .await
             .expect("ok");
         assert!(limits.tracked_keys() > 0);
         clock.advance(Duration::from_secs(3_600));

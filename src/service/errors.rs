@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::{
     delivery::SendError,
     domain::{Channel, Status, VerificationId},
-    ratelimit::RateLimited,
+    ratelimit::{LimitError, RateLimited},
     store::StoreError,
 };
 
@@ -64,4 +64,22 @@ pub enum LookupError {
     RateLimited(#[from] RateLimited),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<LimitError> for StartError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Limited(limited) => Self::RateLimited(limited),
+            LimitError::Store(store) => Self::Store(store),
+        }
+    }
+}
+
+impl From<LimitError> for CheckError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Limited(limited) => Self::RateLimited(limited),
+            LimitError::Store(store) => Self::Store(store),
+        }
+    }
 }

@@ -3,7 +3,6 @@
 
 mod errors;
 mod expiry;
-mod feed;
 mod start;
 mod voice;
 mod watch;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
 pub use watch::WatchStream;
 
-use self::{expiry::ExpiryQueue, feed::Feed, watch::WatchSlots};
+use self::{expiry::ExpiryQueue, watch::WatchSlots};
 use crate::{
     clock::Clock,
     delivery::Dispatcher,
@@ -47,7 +46,6 @@ pub struct Verifier {
     policy: Policy,
     settings: ServiceSettings,
     clock: Clock,
-    feed: Arc<Feed>,
     expiry: ExpiryQueue,
     watch_slots: Arc<WatchSlots>,
     /// Cancelled when the server begins to shut down: watch streams send
@@ -76,7 +74,6 @@ impl Verifier {
             watch_slots: Arc::new(WatchSlots::new(settings.max_watch_streams_per_tenant)),
             settings,
             clock,
-            feed: Arc::default(),
             expiry: ExpiryQueue::default(),
             shutdown,
         })
@@ -105,14 +102,13 @@ impl Verifier {
         if current.status.is_terminal() {
             return Err(CheckError::NotPending(current.status));
         }
-        self.limits.check(tenant, &current.to)?;
+        self.limits.check(tenant, &current.to).await?;
         let candidates = self.keys.candidates(tenant, id, code);
         let (outcome, v) = self
             .store
             .check(tenant, id, &candidates, now)
             .await?
             .ok_or(CheckError::NotFound)?;
-        self.feed.publish(&v);
         if v.status.is_terminal() {
             // Approved, or out of attempts: a call still ringing can no
             // longer do anything.
@@ -165,7 +161,6 @@ impl Verifier {
             return Err(LookupError::NotPending(v.status));
         }
         tracing::info!("verification canceled");
-        self.feed.publish(&v);
         self.end_live_call(&v);
         Ok(v)
     }
@@ -181,9 +176,8 @@ impl Verifier {
         report: &DeliveryReport,
     ) -> Result<(), LookupError> {
         match self.store.record_delivery(tenant, id, report).await? {
-            Some((true, v)) => {
+            Some((true, _)) => {
                 tracing::info!(provider_status = %report.status, "delivery status");
-                self.feed.publish(&v);
                 Ok(())
             }
             Some((false, _)) => Ok(()),
@@ -211,7 +205,6 @@ impl Verifier {
                 match self.store.get(&tenant, &id, now).await {
                     Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
                         tracing::info!(%tenant, verification = %id, "verification expired");
-                        self.feed.publish(&v);
                         self.end_live_call(&v);
                     }
                     Ok(_) => {}

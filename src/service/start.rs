@@ -15,7 +15,7 @@ use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
         Channel, Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
-        VerificationId, VoiceMode,
+        VoiceMode,
         verification::{Delivery, SendRefused},
         voice::{CallToken, VoiceCall},
     },
@@ -198,9 +198,10 @@ impl Verifier {
             });
         }
         self.limits
-            .start(tenant, &request.to, request.end_user_ip)?;
+            .start(tenant, &request.to, request.end_user_ip)
+            .await?;
         let candidate = Verification::new(
-            VerificationId::generate(),
+            self.store.new_id(tenant, &request.to),
             tenant.clone(),
             request.to.clone(),
             request.purpose,
@@ -305,7 +306,6 @@ impl Verifier {
             )
             .await?
             .unwrap_or(v);
-        self.feed.publish(&recorded);
         if recorded.status == crate::domain::Status::Pending {
             self.expiry
                 .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());

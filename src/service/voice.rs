@@ -226,7 +226,6 @@ impl Verifier {
             tracing::warn!("call keys refused: token or CallSid does not match");
             return Err(CallError::Forbidden);
         };
-        self.feed.publish(&v);
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
         let guessed = menu == Menu::Main
             && v.delivery.voice_mode == Some(VoiceMode::Match)
@@ -235,7 +234,7 @@ impl Verifier {
             // A wrong guess at the digits spends the destination's shared
             // failed-check budget too, as a wrong code does; the
             // verification's own attempts already bound this call.
-            let _ = self.limits.check(tenant, &v.to);
+            let _ = self.limits.check(tenant, &v.to).await;
         }
         match outcome {
             KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
@@ -260,7 +259,9 @@ impl Verifier {
             )),
             KeyOutcome::Denied => {
                 let until = self.clock.now() + self.settings.voice.fraud_block;
-                self.store.block(tenant, &v.to, until).await?;
+                self.store
+                    .block(tenant, &v.to, until, self.clock.now())
+                    .await?;
                 tracing::warn!(
                     target: "verifyd::audit",
                     event = "fraud_reported",

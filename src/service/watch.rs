@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
 use super::{LookupError, Verifier};
@@ -92,7 +92,7 @@ impl Verifier {
             .acquire(tenant)
             .ok_or(LookupError::TooManyWatches)?;
         // Subscribe before reading, so no change falls between the two.
-        let mut changes = self.feed.subscribe(tenant, id);
+        let mut changes = self.store.subscribe(tenant, id).await?;
         let current = self
             .store
             .get(tenant, id, self.clock.now())
@@ -109,7 +109,10 @@ impl Verifier {
                 return;
             }
             loop {
-                let next = tokio::select! {
+                // Each signal means "re-read"; the expiry is watched here
+                // too, so EXPIRED arrives on time even if the replica that
+                // sent the code is gone.
+                tokio::select! {
                     () = tx.closed() => return,
                     () = this.shutdown.cancelled() => {
                         // Shutting down: one last current state, then end.
@@ -121,22 +124,16 @@ impl Verifier {
                         }
                         return;
                     }
-                    change = changes.recv() => change,
-                };
-                let v = match next {
-                    Ok(v) => v,
-                    // Fell behind: what matters is the state now.
-                    Err(RecvError::Lagged(_)) => {
-                        match this.store.get(&tenant, &id, this.clock.now()).await {
-                            Ok(Some(v)) => v,
-                            Ok(None) => return,
-                            Err(e) => {
-                                let _ = tx.send(Err(e.into())).await;
-                                return;
-                            }
-                        }
+                    () = changes.changed() => {}
+                    () = this.clock.sleep_until(last.expires_at) => {}
+                }
+                let v = match this.store.get(&tenant, &id, this.clock.now()).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
                     }
-                    Err(RecvError::Closed) => return,
                 };
                 if v == last {
                     continue;

@@ -9,13 +9,14 @@
 
 use std::{
     collections::{BTreeSet, HashMap, hash_map::Entry},
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use super::{
     CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
     PendingKey, Reservation, StoreError,
+    feed::{Feed, Subscription},
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
@@ -33,6 +34,8 @@ pub struct MemoryStore {
     max_entries: usize,
     /// How long a verification stays readable after it expires.
     retention: Duration,
+    /// Tells watchers of each change.
+    feed: Arc<Feed<VerificationKey>>,
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +88,16 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             max_entries,
             retention,
+            feed: Arc::default(),
         }
+    }
+
+    pub(super) fn subscribe(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Subscription<VerificationKey> {
+        self.feed.subscribe((tenant.clone(), id.clone()))
     }
 
     /// A panic while the lock was held cannot leave a half-applied
@@ -162,20 +174,26 @@ impl MemoryStore {
     /// Applies `change` to one record under the lock. Whatever leaves the
     /// verification finished also drops its code hash (it can never approve
     /// again, so it is not kept for the retention period) and frees its
-    /// pending slot.
+    /// pending slot. Watchers hear of every change.
     fn update<T>(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         change: impl FnOnce(&mut Record) -> T,
     ) -> Option<(T, Verification)> {
+        let key = (tenant.clone(), id.clone());
         let mut state = self.state();
-        let record = state.verifications.get_mut(&(tenant.clone(), id.clone()))?;
+        let record = state.verifications.get_mut(&key)?;
+        let before = record.verification.clone();
         let result = change(record);
         let v = record.verification.clone();
         if v.status.is_terminal() {
             record.code_hash = None;
             unindex_pending(&mut state, &v);
+        }
+        drop(state);
+        if v != before {
+            self.feed.notify(&key);
         }
         Some((result, v))
     }

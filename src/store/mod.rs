@@ -9,11 +9,14 @@
 //! The port is a closed enum rather than a trait object: the set of backends
 //! is known, calls stay static, and async methods need no boxing.
 
+pub mod feed;
 mod memory;
+pub mod redis;
 
 use std::time::{Duration, SystemTime};
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, TenantId,
@@ -28,9 +31,30 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// in case the replica running it died. Longer than any send may take.
 pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 
+// One store per process, never moved around: boxing the larger variant
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Store {
     Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+/// A watcher's end of a verification's changes: each signal means "re-read".
+#[derive(Debug)]
+pub enum Changes {
+    Memory(feed::Subscription<(TenantId, VerificationId)>),
+    Redis(feed::Subscription<String>),
+}
+
+impl Changes {
+    /// Resolves at the next change (or resync) since the last call.
+    pub async fn changed(&mut self) {
+        match self {
+            Self::Memory(s) => s.changed().await,
+            Self::Redis(s) => s.changed().await,
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,6 +142,7 @@ impl Store {
     ) -> Result<Reservation, StoreError> {
         match self {
             Self::Memory(m) => m.reserve_send(candidate, policy, now),
+            Self::Redis(r) => r.reserve_send(candidate, policy, now).await,
         }
     }
 
@@ -133,6 +158,7 @@ impl Store {
     ) -> Result<Option<Verification>, StoreError> {
         match self {
             Self::Memory(m) => m.complete_send(tenant, id, send, policy, now),
+            Self::Redis(r) => r.complete_send(tenant, id, send, policy, now).await,
         }
     }
 
@@ -147,6 +173,7 @@ impl Store {
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
         match self {
             Self::Memory(m) => m.check(tenant, id, candidates, now),
+            Self::Redis(r) => r.check(tenant, id, candidates, now).await,
         }
     }
 
@@ -158,6 +185,7 @@ impl Store {
     ) -> Result<Option<Verification>, StoreError> {
         match self {
             Self::Memory(m) => m.get(tenant, id, now),
+            Self::Redis(r) => r.get(tenant, id, now).await,
         }
     }
 
@@ -171,6 +199,7 @@ impl Store {
     ) -> Result<Option<(Verification, bool)>, StoreError> {
         match self {
             Self::Memory(m) => m.cancel(tenant, id, now),
+            Self::Redis(r) => r.cancel(tenant, id, now).await,
         }
     }
 
@@ -184,6 +213,7 @@ impl Store {
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         match self {
             Self::Memory(m) => m.record_delivery(tenant, id, report),
+            Self::Redis(r) => r.record_delivery(tenant, id, report).await,
         }
     }
 
@@ -202,6 +232,10 @@ impl Store {
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
         match self {
             Self::Memory(m) => m.press(tenant, id, call, menu, digits, max_reprompts, now),
+            Self::Redis(r) => {
+                r.press(tenant, id, call, menu, digits, max_reprompts, now)
+                    .await
+            }
         }
     }
 
@@ -211,9 +245,11 @@ impl Store {
         tenant: &TenantId,
         to: &Destination,
         until: SystemTime,
+        now: SystemTime,
     ) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.block(tenant, to, until),
+            Self::Redis(r) => r.block(tenant, to, until, now).await,
         }
     }
 
@@ -225,6 +261,7 @@ impl Store {
     ) -> Result<Option<SystemTime>, StoreError> {
         match self {
             Self::Memory(m) => m.blocked_until(tenant, to, now),
+            Self::Redis(r) => r.blocked_until(tenant, to, now).await,
         }
     }
 
@@ -237,6 +274,7 @@ impl Store {
     ) -> Result<Idempotency, StoreError> {
         match self {
             Self::Memory(m) => m.begin_idempotent(tenant, key, fingerprint, now),
+            Self::Redis(r) => r.begin_idempotent(tenant, key, fingerprint, now).await,
         }
     }
 
@@ -249,6 +287,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.finish_idempotent(tenant, key, response, now),
+            Self::Redis(r) => r.finish_idempotent(tenant, key, response, now).await,
         }
     }
 
@@ -256,19 +295,46 @@ impl Store {
     pub async fn abandon_idempotent(&self, tenant: &TenantId, key: &str) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.abandon_idempotent(tenant, key),
+            Self::Redis(r) => r.abandon_idempotent(tenant, key).await,
         }
     }
 
-    /// Drops what has outlived its retention.
+    /// Drops what has outlived its retention. Redis does that itself, by
+    /// TTL, and its scripts treat what is past retention as gone.
     pub async fn purge(&self, now: SystemTime) {
         match self {
             Self::Memory(m) => m.purge(now),
+            Self::Redis(_) => {}
+        }
+    }
+
+    /// A fresh id for a verification of `to`. Redis ids carry the shard of
+    /// their destination, so the id alone finds its keys.
+    pub fn new_id(&self, tenant: &TenantId, to: &Destination) -> VerificationId {
+        match self {
+            Self::Memory(_) => VerificationId::generate(),
+            Self::Redis(r) => r.new_id(tenant, to),
+        }
+    }
+
+    /// Follows a verification's changes, whoever makes them. Subscribe
+    /// before reading the current state, so no change falls between the
+    /// two.
+    pub async fn subscribe(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Result<Changes, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(Changes::Memory(m.subscribe(tenant, id))),
+            Self::Redis(r) => r.subscribe(tenant, id).await.map(Changes::Redis),
         }
     }
 
     pub async fn is_ready(&self) -> bool {
         match self {
             Self::Memory(_) => true,
+            Self::Redis(r) => r.is_ready().await,
         }
     }
 }

@@ -1,0 +1,197 @@
+//! WatchVerification across replicas: every script that changes a
+//! verification publishes on its channel in the same atomic step, and each
+//! replica keeps one pub/sub connection subscribed to the channels its own
+//! watchers follow.
+//!
+//! `subscribe` returns once Redis has confirmed the subscription, so a
+//! watcher that subscribes and then reads misses nothing. When the
+//! connection drops (Redis restarted, `CLIENT KILL`), the task reconnects,
+//! subscribes again to every watched channel, and tells every watcher to
+//! re-read: changes made meanwhile are then picked up.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::RedisConfig;
+use crate::store::{
+    StoreError,
+    feed::{Feed, Subscription},
+};
+
+pub(super) type Channel = String;
+
+/// How often an idle pub/sub connection is checked.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+enum Command {
+    Subscribe(Channel, oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Changes {
+    feed: Arc<Feed<Channel>>,
+    commands: mpsc::Sender<Command>,
+    timeout: Duration,
+}
+
+impl Changes {
+    /// Starts the subscriber task; it ends when `stop` is cancelled.
+    pub(super) fn start(config: &RedisConfig, stop: CancellationToken) -> Self {
+        let (unwatched_tx, unwatched_rx) = mpsc::unbounded_channel();
+        let feed = Arc::new(Feed::reporting_unwatched(unwatched_tx));
+        let (commands, commands_rx) = mpsc::channel(1024);
+        let task = Subscriber {
+            config: config.clone(),
+            feed: Arc::clone(&feed),
+            commands: commands_rx,
+            unwatched: unwatched_rx,
+        };
+        tokio::spawn(task.run(stop));
+        Self {
+            feed,
+            commands,
+            timeout: config.timeout + config.connect_timeout,
+        }
+    }
+
+    /// Follows `channel`; resolves once Redis confirmed the subscription.
+    pub(super) async fn subscribe(
+        &self,
+        channel: Channel,
+    ) -> Result<Subscription<Channel>, StoreError> {
+        let subscription = self.feed.subscribe(channel.clone());
+        let (ack, acked) = oneshot::channel();
+        let confirmed = async {
+            self.commands
+                .send(Command::Subscribe(channel, ack))
+                .await
+                .ok()?;
+            acked.await.ok()
+        };
+        match tokio::time::timeout(self.timeout, confirmed).await {
+            Ok(Some(())) => Ok(subscription),
+            _ => Err(StoreError::Unavailable(
+                "cannot subscribe to changes".to_owned(),
+            )),
+        }
+    }
+}
+
+struct Subscriber {
+    config: RedisConfig,
+    feed: Arc<Feed<Channel>>,
+    commands: mpsc::Receiver<Command>,
+    unwatched: mpsc::UnboundedReceiver<Channel>,
+}
+
+impl Subscriber {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let connected = tokio::select! {
+                () = stop.cancelled() => return,
+                connected = self.connect() => connected,
+            };
+            match connected {
+                Ok((sink, stream)) => {
+                    pause = Duration::from_millis(50);
+                    // Whatever happened while disconnected: re-read.
+                    self.feed.notify_all();
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = self.serve(sink, stream) => {}
+                    }
+                    tracing::warn!("lost the Redis pub/sub connection; reconnecting");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot connect to Redis for pub/sub");
+                    // Nobody may wait on a confirmation that cannot come.
+                    while let Ok(command) = self.commands.try_recv() {
+                        drop(command);
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Connects to the first node that answers (in a cluster, messages
+    /// published on any node reach every node) and subscribes to every
+    /// watched channel.
+    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        let urls = self.config.url.iter().chain(&self.config.cluster);
+        let mut last_error = None;
+        for url in urls {
+            let attempt = async {
+                let client = redis::Client::open(self.config.connection_info(url)?)?;
+                let (mut sink, stream) = client.get_async_pubsub().await?.split();
+                let watched = self.feed.watched();
+                if !watched.is_empty() {
+                    sink.subscribe(&watched).await?;
+                }
+                Ok::<_, redis::RedisError>((sink, stream))
+            };
+            let deadline = self.config.connect_timeout + self.config.timeout;
+            match tokio::time::timeout(deadline, attempt).await {
+                Ok(Ok(connected)) => return Ok(connected),
+                Ok(Err(error)) => last_error = Some(error),
+                Err(_) => {
+                    last_error = Some(redis::RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )));
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Client, "no Redis URL configured"))
+        }))
+    }
+
+    /// Relays messages and (un)subscribes until the connection drops.
+    async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) {
+        // A connection can die without a word (a frozen server, a lost
+        // network path): a ping that goes unanswered ends it.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    let pong = tokio::time::timeout(self.config.timeout, sink.ping::<String>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else { return };
+                    self.feed.notify(&message.get_channel_name().to_owned());
+                }
+                Some(command) = self.commands.recv() => {
+                    let Command::Subscribe(channel, ack) = command;
+                    let subscribed = tokio::time::timeout(self.config.timeout, sink.subscribe(&channel)).await;
+                    if !matches!(subscribed, Ok(Ok(()))) {
+                        return;
+                    }
+                    let _ = ack.send(());
+                }
+                Some(channel) = self.unwatched.recv() => {
+                    // A watcher may have come back since.
+                    if !self.feed.is_watched(&channel) {
+                        let unsubscribed = tokio::time::timeout(self.config.timeout, sink.unsubscribe(&channel)).await;
+                        if !matches!(unsubscribed, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Key names. Every key of one verification (its hash, its attempts, its
+//! pending slot, its destination's block and budgets) carries the same hash
+//! tag, `{ssss}`: four hex digits of a keyed hash of (tenant, destination),
+//! which the verification id repeats. So each script touches one slot and
+//! works unchanged on Redis Cluster, and a lookup by id alone finds it.
+//!
+//! No key holds personal data: destinations, IP addresses and idempotency
+//! keys appear only as keyed hashes, so a dump of the key space says nothing
+//! about who was verified. The hashing key is derived from the HMAC key and
+//! never leaves verifyd.
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+use crate::domain::{Destination, Purpose, TenantId, VerificationId};
+
+#[derive(Clone)]
+pub(super) struct Keys {
+    prefix: String,
+    index_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keyed hash of one subject, e.g. a destination: its first two bytes
+/// pick the shard.
+#[derive(Clone, Copy)]
+pub(super) struct Digest([u8; 16]);
+
+impl Digest {
+    pub(super) fn shard(self) -> [u8; 2] {
+        [self.0[0], self.0[1]]
+    }
+
+    fn tag(self) -> String {
+        hex::encode(self.shard())
+    }
+
+    fn hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str, index_key: [u8; 32]) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            index_key,
+        }
+    }
+
+    /// `kind` keeps the subjects apart: a destination and an IP address
+    /// with the same spelling never share a digest.
+    fn digest(&self, kind: &str, tenant: &TenantId, subject: &str) -> Digest {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.index_key).expect("HMAC accepts any key length");
+        for part in [kind, tenant.as_str(), subject] {
+            mac.update(part.as_bytes());
+            // None of the parts can contain a NUL, so the framing is
+            // unambiguous.
+            mac.update(b"\0");
+        }
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&full[..16]);
+        Digest(digest)
+    }
+
+    pub(super) fn destination(&self, tenant: &TenantId, to: &Destination) -> Digest {
+        self.digest("destination", tenant, to.as_str())
+    }
+
+    /// Where this tenant's verifications in a shard live:
+    /// `prefix:{ssss}:tenant:`.
+    pub(super) fn base(&self, shard: &str, tenant: &TenantId) -> String {
+        format!("{}:{{{shard}}}:{}:", self.prefix, tenant.as_str())
+    }
+
+    /// The verification's hash and its attempts list.
+    pub(super) fn verification(&self, tenant: &TenantId, id: &VerificationId) -> [String; 2] {
+        let base = self.base(id.shard(), tenant);
+        [format!("{base}v:{id}"), format!("{base}a:{id}")]
+    }
+
+    /// The one pending verification per (tenant, destination, purpose).
+    pub(super) fn pending(&self, tenant: &TenantId, to: &Destination, purpose: Purpose) -> String {
+        let digest = self.destination(tenant, to);
+        format!(
+            "{}p:{}:{}",
+            self.base(&digest.tag(), tenant),
+            digest.hex(),
+            purpose.as_str()
+        )
+    }
+
+    pub(super) fn block(&self, tenant: &TenantId, to: &Destination) -> String {
+        let digest = self.destination(tenant, to);
+        format!("{}b:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
+    pub(super) fn idempotency(&self, tenant: &TenantId, key: &str) -> String {
+        let digest = self.digest("idempotency", tenant, key);
+        format!("{}i:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
+    /// A shared rate-limit budget: `limit` names it, `subject` is what it
+    /// counts (a destination, an IP block).
+    pub(super) fn budget(&self, limit: &str, tenant: &TenantId, subject: &str) -> String {
+        let digest = self.digest(limit, tenant, subject);
+        format!(
+            "{}rl:{limit}:{}",
+            self.base(&digest.tag(), tenant),
+            digest.hex()
+        )
+    }
+
+    /// The pub/sub channel a verification's changes are published on.
+    pub(super) fn watch(&self, tenant: &TenantId, id: &VerificationId) -> String {
+        format!("{}:watch:{}:{id}", self.prefix, tenant.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verification_and_its_pending_slot_share_a_hash_tag_and_hide_the_destination() {
+        let keys = Keys::new("verifyd", [7; 32]);
+        let tenant = TenantId::default_tenant();
+        let to = Destination::parse("+14155550100").expect("valid");
+        let id = VerificationId::generate_in(keys.destination(&tenant, &to).shard());
+        let pending = keys.pending(&tenant, &to, Purpose::Enrollment);
+        let [hash, attempts] = keys.verification(&tenant, &id);
+        let tag =
+            |key: &str| key[key.find('{').expect("tag")..=key.find('}').expect("tag")].to_owned();
+        assert_eq!(tag(&pending), tag(&hash));
+        assert_eq!(tag(&hash), tag(&attempts));
+        assert_eq!(tag(&keys.block(&tenant, &to)), tag(&hash));
+        for key in [&pending, &hash, &keys.block(&tenant, &to)] {
+            assert!(!key.contains("4155550100"), "{key}");
+        }
+        let other = TenantId::parse("other").expect("valid");
+        assert_ne!(
+            keys.destination(&tenant, &to).hex(),
+            keys.destination(&other, &to).hex(),
+            "tenants cannot correlate destinations"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+-- Store::complete_send (Verification::record_send, then the code swap).
+-- ARGV: now, code ttl (ms), 1 when a provider accepted the send else 0,
+-- the send's channel, voice mode, locale, new code key id and MAC, call
+-- token hash and CallSid, match digits to use if the verification needs
+-- some and has none ('' for none of these), then each attempt as JSON.
+-- Replies nil or { verification }.
+local now = num(ARGV[1])
+local ttl = num(ARGV[2])
+local accepted = ARGV[3] == '1'
+local function opt(value)
+  if value == '' then
+    return false
+  end
+  return value
+end
+
+local v = load(KEYS[1])
+if not v or purged(v, now) then
+  return nil
+end
+local was_pending = v.status == 'pending'
+local first_send = v.accepted_once ~= '1'
+v.sending_until = false
+for i = 12, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
+if not settle(v, now) and v.status == 'pending' then
+  if accepted then
+    v.accepted_once = '1'
+    -- A resend may switch to number matching; the digits are made once
+    -- and kept across later resends.
+    if ARGV[5] == 'match' and not v.match_digits then
+      v.match_digits = opt(ARGV[11])
+    end
+    v.channel = ARGV[4]
+    v.voice_mode = opt(ARGV[5])
+    v.locale = opt(ARGV[6])
+    -- The new send's call, if any, replaces the previous one.
+    v.call_token = opt(ARGV[9])
+    v.call_sid = opt(ARGV[10])
+    v.call_reprompts = v.call_token and '0'
+    v.expires_at = tostring(now + ttl)
+    -- The user now has this send's code, or none after a press-# call.
+    if was_pending then
+      v.code_key = opt(ARGV[7])
+      v.code_mac = opt(ARGV[8])
+    end
+  elseif first_send then
+    v.status = 'failed'
+  end
+end
+save(KEYS[1], KEYS[2], v, now, true)
+return { reply(v, KEYS[2]) }

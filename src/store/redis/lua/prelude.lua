@@ -1,0 +1,115 @@
+-- Shared by every verification script: loading, the transitions every
+-- operation starts with, and writing back. Each function mirrors the method
+-- of the same name on `Verification` (src/domain/verification.rs); keep the
+-- two in step.
+--
+-- A verification is a hash (KEYS[1]) of string fields, absent when the Rust
+-- value is None; its send attempts are a list of JSON objects (KEYS[2]).
+-- Times are milliseconds since the Unix epoch on the service's clock, passed
+-- in as ARGV[1]: Redis's own clock is used only by TTLs, which only clean up.
+-- In a table loaded here, `false` marks a field to delete on save.
+
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local v = {}
+  for i = 1, #flat, 2 do
+    v[flat[i]] = flat[i + 1]
+  end
+  return v
+end
+
+local function num(value)
+  return tonumber(value)
+end
+
+-- Past its retention the verification is gone, whatever Redis's TTL says:
+-- the service clock decides, as the memory store's purge does.
+local function purged(v, now)
+  return now >= num(v.expires_at) + num(v.retention)
+end
+
+-- Verification::settle
+local function settle(v, now)
+  if v.status == 'pending' and now >= num(v.expires_at) then
+    v.status = 'expired'
+    return true
+  end
+  return false
+end
+
+-- Compares two equal-length hex strings in time that does not depend on
+-- where they differ.
+local function same(a, b)
+  if not a or not b or #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
+  end
+  return diff == 0
+end
+
+-- One check attempt spent (Verification::check and ::press).
+local function spend_attempt(v)
+  local left = math.max(num(v.checks_remaining) - 1, 0)
+  v.checks_remaining = tostring(left)
+  if left == 0 then
+    v.status = 'max_attempts_reached'
+  end
+end
+
+-- The verification as the reply carries it: its fields, then its attempts.
+local function reply(v, attempts_key)
+  local flat = {}
+  for field, value in pairs(v) do
+    if value then
+      flat[#flat + 1] = field
+      flat[#flat + 1] = value
+    end
+  end
+  return { flat, redis.call('LRANGE', attempts_key, 0, -1) }
+end
+
+-- Writes `v` back when `changed`. Whatever leaves the verification finished
+-- also drops its code hash (it can never approve again) and frees its
+-- pending slot, as the memory store's `update` does. Watchers on any
+-- replica hear of the change in the same atomic step.
+local function save(key, attempts_key, v, now, changed)
+  if v.status ~= 'pending' then
+    if v.code_mac then
+      v.code_key = false
+      v.code_mac = false
+      changed = true
+    end
+    if v.pending_key and redis.call('GET', v.pending_key) == v.id then
+      redis.call('DEL', v.pending_key)
+    end
+  end
+  if not changed then
+    return
+  end
+  local set, gone = {}, {}
+  for field, value in pairs(v) do
+    if value then
+      set[#set + 1] = field
+      set[#set + 1] = value
+    else
+      gone[#gone + 1] = field
+    end
+  end
+  redis.call('HSET', key, unpack(set))
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
+  end
+  local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
+  redis.call('PEXPIRE', key, ttl)
+  redis.call('PEXPIRE', attempts_key, ttl)
+  if v.status == 'pending' and v.pending_key then
+    redis.call('PEXPIRE', v.pending_key, ttl)
+  end
+  redis.call('PUBLISH', v.watch, v.status)
+end

@@ -1,0 +1,66 @@
+-- Store::press (Verification::press). ARGV: now, the SHA-256 (hex) of the
+-- webhook's token, its CallSid, the menu ('main' or 'fraud'), the digits,
+-- and the most re-prompts a call may use. Replies nil when there is no such
+-- verification, { 'forbidden', verification } when the token or CallSid is
+-- not its live call's, else { outcome, verification }.
+local now = num(ARGV[1])
+local menu, digits, max_reprompts = ARGV[4], ARGV[5], num(ARGV[6])
+local v = load(KEYS[1])
+if not v or purged(v, now) then
+  return nil
+end
+if not (same(v.call_token, ARGV[2]) and v.call_sid == ARGV[3]) then
+  return { 'forbidden', reply(v, KEYS[2]) }
+end
+
+local function reprompt(outcome)
+  local used = num(v.call_reprompts or '0')
+  if used >= max_reprompts then
+    return 'hangup'
+  end
+  v.call_reprompts = tostring(used + 1)
+  return outcome
+end
+
+local function press()
+  settle(v, now)
+  if v.status ~= 'pending' then
+    return 'not_pending'
+  end
+  if menu == 'fraud' then
+    if digits == '#' then
+      v.status = 'denied'
+      return 'denied'
+    end
+    return 'back_to_main'
+  end
+  -- The lone key that opens the fraud report.
+  if digits == '0' then
+    return 'fraud_menu'
+  end
+  local mode = v.voice_mode or 'confirm'
+  if mode == 'confirm' then
+    if digits == '#' then
+      v.status = 'approved'
+      return 'approved'
+    end
+    return reprompt('reprompt')
+  elseif mode == 'match' then
+    if v.match_digits and digits == v.match_digits then
+      v.status = 'approved'
+      return 'approved'
+    end
+    -- A guess at the digits costs an attempt like a wrong code.
+    spend_attempt(v)
+    if v.status ~= 'pending' then
+      return 'hangup'
+    end
+    return reprompt('wrong_digits')
+  end
+  -- A read-aloud call asks for no keys.
+  return 'hangup'
+end
+
+local outcome = press()
+save(KEYS[1], KEYS[2], v, now, true)
+return { outcome, reply(v, KEYS[2]) }

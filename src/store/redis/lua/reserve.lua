@@ -1,0 +1,60 @@
+-- Store::reserve_send. KEYS: the pending slot of (tenant, destination,
+-- purpose), the candidate's hash and attempts list. ARGV: now, the key
+-- prefix of this tenant's verifications in this shard, the resend cooldown
+-- and send lease (ms), then the candidate's fields as (name, value) pairs.
+-- Replies { 'granted', 1 when new else 0, verification } or
+-- { 'cooldown', retry_at } / { 'send_limit' } with the verification.
+local now = num(ARGV[1])
+local prefix = ARGV[2]
+local cooldown = num(ARGV[3])
+local lease = num(ARGV[4])
+
+-- Verification::reserve_send
+local function reserve_send(v)
+  if v.sending_until and now < num(v.sending_until) then
+    return 'cooldown', v.sending_until
+  end
+  if v.last_send_at then
+    local retry_at = num(v.last_send_at) + cooldown
+    if now < retry_at then
+      return 'cooldown', tostring(retry_at)
+    end
+  end
+  if num(v.sends_remaining) == 0 then
+    return 'send_limit', ''
+  end
+  v.sends_remaining = tostring(num(v.sends_remaining) - 1)
+  v.last_send_at = tostring(now)
+  v.sending_until = tostring(now + lease)
+  return nil
+end
+
+local pending_id = redis.call('GET', KEYS[1])
+if pending_id then
+  local key = prefix .. 'v:' .. pending_id
+  local attempts_key = prefix .. 'a:' .. pending_id
+  local v = load(key)
+  if v and not purged(v, now) then
+    local changed = settle(v, now)
+    if v.status == 'pending' then
+      local refused, retry_at = reserve_send(v)
+      save(key, attempts_key, v, now, changed or not refused)
+      if refused then
+        return { refused, retry_at, reply(v, attempts_key) }
+      end
+      return { 'granted', 0, reply(v, attempts_key) }
+    end
+    save(key, attempts_key, v, now, changed)
+  end
+  redis.call('DEL', KEYS[1])
+end
+
+local v = {}
+for i = 5, #ARGV, 2 do
+  v[ARGV[i]] = ARGV[i + 1]
+end
+reserve_send(v)
+v.pending_key = KEYS[1]
+redis.call('SET', KEYS[1], v.id)
+save(KEYS[2], KEYS[3], v, now, true)
+return { 'granted', 1, reply(v, KEYS[3]) }

@@ -1,0 +1,520 @@
+//! The shared store: Redis or Redis Cluster, so that several replicas act
+//! as one service.
+//!
+//! Every operation that reads and then writes is one Lua script, run
+//! atomically by Redis: the scripts in `lua/` mirror the transitions of
+//! `domain::Verification` one for one (`prelude.lua` says which). Nothing is
+//! read into Rust, changed and written back. Time is the service clock's,
+//! passed to each script, so a test's manual clock drives this store as it
+//! drives the memory store; Redis TTLs only clean up.
+//!
+//! Redis holds codes only as HMACs (the key stays in verifyd's
+//! configuration), call tokens only as SHA-256, and destinations only inside
+//! values, never in key names (see `keys`).
+
+mod changes;
+mod connection;
+mod keys;
+mod record;
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::{Duration, SystemTime},
+};
+
+pub use connection::RedisConfig;
+use redis::{FromRedisValue, Script, ScriptInvocation};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    changes::Changes,
+    connection::Connection,
+    keys::Keys,
+    record::{Reply, attempt_json, decode, millis},
+};
+use super::{
+    CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
+    Reservation, StoreError, feed::Subscription,
+};
+use crate::domain::{
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, TenantId, Verification,
+    VerificationId,
+    verification::SendRefused,
+    voice::{KeyOutcome, Menu, VoiceCall},
+};
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+/// The scripts, each loaded once per Redis node: `Script` runs EVALSHA and
+/// falls back to EVAL when the node answers NOSCRIPT (after a restart).
+struct Scripts {
+    reserve: Script,
+    complete: Script,
+    check: Script,
+    get: Script,
+    cancel: Script,
+    delivery: Script,
+    press: Script,
+    block: Script,
+    idempotency_begin: Script,
+    idempotency_finish: Script,
+    idempotency_abandon: Script,
+    gcra: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+    Scripts {
+        reserve: with_prelude(include_str!("lua/reserve.lua")),
+        complete: with_prelude(include_str!("lua/complete.lua")),
+        check: with_prelude(include_str!("lua/check.lua")),
+        get: with_prelude(include_str!("lua/get.lua")),
+        cancel: with_prelude(include_str!("lua/cancel.lua")),
+        delivery: with_prelude(include_str!("lua/delivery.lua")),
+        press: with_prelude(include_str!("lua/press.lua")),
+        block: Script::new(include_str!("lua/block.lua")),
+        idempotency_begin: Script::new(include_str!("lua/idempotency_begin.lua")),
+        idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
+        idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
+        gcra: Script::new(include_str!("lua/gcra.lua")),
+    }
+});
+
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connection: Connection,
+    keys: Keys,
+    changes: Changes,
+    timeout: Duration,
+    retention: Duration,
+}
+
+fn millis_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisStore {
+    /// Connects lazily: this succeeds while Redis is down, and requests fail
+    /// with UNAVAILABLE until it is back. `index_key` hashes destinations
+    /// into key names; `stop` ends the pub/sub task.
+    ///
+    /// # Errors
+    /// When the configuration cannot make a client (e.g. a malformed URL).
+    pub fn open(
+        config: &RedisConfig,
+        index_key: [u8; 32],
+        retention: Duration,
+        stop: CancellationToken,
+    ) -> Result<Self, StoreError> {
+        // rediss:// speaks rustls, with the one crypto provider used
+        // everywhere: ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let connection = Connection::open(config)
+            .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connection,
+                keys: Keys::new(&config.key_prefix, index_key),
+                changes: Changes::start(config, stop),
+                timeout: config.timeout,
+                retention,
+            }),
+        })
+    }
+
+    /// Runs one script within the command timeout. Whatever goes wrong
+    /// (Redis down, frozen, or answering nonsense) is `Unavailable`: the
+    /// caller fails closed.
+    async fn run<T: FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        match tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut connection))
+            .await
+        {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    /// A new verification id in the shard of its destination.
+    pub fn new_id(&self, tenant: &TenantId, to: &Destination) -> VerificationId {
+        VerificationId::generate_in(self.inner.keys.destination(tenant, to).shard())
+    }
+
+    pub(super) async fn reserve_send(
+        &self,
+        candidate: Verification,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Reservation, StoreError> {
+        let keys = &self.inner.keys;
+        let pending = keys.pending(&candidate.tenant, &candidate.to, candidate.purpose);
+        let [hash, attempts] = keys.verification(&candidate.tenant, &candidate.id);
+        let mut invocation = SCRIPTS.reserve.prepare_invoke();
+        invocation
+            .key(pending)
+            .key(hash)
+            .key(attempts)
+            .arg(millis(now))
+            .arg(keys.base(candidate.id.shard(), &candidate.tenant))
+            .arg(millis_of(policy.resend_cooldown))
+            .arg(millis_of(policy.send_lease));
+        let watch = keys.watch(&candidate.tenant, &candidate.id);
+        for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
+            invocation.arg(name).arg(value);
+        }
+        let (outcome, detail, reply): (String, String, Reply) = self.run(invocation).await?;
+        let verification = decode(reply)?;
+        let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
+        Ok(match outcome.as_str() {
+            "granted" => Reservation::Granted {
+                verification,
+                is_new: detail == "1",
+            },
+            "cooldown" => Reservation::Refused {
+                verification,
+                reason: SendRefused::Cooldown {
+                    retry_at: SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(detail.parse().map_err(|_| bad())?),
+                },
+            },
+            "send_limit" => Reservation::Refused {
+                verification,
+                reason: SendRefused::SendLimitReached,
+            },
+            _ => return Err(bad()),
+        })
+    }
+
+    pub(super) async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        send: CompletedSend,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let accepted = send
+            .attempts
+            .last()
+            .is_some_and(|a| a.status == crate::domain::DeliveryStatus::Accepted);
+        let match_digits = crate::domain::MatchDigits::generate(policy.match_digits);
+        let mut invocation = SCRIPTS.complete.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        let (code_key, code_mac) = send.new_hash.as_ref().map_or_else(Default::default, |h| {
+            (h.key_id.as_str().to_owned(), hex::encode(h.mac))
+        });
+        let (call_token, call_sid) = send.call.as_ref().map_or_else(Default::default, |c| {
+            (
+                hex::encode(c.token_hash()),
+                c.call_sid.clone().unwrap_or_default(),
+            )
+        });
+        invocation
+            .arg(millis(now))
+            .arg(millis_of(policy.code_ttl))
+            .arg(if accepted { "1" } else { "0" })
+            .arg(send.delivery.channel.as_str())
+            .arg(send.delivery.voice_mode.map_or("", |m| m.as_str()))
+            .arg(send.delivery.locale.as_ref().map_or("", |l| l.as_str()))
+            .arg(code_key)
+            .arg(code_mac)
+            .arg(call_token)
+            .arg(call_sid)
+            .arg(match_digits.as_str());
+        for attempt in &send.attempts {
+            invocation.arg(attempt_json(attempt));
+        }
+        let reply: Option<(Reply,)> = self.run(invocation).await?;
+        reply.map(|(r,)| decode(r)).transpose()
+    }
+
+    pub(super) async fn check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        now: SystemTime,
+    ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
+        let mut invocation = SCRIPTS.check.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation.arg(millis(now));
+        for c in candidates {
+            invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
+        }
+        let reply: Option<(String, Reply)> = self.run(invocation).await?;
+        let Some((outcome, reply)) = reply else {
+            return Ok(None);
+        };
+        let v = decode(reply)?;
+        let outcome = match outcome.as_str() {
+            "approved" => CheckOutcome::Approved,
+            "rejected" => CheckOutcome::Rejected,
+            _ => CheckOutcome::NotPending(v.status),
+        };
+        Ok(Some((outcome, v)))
+    }
+
+    /// Runs a script that takes only the time and replies
+    /// `{ detail, verification }`.
+    async fn simple<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(T, Verification)>, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation.arg(millis(now));
+        let reply: Option<(T, Reply)> = self.run(invocation).await?;
+        reply.map(|(t, r)| Ok((t, decode(r)?))).transpose()
+    }
+
+    pub(super) async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let mut invocation = SCRIPTS.get.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation.arg(millis(now));
+        let reply: Option<(Reply,)> = self.run(invocation).await?;
+        reply.map(|(r,)| decode(r)).transpose()
+    }
+
+    pub(super) async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Verification, bool)>, StoreError> {
+        let canceled = self.simple::<u8>(&SCRIPTS.cancel, tenant, id, now).await?;
+        Ok(canceled.map(|(c, v)| (v, c == 1)))
+    }
+
+    pub(super) async fn record_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        report: &DeliveryReport,
+    ) -> Result<Option<(bool, Verification)>, StoreError> {
+        let (rank, status) = DeliveryReport::rank(&report.status);
+        let mut invocation = SCRIPTS.delivery.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(&report.reference)
+            .arg(&report.status)
+            .arg(rank)
+            .arg(status.map_or("", record::delivery_status_str))
+            .arg(report.failure_reason().unwrap_or_default());
+        let reply: Option<(u8, Reply)> = self.run(invocation).await?;
+        reply.map(|(c, r)| Ok((c == 1, decode(r)?))).transpose()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn press(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        call: &CallKey,
+        menu: Menu,
+        digits: &str,
+        max_reprompts: u8,
+        now: SystemTime,
+    ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        let mut invocation = SCRIPTS.press.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(millis(now))
+            .arg(hex::encode(VoiceCall::hash_token(&call.token)))
+            .arg(&call.call_sid)
+            .arg(match menu {
+                Menu::Main => "main",
+                Menu::Fraud => "fraud",
+            })
+            .arg(digits)
+            .arg(max_reprompts);
+        let reply: Option<(String, Reply)> = self.run(invocation).await?;
+        let Some((outcome, reply)) = reply else {
+            return Ok(None);
+        };
+        let v = decode(reply)?;
+        let outcome = match outcome.as_str() {
+            "forbidden" => None,
+            "approved" => Some(KeyOutcome::Approved),
+            "reprompt" => Some(KeyOutcome::Reprompt),
+            "wrong_digits" => Some(KeyOutcome::WrongDigits),
+            "hangup" => Some(KeyOutcome::Hangup),
+            "fraud_menu" => Some(KeyOutcome::FraudMenu),
+            "back_to_main" => Some(KeyOutcome::BackToMain),
+            "denied" => Some(KeyOutcome::Denied),
+            "not_pending" => Some(KeyOutcome::NotPending(v.status)),
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "unexpected reply from the press script".into(),
+                ));
+            }
+        };
+        Ok(Some((outcome, v)))
+    }
+
+    pub(super) async fn block(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        until: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.block.prepare_invoke();
+        invocation
+            .key(self.inner.keys.block(tenant, to))
+            .arg(millis(until))
+            .arg(millis(now));
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
+    pub(super) async fn blocked_until(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let key = self.inner.keys.block(tenant, to);
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let read = get.query_async::<Option<u64>>(&mut connection);
+        let until = match tokio::time::timeout(self.inner.timeout, read).await {
+            Ok(Ok(until)) => until,
+            Ok(Err(error)) => return Err(StoreError::Unavailable(error.to_string())),
+            Err(_) => return Err(StoreError::Unavailable("Redis did not answer".into())),
+        };
+        Ok(until
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+            .filter(|until| *until > now))
+    }
+
+    pub(super) async fn begin_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: Fingerprint,
+        now: SystemTime,
+    ) -> Result<Idempotency, StoreError> {
+        let mut invocation = SCRIPTS.idempotency_begin.prepare_invoke();
+        invocation
+            .key(self.inner.keys.idempotency(tenant, key))
+            .arg(millis(now))
+            .arg(hex::encode(fingerprint))
+            .arg(millis_of(IDEMPOTENCY_LEASE))
+            .arg(millis_of(IDEMPOTENCY_WINDOW));
+        let reply: redis::Value = self.run(invocation).await?;
+        let bad = || StoreError::Unavailable("unexpected reply from the idempotency script".into());
+        if let Ok((word, response)) = <(String, String)>::from_redis_value(reply.clone()) {
+            return match word.as_str() {
+                "replay" => Ok(Idempotency::Replay(Box::new(record::from_json(&response)?))),
+                _ => Err(bad()),
+            };
+        }
+        match String::from_redis_value(reply).map_err(|_| bad())?.as_str() {
+            "started" => Ok(Idempotency::Started),
+            "mismatch" => Ok(Idempotency::Mismatch),
+            "in_flight" => Ok(Idempotency::InFlight),
+            _ => Err(bad()),
+        }
+    }
+
+    pub(super) async fn finish_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        response: &Verification,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.idempotency_finish.prepare_invoke();
+        invocation
+            .key(self.inner.keys.idempotency(tenant, key))
+            .arg(millis(now))
+            .arg(record::to_json(response))
+            .arg(millis_of(IDEMPOTENCY_WINDOW));
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
+    pub(super) async fn abandon_idempotent(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.idempotency_abandon.prepare_invoke();
+        invocation.key(self.inner.keys.idempotency(tenant, key));
+        self.run::<u8>(invocation).await.map(drop)
+    }
+
+    /// Follows a verification's changes, made on any replica.
+    pub(super) async fn subscribe(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> Result<Subscription<String>, StoreError> {
+        self.inner
+            .changes
+            .subscribe(self.inner.keys.watch(tenant, id))
+            .await
+    }
+
+    /// Takes one cell from a budget shared by every replica. `Ok(None)`
+    /// when taken, `Ok(Some(wait))` when the budget is spent.
+    pub async fn take(
+        &self,
+        limit: &str,
+        tenant: &TenantId,
+        subject: &str,
+        period: Duration,
+        burst: u32,
+        now: SystemTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut invocation = SCRIPTS.gcra.prepare_invoke();
+        invocation
+            .key(self.inner.keys.budget(limit, tenant, subject))
+            .arg(millis(now))
+            .arg(millis_of(period))
+            .arg(burst);
+        let wait: u64 = self.run(invocation).await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    }
+
+    pub(super) async fn is_ready(&self) -> bool {
+        let mut connection = self.inner.connection.clone();
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<String>(&mut connection);
+        matches!(
+            tokio::time::timeout(self.inner.timeout, ping).await,
+            Ok(Ok(_))
+        )
+    }
+}

@@ -1,0 +1,276 @@
+//! How a verification is laid out in Redis: a hash of string fields (absent
+//! for `None`) and a list of JSON send attempts, the shapes the Lua scripts
+//! read and write. Parsing here is strict: a field this version cannot read
+//! is a store error, never a guess.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Channel, DeliveryStatus, Destination, Locale, MatchDigits, Purpose, SendAttempt, Status,
+    TenantId, Verification, VerificationId, VoiceMode, verification::Delivery, voice::VoiceCall,
+};
+
+use super::super::StoreError;
+
+/// What a script replies for a verification: its fields as (name, value)
+/// pairs, then its attempts.
+pub(super) type Reply = (Vec<String>, Vec<String>);
+
+pub(super) fn millis(t: SystemTime) -> u64 {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn time(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// The fields of a new verification. `pending_key` and `watch` are the key
+/// names the scripts need to unindex it and to publish its changes.
+pub(super) fn fields(
+    v: &Verification,
+    retention: Duration,
+    watch: &str,
+) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("id", v.id.to_string()),
+        ("tenant", v.tenant.as_str().to_owned()),
+        ("to", v.to.as_str().to_owned()),
+        ("purpose", v.purpose.as_str().to_owned()),
+        ("channel", v.delivery.channel.as_str().to_owned()),
+        ("status", v.status.as_str().to_owned()),
+        ("created_at", millis(v.created_at).to_string()),
+        ("expires_at", millis(v.expires_at).to_string()),
+        (
+            "retention",
+            u64::try_from(retention.as_millis())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        ),
+        ("checks_remaining", v.checks_remaining.to_string()),
+        ("sends_remaining", v.sends_remaining.to_string()),
+        ("watch", watch.to_owned()),
+    ];
+    if let Some(mode) = v.delivery.voice_mode {
+        out.push(("voice_mode", mode.as_str().to_owned()));
+    }
+    if let Some(locale) = &v.delivery.locale {
+        out.push(("locale", locale.as_str().to_owned()));
+    }
+    if let Some(digits) = &v.match_digits {
+        out.push(("match_digits", digits.as_str().to_owned()));
+    }
+    for (name, at) in [
+        ("last_send_at", v.last_send_at),
+        ("sending_until", v.sending_until),
+    ] {
+        if let Some(at) = at {
+            out.push((name, millis(at).to_string()));
+        }
+    }
+    if v.accepted_once {
+        out.push(("accepted_once", "1".to_owned()));
+    }
+    if let Some(call) = &v.call {
+        out.push(("call_token", hex::encode(call.token_hash())));
+        out.push(("call_reprompts", call.reprompts.to_string()));
+        if let Some(sid) = &call.call_sid {
+            out.push(("call_sid", sid.clone()));
+        }
+    }
+    out
+}
+
+/// A whole verification as one JSON value (for idempotent replays), in
+/// the reply's shape.
+pub(super) fn to_json(v: &Verification) -> String {
+    let flat: Vec<String> = fields(v, Duration::ZERO, "")
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect();
+    let attempts: Vec<String> = v.send_attempts.iter().map(attempt_json).collect();
+    serde_json::to_string(&(flat, attempts)).expect("verifications always serialize")
+}
+
+pub(super) fn from_json(json: &str) -> Result<Verification, StoreError> {
+    let reply: Reply = serde_json::from_str(json).map_err(|_| bad("idempotent response"))?;
+    decode(reply)
+}
+
+/// A send attempt as the list holds it. `rank` is where its provider
+/// status sits in a message's life, so the delivery script can tell a
+/// report that moves it forward without a table of its own.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StoredAttempt {
+    channel: String,
+    status: String,
+    provider: String,
+    at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider_status: Option<String>,
+    #[serde(default)]
+    rank: u8,
+}
+
+pub(super) fn attempt_json(a: &SendAttempt) -> String {
+    let stored = StoredAttempt {
+        channel: a.channel.as_str().to_owned(),
+        status: delivery_status_str(a.status).to_owned(),
+        provider: a.provider.clone(),
+        at: millis(a.at),
+        error_reason: a.error_reason.clone(),
+        reference: a.reference.clone(),
+        provider_status: a.provider_status.clone(),
+        rank: a
+            .provider_status
+            .as_deref()
+            .map_or(0, |s| crate::domain::DeliveryReport::rank(s).0),
+    };
+    serde_json::to_string(&stored).expect("attempts always serialize")
+}
+
+pub(super) fn delivery_status_str(s: DeliveryStatus) -> &'static str {
+    match s {
+        DeliveryStatus::Accepted => "accepted",
+        DeliveryStatus::Failed => "failed",
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Undelivered => "undelivered",
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unreadable record in the store: {what}"))
+}
+
+/// Rebuilds a verification from a script's reply.
+pub(super) fn decode((flat, attempts): Reply) -> Result<Verification, StoreError> {
+    let mut f: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2);
+    let mut pairs = flat.into_iter();
+    while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
+        f.insert(k, v);
+    }
+    let text = |name: &str| f.get(name).map(String::as_str);
+    let req = |name: &'static str| text(name).ok_or_else(|| bad(name));
+    let number = |name: &'static str| -> Result<u64, StoreError> {
+        req(name)?.parse().map_err(|_| bad(name))
+    };
+    let opt_time = |name: &'static str| -> Result<Option<SystemTime>, StoreError> {
+        text(name)
+            .map(|s| s.parse().map(time).map_err(|_| bad(name)))
+            .transpose()
+    };
+    let count = |name: &'static str| -> Result<u32, StoreError> {
+        u32::try_from(number(name)?).map_err(|_| bad(name))
+    };
+    let call = match text("call_token") {
+        Some(hash) => {
+            let mut token_hash = [0u8; 32];
+            hex::decode_to_slice(hash, &mut token_hash).map_err(|_| bad("call_token"))?;
+            let reprompts = text("call_reprompts")
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| bad("call_reprompts"))?;
+            Some(VoiceCall::from_stored(
+                token_hash,
+                text("call_sid").map(str::to_owned),
+                reprompts,
+            ))
+        }
+        None => None,
+    };
+    Ok(Verification {
+        id: VerificationId::parse(req("id")?).ok_or_else(|| bad("id"))?,
+        tenant: TenantId::parse(req("tenant")?).ok_or_else(|| bad("tenant"))?,
+        to: Destination::from_stored(req("to")?),
+        purpose: purpose(req("purpose")?).ok_or_else(|| bad("purpose"))?,
+        delivery: Delivery {
+            channel: channel(req("channel")?).ok_or_else(|| bad("channel"))?,
+            voice_mode: text("voice_mode")
+                .map(|m| voice_mode(m).ok_or_else(|| bad("voice_mode")))
+                .transpose()?,
+            locale: text("locale")
+                .map(|l| Locale::parse(l).ok_or_else(|| bad("locale")))
+                .transpose()?,
+        },
+        status: status(req("status")?).ok_or_else(|| bad("status"))?,
+        created_at: time(number("created_at")?),
+        expires_at: time(number("expires_at")?),
+        checks_remaining: count("checks_remaining")?,
+        sends_remaining: count("sends_remaining")?,
+        last_send_at: opt_time("last_send_at")?,
+        sending_until: opt_time("sending_until")?,
+        send_attempts: attempts
+            .iter()
+            .map(|json| decode_attempt(json))
+            .collect::<Result<_, _>>()?,
+        match_digits: text("match_digits").map(MatchDigits::from_stored),
+        call,
+        accepted_once: text("accepted_once") == Some("1"),
+    })
+}
+
+fn decode_attempt(json: &str) -> Result<SendAttempt, StoreError> {
+    let a: StoredAttempt = serde_json::from_str(json).map_err(|_| bad("send attempt"))?;
+    Ok(SendAttempt {
+        channel: channel(&a.channel).ok_or_else(|| bad("attempt channel"))?,
+        status: match a.status.as_str() {
+            "accepted" => DeliveryStatus::Accepted,
+            "failed" => DeliveryStatus::Failed,
+            "sent" => DeliveryStatus::Sent,
+            "delivered" => DeliveryStatus::Delivered,
+            "undelivered" => DeliveryStatus::Undelivered,
+            _ => return Err(bad("attempt status")),
+        },
+        provider: a.provider,
+        at: time(a.at),
+        error_reason: a.error_reason,
+        reference: a.reference,
+        provider_status: a.provider_status,
+    })
+}
+
+fn status(s: &str) -> Option<Status> {
+    [
+        Status::Pending,
+        Status::Approved,
+        Status::Canceled,
+        Status::Expired,
+        Status::MaxAttemptsReached,
+        Status::Failed,
+        Status::Denied,
+    ]
+    .into_iter()
+    .find(|x| x.as_str() == s)
+}
+
+fn channel(s: &str) -> Option<Channel> {
+    [Channel::Sms, Channel::Voice, Channel::Email]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+}
+
+fn purpose(s: &str) -> Option<Purpose> {
+    [
+        Purpose::Enrollment,
+        Purpose::PasswordReset,
+        Purpose::MethodUpdate,
+    ]
+    .into_iter()
+    .find(|x| x.as_str() == s)
+}
+
+fn voice_mode(s: &str) -> Option<VoiceMode> {
+    [VoiceMode::Confirm, VoiceMode::Match, VoiceMode::Code]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+}
