@@ -1,6 +1,11 @@
 //! `spawn_app`: the real server on ephemeral ports, driven by a manual
 //! clock, with the console sender writing into an [`Outbox`] the test reads
 //! codes from.
+//!
+//! One suite, two stores: with `API_TEST_STORE=redis` (as `scripts/test`
+//! runs it the second time) every app gets a real redis-server of its own;
+//! otherwise the in-memory store. A test that is about one store names it
+//! in its config, and that wins.
 
 use std::{
     io,
@@ -12,6 +17,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::redis_server::RedisServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -19,7 +25,7 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, Secret},
+    config::{CONSOLE_PROVIDER, Config, Secret, StoreBackend},
     delivery::ConsoleSender,
     proto::{self, verification_service_client::VerificationServiceClient},
 };
@@ -96,6 +102,35 @@ pub struct TestApp {
     pub webhook_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<()>,
+    /// The app's own Redis, when the suite runs against Redis.
+    pub redis: Option<RedisServer>,
+}
+
+/// Which store the suite runs against: `API_TEST_STORE=redis`, else
+/// memory. (Not a `VERIFYD_` variable: those are verifyd configuration.)
+pub fn suite_uses_redis() -> bool {
+    match std::env::var("API_TEST_STORE").as_deref() {
+        Ok("redis") => true,
+        Ok("memory") | Err(_) => false,
+        Ok(other) => panic!("API_TEST_STORE must be memory or redis, not {other}"),
+    }
+}
+
+/// Points `config` at a Redis, with a command timeout short enough for
+/// the fault tests.
+pub fn use_redis(config: &mut Config, urls: &[String]) {
+    config.store.backend = StoreBackend::Redis;
+    match urls {
+        [url] => config.store.redis.url = Some(url.clone()),
+        _ => config.store.redis.cluster = urls.to_vec(),
+    }
+    config.store.redis.timeout = Duration::from_millis(300);
+    config.store.redis.connect_timeout = Duration::from_millis(300);
+}
+
+/// A round start time keeps timestamps readable in failures.
+pub fn test_clock() -> Clock {
+    Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
 }
 
 /// A production-shaped config (not dev mode) on ephemeral loopback ports.
@@ -122,11 +157,19 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config();
+    let redis = suite_uses_redis().then(RedisServer::start);
+    if let Some(redis) = &redis {
+        use_redis(&mut config, &[redis.url()]);
+    }
     configure(&mut config);
+    let mut app = spawn(config, test_clock()).await;
+    app.redis = redis;
+    app
+}
+
+/// The app for `config` on `clock`; replicas of one service share both.
+pub async fn spawn(config: Config, clock: Clock) -> TestApp {
     config.validate().expect("test config is valid");
-    // A round start time keeps timestamps readable in failures.
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = Clock::manual(start);
     let outbox = Outbox::default();
     let app = Application::build_with(
         config,
@@ -158,6 +201,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         webhook_addr,
         shutdown,
         server,
+        redis: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod fake_twilio;
 mod helpers;
+mod redis_server;
 mod smtp_sink;
 
 mod binary;
@@ -12,6 +13,7 @@ mod gateway;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod redis_store;
 mod server;
 mod twilio;
 mod validation;

@@ -126,7 +126,7 @@ async fn probes_answer_on_the_admin_listener() {
 }
 
 /// A minimal HTTP/1.1 GET, returning the status code.
-async fn http_get(url: &str) -> u16 {
+pub async fn http_get(url: &str) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest

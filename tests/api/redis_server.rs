@@ -1,0 +1,399 @@
+//! Real Redis for the store tests: `redis-server` child processes on
+//! ephemeral loopback ports, each with its own temporary directory and no
+//! persistence, and a three-master Redis Cluster built from them.
+//!
+//! Tests can take Redis away ([`RedisServer::stop`], then `restart`),
+//! freeze it so that connections stay open and nothing answers
+//! ([`RedisServer::freeze`], then `thaw`), drop its subscribers, and read
+//! back everything stored ([`RedisServer::dump`]) to check that no secret
+//! is kept in clear. The harness talks to Redis through `redis-cli`, not
+//! through the crate's client, so it checks the store from the outside.
+//!
+//! `redis-server` and `redis-cli` come from the Debian packages
+//! redis-server and redis-tools (Redis 7+: cluster tests set
+//! `cluster-port`). Without them the tests fail, saying what to install.
+
+use std::{
+    fs::OpenOptions,
+    io::{ErrorKind, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const INSTALL_HINT: &str = "the Redis tests need redis-server and redis-cli (Redis 7+) on PATH: run ./scripts/test as root (it installs redis-server and redis-tools), or apt-get install -y redis-server redis-tools";
+
+/// How long a starting server (or a forming cluster) may take.
+const STARTUP: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    /// `None` after [`RedisServer::stop`].
+    child: Option<Child>,
+    /// Redis's `--dir` (cluster nodes keep `nodes.conf` here) and `redis.log`.
+    dir: tempfile::TempDir,
+    /// Added to every start, e.g. the cluster options.
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    /// A standalone server on a free loopback port, answering PING.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Retries on a fresh port when Redis exits at startup: the port picked
+    /// may have been taken between our probe and Redis's bind.
+    fn start_with(extra_args: &[String]) -> Self {
+        let mut server = Self {
+            port: 0,
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir for redis"),
+            extra_args: extra_args.to_vec(),
+        };
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => last_error = log,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): Redis goes away without a goodbye.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = signal(&child, "CONT");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped server again on the same port, empty (nothing
+    /// was persisted; a cluster node rejoins from its `nodes.conf`).
+    pub fn restart(&mut self) {
+        self.stop();
+        // The port was ours a moment ago; retry briefly in case the kernel
+        // is slow to release it.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) => last_error = log,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "redis-server did not restart on port {}: {last_error}",
+            self.port
+        );
+    }
+
+    /// SIGSTOP: connections stay open (new ones are even accepted by the
+    /// kernel), but nothing answers until [`RedisServer::thaw`].
+    pub fn freeze(&self) {
+        signal(self.child(), "STOP").expect("kill -STOP redis-server");
+    }
+
+    pub fn thaw(&self) {
+        signal(self.child(), "CONT").expect("kill -CONT redis-server");
+    }
+
+    /// `redis-cli -p PORT ARGS…`'s output, trimmed. Error replies are
+    /// output too (`ERR …`); only a failure to connect panics.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
+        assert!(
+            output.status.success(),
+            "redis-cli -p {} {args:?} failed ({}): {}",
+            self.port,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Every key as (key, type, value as text), for "no secret in Redis"
+    /// checks. Streams are read with XRANGE; any other type falls back to
+    /// DUMP, whose RDB payload may be LZF-compressed, so a check on it
+    /// proves little.
+    pub fn dump(&self) -> Vec<(String, String, String)> {
+        let keys = self.cli(&["--raw", "--scan"]);
+        let mut dump: Vec<_> = keys
+            .lines()
+            .filter(|key| !key.is_empty())
+            .map(|key| {
+                let kind = self.cli(&["--raw", "TYPE", key]);
+                let value = match kind.as_str() {
+                    "string" => self.cli(&["--raw", "GET", key]),
+                    "hash" => self.cli(&["--raw", "HGETALL", key]),
+                    "list" => self.cli(&["--raw", "LRANGE", key, "0", "-1"]),
+                    "set" => self.cli(&["--raw", "SMEMBERS", key]),
+                    "zset" => self.cli(&["--raw", "ZRANGE", key, "0", "-1", "WITHSCORES"]),
+                    "stream" => self.cli(&["--raw", "XRANGE", key, "-", "+"]),
+                    _ => self.cli(&["--raw", "DUMP", key]),
+                };
+                (key.to_owned(), kind, value)
+            })
+            .collect();
+        dump.sort();
+        dump
+    }
+
+    /// `CLIENT KILL TYPE pubsub`: drops every subscriber connection and
+    /// returns how many there were.
+    pub fn kill_pubsub_clients(&self) -> u32 {
+        let killed = self.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        killed
+            .parse()
+            .unwrap_or_else(|_| panic!("CLIENT KILL TYPE pubsub answered {killed:?}"))
+    }
+
+    fn child(&self) -> &Child {
+        self.child.as_ref().expect("redis-server is stopped")
+    }
+
+    /// Runs redis-server on `self.port` until it answers PING; on failure
+    /// kills it and returns its log.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log_path = self.dir.path().join("redis.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("redis log file");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("redis log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run redis-server: {e}; {INSTALL_HINT}"));
+        let deadline = Instant::now() + STARTUP;
+        let error = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break format!("it exited ({status})");
+            }
+            if ping(self.port, Duration::from_millis(500)) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                break format!("no PONG within {STARTUP:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        Err(format!("port {}: {error}; log:\n{}", self.port, log.trim()))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of three masters, no replicas, every slot assigned.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                // Explicit: the default bus port, port + 10000, overflows
+                // for high ephemeral ports. `nodes.conf` lands in `--dir`.
+                RedisServer::start_with(&[
+                    "--cluster-enabled".to_owned(),
+                    "yes".to_owned(),
+                    "--cluster-config-file".to_owned(),
+                    "nodes.conf".to_owned(),
+                    "--cluster-port".to_owned(),
+                    free_port().to_string(),
+                    "--cluster-node-timeout".to_owned(),
+                    "5000".to_owned(),
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let deadline = Instant::now() + STARTUP;
+        for node in &nodes {
+            loop {
+                let info = node.cli(&["CLUSTER", "INFO"]);
+                if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not reach cluster_state:ok within {STARTUP:?}; node {}: {info}",
+                    node.port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Every node's [`RedisServer::dump`] (they are all masters).
+    pub fn dump(&self) -> Vec<(String, String, String)> {
+        self.nodes.iter().flat_map(RedisServer::dump).collect()
+    }
+}
+
+/// A loopback port nothing listened on a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `kill -SIGNAL pid`, without a libc dependency.
+fn signal(child: &Child, signal: &str) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("kill -{signal}: {status}")))
+    }
+}
+
+/// Whether Redis on `port` answers an inline PING within `timeout`.
+fn ping(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let mut answer = [0; 7];
+    stream.set_read_timeout(Some(timeout)).is_ok()
+        && stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
+#[test]
+fn a_server_starts_and_stores() {
+    let redis = RedisServer::start();
+    assert_eq!(redis.cli(&["PING"]), "PONG");
+    assert_eq!(redis.cli(&["SET", "{user:1}:code", "123456"]), "OK");
+    assert_eq!(redis.cli(&["GET", "{user:1}:code"]), "123456");
+    redis.cli(&["HSET", "h", "field", "value"]);
+    assert_eq!(
+        redis.dump(),
+        [
+            ("h".to_owned(), "hash".to_owned(), "field\nvalue".to_owned()),
+            (
+                "{user:1}:code".to_owned(),
+                "string".to_owned(),
+                "123456".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(redis.kill_pubsub_clients(), 0);
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{}", redis.port()));
+}
+
+#[test]
+fn a_frozen_server_holds_requests_until_thawed() {
+    let redis = RedisServer::start();
+    redis.freeze();
+    let addr = SocketAddr::from(([127, 0, 0, 1], redis.port()));
+    let mut stream = TcpStream::connect(addr).expect("the kernel still accepts");
+    stream.write_all(b"PING\r\n").expect("write PING");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
+    let mut answer = [0; 7];
+    let err = stream
+        .read_exact(&mut answer)
+        .expect_err("frozen Redis answered");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    redis.thaw();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream.read_exact(&mut answer).expect("PONG after thaw");
+    assert_eq!(&answer, b"+PONG\r\n");
+}
+
+#[test]
+fn a_stopped_server_restarts_empty_on_its_port() {
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    redis.cli(&["SET", "k", "v"]);
+    redis.stop();
+    assert!(
+        !ping(port, Duration::from_millis(300)),
+        "stopped Redis answered"
+    );
+    redis.restart();
+    assert_eq!(redis.port(), port);
+    assert_eq!(redis.cli(&["PING"]), "PONG");
+    assert_eq!(redis.cli(&["EXISTS", "k"]), "0");
+}
+
+#[test]
+fn a_cluster_forms_and_stores() {
+    let cluster = RedisCluster::start();
+    assert_eq!(cluster.urls().len(), 3);
+    let node = &cluster.nodes[0];
+    assert_eq!(node.cli(&["-c", "SET", "{a}x", "1"]), "OK");
+    assert_eq!(node.cli(&["-c", "GET", "{a}x"]), "1");
+    assert!(node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+    assert_eq!(
+        cluster.dump(),
+        [("{a}x".to_owned(), "string".to_owned(), "1".to_owned())]
+    );
+}

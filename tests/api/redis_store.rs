@@ -1,0 +1,439 @@
+//! What only a shared store can promise: replicas that act as one service,
+//! Redis Cluster, fail-closed outages, and a key space that gives nothing
+//! away. Every app here runs on Redis, whichever store the rest of the
+//! suite uses.
+
+use std::time::{Duration, Instant};
+
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use verifyd::{
+    clock::Clock,
+    config::Config,
+    proto::{self, VerificationStatus},
+};
+
+use crate::{
+    helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis, wrong},
+    redis_server::{RedisCluster, RedisServer},
+    server::http_get,
+};
+
+/// How long an outage may take to fail a request: well under any sane
+/// caller deadline (the command timeout here is 300 ms).
+const FAIL_FAST: Duration = Duration::from_secs(2);
+/// How long readiness and recovery may take to notice Redis (health is
+/// re-checked every second).
+const NOTICE: Duration = Duration::from_secs(15);
+
+/// Runs the requests at once, on the runtime's threads, and collects
+/// their results in order.
+async fn concurrently<T: Send + 'static>(
+    requests: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("request task"));
+    }
+    results
+}
+
+fn check_on(
+    app: &TestApp,
+    id: &str,
+    code: &str,
+) -> impl Future<Output = Result<proto::CheckVerificationResponse, tonic::Status>> + Send + 'static
+{
+    let mut client = app.client.clone();
+    let request = proto::CheckVerificationRequest {
+        id: id.to_owned(),
+        code: code.to_owned(),
+    };
+    async move {
+        client
+            .check_verification(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+fn start_on(
+    app: &TestApp,
+    request: proto::StartVerificationRequest,
+) -> impl Future<Output = Result<proto::StartVerificationResponse, tonic::Status>> + Send + 'static
+{
+    let mut client = app.client.clone();
+    async move {
+        client
+            .start_verification(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// Two replicas of one service: one Redis, one clock, same config.
+async fn replicas(redis: &RedisServer, configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
+    let clock = test_clock();
+    let config = || {
+        let mut config = test_config();
+        use_redis(&mut config, &[redis.url()]);
+        configure(&mut config);
+        config
+    };
+    (
+        spawn(config(), clock.clone()).await,
+        spawn(config(), clock).await,
+    )
+}
+
+async fn on_redis(urls: &[String], clock: Clock) -> TestApp {
+    let mut config = test_config();
+    use_redis(&mut config, urls);
+    spawn(config, clock).await
+}
+
+#[tokio::test]
+async fn a_code_sent_by_one_replica_approves_on_the_other_once() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |_| {}).await;
+    let v = a.started(sms_to("+14155550100")).await;
+    let code = a.outbox.code_for(&v.id);
+    let wrong_code = b.check(&v.id, &wrong(&code)).await.expect("check on b");
+    assert!(!wrong_code.approved);
+    assert_eq!(a.get(&v.id).await.expect("get").check_attempts_remaining, 4);
+    assert!(b.check(&v.id, &code).await.expect("check").approved);
+    let again = a.check(&v.id, &code).await.expect_err("single use");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_right_checks_over_two_replicas_approve_exactly_once() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |_| {}).await;
+    let v = a.started(sms_to("+14155550100")).await;
+    let code = a.outbox.code_for(&v.id);
+    let checks = (0..32).map(|i| check_on(if i % 2 == 0 { &a } else { &b }, &v.id, &code));
+    let approvals = concurrently(checks)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.approved))
+        .count();
+    assert_eq!(approvals, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_over_two_replicas_create_one_verification() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |c| {
+        c.limits.starts_per_destination.burst = 100;
+    })
+    .await;
+    let starts =
+        (0..32).map(|i| start_on(if i % 2 == 0 { &a } else { &b }, sms_to("+14155550100")));
+    let results = concurrently(starts).await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.verification.clone().expect("verification").id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one verification: {results:?}");
+    let sent = a.outbox.lines_for(ids.first().expect("one")).len()
+        + b.outbox.lines_for(ids.first().expect("one")).len();
+    assert_eq!(sent, 1, "one message");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        // The others hit the send lease or the cooldown.
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_checks_split_over_two_replicas_spend_exactly_the_attempt_limit() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |c| {
+        c.code.max_check_attempts = 20;
+        c.limits.failed_checks_per_destination.burst = 100;
+    })
+    .await;
+    let v = a.started(sms_to("+14155550100")).await;
+    let code = a.outbox.code_for(&v.id);
+    let wrong_code = wrong(&code);
+    let checks = (0..20).map(|i| check_on(if i % 2 == 0 { &a } else { &b }, &v.id, &wrong_code));
+    let rejected = concurrently(checks)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| !r.approved))
+        .count();
+    assert_eq!(rejected, 20, "every wrong code counted, none lost");
+    let after = b.get(&v.id).await.expect("get");
+    assert_eq!(after.check_attempts_remaining, 0);
+    assert_eq!(status(&after), VerificationStatus::MaxAttemptsReached);
+    let late = a.check(&v.id, &code).await.expect_err("no attempts left");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn the_destination_budget_is_one_budget_across_replicas() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |c| {
+        c.code.resend_cooldown = Duration::ZERO;
+    })
+    .await;
+    // The default budget: five starts, then one every two minutes.
+    for i in 0..5 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.start(sms_to("+14155550100"))
+            .await
+            .expect("within budget");
+    }
+    for app in [&a, &b] {
+        let refused = app
+            .start(sms_to("+14155550100"))
+            .await
+            .expect_err("budget spent on both replicas together");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+    }
+}
+
+async fn next_status(
+    stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
+) -> proto::Verification {
+    tokio::time::timeout(NOTICE, stream.next())
+        .await
+        .expect("the change arrives without polling")
+        .expect("stream open")
+        .expect("ok")
+        .verification
+        .expect("verification")
+}
+
+#[tokio::test]
+async fn a_watcher_on_one_replica_sees_changes_made_on_the_other_even_after_its_subscription_is_killed()
+ {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |_| {}).await;
+    let v = a.started(sms_to("+14155550100")).await;
+    let code = a.outbox.code_for(&v.id);
+    let mut stream = a.watch(&v.id).await.expect("watch on a");
+    assert_eq!(
+        status(&next_status(&mut stream).await),
+        VerificationStatus::Pending
+    );
+
+    b.check(&v.id, &wrong(&code))
+        .await
+        .expect("wrong code on b");
+    assert_eq!(next_status(&mut stream).await.check_attempts_remaining, 4);
+
+    // Drop a's pub/sub connection mid-watch; it re-subscribes and re-reads.
+    assert!(redis.kill_pubsub_clients() >= 1);
+    b.check(&v.id, &code).await.expect("right code on b");
+    assert_eq!(
+        status(&next_status(&mut stream).await),
+        VerificationStatus::Approved
+    );
+}
+
+#[tokio::test]
+async fn the_full_flow_runs_on_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let clock = test_clock();
+    let a = on_redis(&cluster.urls(), clock.clone()).await;
+    let b = on_redis(&cluster.urls(), clock).await;
+    // Destinations land in different slots, hence on different masters.
+    for n in 0..6 {
+        let to = format!("+1415555010{n}");
+        let v = a.started(sms_to(&to)).await;
+        let code = a.outbox.code_for(&v.id);
+        let mut stream = b.watch(&v.id).await.expect("watch on b");
+        assert_eq!(
+            status(&next_status(&mut stream).await),
+            VerificationStatus::Pending
+        );
+        assert!(!b.check(&v.id, &wrong(&code)).await.expect("check").approved);
+        assert_eq!(next_status(&mut stream).await.check_attempts_remaining, 4);
+        assert!(a.check(&v.id, &code).await.expect("check").approved);
+        assert_eq!(
+            status(&next_status(&mut stream).await),
+            VerificationStatus::Approved
+        );
+        assert!(b.cancel(&v.id).await.is_err(), "approved stays approved");
+    }
+    let holding_keys = cluster
+        .urls()
+        .iter()
+        .filter(|url| {
+            let size = std::process::Command::new("redis-cli")
+                .args(["-u", url, "DBSIZE"])
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&size.stdout).trim() != "0"
+        })
+        .count();
+    assert!(holding_keys > 1, "keys spread over the masters");
+}
+
+async fn health(app: &TestApp) -> ServingStatus {
+    HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers whatever the store does")
+        .into_inner()
+        .status()
+}
+
+/// Waits (bounded) for the gRPC health and `/readyz` to say `serving`.
+async fn await_readiness(app: &TestApp, serving: bool) {
+    let (want, code) = if serving {
+        (ServingStatus::Serving, 200)
+    } else {
+        (ServingStatus::NotServing, 503)
+    };
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    let began = Instant::now();
+    while health(app).await != want || http_get(&readyz).await != code {
+        assert!(
+            began.elapsed() < NOTICE,
+            "readiness did not become {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        http_get(&format!("http://{}/livez", app.admin_addr)).await,
+        200,
+        "liveness never depends on Redis"
+    );
+}
+
+/// While Redis is out: every RPC fails fast with UNAVAILABLE, the right
+/// code approves nothing, and nothing is sent.
+async fn assert_fails_closed(app: &TestApp, id: &str, code: &str) {
+    let sent_before = app.outbox.lines_for(id).len();
+    let began = Instant::now();
+    let check = app.check(id, code).await.expect_err("no approval");
+    assert_eq!(check.code(), Code::Unavailable, "{check:?}");
+    let start = app
+        .start(sms_to("+14155550199"))
+        .await
+        .expect_err("no start");
+    assert_eq!(start.code(), Code::Unavailable, "{start:?}");
+    let get = app.get(id).await.expect_err("no read");
+    assert_eq!(get.code(), Code::Unavailable);
+    assert!(
+        began.elapsed() < 3 * FAIL_FAST,
+        "three RPCs took {:?}",
+        began.elapsed()
+    );
+    assert_eq!(app.outbox.lines_for(id).len(), sent_before);
+    await_readiness(app, false).await;
+}
+
+/// Polls until the store answers again (Redis reconnects take a moment).
+async fn await_recovery(app: &TestApp, id: &str) -> Result<proto::Verification, tonic::Status> {
+    let began = Instant::now();
+    loop {
+        match app.get(id).await {
+            Err(e) if e.code() == Code::Unavailable && began.elapsed() < NOTICE => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_redis_fails_requests_fast_and_closed_and_a_restarted_one_is_picked_up() {
+    let mut redis = RedisServer::start();
+    let app = on_redis(&[redis.url()], test_clock()).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+
+    redis.stop();
+    assert_fails_closed(&app, &v.id, &code).await;
+
+    // Without persistence the restarted Redis is empty: the verification
+    // is gone (fail closed), and new ones work without restarting verifyd.
+    redis.restart();
+    let gone = await_recovery(&app, &v.id).await.expect_err("data is gone");
+    assert_eq!(gone.code(), Code::NotFound);
+    await_readiness(&app, true).await;
+    let fresh = app.started(sms_to("+14155550101")).await;
+    let code = app.outbox.code_for(&fresh.id);
+    assert!(app.check(&fresh.id, &code).await.expect("check").approved);
+}
+
+#[tokio::test]
+async fn a_frozen_redis_fails_requests_within_the_timeout_and_a_thawed_one_carries_on() {
+    let redis = RedisServer::start();
+    let app = on_redis(&[redis.url()], test_clock()).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+
+    redis.freeze();
+    assert_fails_closed(&app, &v.id, &code).await;
+    redis.thaw();
+
+    let after = await_recovery(&app, &v.id).await.expect("readable again");
+    assert_eq!(
+        status(&after),
+        VerificationStatus::Pending,
+        "nothing approved while frozen"
+    );
+    await_readiness(&app, true).await;
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+}
+
+#[tokio::test]
+async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_key_names() {
+    let redis = RedisServer::start();
+    let app = on_redis(&[redis.url()], test_clock()).await;
+    let phone = "+14155550100";
+    let email = "alice@example.com";
+    let mut codes = Vec::new();
+    for (to, channel) in [(phone, proto::Channel::Sms), (email, proto::Channel::Email)] {
+        let req = proto::StartVerificationRequest {
+            channel: channel.into(),
+            end_user_ip: "203.0.113.9".into(),
+            idempotency_key: format!("flow-{to}"),
+            ..sms_to(to)
+        };
+        let v = app.started(req).await;
+        let code = app.outbox.code_for(&v.id);
+        app.check(&v.id, &wrong(&code)).await.expect("wrong code");
+        codes.push(code);
+        // A resend: a second code, the one that approves.
+        app.clock.advance(Duration::from_secs(60));
+        let v = app.started(sms_to_channel(to, channel)).await;
+        let code = app.outbox.code_for(&v.id);
+        codes.push(code.clone());
+        assert!(app.check(&v.id, &code).await.expect("check").approved);
+    }
+    let dump = redis.dump();
+    assert!(!dump.is_empty());
+    let phone_digits = phone.trim_start_matches('+');
+    for (key, _kind, value) in &dump {
+        for secret in &codes {
+            assert!(!key.contains(secret.as_str()), "code in key {key}");
+            assert!(!value.contains(secret.as_str()), "code in {key}: {value}");
+        }
+        for personal in [phone_digits, email, "alice", "203.0.113.9"] {
+            assert!(!key.contains(personal), "{personal} in key name {key}");
+        }
+        assert!(
+            !value.contains(crate::helpers::TEST_KEY),
+            "HMAC key in {key}"
+        );
+    }
+}
+
+fn sms_to_channel(to: &str, channel: proto::Channel) -> proto::StartVerificationRequest {
+    proto::StartVerificationRequest {
+        channel: channel.into(),
+        ..sms_to(to)
+    }
+}
