@@ -707,6 +707,36 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_store_needs_one_url_without_a_password_and_reads_the_password_from_a_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.set_env("VERIFYD_STORE__BACKEND", "redis");
+            assert_eq!(load_err().key, "store.redis.url");
+            jail.set_env("VERIFYD_STORE__REDIS__URL", "redis://:hunter2@redis:6379");
+            let err = load_err();
+            assert_eq!(err.key, "store.redis.url");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            jail.set_env("VERIFYD_STORE__REDIS__URL", "http://redis:6379");
+            assert_eq!(load_err().key, "store.redis.url");
+            jail.set_env("VERIFYD_STORE__REDIS__URL", "rediss://redis:6379/0");
+            jail.set_env("VERIFYD_STORE__REDIS__CLUSTER", "[redis://a:6379]");
+            assert_eq!(load_err().key, "store.redis.cluster");
+            jail.set_env("VERIFYD_STORE__REDIS__CLUSTER", "[]");
+            jail.create_file("redis.pass", "s3cret")?;
+            jail.set_env("VERIFYD_STORE__REDIS__PASSWORD_FILE", "redis.pass");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.store.backend, StoreBackend::Redis);
+            assert_eq!(
+                config.store.redis.password.as_ref().map(Secret::expose),
+                Some("s3cret")
+            );
+            assert!(!format!("{config:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_example_config_loads() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);

@@ -64,7 +64,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     telemetry::init_logging(&config.log);
     if config.dev_mode {
         tracing::warn!(
-            "DEV MODE (no configuration found, or dev_mode set). Listening on loopback only, in-memory store, \
+            "DEV MODE (no configuration found, or dev_mode set). Listening on loopback only, \
              console senders printing codes to stdout, an ephemeral HMAC key (codes die with \
              the process), and every caller accepted as tenant 'default'. Never run this in \
              production."

@@ -45,8 +45,8 @@ use crate::domain::{
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
-/// The scripts, each loaded once per Redis node: `Script` runs EVALSHA and
-/// falls back to EVAL when the node answers NOSCRIPT (after a restart).
+/// The scripts. `Script` runs EVALSHA and, when a node answers NOSCRIPT
+/// (fresh or restarted), loads the script with SCRIPT LOAD and runs it again.
 struct Scripts {
     reserve: Script,
     complete: Script,
