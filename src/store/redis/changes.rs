@@ -92,6 +92,8 @@ struct Subscriber {
 impl Subscriber {
     async fn run(mut self, stop: CancellationToken) {
         let mut pause = Duration::from_millis(50);
+        // An outage is logged once, not on every retry.
+        let mut reported = false;
         loop {
             let connected = tokio::select! {
                 () = stop.cancelled() => return,
@@ -100,6 +102,10 @@ impl Subscriber {
             match connected {
                 Ok((sink, stream)) => {
                     pause = Duration::from_millis(50);
+                    if reported {
+                        tracing::info!("Redis pub/sub connection is back");
+                        reported = false;
+                    }
                     // Whatever happened while disconnected: re-read.
                     self.feed.notify_all();
                     tokio::select! {
@@ -109,7 +115,10 @@ impl Subscriber {
                     tracing::warn!("lost the Redis pub/sub connection; reconnecting");
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot connect to Redis for pub/sub");
+                    if !reported {
+                        tracing::warn!(%error, "cannot connect to Redis for pub/sub; retrying");
+                        reported = true;
+                    }
                     // Nobody may wait on a confirmation that cannot come.
                     while let Ok(command) = self.commands.try_recv() {
                         drop(command);

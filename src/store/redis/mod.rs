@@ -127,17 +127,28 @@ impl RedisStore {
         })
     }
 
-    /// Runs one script within the command timeout. Whatever goes wrong
-    /// (Redis down, frozen, or answering nonsense) is `Unavailable`: the
-    /// caller fails closed.
+    /// Runs one script within the command timeout.
     async fn run<T: FromRedisValue>(
         &self,
         invocation: ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut connection = self.inner.connection.clone();
-        match tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut connection))
-            .await
-        {
+        self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// Runs one plain command within the command timeout.
+    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        self.bounded(command.query_async(&mut connection)).await
+    }
+
+    /// Whatever goes wrong (Redis down, frozen past the timeout, or
+    /// answering nonsense) is `Unavailable`: the caller fails closed.
+    async fn bounded<T>(
+        &self,
+        request: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -145,6 +156,21 @@ impl RedisStore {
                 self.inner.timeout
             ))),
         }
+    }
+
+    /// An invocation of a script on one verification: its hash and its
+    /// attempts list are the keys.
+    fn on_verification<'a>(
+        &self,
+        script: &'a Script,
+        tenant: &TenantId,
+        id: &VerificationId,
+    ) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.inner.keys.verification(tenant, id) {
+            invocation.key(key);
+        }
+        invocation
     }
 
     /// A new verification id in the shard of its destination.
@@ -210,10 +236,7 @@ impl RedisStore {
             .last()
             .is_some_and(|a| a.status == crate::domain::DeliveryStatus::Accepted);
         let match_digits = crate::domain::MatchDigits::generate(policy.match_digits);
-        let mut invocation = SCRIPTS.complete.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
+        let mut invocation = self.on_verification(&SCRIPTS.complete, tenant, id);
         let (code_key, code_mac) = send.new_hash.as_ref().map_or_else(Default::default, |h| {
             (h.key_id.as_str().to_owned(), hex::encode(h.mac))
         });
@@ -249,10 +272,7 @@ impl RedisStore {
         candidates: &[CodeHash],
         now: SystemTime,
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
-        let mut invocation = SCRIPTS.check.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
+        let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
         invocation.arg(millis(now));
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
@@ -270,34 +290,13 @@ impl RedisStore {
         Ok(Some((outcome, v)))
     }
 
-    /// Runs a script that takes only the time and replies
-    /// `{ detail, verification }`.
-    async fn simple<T: FromRedisValue>(
-        &self,
-        script: &Script,
-        tenant: &TenantId,
-        id: &VerificationId,
-        now: SystemTime,
-    ) -> Result<Option<(T, Verification)>, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
-        invocation.arg(millis(now));
-        let reply: Option<(T, Reply)> = self.run(invocation).await?;
-        reply.map(|(t, r)| Ok((t, decode(r)?))).transpose()
-    }
-
     pub(super) async fn get(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let mut invocation = SCRIPTS.get.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
+        let mut invocation = self.on_verification(&SCRIPTS.get, tenant, id);
         invocation.arg(millis(now));
         let reply: Option<(Reply,)> = self.run(invocation).await?;
         reply.map(|(r,)| decode(r)).transpose()
@@ -309,8 +308,10 @@ impl RedisStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<(Verification, bool)>, StoreError> {
-        let canceled = self.simple::<u8>(&SCRIPTS.cancel, tenant, id, now).await?;
-        Ok(canceled.map(|(c, v)| (v, c == 1)))
+        let mut invocation = self.on_verification(&SCRIPTS.cancel, tenant, id);
+        invocation.arg(millis(now));
+        let reply: Option<(u8, Reply)> = self.run(invocation).await?;
+        reply.map(|(c, r)| Ok((decode(r)?, c == 1))).transpose()
     }
 
     pub(super) async fn record_delivery(
@@ -320,10 +321,7 @@ impl RedisStore {
         report: &DeliveryReport,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         let (rank, status) = DeliveryReport::rank(&report.status);
-        let mut invocation = SCRIPTS.delivery.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
+        let mut invocation = self.on_verification(&SCRIPTS.delivery, tenant, id);
         invocation
             .arg(&report.reference)
             .arg(&report.status)
@@ -345,10 +343,7 @@ impl RedisStore {
         max_reprompts: u8,
         now: SystemTime,
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
-        let mut invocation = SCRIPTS.press.prepare_invoke();
-        for key in self.inner.keys.verification(tenant, id) {
-            invocation.key(key);
-        }
+        let mut invocation = self.on_verification(&SCRIPTS.press, tenant, id);
         invocation
             .arg(millis(now))
             .arg(hex::encode(VoiceCall::hash_token(&call.token)))
@@ -404,16 +399,9 @@ impl RedisStore {
         to: &Destination,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let key = self.inner.keys.block(tenant, to);
         let mut get = redis::cmd("GET");
-        get.arg(key);
-        let read = get.query_async::<Option<u64>>(&mut connection);
-        let until = match tokio::time::timeout(self.inner.timeout, read).await {
-            Ok(Ok(until)) => until,
-            Ok(Err(error)) => return Err(StoreError::Unavailable(error.to_string())),
-            Err(_) => return Err(StoreError::Unavailable("Redis did not answer".into())),
-        };
+        get.arg(self.inner.keys.block(tenant, to));
+        let until: Option<u64> = self.query(&get).await?;
         Ok(until
             .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
             .filter(|until| *until > now))
@@ -509,12 +497,6 @@ impl RedisStore {
     }
 
     pub(super) async fn is_ready(&self) -> bool {
-        let mut connection = self.inner.connection.clone();
-        let ping = redis::cmd("PING");
-        let ping = ping.query_async::<String>(&mut connection);
-        matches!(
-            tokio::time::timeout(self.inner.timeout, ping).await,
-            Ok(Ok(_))
-        )
+        self.query::<String>(&redis::cmd("PING")).await.is_ok()
     }
 }

@@ -1,11 +1,10 @@
 -- Store::cancel (Verification::cancel). ARGV: now. Replies nil or
 -- { 1 when this call canceled it else 0, verification }.
 local now = num(ARGV[1])
-local v = load(KEYS[1])
-if not v or purged(v, now) then
+local v, changed = current(now)
+if not v then
   return nil
 end
-local changed = settle(v, now)
 local canceled = 0
 if v.status == 'pending' then
   v.status = 'canceled'

@@ -2,11 +2,10 @@
 -- hash under each key still accepted. Replies nil when there is no such
 -- verification, else { outcome, verification }.
 local now = num(ARGV[1])
-local v = load(KEYS[1])
-if not v or purged(v, now) then
+local v, changed = current(now)
+if not v then
   return nil
 end
-local changed = settle(v, now)
 local outcome
 if v.status ~= 'pending' then
   outcome = 'not_pending'

@@ -40,6 +40,17 @@ local function settle(v, now)
   return false
 end
 
+-- The verification at KEYS[1] as it stands at `now`, expiry settled, and
+-- whether settling changed it; nil when there is none (or it is past its
+-- retention).
+local function current(now)
+  local v = load(KEYS[1])
+  if not v or purged(v, now) then
+    return nil, false
+  end
+  return v, settle(v, now)
+end
+
 -- Compares two equal-length hex strings in time that does not depend on
 -- where they differ.
 local function same(a, b)
