@@ -175,7 +175,11 @@ impl Verifier {
         id: &VerificationId,
         report: &DeliveryReport,
     ) -> Result<(), LookupError> {
-        match self.store.record_delivery(tenant, id, report).await? {
+        match self
+            .store
+            .record_delivery(tenant, id, report, self.clock.now())
+            .await?
+        {
             Some((true, _)) => {
                 tracing::info!(provider_status = %report.status, "delivery status");
                 Ok(())

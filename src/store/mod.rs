@@ -210,10 +210,11 @@ impl Store {
         tenant: &TenantId,
         id: &VerificationId,
         report: &DeliveryReport,
+        now: SystemTime,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         match self {
             Self::Memory(m) => m.record_delivery(tenant, id, report),
-            Self::Redis(r) => r.record_delivery(tenant, id, report).await,
+            Self::Redis(r) => r.record_delivery(tenant, id, report, now).await,
         }
     }
 

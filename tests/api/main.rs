@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod redis_store;
 mod server;
+mod store_parity;
 mod twilio;
 mod validation;
 mod voice;

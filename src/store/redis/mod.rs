@@ -319,10 +319,12 @@ impl RedisStore {
         tenant: &TenantId,
         id: &VerificationId,
         report: &DeliveryReport,
+        now: SystemTime,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         let (rank, status) = DeliveryReport::rank(&report.status);
         let mut invocation = self.on_verification(&SCRIPTS.delivery, tenant, id);
         invocation
+            .arg(millis(now))
             .arg(&report.reference)
             .arg(&report.status)
             .arg(rank)

@@ -1,29 +1,30 @@
--- Store::record_delivery (Verification::record_delivery). ARGV: the
+-- Store::record_delivery (Verification::record_delivery). ARGV: now, the
 -- provider's reference, its status word, that word's rank, what it means
 -- here ('' when unknown) and the failure reason to record ('' for none).
 -- Attempts keep the rank of their provider status. Replies nil or
 -- { 1 when it changed anything else 0, verification }.
-local reference, status, rank = ARGV[1], ARGV[2], num(ARGV[3])
+local now = num(ARGV[1])
+local reference, status, rank = ARGV[2], ARGV[3], num(ARGV[4])
 local v = load(KEYS[1])
-if not v then
+if not v or purged(v, now) then
   return nil
 end
 local attempts = redis.call('LRANGE', KEYS[2], 0, -1)
 for i = #attempts, 1, -1 do
   local attempt = cjson.decode(attempts[i])
   if attempt.reference == reference then
-    local current = attempt.rank or 0
-    local forward = rank > current or (current == 0 and attempt.provider_status == nil)
+    local held = attempt.rank or 0
+    local forward = rank > held or (held == 0 and attempt.provider_status == nil)
     if not forward or attempt.provider_status == status then
       return { 0, reply(v, KEYS[2]) }
     end
     attempt.provider_status = status
     attempt.rank = rank
-    if ARGV[4] ~= '' then
-      attempt.status = ARGV[4]
-    end
     if ARGV[5] ~= '' then
-      attempt.error_reason = ARGV[5]
+      attempt.status = ARGV[5]
+    end
+    if ARGV[6] ~= '' then
+      attempt.error_reason = ARGV[6]
     end
     redis.call('LSET', KEYS[2], i - 1, cjson.encode(attempt))
     redis.call('PUBLISH', v.watch, v.status)
