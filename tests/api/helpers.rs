@@ -85,6 +85,11 @@ impl Outbox {
     pub fn sent_count(&self, id: &str) -> usize {
         self.lines_for(id).len()
     }
+
+    /// Every message sent so far, whatever its verification.
+    pub fn total_sent(&self) -> usize {
+        self.text.lock().expect("outbox lock").lines().count()
+    }
 }
 
 pub fn field(line: &str, name: &str) -> Option<String> {

@@ -18,7 +18,7 @@ use verifyd::{
 
 use crate::{
     helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis, wrong},
-    redis_server::{RedisCluster, RedisServer},
+    redis_server::{RedisCluster, RedisServer, TlsRedis},
     server::http_get,
 };
 
@@ -313,7 +313,7 @@ async fn await_readiness(app: &TestApp, serving: bool) {
 /// While Redis is out: every RPC fails fast with UNAVAILABLE, the right
 /// code approves nothing, and nothing is sent.
 async fn assert_fails_closed(app: &TestApp, id: &str, code: &str) {
-    let sent_before = app.outbox.lines_for(id).len();
+    let sent_before = app.outbox.total_sent();
     let began = Instant::now();
     let check = app.check(id, code).await.expect_err("no approval");
     assert_eq!(check.code(), Code::Unavailable, "{check:?}");
@@ -329,7 +329,7 @@ async fn assert_fails_closed(app: &TestApp, id: &str, code: &str) {
         "three RPCs took {:?}",
         began.elapsed()
     );
-    assert_eq!(app.outbox.lines_for(id).len(), sent_before);
+    assert_eq!(app.outbox.total_sent(), sent_before, "nothing sent");
     await_readiness(app, false).await;
 }
 
@@ -436,4 +436,39 @@ fn sms_to_channel(to: &str, channel: proto::Channel) -> proto::StartVerification
         channel: channel.into(),
         ..sms_to(to)
     }
+}
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_trust_the_configured_ca() {
+    let redis = TlsRedis::start();
+    let mut config = test_config();
+    use_redis(&mut config, std::slice::from_ref(&redis.url));
+    config.store.redis.ca_file = Some(redis.ca_file.clone());
+    let app = spawn(config, test_clock()).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+    let mut stream = app.watch(&v.id).await.expect("pub/sub over TLS too");
+    assert_eq!(
+        status(&next_status(&mut stream).await),
+        VerificationStatus::Pending
+    );
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    assert_eq!(
+        status(&next_status(&mut stream).await),
+        VerificationStatus::Approved
+    );
+    assert!(
+        !redis.server.dump().is_empty(),
+        "the data went to this server, over its TLS port"
+    );
+
+    // Without the CA, the server's certificate is not trusted: fail closed.
+    let mut untrusting = test_config();
+    use_redis(&mut untrusting, std::slice::from_ref(&redis.url));
+    let app = spawn(untrusting, test_clock()).await;
+    let refused = app
+        .start(sms_to("+14155550101"))
+        .await
+        .expect_err("untrusted");
+    assert_eq!(refused.code(), Code::Unavailable);
 }

@@ -141,7 +141,7 @@ impl Subscriber {
         let mut last_error = None;
         for url in urls {
             let attempt = async {
-                let client = redis::Client::open(self.config.connection_info(url)?)?;
+                let client = self.config.client(url)?;
                 let (mut sink, stream) = client.get_async_pubsub().await?.split();
                 let watched = self.feed.watched();
                 if !watched.is_empty() {

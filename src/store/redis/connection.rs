@@ -4,7 +4,7 @@
 //! while Redis is down; and every command is bounded by a timeout, so an
 //! outage fails requests fast instead of hanging them.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
@@ -28,6 +28,9 @@ pub struct RedisConfig {
     /// Best set through `VERIFYD_STORE__REDIS__PASSWORD_FILE`; never in the
     /// URL, where it would show in logs.
     pub password: Option<Secret>,
+    /// PEM certificates of the CAs to trust for `rediss://`, instead of the
+    /// system's roots (a cluster-internal Redis usually has a private CA).
+    pub ca_file: Option<PathBuf>,
     /// The longest one command may take before the request fails with
     /// UNAVAILABLE.
     #[serde(with = "humantime_serde")]
@@ -45,6 +48,7 @@ impl Default for RedisConfig {
             cluster: Vec::new(),
             username: None,
             password: None,
+            ca_file: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             key_prefix: "verifyd".to_owned(),
@@ -87,6 +91,11 @@ impl RedisConfig {
                 ));
             }
         }
+        if let Some(ca_file) = &self.ca_file
+            && let Err(problem) = read_ca(ca_file)
+        {
+            return Some(("store.redis.ca_file", problem));
+        }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Some((
                 "store.redis.timeout",
@@ -106,6 +115,29 @@ impl RedisConfig {
             ));
         }
         None
+    }
+
+    /// A client for one node.
+    pub(super) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info(url)?;
+        match self.certificates()? {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
+        }
+    }
+
+    /// The CAs of `ca_file`, when set.
+    fn certificates(&self) -> redis::RedisResult<Option<redis::TlsCertificates>> {
+        let Some(ca_file) = &self.ca_file else {
+            return Ok(None);
+        };
+        let pem = read_ca(ca_file).map_err(|problem| {
+            redis::RedisError::from((redis::ErrorKind::Client, "ca_file", problem))
+        })?;
+        Ok(Some(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
     }
 
     /// The connection details of one URL, with the credentials set apart.
@@ -141,7 +173,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     pub(super) fn open(config: &RedisConfig) -> redis::RedisResult<Self> {
         if let Some(url) = &config.url {
-            let client = redis::Client::open(config.connection_info(url)?)?;
+            let client = config.client(url)?;
             let manager = ConnectionManagerConfig::new()
                 .set_response_timeout(Some(config.timeout))
                 .set_connection_timeout(Some(config.connect_timeout))
@@ -156,11 +188,14 @@ impl Connection {
             .iter()
             .map(|url| config.connection_info(url))
             .collect::<redis::RedisResult<Vec<_>>>()?;
-        let client = ClusterClientBuilder::new(nodes)
+        let mut builder = ClusterClientBuilder::new(nodes)
             .response_timeout(config.timeout)
             .connection_timeout(config.connect_timeout)
-            .retries(2)
-            .build()?;
+            .retries(2);
+        if let Some(certificates) = config.certificates()? {
+            builder = builder.certs(certificates);
+        }
+        let client = builder.build()?;
         Ok(Self::Cluster(
             client.get_pending_async_connection_with_config(
                 ClusterConfig::new()
@@ -197,4 +232,13 @@ impl ConnectionLike for Connection {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Reads a PEM bundle and checks that it holds at least one certificate.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(pem)
 }

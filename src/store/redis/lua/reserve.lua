@@ -31,6 +31,9 @@ end
 
 local pending_id = redis.call('GET', KEYS[1])
 if pending_id then
+  -- The pending verification's keys are named here, from the prefix: its id
+  -- carries the same shard as the slot key, so they hash to the same slot
+  -- and the script stays within one slot on Redis Cluster.
   local key = prefix .. 'v:' .. pending_id
   local attempts_key = prefix .. 'a:' .. pending_id
   local v = load(key)
