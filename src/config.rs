@@ -723,6 +723,13 @@ mod tests {
             jail.set_env("VERIFYD_STORE__REDIS__CLUSTER", "[redis://a:6379]");
             assert_eq!(load_err().key, "store.redis.cluster");
             jail.set_env("VERIFYD_STORE__REDIS__CLUSTER", "[]");
+            jail.create_file("ca.pem", "not a certificate")?;
+            jail.set_env("VERIFYD_STORE__REDIS__CA_CERT_FILE", "ca.pem");
+            assert_eq!(load_err().key, "store.redis.ca_cert");
+            jail.create_file(
+                "ca.pem",
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            )?;
             jail.create_file("redis.pass", "s3cret")?;
             jail.set_env("VERIFYD_STORE__REDIS__PASSWORD_FILE", "redis.pass");
             let config = Config::load(None).expect("valid");

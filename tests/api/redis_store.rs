@@ -443,7 +443,8 @@ async fn rediss_urls_speak_tls_and_trust_the_configured_ca() {
     let redis = TlsRedis::start();
     let mut config = test_config();
     use_redis(&mut config, std::slice::from_ref(&redis.url));
-    config.store.redis.ca_file = Some(redis.ca_file.clone());
+    config.store.redis.ca_cert =
+        Some(std::fs::read_to_string(&redis.ca_file).expect("the test CA"));
     let app = spawn(config, test_clock()).await;
     let v = app.started(sms_to("+14155550100")).await;
     let code = app.outbox.code_for(&v.id);

@@ -4,7 +4,7 @@
 //! while Redis is down; and every command is bounded by a timeout, so an
 //! outage fails requests fast instead of hanging them.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
@@ -30,7 +30,8 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// PEM certificates of the CAs to trust for `rediss://`, instead of the
     /// system's roots (a cluster-internal Redis usually has a private CA).
-    pub ca_file: Option<PathBuf>,
+    /// Best set from a file: `VERIFYD_STORE__REDIS__CA_CERT_FILE`.
+    pub ca_cert: Option<String>,
     /// The longest one command may take before the request fails with
     /// UNAVAILABLE.
     #[serde(with = "humantime_serde")]
@@ -48,7 +49,7 @@ impl Default for RedisConfig {
             cluster: Vec::new(),
             username: None,
             password: None,
-            ca_file: None,
+            ca_cert: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             key_prefix: "verifyd".to_owned(),
@@ -91,10 +92,13 @@ impl RedisConfig {
                 ));
             }
         }
-        if let Some(ca_file) = &self.ca_file
-            && let Err(problem) = read_ca(ca_file)
+        if let Some(pem) = &self.ca_cert
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
         {
-            return Some(("store.redis.ca_file", problem));
+            return Some((
+                "store.redis.ca_cert",
+                "must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned(),
+            ));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Some((
@@ -120,24 +124,18 @@ impl RedisConfig {
     /// A client for one node.
     pub(super) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
         let info = self.connection_info(url)?;
-        match self.certificates()? {
+        match self.certificates() {
             Some(certificates) => redis::Client::build_with_tls(info, certificates),
             None => redis::Client::open(info),
         }
     }
 
-    /// The CAs of `ca_file`, when set.
-    fn certificates(&self) -> redis::RedisResult<Option<redis::TlsCertificates>> {
-        let Some(ca_file) = &self.ca_file else {
-            return Ok(None);
-        };
-        let pem = read_ca(ca_file).map_err(|problem| {
-            redis::RedisError::from((redis::ErrorKind::Client, "ca_file", problem))
-        })?;
-        Ok(Some(redis::TlsCertificates {
+    /// The CAs of `ca_cert`, when set.
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_cert.as_ref().map(|pem| redis::TlsCertificates {
             client_tls: None,
-            root_cert: Some(pem),
-        }))
+            root_cert: Some(pem.as_bytes().to_vec()),
+        })
     }
 
     /// The connection details of one URL, with the credentials set apart.
@@ -192,7 +190,7 @@ impl Connection {
             .response_timeout(config.timeout)
             .connection_timeout(config.connect_timeout)
             .retries(2);
-        if let Some(certificates) = config.certificates()? {
+        if let Some(certificates) = config.certificates() {
             builder = builder.certs(certificates);
         }
         let client = builder.build()?;
@@ -232,13 +230,4 @@ impl ConnectionLike for Connection {
             Self::Cluster(c) => c.get_db(),
         }
     }
-}
-
-/// Reads a PEM bundle and checks that it holds at least one certificate.
-fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(pem)
 }
