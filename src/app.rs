@@ -65,8 +65,8 @@ pub enum RunError {
     Store(StoreError),
 }
 
-/// Labels the subkey that hashes destinations into Redis key names.
-const REDIS_INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";
+/// Labels the Redis index key dev mode derives from its HMAC key.
+const DEV_INDEX_KEY_LABEL: &str = "verifyd.dev-redis-index.v1";
 
 /// How often readiness (the store's reachability) is checked and the gRPC
 /// health status kept in step with it.
@@ -105,12 +105,19 @@ impl Application {
                 RateLimits::new(&config.limits, clock.clone()),
             ),
             StoreBackend::Redis => {
-                // Destinations are hashed into key names with a key of their
-                // own, derived from the HMAC key.
-                let index_key = config.key_ring().active().derive(REDIS_INDEX_KEY_LABEL);
+                // Dev mode may leave the index key out: one is derived from
+                // the (ephemeral) HMAC key.
+                let index_key = match &config.store.redis.index_key {
+                    Some(key) => key.expose().as_bytes().to_vec(),
+                    None => config
+                        .key_ring()
+                        .active()
+                        .derive(DEV_INDEX_KEY_LABEL)
+                        .to_vec(),
+                };
                 let redis = RedisStore::open(
                     &config.store.redis,
-                    index_key,
+                    &index_key,
                     policy.retention,
                     shutdown.clone(),
                 )
@@ -181,10 +188,17 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
         let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<VerificationServiceServer<Api>>().await;
+        // Serving only once the store answers: a replica that starts while
+        // Redis is down must not get traffic.
+        let ready = verifier.is_ready().await;
+        set_health(&health, ready).await;
+        if !ready {
+            tracing::warn!("the store is unreachable: not serving until it answers");
+        }
         let readiness = tokio::spawn(track_readiness(
             Arc::clone(&verifier),
             health.clone(),
+            ready,
             shutdown.clone(),
         ));
         let reflection = || {
@@ -219,12 +233,10 @@ impl Application {
             async move {
                 shutdown.cancelled().await;
                 tracing::info!("shutting down: no longer serving, draining in-flight requests");
-                health
-                    .set_not_serving::<VerificationServiceServer<Api>>()
-                    .await;
-                health
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
+                // The readiness tracker ends first, so it cannot set SERVING
+                // after this.
+                let _ = readiness.await;
+                set_health(&health, false).await;
             }
         };
         let grpc = tonic::transport::Server::builder()
@@ -278,7 +290,7 @@ impl Application {
             }
         };
         shutdown.cancel();
-        let _ = tokio::join!(expiry, purge, readiness);
+        let _ = tokio::join!(expiry, purge);
         tracing::info!("verifyd stopped");
         result
     }
@@ -292,33 +304,44 @@ impl Application {
 async fn track_readiness(
     verifier: Arc<Verifier>,
     health: tonic_health::server::HealthReporter,
+    mut serving: bool,
     shutdown: CancellationToken,
 ) {
-    let mut serving = true;
     let mut ticks = tokio::time::interval(READINESS_INTERVAL);
+    ticks.tick().await;
     loop {
-        tokio::select! {
+        let ready = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let ready = verifier.is_ready().await;
-        if ready == serving || shutdown.is_cancelled() {
+            ready = async {
+                ticks.tick().await;
+                verifier.is_ready().await
+            } => ready,
+        };
+        if ready == serving {
             continue;
         }
         serving = ready;
-        let status = if ready {
+        if ready {
             tracing::info!("the store is reachable again: serving");
-            ServingStatus::Serving
         } else {
             tracing::warn!("the store is unreachable: not serving");
-            ServingStatus::NotServing
-        };
-        health.set_service_status("", status).await;
-        health
-            .set_service_status(
-                <VerificationServiceServer<Api> as tonic::server::NamedService>::NAME,
-                status,
-            )
-            .await;
+        }
+        set_health(&health, ready).await;
     }
+}
+
+/// Sets the status of the whole server and of the verification service.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <VerificationServiceServer<Api> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }

@@ -470,7 +470,7 @@ impl Config {
             return Err(invalid("store.purge_interval", "must be above zero"));
         }
         if self.store.backend == StoreBackend::Redis
-            && let Some((key, problem)) = self.store.redis.problem()
+            && let Some((key, problem)) = self.store.redis.problem(self.dev_mode)
         {
             return Err(invalid(key, problem));
         }
@@ -706,12 +706,19 @@ mod tests {
         });
     }
 
+    /// A self-signed CA certificate (no key kept anywhere), valid to 2126.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBmTCCAT+gAwIBAgIUZA+meWV6IuN1LIFZjNEdmyi4pPIwCgYIKoZIzj0EAwIw\nITEfMB0GA1UEAwwWdmVyaWZ5ZCBjb25maWcgdGVzdCBDQTAgFw0yNjExMjgwOTUy\nNTFaGA8yMTI2MTEwNDA5NTI1MVowITEfMB0GA1UEAwwWdmVyaWZ5ZCBjb25maWcg\ndGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABCS9VcSeKwPtbe/XODc6\nSh4a3cPXE+AWUvsVNd5Hiwjy9/Yo2TWrKrwuRUl1CY4aTzow4D4xeqPVtr9YUG2F\nQ/yjUzBRMB0GA1UdDgQWBBR0O4yojnyR00yY2wVDMuT7pTK9NjAfBgNVHSMEGDAW\ngBR0O4yojnyR00yY2wVDMuT7pTK9NjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49\nBAMCA0gAMEUCIFf5UZB+qcWVgaP75sPXt2+rnnkmeav6nSRIraooGhrMAiEAtksV\nwDV8yTiKtJoa+n/SS3R7zAyy8nJ6EXhobthYRTE=\n-----END CERTIFICATE-----\n";
+
     #[test]
     fn the_redis_store_needs_one_url_without_a_password_and_reads_the_password_from_a_file() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
             jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
             jail.set_env("VERIFYD_STORE__BACKEND", "redis");
+            assert_eq!(load_err().key, "store.redis.index_key");
+            jail.set_env("VERIFYD_STORE__REDIS__INDEX_KEY", "too short");
+            assert_eq!(load_err().key, "store.redis.index_key");
+            jail.set_env("VERIFYD_STORE__REDIS__INDEX_KEY", KEY);
             assert_eq!(load_err().key, "store.redis.url");
             jail.set_env("VERIFYD_STORE__REDIS__URL", "redis://:hunter2@redis:6379");
             let err = load_err();
@@ -730,6 +737,11 @@ mod tests {
                 "ca.pem",
                 "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
             )?;
+            assert_eq!(load_err().key, "store.redis.ca_cert", "not a certificate");
+            jail.create_file("ca.pem", TEST_CA)?;
+            jail.set_env("VERIFYD_STORE__REDIS__URL", "redis://redis:6379/0");
+            assert_eq!(load_err().key, "store.redis.ca_cert", "CA without TLS");
+            jail.set_env("VERIFYD_STORE__REDIS__URL", "rediss://redis:6379/0");
             jail.create_file("redis.pass", "s3cret")?;
             jail.set_env("VERIFYD_STORE__REDIS__PASSWORD_FILE", "redis.pass");
             let config = Config::load(None).expect("valid");

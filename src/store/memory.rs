@@ -370,10 +370,12 @@ impl MemoryStore {
             match item {
                 Purgeable::Verification(tenant, id) => {
                     let key = (tenant, id);
-                    let Some(record) = state.verifications.get_mut(&key) else {
+                    // Only read: purging changes no status (reads and
+                    // transitions settle expiry; the Redis store's TTLs
+                    // change nothing either).
+                    let Some(record) = state.verifications.get(&key) else {
                         continue;
                     };
-                    record.verification.settle(now);
                     let due = record.verification.expires_at + self.retention;
                     if due > now {
                         state

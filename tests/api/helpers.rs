@@ -31,6 +31,7 @@ use verifyd::{
 };
 
 pub const TEST_KEY: &str = "test-hmac-key-0123456789abcdef-0123456789";
+pub const TEST_INDEX_KEY: &str = "test-index-key-0123456789abcdef-012345678";
 
 /// What the console sender wrote, line by line. Can be told to fail, the
 /// way a closed stdout fails, to exercise failed sends.
@@ -125,6 +126,7 @@ pub fn suite_uses_redis() -> bool {
 /// the fault tests.
 pub fn use_redis(config: &mut Config, urls: &[String]) {
     config.store.backend = StoreBackend::Redis;
+    config.store.redis.index_key = Some(Secret::new(TEST_INDEX_KEY));
     match urls {
         [url] => config.store.redis.url = Some(url.clone()),
         _ => config.store.redis.cluster = urls.to_vec(),

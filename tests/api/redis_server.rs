@@ -225,7 +225,7 @@ pub struct TlsRedis {
     pub server: RedisServer,
     /// `rediss://127.0.0.1:PORT`.
     pub url: String,
-    /// The test CA's certificate (PEM), for `store.redis.ca_file`.
+    /// The test CA's certificate (PEM), for `store.redis.ca_cert`.
     pub ca_file: std::path::PathBuf,
     _certificates: tempfile::TempDir,
 }

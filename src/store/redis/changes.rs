@@ -185,6 +185,11 @@ impl Subscriber {
                 }
                 Some(command) = self.commands.recv() => {
                     let Command::Subscribe(channel, ack) = command;
+                    // Its caller gave up and left: subscribing now would
+                    // follow a channel nobody watches.
+                    if !self.feed.is_watched(&channel) {
+                        continue;
+                    }
                     let subscribed = tokio::time::timeout(self.config.timeout, sink.subscribe(&channel)).await;
                     if !matches!(subscribed, Ok(Ok(()))) {
                         return;

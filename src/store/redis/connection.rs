@@ -32,6 +32,13 @@ pub struct RedisConfig {
     /// system's roots (a cluster-internal Redis usually has a private CA).
     /// Best set from a file: `VERIFYD_STORE__REDIS__CA_CERT_FILE`.
     pub ca_cert: Option<String>,
+    /// The secret that hashes destinations, IP addresses and idempotency
+    /// keys into key names: at least 32 bytes, the same on every replica,
+    /// and kept when `hmac.key` rotates (changing it frees every fraud
+    /// block, idempotency key and rate-limit budget at once). Best set
+    /// through `VERIFYD_STORE__REDIS__INDEX_KEY_FILE`. Dev mode derives one
+    /// from the HMAC key when unset.
+    pub index_key: Option<Secret>,
     /// The longest one command may take before the request fails with
     /// UNAVAILABLE.
     #[serde(with = "humantime_serde")]
@@ -50,6 +57,7 @@ impl Default for RedisConfig {
             username: None,
             password: None,
             ca_cert: None,
+            index_key: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             key_prefix: "verifyd".to_owned(),
@@ -59,7 +67,22 @@ impl Default for RedisConfig {
 
 impl RedisConfig {
     /// The problem with these settings, as (key, problem).
-    pub fn problem(&self) -> Option<(&'static str, String)> {
+    pub fn problem(&self, dev_mode: bool) -> Option<(&'static str, String)> {
+        match &self.index_key {
+            Some(key) if key.expose().len() < MIN_INDEX_KEY_LEN => {
+                return Some((
+                    "store.redis.index_key",
+                    format!("must be at least {MIN_INDEX_KEY_LEN} bytes"),
+                ));
+            }
+            None if !dev_mode => {
+                return Some((
+                    "store.redis.index_key",
+                    "is required with the redis store outside dev mode (set VERIFYD_STORE__REDIS__INDEX_KEY_FILE to a file holding at least 32 characters of random text, the same on every replica)".to_owned(),
+                ));
+            }
+            _ => {}
+        }
         let urls: Vec<&String> = self.url.iter().chain(&self.cluster).collect();
         if urls.is_empty() {
             return Some((
@@ -92,13 +115,21 @@ impl RedisConfig {
                 ));
             }
         }
-        if let Some(pem) = &self.ca_cert
-            && !pem.contains("-----BEGIN CERTIFICATE-----")
-        {
-            return Some((
-                "store.redis.ca_cert",
-                "must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned(),
-            ));
+        if let Some(pem) = &self.ca_cert {
+            if let Err(problem) = check_ca(pem) {
+                return Some(("store.redis.ca_cert", problem));
+            }
+            let tls = self
+                .url
+                .iter()
+                .chain(&self.cluster)
+                .all(|u| u.starts_with("rediss://"));
+            if !tls {
+                return Some((
+                    "store.redis.ca_cert",
+                    "is set, but the Redis URLs are not rediss:// (TLS)".to_owned(),
+                ));
+            }
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Some((
@@ -153,6 +184,9 @@ impl RedisConfig {
     }
 }
 
+/// The shortest index key accepted, as for the HMAC key.
+const MIN_INDEX_KEY_LEN: usize = 32;
+
 #[derive(Clone)]
 pub(super) enum Connection {
     Standalone(ConnectionManager),
@@ -189,7 +223,11 @@ impl Connection {
         let mut builder = ClusterClientBuilder::new(nodes)
             .response_timeout(config.timeout)
             .connection_timeout(config.connect_timeout)
-            .retries(2);
+            // No resending: a script whose reply was lost may have run, and
+            // running it again would spend a second attempt or budget cell.
+            // A request caught by a failover or a slot move fails with
+            // UNAVAILABLE instead, and the caller retries.
+            .retries(0);
         if let Some(certificates) = config.certificates() {
             builder = builder.certs(certificates);
         }
@@ -230,4 +268,20 @@ impl ConnectionLike for Connection {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Checks that `pem` holds at least one certificate rustls can trust.
+fn check_ca(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("is not valid PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("holds a certificate that cannot be trusted: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned());
+    }
+    Ok(())
 }

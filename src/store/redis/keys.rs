@@ -6,13 +6,15 @@
 //!
 //! No key holds personal data: destinations, IP addresses and idempotency
 //! keys appear only as keyed hashes, so a dump of the key space says nothing
-//! about who was verified. The hashing key is derived from the HMAC key and
-//! never leaves verifyd.
+//! about who was verified. The hashing key is derived from
+//! `store.redis.index_key` and never leaves verifyd.
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use crate::domain::{Destination, Purpose, TenantId, VerificationId};
+
+const INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";
 
 #[derive(Clone)]
 pub(super) struct Keys {
@@ -48,10 +50,14 @@ impl Digest {
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str, index_key: [u8; 32]) -> Self {
+    /// `secret` is `store.redis.index_key`; the key that hashes is derived
+    /// from it, so the secret itself is used for nothing else.
+    pub(super) fn new(prefix: &str, secret: &[u8]) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+        mac.update(INDEX_KEY_LABEL.as_bytes());
         Self {
             prefix: prefix.to_owned(),
-            index_key,
+            index_key: mac.finalize().into_bytes().into(),
         }
     }
 
@@ -132,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_verification_and_its_pending_slot_share_a_hash_tag_and_hide_the_destination() {
-        let keys = Keys::new("verifyd", [7; 32]);
+        let keys = Keys::new("verifyd", &[7; 32]);
         let tenant = TenantId::default_tenant();
         let to = Destination::parse("+14155550100").expect("valid");
         let id = VerificationId::generate_in(keys.destination(&tenant, &to).shard());

@@ -30,7 +30,7 @@ use self::{
     changes::Changes,
     connection::Connection,
     keys::Keys,
-    record::{Reply, attempt_json, decode, millis},
+    record::{Reply, attempt_json, decode, millis, millis_of},
 };
 use super::{
     CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
@@ -94,10 +94,6 @@ struct Inner {
     retention: Duration,
 }
 
-fn millis_of(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl RedisStore {
     /// Connects lazily: this succeeds while Redis is down, and requests fail
     /// with UNAVAILABLE until it is back. `index_key` hashes destinations
@@ -107,7 +103,7 @@ impl RedisStore {
     /// When the configuration cannot make a client (e.g. a malformed URL).
     pub fn open(
         config: &RedisConfig,
-        index_key: [u8; 32],
+        index_key: &[u8],
         retention: Duration,
         stop: CancellationToken,
     ) -> Result<Self, StoreError> {

@@ -22,8 +22,12 @@ use super::super::StoreError;
 pub(super) type Reply = (Vec<String>, Vec<String>);
 
 pub(super) fn millis(t: SystemTime) -> u64 {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    millis_of(t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
+}
+
+/// A duration in whole milliseconds, as the scripts count.
+pub(super) fn millis_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn time(ms: u64) -> SystemTime {
@@ -46,12 +50,7 @@ pub(super) fn fields(
         ("status", v.status.as_str().to_owned()),
         ("created_at", millis(v.created_at).to_string()),
         ("expires_at", millis(v.expires_at).to_string()),
-        (
-            "retention",
-            u64::try_from(retention.as_millis())
-                .unwrap_or(u64::MAX)
-                .to_string(),
-        ),
+        ("retention", millis_of(retention).to_string()),
         ("checks_remaining", v.checks_remaining.to_string()),
         ("sends_remaining", v.sends_remaining.to_string()),
         ("watch", watch.to_owned()),

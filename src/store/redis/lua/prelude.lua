@@ -1,7 +1,7 @@
 -- Shared by every verification script: loading, the transitions every
--- operation starts with, and writing back. Each function mirrors the method
--- of the same name on `Verification` (src/domain/verification.rs); keep the
--- two in step.
+-- operation starts with, and writing back. The scripts mirror the methods of
+-- `Verification` (src/domain/verification.rs and voice.rs), each saying
+-- which; keep the two in step (tests/api/store_parity.rs checks they agree).
 --
 -- A verification is a hash (KEYS[1]) of string fields, absent when the Rust
 -- value is None; its send attempts are a list of JSON objects (KEYS[2]).
@@ -73,11 +73,15 @@ local function spend_attempt(v)
   end
 end
 
+-- What stays in Redis: the code's MAC and the bookkeeping of key names.
+local INTERNAL = { code_key = true, code_mac = true, pending_key = true, watch = true,
+  retention = true }
+
 -- The verification as the reply carries it: its fields, then its attempts.
 local function reply(v, attempts_key)
   local flat = {}
   for field, value in pairs(v) do
-    if value then
+    if value and not INTERNAL[field] then
       flat[#flat + 1] = field
       flat[#flat + 1] = value
     end

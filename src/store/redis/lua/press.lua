@@ -61,6 +61,9 @@ local function press()
   return 'hangup'
 end
 
+local before = { v.status, v.checks_remaining, v.call_reprompts }
 local outcome = press()
-save(KEYS[1], KEYS[2], v, now, true)
+local changed = v.status ~= before[1] or v.checks_remaining ~= before[2]
+  or v.call_reprompts ~= before[3]
+save(KEYS[1], KEYS[2], v, now, changed)
 return { outcome, reply(v, KEYS[2]) }
