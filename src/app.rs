@@ -20,10 +20,10 @@ use crate::{
         ConsoleSender,
         setup::{SetupError, dispatcher, twilio_webhook_tokens},
     },
-    grpc::{Api, VerificationServiceServer},
+    grpc::{Api, Authenticator, VerificationServiceServer},
     http, proto,
     ratelimit::RateLimits,
-    service::{ServiceSettings, Verifier},
+    service::{ServiceSettings, Tenants, Verifier},
     store::{MemoryStore, RedisStore, Store, StoreError},
 };
 
@@ -135,7 +135,8 @@ impl Application {
             config.key_ring(),
             policy,
             ServiceSettings {
-                app_name: config.app_name.clone(),
+                tenants: Tenants::new(&config.tenants, &config.app_name),
+                fraud: config.fraud.clone(),
                 send_timeout: config.delivery.timeout,
                 max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
                 voice: config.voice,
@@ -208,7 +209,14 @@ impl Application {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let api = Api::new(Arc::clone(&verifier))
+        let auth = Authenticator::new(&config);
+        if auth.is_open() && !config.dev_mode {
+            tracing::warn!(
+                grpc = %grpc_addr,
+                "no [tenants] configured: every caller of this loopback listener acts as tenant 'default'"
+            );
+        }
+        let api = Api::new(Arc::clone(&verifier), auth)
             .into_server()
             .max_decoding_message_size(MAX_REQUEST_BYTES);
 
@@ -242,8 +250,8 @@ impl Application {
         let grpc = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(config.server.reflection.then_some(reflection_v1))
+            .add_optional_service(config.server.reflection.then_some(reflection_v1alpha))
             .add_service(api)
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop_serving);
         // Probes and provider webhooks stay up until the gRPC drain ends:

@@ -19,6 +19,10 @@ pub struct ClientArgs {
     /// The gRPC endpoint of a running verifyd.
     #[arg(long, env = "VERIFYD_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
+    /// The caller's API key, sent as `authorization: Bearer`. Best through
+    /// the environment, so it stays out of the shell history.
+    #[arg(long, env = crate::config::CLIENT_API_KEY_VAR, hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -116,7 +120,22 @@ fn describe(status: &tonic::Status) -> String {
 
 async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     let channel = Channel::from_shared(args.addr)?.connect().await?;
-    let mut client = VerificationServiceClient::new(channel);
+    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = args
+        .api_key
+        .map(|key| format!("Bearer {key}").parse())
+        .transpose()
+        .map_err(|_| "the API key must be printable ASCII")?;
+    let mut client = VerificationServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(bearer) = &bearer {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
+            Ok(request)
+        },
+    );
     match args.command {
         ClientCommand::Start {
             to,

@@ -27,11 +27,12 @@ use crate::{
         BreakerConfig, RetryPolicy, http::HttpConfig, smtp::SmtpConfig, twilio::TwilioConfig,
     },
     domain::{
-        CodeLength, Policy,
+        CodeLength, Policy, TenantId,
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
+        fraud::FraudRules,
     },
     ratelimit::LimitsConfig,
-    service::VoiceSettings,
+    service::{TenantConfig, VoiceSettings},
     store::redis::RedisConfig,
 };
 
@@ -40,6 +41,8 @@ const ENV_PREFIX: &str = "VERIFYD_";
 pub const CONFIG_PATH_VAR: &str = "VERIFYD_CONFIG";
 /// The endpoint `verifyd client` calls; not a server setting.
 pub const CLIENT_ADDR_VAR: &str = "VERIFYD_ADDR";
+/// The API key `verifyd client` sends; not a server setting either.
+pub const CLIENT_API_KEY_VAR: &str = "VERIFYD_API_KEY";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -61,6 +64,13 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// How voice calls behave (keys, re-prompts, fraud reports).
     pub voice: VoiceSettings,
+    /// The services that may call verifyd, by tenant id, with their API
+    /// keys. None configured: every caller is the tenant `default`, which
+    /// only a loopback listener (or dev mode) allows.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Who may receive codes at all: countries per channel, number types,
+    /// the block after a prefix trips its budget.
+    pub fraud: FraudRules,
     pub log: LogConfig,
 }
 
@@ -73,6 +83,10 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_watch_streams_per_tenant: u32,
+    /// Whether gRPC server reflection answers (without credentials, like
+    /// health). It describes the API, nothing more; turn it off to expose
+    /// less.
+    pub reflection: bool,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +96,7 @@ impl Default for ServerConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             shutdown_grace: Duration::from_secs(10),
             max_watch_streams_per_tenant: 1_000,
+            reflection: true,
         }
     }
 }
@@ -124,13 +139,23 @@ pub struct HmacConfig {
     pub key_id: String,
     /// At least 32 bytes. Best set through `VERIFYD_HMAC__KEY_FILE`.
     pub key: Option<Secret>,
+    /// Older keys by id: they still check codes they hashed before a
+    /// rotation, and never hash a new one. Each best set through
+    /// `VERIFYD_HMAC__PREVIOUS_KEYS__<ID>_FILE`; ids set through the
+    /// environment arrive lowercased, so key ids are best lowercase.
+    pub previous_keys: BTreeMap<String, Secret>,
 }
+
+/// The most older keys `hmac.previous_keys` holds. Each costs one more HMAC
+/// per check; a rotation needs one.
+pub const MAX_PREVIOUS_KEYS: usize = 8;
 
 impl Default for HmacConfig {
     fn default() -> Self {
         Self {
             key_id: "k1".to_owned(),
             key: None,
+            previous_keys: BTreeMap::new(),
         }
     }
 }
@@ -333,7 +358,8 @@ impl Config {
             .or_else(|| std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from));
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
-                k.starts_with(ENV_PREFIX) && k != CONFIG_PATH_VAR && k != CLIENT_ADDR_VAR
+                k.starts_with(ENV_PREFIX)
+                    && ![CONFIG_PATH_VAR, CLIENT_ADDR_VAR, CLIENT_API_KEY_VAR].contains(&k.as_str())
             })
             .collect();
         let configured = path.is_some() || !env.is_empty();
@@ -365,7 +391,20 @@ impl Config {
                 .map_err(|e| invalid(var, format!("cannot read {file}: {e}")))?;
             figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
         }
+        Self::extract(figment)
+    }
 
+    /// Loads from TOML text as [`Config::load`] loads a file when no
+    /// `VERIFYD_*` variable is set, without reading the environment or any
+    /// file, then validates. For the fuzz targets in fuzz/.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    /// The configuration `figment` holds, with mode defaults, validated.
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let mut config: Config = figment.extract().map_err(|e| {
             let key = e.path.join(".");
             let mut problem = e.kind.to_string();
@@ -449,6 +488,7 @@ impl Config {
             }
             _ => {}
         }
+        self.validate_previous_keys()?;
         let l = &self.limits;
         for (key, quota) in [
             ("limits.starts_per_destination", l.starts_per_destination),
@@ -458,6 +498,8 @@ impl Config {
                 l.failed_checks_per_destination,
             ),
             ("limits.requests_per_tenant", l.requests_per_tenant),
+            ("limits.starts_per_prefix", l.starts_per_prefix),
+            ("limits.starts_per_country", l.starts_per_country),
         ] {
             if !quota.is_valid() {
                 return Err(invalid(key, "burst and period must both be above zero"));
@@ -507,6 +549,18 @@ impl Config {
                 "must be above zero",
             ));
         }
+        self.validate_tenants()?;
+        if self.fraud.prefix_block > Duration::from_secs(30 * 24 * 3600) {
+            return Err(invalid("fraud.prefix_block", "must be at most 30 days"));
+        }
+        for (key, codes) in [
+            ("fraud.sms_calling_codes", &self.fraud.sms_calling_codes),
+            ("fraud.voice_calling_codes", &self.fraud.voice_calling_codes),
+        ] {
+            if codes.iter().any(|c| !(1..=999).contains(c)) {
+                return Err(invalid(key, "country calling codes are 1 to 999"));
+            }
+        }
         if self.dev_mode {
             for (key, addr) in [
                 ("server.grpc_addr", self.server.grpc_addr),
@@ -516,6 +570,80 @@ impl Config {
                 if !addr.ip().is_loopback() {
                     return Err(invalid(key, "dev mode binds loopback addresses only"));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let mut digests = std::collections::HashSet::new();
+        for (name, tenant) in &self.tenants {
+            let key = |field: &str| format!("tenants.{name}.{field}");
+            if TenantId::parse(name).is_none() {
+                return Err(invalid(
+                    &format!("tenants.{name}"),
+                    "tenant ids are 1 to 64 of [A-Za-z0-9._-]",
+                ));
+            }
+            if tenant.api_key_sha256.is_empty() {
+                return Err(invalid(
+                    &key("api_key_sha256"),
+                    "list at least one digest (printf %s \"$KEY\" | sha256sum)",
+                ));
+            }
+            for digest in &tenant.api_key_sha256 {
+                let hex_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+                if !hex_ok {
+                    return Err(invalid(
+                        &key("api_key_sha256"),
+                        "each entry must be a SHA-256 digest: 64 hex digits",
+                    ));
+                }
+                if !digests.insert(digest.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        &key("api_key_sha256"),
+                        "a digest may belong to one tenant only",
+                    ));
+                }
+            }
+        }
+        // Without credentials every caller is `default`: acceptable beside
+        // the caller on one host, never on a network.
+        if self.tenants.is_empty() && !self.dev_mode && !self.server.grpc_addr.ip().is_loopback() {
+            return Err(invalid(
+                "tenants",
+                "a non-loopback server.grpc_addr needs caller credentials: configure [tenants.NAME] with api_key_sha256",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_previous_keys(&self) -> Result<(), ConfigError> {
+        let previous = &self.hmac.previous_keys;
+        if previous.len() > MAX_PREVIOUS_KEYS {
+            return Err(invalid(
+                "hmac.previous_keys",
+                format!(
+                    "at most {MAX_PREVIOUS_KEYS} keys (remove those older than code.ttl plus the longest resend window)"
+                ),
+            ));
+        }
+        for (id, secret) in previous {
+            let key = format!("hmac.previous_keys.{id}");
+            if KeyId::parse(id).is_none() {
+                return Err(invalid(&key, "key ids are 1 to 32 of [A-Za-z0-9_-]"));
+            }
+            if *id == self.hmac.key_id {
+                return Err(invalid(
+                    &key,
+                    "is the active key id (hmac.key_id); a key is either active or previous",
+                ));
+            }
+            if secret.expose().len() < MIN_KEY_LEN {
+                return Err(invalid(
+                    &key,
+                    format!("must be at least {MIN_KEY_LEN} bytes"),
+                ));
             }
         }
         Ok(())
@@ -599,13 +727,30 @@ impl Config {
         }
     }
 
-    /// The HMAC keys; in dev mode without a key, an ephemeral one.
+    /// The HMAC keys: `hmac.key` active (in dev mode without a key, an
+    /// ephemeral one) and `hmac.previous_keys` for checking only. Keys that
+    /// [`Config::validate`] would refuse are left out.
     pub fn key_ring(&self) -> KeyRing {
-        let key = match (&self.hmac.key, KeyId::parse(&self.hmac.key_id)) {
-            (Some(secret), Some(id)) => HmacKey::new(id, secret.expose().as_bytes().to_vec()).ok(),
-            _ => None,
+        let key = |id: &str, secret: &Secret| {
+            HmacKey::new(KeyId::parse(id)?, secret.expose().as_bytes().to_vec()).ok()
         };
-        KeyRing::new(key.unwrap_or_else(HmacKey::ephemeral))
+        let active = self
+            .hmac
+            .key
+            .as_ref()
+            .and_then(|secret| key(&self.hmac.key_id, secret))
+            .unwrap_or_else(HmacKey::ephemeral);
+        let mut previous: Vec<HmacKey> = Vec::new();
+        for (id, secret) in &self.hmac.previous_keys {
+            if let Some(k) = key(id, secret)
+                && k.id() != active.id()
+                && previous.len() < MAX_PREVIOUS_KEYS
+            {
+                previous.push(k);
+            }
+        }
+        KeyRing::with_previous(active, previous)
+            .expect("ids are unique: map keys, not the active id")
     }
 }
 
@@ -778,12 +923,189 @@ mod tests {
         });
     }
 
+    const OLD_KEY: &str = "old-key-0123456789abcdef0123456789";
+    const OLDER_KEY: &str = "older-key-0123456789abcdef01234567";
+
+    fn ring_ids(ring: &KeyRing) -> (String, Vec<String>) {
+        (
+            ring.active().id().as_str().to_owned(),
+            ring.previous()
+                .iter()
+                .map(|k| k.id().as_str().to_owned())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn previous_hmac_keys_come_from_the_file_and_from_secret_files() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                &format!(
+                    r#"
+                    [hmac]
+                    key_id = "k2"
+                    [hmac.previous_keys]
+                    k0 = "{OLDER_KEY}"
+                    [delivery]
+                    sms = ["console"]
+                    "#
+                ),
+            )?;
+            jail.create_file("hmac-k1", &format!("{OLD_KEY}\n"))?;
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            // Figment lowercases variable names: K1 arrives as the id k1.
+            jail.set_env("VERIFYD_HMAC__PREVIOUS_KEYS__K1_FILE", "hmac-k1");
+            let config = Config::load(Some(Path::new("verifyd.toml"))).expect("valid");
+            assert_eq!(
+                config.hmac.previous_keys.get("k1").map(Secret::expose),
+                Some(OLD_KEY),
+                "newline trimmed, id lowercased"
+            );
+            let debug = format!("{config:?}");
+            assert!(
+                !debug.contains(OLD_KEY) && !debug.contains(OLDER_KEY),
+                "redacted"
+            );
+            assert_eq!(
+                ring_ids(&config.key_ring()),
+                ("k2".to_owned(), vec!["k0".to_owned(), "k1".to_owned()])
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn without_previous_keys_the_ring_holds_the_active_key_alone() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(ring_ids(&config.key_ring()), ("k1".to_owned(), Vec::new()));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_previous_hmac_keys_name_their_key_and_never_echo_the_secret() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+
+            jail.set_env("VERIFYD_HMAC__PREVIOUS_KEYS__K0", "short-s3cret");
+            let err = load_err();
+            assert_eq!(err.key, "hmac.previous_keys.k0");
+            assert_eq!(err.problem, "must be at least 32 bytes");
+            assert!(!err.to_string().contains("short-s3cret"), "{err}");
+
+            jail.set_env("VERIFYD_HMAC__PREVIOUS_KEYS__K0", OLD_KEY);
+            Config::load(None).expect("valid");
+            jail.set_env("VERIFYD_HMAC__PREVIOUS_KEYS__K1", OLDER_KEY);
+            let err = load_err();
+            assert_eq!(err.key, "hmac.previous_keys.k1", "the active id");
+            assert!(err.problem.contains("hmac.key_id"), "{err}");
+            assert!(!err.to_string().contains(OLDER_KEY), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn previous_hmac_key_ids_are_checked_and_counted() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.create_file(
+                "bad-id.toml",
+                &format!("[hmac.previous_keys]\n\"old key\" = \"{OLD_KEY}\"\n"),
+            )?;
+            let err = Config::load(Some(Path::new("bad-id.toml"))).expect_err("refused");
+            assert_eq!(err.key, "hmac.previous_keys.old key");
+            assert!(!err.to_string().contains(OLD_KEY), "{err}");
+
+            let mut toml = String::from("[hmac.previous_keys]\n");
+            for i in 0..MAX_PREVIOUS_KEYS {
+                toml.push_str(&format!("k{} = \"{OLD_KEY}\"\n", i + 10));
+            }
+            jail.create_file("eight.toml", &toml)?;
+            let config = Config::load(Some(Path::new("eight.toml"))).expect("at the limit");
+            assert_eq!(config.key_ring().previous().len(), MAX_PREVIOUS_KEYS);
+            toml.push_str(&format!("k99 = \"{OLD_KEY}\"\n"));
+            jail.create_file("nine.toml", &toml)?;
+            let err = Config::load(Some(Path::new("nine.toml"))).expect_err("one too many");
+            assert_eq!(err.key, "hmac.previous_keys");
+            assert!(!err.to_string().contains(OLD_KEY), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn key_ring_leaves_out_what_validation_refuses() {
+        let mut config = Config::default();
+        config.hmac.key = Some(Secret::new(KEY));
+        config
+            .hmac
+            .previous_keys
+            .insert("k1".to_owned(), Secret::new(OLD_KEY));
+        config
+            .hmac
+            .previous_keys
+            .insert("k0".to_owned(), Secret::new("short"));
+        config
+            .hmac
+            .previous_keys
+            .insert("bad id".to_owned(), Secret::new(OLD_KEY));
+        config
+            .hmac
+            .previous_keys
+            .insert("k9".to_owned(), Secret::new(OLDER_KEY));
+        assert_eq!(
+            ring_ids(&config.key_ring()),
+            ("k1".to_owned(), vec!["k9".to_owned()])
+        );
+    }
+
     #[test]
     fn dev_mode_refuses_non_loopback_addresses() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_DEV_MODE", "true");
             jail.set_env("VERIFYD_SERVER__GRPC_ADDR", "0.0.0.0:50051");
             assert_eq!(load_err().key, "server.grpc_addr");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_network_listener_needs_tenants_with_key_digests() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.set_env("VERIFYD_SERVER__GRPC_ADDR", "0.0.0.0:50051");
+            assert_eq!(load_err().key, "tenants");
+            jail.set_env("VERIFYD_TENANTS__ACME__API_KEY_SHA256", "[not-a-digest]");
+            assert_eq!(load_err().key, "tenants.acme.api_key_sha256");
+            let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+            jail.set_env(
+                "VERIFYD_TENANTS__ACME__API_KEY_SHA256",
+                format!("[{digest}]"),
+            );
+            jail.set_env(
+                "VERIFYD_TENANTS__GLOBEX__API_KEY_SHA256",
+                format!("[{digest}]"),
+            );
+            let err = load_err();
+            assert_eq!(
+                err.key, "tenants.globex.api_key_sha256",
+                "one tenant per key"
+            );
+            jail.set_env("VERIFYD_TENANTS__GLOBEX__API_KEY_SHA256", "[]");
+            assert_eq!(load_err().key, "tenants.globex.api_key_sha256");
+            jail.set_env(
+                "VERIFYD_TENANTS__GLOBEX__API_KEY_SHA256",
+                "[60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752]",
+            );
+            jail.set_env("VERIFYD_TENANTS__GLOBEX__CHANNELS", "[email]");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.tenants.len(), 2);
             Ok(())
         });
     }

@@ -233,16 +233,43 @@ impl fmt::Debug for CodeHash {
     }
 }
 
-/// The keys a service holds: one active key for new codes. Built to take
-/// older keys that still verify codes issued before a rotation.
+/// The keys a service holds: one active key that hashes new codes, and
+/// older keys that still check codes issued before a rotation but never
+/// hash a new one. Key ids are unique in the ring, so a stored hash names
+/// exactly one key.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     active: HmacKey,
+    previous: Vec<HmacKey>,
 }
 
+/// Two keys of one ring share an id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key id {0:?} appears more than once in the key ring")]
+pub struct DuplicateKeyId(pub KeyId);
+
 impl KeyRing {
+    /// A ring of one key.
     pub fn new(active: HmacKey) -> Self {
-        Self { active }
+        Self {
+            active,
+            previous: Vec::new(),
+        }
+    }
+
+    /// A ring whose `previous` keys still check codes they hashed.
+    ///
+    /// # Errors
+    /// When two keys (active or previous) share an id.
+    pub fn with_previous(active: HmacKey, previous: Vec<HmacKey>) -> Result<Self, DuplicateKeyId> {
+        let mut seen = vec![&active.id];
+        for key in &previous {
+            if seen.contains(&&key.id) {
+                return Err(DuplicateKeyId(key.id.clone()));
+            }
+            seen.push(&key.id);
+        }
+        Ok(Self { active, previous })
     }
 
     /// The key new codes are hashed with.
@@ -250,18 +277,32 @@ impl KeyRing {
         &self.active
     }
 
-    /// The hash to store for a newly issued code.
-    pub fn hash(&self, tenant: &TenantId, id: &VerificationId, code: &Code) -> CodeHash {
-        CodeHash {
-            key_id: self.active.id.clone(),
-            mac: self.active.mac(tenant, id, code),
-        }
+    /// The older keys, accepted only for checking.
+    pub fn previous(&self) -> &[HmacKey] {
+        &self.previous
     }
 
-    /// The hashes a typed code would have under each key still accepted, for
-    /// the store to compare with what it holds.
+    /// The hash to store for a newly issued code.
+    pub fn hash(&self, tenant: &TenantId, id: &VerificationId, code: &Code) -> CodeHash {
+        Self::hash_with(&self.active, tenant, id, code)
+    }
+
+    /// The hashes a typed code would have under each key still accepted
+    /// (the active key first), for the store to compare with what it holds.
+    /// Every key's MAC is computed every time, so the work done does not
+    /// depend on which key made the stored hash.
     pub fn candidates(&self, tenant: &TenantId, id: &VerificationId, code: &Code) -> Vec<CodeHash> {
-        vec![self.hash(tenant, id, code)]
+        std::iter::once(&self.active)
+            .chain(&self.previous)
+            .map(|key| Self::hash_with(key, tenant, id, code))
+            .collect()
+    }
+
+    fn hash_with(key: &HmacKey, tenant: &TenantId, id: &VerificationId, code: &Code) -> CodeHash {
+        CodeHash {
+            key_id: key.id.clone(),
+            mac: key.mac(tenant, id, code),
+        }
     }
 }
 
@@ -349,6 +390,86 @@ mod tests {
         let stored = ring().hash(&t, &id, &code);
         let candidate = KeyRing::new(other_key).hash(&t, &id, &code);
         assert!(!stored.matches(&candidate));
+    }
+
+    fn key(id: &str, byte: u8) -> HmacKey {
+        HmacKey::new(KeyId::parse(id).expect("valid id"), vec![byte; 32]).expect("long enough")
+    }
+
+    fn matches(
+        ring: &KeyRing,
+        stored: &CodeHash,
+        t: &TenantId,
+        v: &VerificationId,
+        c: &Code,
+    ) -> bool {
+        ring.candidates(t, v, c).iter().any(|h| stored.matches(h))
+    }
+
+    #[test]
+    fn after_a_rotation_codes_hashed_under_a_previous_key_still_match() {
+        let code = Code::parse("123456").expect("well formed");
+        let (t, id) = (tenant("acme"), vid());
+        let before = KeyRing::new(key("k1", 7));
+        let stored = before.hash(&t, &id, &code);
+
+        let rotated = KeyRing::with_previous(key("k2", 8), vec![key("k1", 7)]).expect("unique ids");
+        assert!(matches(&rotated, &stored, &t, &id, &code));
+        let wrong = Code::parse("123457").expect("well formed");
+        assert!(!matches(&rotated, &stored, &t, &id, &wrong), "another code");
+        assert!(
+            !matches(&rotated, &stored, &tenant("globex"), &id, &code),
+            "another tenant"
+        );
+
+        let ids: Vec<_> = rotated
+            .candidates(&t, &id, &code)
+            .into_iter()
+            .map(|h| h.key_id.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            ids,
+            ["k2", "k1"],
+            "the active key first, then each previous key"
+        );
+    }
+
+    #[test]
+    fn new_codes_are_hashed_only_with_the_active_key() {
+        let code = Code::parse("123456").expect("well formed");
+        let (t, id) = (tenant("acme"), vid());
+        let ring = KeyRing::with_previous(key("k2", 8), vec![key("k1", 7), key("k0", 6)])
+            .expect("unique ids");
+        let stored = ring.hash(&t, &id, &code);
+        assert_eq!(stored.key_id.as_str(), "k2");
+        assert_eq!(ring.active().id().as_str(), "k2");
+        assert_eq!(ring.previous().len(), 2);
+        assert!(matches(&ring, &stored, &t, &id, &code));
+        // A ring that no longer holds k2 cannot check it.
+        let old = KeyRing::with_previous(key("k1", 7), vec![key("k0", 6)]).expect("unique ids");
+        assert!(!matches(&old, &stored, &t, &id, &code));
+    }
+
+    #[test]
+    fn a_code_from_a_removed_key_no_longer_matches() {
+        let code = Code::parse("123456").expect("well formed");
+        let (t, id) = (tenant("acme"), vid());
+        let stored = KeyRing::new(key("k1", 7)).hash(&t, &id, &code);
+        let removed = KeyRing::new(key("k2", 8));
+        assert!(!matches(&removed, &stored, &t, &id, &code));
+        // A key re-using the old id with another secret does not match either.
+        let reused = KeyRing::with_previous(key("k2", 8), vec![key("k1", 9)]).expect("unique ids");
+        assert!(!matches(&reused, &stored, &t, &id, &code));
+    }
+
+    #[test]
+    fn key_ids_are_unique_in_a_ring() {
+        let err = KeyRing::with_previous(key("k1", 7), vec![key("k1", 8)]).expect_err("duplicate");
+        assert_eq!(err.0.as_str(), "k1");
+        let err = KeyRing::with_previous(key("k2", 7), vec![key("k1", 8), key("k1", 9)])
+            .expect_err("duplicate");
+        assert_eq!(err.0.as_str(), "k1");
+        KeyRing::with_previous(key("k2", 7), Vec::new()).expect("no previous keys is fine");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use phonenumber::Mode;
+use phonenumber::{Mode, Type as PhoneType};
 
 /// At most this many bytes of input are parsed (RFC 5321 caps a path at 256
 /// octets; a phone number is far shorter).
@@ -122,6 +122,31 @@ pub fn mask_phone_numbers(text: &str) -> String {
     out
 }
 
+/// A phone number's place in its numbering plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberPlan {
+    /// E.g. 1 for NANP, 44 for the UK.
+    pub calling_code: u16,
+    pub line: LineType,
+}
+
+/// The line types the fraud rules tell apart (from libphonenumber's
+/// metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineType {
+    Mobile,
+    FixedLine,
+    /// Where the plan cannot tell (e.g. the USA).
+    FixedLineOrMobile,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    Unknown,
+    /// Personal, pager, UAN, voicemail and the like.
+    Other,
+}
+
 /// A phone number in E.164 form, valid for its country's numbering plan.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber(String);
@@ -137,6 +162,34 @@ impl PhoneNumber {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What the numbering plan says about the number: its country calling
+    /// code and its line type. `None` if it no longer parses (a stored
+    /// number from an older metadata version).
+    pub fn plan(&self) -> Option<NumberPlan> {
+        let number = phonenumber::parse(None, &self.0).ok()?;
+        let line = match number.number_type(&phonenumber::metadata::DATABASE) {
+            PhoneType::Mobile => LineType::Mobile,
+            PhoneType::FixedLine => LineType::FixedLine,
+            PhoneType::FixedLineOrMobile => LineType::FixedLineOrMobile,
+            PhoneType::TollFree => LineType::TollFree,
+            PhoneType::PremiumRate => LineType::PremiumRate,
+            PhoneType::SharedCost => LineType::SharedCost,
+            PhoneType::Voip => LineType::Voip,
+            PhoneType::Unknown => LineType::Unknown,
+            _ => LineType::Other,
+        };
+        Some(NumberPlan {
+            calling_code: number.code().value(),
+            line,
+        })
+    }
+
+    /// The number without its last four digits: numbers an SMS pumping
+    /// operation controls usually share it.
+    pub fn prefix(&self) -> &str {
+        &self.0[..self.0.len().saturating_sub(4).max(1)]
     }
 
     /// `+141******00`: at least half the digits hidden (and all but six),

@@ -3,6 +3,7 @@
 
 pub mod code;
 pub mod destination;
+pub mod fraud;
 pub mod policy;
 pub mod tenant;
 pub mod verification;

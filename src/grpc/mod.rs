@@ -1,7 +1,11 @@
 //! The gRPC transport: translates requests into use cases and results into
 //! responses. No business rule lives here.
 
-mod convert;
+// Public (but hidden) for the fuzz targets in fuzz/, which run requests
+// through the same validation.
+mod auth;
+#[doc(hidden)]
+pub mod convert;
 mod status;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -10,33 +14,29 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{TenantId, VoiceMode},
+    domain::VoiceMode,
     proto::{self, verification_service_server::VerificationService},
     service::Verifier,
 };
 
+pub use auth::Authenticator;
 pub use proto::verification_service_server::VerificationServiceServer;
 
 /// The VerificationService API over a [`Verifier`].
 #[derive(Debug, Clone)]
 pub struct Api {
     verifier: Arc<Verifier>,
+    auth: Authenticator,
 }
 
 impl Api {
-    pub fn new(verifier: Arc<Verifier>) -> Self {
-        Self { verifier }
+    pub fn new(verifier: Arc<Verifier>, auth: Authenticator) -> Self {
+        Self { verifier, auth }
     }
 
     pub fn into_server(self) -> VerificationServiceServer<Self> {
         VerificationServiceServer::new(self)
     }
-}
-
-/// The tenant a call acts for. Until caller authentication exists, every
-/// caller is the `default` tenant.
-fn tenant<T>(_request: &Request<T>) -> TenantId {
-    TenantId::default_tenant()
 }
 
 /// When the caller gives up, from the `grpc-timeout` header, taken as soon
@@ -71,7 +71,7 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::StartVerificationRequest>,
     ) -> Result<Response<proto::StartVerificationResponse>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.auth.tenant(&request)?;
         let deadline = deadline(&request);
         let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
         let v = self.verifier.start(tenant, start, deadline).await?;
@@ -91,7 +91,7 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::CheckVerificationRequest>,
     ) -> Result<Response<proto::CheckVerificationResponse>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.auth.tenant(&request)?;
         let (id, code) =
             convert::check_request(request.get_ref()).map_err(status::invalid_argument)?;
         let (approved, v) = self.verifier.check(&tenant, &id, &code).await?;
@@ -105,7 +105,7 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::GetVerificationRequest>,
     ) -> Result<Response<proto::GetVerificationResponse>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.auth.tenant(&request)?;
         let id = convert::verification_id("id", &request.get_ref().id)
             .map_err(status::invalid_argument)?;
         let v = self.verifier.get(&tenant, &id).await?;
@@ -118,7 +118,7 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::CancelVerificationRequest>,
     ) -> Result<Response<proto::CancelVerificationResponse>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.auth.tenant(&request)?;
         let id = convert::verification_id("id", &request.get_ref().id)
             .map_err(status::invalid_argument)?;
         let v = self.verifier.cancel(&tenant, &id).await?;
@@ -133,7 +133,7 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::WatchVerificationRequest>,
     ) -> Result<Response<Self::WatchVerificationStream>, Status> {
-        let tenant = tenant(&request);
+        let tenant = self.auth.tenant(&request)?;
         let id = convert::verification_id("id", &request.get_ref().id)
             .map_err(status::invalid_argument)?;
         let stream = self.verifier.watch(&tenant, &id).await?;

@@ -62,12 +62,16 @@ impl From<StartError> for Status {
     fn from(e: StartError) -> Self {
         match e {
             StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
+            StartError::ChannelNotAllowed(_) => Status::permission_denied(e.to_string()),
             StartError::RateLimited(limited) => rate_limited(limited),
-            StartError::Blocked { retry_after } => Status::with_error_details(
-                Code::PermissionDenied,
-                e.to_string(),
-                ErrorDetails::with_retry_info(Some(retry_after)),
-            ),
+            StartError::Refused(_) => Status::permission_denied(e.to_string()),
+            StartError::Blocked { retry_after } | StartError::PrefixBlocked { retry_after } => {
+                Status::with_error_details(
+                    Code::PermissionDenied,
+                    e.to_string(),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                )
+            }
             StartError::Cooldown { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::SendLimitReached { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::IdempotencyMismatch => {

@@ -53,6 +53,8 @@ pub enum Limit {
     StartsPerIp,
     FailedChecksPerDestination,
     RequestsPerTenant,
+    StartsPerPrefix,
+    StartsPerCountry,
 }
 
 impl Limit {
@@ -60,6 +62,8 @@ impl Limit {
         match self {
             Self::StartsPerDestination => "starts_per_destination",
             Self::StartsPerIp => "starts_per_ip",
+            Self::StartsPerPrefix => "starts_per_prefix",
+            Self::StartsPerCountry => "starts_per_country",
             Self::FailedChecksPerDestination => "failed_checks_per_destination",
             Self::RequestsPerTenant => "requests_per_tenant",
         }
@@ -90,6 +94,11 @@ pub struct LimitsConfig {
     pub starts_per_ip: QuotaConfig,
     pub failed_checks_per_destination: QuotaConfig,
     pub requests_per_tenant: QuotaConfig,
+    /// SMS and voice starts per number prefix (the number without its last
+    /// four digits): SMS pumping works through ranges of numbers.
+    pub starts_per_prefix: QuotaConfig,
+    /// SMS and voice starts per country calling code.
+    pub starts_per_country: QuotaConfig,
 }
 
 impl Default for LimitsConfig {
@@ -111,6 +120,14 @@ impl Default for LimitsConfig {
             requests_per_tenant: QuotaConfig {
                 burst: 1_000,
                 period: Duration::from_millis(1),
+            },
+            starts_per_prefix: QuotaConfig {
+                burst: 30,
+                period: minutes(2),
+            },
+            starts_per_country: QuotaConfig {
+                burst: 1_000,
+                period: Duration::from_millis(3_600),
             },
         }
     }
@@ -174,13 +191,19 @@ pub struct RateLimits {
     budgets: Budgets,
 }
 
-/// Where the destination and IP budgets live.
+/// Where the budgets every replica must share live (destinations, IPs,
+/// prefixes, countries).
+// One per process, never moved around: boxing the larger variant would buy
+// nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Budgets {
     Local {
         starts_per_destination: Limiter<(TenantId, Destination)>,
         starts_per_ip: Limiter<(TenantId, IpAddr)>,
         failed_checks_per_destination: Limiter<(TenantId, Destination)>,
+        starts_per_prefix: Limiter<(TenantId, String)>,
+        starts_per_country: Limiter<(TenantId, u16)>,
     },
     Shared {
         redis: RedisStore,
@@ -210,6 +233,16 @@ impl RateLimits {
                 failed_checks_per_destination: Limiter::new(
                     Limit::FailedChecksPerDestination,
                     config.failed_checks_per_destination,
+                    &limiter_clock,
+                ),
+                starts_per_prefix: Limiter::new(
+                    Limit::StartsPerPrefix,
+                    config.starts_per_prefix,
+                    &limiter_clock,
+                ),
+                starts_per_country: Limiter::new(
+                    Limit::StartsPerCountry,
+                    config.starts_per_country,
                     &limiter_clock,
                 ),
             },
@@ -280,6 +313,42 @@ impl RateLimits {
         }
     }
 
+    /// Takes one SMS or voice start from the number prefix's budget, then
+    /// the country's.
+    pub async fn phone_start(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        calling_code: u16,
+    ) -> Result<(), LimitError> {
+        match &self.budgets {
+            Budgets::Local {
+                starts_per_prefix,
+                starts_per_country,
+                ..
+            } => {
+                starts_per_prefix.take(&(tenant.clone(), prefix.to_owned()))?;
+                Ok(starts_per_country.take(&(tenant.clone(), calling_code))?)
+            }
+            Budgets::Shared { config, .. } => {
+                self.take_shared(
+                    Limit::StartsPerPrefix,
+                    config.starts_per_prefix,
+                    tenant,
+                    prefix,
+                )
+                .await?;
+                self.take_shared(
+                    Limit::StartsPerCountry,
+                    config.starts_per_country,
+                    tenant,
+                    &calling_code.to_string(),
+                )
+                .await
+            }
+        }
+    }
+
     /// Takes one cell before a code is compared. Taking it first means no
     /// guess can run past the budget, however many checks race; a right
     /// code ends the verification, so in practice the budget is spent by
@@ -337,11 +406,15 @@ impl RateLimits {
             starts_per_destination,
             starts_per_ip,
             failed_checks_per_destination,
+            starts_per_prefix,
+            starts_per_country,
         } = &self.budgets
         {
             starts_per_destination.inner.retain_recent();
             starts_per_ip.inner.retain_recent();
             failed_checks_per_destination.inner.retain_recent();
+            starts_per_prefix.inner.retain_recent();
+            starts_per_country.inner.retain_recent();
         }
     }
 
@@ -351,10 +424,14 @@ impl RateLimits {
                 starts_per_destination,
                 starts_per_ip,
                 failed_checks_per_destination,
+                starts_per_prefix,
+                starts_per_country,
             } => {
                 starts_per_destination.inner.len()
                     + starts_per_ip.inner.len()
                     + failed_checks_per_destination.inner.len()
+                    + starts_per_prefix.inner.len()
+                    + starts_per_country.inner.len()
             }
             Budgets::Shared { .. } => 0,
         };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     delivery::SendError,
-    domain::{Channel, Status, VerificationId},
+    domain::{Channel, Status, VerificationId, fraud::Refusal},
     ratelimit::{LimitError, RateLimited},
     store::StoreError,
 };
@@ -14,6 +14,12 @@ use crate::{
 pub enum StartError {
     #[error("the {} channel is not enabled on this server", .0.as_str())]
     ChannelDisabled(Channel),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("sends to this number range are paused after unusual volume")]
+    PrefixBlocked { retry_after: Duration },
+    #[error("this caller may not use the {} channel", .0.as_str())]
+    ChannelNotAllowed(Channel),
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
     #[error("a verification call to this destination was reported as fraud; it is blocked for now")]

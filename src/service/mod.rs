@@ -1,9 +1,11 @@
 //! The use cases: start, check, get, cancel, watch, over the ports (store,
 //! rate limits, senders, clock). Transports call these and translate.
 
+mod audit;
 mod errors;
 mod expiry;
 mod start;
+pub mod tenants;
 mod voice;
 mod watch;
 
@@ -11,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use errors::{CheckError, LookupError, StartError};
 pub use start::{IdempotencyKey, StartRequest};
+pub use tenants::{TenantConfig, Tenants};
 use tokio_util::sync::CancellationToken;
 pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
 pub use watch::WatchStream;
@@ -20,7 +23,8 @@ use crate::{
     clock::Clock,
     delivery::Dispatcher,
     domain::{
-        CheckOutcome, Code, DeliveryReport, KeyRing, Policy, TenantId, Verification, VerificationId,
+        CheckOutcome, Code, DeliveryReport, KeyRing, Policy, Status, TenantId, Verification,
+        VerificationId, fraud::FraudRules,
     },
     ratelimit::RateLimits,
     store::Store,
@@ -29,8 +33,9 @@ use crate::{
 /// Settings of the service itself, beyond the verification policy.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// The name users know the calling app by, used in message texts.
-    pub app_name: String,
+    /// Each tenant's channels and app name (used in message texts).
+    pub tenants: Tenants,
+    pub fraud: FraudRules,
     /// The longest a send may take, whatever the caller's deadline.
     pub send_timeout: Duration,
     pub max_watch_streams_per_tenant: u32,
@@ -109,6 +114,7 @@ impl Verifier {
             .check(tenant, id, &candidates, now)
             .await?
             .ok_or(CheckError::NotFound)?;
+        audit::status_changed(&v, Some(current.status), "code checked");
         if v.status.is_terminal() {
             // Approved, or out of attempts: a call still ringing can no
             // longer do anything.
@@ -161,6 +167,7 @@ impl Verifier {
             return Err(LookupError::NotPending(v.status));
         }
         tracing::info!("verification canceled");
+        audit::status_changed(&v, Some(Status::Pending), "canceled by the caller");
         self.end_live_call(&v);
         Ok(v)
     }
@@ -209,6 +216,7 @@ impl Verifier {
                 match self.store.get(&tenant, &id, now).await {
                     Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
                         tracing::info!(%tenant, verification = %id, "verification expired");
+                        audit::status_changed(&v, Some(Status::Pending), "expired");
                         self.end_live_call(&v);
                     }
                     Ok(_) => {}

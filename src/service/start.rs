@@ -10,16 +10,18 @@ use std::{
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{StartError, Verifier};
+use super::{StartError, Verifier, audit};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
         Channel, Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
         VoiceMode,
+        destination::PhoneNumber,
         verification::{Delivery, SendRefused},
         voice::{CallToken, VoiceCall},
     },
-    store::{CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
+    ratelimit::{Limit, LimitError},
+    store::{Blocked, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
 };
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
@@ -111,6 +113,14 @@ impl Verifier {
         request: &StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
+        if !self
+            .settings
+            .tenants
+            .get(tenant)
+            .allows(request.delivery.channel)
+        {
+            return Err(StartError::ChannelNotAllowed(request.delivery.channel));
+        }
         if self.dispatcher.route(request.delivery.channel).is_none() {
             return Err(StartError::ChannelDisabled(request.delivery.channel));
         }
@@ -190,12 +200,24 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let now = self.clock.now();
+        let channel = request.delivery.channel;
+        // Countries and number types that must never get a code: refused
+        // before anything is spent or looked up.
+        let plan = self.settings.fraud.screen(channel, &request.to)?;
         // A destination whose user reported a call as fraud gets nothing
         // more for a while; checked before any budget is spent.
-        if let Some(blocked_until) = self.store.blocked_until(tenant, &request.to, now).await? {
+        if let Some(blocked_until) = self
+            .store
+            .blocked_until(tenant, Blocked::Destination(&request.to), now)
+            .await?
+        {
             return Err(StartError::Blocked {
                 retry_after: until(blocked_until, now),
             });
+        }
+        if let (Some(plan), Destination::Phone(phone)) = (plan, &request.to) {
+            self.guard_prefix(tenant, phone, plan.calling_code, now)
+                .await?;
         }
         self.limits
             .start(tenant, &request.to, request.end_user_ip)
@@ -252,7 +274,7 @@ impl Verifier {
             match_digits: v.match_digits.clone(),
             call_token: call_token.clone(),
             valid_for: self.policy.code_ttl,
-            app_name: self.settings.app_name.clone(),
+            app_name: self.settings.tenants.get(tenant).app_name.clone(),
         };
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.saturating_duration_since(Instant::now())
@@ -306,6 +328,12 @@ impl Verifier {
             )
             .await?
             .unwrap_or(v);
+        audit::status_changed(
+            &recorded,
+            // A resend is granted on a pending verification only.
+            (!is_new).then_some(crate::domain::Status::Pending),
+            if is_new { "started" } else { "resent" },
+        );
         if recorded.status == crate::domain::Status::Pending {
             self.expiry
                 .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
@@ -337,6 +365,48 @@ impl Verifier {
         }
     }
 
+    /// SMS pumping: a number range (prefix) or a country getting more
+    /// starts than any real user base would. A prefix that trips its budget
+    /// is blocked for `fraud.prefix_block`, and the security team hears of
+    /// it.
+    async fn guard_prefix(
+        &self,
+        tenant: &TenantId,
+        phone: &PhoneNumber,
+        calling_code: u16,
+        now: std::time::SystemTime,
+    ) -> Result<(), StartError> {
+        let prefix = phone.prefix();
+        if let Some(blocked_until) = self
+            .store
+            .blocked_until(tenant, Blocked::Prefix(prefix), now)
+            .await?
+        {
+            return Err(StartError::PrefixBlocked {
+                retry_after: until(blocked_until, now),
+            });
+        }
+        match self.limits.phone_start(tenant, prefix, calling_code).await {
+            Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
+                let block = self.settings.fraud.prefix_block;
+                self.store
+                    .block(tenant, Blocked::Prefix(prefix), now + block, now)
+                    .await?;
+                tracing::warn!(
+                    target: "verifyd::audit",
+                    event = "prefix_blocked",
+                    %tenant,
+                    calling_code,
+                    prefix = %mask_prefix(prefix),
+                    blocked_for_secs = block.as_secs(),
+                    "a number prefix exceeded its start budget (suspected SMS pumping); it is blocked"
+                );
+                Err(limited.into())
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Renders the message and hands it to the channel's route.
     async fn dispatch(&self, message: &Message, budget: Duration) -> Dispatch {
         let channel = message.delivery.channel;
@@ -362,6 +432,13 @@ impl Verifier {
             }
         }
     }
+}
+
+/// A prefix for logs: its first four characters (the country code and a
+/// digit or two), the rest hidden.
+fn mask_prefix(prefix: &str) -> String {
+    let shown: String = prefix.chars().take(4).collect();
+    format!("{shown}{}", "*".repeat(prefix.len().saturating_sub(4)))
 }
 
 fn until(at: SystemTime, now: SystemTime) -> Duration {

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{LookupError, Verifier};
+use super::{LookupError, Verifier, audit};
 use crate::{
     delivery::{CallPrompt, Provider},
     domain::{
         DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
         voice::{KeyOutcome, Menu},
     },
-    store::CallKey,
+    store::{Blocked, CallKey},
 };
 
 /// What `AnsweredBy = unknown` counts as.
@@ -131,7 +131,7 @@ impl Verifier {
         Ok(self.dispatcher.templates.render_call(
             locale,
             v.purpose,
-            &self.settings.app_name,
+            &self.settings.tenants.get(&v.tenant).app_name,
             self.policy.code_ttl,
             prompt,
         )?)
@@ -227,6 +227,8 @@ impl Verifier {
             return Err(CallError::Forbidden);
         };
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
+        // Keys act on a pending verification only.
+        audit::status_changed(&v, Some(Status::Pending), "keys pressed on the call");
         let guessed = menu == Menu::Main
             && v.delivery.voice_mode == Some(VoiceMode::Match)
             && matches!(outcome, KeyOutcome::WrongDigits | KeyOutcome::Hangup);
@@ -260,7 +262,7 @@ impl Verifier {
             KeyOutcome::Denied => {
                 let until = self.clock.now() + self.settings.voice.fraud_block;
                 self.store
-                    .block(tenant, &v.to, until, self.clock.now())
+                    .block(tenant, Blocked::Destination(&v.to), until, self.clock.now())
                     .await?;
                 tracing::warn!(
                     target: "verifyd::audit",

@@ -14,13 +14,13 @@ use std::{
 };
 
 use super::{
-    CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
-    PendingKey, Reservation, StoreError,
+    Blocked, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW,
+    Idempotency, PendingKey, Reservation, StoreError,
     feed::{Feed, Subscription},
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
-    Verification, VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Policy, Status, TenantId, Verification,
+    VerificationId,
     voice::{KeyOutcome, Menu},
 };
 
@@ -432,11 +432,11 @@ impl MemoryStore {
     pub(super) fn block(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         until: SystemTime,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        let key = (tenant.clone(), to.as_str().to_owned());
+        let key = (tenant.clone(), what.subject());
         let until = state.blocks.get(&key).map_or(until, |t| (*t).max(until));
         state.blocks.insert(key.clone(), until);
         state
@@ -448,13 +448,13 @@ impl MemoryStore {
     pub(super) fn blocked_until(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let state = self.state();
         Ok(state
             .blocks
-            .get(&(tenant.clone(), to.as_str().to_owned()))
+            .get(&(tenant.clone(), what.subject()))
             .copied()
             .filter(|until| *until > now))
     }

@@ -112,6 +112,24 @@ pub struct CallKey {
     pub call_sid: String,
 }
 
+/// What a block holds back: one destination (after a fraud report) or a
+/// whole number prefix (after SMS pumping tripped its budget).
+#[derive(Debug, Clone, Copy)]
+pub enum Blocked<'a> {
+    Destination(&'a Destination),
+    Prefix(&'a str),
+}
+
+impl Blocked<'_> {
+    /// One string per subject, kinds kept apart.
+    pub fn subject(&self) -> String {
+        match self {
+            Self::Destination(to) => format!("to:{}", to.as_str()),
+            Self::Prefix(prefix) => format!("prefix:{prefix}"),
+        }
+    }
+}
+
 /// The result of beginning an idempotent start.
 #[derive(Debug)]
 pub enum Idempotency {
@@ -244,25 +262,25 @@ impl Store {
     pub async fn block(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         until: SystemTime,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         match self {
-            Self::Memory(m) => m.block(tenant, to, until),
-            Self::Redis(r) => r.block(tenant, to, until, now).await,
+            Self::Memory(m) => m.block(tenant, what, until),
+            Self::Redis(r) => r.block(tenant, what, until, now).await,
         }
     }
 
     pub async fn blocked_until(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         match self {
-            Self::Memory(m) => m.blocked_until(tenant, to, now),
-            Self::Redis(r) => r.blocked_until(tenant, to, now).await,
+            Self::Memory(m) => m.blocked_until(tenant, what, now),
+            Self::Redis(r) => r.blocked_until(tenant, what, now).await,
         }
     }
 

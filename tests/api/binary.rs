@@ -261,6 +261,24 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
         "destinations are logged masked"
     );
     assert!(logs.contains("verification expired"), "the expiry path ran");
+    // The audit log: one event per status change, masked.
+    let audit: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"verifyd::audit\""))
+        .collect();
+    for (from, to) in [
+        ("none", "pending"),
+        ("pending", "approved"),
+        ("pending", "expired"),
+    ] {
+        let needle = format!("\"from\":\"{from}\",\"to\":\"{to}\"");
+        assert!(
+            audit
+                .iter()
+                .any(|l| l.contains(&needle) && l.contains("\"destination\":\"+141******")),
+            "no audit event {from} -> {to}: {audit:#?}"
+        );
+    }
     for code in &codes {
         assert_eq!(code.len(), 10);
         assert!(!occurs_as_number(&logs, code), "a code reached the logs");

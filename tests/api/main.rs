@@ -6,14 +6,17 @@ mod helpers;
 mod redis_server;
 mod smtp_sink;
 
+mod auth;
 mod binary;
 mod email;
 mod flows;
+mod fraud;
 mod gateway;
 mod idempotency;
 mod lifecycle;
 mod limits;
 mod redis_store;
+mod rotation;
 mod server;
 mod store_parity;
 mod twilio;

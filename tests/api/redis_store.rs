@@ -243,6 +243,27 @@ async fn the_ip_budget_is_one_budget_across_replicas() {
 }
 
 #[tokio::test]
+async fn a_prefix_budget_and_the_block_it_trips_hold_across_replicas() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |c| {
+        c.limits.starts_per_prefix.burst = 2;
+    })
+    .await;
+    a.started(sms_to("+14155550100")).await;
+    b.started(sms_to("+14155550101")).await;
+    let tripped = a
+        .start(sms_to("+14155550102"))
+        .await
+        .expect_err("budget spent on both replicas together");
+    assert_eq!(refused_by(&tripped), "starts_per_prefix");
+    let blocked = b
+        .start(sms_to("+14155550103"))
+        .await
+        .expect_err("blocked on the other replica too");
+    assert_eq!(blocked.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
 async fn the_failed_check_budget_is_one_budget_across_replicas() {
     let redis = RedisServer::start();
     let (a, b) = replicas(&redis, |c| {

@@ -32,7 +32,7 @@ use verifyd::{
         voice::{KeyOutcome, Menu, VoiceCall},
     },
     store::{
-        CallKey, CompletedSend, Idempotency, MemoryStore, RedisStore, Reservation, Store,
+        Blocked, CallKey, CompletedSend, Idempotency, MemoryStore, RedisStore, Reservation, Store,
         StoreError, redis::RedisConfig,
     },
 };
@@ -326,11 +326,15 @@ impl Side {
             }
             Op::Block(to, secs) => {
                 let until = now + Duration::from_secs(*secs);
-                ok(store.block(&tenant, &destination(*to), until, now).await)?;
+                ok(store
+                    .block(&tenant, Blocked::Destination(&destination(*to)), until, now)
+                    .await)?;
                 ("blocked".to_owned(), None)
             }
             Op::BlockedUntil(to) => {
-                let until = ok(store.blocked_until(&tenant, &destination(*to), now).await)?;
+                let until = ok(store
+                    .blocked_until(&tenant, Blocked::Destination(&destination(*to)), now)
+                    .await)?;
                 (format!("blocked until {until:?}"), None)
             }
             Op::Begin(key, fingerprint) => {

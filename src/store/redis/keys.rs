@@ -12,7 +12,10 @@
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
-use crate::domain::{Destination, Purpose, TenantId, VerificationId};
+use crate::{
+    domain::{Destination, Purpose, TenantId, VerificationId},
+    store::Blocked,
+};
 
 const INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";
 
@@ -105,8 +108,13 @@ impl Keys {
         )
     }
 
-    pub(super) fn block(&self, tenant: &TenantId, to: &Destination) -> String {
-        let digest = self.destination(tenant, to);
+    /// A destination's block shares the destination's hash tag; a
+    /// prefix's has its own.
+    pub(super) fn block(&self, tenant: &TenantId, what: Blocked<'_>) -> String {
+        let digest = match what {
+            Blocked::Destination(to) => self.destination(tenant, to),
+            Blocked::Prefix(prefix) => self.digest("prefix", tenant, prefix),
+        };
         format!("{}b:{}", self.base(&digest.tag(), tenant), digest.hex())
     }
 
@@ -148,8 +156,15 @@ mod tests {
             |key: &str| key[key.find('{').expect("tag")..=key.find('}').expect("tag")].to_owned();
         assert_eq!(tag(&pending), tag(&hash));
         assert_eq!(tag(&hash), tag(&attempts));
-        assert_eq!(tag(&keys.block(&tenant, &to)), tag(&hash));
-        for key in [&pending, &hash, &keys.block(&tenant, &to)] {
+        assert_eq!(
+            tag(&keys.block(&tenant, Blocked::Destination(&to))),
+            tag(&hash)
+        );
+        for key in [
+            &pending,
+            &hash,
+            &keys.block(&tenant, Blocked::Destination(&to)),
+        ] {
             assert!(!key.contains("4155550100"), "{key}");
         }
         let other = TenantId::parse("other").expect("valid");

@@ -33,8 +33,8 @@ use self::{
     record::{Reply, attempt_json, decode, millis, millis_of},
 };
 use super::{
-    CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency,
-    Reservation, StoreError, feed::Subscription,
+    Blocked, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW,
+    Idempotency, Reservation, StoreError, feed::Subscription,
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, TenantId, Verification,
@@ -379,13 +379,13 @@ impl RedisStore {
     pub(super) async fn block(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         until: SystemTime,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut invocation = SCRIPTS.block.prepare_invoke();
         invocation
-            .key(self.inner.keys.block(tenant, to))
+            .key(self.inner.keys.block(tenant, what))
             .arg(millis(until))
             .arg(millis(now));
         self.run::<u8>(invocation).await.map(drop)
@@ -394,11 +394,11 @@ impl RedisStore {
     pub(super) async fn blocked_until(
         &self,
         tenant: &TenantId,
-        to: &Destination,
+        what: Blocked<'_>,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let mut get = redis::cmd("GET");
-        get.arg(self.inner.keys.block(tenant, to));
+        get.arg(self.inner.keys.block(tenant, what));
         let until: Option<u64> = self.query(&get).await?;
         Ok(until
             .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))

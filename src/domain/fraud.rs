@@ -1,0 +1,180 @@
+//! Who may receive a code at all: the rules against toll fraud and SMS
+//! pumping that need nothing but the destination. (The prefix and country
+//! budgets, which need counting, live with the rate limits.)
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Channel, Destination,
+    destination::{LineType, NumberPlan},
+};
+
+/// `[fraud]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudRules {
+    /// Country calling codes SMS may go to (1 for NANP, 44 for the UK…);
+    /// empty: all.
+    pub sms_calling_codes: Vec<u16>,
+    /// The same for voice calls.
+    pub voice_calling_codes: Vec<u16>,
+    /// How long a number prefix that tripped `limits.starts_per_prefix`
+    /// stays blocked.
+    #[serde(with = "humantime_serde")]
+    pub prefix_block: std::time::Duration,
+}
+
+impl Default for FraudRules {
+    fn default() -> Self {
+        Self {
+            sms_calling_codes: Vec::new(),
+            voice_calling_codes: Vec::new(),
+            prefix_block: std::time::Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// Why a destination may not receive a code on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{} to country calling code +{calling_code} is not allowed", channel.as_str())]
+    Country { channel: Channel, calling_code: u16 },
+    #[error("{} to {} numbers is not allowed", channel.as_str(), line_name(*line))]
+    LineType { channel: Channel, line: LineType },
+}
+
+fn line_name(line: LineType) -> &'static str {
+    match line {
+        LineType::Mobile => "mobile",
+        LineType::FixedLine => "landline",
+        LineType::FixedLineOrMobile => "fixed-line-or-mobile",
+        LineType::TollFree => "toll-free",
+        LineType::PremiumRate => "premium-rate",
+        LineType::SharedCost => "shared-cost",
+        LineType::Voip => "VoIP",
+        LineType::Unknown => "unknown-type",
+        LineType::Other => "special-service",
+    }
+}
+
+impl FraudRules {
+    /// Checks a destination before anything is spent or sent. Email has no
+    /// numbering plan to abuse; phone numbers must be in an allowed country
+    /// and of a type that cannot bill the sender: premium-rate, shared-cost
+    /// and unknown types never, landlines not for SMS (they cannot receive
+    /// it, and are a favourite of pumping schemes). Returns the phone
+    /// number's plan, which the prefix and country budgets need.
+    pub fn screen(
+        &self,
+        channel: Channel,
+        to: &Destination,
+    ) -> Result<Option<NumberPlan>, Refusal> {
+        let Destination::Phone(phone) = to else {
+            return Ok(None);
+        };
+        let unknown = Refusal::LineType {
+            channel,
+            line: LineType::Unknown,
+        };
+        let plan = phone.plan().ok_or(unknown)?;
+        let allowed = match channel {
+            Channel::Sms => &self.sms_calling_codes,
+            Channel::Voice => &self.voice_calling_codes,
+            Channel::Email => return Ok(None),
+        };
+        if !allowed.is_empty() && !allowed.contains(&plan.calling_code) {
+            return Err(Refusal::Country {
+                channel,
+                calling_code: plan.calling_code,
+            });
+        }
+        let refused = match plan.line {
+            LineType::PremiumRate | LineType::SharedCost | LineType::Unknown => true,
+            LineType::FixedLine => channel == Channel::Sms,
+            _ => false,
+        };
+        if refused {
+            return Err(Refusal::LineType {
+                channel,
+                line: plan.line,
+            });
+        }
+        Ok(Some(plan))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(n: &str) -> Destination {
+        Destination::parse(n).expect("valid")
+    }
+
+    #[test]
+    fn premium_rate_and_shared_cost_numbers_get_nothing() {
+        let rules = FraudRules::default();
+        // A UK premium-rate (09) and a French shared-cost (081) number.
+        for (number, line) in [
+            ("+449098790000", LineType::PremiumRate),
+            ("+33810123456", LineType::SharedCost),
+        ] {
+            for channel in [Channel::Sms, Channel::Voice] {
+                assert_eq!(
+                    rules.screen(channel, &phone(number)),
+                    Err(Refusal::LineType { channel, line }),
+                    "{number}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn landlines_may_take_calls_but_not_texts() {
+        let rules = FraudRules::default();
+        let landline = phone("+442079460000");
+        assert!(matches!(
+            rules.screen(Channel::Sms, &landline),
+            Err(Refusal::LineType {
+                line: LineType::FixedLine,
+                ..
+            })
+        ));
+        assert!(rules.screen(Channel::Voice, &landline).is_ok());
+        assert!(rules.screen(Channel::Sms, &phone("+447911123456")).is_ok());
+    }
+
+    #[test]
+    fn countries_outside_the_channels_allow_list_are_refused() {
+        let rules = FraudRules {
+            sms_calling_codes: vec![1],
+            ..FraudRules::default()
+        };
+        assert_eq!(
+            rules
+                .screen(Channel::Sms, &phone("+14155550100"))
+                .map(|plan| plan.map(|p| p.calling_code)),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            rules.screen(Channel::Sms, &phone("+447911123456")),
+            Err(Refusal::Country {
+                channel: Channel::Sms,
+                calling_code: 44
+            })
+        );
+        assert!(
+            rules
+                .screen(Channel::Voice, &phone("+447911123456"))
+                .is_ok(),
+            "voice has no list"
+        );
+        assert_eq!(
+            rules.screen(
+                Channel::Email,
+                &Destination::parse("a@example.com").expect("valid")
+            ),
+            Ok(None)
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! Who is calling: `authorization: Bearer <API key>`, looked up by the
+//! key's SHA-256 among the configured tenants. Configuration holds only
+//! digests, so a leaked config file holds no key.
+//!
+//! With no tenants configured (allowed on a loopback listener or in dev
+//! mode only; config validation refuses it elsewhere) every caller is the
+//! `default` tenant.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sha2::{Digest as _, Sha256};
+use tonic::{Request, Status};
+
+use crate::{config::Config, domain::TenantId};
+
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    /// Tenants by the SHA-256 of their API keys; empty when open.
+    by_key_digest: Arc<HashMap<[u8; 32], TenantId>>,
+}
+
+impl Authenticator {
+    /// From validated configuration.
+    pub fn new(config: &Config) -> Self {
+        let mut by_key_digest = HashMap::new();
+        for (name, tenant) in &config.tenants {
+            let Some(id) = TenantId::parse(name) else {
+                continue;
+            };
+            for digest in &tenant.api_key_sha256 {
+                let mut bytes = [0u8; 32];
+                if hex::decode_to_slice(digest, &mut bytes).is_ok() {
+                    by_key_digest.insert(bytes, id.clone());
+                }
+            }
+        }
+        Self {
+            by_key_digest: Arc::new(by_key_digest),
+        }
+    }
+
+    /// Whether callers must present a key.
+    pub fn is_open(&self) -> bool {
+        self.by_key_digest.is_empty()
+    }
+
+    /// The tenant the request acts for.
+    ///
+    /// # Errors
+    /// UNAUTHENTICATED when the key is missing, malformed or unknown; the
+    /// message says which, never echoing the key.
+    pub fn tenant<T>(&self, request: &Request<T>) -> Result<TenantId, Status> {
+        if self.is_open() {
+            return Ok(TenantId::default_tenant());
+        }
+        let Some(value) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing credentials: send authorization: Bearer <API key>",
+            ));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("malformed credentials: expected Bearer <API key>")
+            })?;
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        self.by_key_digest
+            .get(&digest)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown API key"))
+    }
+}

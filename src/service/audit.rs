@@ -1,0 +1,27 @@
+//! The audit log: one structured event per status change, for security
+//! teams, under the `verifyd::audit` tracing target (so a log pipeline can
+//! route it apart). Each event names the tenant, the verification, the
+//! channel, the old and new status, the masked destination and why; never
+//! a code, key or full destination.
+
+use crate::domain::{Status, Verification};
+
+/// Records that `v` moved from `from` (`None`: it was just created) to its
+/// current status, because of `reason`.
+pub fn status_changed(v: &Verification, from: Option<Status>, reason: &'static str) {
+    if from == Some(v.status) {
+        return;
+    }
+    tracing::info!(
+        target: "verifyd::audit",
+        event = "status_changed",
+        tenant = %v.tenant,
+        verification = %v.id,
+        channel = v.delivery.channel.as_str(),
+        from = from.map_or("none", Status::as_str),
+        to = v.status.as_str(),
+        destination = %v.to.masked(),
+        reason,
+        "verification status changed"
+    );
+}

@@ -1,0 +1,99 @@
+//! Tenants: the services that call verifyd, each with its own credentials,
+//! channels and app name. A verification belongs to the tenant that started
+//! it; the stores key everything by tenant, so another tenant's id is as
+//! unknown as an id that never existed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Channel, TenantId};
+
+/// `[tenants.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// SHA-256 digests (hex) of the tenant's API keys; the keys themselves
+    /// are never configured. Several allow rotating a key without downtime.
+    pub api_key_sha256: Vec<String>,
+    /// The channels this tenant may use; empty means every channel the
+    /// server has providers for.
+    pub channels: Vec<ChannelName>,
+    /// The name users know this tenant's app by, in its messages; empty
+    /// means the server's `app_name`.
+    pub app_name: String,
+}
+
+/// A channel as configuration spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelName {
+    Sms,
+    Voice,
+    Email,
+}
+
+impl From<ChannelName> for Channel {
+    fn from(c: ChannelName) -> Self {
+        match c {
+            ChannelName::Sms => Self::Sms,
+            ChannelName::Voice => Self::Voice,
+            ChannelName::Email => Self::Email,
+        }
+    }
+}
+
+/// What the service knows of one tenant.
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    /// `None`: every channel.
+    channels: Option<Vec<Channel>>,
+    pub app_name: String,
+}
+
+impl TenantSettings {
+    pub fn allows(&self, channel: Channel) -> bool {
+        self.channels.as_ref().is_none_or(|c| c.contains(&channel))
+    }
+}
+
+/// Every configured tenant's settings; a tenant not configured (the
+/// `default` tenant of an unauthenticated server) gets the server's.
+#[derive(Debug, Clone)]
+pub struct Tenants {
+    configured: HashMap<TenantId, TenantSettings>,
+    fallback: TenantSettings,
+}
+
+impl Tenants {
+    /// `tenants` must have been validated (names are tenant ids).
+    pub fn new(tenants: &BTreeMap<String, TenantConfig>, app_name: &str) -> Self {
+        let configured = tenants
+            .iter()
+            .filter_map(|(name, t)| {
+                let id = TenantId::parse(name)?;
+                let settings = TenantSettings {
+                    channels: (!t.channels.is_empty())
+                        .then(|| t.channels.iter().map(|&c| c.into()).collect()),
+                    app_name: if t.app_name.is_empty() {
+                        app_name.to_owned()
+                    } else {
+                        t.app_name.clone()
+                    },
+                };
+                Some((id, settings))
+            })
+            .collect();
+        Self {
+            configured,
+            fallback: TenantSettings {
+                channels: None,
+                app_name: app_name.to_owned(),
+            },
+        }
+    }
+
+    pub fn get(&self, tenant: &TenantId) -> &TenantSettings {
+        self.configured.get(tenant).unwrap_or(&self.fallback)
+    }
+}
