@@ -20,7 +20,7 @@ use crate::{
         ConsoleSender,
         setup::{SetupError, dispatcher, twilio_webhook_tokens},
     },
-    grpc::{Api, Authenticator, VerificationServiceServer},
+    grpc::{self, Api, Authenticator, VerificationServiceServer},
     http, proto,
     ratelimit::RateLimits,
     service::{ServiceSettings, Tenants, Verifier},
@@ -43,6 +43,8 @@ pub struct Overrides {
 pub struct Application {
     config: Config,
     grpc_listener: TcpListener,
+    /// TLS for the gRPC listener, when configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
     admin_listener: TcpListener,
     webhook_listener: Option<TcpListener>,
     verifier: Arc<Verifier>,
@@ -63,6 +65,8 @@ pub enum RunError {
     Delivery(#[from] SetupError),
     #[error("store: {0}")]
     Store(StoreError),
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
 }
 
 /// Labels the Redis index key dev mode derives from its HMAC key.
@@ -144,9 +148,14 @@ impl Application {
             clock,
             shutdown.clone(),
         );
+        let tls = match &config.server.tls {
+            Some(tls) => Some(grpc::tls::server_config(tls).map_err(RunError::Tls)?),
+            None => None,
+        };
         Ok(Self {
             config,
             grpc_listener,
+            tls,
             admin_listener,
             webhook_listener,
             verifier,
@@ -178,6 +187,7 @@ impl Application {
         let Self {
             config,
             grpc_listener,
+            tls,
             admin_listener,
             webhook_listener,
             verifier,
@@ -247,13 +257,33 @@ impl Application {
                 set_health(&health, false).await;
             }
         };
-        let grpc = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_optional_service(config.server.reflection.then_some(reflection_v1))
             .add_optional_service(config.server.reflection.then_some(reflection_v1alpha))
-            .add_service(api)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop_serving);
+            .add_service(api);
+        let grpc = {
+            let shutdown = shutdown.clone();
+            async move {
+                match tls {
+                    Some(server_config) => {
+                        let incoming = grpc::tls::incoming(grpc_listener, server_config, shutdown);
+                        router
+                            .serve_with_incoming_shutdown(incoming, stop_serving)
+                            .await
+                    }
+                    None => {
+                        router
+                            .serve_with_incoming_shutdown(
+                                TcpListenerStream::new(grpc_listener),
+                                stop_serving,
+                            )
+                            .await
+                    }
+                }
+            }
+        };
         // Probes and provider webhooks stay up until the gRPC drain ends:
         // Kubernetes keeps reading /readyz (now 503), and a call in progress
         // can still reach its gather route.

@@ -31,6 +31,7 @@ use crate::{
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
         fraud::FraudRules,
     },
+    grpc::tls::TlsConfig,
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
     store::redis::RedisConfig,
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     /// health). It describes the API, nothing more; turn it off to expose
     /// less.
     pub reflection: bool,
+    /// TLS on the gRPC listener; plaintext when unset.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +100,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             max_watch_streams_per_tenant: 1_000,
             reflection: true,
+            tls: None,
         }
     }
 }
@@ -585,10 +589,21 @@ impl Config {
                     "tenant ids are 1 to 64 of [A-Za-z0-9._-]",
                 ));
             }
-            if tenant.api_key_sha256.is_empty() {
+            if tenant.api_key_sha256.is_empty() && tenant.client_cert_sans.is_empty() {
                 return Err(invalid(
                     &key("api_key_sha256"),
-                    "list at least one digest (printf %s \"$KEY\" | sha256sum)",
+                    "list at least one digest (printf %s \"$KEY\" | sha256sum), or client_cert_sans",
+                ));
+            }
+            let verifies_clients = self
+                .server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_path.is_some());
+            if !tenant.client_cert_sans.is_empty() && !verifies_clients {
+                return Err(invalid(
+                    &key("client_cert_sans"),
+                    "needs server.tls.client_ca_path, to verify client certificates",
                 ));
             }
             for digest in &tenant.api_key_sha256 {

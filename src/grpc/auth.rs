@@ -1,6 +1,7 @@
 //! Who is calling: `authorization: Bearer <API key>`, looked up by the
-//! key's SHA-256 among the configured tenants. Configuration holds only
-//! digests, so a leaked config file holds no key.
+//! key's SHA-256 among the configured tenants (configuration holds only
+//! digests, so a leaked config file holds no key), or else a client
+//! certificate verified in the TLS handshake whose names map to a tenant.
 //!
 //! With no tenants configured (allowed on a loopback listener or in dev
 //! mode only; config validation refuses it elsewhere) every caller is the
@@ -15,18 +16,24 @@ use crate::{config::Config, domain::TenantId};
 
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    /// Tenants by the SHA-256 of their API keys; empty when open.
+    /// Tenants by the SHA-256 of their API keys.
     by_key_digest: Arc<HashMap<[u8; 32], TenantId>>,
+    /// Tenants by the names their client certificates carry.
+    by_cert_name: Arc<Vec<(String, TenantId)>>,
 }
 
 impl Authenticator {
     /// From validated configuration.
     pub fn new(config: &Config) -> Self {
         let mut by_key_digest = HashMap::new();
+        let mut by_cert_name = Vec::new();
         for (name, tenant) in &config.tenants {
             let Some(id) = TenantId::parse(name) else {
                 continue;
             };
+            for san in &tenant.client_cert_sans {
+                by_cert_name.push((san.clone(), id.clone()));
+            }
             for digest in &tenant.api_key_sha256 {
                 let mut bytes = [0u8; 32];
                 if hex::decode_to_slice(digest, &mut bytes).is_ok() {
@@ -36,12 +43,13 @@ impl Authenticator {
         }
         Self {
             by_key_digest: Arc::new(by_key_digest),
+            by_cert_name: Arc::new(by_cert_name),
         }
     }
 
-    /// Whether callers must present a key.
+    /// Whether callers need no credentials.
     pub fn is_open(&self) -> bool {
-        self.by_key_digest.is_empty()
+        self.by_key_digest.is_empty() && self.by_cert_name.is_empty()
     }
 
     /// The tenant the request acts for.
@@ -54,9 +62,11 @@ impl Authenticator {
             return Ok(TenantId::default_tenant());
         }
         let Some(value) = request.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing credentials: send authorization: Bearer <API key>",
-            ));
+            return self.by_certificate(request).ok_or_else(|| {
+                Status::unauthenticated(
+                    "missing credentials: send authorization: Bearer <API key>, or a client certificate",
+                )
+            });
         };
         let key = value
             .to_str()
@@ -72,5 +82,15 @@ impl Authenticator {
             .get(&digest)
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown API key"))
+    }
+
+    /// The tenant whose names the (verified) client certificate carries.
+    fn by_certificate<T>(&self, request: &Request<T>) -> Option<TenantId> {
+        let certs = request.peer_certs()?;
+        let leaf = certs.first()?;
+        self.by_cert_name
+            .iter()
+            .find(|(name, _)| super::tls::certificate_names(leaf, name))
+            .map(|(_, tenant)| tenant.clone())
     }
 }

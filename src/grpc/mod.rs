@@ -1,12 +1,13 @@
 //! The gRPC transport: translates requests into use cases and results into
 //! responses. No business rule lives here.
 
+mod auth;
 // Public (but hidden) for the fuzz targets in fuzz/, which run requests
 // through the same validation.
-mod auth;
 #[doc(hidden)]
 pub mod convert;
 mod status;
+pub mod tls;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 

@@ -103,6 +103,7 @@ pub struct TestApp {
     pub channel: Channel,
     pub clock: Clock,
     pub outbox: Outbox,
+    pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// The public webhook listener, when `webhooks.public_base_url` is set.
     pub webhook_addr: Option<SocketAddr>,
@@ -183,6 +184,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn(config: Config, clock: Clock) -> TestApp {
     config.validate().expect("test config is valid");
     let outbox = Outbox::default();
+    let tls = config.server.tls.is_some();
     let app = Application::build_with(
         config,
         Overrides {
@@ -199,16 +201,20 @@ pub async fn spawn(config: Config, clock: Clock) -> TestApp {
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("server runs");
     });
-    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to the server");
+    let endpoint = Channel::from_shared(format!("http://{grpc_addr}")).expect("uri");
+    // A TLS listener takes no plaintext: the test makes its own TLS
+    // channel, and this one only connects if used.
+    let channel = if tls {
+        endpoint.connect_lazy()
+    } else {
+        endpoint.connect().await.expect("connect to the server")
+    };
     TestApp {
         client: VerificationServiceClient::new(channel.clone()),
         channel,
         clock,
         outbox,
+        grpc_addr,
         admin_addr,
         webhook_addr,
         shutdown,

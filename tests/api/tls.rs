@@ -1,0 +1,228 @@
+//! TLS on the gRPC listener: rustls, client certificates mapped to a
+//! tenant, and a certificate rotated on disk picked up without a restart.
+//! Certificates are made for each test with `openssl`.
+
+use std::{path::PathBuf, process::Command};
+
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+use verifyd::{
+    config::Config,
+    grpc::tls::TlsConfig,
+    proto::{self, verification_service_client::VerificationServiceClient},
+    service::TenantConfig,
+};
+
+use crate::helpers::{TestApp, sms_to, spawn_app_with};
+
+/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
+/// certificate for `sspr.internal`, all in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let pki = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        pki.ca("ca");
+        pki.issue("ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost");
+        pki.issue("ca", "client", "subjectAltName=DNS:sspr.internal");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).expect("pem")
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl runs (apt-get install -y openssl; ./scripts/test does)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn ca(&self, name: &str) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=verifyd test {name}"),
+        ]);
+    }
+
+    /// `name.pem` and `name.key`, signed by `ca`.
+    fn issue(&self, ca: &str, name: &str, san: &str) {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(self.path(&ext), format!("{san}\n")).expect("ext");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+fn with_tls(pki: &Pki) -> impl FnOnce(&mut Config) + '_ {
+    move |config| {
+        config.server.tls = Some(TlsConfig {
+            cert_path: pki.path("server.pem"),
+            key_path: pki.path("server.key"),
+            client_ca_path: Some(pki.path("ca.pem")),
+        });
+        config.tenants.insert(
+            "sspr".into(),
+            TenantConfig {
+                client_cert_sans: vec!["sspr.internal".into()],
+                ..TenantConfig::default()
+            },
+        );
+        config.tenants.insert(
+            "other".into(),
+            TenantConfig {
+                api_key_sha256: vec![hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                    b"other-key",
+                ))],
+                ..TenantConfig::default()
+            },
+        );
+    }
+}
+
+/// A TLS client trusting `ca`, presenting `identity` (`client`) if given.
+async fn connect(
+    app: &TestApp,
+    pki: &Pki,
+    ca: &str,
+    identity: Option<&str>,
+) -> Result<VerificationServiceClient<Channel>, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read(&format!("{ca}.pem"))))
+        .domain_name("localhost");
+    if let Some(name) = identity {
+        tls = tls.identity(Identity::from_pem(
+            pki.read(&format!("{name}.pem")),
+            pki.read(&format!("{name}.key")),
+        ));
+    }
+    let channel = Channel::from_shared(format!("https://{}", app.grpc_addr))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(VerificationServiceClient::new(channel))
+}
+
+#[tokio::test]
+async fn a_client_certificate_authenticates_its_tenant_over_tls() {
+    let pki = Pki::new();
+    let app = spawn_app_with(with_tls(&pki)).await;
+    let mut sspr = connect(&app, &pki, "ca", Some("client"))
+        .await
+        .expect("mutual TLS");
+    let v = sspr
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect("the certificate is the credential")
+        .into_inner()
+        .verification
+        .expect("verification");
+
+    // Without a certificate (or key), over TLS: no tenant.
+    let mut anonymous = connect(&app, &pki, "ca", None).await.expect("TLS");
+    let refused = anonymous
+        .get_verification(proto::GetVerificationRequest { id: v.id.clone() })
+        .await
+        .expect_err("no credentials");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let mut other = anonymous;
+    let mut request = tonic::Request::new(proto::GetVerificationRequest { id: v.id });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer other-key".parse().expect("ascii"));
+    let refused = other
+        .get_verification(request)
+        .await
+        .expect_err("not other's");
+    assert_eq!(refused.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_certificate_replaced_on_disk_is_served_from_the_next_connection() {
+    let pki = Pki::new();
+    let app = spawn_app_with(with_tls(&pki)).await;
+    connect(&app, &pki, "ca", Some("client"))
+        .await
+        .expect("the first certificate");
+
+    // cert-manager rotates: a new CA and server certificate, same paths.
+    pki.ca("ca2");
+    pki.issue("ca2", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost");
+    let mut rotated = connect(&app, &pki, "ca2", Some("client"))
+        .await
+        .expect("the new certificate, without a restart");
+    rotated
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect("served");
+    assert!(
+        connect(&app, &pki, "ca", Some("client")).await.is_err(),
+        "the old certificate is gone"
+    );
+}
