@@ -15,8 +15,9 @@ pub struct Policy {
     pub max_check_attempts: u32,
     /// Sends (first and resends) allowed per verification.
     pub max_send_attempts: u32,
-    /// Minimum time between two sends on one verification, whatever the
-    /// channel.
+    /// Minimum time between the first send on a verification and the
+    /// next, whatever the channel; it doubles with each resend (see
+    /// [`Policy::resend_wait`]).
     pub resend_cooldown: Duration,
     /// Digits shown for number matching on voice calls (2 or 3).
     pub match_digits: u8,
@@ -26,6 +27,21 @@ pub struct Policy {
     /// The longest a send may hold a verification: no other send on it
     /// starts meanwhile, whatever the cooldown. Longer than a send may take.
     pub send_lease: Duration,
+}
+
+/// How often the resend wait doubles, at most: 30 s, 1 min, 2 min, 4 min,
+/// then 4 min again with the default cooldown.
+pub const MAX_RESEND_DOUBLINGS: u32 = 3;
+
+impl Policy {
+    /// The least time from a send to the next, after `sends_made` sends on
+    /// a verification: `resend_cooldown`, doubling with each resend (up to
+    /// `MAX_RESEND_DOUBLINGS` times), so a script hammering resends gets
+    /// ever fewer messages out.
+    pub fn resend_wait(&self, sends_made: u32) -> std::time::Duration {
+        let doublings = sends_made.saturating_sub(1).min(MAX_RESEND_DOUBLINGS);
+        self.resend_cooldown * 2u32.pow(doublings)
+    }
 }
 
 impl Default for Policy {

@@ -376,8 +376,10 @@ impl Verification {
         false
     }
 
-    /// Takes one send from the budget, or says why not. The cooldown holds
-    /// whatever the channel, and concurrent resends are serialized by it.
+    /// Takes one send from the budget, or says why not. The wait after a
+    /// send holds whatever the channel and grows with each resend
+    /// ([`Policy::resend_wait`]); concurrent resends are serialized by the
+    /// send lease.
     pub fn reserve_send(&mut self, policy: &Policy, now: SystemTime) -> Result<(), SendRefused> {
         if let Some(until) = self.sending_until
             && now < until
@@ -385,7 +387,10 @@ impl Verification {
             return Err(SendRefused::Cooldown { retry_at: until });
         }
         if let Some(last) = self.last_send_at {
-            let retry_at = last + policy.resend_cooldown;
+            let sends_made = policy
+                .max_send_attempts
+                .saturating_sub(self.sends_remaining);
+            let retry_at = last + policy.resend_wait(sends_made);
             if now < retry_at {
                 return Err(SendRefused::Cooldown { retry_at });
             }
@@ -615,10 +620,23 @@ mod tests {
             Err(SendRefused::Cooldown { retry_at })
         );
         let mut now = retry_at;
-        for _ in 1..policy.max_send_attempts {
+        for sends_made in 1..policy.max_send_attempts {
             v.reserve_send(&policy, now).expect("within budget");
-            now += policy.resend_cooldown;
+            // The wait doubles with each resend: 30 s, 1 min, 2 min, 4 min.
+            let wait = policy.resend_wait(sends_made + 1);
+            assert_eq!(
+                v.reserve_send(&policy, now + wait - Duration::from_secs(1)),
+                Err(SendRefused::Cooldown {
+                    retry_at: now + wait
+                })
+            );
+            now += wait;
         }
+        assert_eq!(
+            policy.resend_wait(5),
+            policy.resend_cooldown * 8,
+            "it stops doubling"
+        );
         assert_eq!(v.sends_remaining, 0);
         assert_eq!(
             v.reserve_send(&policy, now),
@@ -774,7 +792,7 @@ mod tests {
             later,
         );
         let digits = v.match_digits.clone().expect("digits made on the switch");
-        let later = later + policy.resend_cooldown;
+        let later = later + policy.resend_wait(2);
         v.reserve_send(&policy, later).expect("after cooldown");
         v.record_send(
             matching,

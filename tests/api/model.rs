@@ -21,8 +21,9 @@
 //! The model's rules:
 //! - A start to a destination and purpose with a pending verification is a
 //!   resend: same id, new code, the validity window restarts. It is
-//!   RESOURCE_EXHAUSTED within `resend_cooldown` of the latest send
-//!   (`RetryInfo`: what is left of the cooldown) and once
+//!   RESOURCE_EXHAUSTED within the resend wait of the latest send
+//!   (`resend_cooldown`, doubled with each resend, at most three times;
+//!   `RetryInfo`: what is left of it) and once
 //!   `max_send_attempts` sends were made (until the verification expires).
 //!   With no pending verification, a start makes a new one, with a new id.
 //! - A code is valid for `ttl` after its send: at `expires_at` the
@@ -75,6 +76,13 @@ const PURPOSES: [proto::Purpose; 2] = [proto::Purpose::PasswordReset, proto::Pur
 /// `code.retention` (short, so that sequences outlive it), in seconds.
 const TTL: u64 = 600;
 const COOLDOWN: u64 = 30;
+
+/// The least time from a send to the next after `sends` sends: the
+/// cooldown, doubled with each resend, at most three times (the docs'
+/// 30 s, 1 min, 2 min, 4 min).
+fn wait_after(sends: u32) -> u64 {
+    COOLDOWN << sends.saturating_sub(1).min(3)
+}
 const RETENTION: u64 = 900;
 const MAX_CHECKS: u32 = 3;
 const MAX_SENDS: u32 = 3;
@@ -330,7 +338,7 @@ impl Model {
             );
         };
         let v = &mut self.vs[i];
-        let cooldown_ends = v.last_send_at + COOLDOWN;
+        let cooldown_ends = v.last_send_at + wait_after(v.sends);
         let out_of_sends = v.sends >= MAX_SENDS;
         // The docs do not say which refusal wins when both hold.
         let mut refusals = Vec::new();
@@ -477,7 +485,7 @@ impl<'a> Case<'a> {
             Op::Resend(v) | Op::ResendLater(v) => {
                 let Some(i) = self.pick(v) else { return Ok(()) };
                 if let Op::ResendLater(_) = op {
-                    self.advance(COOLDOWN);
+                    self.advance(wait_after(self.model.vs[i].sends));
                 }
                 let (to, purpose) = (self.model.vs[i].to, self.model.vs[i].purpose);
                 self.start(replica, to, purpose).await?;

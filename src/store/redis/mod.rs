@@ -191,7 +191,8 @@ impl RedisStore {
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), &candidate.tenant))
             .arg(millis_of(policy.resend_cooldown))
-            .arg(millis_of(policy.send_lease));
+            .arg(millis_of(policy.send_lease))
+            .arg(policy.max_send_attempts);
         let watch = keys.watch(&candidate.tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);

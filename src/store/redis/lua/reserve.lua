@@ -1,13 +1,21 @@
 -- Store::reserve_send. KEYS: the pending slot of (tenant, destination,
 -- purpose), the candidate's hash and attempts list. ARGV: now, the key
 -- prefix of this tenant's verifications in this shard, the resend cooldown
--- and send lease (ms), then the candidate's fields as (name, value) pairs.
+-- and send lease (ms), the send budget, then the candidate's fields as
+-- (name, value) pairs.
 -- Replies { 'granted', 1 when new else 0, verification } or
 -- { 'cooldown', retry_at } / { 'send_limit' } with the verification.
 local now = num(ARGV[1])
 local prefix = ARGV[2]
 local cooldown = num(ARGV[3])
 local lease = num(ARGV[4])
+local max_sends = num(ARGV[5])
+-- Policy::resend_wait: the cooldown doubles with each resend, at most
+-- MAX_RESEND_DOUBLINGS (3) times.
+local function resend_wait(sends_made)
+  local doublings = math.min(math.max(sends_made - 1, 0), 3)
+  return cooldown * 2 ^ doublings
+end
 
 -- Verification::reserve_send
 local function reserve_send(v)
@@ -15,7 +23,8 @@ local function reserve_send(v)
     return 'cooldown', v.sending_until
   end
   if v.last_send_at then
-    local retry_at = num(v.last_send_at) + cooldown
+    local sends_made = math.max(max_sends - num(v.sends_remaining), 0)
+    local retry_at = num(v.last_send_at) + resend_wait(sends_made)
     if now < retry_at then
       return 'cooldown', tostring(retry_at)
     end
@@ -53,7 +62,7 @@ if pending_id then
 end
 
 local v = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   v[ARGV[i]] = ARGV[i + 1]
 end
 reserve_send(v)
