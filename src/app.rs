@@ -18,12 +18,12 @@ use crate::{
     config::{Config, StoreBackend},
     delivery::{
         ConsoleSender,
-        setup::{SetupError, dispatcher, twilio_webhook_tokens},
+        setup::{SetupError, dispatcher, tenant_templates, twilio_webhook_tokens},
     },
     grpc::{self, Api, Authenticator, VerificationServiceServer},
     http, proto,
     ratelimit::RateLimits,
-    service::{ServiceSettings, Tenants, Verifier},
+    service::{ServiceSettings, Tenants, Verifier, tenants},
     store::{MemoryStore, RedisStore, Store, StoreError},
 };
 
@@ -101,12 +101,14 @@ impl Application {
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let dispatcher = dispatcher(&config, &console, &clock)?;
+        let tenant_templates = tenant_templates(&config)?;
+        let quotas = tenants::quotas(&config.tenants, config.limits);
         let policy = config.policy();
         let shutdown = CancellationToken::new();
         let (store, limits) = match config.store.backend {
             StoreBackend::Memory => (
                 Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention)),
-                RateLimits::new(&config.limits, clock.clone()),
+                RateLimits::new(&quotas, clock.clone()),
             ),
             StoreBackend::Redis => {
                 // Dev mode may leave the index key out: one is derived from
@@ -128,7 +130,7 @@ impl Application {
                 .map_err(RunError::Store)?;
                 (
                     Store::Redis(redis.clone()),
-                    RateLimits::shared(&config.limits, clock.clone(), redis),
+                    RateLimits::shared(&quotas, clock.clone(), redis),
                 )
             }
         };
@@ -139,11 +141,15 @@ impl Application {
             config.key_ring(),
             policy,
             ServiceSettings {
-                tenants: Tenants::new(&config.tenants, &config.app_name),
+                tenants: Tenants::new(
+                    &config.tenants,
+                    &config.app_name,
+                    &config.voice,
+                    &tenant_templates,
+                ),
                 fraud: config.fraud.clone(),
                 send_timeout: config.delivery.timeout,
                 max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
-                voice: config.voice,
             },
             clock,
             shutdown.clone(),

@@ -621,6 +621,27 @@ impl Config {
                     ));
                 }
             }
+            for (limit, quota) in tenant.limits.quotas() {
+                if !quota.is_valid() {
+                    return Err(invalid(
+                        &key(&format!("limits.{}", limit.as_str())),
+                        "burst and period must both be above zero",
+                    ));
+                }
+            }
+            if let Some((field, problem)) = tenant.voice.over(&self.voice).problem() {
+                return Err(invalid(&key(&format!("voice.{field}")), problem));
+            }
+            if tenant
+                .templates_dir
+                .as_ref()
+                .is_some_and(|d| d.as_os_str().is_empty())
+            {
+                return Err(invalid(
+                    &key("templates_dir"),
+                    "name a directory, or leave it out",
+                ));
+            }
         }
         // Without credentials every caller is `default`: acceptable beside
         // the caller on one host, never on a network.
@@ -1121,6 +1142,52 @@ mod tests {
             jail.set_env("VERIFYD_TENANTS__GLOBEX__CHANNELS", "[email]");
             let config = Config::load(None).expect("valid");
             assert_eq!(config.tenants.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_tenant_override_is_checked_and_named_by_its_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                [tenants.acme]
+                api_key_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+                [tenants.acme.limits.starts_per_destination]
+                burst = 0
+                period = "1m"
+                "#,
+            )?;
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            let load = || Config::load(Some(Path::new("verifyd.toml")));
+            let err = load().expect_err("burst 0");
+            assert_eq!(err.key, "tenants.acme.limits.starts_per_destination");
+            assert!(err.problem.contains("burst"), "{err}");
+
+            jail.set_env(
+                "VERIFYD_TENANTS__ACME__LIMITS__STARTS_PER_DESTINATION__BURST",
+                "1",
+            );
+            jail.set_env("VERIFYD_TENANTS__ACME__VOICE__MAX_REPROMPTS", "9");
+            assert_eq!(
+                load().expect_err("too many").key,
+                "tenants.acme.voice.max_reprompts"
+            );
+            jail.set_env("VERIFYD_TENANTS__ACME__VOICE__MAX_REPROMPTS", "0");
+            jail.set_env("VERIFYD_TENANTS__ACME__VOICE__FRAUD_BLOCK", "1h");
+            let config = load().expect("valid");
+            let acme = &config.tenants["acme"];
+            assert_eq!(acme.limits.starts_per_destination.map(|q| q.burst), Some(1));
+            assert_eq!(acme.limits.starts_per_ip, None, "the server's");
+            let voice = acme.voice.over(&config.voice);
+            assert_eq!(voice.max_reprompts, 0);
+            assert_eq!(voice.fraud_block, Duration::from_secs(3600));
+            assert_eq!(
+                voice.gather_timeout_secs, config.voice.gather_timeout_secs,
+                "left out: the server's"
+            );
             Ok(())
         });
     }

@@ -2,6 +2,8 @@
 //! provider, and a route per channel. Anything that cannot be set up stops
 //! startup with one line naming the provider.
 
+use std::{collections::HashMap, path::Path, sync::Arc};
+
 use super::{
     ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates, http::HttpSms,
     smtp::SmtpSender, twilio::Twilio, web,
@@ -9,6 +11,7 @@ use super::{
 use crate::{
     clock::Clock,
     config::{CONSOLE_PROVIDER, Config, ProviderConfig, Secret},
+    domain::TenantId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,11 @@ pub enum SetupError {
     Provider { name: String, problem: String },
     #[error(transparent)]
     Templates(#[from] TemplateError),
+    #[error("tenants.{tenant}.templates_dir: {source}")]
+    TenantTemplates {
+        tenant: String,
+        source: TemplateError,
+    },
 }
 
 /// The templates and a route per channel, from the providers the config
@@ -80,6 +88,34 @@ pub fn dispatcher(
         voice,
         email: route(&d.email)?,
     })
+}
+
+/// The templates of each tenant with a `templates_dir`: its directory laid
+/// over the server's (`delivery.templates_dir`), then the built-in
+/// templates, each checked as the server's are.
+pub fn tenant_templates(config: &Config) -> Result<HashMap<TenantId, Arc<Templates>>, SetupError> {
+    let d = &config.delivery;
+    config
+        .tenants
+        .iter()
+        .filter_map(|(name, t)| Some((name, TenantId::parse(name)?, t.templates_dir.as_deref()?)))
+        .map(|(name, id, dir)| {
+            let layers: Vec<&Path> = d
+                .templates_dir
+                .as_deref()
+                .into_iter()
+                .chain([dir])
+                .collect();
+            let templates =
+                Templates::load_layers(&layers, d.webotp_domain.clone()).map_err(|source| {
+                    SetupError::TenantTemplates {
+                        tenant: name.clone(),
+                        source,
+                    }
+                })?;
+            Ok((id, Arc::new(templates)))
+        })
+        .collect()
 }
 
 /// The auth tokens each Twilio provider's webhooks are signed with: the

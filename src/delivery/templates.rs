@@ -2,7 +2,8 @@
 //! (the SMS, the email's subject, text and HTML, each voice mode's speech),
 //! and optionally per purpose. The built-in ones (`templates/`) are embedded
 //! in the binary; a directory (`delivery.templates_dir`) may replace any of
-//! them or add locales.
+//! them or add locales, and a tenant's (`tenants.NAME.templates_dir`) may
+//! do the same over those for that tenant's messages.
 //!
 //! One part is looked up along the locale chain (`fr-CA`, `fr`, then `en`),
 //! trying `{locale}/{purpose}/{part}` before `{locale}/{part}` in each: a
@@ -194,8 +195,9 @@ pub struct Templates {
     names: BTreeSet<String>,
     /// Every locale with at least one template.
     locales: BTreeSet<String>,
-    /// Where overrides came from, for error messages.
-    overrides: Option<(String, BTreeSet<String>)>,
+    /// Where overrides came from, for error messages: each directory and
+    /// the names it holds, in the order they were layered.
+    overrides: Vec<(String, BTreeSet<String>)>,
     webotp_domain: Option<String>,
 }
 
@@ -207,8 +209,9 @@ impl fmt::Debug for Templates {
                 "overrides",
                 &self
                     .overrides
-                    .as_ref()
-                    .map(|(dir, names)| (dir, names.len())),
+                    .iter()
+                    .map(|(dir, names)| (dir, names.len()))
+                    .collect::<Vec<_>>(),
             )
             .field("webotp_domain", &self.webotp_domain)
             .finish()
@@ -251,23 +254,33 @@ impl Templates {
         overrides: Option<&Path>,
         webotp_domain: Option<String>,
     ) -> Result<Self, TemplateError> {
+        Self::load_layers(overrides.as_slice(), webotp_domain)
+    }
+
+    /// The built-in templates with each directory's in turn taking the
+    /// place of those of the same name: a tenant's directory layered over
+    /// the server's, say. Checked as [`Templates::load`] checks them.
+    pub fn load_layers(
+        layers: &[&Path],
+        webotp_domain: Option<String>,
+    ) -> Result<Self, TemplateError> {
         if let Some(domain) = &webotp_domain {
             check_webotp_domain(domain)?;
         }
-        let (sources, origin) = match overrides {
-            Some(dir) => {
-                let sources = read_overrides(dir)?;
-                let names = sources.iter().map(|(name, _)| name.clone()).collect();
-                (sources, Some((dir.display().to_string(), names)))
-            }
-            None => (Vec::new(), None),
-        };
-        Self::build(sources, origin, webotp_domain)
+        let mut sources = BTreeMap::new();
+        let mut origin = Vec::new();
+        for dir in layers {
+            let layer = read_overrides(dir)?;
+            let names = layer.iter().map(|(name, _)| name.clone()).collect();
+            origin.push((dir.display().to_string(), names));
+            sources.extend(layer);
+        }
+        Self::build(sources.into_iter().collect(), origin, webotp_domain)
     }
 
     fn build(
         overrides: Vec<(String, String)>,
-        origin: Option<(String, BTreeSet<String>)>,
+        origin: Vec<(String, BTreeSet<String>)>,
         webotp_domain: Option<String>,
     ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
@@ -476,8 +489,12 @@ impl Templates {
     /// override.
     fn problem(&self, name: &str, problem: &str) -> TemplateError {
         let mut problem = one_line(problem);
-        if let Some((dir, names)) = &self.overrides
-            && names.contains(name)
+        // The last layer holding it is the one in use.
+        if let Some((dir, _)) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(_, names)| names.contains(name))
         {
             problem.push_str(&format!(" (override in {dir})"));
         }

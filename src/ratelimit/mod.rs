@@ -9,6 +9,7 @@
 //! needs no round trip.
 
 use std::{
+    collections::HashMap,
     hash::Hash,
     net::IpAddr,
     num::NonZeroU32,
@@ -58,6 +59,15 @@ pub enum Limit {
 }
 
 impl Limit {
+    pub const ALL: [Self; 6] = [
+        Self::StartsPerDestination,
+        Self::StartsPerIp,
+        Self::FailedChecksPerDestination,
+        Self::RequestsPerTenant,
+        Self::StartsPerPrefix,
+        Self::StartsPerCountry,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::StartsPerDestination => "starts_per_destination",
@@ -133,6 +143,91 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[tenants.NAME.limits]`: a tenant's own quotas, each replacing the
+/// server's (`[limits.*]`) for that tenant; those left out stay the
+/// server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialLimits {
+    pub starts_per_destination: Option<QuotaConfig>,
+    pub starts_per_ip: Option<QuotaConfig>,
+    pub failed_checks_per_destination: Option<QuotaConfig>,
+    pub requests_per_tenant: Option<QuotaConfig>,
+    pub starts_per_prefix: Option<QuotaConfig>,
+    pub starts_per_country: Option<QuotaConfig>,
+}
+
+impl PartialLimits {
+    /// The quotas set, by limit.
+    pub fn quotas(&self) -> impl Iterator<Item = (Limit, QuotaConfig)> {
+        Limit::ALL
+            .into_iter()
+            .filter_map(|limit| self.get(limit).map(|q| (limit, q)))
+    }
+
+    fn get(&self, limit: Limit) -> Option<QuotaConfig> {
+        match limit {
+            Limit::StartsPerDestination => self.starts_per_destination,
+            Limit::StartsPerIp => self.starts_per_ip,
+            Limit::FailedChecksPerDestination => self.failed_checks_per_destination,
+            Limit::RequestsPerTenant => self.requests_per_tenant,
+            Limit::StartsPerPrefix => self.starts_per_prefix,
+            Limit::StartsPerCountry => self.starts_per_country,
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn get(&self, limit: Limit) -> QuotaConfig {
+        match limit {
+            Limit::StartsPerDestination => self.starts_per_destination,
+            Limit::StartsPerIp => self.starts_per_ip,
+            Limit::FailedChecksPerDestination => self.failed_checks_per_destination,
+            Limit::RequestsPerTenant => self.requests_per_tenant,
+            Limit::StartsPerPrefix => self.starts_per_prefix,
+            Limit::StartsPerCountry => self.starts_per_country,
+        }
+    }
+}
+
+/// The server's quotas and each tenant's overrides of them.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    server: LimitsConfig,
+    tenants: HashMap<TenantId, PartialLimits>,
+}
+
+impl Quotas {
+    /// `tenants`: the tenants that override any quota (others may be left
+    /// out).
+    pub fn new(
+        server: LimitsConfig,
+        tenants: impl IntoIterator<Item = (TenantId, PartialLimits)>,
+    ) -> Self {
+        Self {
+            server,
+            tenants: tenants
+                .into_iter()
+                .filter(|(_, l)| *l != PartialLimits::default())
+                .collect(),
+        }
+    }
+
+    /// The quota `limit` enforces for `tenant`.
+    pub fn get(&self, limit: Limit, tenant: &TenantId) -> QuotaConfig {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.get(limit))
+            .unwrap_or_else(|| self.server.get(limit))
+    }
+}
+
+impl From<LimitsConfig> for Quotas {
+    fn from(server: LimitsConfig) -> Self {
+        Self::new(server, [])
+    }
+}
+
 /// Adapts the service clock to governor, which counts nanoseconds from an
 /// arbitrary origin; the Unix epoch serves.
 #[derive(Debug, Clone)]
@@ -179,15 +274,77 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
+/// One limit's keyed limiters: governor fixes a limiter's quota, so there
+/// is one for the server's quota and one more per distinct quota that
+/// tenants set instead. Keys hold the tenant, so tenants sharing a limiter
+/// never share a budget.
+#[derive(Debug)]
+struct Limiters<K: Hash + Eq + Clone> {
+    server: Limiter<K>,
+    overrides: Vec<Limiter<K>>,
+    /// Index into `overrides`, for the tenants with a quota of their own.
+    by_tenant: HashMap<TenantId, usize>,
+}
+
+impl<K: Hash + Eq + Clone> Limiters<K> {
+    fn new(limit: Limit, quotas: &Quotas, clock: &LimiterClock) -> Self {
+        let server = quotas.server.get(limit);
+        let mut distinct: Vec<QuotaConfig> = Vec::new();
+        let mut by_tenant = HashMap::new();
+        for (tenant, own) in &quotas.tenants {
+            let Some(quota) = own.get(limit).filter(|&q| q != server) else {
+                continue;
+            };
+            let index = distinct
+                .iter()
+                .position(|&q| q == quota)
+                .unwrap_or_else(|| {
+                    distinct.push(quota);
+                    distinct.len() - 1
+                });
+            by_tenant.insert(tenant.clone(), index);
+        }
+        Self {
+            server: Limiter::new(limit, server, clock),
+            overrides: distinct
+                .into_iter()
+                .map(|quota| Limiter::new(limit, quota, clock))
+                .collect(),
+            by_tenant,
+        }
+    }
+
+    fn take(&self, tenant: &TenantId, key: &K) -> Result<(), RateLimited> {
+        let limiter = self
+            .by_tenant
+            .get(tenant)
+            .map_or(&self.server, |&i| &self.overrides[i]);
+        limiter.take(key)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Limiter<K>> {
+        std::iter::once(&self.server).chain(&self.overrides)
+    }
+
+    fn retain_recent(&self) {
+        self.all().for_each(|l| l.inner.retain_recent());
+    }
+
+    fn len(&self) -> usize {
+        self.all().map(|l| l.inner.len()).sum()
+    }
+}
+
 /// The limits.
 ///
 /// Keys include the tenant, so one tenant's traffic never spends another's
 /// budget or reveals what another did with a destination. IPv6 addresses
 /// count per /64, the block one subscriber usually holds, so rotating
-/// through one's own addresses buys nothing.
+/// through one's own addresses buys nothing. A tenant may have quotas of
+/// its own (`[tenants.NAME.limits]`); the rest are the server's.
 #[derive(Debug)]
 pub struct RateLimits {
-    requests_per_tenant: Limiter<TenantId>,
+    requests_per_tenant: Limiters<TenantId>,
     budgets: Budgets,
 }
 
@@ -199,75 +356,63 @@ pub struct RateLimits {
 #[derive(Debug)]
 enum Budgets {
     Local {
-        starts_per_destination: Limiter<(TenantId, Destination)>,
-        starts_per_ip: Limiter<(TenantId, IpAddr)>,
-        failed_checks_per_destination: Limiter<(TenantId, Destination)>,
-        starts_per_prefix: Limiter<(TenantId, String)>,
-        starts_per_country: Limiter<(TenantId, u16)>,
+        starts_per_destination: Limiters<(TenantId, Destination)>,
+        starts_per_ip: Limiters<(TenantId, IpAddr)>,
+        failed_checks_per_destination: Limiters<(TenantId, Destination)>,
+        starts_per_prefix: Limiters<(TenantId, String)>,
+        starts_per_country: Limiters<(TenantId, u16)>,
     },
     Shared {
         redis: RedisStore,
-        config: LimitsConfig,
+        quotas: Quotas,
         clock: Clock,
     },
 }
 
 impl RateLimits {
     /// Limits kept in this process.
-    pub fn new(config: &LimitsConfig, clock: Clock) -> Self {
+    pub fn new(quotas: &Quotas, clock: Clock) -> Self {
         let limiter_clock = LimiterClock(clock.clone());
         Self::with_budgets(
-            config,
+            quotas,
             clock,
             Budgets::Local {
-                starts_per_destination: Limiter::new(
+                starts_per_destination: Limiters::new(
                     Limit::StartsPerDestination,
-                    config.starts_per_destination,
+                    quotas,
                     &limiter_clock,
                 ),
-                starts_per_ip: Limiter::new(
-                    Limit::StartsPerIp,
-                    config.starts_per_ip,
-                    &limiter_clock,
-                ),
-                failed_checks_per_destination: Limiter::new(
+                starts_per_ip: Limiters::new(Limit::StartsPerIp, quotas, &limiter_clock),
+                failed_checks_per_destination: Limiters::new(
                     Limit::FailedChecksPerDestination,
-                    config.failed_checks_per_destination,
+                    quotas,
                     &limiter_clock,
                 ),
-                starts_per_prefix: Limiter::new(
-                    Limit::StartsPerPrefix,
-                    config.starts_per_prefix,
-                    &limiter_clock,
-                ),
-                starts_per_country: Limiter::new(
-                    Limit::StartsPerCountry,
-                    config.starts_per_country,
-                    &limiter_clock,
-                ),
+                starts_per_prefix: Limiters::new(Limit::StartsPerPrefix, quotas, &limiter_clock),
+                starts_per_country: Limiters::new(Limit::StartsPerCountry, quotas, &limiter_clock),
             },
         )
     }
 
     /// Limits whose destination and IP budgets every replica sharing
     /// `redis` spends together.
-    pub fn shared(config: &LimitsConfig, clock: Clock, redis: RedisStore) -> Self {
+    pub fn shared(quotas: &Quotas, clock: Clock, redis: RedisStore) -> Self {
         Self::with_budgets(
-            config,
+            quotas,
             clock.clone(),
             Budgets::Shared {
                 redis,
-                config: *config,
+                quotas: quotas.clone(),
                 clock,
             },
         )
     }
 
-    fn with_budgets(config: &LimitsConfig, clock: Clock, budgets: Budgets) -> Self {
+    fn with_budgets(quotas: &Quotas, clock: Clock, budgets: Budgets) -> Self {
         Self {
-            requests_per_tenant: Limiter::new(
+            requests_per_tenant: Limiters::new(
                 Limit::RequestsPerTenant,
-                config.requests_per_tenant,
+                quotas,
                 &LimiterClock(clock),
             ),
             budgets,
@@ -275,7 +420,7 @@ impl RateLimits {
     }
 
     pub fn request(&self, tenant: &TenantId) -> Result<(), RateLimited> {
-        self.requests_per_tenant.take(tenant)
+        self.requests_per_tenant.take(tenant, tenant)
     }
 
     /// Takes one start from the IP's budget, then the destination's.
@@ -292,23 +437,17 @@ impl RateLimits {
                 ..
             } => {
                 if let Some(ip) = ip {
-                    starts_per_ip.take(&(tenant.clone(), ip_block(ip)))?;
+                    starts_per_ip.take(tenant, &(tenant.clone(), ip_block(ip)))?;
                 }
-                Ok(starts_per_destination.take(&(tenant.clone(), to.clone()))?)
+                Ok(starts_per_destination.take(tenant, &(tenant.clone(), to.clone()))?)
             }
-            Budgets::Shared { config, .. } => {
+            Budgets::Shared { .. } => {
                 if let Some(ip) = ip {
                     let block = ip_block(ip).to_string();
-                    self.take_shared(Limit::StartsPerIp, config.starts_per_ip, tenant, &block)
-                        .await?;
+                    self.take_shared(Limit::StartsPerIp, tenant, &block).await?;
                 }
-                self.take_shared(
-                    Limit::StartsPerDestination,
-                    config.starts_per_destination,
-                    tenant,
-                    to.as_str(),
-                )
-                .await
+                self.take_shared(Limit::StartsPerDestination, tenant, to.as_str())
+                    .await
             }
         }
     }
@@ -327,24 +466,14 @@ impl RateLimits {
                 starts_per_country,
                 ..
             } => {
-                starts_per_prefix.take(&(tenant.clone(), prefix.to_owned()))?;
-                Ok(starts_per_country.take(&(tenant.clone(), calling_code))?)
+                starts_per_prefix.take(tenant, &(tenant.clone(), prefix.to_owned()))?;
+                Ok(starts_per_country.take(tenant, &(tenant.clone(), calling_code))?)
             }
-            Budgets::Shared { config, .. } => {
-                self.take_shared(
-                    Limit::StartsPerPrefix,
-                    config.starts_per_prefix,
-                    tenant,
-                    prefix,
-                )
-                .await?;
-                self.take_shared(
-                    Limit::StartsPerCountry,
-                    config.starts_per_country,
-                    tenant,
-                    &calling_code.to_string(),
-                )
-                .await
+            Budgets::Shared { .. } => {
+                self.take_shared(Limit::StartsPerPrefix, tenant, prefix)
+                    .await?;
+                self.take_shared(Limit::StartsPerCountry, tenant, &calling_code.to_string())
+                    .await
             }
         }
     }
@@ -359,29 +488,32 @@ impl RateLimits {
             Budgets::Local {
                 failed_checks_per_destination,
                 ..
-            } => Ok(failed_checks_per_destination.take(&(tenant.clone(), to.clone()))?),
-            Budgets::Shared { config, .. } => {
-                self.take_shared(
-                    Limit::FailedChecksPerDestination,
-                    config.failed_checks_per_destination,
-                    tenant,
-                    to.as_str(),
-                )
-                .await
+            } => Ok(failed_checks_per_destination.take(tenant, &(tenant.clone(), to.clone()))?),
+            Budgets::Shared { .. } => {
+                self.take_shared(Limit::FailedChecksPerDestination, tenant, to.as_str())
+                    .await
             }
         }
     }
 
+    /// Takes one cell of `tenant`'s quota for `limit` from the budget in
+    /// Redis. The quota travels with each take, so a tenant's own quota
+    /// needs nothing more.
     async fn take_shared(
         &self,
         limit: Limit,
-        quota: QuotaConfig,
         tenant: &TenantId,
         subject: &str,
     ) -> Result<(), LimitError> {
-        let Budgets::Shared { redis, clock, .. } = &self.budgets else {
+        let Budgets::Shared {
+            redis,
+            quotas,
+            clock,
+        } = &self.budgets
+        else {
             unreachable!("only called for shared budgets");
         };
+        let quota = quotas.get(limit, tenant);
         let wait = redis
             .take(
                 limit.as_str(),
@@ -401,7 +533,7 @@ impl RateLimits {
     /// Drops limiter state for keys that are back to a full budget, so
     /// memory tracks active keys only. (Shared budgets expire in Redis.)
     pub fn prune(&self) {
-        self.requests_per_tenant.inner.retain_recent();
+        self.requests_per_tenant.retain_recent();
         if let Budgets::Local {
             starts_per_destination,
             starts_per_ip,
@@ -410,11 +542,11 @@ impl RateLimits {
             starts_per_country,
         } = &self.budgets
         {
-            starts_per_destination.inner.retain_recent();
-            starts_per_ip.inner.retain_recent();
-            failed_checks_per_destination.inner.retain_recent();
-            starts_per_prefix.inner.retain_recent();
-            starts_per_country.inner.retain_recent();
+            starts_per_destination.retain_recent();
+            starts_per_ip.retain_recent();
+            failed_checks_per_destination.retain_recent();
+            starts_per_prefix.retain_recent();
+            starts_per_country.retain_recent();
         }
     }
 
@@ -427,15 +559,15 @@ impl RateLimits {
                 starts_per_prefix,
                 starts_per_country,
             } => {
-                starts_per_destination.inner.len()
-                    + starts_per_ip.inner.len()
-                    + failed_checks_per_destination.inner.len()
-                    + starts_per_prefix.inner.len()
-                    + starts_per_country.inner.len()
+                starts_per_destination.len()
+                    + starts_per_ip.len()
+                    + failed_checks_per_destination.len()
+                    + starts_per_prefix.len()
+                    + starts_per_country.len()
             }
             Budgets::Shared { .. } => 0,
         };
-        self.requests_per_tenant.inner.len() + local
+        self.requests_per_tenant.len() + local
     }
 }
 
@@ -454,7 +586,7 @@ mod tests {
     use super::*;
 
     fn limits(clock: &Clock) -> RateLimits {
-        RateLimits::new(&LimitsConfig::default(), clock.clone())
+        RateLimits::new(&LimitsConfig::default().into(), clock.clone())
     }
 
     fn phone() -> Destination {
@@ -487,6 +619,63 @@ mod tests {
             .start(&other, &phone(), None)
             .await
             .expect("another tenant has its own budget");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_quota_replaces_the_servers_for_that_tenant_only() {
+        let clock = Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+        let strict = TenantId::parse("strict").expect("valid");
+        let also_strict = TenantId::parse("also-strict").expect("valid");
+        let loose = TenantId::parse("loose").expect("valid");
+        let one = QuotaConfig {
+            burst: 1,
+            period: Duration::from_secs(60),
+        };
+        let own = PartialLimits {
+            starts_per_destination: Some(one),
+            ..PartialLimits::default()
+        };
+        let quotas = Quotas::new(
+            LimitsConfig::default(),
+            [
+                (strict.clone(), own),
+                (also_strict.clone(), own),
+                (loose.clone(), PartialLimits::default()),
+            ],
+        );
+        assert_eq!(quotas.get(Limit::StartsPerDestination, &strict), one);
+        assert_eq!(
+            quotas.get(Limit::StartsPerIp, &strict),
+            LimitsConfig::default().starts_per_ip
+        );
+        let limits = RateLimits::new(&quotas, clock.clone());
+        for tenant in [&strict, &also_strict] {
+            limits
+                .start(tenant, &phone(), None)
+                .await
+                .expect("within burst");
+            let Err(LimitError::Limited(refused)) = limits.start(tenant, &phone(), None).await
+            else {
+                panic!("a burst of one is spent");
+            };
+            assert_eq!(refused.limit, Limit::StartsPerDestination);
+            assert_eq!(refused.retry_after, Duration::from_secs(60));
+        }
+        for _ in 0..5 {
+            limits
+                .start(&loose, &phone(), None)
+                .await
+                .expect("the server's burst");
+        }
+        if let Budgets::Local {
+            starts_per_destination,
+            starts_per_ip,
+            ..
+        } = &limits.budgets
+        {
+            assert_eq!(starts_per_destination.overrides.len(), 1, "one per quota");
+            assert!(starts_per_ip.overrides.is_empty());
+        }
     }
 
     #[tokio::test]

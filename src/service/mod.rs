@@ -33,13 +33,12 @@ use crate::{
 /// Settings of the service itself, beyond the verification policy.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// Each tenant's channels and app name (used in message texts).
+    /// Each tenant's channels, app name, templates and voice settings.
     pub tenants: Tenants,
     pub fraud: FraudRules,
     /// The longest a send may take, whatever the caller's deadline.
     pub send_timeout: Duration,
     pub max_watch_streams_per_tenant: u32,
-    pub voice: VoiceSettings,
 }
 
 #[derive(Debug)]

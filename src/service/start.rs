@@ -419,7 +419,12 @@ impl Verifier {
                 self.clock.now(),
             );
         };
-        match self.dispatcher.templates.render(message) {
+        let templates = self
+            .settings
+            .tenants
+            .get(&message.tenant)
+            .templates(&self.dispatcher.templates);
+        match templates.render(message) {
             Ok(content) => route.send(message, &content, budget).await,
             Err(error) => {
                 tracing::error!(%error, "cannot render the message");

@@ -1,13 +1,25 @@
 //! Tenants: the services that call verifyd, each with its own credentials,
-//! channels and app name. A verification belongs to the tenant that started
-//! it; the stores key everything by tenant, so another tenant's id is as
-//! unknown as an id that never existed.
+//! channels and app name, and optionally its own rate limits, voice
+//! settings and message templates over the server's. A verification
+//! belongs to the tenant that started it; the stores key everything by
+//! tenant, so another tenant's id is as unknown as an id that never
+//! existed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::Arc,
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Channel, TenantId};
+pub use super::voice::VoiceOverrides;
+use super::voice::VoiceSettings;
+use crate::{
+    delivery::Templates,
+    domain::{Channel, TenantId},
+    ratelimit::{LimitsConfig, PartialLimits, Quotas},
+};
 
 /// `[tenants.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -26,6 +38,16 @@ pub struct TenantConfig {
     /// The name users know this tenant's app by, in its messages; empty
     /// means the server's `app_name`.
     pub app_name: String,
+    /// `[tenants.NAME.limits.QUOTA]`: quotas replacing the server's
+    /// `[limits.QUOTA]` for this tenant.
+    pub limits: PartialLimits,
+    /// `[tenants.NAME.voice]`: voice settings replacing the server's
+    /// `[voice]` ones for this tenant's calls.
+    pub voice: VoiceOverrides,
+    /// Template overrides for this tenant's messages and calls, laid over
+    /// the server's (`delivery.templates_dir`, then the built-in ones);
+    /// same layout.
+    pub templates_dir: Option<PathBuf>,
 }
 
 /// A channel as configuration spells it.
@@ -53,11 +75,20 @@ pub struct TenantSettings {
     /// `None`: every channel.
     channels: Option<Vec<Channel>>,
     pub app_name: String,
+    /// The server's voice settings with the tenant's over them.
+    pub voice: VoiceSettings,
+    /// `None`: the server's templates.
+    templates: Option<Arc<Templates>>,
 }
 
 impl TenantSettings {
     pub fn allows(&self, channel: Channel) -> bool {
         self.channels.as_ref().is_none_or(|c| c.contains(&channel))
+    }
+
+    /// The templates for the tenant's messages: its own, else `server`.
+    pub fn templates<'a>(&'a self, server: &'a Templates) -> &'a Templates {
+        self.templates.as_deref().unwrap_or(server)
     }
 }
 
@@ -71,7 +102,14 @@ pub struct Tenants {
 
 impl Tenants {
     /// `tenants` must have been validated (names are tenant ids).
-    pub fn new(tenants: &BTreeMap<String, TenantConfig>, app_name: &str) -> Self {
+    /// `templates` holds the templates of the tenants with a
+    /// `templates_dir`, loaded (see [`crate::delivery::setup`]).
+    pub fn new(
+        tenants: &BTreeMap<String, TenantConfig>,
+        app_name: &str,
+        voice: &VoiceSettings,
+        templates: &HashMap<TenantId, Arc<Templates>>,
+    ) -> Self {
         let configured = tenants
             .iter()
             .filter_map(|(name, t)| {
@@ -84,6 +122,8 @@ impl Tenants {
                     } else {
                         t.app_name.clone()
                     },
+                    voice: t.voice.over(voice),
+                    templates: templates.get(&id).cloned(),
                 };
                 Some((id, settings))
             })
@@ -93,6 +133,8 @@ impl Tenants {
             fallback: TenantSettings {
                 channels: None,
                 app_name: app_name.to_owned(),
+                voice: *voice,
+                templates: None,
             },
         }
     }
@@ -100,4 +142,14 @@ impl Tenants {
     pub fn get(&self, tenant: &TenantId) -> &TenantSettings {
         self.configured.get(tenant).unwrap_or(&self.fallback)
     }
+}
+
+/// The server's quotas and those the tenants set instead.
+pub fn quotas(tenants: &BTreeMap<String, TenantConfig>, server: LimitsConfig) -> Quotas {
+    Quotas::new(
+        server,
+        tenants
+            .iter()
+            .filter_map(|(name, t)| Some((TenantId::parse(name)?, t.limits))),
+    )
 }

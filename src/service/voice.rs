@@ -52,6 +52,49 @@ impl Default for VoiceSettings {
     }
 }
 
+impl VoiceSettings {
+    /// The first setting out of range: its key under `[voice]` and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if self.max_reprompts > 5 {
+            return Some(("max_reprompts", "must be at most 5"));
+        }
+        if !(1..=30).contains(&self.gather_timeout_secs) {
+            return Some(("gather_timeout_secs", "must be 1 to 30"));
+        }
+        if self.fraud_block > Duration::from_secs(30 * 24 * 3600) {
+            return Some(("fraud_block", "must be at most 30 days"));
+        }
+        None
+    }
+}
+
+/// `[tenants.NAME.voice]`: a tenant's own voice settings, each replacing
+/// the server's (`[voice]`) for that tenant's calls; those left out stay
+/// the server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceOverrides {
+    pub max_reprompts: Option<u8>,
+    #[serde(with = "humantime_serde")]
+    pub fraud_block: Option<Duration>,
+    pub unknown_answer: Option<UnknownAnswer>,
+    pub gather_timeout_secs: Option<u8>,
+}
+
+impl VoiceOverrides {
+    /// The settings in effect: these over the server's.
+    pub fn over(&self, server: &VoiceSettings) -> VoiceSettings {
+        VoiceSettings {
+            max_reprompts: self.max_reprompts.unwrap_or(server.max_reprompts),
+            fraud_block: self.fraud_block.unwrap_or(server.fraud_block),
+            unknown_answer: self.unknown_answer.unwrap_or(server.unknown_answer),
+            gather_timeout_secs: self
+                .gather_timeout_secs
+                .unwrap_or(server.gather_timeout_secs),
+        }
+    }
+}
+
 /// What the call says, then what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallStep {
@@ -126,12 +169,18 @@ impl Verifier {
         Ok(v)
     }
 
+    /// The tenant's voice settings: its own, else the server's.
+    fn voice(&self, tenant: &TenantId) -> &VoiceSettings {
+        &self.settings.tenants.get(tenant).voice
+    }
+
     fn say(&self, v: &Verification, prompt: CallPrompt) -> Result<String, CallError> {
         let locale = v.delivery.locale.as_ref().map(|l| l.as_str());
-        Ok(self.dispatcher.templates.render_call(
+        let tenant = self.settings.tenants.get(&v.tenant);
+        Ok(tenant.templates(&self.dispatcher.templates).render_call(
             locale,
             v.purpose,
-            &self.settings.tenants.get(&v.tenant).app_name,
+            &tenant.app_name,
             self.policy.code_ttl,
             prompt,
         )?)
@@ -156,7 +205,7 @@ impl Verifier {
                 one_key: mode != VoiceMode::Match,
                 prompt: self.say(v, prompt)?,
                 goodbye: self.say(v, CallPrompt::Goodbye)?,
-                timeout_secs: self.settings.voice.gather_timeout_secs,
+                timeout_secs: self.voice(&v.tenant).gather_timeout_secs,
             },
         ))
     }
@@ -184,7 +233,7 @@ impl Verifier {
             return self.hangup(&v, None);
         }
         if let Some(answered_by) = answered_by
-            && is_machine(answered_by, self.settings.voice.unknown_answer)
+            && is_machine(answered_by, self.voice(tenant).unknown_answer)
         {
             tracing::info!(answered_by, "call answered by a machine: hanging up");
             let report = DeliveryReport {
@@ -217,7 +266,7 @@ impl Verifier {
                 call,
                 menu,
                 digits,
-                self.settings.voice.max_reprompts,
+                self.voice(tenant).max_reprompts,
                 self.clock.now(),
             )
             .await?
@@ -256,11 +305,12 @@ impl Verifier {
                     one_key: true,
                     prompt: self.say(&v, CallPrompt::FraudMenu)?,
                     goodbye: self.say(&v, CallPrompt::Goodbye)?,
-                    timeout_secs: self.settings.voice.gather_timeout_secs,
+                    timeout_secs: self.voice(&v.tenant).gather_timeout_secs,
                 },
             )),
             KeyOutcome::Denied => {
-                let until = self.clock.now() + self.settings.voice.fraud_block;
+                let fraud_block = self.voice(tenant).fraud_block;
+                let until = self.clock.now() + fraud_block;
                 self.store
                     .block(tenant, Blocked::Destination(&v.to), until, self.clock.now())
                     .await?;
@@ -270,7 +320,7 @@ impl Verifier {
                     %tenant,
                     verification = %id,
                     to = %v.to.masked(),
-                    blocked_for_secs = self.settings.voice.fraud_block.as_secs(),
+                    blocked_for_secs = fraud_block.as_secs(),
                     "the user reported a verification call as fraud; the destination is blocked"
                 );
                 self.hangup(&v, Some(CallPrompt::FraudReported))
@@ -296,8 +346,7 @@ impl Verifier {
         // A read-aloud call runs inline instructions, so no fetch sees
         // `AnsweredBy`; the answered callback does. Hang up on a machine
         // rather than leave the code on a voicemail.
-        let machine =
-            answered_by.is_some_and(|a| is_machine(a, self.settings.voice.unknown_answer));
+        let machine = answered_by.is_some_and(|a| is_machine(a, self.voice(tenant).unknown_answer));
         if machine {
             tracing::info!("call answered by a machine: ending it");
             self.end_live_call(&v);

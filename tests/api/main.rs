@@ -21,6 +21,7 @@ mod redis_store;
 mod rotation;
 mod server;
 mod store_parity;
+mod tenants;
 mod tls;
 mod twilio;
 mod validation;

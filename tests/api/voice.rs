@@ -18,10 +18,10 @@ use crate::{
     helpers::{TestApp, spawn_app_with, status},
 };
 
-const PUBLIC_BASE: &str = "https://verifyd.example.com/";
+pub(crate) const PUBLIC_BASE: &str = "https://verifyd.example.com/";
 const TO: &str = "+14155550100";
 
-fn with_voice(config: &mut Config, fake: &FakeTwilio) {
+pub(crate) fn with_voice(config: &mut Config, fake: &FakeTwilio) {
     config.providers.insert(
         "twilio".into(),
         ProviderConfig::Twilio(TwilioConfig {
@@ -42,7 +42,7 @@ fn with_voice(config: &mut Config, fake: &FakeTwilio) {
     config.webhooks.public_base_url = Some(PUBLIC_BASE.parse().expect("url"));
 }
 
-fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
+pub(crate) fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
     proto::StartVerificationRequest {
         to: TO.into(),
         channel: proto::Channel::Voice.into(),
@@ -54,18 +54,18 @@ fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
 
 /// The parts of a TwiML document a caller hears and does.
 #[derive(Debug, Default)]
-struct Twiml {
-    says: Vec<String>,
-    gather: Option<GatherEl>,
-    hangup: bool,
+pub(crate) struct Twiml {
+    pub(crate) says: Vec<String>,
+    pub(crate) gather: Option<GatherEl>,
+    pub(crate) hangup: bool,
 }
 
 #[derive(Debug, Clone)]
-struct GatherEl {
-    action: String,
+pub(crate) struct GatherEl {
+    pub(crate) action: String,
     num_digits: Option<String>,
     finish_on_key: Option<String>,
-    prompt: String,
+    pub(crate) prompt: String,
 }
 
 fn parse(xml: &str) -> Twiml {
@@ -101,13 +101,22 @@ fn parse(xml: &str) -> Twiml {
 }
 
 /// The callee's phone, as Twilio sees it.
-struct Phone {
+pub(crate) struct Phone {
     webhooks: SocketAddr,
     call_sid: String,
     form: Vec<(String, String)>,
 }
 
 impl Phone {
+    /// Picks up the call the app placed last.
+    pub(crate) async fn picked_up(app: &TestApp, fake: &FakeTwilio) -> Self {
+        Self {
+            webhooks: app.webhook_addr.expect("webhooks"),
+            call_sid: sid("CA", 1),
+            form: fake.placed_calls().await.pop().expect("a call was placed"),
+        }
+    }
+
     fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
@@ -141,7 +150,7 @@ impl Phone {
         (status, response.text().await.expect("body"))
     }
 
-    async fn answer(&self, answered_by: &str) -> Twiml {
+    pub(crate) async fn answer(&self, answered_by: &str) -> Twiml {
         let url = self.field("Url").expect("the call fetches its TwiML");
         let (status, body) = self
             .post(
@@ -154,7 +163,7 @@ impl Phone {
         parse(&body)
     }
 
-    async fn press(&self, gather: &GatherEl, digits: &str) -> Twiml {
+    pub(crate) async fn press(&self, gather: &GatherEl, digits: &str) -> Twiml {
         let (status, body) = self
             .post(
                 &gather.action,
@@ -196,13 +205,7 @@ async fn ring(
     req: proto::StartVerificationRequest,
 ) -> (proto::StartVerificationResponse, Phone) {
     let started = app.start(req).await.expect("start");
-    let form = fake.placed_calls().await.pop().expect("a call was placed");
-    let phone = Phone {
-        webhooks: app.webhook_addr.expect("webhooks"),
-        call_sid: sid("CA", 1),
-        form,
-    };
-    (started, phone)
+    (started, Phone::picked_up(app, fake).await)
 }
 
 async fn voice_app() -> (TestApp, FakeTwilio) {
