@@ -153,9 +153,12 @@ fn occurs_as_number(haystack: &str, code: &str) -> bool {
     })
 }
 
+const LOGGED_NEVER_KEY: &str = "binary-test-hmac-key-5b0e9c1d7a3f4e2b8c6d";
+
 #[tokio::test]
 async fn no_code_or_destination_reaches_the_logs_on_any_path() {
-    let server = Server::spawn();
+    // A configured HMAC key, so the test knows what must not appear.
+    let server = Server::spawn_with(&[("VERIFYD_HMAC__KEY", LOGGED_NEVER_KEY)]);
     let mut client = server.client().await;
     let mut codes = Vec::new();
 
@@ -283,6 +286,10 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
         assert_eq!(code.len(), 10);
         assert!(!occurs_as_number(&logs, code), "a code reached the logs");
     }
+    assert!(
+        !logs.contains(LOGGED_NEVER_KEY),
+        "the HMAC key reached the logs"
+    );
     for destination in [PHONE, EMAIL, "alice.secret"] {
         assert!(
             !logs.contains(destination),
