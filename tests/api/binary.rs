@@ -53,10 +53,6 @@ struct Server {
 }
 
 impl Server {
-    fn spawn() -> Self {
-        Self::spawn_with(&[])
-    }
-
     fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verifyd"))
             .arg("serve")
