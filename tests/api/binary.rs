@@ -370,3 +370,30 @@ async fn send_test_reports_each_provider_try() {
     assert_eq!(sent.len(), 1);
     assert!(sent[0]["Body"].contains("test message"));
 }
+
+#[tokio::test]
+async fn api_keys_never_reach_the_trace_level_logs() {
+    const KEY: &str = "binary-test-api-key-3e8a1f0c";
+    const WRONG: &str = "binary-test-wrong-key-77d2b9";
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(KEY.as_bytes()));
+    let tenants = format!("[{digest}]");
+    let server = Server::spawn_with(&[("VERIFYD_TENANTS__ACME__API_KEY_SHA256", &tenants)]);
+    let mut client = server.client().await;
+    for (key, ok) in [(KEY, true), (WRONG, false)] {
+        let mut request = tonic::Request::new(start(PHONE, proto::Channel::Sms));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("ascii"),
+        );
+        let answer = client.start_verification(request).await;
+        assert_eq!(answer.is_ok(), ok, "{answer:?}");
+    }
+    let logs = server.terminate();
+    assert!(
+        logs.contains("\"level\":\"TRACE\""),
+        "the run logged at trace level"
+    );
+    for key in [KEY, WRONG] {
+        assert!(!logs.contains(key), "an API key reached the logs");
+    }
+}
