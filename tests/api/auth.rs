@@ -22,7 +22,8 @@ use crate::helpers::{TestApp, sms_to, spawn_app_with};
 const ACME_KEY: &str = "acme-api-key-5d1f0a8e7c6b";
 const GLOBEX_KEY: &str = "globex-api-key-93b7e2c4a1f0";
 
-fn digest(key: &str) -> String {
+/// What `tenants.NAME.api_key_sha256` holds for `key`.
+pub(crate) fn digest(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -49,7 +50,7 @@ fn with_tenants(config: &mut Config) {
 
 /// Sends `authorization` as given (or nothing).
 #[derive(Clone)]
-struct Authorization(Option<MetadataValue<Ascii>>);
+pub(crate) struct Authorization(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Authorization {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -62,14 +63,15 @@ impl Interceptor for Authorization {
     }
 }
 
-type Client = VerificationServiceClient<InterceptedService<Channel, Authorization>>;
+pub(crate) type Client = VerificationServiceClient<InterceptedService<Channel, Authorization>>;
 
 fn client(app: &TestApp, authorization: Option<&str>) -> Client {
     let value = authorization.map(|a| a.parse().expect("ascii"));
     VerificationServiceClient::with_interceptor(app.channel.clone(), Authorization(value))
 }
 
-fn as_tenant(app: &TestApp, key: &str) -> Client {
+/// A client calling as the tenant whose API key is `key`.
+pub(crate) fn as_tenant(app: &TestApp, key: &str) -> Client {
     client(app, Some(&format!("Bearer {key}")))
 }
 

@@ -375,7 +375,7 @@ async fn send_test_reports_each_provider_try() {
 async fn api_keys_never_reach_the_trace_level_logs() {
     const KEY: &str = "binary-test-api-key-3e8a1f0c";
     const WRONG: &str = "binary-test-wrong-key-77d2b9";
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(KEY.as_bytes()));
+    let digest = crate::auth::digest(KEY);
     let tenants = format!("[{digest}]");
     let server = Server::spawn_with(&[("VERIFYD_TENANTS__ACME__API_KEY_SHA256", &tenants)]);
     let mut client = server.client().await;

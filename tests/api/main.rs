@@ -3,6 +3,7 @@
 
 mod fake_twilio;
 mod helpers;
+mod pki;
 mod redis_server;
 mod smtp_sink;
 

@@ -218,7 +218,7 @@ impl Drop for RedisServer {
 }
 
 /// A server that also speaks TLS, on a second port, with a certificate for
-/// 127.0.0.1 from a CA made for the test with `openssl`. The plain port
+/// 127.0.0.1 from a CA made for the test (`crate::pki`). The plain port
 /// stays for the harness's own checks.
 #[derive(Debug)]
 pub struct TlsRedis {
@@ -227,87 +227,14 @@ pub struct TlsRedis {
     pub url: String,
     /// The test CA's certificate (PEM), for `store.redis.ca_cert`.
     pub ca_file: std::path::PathBuf,
-    _certificates: tempfile::TempDir,
+    _pki: crate::pki::Pki,
 }
 
 impl TlsRedis {
     pub fn start() -> Self {
-        let certificates = tempfile::tempdir().expect("temp dir for certificates");
-        let dir = certificates.path();
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run openssl: {e}; the TLS test needs it: apt-get install -y openssl (./scripts/test does)")
-                });
-            assert!(
-                output.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=verifyd test CA",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n")
-            .expect("write san.cnf");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-        ]);
+        let pki = crate::pki::Pki::new();
         let tls_port = free_port();
-        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
         let server = RedisServer::start_with(&[
             "--tls-port".to_owned(),
             tls_port.to_string(),
@@ -323,8 +250,8 @@ impl TlsRedis {
         Self {
             server,
             url: format!("rediss://127.0.0.1:{tls_port}"),
-            ca_file: dir.join("ca.pem"),
-            _certificates: certificates,
+            ca_file: pki.path("ca.pem"),
+            _pki: pki,
         }
     }
 }

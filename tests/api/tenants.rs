@@ -5,22 +5,17 @@
 
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-use tonic::{
-    Code, Request, Status,
-    metadata::{Ascii, MetadataValue},
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
-};
+use tonic::{Code, Status};
 use verifyd::{
     app::Application,
     config::Config,
-    proto::{self, verification_service_client::VerificationServiceClient},
+    proto,
     ratelimit::{PartialLimits, QuotaConfig},
     service::{TenantConfig, tenants::VoiceOverrides},
 };
 
 use crate::{
+    auth::{Client, as_tenant, digest},
     fake_twilio::{FakeTwilio, sid},
     helpers::{TestApp, retry_after, sms_to, spawn_app_with, test_config},
     voice::{self, Phone, with_voice},
@@ -29,10 +24,6 @@ use crate::{
 const ACME_KEY: &str = "acme-api-key-7c41e9b2d05a";
 const GLOBEX_KEY: &str = "globex-api-key-1a8f3d6e92c4";
 const TO: &str = "+14155550100";
-
-fn digest(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
 
 /// acme, configured by `acme`, and globex with the server's settings.
 fn with_tenants(config: &mut Config, acme: TenantConfig) {
@@ -50,26 +41,6 @@ fn with_tenants(config: &mut Config, acme: TenantConfig) {
             ..TenantConfig::default()
         },
     );
-}
-
-/// Sends `authorization: Bearer KEY`.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Client = VerificationServiceClient<InterceptedService<Channel, Bearer>>;
-
-fn as_tenant(app: &TestApp, key: &str) -> Client {
-    let value = format!("Bearer {key}").parse().expect("ascii");
-    VerificationServiceClient::with_interceptor(app.channel.clone(), Bearer(value))
 }
 
 async fn start(

@@ -1,8 +1,6 @@
 //! TLS on the gRPC listener: rustls, client certificates mapped to a
 //! tenant, and a certificate rotated on disk picked up without a restart.
-//! Certificates are made for each test with `openssl`.
-
-use std::{path::PathBuf, process::Command};
+//! Certificates are made for each test with `openssl` (`crate::pki`).
 
 use tonic::{
     Code,
@@ -15,109 +13,10 @@ use verifyd::{
     service::TenantConfig,
 };
 
-use crate::helpers::{TestApp, sms_to, spawn_app_with};
-
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client
-/// certificate for `sspr.internal`, all in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let pki = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        pki.ca("ca");
-        pki.issue("ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost");
-        pki.issue("ca", "client", "subjectAltName=DNS:sspr.internal");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("pem")
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl runs (apt-get install -y openssl; ./scripts/test does)");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn ca(&self, name: &str) {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=verifyd test {name}"),
-        ]);
-    }
-
-    /// `name.pem` and `name.key`, signed by `ca`.
-    fn issue(&self, ca: &str, name: &str, san: &str) {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(self.path(&ext), format!("{san}\n")).expect("ext");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-}
+use crate::{
+    helpers::{TestApp, sms_to, spawn_app_with},
+    pki::Pki,
+};
 
 fn with_tls(pki: &Pki) -> impl FnOnce(&mut Config) + '_ {
     move |config| {
@@ -136,9 +35,7 @@ fn with_tls(pki: &Pki) -> impl FnOnce(&mut Config) + '_ {
         config.tenants.insert(
             "other".into(),
             TenantConfig {
-                api_key_sha256: vec![hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-                    b"other-key",
-                ))],
+                api_key_sha256: vec![crate::auth::digest("other-key")],
                 ..TenantConfig::default()
             },
         );
