@@ -11,9 +11,10 @@ use verifyd::{
     bench::{self, GhzConfig, Plan, Stop},
     domain::{Channel, Destination, fraud::FraudRules},
     proto,
+    service::TenantConfig,
 };
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 fn ghz_configs() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("loadtest/ghz");
@@ -249,5 +250,45 @@ async fn bench_runs_open_loop_at_a_fixed_rate_and_for_a_duration() {
     assert_eq!(timed.report.end_reason, "timeout");
     assert!(timed.report.count > 0);
     assert_all_ok(&timed.report, timed.report.count);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_configs_placeholder_key_is_refused_and_api_key_replaces_it() {
+    const KEY: &str = "loadtest-api-key-4be1c07d";
+    let app = spawn_app_with(|config| {
+        config.tenants.insert(
+            "loadtest".into(),
+            TenantConfig {
+                api_key_sha256: vec![crate::auth::digest(KEY)],
+                ..TenantConfig::default()
+            },
+        );
+    })
+    .await;
+    let cfg = config("start.json").overridden_by(GhzConfig {
+        host: Some(app.grpc_addr.to_string()),
+        total: Some(20),
+        concurrency: Some(4),
+        ..GhzConfig::default()
+    });
+
+    let placeholder = bench::run(&Plan::from_config(&cfg, None).expect("plan"))
+        .await
+        .expect("runs");
+    assert_eq!(
+        placeholder
+            .report
+            .status_code_distribution
+            .get("Unauthenticated"),
+        Some(&20),
+        "{}",
+        placeholder.report.summary()
+    );
+
+    let keyed = bench::run(&Plan::from_config(&cfg, Some(KEY)).expect("plan"))
+        .await
+        .expect("runs");
+    assert_all_ok(&keyed.report, 20);
     app.stop().await;
 }
