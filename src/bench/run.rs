@@ -30,11 +30,24 @@ pub enum BenchError {
     Settings(String),
     #[error(transparent)]
     Call(#[from] CallError),
-    #[error("connect to {host}: {source}")]
+    #[error("connect to {host}: {}", causes(.source))]
     Connect {
         host: String,
         source: tonic::transport::Error,
     },
+}
+
+/// An error and its causes, e.g. "transport error: tcp connect error:
+/// Connection refused": tonic's own text alone says too little.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// Everything a run needs, resolved and checked.
