@@ -104,7 +104,7 @@ impl Call {
 
         let items = match data {
             None => vec![serde_json::json!({})],
-            Some(serde_json::Value::Object(_)) => vec![data.cloned().unwrap_or_default()],
+            Some(object @ serde_json::Value::Object(_)) => vec![object.clone()],
             Some(serde_json::Value::Array(items))
                 if !items.is_empty() && items.iter().all(serde_json::Value::is_object) =>
             {
