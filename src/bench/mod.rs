@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// A name for the run, shown in the report.
     #[arg(long)]
     name: Option<String>,
+    /// Threads for the load generator (ghz: cores to use); 1 runs it on a
+    /// single-threaded runtime [default: one per core].
+    #[arg(long)]
+    cpus: Option<u32>,
     /// The API key, sent as `authorization: Bearer` in place of any the
     /// config carries. Best through the environment, which keeps it out of
     /// the process list.
@@ -137,12 +141,16 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         output: args.output,
         name: args.name,
         tags: None,
-        cpus: None,
+        cpus: args.cpus,
     };
     let cfg = file.overridden_by(flags);
     let mut plan = Plan::from_config(&cfg, args.api_key.as_deref()).map_err(|e| e.to_string())?;
     plan.collect_ids = args.save_ids.is_some();
-    let outcome = run(&plan).await.map_err(|e| e.to_string())?;
+    let outcome = match cfg.cpus.filter(|&n| n > 0) {
+        Some(threads) => run_on_threads(threads as usize, plan).await,
+        None => run(&plan).await,
+    }
+    .map_err(|e| e.to_string())?;
 
     let text = match cfg.format.as_deref().unwrap_or("summary") {
         "summary" => outcome.report.summary(),
@@ -171,4 +179,30 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Runs `plan` on a runtime of its own with `threads` threads, so the load
+/// generator's share of the machine is bounded (ghz's `--cpus`). One thread
+/// means a single-threaded runtime: no wakeups across threads, the least
+/// client work per request.
+async fn run_on_threads(threads: usize, plan: Plan) -> Result<Outcome, BenchError> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        .enable_all()
+        .build();
+        let _ = done.send(match runtime {
+            Ok(runtime) => runtime.block_on(run(&plan)),
+            Err(e) => Err(BenchError::Settings(format!("bench runtime: {e}"))),
+        });
+    });
+    result
+        .await
+        .map_err(|_| BenchError::Settings("the bench thread stopped".to_owned()))?
 }
