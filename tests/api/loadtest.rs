@@ -292,3 +292,29 @@ async fn the_configs_placeholder_key_is_refused_and_api_key_replaces_it() {
     assert_all_ok(&keyed.report, 20);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_bench_command_takes_ghz_flags_and_prints_ghz_json() {
+    let app = spawn_app().await;
+    let host = app.grpc_addr.to_string();
+    // The server runs on this test's runtime: wait for the process off it.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_verifyd"))
+            .args(["bench", "--config", "loadtest/ghz/health.json"])
+            .args(["-n", "100", "-c", "5", "--cpus", "1", "-O", "json", &host])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("VERIFYD_API_KEY")
+            .output()
+    })
+    .await
+    .expect("joins")
+    .expect("verifyd runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is one JSON report");
+    assert_eq!(report["count"], 100, "{report}");
+    assert_eq!(report["statusCodeDistribution"]["OK"], 100, "{report}");
+    assert_eq!(report["options"]["concurrency"], 5, "{report}");
+    app.stop().await;
+}
