@@ -94,6 +94,13 @@ impl GhzConfig {
     /// `self` with every setting `over` gives replacing this one's: flags
     /// over a file, as ghz merges them.
     pub fn overridden_by(self, over: Self) -> Self {
+        // Inline data and a data file are one setting: a flag giving either
+        // replaces both of the file's.
+        let (data, data_file) = if over.data.is_some() || over.data_file.is_some() {
+            (over.data, over.data_file)
+        } else {
+            (self.data, self.data_file)
+        };
         Self {
             proto: over.proto.or(self.proto),
             import_paths: over.import_paths.or(self.import_paths),
@@ -101,17 +108,8 @@ impl GhzConfig {
             host: over.host.or(self.host),
             insecure: over.insecure.or(self.insecure),
             cacert: over.cacert.or(self.cacert),
-            // Inline data and a data file are one setting: the flag's wins.
-            data: over.data.clone().or(if over.data_file.is_some() {
-                None
-            } else {
-                self.data
-            }),
-            data_file: over.data_file.or(if over.data.is_some() {
-                None
-            } else {
-                self.data_file
-            }),
+            data,
+            data_file,
             metadata: over.metadata.or(self.metadata),
             metadata_file: over.metadata_file.or(self.metadata_file),
             concurrency: over.concurrency.or(self.concurrency),

@@ -90,7 +90,7 @@ impl Plan {
     /// timeout. `api_key`, when given, becomes `authorization: Bearer`,
     /// replacing any the config carries.
     pub fn from_config(cfg: &GhzConfig, api_key: Option<&str>) -> Result<Self, BenchError> {
-        let settings = |m: String| BenchError::Settings(m);
+        let settings = BenchError::Settings;
         let call = cfg
             .call
             .as_deref()

@@ -318,3 +318,36 @@ async fn the_bench_command_takes_ghz_flags_and_prints_ghz_json() {
     assert_eq!(report["options"]["concurrency"], 5, "{report}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bench_speaks_tls_to_a_server_whose_ca_it_is_given() {
+    let pki = crate::pki::Pki::new();
+    let app = spawn_app_with(|config| {
+        config.server.tls = Some(verifyd::grpc::tls::TlsConfig {
+            cert_path: pki.path("server.pem"),
+            key_path: pki.path("server.key"),
+            client_ca_path: None,
+        });
+    })
+    .await;
+    let over = |cacert: Option<String>| GhzConfig {
+        host: Some(app.grpc_addr.to_string()),
+        insecure: Some(false),
+        cacert,
+        total: Some(50),
+        concurrency: Some(5),
+        ..GhzConfig::default()
+    };
+    let plan = Plan::from_config(
+        &config("health.json").overridden_by(over(Some(pki.path("ca.pem").display().to_string()))),
+        None,
+    )
+    .expect("plan");
+    let run = bench::run(&plan).await.expect("runs over TLS");
+    assert_all_ok(&run.report, 50);
+
+    let err = Plan::from_config(&config("health.json").overridden_by(over(None)), None)
+        .expect_err("TLS without a CA");
+    assert!(err.to_string().contains("cacert"), "{err}");
+    app.stop().await;
+}
