@@ -204,6 +204,11 @@ impl Application {
         // those name port 0.
         let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
         let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
+        let webhooks_addr = webhook_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(RunError::Listener)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         // Serving only once the store answers: a replica that starts while
         // Redis is down must not get traffic.
@@ -317,6 +322,7 @@ impl Application {
         tracing::info!(
             grpc = %grpc_addr,
             admin = %admin_addr,
+            webhooks = webhooks_addr.map(tracing::field::display),
             "verifyd serving"
         );
         let servers = async {

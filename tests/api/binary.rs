@@ -102,6 +102,23 @@ impl Server {
         VerificationServiceClient::new(channel)
     }
 
+    /// The webhook listener's address, from the serving log line.
+    async fn webhooks(&self) -> std::net::SocketAddr {
+        wait_for(&self.stderr, "the serving log line", |line| {
+            line.contains("verifyd serving")
+                .then(|| {
+                    line.split("\"webhooks\":\"")
+                        .nth(1)?
+                        .split('"')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+        .await
+    }
+
     async fn code_for(&self, id: &str) -> String {
         let needle = format!("verification={id} ");
         wait_for(&self.stdout, "a console message", |line| {
@@ -396,4 +413,66 @@ async fn api_keys_never_reach_the_trace_level_logs() {
     for key in [KEY, WRONG] {
         assert!(!logs.contains(key), "an API key reached the logs");
     }
+}
+
+#[tokio::test]
+async fn call_tokens_never_reach_the_trace_level_logs() {
+    use crate::{
+        fake_twilio::{AUTH_TOKEN, FakeTwilio, sid},
+        voice::{PUBLIC_BASE, Phone, call},
+    };
+    // This test's own webhook client, with no app in the process to have
+    // installed the one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let mut env = twilio_env(&fake);
+    env.extend([
+        ("VERIFYD_DELIVERY__VOICE", "[twilio]".to_owned()),
+        ("VERIFYD_WEBHOOKS__ADDR", "127.0.0.1:0".to_owned()),
+        ("VERIFYD_WEBHOOKS__PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        // Long enough for the call, whatever the machine's speed.
+        ("VERIFYD_CODE__TTL", "10m".to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::spawn_with(&env);
+    let mut client = server.client().await;
+
+    // Press-# confirmation: the token rides in every webhook URL, which
+    // the server receives (and hyper and axum see) on each request.
+    let started = client
+        .start_verification(call(proto::VoiceMode::Confirm))
+        .await
+        .expect("the call is placed")
+        .into_inner();
+    let id = started.verification.expect("verification").id;
+    let phone = Phone::picked_up_at(server.webhooks().await, &fake).await;
+    let token = phone.call_token();
+    let gather = phone.answer("human").await.gather.expect("a gather");
+    phone.press(&gather, "#").await;
+    assert_eq!(phone.report("completed").await, 204);
+    let got = client
+        .get_verification(proto::GetVerificationRequest { id })
+        .await
+        .expect("get")
+        .into_inner()
+        .verification
+        .expect("verification");
+    assert_eq!(got.status(), proto::VerificationStatus::Approved);
+
+    let logs = server.terminate();
+    assert!(
+        logs.contains("\"level\":\"TRACE\""),
+        "the run logged at trace level"
+    );
+    assert!(
+        logs.contains("call keys"),
+        "the keypress webhook was logged"
+    );
+    assert!(!logs.contains(&token), "a call token reached the logs");
+    assert!(
+        !logs.contains(AUTH_TOKEN),
+        "the auth token reached the logs"
+    );
+    assert!(!logs.contains(PHONE), "the full number reached the logs");
 }
