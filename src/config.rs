@@ -73,6 +73,23 @@ pub struct Config {
     /// the block after a prefix trips its budget.
     pub fraud: FraudRules,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+/// Trace export over OTLP/gRPC. Each setting falls back to the standard
+/// OpenTelemetry variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
+/// `OTEL_TRACES_SAMPLER_ARG`); with no endpoint anywhere, nothing is
+/// exported.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<url::Url>,
+    pub service_name: Option<String>,
+    /// The share of new traces kept, 0 to 1; a caller's sampled flag wins
+    /// for traces it continues.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -90,6 +107,11 @@ pub struct ServerConfig {
     pub reflection: bool,
     /// TLS on the gRPC listener; plaintext when unset.
     pub tls: Option<TlsConfig>,
+    /// The longest a client's HTTP/2 connection lives before the server
+    /// asks it (GOAWAY) to reconnect, so that clients behind a Kubernetes
+    /// Service spread over new pods. Unset: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +123,7 @@ impl Default for ServerConfig {
             max_watch_streams_per_tenant: 1_000,
             reflection: true,
             tls: None,
+            max_connection_age: None,
         }
     }
 }
@@ -529,6 +552,26 @@ impl Config {
             ));
         }
         self.validate_delivery()?;
+        if let Some(ratio) = self.tracing.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(invalid("tracing.sample_ratio", "must be 0 to 1"));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !matches!(endpoint.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL (OTLP over gRPC)",
+            ));
+        }
+        if self
+            .server
+            .max_connection_age
+            .is_some_and(|age| age < Duration::from_secs(1))
+        {
+            return Err(invalid("server.max_connection_age", "must be at least 1s"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",

@@ -10,7 +10,7 @@ use std::{
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::{StartError, Verifier, audit};
+use super::{StartError, Verifier};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
@@ -328,7 +328,7 @@ impl Verifier {
             )
             .await?
             .unwrap_or(v);
-        audit::status_changed(
+        self.status_changed(
             &recorded,
             // A resend is granted on a pending verification only.
             (!is_new).then_some(crate::domain::Status::Pending),
@@ -389,6 +389,7 @@ impl Verifier {
         match self.limits.phone_start(tenant, prefix, calling_code).await {
             Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
                 let block = self.settings.fraud.prefix_block;
+                self.settings.metrics.prefix_blocked(tenant);
                 self.store
                     .block(tenant, Blocked::Prefix(prefix), now + block, now)
                     .await?;

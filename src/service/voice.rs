@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{LookupError, Verifier, audit};
+use super::{LookupError, Verifier};
 use crate::{
     delivery::{CallPrompt, Provider},
     domain::{
@@ -277,7 +277,7 @@ impl Verifier {
         };
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
         // Keys act on a pending verification only.
-        audit::status_changed(&v, Some(Status::Pending), "keys pressed on the call");
+        self.status_changed(&v, Some(Status::Pending), "keys pressed on the call");
         let guessed = menu == Menu::Main
             && v.delivery.voice_mode == Some(VoiceMode::Match)
             && matches!(outcome, KeyOutcome::WrongDigits | KeyOutcome::Hangup);

@@ -17,6 +17,7 @@ mod gateway;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod model;
 mod redis_store;
 mod rotation;
