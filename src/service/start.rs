@@ -9,6 +9,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{StartError, Verifier};
 use crate::{
@@ -93,8 +94,11 @@ impl Verifier {
     ) -> Result<Verification, StartError> {
         let deadline = deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
         let this = Arc::clone(self);
-        let task =
-            tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
+        // The task stays in the RPC's span (and so in the caller's trace).
+        let task = tokio::spawn(
+            async move { this.start_idempotent(&tenant, &request, deadline).await }
+                .in_current_span(),
+        );
         match task.await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use super::{LookupError, Verifier};
 use crate::{
@@ -398,10 +399,13 @@ impl Verifier {
             return;
         };
         let verification = v.id.clone();
-        tokio::spawn(async move {
-            if let Err(error) = twilio.end_call(&sid).await {
-                tracing::warn!(%verification, %error, "could not end the live call");
+        tokio::spawn(
+            async move {
+                if let Err(error) = twilio.end_call(&sid).await {
+                    tracing::warn!(%verification, %error, "could not end the live call");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
