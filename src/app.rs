@@ -25,6 +25,7 @@ use crate::{
     ratelimit::RateLimits,
     service::{ServiceSettings, Tenants, Verifier, tenants},
     store::{MemoryStore, RedisStore, Store, StoreError},
+    telemetry::Metrics,
 };
 
 /// Requests are a few hundred bytes; refuse anything much larger before
@@ -100,7 +101,8 @@ impl Application {
         let _ = crate::domain::Destination::parse("+14155550100");
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
-        let dispatcher = dispatcher(&config, &console, &clock)?;
+        let metrics = Arc::new(Metrics::new());
+        let dispatcher = dispatcher(&config, &console, &clock, &metrics)?;
         let tenant_templates = tenant_templates(&config)?;
         let quotas = tenants::quotas(&config.tenants, config.limits);
         let policy = config.policy();
@@ -108,7 +110,7 @@ impl Application {
         let (store, limits) = match config.store.backend {
             StoreBackend::Memory => (
                 Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention)),
-                RateLimits::new(&quotas, clock.clone()),
+                RateLimits::new(&quotas, clock.clone()).with_metrics(Arc::clone(&metrics)),
             ),
             StoreBackend::Redis => {
                 // Dev mode may leave the index key out: one is derived from
@@ -126,11 +128,13 @@ impl Application {
                     &index_key,
                     policy.retention,
                     shutdown.clone(),
+                    Arc::clone(&metrics),
                 )
                 .map_err(RunError::Store)?;
                 (
                     Store::Redis(redis.clone()),
-                    RateLimits::shared(&quotas, clock.clone(), redis),
+                    RateLimits::shared(&quotas, clock.clone(), redis)
+                        .with_metrics(Arc::clone(&metrics)),
                 )
             }
         };
@@ -150,6 +154,7 @@ impl Application {
                 fraud: config.fraud.clone(),
                 send_timeout: config.delivery.timeout,
                 max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
+                metrics,
             },
             clock,
             shutdown.clone(),
@@ -204,11 +209,16 @@ impl Application {
         // those name port 0.
         let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
         let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
+        let webhooks_addr = webhook_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(RunError::Listener)?;
         let (health, health_service) = tonic_health::server::health_reporter();
         // Serving only once the store answers: a replica that starts while
         // Redis is down must not get traffic.
         let ready = verifier.is_ready().await;
-        set_health(&health, ready).await;
+        set_health(&health, &verifier, ready).await;
         if !ready {
             tracing::warn!("the store is unreachable: not serving until it answers");
         }
@@ -254,17 +264,26 @@ impl Application {
 
         let stop_serving = {
             let shutdown = shutdown.clone();
+            let verifier_at_shutdown = Arc::clone(&verifier);
             async move {
                 shutdown.cancelled().await;
                 tracing::info!("shutting down: no longer serving, draining in-flight requests");
                 // The readiness tracker ends first, so it cannot set SERVING
                 // after this.
                 let _ = readiness.await;
-                set_health(&health, false).await;
+                set_health(&health, &verifier_at_shutdown, false).await;
             }
         };
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+        let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+        if let Some(age) = config.server.max_connection_age {
+            // GOAWAY at that age; streams still open (a Watch, say) get the
+            // shutdown grace to end before the connection is closed, and
+            // the client reconnects, likely to another pod.
+            server = server
+                .max_connection_age(age)
+                .max_connection_age_grace(config.server.shutdown_grace);
+        }
+        let router = server
             .add_service(health_service)
             .add_optional_service(config.server.reflection.then_some(reflection_v1))
             .add_optional_service(config.server.reflection.then_some(reflection_v1alpha))
@@ -317,6 +336,7 @@ impl Application {
         tracing::info!(
             grpc = %grpc_addr,
             admin = %admin_addr,
+            webhooks = webhooks_addr.map(tracing::field::display),
             "verifyd serving"
         );
         let servers = async {
@@ -370,12 +390,18 @@ async fn track_readiness(
         } else {
             tracing::warn!("the store is unreachable: not serving");
         }
-        set_health(&health, ready).await;
+        set_health(&health, &verifier, ready).await;
     }
 }
 
-/// Sets the status of the whole server and of the verification service.
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+/// Sets the status of the whole server and of the verification service
+/// (and `verifyd_ready`).
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    verifier: &Verifier,
+    serving: bool,
+) {
+    verifier.metrics().set_ready(serving);
     let status = if serving {
         ServingStatus::Serving
     } else {

@@ -73,6 +73,23 @@ pub struct Config {
     /// the block after a prefix trips its budget.
     pub fraud: FraudRules,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
+}
+
+/// Trace export over OTLP/gRPC. Each setting falls back to the standard
+/// OpenTelemetry variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
+/// `OTEL_TRACES_SAMPLER_ARG`); with no endpoint anywhere, nothing is
+/// exported.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<url::Url>,
+    pub service_name: Option<String>,
+    /// The share of new traces kept, 0 to 1; a caller's sampled flag wins
+    /// for traces it continues.
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -90,6 +107,11 @@ pub struct ServerConfig {
     pub reflection: bool,
     /// TLS on the gRPC listener; plaintext when unset.
     pub tls: Option<TlsConfig>,
+    /// The longest a client's HTTP/2 connection lives before the server
+    /// asks it (GOAWAY) to reconnect, so that clients behind a Kubernetes
+    /// Service spread over new pods. Unset: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +123,7 @@ impl Default for ServerConfig {
             max_watch_streams_per_tenant: 1_000,
             reflection: true,
             tls: None,
+            max_connection_age: None,
         }
     }
 }
@@ -346,6 +369,31 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Whether a `VERIFYD_` variable (`name` is what follows the prefix) is
+/// one of the "service links" Kubernetes puts in every pod for each Service
+/// in its namespace: for a Service named `verifyd`, `VERIFYD_SERVICE_HOST`,
+/// `VERIFYD_SERVICE_PORT[_<port name>]`, `VERIFYD_PORT` and
+/// `VERIFYD_PORT_50051_TCP[_PROTO|_PORT|_ADDR]` (and likewise for
+/// `verifyd-redis`, say). No setting is named like them, and refusing them
+/// as unknown keys would stop every pod started after the Service.
+fn is_service_link(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    if name.contains("__") {
+        // A nested key: settings only.
+        return false;
+    }
+    let parts: Vec<&str> = name.split('_').collect();
+    parts.last() == Some(&"PORT")
+        || parts
+            .windows(2)
+            .any(|w| w[0] == "SERVICE" && matches!(w[1], "HOST" | "PORT"))
+        || parts.windows(3).any(|w| {
+            w[0] == "PORT"
+                && w[1].bytes().all(|b| b.is_ascii_digit())
+                && matches!(w[2], "TCP" | "UDP" | "SCTP")
+        })
+}
+
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_owned(),
@@ -364,6 +412,7 @@ impl Config {
             .filter(|(k, _)| {
                 k.starts_with(ENV_PREFIX)
                     && ![CONFIG_PATH_VAR, CLIENT_ADDR_VAR, CLIENT_API_KEY_VAR].contains(&k.as_str())
+                    && !is_service_link(&k[ENV_PREFIX.len()..])
             })
             .collect();
         let configured = path.is_some() || !env.is_empty();
@@ -384,7 +433,10 @@ impl Config {
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
                 .ignore(&["CONFIG", "ADDR"])
-                .filter(|k| !k.as_str().to_ascii_uppercase().ends_with("_FILE"))
+                .filter(|k| {
+                    !k.as_str().to_ascii_uppercase().ends_with("_FILE")
+                        && !is_service_link(k.as_str())
+                })
                 .split("__"),
         );
         for (var, file) in env.iter().filter(|(k, _)| k.ends_with("_FILE")) {
@@ -529,6 +581,26 @@ impl Config {
             ));
         }
         self.validate_delivery()?;
+        if let Some(ratio) = self.tracing.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(invalid("tracing.sample_ratio", "must be 0 to 1"));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !matches!(endpoint.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL (OTLP over gRPC)",
+            ));
+        }
+        if self
+            .server
+            .max_connection_age
+            .is_some_and(|age| age < Duration::from_secs(1))
+        {
+            return Err(invalid("server.max_connection_age", "must be at least 1s"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -848,6 +920,35 @@ mod tests {
             assert!(
                 !format!("{config:?}").contains(KEY),
                 "Debug redacts the key"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        Jail::expect_with(|jail| {
+            // What a pod sees for Services named verifyd and verifyd-redis.
+            for (var, value) in [
+                ("VERIFYD_SERVICE_HOST", "10.0.0.7"),
+                ("VERIFYD_SERVICE_PORT", "50051"),
+                ("VERIFYD_SERVICE_PORT_GRPC", "50051"),
+                ("VERIFYD_PORT", "tcp://10.0.0.7:50051"),
+                ("VERIFYD_PORT_50051_TCP", "tcp://10.0.0.7:50051"),
+                ("VERIFYD_PORT_50051_TCP_PROTO", "tcp"),
+                ("VERIFYD_PORT_50051_TCP_PORT", "50051"),
+                ("VERIFYD_PORT_50051_TCP_ADDR", "10.0.0.7"),
+                ("VERIFYD_REDIS_SERVICE_HOST", "10.0.0.8"),
+                ("VERIFYD_REDIS_PORT_6379_TCP", "tcp://10.0.0.8:6379"),
+            ] {
+                jail.set_env(var, value);
+            }
+            let config = Config::load(None).expect("service links are ignored");
+            assert!(config.dev_mode, "and do not count as configuration");
+            jail.set_env("VERIFYD_CODE__TTLL", "5m");
+            assert!(
+                load_err().to_string().contains("ttll"),
+                "other keys still do"
             );
             Ok(())
         });

@@ -71,7 +71,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&config.log);
+    let _telemetry = telemetry::init(&config.log, &config.tracing);
     if config.dev_mode {
         tracing::warn!(
             "DEV MODE (no configuration found, or dev_mode set). Listening on loopback only, \

@@ -22,8 +22,13 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
     if !channel.reaches(&to) {
         return Err(format!("--to cannot be reached by {}", channel.as_str()));
     }
-    let dispatcher = dispatcher(config, &ConsoleSender::stdout(), &Clock::system())
-        .map_err(|e| e.to_string())?;
+    let dispatcher = dispatcher(
+        config,
+        &ConsoleSender::stdout(),
+        &Clock::system(),
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let route = dispatcher
         .route(channel)
         .ok_or_else(|| format!("no providers configured for {}", channel.as_str()))?;

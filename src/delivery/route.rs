@@ -7,16 +7,17 @@
 //! will do better. Everything happens within the caller's budget.
 
 use std::{
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{Content, FailureKind, Message, Provider, Receipt, SendError};
-use crate::clock::Clock;
+use crate::{clock::Clock, telemetry::Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -185,6 +186,7 @@ pub struct Route {
     providers: Vec<(Provider, Breaker)>,
     retry: RetryPolicy,
     clock: Clock,
+    metrics: Arc<Metrics>,
 }
 
 impl Route {
@@ -193,7 +195,11 @@ impl Route {
         retry: RetryPolicy,
         breaker: BreakerConfig,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Self {
+        for provider in &providers {
+            metrics.set_circuit_open(provider.name(), false);
+        }
         Self {
             providers: providers
                 .into_iter()
@@ -201,6 +207,7 @@ impl Route {
                 .collect(),
             retry,
             clock,
+            metrics,
         }
     }
 
@@ -217,6 +224,8 @@ impl Route {
         let mut last_error = None;
         for (index, (provider, breaker)) in self.providers.iter().enumerate() {
             if !breaker.allow(self.clock.now()) {
+                self.metrics
+                    .provider_skipped(message.delivery.channel, provider.name());
                 let skipped = self.error(
                     provider,
                     FailureKind::Transient,
@@ -267,6 +276,23 @@ impl Route {
         until: Instant,
         attempts: &mut Vec<Attempt>,
     ) -> Tried {
+        let tried = self
+            .retry_provider(provider, breaker, message, content, until, attempts)
+            .await;
+        let open = !matches!(breaker.state(), BreakerState::Closed { .. });
+        self.metrics.set_circuit_open(provider.name(), open);
+        tried
+    }
+
+    async fn retry_provider(
+        &self,
+        provider: &Provider,
+        breaker: &Breaker,
+        message: &Message,
+        content: &Content,
+        until: Instant,
+        attempts: &mut Vec<Attempt>,
+    ) -> Tried {
         let mut backoff = self.retry.backoff;
         let mut retry = 0;
         loop {
@@ -279,7 +305,19 @@ impl Route {
                     "no time left for this provider",
                 ))
             } else {
-                tokio::time::timeout(timeout, provider.send(message, content))
+                // One span per request to the provider, carrying only the
+                // provider and channel (the destination is on the parent,
+                // masked); the HTTP client passes its context on in
+                // `traceparent`.
+                let span = tracing::info_span!(
+                    "provider_request",
+                    provider = provider.name(),
+                    channel = message.delivery.channel.as_str(),
+                    retry,
+                );
+                let began = std::time::Instant::now();
+                let result = tokio::time::timeout(timeout, provider.send(message, content))
+                    .instrument(span)
                     .await
                     .unwrap_or_else(|_| {
                         Err(self.error(
@@ -287,7 +325,14 @@ impl Route {
                             FailureKind::Transient,
                             &format!("timed out after {}ms", timeout.as_millis()),
                         ))
-                    })
+                    });
+                self.metrics.provider_try(
+                    message.delivery.channel,
+                    provider.name(),
+                    result.is_ok(),
+                    began.elapsed(),
+                );
+                result
             };
             attempts.push(self.attempt(provider, result.clone()));
             let error = match result {

@@ -12,6 +12,7 @@ use crate::{
     clock::Clock,
     config::{CONSOLE_PROVIDER, Config, ProviderConfig, Secret},
     domain::TenantId,
+    telemetry::Metrics,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,7 @@ pub fn dispatcher(
     config: &Config,
     console: &ConsoleSender,
     clock: &Clock,
+    metrics: &Arc<Metrics>,
 ) -> Result<Dispatcher, SetupError> {
     let d = &config.delivery;
     let http = web::http_client().map_err(|problem| SetupError::Provider {
@@ -69,6 +71,7 @@ pub fn dispatcher(
             d.retry,
             d.breaker,
             clock.clone(),
+            Arc::clone(metrics),
         )))
     };
     let voice = route(&d.voice)?;

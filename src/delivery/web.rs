@@ -52,6 +52,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 pub async fn exchange(
     request: reqwest::RequestBuilder,
 ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let request = crate::telemetry::inject_trace_context(request);
     let response = request.send().await.map_err(|e| transport_reason(&e))?;
     let status = response.status();
     let body = read_limited(response)

@@ -13,11 +13,13 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::{
     domain::VoiceMode,
     proto::{self, verification_service_server::VerificationService},
     service::Verifier,
+    telemetry,
 };
 
 pub use auth::Authenticator;
@@ -72,6 +74,57 @@ impl VerificationService for Api {
         &self,
         request: Request<proto::StartVerificationRequest>,
     ) -> Result<Response<proto::StartVerificationResponse>, Status> {
+        let span = telemetry::rpc_span("StartVerification", request.metadata());
+        self.observe("StartVerification", span, self.start(request))
+            .await
+    }
+
+    async fn check_verification(
+        &self,
+        request: Request<proto::CheckVerificationRequest>,
+    ) -> Result<Response<proto::CheckVerificationResponse>, Status> {
+        let span = telemetry::rpc_span("CheckVerification", request.metadata());
+        self.observe("CheckVerification", span, self.check(request))
+            .await
+    }
+
+    async fn get_verification(
+        &self,
+        request: Request<proto::GetVerificationRequest>,
+    ) -> Result<Response<proto::GetVerificationResponse>, Status> {
+        let span = telemetry::rpc_span("GetVerification", request.metadata());
+        self.observe("GetVerification", span, self.get(request))
+            .await
+    }
+
+    async fn cancel_verification(
+        &self,
+        request: Request<proto::CancelVerificationRequest>,
+    ) -> Result<Response<proto::CancelVerificationResponse>, Status> {
+        let span = telemetry::rpc_span("CancelVerification", request.metadata());
+        self.observe("CancelVerification", span, self.cancel(request))
+            .await
+    }
+
+    type WatchVerificationStream = WatchResponseStream;
+
+    /// Measured until the stream is set up (or refused), not for its life:
+    /// `verifyd_watch_streams` counts the open ones.
+    async fn watch_verification(
+        &self,
+        request: Request<proto::WatchVerificationRequest>,
+    ) -> Result<Response<Self::WatchVerificationStream>, Status> {
+        let span = telemetry::rpc_span("WatchVerification", request.metadata());
+        self.observe("WatchVerification", span, self.watch(request))
+            .await
+    }
+}
+
+impl Api {
+    async fn start(
+        &self,
+        request: Request<proto::StartVerificationRequest>,
+    ) -> Result<Response<proto::StartVerificationResponse>, Status> {
         let tenant = self.auth.tenant(&request)?;
         let deadline = deadline(&request);
         let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
@@ -88,7 +141,7 @@ impl VerificationService for Api {
         }))
     }
 
-    async fn check_verification(
+    async fn check(
         &self,
         request: Request<proto::CheckVerificationRequest>,
     ) -> Result<Response<proto::CheckVerificationResponse>, Status> {
@@ -102,7 +155,7 @@ impl VerificationService for Api {
         }))
     }
 
-    async fn get_verification(
+    async fn get(
         &self,
         request: Request<proto::GetVerificationRequest>,
     ) -> Result<Response<proto::GetVerificationResponse>, Status> {
@@ -115,7 +168,7 @@ impl VerificationService for Api {
         }))
     }
 
-    async fn cancel_verification(
+    async fn cancel(
         &self,
         request: Request<proto::CancelVerificationRequest>,
     ) -> Result<Response<proto::CancelVerificationResponse>, Status> {
@@ -128,12 +181,10 @@ impl VerificationService for Api {
         }))
     }
 
-    type WatchVerificationStream = WatchResponseStream;
-
-    async fn watch_verification(
+    async fn watch(
         &self,
         request: Request<proto::WatchVerificationRequest>,
-    ) -> Result<Response<Self::WatchVerificationStream>, Status> {
+    ) -> Result<Response<WatchResponseStream>, Status> {
         let tenant = self.auth.tenant(&request)?;
         let id = convert::verification_id("id", &request.get_ref().id)
             .map_err(status::invalid_argument)?;
@@ -145,6 +196,24 @@ impl VerificationService for Api {
             .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// Runs one RPC inside its span, then records how long it took and the
+    /// status code it ended with.
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        span: tracing::Span,
+        rpc: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let began = std::time::Instant::now();
+        let result = rpc.instrument(span.clone()).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        telemetry::record_rpc_status(&span, code);
+        self.verifier.metrics().rpc(method, code, began.elapsed());
+        result
     }
 }
 

@@ -13,6 +13,7 @@ use std::{
     hash::Hash,
     net::IpAddr,
     num::NonZeroU32,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -25,6 +26,7 @@ use crate::{
     clock::Clock,
     domain::{Destination, TenantId},
     store::{RedisStore, StoreError},
+    telemetry::Metrics,
 };
 
 /// A quota: `burst` requests at once, then one more every `period`.
@@ -95,6 +97,26 @@ pub enum LimitError {
     Limited(#[from] RateLimited),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The refusal inside an error, if a limit refused.
+trait AsLimited {
+    fn as_limited(&self) -> Option<&RateLimited>;
+}
+
+impl AsLimited for RateLimited {
+    fn as_limited(&self) -> Option<&RateLimited> {
+        Some(self)
+    }
+}
+
+impl AsLimited for LimitError {
+    fn as_limited(&self) -> Option<&RateLimited> {
+        match self {
+            Self::Limited(limited) => Some(limited),
+            Self::Store(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -346,6 +368,8 @@ impl<K: Hash + Eq + Clone> Limiters<K> {
 pub struct RateLimits {
     requests_per_tenant: Limiters<TenantId>,
     budgets: Budgets,
+    /// Counts refusals, by tenant and limit.
+    metrics: Arc<Metrics>,
 }
 
 /// Where the budgets every replica must share live (destinations, IPs,
@@ -416,15 +440,45 @@ impl RateLimits {
                 &LimiterClock(clock),
             ),
             budgets,
+            metrics: Arc::default(),
         }
     }
 
+    /// Counts refusals in `metrics`.
+    #[must_use]
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// Counts a refusal, and passes the result on.
+    fn counted<E>(&self, tenant: &TenantId, result: Result<(), E>) -> Result<(), E>
+    where
+        E: AsLimited,
+    {
+        if let Err(refused) = &result
+            && let Some(limited) = refused.as_limited()
+        {
+            self.metrics.rate_limited(tenant, limited.limit.as_str());
+        }
+        result
+    }
+
     pub fn request(&self, tenant: &TenantId) -> Result<(), RateLimited> {
-        self.requests_per_tenant.take(tenant, tenant)
+        self.counted(tenant, self.requests_per_tenant.take(tenant, tenant))
     }
 
     /// Takes one start from the IP's budget, then the destination's.
     pub async fn start(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        ip: Option<IpAddr>,
+    ) -> Result<(), LimitError> {
+        let taken = self.take_start(tenant, to, ip).await;
+        self.counted(tenant, taken)
+    }
+
+    async fn take_start(
         &self,
         tenant: &TenantId,
         to: &Destination,
@@ -460,6 +514,16 @@ impl RateLimits {
         prefix: &str,
         calling_code: u16,
     ) -> Result<(), LimitError> {
+        let taken = self.take_phone_start(tenant, prefix, calling_code).await;
+        self.counted(tenant, taken)
+    }
+
+    async fn take_phone_start(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        calling_code: u16,
+    ) -> Result<(), LimitError> {
         match &self.budgets {
             Budgets::Local {
                 starts_per_prefix,
@@ -484,6 +548,11 @@ impl RateLimits {
     /// wrong codes. It spans all of a destination's verifications, so a
     /// fresh start does not reset it.
     pub async fn check(&self, tenant: &TenantId, to: &Destination) -> Result<(), LimitError> {
+        let taken = self.take_check(tenant, to).await;
+        self.counted(tenant, taken)
+    }
+
+    async fn take_check(&self, tenant: &TenantId, to: &Destination) -> Result<(), LimitError> {
         match &self.budgets {
             Budgets::Local {
                 failed_checks_per_destination,

@@ -28,6 +28,7 @@ use crate::{
     },
     ratelimit::RateLimits,
     store::Store,
+    telemetry::{Metrics, metrics::CheckCount},
 };
 
 /// Settings of the service itself, beyond the verification policy.
@@ -39,6 +40,8 @@ pub struct ServiceSettings {
     /// The longest a send may take, whatever the caller's deadline.
     pub send_timeout: Duration,
     pub max_watch_streams_per_tenant: u32,
+    /// Where the service counts what it does.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -75,7 +78,10 @@ impl Verifier {
             dispatcher,
             keys,
             policy,
-            watch_slots: Arc::new(WatchSlots::new(settings.max_watch_streams_per_tenant)),
+            watch_slots: Arc::new(WatchSlots::new(
+                settings.max_watch_streams_per_tenant,
+                Arc::clone(&settings.metrics),
+            )),
             settings,
             clock,
             expiry: ExpiryQueue::default(),
@@ -83,14 +89,45 @@ impl Verifier {
         })
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.settings.metrics
+    }
+
     pub async fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.store.is_ready().await
+    }
+
+    /// Records a status change in the audit log and the metrics.
+    fn status_changed(&self, v: &Verification, from: Option<Status>, reason: &'static str) {
+        audit::status_changed(v, from, reason);
+        self.settings
+            .metrics
+            .status_changed(&v.tenant, v.delivery.channel, from, v.status);
     }
 
     /// Checks a code. A wrong code is `Ok((false, _))` with one attempt
     /// fewer; only a pending, unexpired verification ever approves.
     #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
     pub async fn check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        code: &Code,
+    ) -> Result<(bool, Verification), CheckError> {
+        let checked = self.check_code(tenant, id, code).await;
+        let outcome = match &checked {
+            Ok((true, _)) => CheckCount::Approved,
+            Ok((false, _)) => CheckCount::Rejected,
+            Err(CheckError::NotPending(_)) => CheckCount::NotPending,
+            Err(CheckError::NotFound) => CheckCount::NotFound,
+            Err(CheckError::RateLimited(_)) => CheckCount::RateLimited,
+            Err(CheckError::Store(_)) => CheckCount::Unavailable,
+        };
+        self.settings.metrics.check(tenant, outcome);
+        checked
+    }
+
+    async fn check_code(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
@@ -113,7 +150,7 @@ impl Verifier {
             .check(tenant, id, &candidates, now)
             .await?
             .ok_or(CheckError::NotFound)?;
-        audit::status_changed(&v, Some(current.status), "code checked");
+        self.status_changed(&v, Some(current.status), "code checked");
         if v.status.is_terminal() {
             // Approved, or out of attempts: a call still ringing can no
             // longer do anything.
@@ -166,7 +203,7 @@ impl Verifier {
             return Err(LookupError::NotPending(v.status));
         }
         tracing::info!("verification canceled");
-        audit::status_changed(&v, Some(Status::Pending), "canceled by the caller");
+        self.status_changed(&v, Some(Status::Pending), "canceled by the caller");
         self.end_live_call(&v);
         Ok(v)
     }
@@ -215,7 +252,7 @@ impl Verifier {
                 match self.store.get(&tenant, &id, now).await {
                     Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
                         tracing::info!(%tenant, verification = %id, "verification expired");
-                        audit::status_changed(&v, Some(Status::Pending), "expired");
+                        self.status_changed(&v, Some(Status::Pending), "expired");
                         self.end_live_call(&v);
                     }
                     Ok(_) => {}

@@ -9,8 +9,9 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
-use super::{StartError, Verifier, audit};
+use super::{StartError, Verifier};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
@@ -93,8 +94,11 @@ impl Verifier {
     ) -> Result<Verification, StartError> {
         let deadline = deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
         let this = Arc::clone(self);
-        let task =
-            tokio::spawn(async move { this.start_idempotent(&tenant, &request, deadline).await });
+        // The task stays in the RPC's span (and so in the caller's trace).
+        let task = tokio::spawn(
+            async move { this.start_idempotent(&tenant, &request, deadline).await }
+                .in_current_span(),
+        );
         match task.await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -328,7 +332,7 @@ impl Verifier {
             )
             .await?
             .unwrap_or(v);
-        audit::status_changed(
+        self.status_changed(
             &recorded,
             // A resend is granted on a pending verification only.
             (!is_new).then_some(crate::domain::Status::Pending),
@@ -389,6 +393,7 @@ impl Verifier {
         match self.limits.phone_start(tenant, prefix, calling_code).await {
             Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
                 let block = self.settings.fraud.prefix_block;
+                self.settings.metrics.prefix_blocked(tenant);
                 self.store
                     .block(tenant, Blocked::Prefix(prefix), now + block, now)
                     .await?;

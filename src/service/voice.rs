@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
-use super::{LookupError, Verifier, audit};
+use super::{LookupError, Verifier};
 use crate::{
     delivery::{CallPrompt, Provider},
     domain::{
@@ -277,7 +278,7 @@ impl Verifier {
         };
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
         // Keys act on a pending verification only.
-        audit::status_changed(&v, Some(Status::Pending), "keys pressed on the call");
+        self.status_changed(&v, Some(Status::Pending), "keys pressed on the call");
         let guessed = menu == Menu::Main
             && v.delivery.voice_mode == Some(VoiceMode::Match)
             && matches!(outcome, KeyOutcome::WrongDigits | KeyOutcome::Hangup);
@@ -398,10 +399,13 @@ impl Verifier {
             return;
         };
         let verification = v.id.clone();
-        tokio::spawn(async move {
-            if let Err(error) = twilio.end_call(&sid).await {
-                tracing::warn!(%verification, %error, "could not end the live call");
+        tokio::spawn(
+            async move {
+                if let Err(error) = twilio.end_call(&sid).await {
+                    tracing::warn!(%verification, %error, "could not end the live call");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 }

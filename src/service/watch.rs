@@ -12,7 +12,10 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
 use super::{LookupError, Verifier};
-use crate::domain::{TenantId, Verification, VerificationId};
+use crate::{
+    domain::{TenantId, Verification, VerificationId},
+    telemetry::Metrics,
+};
 
 /// Counts open streams per tenant against a cap, so one caller cannot hold
 /// unbounded server resources.
@@ -20,13 +23,16 @@ use crate::domain::{TenantId, Verification, VerificationId};
 pub(super) struct WatchSlots {
     max_per_tenant: u32,
     open: Mutex<HashMap<TenantId, u32>>,
+    /// The open streams per tenant, as a gauge.
+    metrics: Arc<Metrics>,
 }
 
 impl WatchSlots {
-    pub(super) fn new(max_per_tenant: u32) -> Self {
+    pub(super) fn new(max_per_tenant: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             max_per_tenant,
             open: Mutex::default(),
+            metrics,
         }
     }
 
@@ -37,6 +43,7 @@ impl WatchSlots {
             return None;
         }
         *count += 1;
+        self.metrics.set_watch_streams(tenant, *count);
         Some(WatchSlot {
             slots: Arc::clone(self),
             tenant: tenant.clone(),
@@ -59,6 +66,7 @@ impl Drop for WatchSlot {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = open.get_mut(&self.tenant) {
             *count -= 1;
+            self.slots.metrics.set_watch_streams(&self.tenant, *count);
             if *count == 0 {
                 open.remove(&self.tenant);
             }

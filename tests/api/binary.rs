@@ -46,14 +46,14 @@ async fn wait_for<T>(text: &Mutex<String>, what: &str, find: impl Fn(&str) -> Op
     }
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
-    fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
+    pub(crate) fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verifyd"))
             .arg("serve")
             .env_clear()
@@ -81,7 +81,12 @@ impl Server {
         }
     }
 
-    async fn client(&self) -> VerificationServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> VerificationServiceClient<Channel> {
+        VerificationServiceClient::new(self.channel().await)
+    }
+
+    /// A connection to the gRPC listener, once it serves.
+    pub(crate) async fn channel(&self) -> Channel {
         let addr = wait_for(&self.stderr, "the serving log line", |line| {
             line.contains("verifyd serving")
                 .then(|| {
@@ -94,12 +99,65 @@ impl Server {
                 .flatten()
         })
         .await;
-        let channel = Channel::from_shared(format!("http://{addr}"))
+        Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
-            .expect("connect");
-        VerificationServiceClient::new(channel)
+            .expect("connect")
+    }
+
+    /// The address from the serving log line's `field`.
+    pub(crate) async fn addr(&self, field: &str) -> std::net::SocketAddr {
+        let needle = format!("\"{field}\":\"");
+        wait_for(&self.stderr, "the serving log line", |line| {
+            line.contains("verifyd serving")
+                .then(|| line.split(&needle).nth(1)?.split('"').next()?.parse().ok())
+                .flatten()
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub(crate) fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded, without blocking the runtime) for the process to
+    /// exit; its exit status and everything it logged.
+    pub(crate) async fn exited(mut self) -> (std::process::ExitStatus, String) {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < give_up, "verifyd did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The reader threads finish once the pipes close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let logs = self.stderr.lock().expect("lock").clone();
+        (status, logs)
+    }
+
+    /// The webhook listener's address, from the serving log line.
+    async fn webhooks(&self) -> std::net::SocketAddr {
+        wait_for(&self.stderr, "the serving log line", |line| {
+            line.contains("verifyd serving")
+                .then(|| {
+                    line.split("\"webhooks\":\"")
+                        .nth(1)?
+                        .split('"')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .flatten()
+        })
+        .await
     }
 
     async fn code_for(&self, id: &str) -> String {
@@ -127,7 +185,7 @@ impl Server {
     }
 }
 
-fn start(to: &str, channel: proto::Channel) -> proto::StartVerificationRequest {
+pub(crate) fn start(to: &str, channel: proto::Channel) -> proto::StartVerificationRequest {
     proto::StartVerificationRequest {
         to: to.into(),
         channel: channel.into(),
@@ -308,7 +366,7 @@ async fn echoing_twilio() -> crate::fake_twilio::FakeTwilio {
     fake
 }
 
-fn twilio_env(fake: &crate::fake_twilio::FakeTwilio) -> Vec<(&'static str, String)> {
+pub(crate) fn twilio_env(fake: &crate::fake_twilio::FakeTwilio) -> Vec<(&'static str, String)> {
     use crate::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM};
     vec![
         ("VERIFYD_PROVIDERS__TWILIO__KIND", "twilio".to_owned()),
@@ -396,4 +454,212 @@ async fn api_keys_never_reach_the_trace_level_logs() {
     for key in [KEY, WRONG] {
         assert!(!logs.contains(key), "an API key reached the logs");
     }
+}
+
+#[tokio::test]
+async fn call_tokens_never_reach_the_trace_level_logs() {
+    use crate::{
+        fake_twilio::{AUTH_TOKEN, FakeTwilio, sid},
+        voice::{PUBLIC_BASE, Phone, call},
+    };
+    // This test's own webhook client, with no app in the process to have
+    // installed the one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let mut env = twilio_env(&fake);
+    env.extend([
+        ("VERIFYD_DELIVERY__VOICE", "[twilio]".to_owned()),
+        ("VERIFYD_WEBHOOKS__ADDR", "127.0.0.1:0".to_owned()),
+        ("VERIFYD_WEBHOOKS__PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+        // Long enough for the call, whatever the machine's speed.
+        ("VERIFYD_CODE__TTL", "10m".to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::spawn_with(&env);
+    let mut client = server.client().await;
+
+    // Press-# confirmation: the token rides in every webhook URL, which
+    // the server receives (and hyper and axum see) on each request.
+    let started = client
+        .start_verification(call(proto::VoiceMode::Confirm))
+        .await
+        .expect("the call is placed")
+        .into_inner();
+    let id = started.verification.expect("verification").id;
+    let phone = Phone::picked_up_at(server.webhooks().await, &fake).await;
+    let token = phone.call_token();
+    let gather = phone.answer("human").await.gather.expect("a gather");
+    phone.press(&gather, "#").await;
+    assert_eq!(phone.report("completed").await, 204);
+    let got = client
+        .get_verification(proto::GetVerificationRequest { id })
+        .await
+        .expect("get")
+        .into_inner()
+        .verification
+        .expect("verification");
+    assert_eq!(got.status(), proto::VerificationStatus::Approved);
+
+    let logs = server.terminate();
+    assert!(
+        logs.contains("\"level\":\"TRACE\""),
+        "the run logged at trace level"
+    );
+    assert!(
+        logs.contains("call keys"),
+        "the keypress webhook was logged"
+    );
+    assert!(!logs.contains(&token), "a call token reached the logs");
+    assert!(
+        !logs.contains(AUTH_TOKEN),
+        "the auth token reached the logs"
+    );
+    assert!(!logs.contains(PHONE), "the full number reached the logs");
+}
+
+/// A stand-in OpenTelemetry collector: the OTLP/gRPC trace service,
+/// keeping every span it is sent.
+mod collector {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+    };
+
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
+        trace::v1::Span,
+    };
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    #[derive(Clone, Default)]
+    pub(super) struct Collector(Arc<Mutex<Vec<Span>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let spans = request
+                .into_inner()
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans);
+            self.0.lock().expect("lock").extend(spans);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    impl Collector {
+        pub(super) async fn start() -> (Self, SocketAddr) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let collector = Self::default();
+            let service = TraceServiceServer::new(collector.clone());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(TcpListenerStream::new(listener)),
+            );
+            (collector, addr)
+        }
+
+        pub(super) fn spans(&self) -> Vec<Span> {
+            self.0.lock().expect("lock").clone()
+        }
+    }
+}
+
+// Multi-threaded: the collector must keep answering while the test blocks
+// on the server's exit, when the last spans are flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_continues_through_the_rpc_and_on_to_the_provider() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER_SPAN: &str = "00f067aa0ba902b7";
+    let (collector, collector_addr) = collector::Collector::start().await;
+    let fake = crate::fake_twilio::FakeTwilio::start().await;
+    fake.accept(&crate::fake_twilio::sid("SM", 1)).await;
+    let mut env = twilio_env(&fake);
+    env.extend([
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{collector_addr}"),
+        ),
+        ("OTEL_SERVICE_NAME", "verifyd-trace-test".to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::spawn_with(&env);
+    let mut client = server.client().await;
+
+    let mut request = tonic::Request::new(start(PHONE, proto::Channel::Sms));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    client.start_verification(request).await.expect("sent");
+
+    // Twilio was called within the caller's trace.
+    let twilio = fake.server.received_requests().await.expect("recorded");
+    let traceparent = twilio[0]
+        .headers
+        .get("traceparent")
+        .expect("the provider request carries traceparent")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")) && !traceparent.contains(CALLER_SPAN),
+        "{traceparent}: the caller's trace, from verifyd's own span"
+    );
+
+    // Shutdown flushes the batch.
+    let logs = server.terminate();
+    assert!(!logs.contains("trace export"), "{logs}");
+    let spans = collector.spans();
+    let hex = |bytes: &[u8]| hex::encode(bytes);
+    let rpc = spans
+        .iter()
+        .find(|s| s.name == "StartVerification")
+        .unwrap_or_else(|| panic!("an RPC span among {:?}", names(&spans)));
+    assert_eq!(hex(&rpc.trace_id), TRACE_ID);
+    assert_eq!(hex(&rpc.parent_span_id), CALLER_SPAN);
+    let provider = spans
+        .iter()
+        .find(|s| s.name == "provider_request")
+        .unwrap_or_else(|| panic!("a provider span among {:?}", names(&spans)));
+    assert_eq!(hex(&provider.trace_id), TRACE_ID);
+    assert!(
+        traceparent.contains(&hex(&provider.span_id)),
+        "the provider request's parent is the provider span"
+    );
+    // Attributes are masked: no full number anywhere in any span.
+    for span in &spans {
+        for attribute in &span.attributes {
+            if let Some(Value::StringValue(value)) =
+                attribute.value.as_ref().and_then(|v| v.value.as_ref())
+            {
+                assert!(
+                    !value.contains(&PHONE[1..]),
+                    "{}: {} = {value}",
+                    span.name,
+                    attribute.key
+                );
+            }
+        }
+    }
+}
+
+fn names(spans: &[opentelemetry_proto::tonic::trace::v1::Span]) -> Vec<&str> {
+    spans.iter().map(|s| s.name.as_str()).collect()
 }

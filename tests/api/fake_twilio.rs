@@ -77,6 +77,23 @@ impl FakeTwilio {
             .await;
     }
 
+    /// Accepts messages as `accept` does, each after `delay`.
+    pub async fn accept_after(&self, message_sid: &str, delay: Duration) {
+        Self::messages()
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({
+                        "sid": message_sid,
+                        "account_sid": ACCOUNT_SID,
+                        "status": "queued",
+                        "direction": "outbound-api",
+                    }))
+                    .set_delay(delay),
+            )
+            .mount(&self.server)
+            .await;
+    }
+
     /// Takes longer than any sane attempt timeout.
     pub async fn hang(&self) {
         Self::messages()

@@ -76,4 +76,12 @@ async fn a_prefix_that_trips_its_budget_is_blocked_for_a_while() {
     app.clock.advance(Duration::from_secs(3000));
     app.started(sms_to("+14155550199")).await;
     assert_eq!(app.outbox.total_sent(), 5);
+
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value(r#"verifyd_prefix_blocks_total{tenant="default"}"#),
+        Some(1.0),
+        "one block, counted once: {}",
+        metrics.0
+    );
 }

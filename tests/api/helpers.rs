@@ -295,6 +295,20 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// The Prometheus exposition from the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let response =
+            crate::server::http_response(&format!("http://{}/metrics", self.admin_addr)).await;
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text"),
+            "{head}"
+        );
+        Metrics(body.to_owned())
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.expect("server task");
@@ -328,4 +342,25 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 
 pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|r| r.retry_delay)
+}
+
+/// A `/metrics` page.
+#[derive(Debug)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample `series` (name and labels exactly as
+    /// exposed, e.g. `verifyd_ready` or `verifyd_checks_total{tenant="a",outcome="approved"}`).
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            // OpenMetrics may follow the value with a timestamp or exemplar.
+            value.split(' ').next()?.parse().ok()
+        })
+    }
+
+    /// Like `value`, 0 when the series is not there yet.
+    pub fn count(&self, series: &str) -> f64 {
+        self.value(series).unwrap_or(0.0)
+    }
 }

@@ -9,6 +9,7 @@ mod smtp_sink;
 
 mod auth;
 mod binary;
+mod drain;
 mod email;
 mod flows;
 mod fraud;
@@ -18,6 +19,7 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod loadtest;
+mod metrics;
 mod model;
 mod redis_store;
 mod rotation;

@@ -18,6 +18,14 @@
 //! picked at random (sweeps read through the other replica). Each case gets
 //! fresh apps and a fresh clock (and an empty Redis).
 //!
+//! On Redis, steps also rotate the HMAC key, one replica at a time as a
+//! rolling update does: the replica is replaced by one a step further along
+//! docs/security.md's procedure (stage the new key as a previous key, make
+//! it active, drop the old one), while the other replica may lag behind or
+//! run ahead. The memory store keeps verifications in the process, so a
+//! rotation there is a restart that loses them all, by design; its rotation
+//! steps do nothing.
+//!
 //! The model's rules:
 //! - A start to a destination and purpose with a pending verification is a
 //!   resend: same id, new code, the validity window restarts. It is
@@ -33,7 +41,9 @@
 //!   and verifications; a GCRA budget of `burst` cells, one back every
 //!   `period`); with none left it is RESOURCE_EXHAUSTED ("rate limit
 //!   failed_checks_per_destination reached") and changes nothing. Then the
-//!   latest code approves; any other code (an older one included) is OK
+//!   latest code approves, where the replica's key ring holds the key that
+//!   hashed it (the active key of the replica that sent it); any other code
+//!   (an older one included, or the latest where its key is unknown) is OK
 //!   with `approved: false` and one attempt fewer, and the last attempt
 //!   moves it to MAX_ATTEMPTS_REACHED.
 //! - Checking or cancelling a verification that is not pending is
@@ -61,7 +71,8 @@ use proptest::{
 };
 use tonic::Code;
 use verifyd::{
-    config::{Config, StoreBackend},
+    clock::Clock,
+    config::{Config, Secret, StoreBackend},
     proto::{self, VerificationStatus},
 };
 
@@ -95,6 +106,34 @@ const FAILED_CHECKS_BURST: u64 = 3;
 const FAILED_CHECKS_PERIOD: u64 = 600;
 /// The other rate limits: far more than any case uses.
 const NO_LIMIT: u32 = 100_000;
+/// HMAC keys `k0`, `k1`, `k2`, in rotation order.
+const KEYS: [&str; 3] = [
+    "model-test-hmac-key-k0-0123456789abcdef",
+    "model-test-hmac-key-k1-fedcba9876543210",
+    "model-test-hmac-key-k2-00112233445566778",
+];
+/// The furthest step of the rotation procedure a replica reaches: `k2`
+/// active, `k1` dropped.
+const LAST_ROTATION_STEP: usize = 6;
+
+/// The key ring at a step of the rotation procedure, as indexes into
+/// `KEYS`: the active key and the previous ones. Each rotation is three
+/// steps: the next key staged as a previous key, then made active with the
+/// old one kept, then the old one dropped.
+fn key_ring(step: usize) -> (usize, Vec<usize>) {
+    let key = step / 3;
+    match step % 3 {
+        0 => (key, vec![]),
+        1 => (key, vec![key + 1]),
+        _ => (key + 1, vec![key]),
+    }
+}
+
+/// Whether a replica at rotation step `step` knows the key `key`.
+fn ring_holds(step: usize, key: usize) -> bool {
+    let (active, previous) = key_ring(step);
+    active == key || previous.contains(&key)
+}
 
 /// One step. A `usize` operand picks a verification the model knows of,
 /// modulo how many there are (in order of creation).
@@ -123,6 +162,10 @@ enum Op {
     Sweep,
     /// Seconds.
     Advance(u64),
+    /// Replaces the replica with one this many steps further along the key
+    /// rotation (Redis only): rolled once, or twice before anything else
+    /// happens.
+    Rotate(usize),
 }
 
 /// An operation and the replica it goes to (modulo how many there are).
@@ -143,13 +186,14 @@ fn op() -> impl Strategy<Value = Op> {
         4 => start(),
         3 => v().prop_map(Op::Resend),
         3 => v().prop_map(Op::ResendLater),
-        2 => v().prop_map(Op::CheckLatest),
+        4 => v().prop_map(Op::CheckLatest),
         3 => (v(), 0..3usize).prop_map(|(v, back)| Op::CheckOlder(v, back)),
         4 => (v(), any::<u32>()).prop_map(|(v, seed)| Op::CheckWrong(v, seed)),
         1 => any::<u128>().prop_map(Op::CheckUnknown),
         1 => v().prop_map(Op::Cancel),
         2 => v().prop_map(Op::Get),
         1 => Just(Op::Sweep),
+        6 => (1..=2usize).prop_map(Op::Rotate),
         6 => prop_oneof![
             // The edges: exactly the cooldown, exactly the TTL.
             3 => Just(COOLDOWN),
@@ -209,6 +253,8 @@ struct ModelVerification {
     wrong_checks: u32,
     /// Every code sent, the latest last.
     codes: Vec<String>,
+    /// The key (index into `KEYS`) that hashed the latest code.
+    latest_key: usize,
     /// The service answered NOT_FOUND once (after retention).
     purged: bool,
 }
@@ -296,7 +342,10 @@ impl Refusal {
 /// Which code a check sends.
 #[derive(Debug, Clone, Copy)]
 enum Guess {
+    /// The latest code, to a replica that holds the key that hashed it.
     Latest,
+    /// Any other code, or the latest to a replica without its key: a wrong
+    /// code either way.
     Other,
 }
 
@@ -329,6 +378,7 @@ impl Model {
                 sends: 1,
                 wrong_checks: 0,
                 codes: Vec::new(),
+                latest_key: 0,
                 purged: false,
             });
             let v = self.vs.last().expect("just pushed").snapshot(now, true);
@@ -439,7 +489,15 @@ impl Model {
 type Answer = Result<(Option<bool>, proto::Verification), tonic::Status>;
 
 struct Case<'a> {
-    apps: &'a [TestApp],
+    apps: Vec<TestApp>,
+    /// Each replica's step of the key rotation (`key_ring`).
+    rotation_steps: Vec<usize>,
+    /// How to start a replica further along the rotation; `None` on the
+    /// memory store.
+    rotation: Option<&'a Rotation<'a>>,
+    /// Replicas replaced by a rotation: stopped at the end, and their
+    /// messages still count.
+    retired: Vec<TestApp>,
     model: Model,
     /// Base of the model's times, in seconds since the epoch.
     epoch: u64,
@@ -450,7 +508,21 @@ struct Case<'a> {
     trace: String,
 }
 
-impl<'a> Case<'a> {
+/// What a rotation step needs to start a replica like the others.
+struct Rotation<'a> {
+    redis: &'a RedisServer,
+    clock: Clock,
+}
+
+impl Rotation<'_> {
+    async fn replica(&self, step: usize) -> TestApp {
+        let mut config = config_at(step);
+        use_redis(&mut config, &[self.redis.url()]);
+        spawn(config, self.clock.clone()).await
+    }
+}
+
+impl Case<'_> {
     fn fail(&self, what: String) -> TestCaseError {
         TestCaseError::fail(format!(
             "{what}\n--- steps (replica, op => service's answer):\n{}",
@@ -458,9 +530,8 @@ impl<'a> Case<'a> {
         ))
     }
 
-    fn app(&self, replica: usize) -> &'a TestApp {
-        let apps = self.apps;
-        &apps[replica % apps.len()]
+    fn app(&self, replica: usize) -> &TestApp {
+        &self.apps[replica % self.apps.len()]
     }
 
     fn pick(&self, v: usize) -> Option<usize> {
@@ -480,7 +551,6 @@ impl<'a> Case<'a> {
     }
 
     async fn step(&mut self, replica: usize, op: &Op) -> Result<(), TestCaseError> {
-        let app = self.app(replica);
         match *op {
             Op::Resend(v) | Op::ResendLater(v) => {
                 let Some(i) = self.pick(v) else { return Ok(()) };
@@ -513,7 +583,8 @@ impl<'a> Case<'a> {
                 self.check(replica, i, code, Guess::Other).await?;
             }
             Op::CheckUnknown(n) => {
-                let answer = app
+                let answer = self
+                    .app(replica)
                     .check(&format!("VE{n:032x}"), "123456")
                     .await
                     .map(|r| (Some(r.approved), r.verification.expect("verification")));
@@ -522,7 +593,11 @@ impl<'a> Case<'a> {
             Op::Cancel(v) => {
                 let Some(i) = self.pick(v) else { return Ok(()) };
                 let expected = self.model.cancel(i);
-                let answer = app.cancel(&self.model.vs[i].id).await.map(|v| (None, v));
+                let answer = self
+                    .app(replica)
+                    .cancel(&self.model.vs[i].id)
+                    .await
+                    .map(|v| (None, v));
                 self.compare(&answer, &expected, Some(i))?;
             }
             Op::Get(v) => {
@@ -531,8 +606,26 @@ impl<'a> Case<'a> {
             }
             Op::Sweep => self.sweep(replica).await?,
             Op::Advance(secs) => self.advance(secs),
+            Op::Rotate(steps) => self.rotate(replica, steps).await,
         }
         Ok(())
+    }
+
+    /// Replaces the replica with one `steps` further along the rotation.
+    async fn rotate(&mut self, replica: usize, steps: usize) {
+        let r = replica % self.apps.len();
+        let step = (self.rotation_steps[r] + steps).min(LAST_ROTATION_STEP);
+        let Some(rotation) = self.rotation else {
+            return;
+        };
+        if step == self.rotation_steps[r] {
+            return;
+        }
+        let _ = write!(self.trace, " to step {step} {:?}", key_ring(step));
+        let next = rotation.replica(step).await;
+        self.retired
+            .push(std::mem::replace(&mut self.apps[r], next));
+        self.rotation_steps[r] = step;
     }
 
     fn advance(&mut self, secs: u64) {
@@ -566,7 +659,9 @@ impl<'a> Case<'a> {
             self.model.vs[i].id.clone_from(&got.id);
             let code = self.app(replica).outbox.code_for(&got.id);
             let _ = write!(self.trace, " code={code}");
+            let (active, _) = key_ring(self.rotation_steps[replica % self.apps.len()]);
             self.model.vs[i].codes.push(code);
+            self.model.vs[i].latest_key = active;
         }
         Ok(())
     }
@@ -579,6 +674,11 @@ impl<'a> Case<'a> {
         guess: Guess,
     ) -> Result<(), TestCaseError> {
         let _ = write!(self.trace, " code={code}");
+        let step = self.rotation_steps[replica % self.apps.len()];
+        let guess = match guess {
+            Guess::Latest if !ring_holds(step, self.model.vs[i].latest_key) => Guess::Other,
+            guess => guess,
+        };
         let expected = self.model.check(i, guess);
         let answer = self
             .app(replica)
@@ -613,7 +713,12 @@ impl<'a> Case<'a> {
 
     /// Every send the model counts went out once, and nothing else did.
     fn messages_match(&self) -> Result<(), TestCaseError> {
-        let sent: usize = self.apps.iter().map(|a| a.outbox.total_sent()).sum();
+        let sent: usize = self
+            .apps
+            .iter()
+            .chain(&self.retired)
+            .map(|a| a.outbox.total_sent())
+            .sum();
         let expected: u32 = self.model.vs.iter().map(|v| v.sends).sum();
         if sent != expected as usize {
             return Err(self.fail(format!(
@@ -802,8 +907,16 @@ fn describe(answer: &Answer) -> String {
     }
 }
 
-fn config() -> Config {
+/// The configuration of a replica at `rotation_step` of the key rotation.
+fn config_at(rotation_step: usize) -> Config {
     let mut config = test_config();
+    let (active, previous) = key_ring(rotation_step);
+    config.hmac.key_id = format!("k{active}");
+    config.hmac.key = Some(Secret::new(KEYS[active]));
+    config.hmac.previous_keys = previous
+        .into_iter()
+        .map(|key| (format!("k{key}"), Secret::new(KEYS[key])))
+        .collect();
     config.code.ttl = Duration::from_secs(TTL);
     config.code.resend_cooldown = Duration::from_secs(COOLDOWN);
     config.code.retention = Duration::from_secs(RETENTION);
@@ -820,7 +933,12 @@ fn config() -> Config {
     config
 }
 
-async fn run_case(apps: &[TestApp], steps: &[Step]) -> Result<(), TestCaseError> {
+/// Runs one case on `apps` (all at rotation step 0), then stops every app.
+async fn run_case(
+    apps: Vec<TestApp>,
+    rotation: Option<&Rotation<'_>>,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
     let epoch = apps[0]
         .clock
         .now()
@@ -832,14 +950,21 @@ async fn run_case(apps: &[TestApp], steps: &[Step]) -> Result<(), TestCaseError>
         "the clock starts on a whole second"
     );
     let mut case = Case {
+        rotation_steps: vec![0; apps.len()],
         apps,
+        rotation,
+        retired: Vec::new(),
         model: Model::default(),
         epoch: epoch.as_secs(),
         ids: HashSet::new(),
         approved: HashSet::new(),
         trace: String::new(),
     };
-    case.run(steps).await
+    let result = case.run(steps).await;
+    for app in case.apps.into_iter().chain(case.retired) {
+        app.stop().await;
+    }
+    result
 }
 
 fn runner() -> TestRunner {
@@ -863,14 +988,10 @@ fn the_memory_store_agrees_with_the_model() {
     let runtime = runtime();
     let result = runner().run(&steps(), |steps| {
         runtime.block_on(async {
-            let mut config = config();
+            let mut config = config_at(0);
             config.store.backend = StoreBackend::Memory;
             let app = spawn(config, test_clock()).await;
-            let apps = [app];
-            let result = run_case(&apps, &steps).await;
-            let [app] = apps;
-            app.stop().await;
-            result
+            run_case(vec![app], None, &steps).await
         })
     });
     if let Err(error) = result {
@@ -885,18 +1006,12 @@ fn two_redis_replicas_agree_with_the_model() {
     let result = runner().run(&steps(), |steps| {
         redis.cli(&["FLUSHALL"]);
         runtime.block_on(async {
-            let clock = test_clock();
-            let replica = || {
-                let mut config = config();
-                use_redis(&mut config, &[redis.url()]);
-                spawn(config, clock.clone())
+            let rotation = Rotation {
+                redis: &redis,
+                clock: test_clock(),
             };
-            let apps = [replica().await, replica().await];
-            let result = run_case(&apps, &steps).await;
-            let [a, b] = apps;
-            a.stop().await;
-            b.stop().await;
-            result
+            let apps = vec![rotation.replica(0).await, rotation.replica(0).await];
+            run_case(apps, Some(&rotation), &steps).await
         })
     });
     if let Err(error) = result {

@@ -127,6 +127,16 @@ async fn probes_answer_on_the_admin_listener() {
 
 /// A minimal HTTP/1.1 GET, returning the status code.
 pub async fn http_get(url: &str) -> u16 {
+    let response = http_response(url).await;
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line")
+}
+
+/// The whole HTTP/1.1 response to a GET, head and body.
+pub async fn http_response(url: &str) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest
@@ -142,8 +152,4 @@ pub async fn http_get(url: &str) -> u16 {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line")
 }

@@ -428,7 +428,14 @@ fn memory_and_redis_stores_agree_on_random_operation_sequences() {
     let redis = {
         // open() spawns its pub/sub task.
         let _runtime = runtime.enter();
-        RedisStore::open(&config, &[9; 32], RETENTION, stop.clone()).expect("open the Redis store")
+        RedisStore::open(
+            &config,
+            &[9; 32],
+            RETENTION,
+            stop.clone(),
+            Default::default(),
+        )
+        .expect("open the Redis store")
     };
     let mut runner = TestRunner::new(Config {
         cases: 64,

@@ -110,11 +110,30 @@ pub(crate) struct Phone {
 impl Phone {
     /// Picks up the call the app placed last.
     pub(crate) async fn picked_up(app: &TestApp, fake: &FakeTwilio) -> Self {
+        Self::picked_up_at(app.webhook_addr.expect("webhooks"), fake).await
+    }
+
+    /// Picks up the call placed last by the verifyd whose webhook listener
+    /// is at `webhooks`.
+    pub(crate) async fn picked_up_at(webhooks: SocketAddr, fake: &FakeTwilio) -> Self {
         Self {
-            webhooks: app.webhook_addr.expect("webhooks"),
+            webhooks,
             call_sid: sid("CA", 1),
             form: fake.placed_calls().await.pop().expect("a call was placed"),
         }
+    }
+
+    /// The per-call token verifyd put in the URLs it gave Twilio.
+    pub(crate) fn call_token(&self) -> String {
+        let url: url::Url = self
+            .field("Url")
+            .expect("the call fetches its TwiML")
+            .parse()
+            .expect("a URL");
+        url.query_pairs()
+            .find(|(name, _)| name == "token")
+            .map(|(_, token)| token.into_owned())
+            .expect("the URL carries the call token")
     }
 
     fn field(&self, name: &str) -> Option<&str> {
@@ -175,7 +194,7 @@ impl Phone {
         parse(&body)
     }
 
-    async fn report(&self, call_status: &str) -> u16 {
+    pub(crate) async fn report(&self, call_status: &str) -> u16 {
         let url = self.field("StatusCallback").expect("a status callback");
         self.post(url, &[("CallStatus", call_status)], Some(AUTH_TOKEN))
             .await

@@ -42,6 +42,7 @@ use crate::domain::{
     verification::SendRefused,
     voice::{KeyOutcome, Menu, VoiceCall},
 };
+use crate::telemetry::Metrics;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
@@ -92,6 +93,7 @@ struct Inner {
     changes: Changes,
     timeout: Duration,
     retention: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl RedisStore {
@@ -106,6 +108,7 @@ impl RedisStore {
         index_key: &[u8],
         retention: Duration,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         // rediss:// speaks rustls, with the one crypto provider used
         // everywhere: ring.
@@ -119,39 +122,54 @@ impl RedisStore {
                 changes: Changes::start(config, stop),
                 timeout: config.timeout,
                 retention,
+                metrics,
             }),
         })
     }
 
-    /// Runs one script within the command timeout.
+    /// Runs one script within the command timeout; `operation` names it in
+    /// the store metrics.
     async fn run<T: FromRedisValue>(
         &self,
+        operation: &'static str,
         invocation: ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut connection = self.inner.connection.clone();
-        self.bounded(invocation.invoke_async(&mut connection)).await
+        self.bounded(operation, invocation.invoke_async(&mut connection))
+            .await
     }
 
     /// Runs one plain command within the command timeout.
-    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+    async fn query<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
         let mut connection = self.inner.connection.clone();
-        self.bounded(command.query_async(&mut connection)).await
+        self.bounded(operation, command.query_async(&mut connection))
+            .await
     }
 
     /// Whatever goes wrong (Redis down, frozen past the timeout, or
     /// answering nonsense) is `Unavailable`: the caller fails closed.
     async fn bounded<T>(
         &self,
+        operation: &'static str,
         request: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.timeout, request).await {
+        let began = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.inner.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "Redis did not answer within {:?}",
                 self.inner.timeout
             ))),
-        }
+        };
+        self.inner
+            .metrics
+            .store_operation("redis", operation, result.is_ok(), began.elapsed());
+        result
     }
 
     /// An invocation of a script on one verification: its hash and its
@@ -197,7 +215,8 @@ impl RedisStore {
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
-        let (outcome, detail, reply): (String, String, Reply) = self.run(invocation).await?;
+        let (outcome, detail, reply): (String, String, Reply) =
+            self.run("reserve", invocation).await?;
         let verification = decode(reply)?;
         let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
         Ok(match outcome.as_str() {
@@ -258,7 +277,7 @@ impl RedisStore {
         for attempt in &send.attempts {
             invocation.arg(attempt_json(attempt));
         }
-        let reply: Option<(Reply,)> = self.run(invocation).await?;
+        let reply: Option<(Reply,)> = self.run("complete", invocation).await?;
         reply.map(|(r,)| decode(r)).transpose()
     }
 
@@ -274,7 +293,7 @@ impl RedisStore {
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
         }
-        let reply: Option<(String, Reply)> = self.run(invocation).await?;
+        let reply: Option<(String, Reply)> = self.run("check", invocation).await?;
         let Some((outcome, reply)) = reply else {
             return Ok(None);
         };
@@ -295,7 +314,7 @@ impl RedisStore {
     ) -> Result<Option<Verification>, StoreError> {
         let mut invocation = self.on_verification(&SCRIPTS.get, tenant, id);
         invocation.arg(millis(now));
-        let reply: Option<(Reply,)> = self.run(invocation).await?;
+        let reply: Option<(Reply,)> = self.run("get", invocation).await?;
         reply.map(|(r,)| decode(r)).transpose()
     }
 
@@ -307,7 +326,7 @@ impl RedisStore {
     ) -> Result<Option<(Verification, bool)>, StoreError> {
         let mut invocation = self.on_verification(&SCRIPTS.cancel, tenant, id);
         invocation.arg(millis(now));
-        let reply: Option<(u8, Reply)> = self.run(invocation).await?;
+        let reply: Option<(u8, Reply)> = self.run("cancel", invocation).await?;
         reply.map(|(c, r)| Ok((decode(r)?, c == 1))).transpose()
     }
 
@@ -327,7 +346,7 @@ impl RedisStore {
             .arg(rank)
             .arg(status.map_or("", record::delivery_status_str))
             .arg(report.failure_reason().unwrap_or_default());
-        let reply: Option<(u8, Reply)> = self.run(invocation).await?;
+        let reply: Option<(u8, Reply)> = self.run("delivery", invocation).await?;
         reply.map(|(c, r)| Ok((c == 1, decode(r)?))).transpose()
     }
 
@@ -353,7 +372,7 @@ impl RedisStore {
             })
             .arg(digits)
             .arg(max_reprompts);
-        let reply: Option<(String, Reply)> = self.run(invocation).await?;
+        let reply: Option<(String, Reply)> = self.run("press", invocation).await?;
         let Some((outcome, reply)) = reply else {
             return Ok(None);
         };
@@ -389,7 +408,7 @@ impl RedisStore {
             .key(self.inner.keys.block(tenant, what))
             .arg(millis(until))
             .arg(millis(now));
-        self.run::<u8>(invocation).await.map(drop)
+        self.run::<u8>("block", invocation).await.map(drop)
     }
 
     pub(super) async fn blocked_until(
@@ -400,7 +419,7 @@ impl RedisStore {
     ) -> Result<Option<SystemTime>, StoreError> {
         let mut get = redis::cmd("GET");
         get.arg(self.inner.keys.block(tenant, what));
-        let until: Option<u64> = self.query(&get).await?;
+        let until: Option<u64> = self.query("blocked_until", &get).await?;
         Ok(until
             .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
             .filter(|until| *until > now))
@@ -420,7 +439,7 @@ impl RedisStore {
             .arg(hex::encode(fingerprint))
             .arg(millis_of(IDEMPOTENCY_LEASE))
             .arg(millis_of(IDEMPOTENCY_WINDOW));
-        let reply: redis::Value = self.run(invocation).await?;
+        let reply: redis::Value = self.run("idempotency_begin", invocation).await?;
         let bad = || StoreError::Unavailable("unexpected reply from the idempotency script".into());
         if let Ok((word, response)) = <(String, String)>::from_redis_value(reply.clone()) {
             return match word.as_str() {
@@ -449,7 +468,9 @@ impl RedisStore {
             .arg(millis(now))
             .arg(record::to_json(response))
             .arg(millis_of(IDEMPOTENCY_WINDOW));
-        self.run::<u8>(invocation).await.map(drop)
+        self.run::<u8>("idempotency_finish", invocation)
+            .await
+            .map(drop)
     }
 
     pub(super) async fn abandon_idempotent(
@@ -459,7 +480,9 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut invocation = SCRIPTS.idempotency_abandon.prepare_invoke();
         invocation.key(self.inner.keys.idempotency(tenant, key));
-        self.run::<u8>(invocation).await.map(drop)
+        self.run::<u8>("idempotency_abandon", invocation)
+            .await
+            .map(drop)
     }
 
     /// Follows a verification's changes, made on any replica.
@@ -491,11 +514,13 @@ impl RedisStore {
             .arg(millis(now))
             .arg(millis_of(period))
             .arg(burst);
-        let wait: u64 = self.run(invocation).await?;
+        let wait: u64 = self.run("gcra", invocation).await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
     pub(super) async fn is_ready(&self) -> bool {
-        self.query::<String>(&redis::cmd("PING")).await.is_ok()
+        self.query::<String>("ping", &redis::cmd("PING"))
+            .await
+            .is_ok()
     }
 }

@@ -1,0 +1,72 @@
+//! Logs, traces and metrics.
+//!
+//! Logs go to stderr (stdout belongs to the dev console sender), JSON when
+//! not on a terminal, level from `RUST_LOG` or the config. Traces are the
+//! same `tracing` spans, exported over OTLP when a collector is configured
+//! (`trace`). Span and event fields carry ids, tenants and masked
+//! destinations, never codes or keys; metrics (`metrics`) carry no id or
+//! destination at all.
+
+pub mod metrics;
+mod trace;
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
+
+pub use metrics::Metrics;
+pub use trace::{inject_trace_context, record_rpc_status, rpc_span};
+
+use crate::config::{LogConfig, LogFormat, TracingConfig};
+
+/// Flushes the spans not yet exported when dropped, at exit.
+#[derive(Debug)]
+#[must_use = "dropping it at once stops trace export"]
+pub struct TelemetryGuard(Option<trace::Exporter>);
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(exporter) = self.0.take() {
+            exporter.shutdown();
+        }
+    }
+}
+
+/// Installs the process's subscriber: the log output, and the trace
+/// exporter when a collector is configured. Call once, inside the runtime
+/// (the OTLP client spawns onto it).
+pub fn init(log: &LogConfig, tracing: &TracingConfig) -> TelemetryGuard {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match log.format {
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .boxed()
+    } else {
+        fmt.boxed()
+    };
+    let (exporter, problem) = match trace::Exporter::from_config(tracing) {
+        Ok(exporter) => (exporter, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    let otel = exporter.as_ref().map(trace::Exporter::layer);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    if let Some(problem) = problem {
+        tracing::error!(%problem, "trace export is off");
+    }
+    TelemetryGuard(exporter)
+}

@@ -1,0 +1,190 @@
+//! Trace export: `tracing` spans become OpenTelemetry spans, sent over
+//! OTLP/gRPC in batches. A caller's W3C `traceparent` continues its trace
+//! (one `rpc` span per call), and requests to providers carry the context
+//! on (one `provider_request` span each).
+//!
+//! With no collector configured nothing here runs: no layer, no context
+//! extraction, no header injection.
+
+use std::sync::OnceLock;
+
+use opentelemetry::{
+    KeyValue,
+    propagation::{Extractor, Injector, TextMapPropagator as _},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{Layer, registry::LookupSpan};
+
+use crate::config::TracingConfig;
+
+/// Set once trace export runs; everything here is a no-op until then.
+static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
+
+/// The gRPC methods' service, for the span attributes.
+const SERVICE: &str = "verifyd.v1.VerificationService";
+
+#[derive(Debug)]
+pub(super) struct Exporter {
+    provider: SdkTracerProvider,
+}
+
+/// A setting, else the standard variable named.
+fn setting(configured: Option<String>, variables: &[&str]) -> Option<String> {
+    configured.or_else(|| {
+        variables
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    })
+}
+
+impl Exporter {
+    /// `Ok(None)` when no endpoint is configured anywhere.
+    pub(super) fn from_config(config: &TracingConfig) -> Result<Option<Self>, String> {
+        let Some(endpoint) = setting(
+            config.otlp_endpoint.as_ref().map(ToString::to_string),
+            &[
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ],
+        ) else {
+            return Ok(None);
+        };
+        let service_name = setting(config.service_name.clone(), &["OTEL_SERVICE_NAME"])
+            .unwrap_or_else(|| "verifyd".to_owned());
+        let ratio = match config.sample_ratio {
+            Some(ratio) => ratio,
+            None => match setting(None, &["OTEL_TRACES_SAMPLER_ARG"]) {
+                Some(arg) => arg
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or("OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1")?,
+                None => 1.0,
+            },
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| format!("OTLP exporter: {e}"))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service_name)
+                    .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+                    .build(),
+            )
+            .build();
+        let _ = PROPAGATOR.set(TraceContextPropagator::new());
+        Ok(Some(Self { provider }))
+    }
+
+    pub(super) fn layer<S>(&self) -> impl Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("verifyd"))
+    }
+
+    /// Exports what is still buffered, bounded by the SDK's timeout.
+    pub(super) fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("verifyd: trace export did not shut down cleanly: {error}");
+        }
+    }
+}
+
+/// gRPC metadata as a propagation carrier.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// HTTP headers as a propagation carrier.
+struct Headers<'a>(&'a mut reqwest::header::HeaderMap);
+
+impl Injector for Headers<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The span of one RPC, a child of the caller's trace when its metadata
+/// carries a `traceparent`.
+pub fn rpc_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = SERVICE,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    if let Some(propagator) = PROPAGATOR.get() {
+        let parent = propagator.extract(&Metadata(metadata));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Records how the RPC ended on its span. As OpenTelemetry's gRPC
+/// conventions say, only codes that mean the server failed mark the span
+/// as an error; a caller's mistake (a wrong id, say) does not.
+pub fn record_rpc_status(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+    if matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+    ) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Adds the current span's `traceparent` to a provider request.
+pub fn inject_trace_context(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    let Some(propagator) = PROPAGATOR.get() else {
+        return request;
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    propagator.inject_context(
+        &tracing::Span::current().context(),
+        &mut Headers(&mut headers),
+    );
+    request.headers(headers)
+}

@@ -1,0 +1,187 @@
+"""Checks on the rendered Kubernetes manifests that no schema or policy
+scanner knows about: verifyd's own rules. Run by scripts/check-deploy:
+
+    python deploy-checks.py --docs docs/operations.md \
+        RENDERED.yaml[:OVERLAY_DIR] ... --rules RENDERED_MONITORING.yaml
+
+For each rendered deployment (base and overlays):
+- verifyd.toml in the verifyd-config ConfigMap parses as TOML;
+- the drain arithmetic holds: preStop sleep + server.shutdown_grace +
+  a margin <= terminationGracePeriodSeconds, and shutdown_grace covers
+  delivery.timeout, so a send that started before SIGTERM is recorded;
+- service links are off (they inject VERIFYD_* variables, which verifyd
+  reads as configuration and refuses);
+- every VERIFYD_*_FILE path lies in a mounted volume, and for a Secret
+  volume names a key the Secret has (the rendered Secret, or the overlay's
+  secret-example.yaml).
+For the alert rules: each has a severity, a summary, a description and a
+runbook pointing at a heading of docs/operations.md.
+"""
+
+import argparse
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+# Time between kubelet's SIGTERM deadline and what verifyd needs: process
+# exit, telemetry flush, kubelet's own delays.
+MIN_MARGIN_SECONDS = 5
+# verifyd's defaults (docs/configuration.md), for keys a file leaves out.
+DEFAULT_SHUTDOWN_GRACE = "10s"
+DEFAULT_DELIVERY_TIMEOUT = "10s"
+
+UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> float:
+    """A humantime duration as verifyd's configuration writes them."""
+    parts = re.findall(r"(\d+)\s*([a-z]+)", duration)
+    if not parts or re.sub(r"[\d\sa-z]", "", duration):
+        raise ValueError(f"not a duration: {duration!r}")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in UNITS:
+            raise ValueError(f"unknown unit {unit!r} in {duration!r}")
+        total += int(number) * UNITS[unit]
+    return total
+
+
+def load(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+def check_deployment(name: str, docs: list[dict], overlay: Path | None) -> list[str]:
+    errors = []
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    configs = [
+        d for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("verifyd-config")
+    ]
+    if len(deployments) != 1 or len(configs) != 1:
+        return [f"{name}: expected one Deployment and one verifyd-config ConfigMap"]
+    pod = deployments[0]["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "verifyd")
+
+    try:
+        config = tomllib.loads(configs[0]["data"]["verifyd.toml"])
+    except tomllib.TOMLDecodeError as e:
+        return [f"{name}: verifyd.toml does not parse: {e}"]
+
+    grace = seconds(config.get("server", {}).get("shutdown_grace", DEFAULT_SHUTDOWN_GRACE))
+    send = seconds(config.get("delivery", {}).get("timeout", DEFAULT_DELIVERY_TIMEOUT))
+    sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    period = pod.get("terminationGracePeriodSeconds", 30)
+    if sleep + grace + MIN_MARGIN_SECONDS > period:
+        errors.append(
+            f"{name}: preStop sleep {sleep}s + server.shutdown_grace {grace:g}s + "
+            f"margin {MIN_MARGIN_SECONDS}s > terminationGracePeriodSeconds {period}s"
+        )
+    if grace < send:
+        errors.append(
+            f"{name}: server.shutdown_grace {grace:g}s is shorter than delivery.timeout "
+            f"{send:g}s: a send under way at SIGTERM could be cut off unrecorded"
+        )
+    if pod.get("enableServiceLinks", True):
+        errors.append(
+            f"{name}: enableServiceLinks must be false: service links inject "
+            "VERIFYD_SERVICE_HOST and the like, which verifyd refuses as unknown keys"
+        )
+
+    mounts = {m["name"]: m["mountPath"].rstrip("/") for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    if overlay is not None and (overlay / "secret-example.yaml").exists():
+        for d in load(overlay / "secret-example.yaml"):
+            secrets.setdefault(d["metadata"]["name"], d)
+    for env in container.get("env", []):
+        if not (env["name"].startswith("VERIFYD_") and env["name"].endswith("_FILE")):
+            continue
+        path = env.get("value", "")
+        volume = next(
+            (v for v, m in mounts.items() if path.startswith(m + "/")), None
+        )
+        if volume is None:
+            errors.append(f"{name}: {env['name']}={path} is not in a mounted volume")
+            continue
+        source = volumes.get(volume, {}).get("secret")
+        if source is None:
+            continue
+        secret = secrets.get(source["secretName"])
+        if secret is None:
+            # The base names a Secret that only its overlays provide.
+            if overlay is not None:
+                errors.append(f"{name}: no Secret {source['secretName']} (nor an example of it)")
+            continue
+        key = path[len(mounts[volume]) + 1:]
+        keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+        if key not in keys:
+            errors.append(
+                f"{name}: {env['name']} reads key {key!r}, which Secret "
+                f"{source['secretName']} does not have ({', '.join(sorted(keys))})"
+            )
+    return errors
+
+
+def anchors(markdown: Path) -> set[str]:
+    """GitHub's heading anchors: lowercase, punctuation dropped, spaces to -."""
+    found = set()
+    for line in markdown.read_text().splitlines():
+        m = re.match(r"#{1,6}\s+(.*)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            found.add(slug)
+    return found
+
+
+def check_rules(name: str, docs: list[dict], operations: Path) -> list[str]:
+    errors = []
+    known = anchors(operations)
+    count = 0
+    for doc in docs:
+        if doc["kind"] != "PrometheusRule":
+            continue
+        for group in doc["spec"]["groups"]:
+            for rule in group["rules"]:
+                count += 1
+                alert = rule.get("alert", "?")
+                if not rule.get("expr"):
+                    errors.append(f"{name}: {alert}: no expr")
+                if rule.get("labels", {}).get("severity") not in {"critical", "warning", "info"}:
+                    errors.append(f"{name}: {alert}: severity must be critical, warning or info")
+                notes = rule.get("annotations", {})
+                for key in ("summary", "description", "runbook"):
+                    if not notes.get(key):
+                        errors.append(f"{name}: {alert}: no {key} annotation")
+                runbook = notes.get("runbook", "")
+                doc_path, _, anchor = runbook.partition("#")
+                if runbook and (doc_path != "docs/operations.md" or anchor not in known):
+                    errors.append(f"{name}: {alert}: runbook {runbook} is no heading of {operations}")
+    if count == 0:
+        errors.append(f"{name}: no alert rules found")
+    return errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=Path, required=True, help="docs/operations.md")
+    parser.add_argument("--rules", type=Path, action="append", default=[])
+    parser.add_argument("rendered", nargs="+", help="RENDERED.yaml[:OVERLAY_DIR]")
+    args = parser.parse_args()
+
+    errors = []
+    for item in args.rendered:
+        path, _, overlay = item.partition(":")
+        errors += check_deployment(path, load(Path(path)), Path(overlay) if overlay else None)
+    for path in args.rules:
+        errors += check_rules(str(path), load(path), args.docs)
+    for error in errors:
+        print(f"deploy-checks: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
