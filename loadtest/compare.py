@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: each verifyd RPC as a ratio to the same server's
+cheapest RPC, the standard health check, measured in the same run.
+
+Run it through loadtest/compare.sh, which builds the release binary first.
+The server runs on one core and the load generator (`verifyd bench`, on a
+single-threaded runtime) on the other, each pinned with taskset. For each
+RPC it measures requests per second, p50 and p99 latency, the server's CPU
+time per request (utime + stime from /proc, all threads) and how busy the
+server's core was. A run whose baseline does not keep the server's core
+busy measured the load generator, not verifyd: it is marked VOID.
+
+Then: p99 at half the baseline's peak rate (open loop), RPC against
+baseline; the memory that 1,000,000 pending verifications take (RSS growth
+over 1,000,000 Starts through gRPC); and, when redis-server is installed,
+the rates again on the Redis store.
+
+Environment (all optional): DURATION (seconds per closed-loop run, 8),
+OPEN_DURATION (5), CONCURRENCY (workers, 64), CONNECTIONS (4),
+MEMORY_STARTS (1000000), SERVER_CPU (0), LOADGEN_CPU (1), OUT (the
+results directory, target/compare).
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "verifyd"
+GHZ = ROOT / "loadtest" / "ghz"
+OUT = Path(os.environ.get("OUT", ROOT / "target" / "compare"))
+DURATION = int(os.environ.get("DURATION", "8"))
+OPEN_DURATION = int(os.environ.get("OPEN_DURATION", "5"))
+CONCURRENCY = int(os.environ.get("CONCURRENCY", "64"))
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "4"))
+MEMORY_STARTS = int(os.environ.get("MEMORY_STARTS", "1000000"))
+SERVER_CPU = os.environ.get("SERVER_CPU", "0")
+LOADGEN_CPU = os.environ.get("LOADGEN_CPU", "1")
+TICK = os.sysconf("SC_CLK_TCK")
+# A code of the configured length (10) that no start will ever have drawn
+# in practice (one chance in 10^10 per verification).
+WRONG_CODE = "0000000000"
+# Each verification takes this many wrong codes before it stops being
+# pending: the Check runs spread over enough of them.
+CHECK_ATTEMPTS = 20
+# The baseline must keep the server's core at least this busy.
+SATURATED = 0.85
+
+# The targets: (rps ratio at least, CPU per request ratio at most, Redis rps
+# ratio at least).
+TARGETS = {
+    "GetVerification": (0.90, 1.15, 0.50),
+    "CheckVerification": (0.85, 1.25, 0.45),
+    "StartVerification": (0.70, 1.50, 0.35),
+}
+MAX_OPEN_LOOP_P99 = 2.0
+MAX_BYTES_PER_VERIFICATION = 400
+
+API_KEY = "bench-" + secrets.token_hex(16)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config_toml(grpc, admin, store):
+    quota = '\nburst = 1000000\nperiod = "1us"\n'
+    limits = "".join(
+        f"[limits.{name}]{quota}"
+        for name in [
+            "requests_per_tenant",
+            "starts_per_destination",
+            "starts_per_ip",
+            "failed_checks_per_destination",
+            "starts_per_prefix",
+            "starts_per_country",
+        ]
+    )
+    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    return f"""# Written by loadtest/compare.py: production settings but for the
+# limits (raised, so they are not what is measured) and the sender (the
+# console sender, its stdout discarded: it accepts at once).
+app_name = "Bench"
+
+[server]
+grpc_addr = "127.0.0.1:{grpc}"
+admin_addr = "127.0.0.1:{admin}"
+shutdown_grace = "2s"
+
+[tenants.bench]
+api_key_sha256 = ["{digest}"]
+
+[code]
+length = 10
+max_check_attempts = {CHECK_ATTEMPTS}
+
+[store]
+max_entries = 4000000
+{store}
+
+[delivery]
+email = ["console"]
+
+{limits}
+[log]
+format = "json"
+level = "info"
+"""
+
+
+class Server:
+    """verifyd pinned to SERVER_CPU, with the audit log and every other
+    info line going to a file, as in a container."""
+
+    def __init__(self, name, store="backend = \"memory\"", env=None):
+        self.grpc, self.admin = free_port(), free_port()
+        work = OUT / name
+        work.mkdir(parents=True, exist_ok=True)
+        config = work / "verifyd.toml"
+        config.write_text(config_toml(self.grpc, self.admin, store))
+        key = work / "hmac.key"
+        key.write_text(secrets.token_hex(32))
+        key.chmod(0o600)
+        self.log = open(work / "server.log", "wb")
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, str(BIN), "serve", "--config", str(config)],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "VERIFYD_HMAC__KEY_FILE": str(key),
+                **(env or {}),
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self.wait_ready()
+
+    def wait_ready(self):
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            if self.process.poll() is not None:
+                sys.exit(f"verifyd exited: see {self.log.name}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.admin), timeout=1) as s:
+                    s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+                    if b" 200 " in s.recv(64):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        sys.exit("verifyd did not become ready")
+
+    def cpu_seconds(self):
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        # utime and stime: fields 14 and 15 of proc(5), all threads.
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_bytes(self):
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def bench(server, config, name, *args):
+    """One `verifyd bench` run; its ghz JSON report."""
+    out = OUT / f"{name}.json"
+    command = [
+        "taskset", "-c", LOADGEN_CPU, str(BIN), "bench",
+        "--config", str(GHZ / config),
+        "--cpus", "1",
+        "-O", "json", "-o", str(out),
+        *args,
+        f"127.0.0.1:{server.grpc}",
+    ]
+    env = {**os.environ, "VERIFYD_API_KEY": API_KEY}
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def percentile(report, p):
+    for entry in report.get("latencyDistribution") or []:
+        if entry["percentage"] == p:
+            return entry["latency"] / 1e6
+    return float("nan")
+
+
+def measured(server, config, name, *args):
+    """A run with the server's CPU time and busy share around it."""
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    report = bench(server, config, name, *args)
+    cpu1, t1 = server.cpu_seconds(), time.monotonic()
+    count = report["count"]
+    return {
+        "name": name,
+        "count": count,
+        "rps": report["rps"],
+        "p50_ms": percentile(report, 50),
+        "p99_ms": percentile(report, 99),
+        "cpu_us_per_request": (cpu1 - cpu0) / max(count, 1) * 1e6,
+        "server_busy": (cpu1 - cpu0) / (t1 - t0),
+        "statuses": report.get("statusCodeDistribution") or {},
+    }
+
+
+def closed(server, config, name, *args):
+    return measured(
+        server, config, name,
+        "-z", f"{DURATION}s", "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS),
+        *args,
+    )
+
+
+def preload(server, name, count):
+    """Starts `count` verifications; data files of their ids for Get and
+    Check."""
+    ids = OUT / f"{name}-ids.json"
+    bench(
+        server, "start.json", f"{name}-preload",
+        "-n", str(count), "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS),
+        "--save-ids", str(ids),
+    )
+    entries = json.loads(ids.read_text())
+    check_ids = OUT / f"{name}-check-ids.json"
+    check_ids.write_text(json.dumps([{**e, "code": WRONG_CODE} for e in entries]))
+    return ids, check_ids
+
+
+def run_store(name, store, env=None, open_loop=True):
+    """The four closed-loop runs (and the open-loop ones) on one store."""
+    server = Server(name, store, env)
+    try:
+        rows = {"baseline": closed(server, "health.json", f"{name}-health")}
+        baseline = rows["baseline"]
+        # Enough verifications that no Check run spends every attempt of
+        # one: the closed run, and the open-loop run at half the rate.
+        checks = baseline["rps"] * (DURATION + OPEN_DURATION) * 1.5
+        ids, check_ids = preload(server, name, int(checks / CHECK_ATTEMPTS) + 1000)
+        rows["GetVerification"] = closed(server, "get.json", f"{name}-get", "-D", str(ids))
+        rows["CheckVerification"] = closed(
+            server, "check.json", f"{name}-check", "-D", str(check_ids)
+        )
+        rows["StartVerification"] = closed(server, "start.json", f"{name}-start")
+        opened = {}
+        if open_loop:
+            rate = int(baseline["rps"] / 2)
+            loop = ["-z", f"{OPEN_DURATION}s", "--rps", str(rate), "-c", "256",
+                    "--connections", str(CONNECTIONS)]
+            opened["baseline"] = measured(server, "health.json", f"{name}-open-health", *loop)
+            opened["GetVerification"] = measured(
+                server, "get.json", f"{name}-open-get", *loop, "-D", str(ids)
+            )
+            opened["CheckVerification"] = measured(
+                server, "check.json", f"{name}-open-check", *loop, "-D", str(check_ids)
+            )
+            opened["StartVerification"] = measured(
+                server, "start.json", f"{name}-open-start", *loop
+            )
+        return rows, opened
+    finally:
+        server.stop()
+
+
+def memory_per_verification():
+    server = Server("memory-footprint")
+    try:
+        before = server.rss_bytes()
+        report = bench(
+            server, "start.json", "memory-starts",
+            "-n", str(MEMORY_STARTS), "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS),
+        )
+        after = server.rss_bytes()
+        ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
+        return (after - before) / max(ok, 1), ok, report.get("statusCodeDistribution") or {}
+    finally:
+        server.stop()
+
+
+def non_ok(rows):
+    return sum(n for r in rows for code, n in r["statuses"].items() if code != "OK")
+
+
+def verdict(ok):
+    return "meets" if ok else "MISSES"
+
+
+def main():
+    if not BIN.exists():
+        sys.exit(f"{BIN} is missing: run loadtest/compare.sh, which builds it")
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    lines = []
+    say = lambda line="": (print(line, flush=True), lines.append(line))  # noqa: E731
+
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+         if l.startswith("model name")),
+        "unknown CPU",
+    )
+    say(f"verifyd side-by-side benchmark, {time.strftime('%Y-%m-%d')}, {cpu}, "
+        f"{os.cpu_count()} cores; server on CPU {SERVER_CPU}, load generator on CPU {LOADGEN_CPU}")
+    say(f"closed loop: {DURATION}s per RPC, {CONCURRENCY} workers over {CONNECTIONS} connections; "
+        f"open loop: {OPEN_DURATION}s at half the baseline's rate")
+    say()
+
+    memory, opened = run_store("memory", 'backend = "memory"')
+    base = memory["baseline"]
+    void = base["server_busy"] < SATURATED
+    say("## In-memory store")
+    say()
+    say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req | × baseline | server core busy | target |")
+    say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    results = {"memory": memory, "open_loop": opened}
+    misses = []
+    for name, row in memory.items():
+        rps_ratio = row["rps"] / base["rps"]
+        cpu_ratio = row["cpu_us_per_request"] / base["cpu_us_per_request"]
+        target = ""
+        if name in TARGETS:
+            want_rps, want_cpu, _ = TARGETS[name]
+            good = rps_ratio >= want_rps and cpu_ratio <= want_cpu
+            target = f"rps ≥ {want_rps}, CPU ≤ {want_cpu}×: {verdict(good)}"
+            if not good:
+                misses.append(f"{name} (memory)")
+        label = "Health/Check (baseline)" if name == "baseline" else name
+        say(f"| {label} | {row['rps']:,.0f} | {rps_ratio:.2f} | {row['p50_ms']:.3f} | "
+            f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | {cpu_ratio:.2f} | "
+            f"{row['server_busy']:.0%} | {target} |")
+    if void:
+        say()
+        say(f"VOID: the baseline kept the server's core only {base['server_busy']:.0%} busy "
+            f"(< {SATURATED:.0%}): the load generator, not verifyd, set the pace.")
+    say()
+
+    if opened:
+        ob = opened["baseline"]
+        say(f"## Open loop at {ob['rps']:,.0f} rps (half the baseline's peak)")
+        say()
+        say("| RPC | achieved rps | p99 ms | p99 × baseline's | target |")
+        say("| --- | ---: | ---: | ---: | --- |")
+        for name, row in opened.items():
+            ratio = row["p99_ms"] / ob["p99_ms"]
+            target = ""
+            if name != "baseline":
+                good = ratio <= MAX_OPEN_LOOP_P99
+                target = f"≤ {MAX_OPEN_LOOP_P99}×: {verdict(good)}"
+                if not good:
+                    misses.append(f"{name} open-loop p99")
+            label = "Health/Check (baseline)" if name == "baseline" else name
+            say(f"| {label} | {row['rps']:,.0f} | {row['p99_ms']:.3f} | {ratio:.2f} | {target} |")
+        say()
+
+    per, ok, statuses = memory_per_verification()
+    results["memory_footprint"] = {"bytes_per_verification": per, "starts_ok": ok}
+    good = per <= MAX_BYTES_PER_VERIFICATION and ok == MEMORY_STARTS
+    if not good:
+        misses.append("memory per verification")
+    say(f"## Memory: {per:,.0f} bytes per pending verification "
+        f"(RSS growth over {ok:,} Starts through gRPC, limiter state included; "
+        f"target ≤ {MAX_BYTES_PER_VERIFICATION}: {verdict(good)})")
+    say()
+
+    all_rows = list(memory.values()) + list(opened.values())
+    if shutil.which("redis-server"):
+        port = free_port()
+        # Redis shares the load generator's core: the server's core stays
+        # verifyd's alone, as it would with Redis on its own machine.
+        redis = subprocess.Popen(
+            ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.5)
+            index_key = OUT / "redis-index.key"
+            index_key.write_text(secrets.token_hex(32))
+            store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{port}"'
+            rows, _ = run_store(
+                "redis", store, {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)},
+                open_loop=False,
+            )
+        finally:
+            redis.terminate()
+            redis.wait()
+        results["redis"] = rows
+        all_rows += list(rows.values())
+        rb = rows["baseline"]
+        say("## Redis store (redis-server on the load generator's core)")
+        say()
+        say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req | target |")
+        say("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        for name, row in rows.items():
+            ratio = row["rps"] / rb["rps"]
+            target = ""
+            if name in TARGETS:
+                good = ratio >= TARGETS[name][2]
+                target = f"rps ≥ {TARGETS[name][2]}: {verdict(good)}"
+                if not good:
+                    misses.append(f"{name} (Redis)")
+            label = "Health/Check (baseline)" if name == "baseline" else name
+            say(f"| {label} | {row['rps']:,.0f} | {ratio:.2f} | {row['p50_ms']:.3f} | "
+                f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | {target} |")
+        say()
+    else:
+        say("## Redis store: skipped (redis-server is not installed)")
+        say()
+
+    bad = non_ok(all_rows)
+    if bad:
+        misses.append("non-OK statuses")
+    say(f"Unexpected non-OK statuses: {bad}")
+    say(f"Took {time.monotonic() - started:.0f} s. "
+        + ("VOID (see above)." if void else
+           ("Every target met." if not misses else "Missed: " + ", ".join(misses) + ".")))
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    (OUT / "table.md").write_text("\n".join(lines) + "\n")
+    return 1 if void else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
