@@ -5,7 +5,7 @@
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use rand::{Rng, distr::Uniform, rngs::OsRng};
+use rand::rngs::OsRng;
 use rand::{RngCore as _, TryRngCore as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -25,14 +25,24 @@ const CODE_MAC_CONTEXT: &[u8] = b"verifyd.code.v1";
 
 /// Draws `len` decimal digits uniformly from the OS CSPRNG.
 ///
-/// `Uniform` rejects out-of-range samples instead of reducing modulo 10, so
-/// every digit is equally likely (no modulo bias).
+/// One read of the OS generator fills a pool of bytes (one system call,
+/// where sampling digit by digit made one per draw). Bytes of 250 and above
+/// are rejected: 250 is a multiple of 10, so every digit is equally likely
+/// (no modulo bias). A pool of 32 bytes holds enough for 10 digits unless
+/// more than 22 are rejected, which happens about once in 10^24 draws; then
+/// it is refilled.
 fn random_digits(len: usize) -> String {
-    let digit = Uniform::new(0u8, 10).expect("0..10 is a valid range");
     let mut rng = OsRng.unwrap_err();
-    (0..len)
-        .map(|_| char::from(b'0' + rng.sample(digit)))
-        .collect()
+    let mut digits = String::with_capacity(len);
+    let mut pool = [0u8; 32];
+    while digits.len() < len {
+        rng.fill_bytes(&mut pool);
+        for byte in pool.iter().filter(|&&b| b < 250).take(len - digits.len()) {
+            digits.push(char::from(b'0' + byte % 10));
+        }
+    }
+    pool.zeroize();
+    digits
 }
 
 /// A code's length, within what users can type and attackers cannot guess.
@@ -142,6 +152,12 @@ pub struct HmacKey {
     #[zeroize(skip)]
     id: KeyId,
     secret: Vec<u8>,
+    /// HMAC's keyed state (the key already hashed into the inner and outer
+    /// pads), made once and cloned for each MAC instead of keying afresh on
+    /// every code. It is as secret as the key and lives exactly as long; the
+    /// `hmac` crate gives no way to zeroize it.
+    #[zeroize(skip)]
+    keyed: Hmac<Sha256>,
 }
 
 impl HmacKey {
@@ -151,17 +167,19 @@ impl HmacKey {
         if secret.len() < MIN_KEY_LEN {
             return Err(KeyTooShort);
         }
-        Ok(Self { id, secret })
+        Ok(Self::keyed(id, secret))
+    }
+
+    fn keyed(id: KeyId, secret: Vec<u8>) -> Self {
+        let keyed = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC accepts any key length");
+        Self { id, secret, keyed }
     }
 
     /// A random key for dev mode, gone when the process exits.
     pub fn ephemeral() -> Self {
         let mut secret = vec![0u8; MIN_KEY_LEN];
         OsRng.unwrap_err().fill_bytes(&mut secret);
-        Self {
-            id: KeyId("ephemeral".to_owned()),
-            secret,
-        }
+        Self::keyed(KeyId("ephemeral".to_owned()), secret)
     }
 
     pub fn id(&self) -> &KeyId {
@@ -179,8 +197,7 @@ impl HmacKey {
     }
 
     fn mac(&self, tenant: &TenantId, id: &VerificationId, code: &Code) -> [u8; 32] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac = self.keyed.clone();
         // Tenant ids and verification ids cannot contain '|', so the
         // concatenation is unambiguous.
         for part in [
