@@ -14,9 +14,10 @@
 //! Only `.html` templates escape what they print; the others are plain text.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt, fs,
     path::Path,
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context, syntax::SyntaxConfig};
@@ -199,7 +200,84 @@ pub struct Templates {
     /// the names it holds, in the order they were layered.
     overrides: Vec<(String, BTreeSet<String>)>,
     webotp_domain: Option<String>,
+    /// Texts that carry the code, rendered once with a marker where the
+    /// code goes (see `with_code`).
+    skeletons: Skeletons,
 }
+
+/// What a text with the code depends on besides the code: its template,
+/// the locale it was found in, the app name, the minutes, the purpose and
+/// the code's length.
+type SkeletonKey = (String, String, String, u64, Purpose, usize);
+
+/// A text with markers where the code goes, or `None` for a template that
+/// does more with the code than print it (spells out its digits, say), so
+/// it is rendered afresh each time. Bounded: past `MAX_SKELETONS` texts
+/// are rendered afresh too. The texts hold no code.
+#[derive(Debug, Default)]
+struct Skeletons {
+    /// Off unless every template source only prints the code
+    /// (`prints_code_only`): a template that tests the code's value could
+    /// print something else for one code than for the markers.
+    enabled: bool,
+    texts: RwLock<HashMap<SkeletonKey, Option<Arc<str>>>>,
+}
+
+/// Whether `source` uses the code only by printing it, `{{ code }}`, or
+/// its digits joined with a literal, `{{ code_digits|join(", ") }}`: no
+/// test, filter or loop that could make a text depend on the code's value.
+/// Only tags are read; the word "code" in the text itself is just text.
+fn prints_code_only(source: &str) -> bool {
+    let mentions_code = |expr: &str| {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == "code" || word == "code_digits")
+    };
+    let mut rest = source;
+    while let Some(open) = rest.find(['{']) {
+        let tag = &rest[open..];
+        let close = match tag.get(..2) {
+            Some("{{") => "}}",
+            Some("{%") => "%}",
+            Some("{#") => "#}",
+            _ => {
+                rest = &rest[open + 1..];
+                continue;
+            }
+        };
+        let Some(end) = tag[2..].find(close) else {
+            // Unclosed: the loader refuses it anyway.
+            return false;
+        };
+        let inner =
+            tag[2..2 + end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let printed = close == "}}" && {
+            let compact: String = inner.split_whitespace().collect();
+            compact == "code"
+                || compact
+                    .strip_prefix("code_digits|join(")
+                    .and_then(|arg| arg.strip_suffix(')'))
+                    .is_some_and(|arg| {
+                        arg.len() >= 2
+                            && (arg.starts_with('"') && arg.ends_with('"')
+                                || arg.starts_with('\'') && arg.ends_with('\''))
+                    })
+        };
+        if close != "#}" && !printed && mentions_code(inner) {
+            return false;
+        }
+        rest = &tag[2 + end + 2..];
+    }
+    true
+}
+
+/// Every combination of tenant, locale, purpose, TTL and code length a
+/// server meets is a handful; this is far above it.
+const MAX_SKELETONS: usize = 4096;
+
+/// Two markers no template text holds (Unicode private use), one per
+/// code digit, so that a template's `code|length` sees the real length.
+const MARK_A: char = '\u{E000}';
+const MARK_B: char = '\u{E001}';
 
 impl fmt::Debug for Templates {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -306,6 +384,14 @@ impl Templates {
             locales: BTreeSet::new(),
             overrides: origin,
             webotp_domain,
+            skeletons: Skeletons {
+                enabled: BUILT_IN
+                    .iter()
+                    .map(|(_, source)| *source)
+                    .chain(overrides.iter().map(|(_, source)| source.as_str()))
+                    .all(prints_code_only),
+                texts: RwLock::default(),
+            },
         };
         let replaced: BTreeSet<&str> = overrides.iter().map(|(n, _)| n.as_str()).collect();
         for &(name, source) in BUILT_IN {
@@ -432,9 +518,90 @@ impl Templates {
         let (name, found) = self
             .resolve(locale, vars.purpose, part)
             .ok_or_else(|| TemplateError::new(part.file(), "no template in any locale"))?;
+        if part.carries_code()
+            && self.skeletons.enabled
+            && !vars.code.is_empty()
+            && let Some(text) = self.with_code(&name, found, part, vars)
+        {
+            return Ok((name, text));
+        }
+        let text = self.render_named(&name, found, part, vars)?;
+        Ok((name, text))
+    }
+
+    /// The text with the code, from its skeleton: rendering a template is
+    /// most of what a start costs, and only the code changes from one
+    /// message to the next. A template gets a skeleton only when rendering
+    /// it with two different markers gives texts that differ exactly where
+    /// the markers are, so whatever it does with the code, the code alone
+    /// goes where a marker was. `None`: render it afresh.
+    fn with_code(
+        &self,
+        name: &str,
+        found: &str,
+        part: Part,
+        vars: &Vars<'_>,
+    ) -> Option<Zeroizing<String>> {
+        let len = vars.code.chars().count();
+        let mark_a: String = std::iter::repeat_n(MARK_A, len).collect();
+        let key = (
+            name.to_owned(),
+            found.to_owned(),
+            vars.app_name.to_owned(),
+            vars.minutes,
+            vars.purpose,
+            len,
+        );
+        let cached = self
+            .skeletons
+            .texts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let skeleton = match cached {
+            Some(skeleton) => skeleton,
+            None => {
+                let mark_b: String = std::iter::repeat_n(MARK_B, len).collect();
+                let with = |mark: &str| {
+                    let vars = Vars {
+                        code: mark,
+                        ..*vars
+                    };
+                    self.render_named(name, found, part, &vars).ok()
+                };
+                let skeleton = match (with(&mark_a), with(&mark_b)) {
+                    (Some(a), Some(b))
+                        if a.contains(&mark_a) && a.replace(&mark_a, &mark_b) == *b =>
+                    {
+                        Some(Arc::from(a.as_str()))
+                    }
+                    _ => None,
+                };
+                let mut skeletons = self
+                    .skeletons
+                    .texts
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if skeletons.len() < MAX_SKELETONS {
+                    skeletons.insert(key, skeleton.clone());
+                }
+                skeleton
+            }
+        };
+        skeleton.map(|s| Zeroizing::new(s.replace(&mark_a, vars.code)))
+    }
+
+    fn render_named(
+        &self,
+        name: &str,
+        found: &str,
+        part: Part,
+        vars: &Vars<'_>,
+    ) -> Result<Zeroizing<String>, TemplateError> {
         let rendered = self
             .env
-            .get_template(&name)
+            .get_template(name)
             .and_then(|t| t.render(vars.context(part, found)))
             .map(Zeroizing::new)
             .map_err(|e| {
@@ -446,14 +613,14 @@ impl Templates {
                 if e.kind() == minijinja::ErrorKind::UndefinedError {
                     problem.push_str(&format!("; {} has {}", part.file(), part.variables()));
                 }
-                self.problem(&name, &problem)
+                self.problem(name, &problem)
             })?;
         let tidy = match part {
             // A header: one line.
             Part::EmailSubject => rendered.split_whitespace().collect::<Vec<_>>().join(" "),
             _ => rendered.trim().to_owned(),
         };
-        Ok((name, Zeroizing::new(tidy)))
+        Ok(Zeroizing::new(tidy))
     }
 
     /// Renders every template a lookup can reach with sample values: every

@@ -107,7 +107,7 @@ impl Verifier {
 
     /// Checks a code. A wrong code is `Ok((false, _))` with one attempt
     /// fewer; only a pending, unexpired verification ever approves.
-    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn check(
         &self,
         tenant: &TenantId,
@@ -158,11 +158,11 @@ impl Verifier {
         }
         match outcome {
             CheckOutcome::Approved => {
-                tracing::info!(outcome = "approved", "verification checked");
+                tracing::debug!(outcome = "approved", "verification checked");
                 Ok((true, v))
             }
             CheckOutcome::Rejected => {
-                tracing::info!(
+                tracing::debug!(
                     outcome = "rejected",
                     attempts_remaining = v.checks_remaining,
                     status = v.status.as_str(),
@@ -174,7 +174,7 @@ impl Verifier {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn get(
         &self,
         tenant: &TenantId,
@@ -187,7 +187,7 @@ impl Verifier {
             .ok_or(LookupError::NotFound)
     }
 
-    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn cancel(
         &self,
         tenant: &TenantId,
@@ -211,7 +211,7 @@ impl Verifier {
     /// Applies a provider's delivery report (from a signed status callback)
     /// and tells watchers when it changed something. Reports for unknown or
     /// purged verifications are dropped: the provider cannot do better.
-    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn record_delivery(
         &self,
         tenant: &TenantId,

@@ -108,6 +108,7 @@ impl Verifier {
     }
 
     #[tracing::instrument(
+        level = "debug",
         skip_all,
         fields(%tenant, to = %request.to.masked(), channel = request.delivery.channel.as_str())
     )]

@@ -88,7 +88,7 @@ impl Stream for WatchStream {
 }
 
 impl Verifier {
-    #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn watch(
         self: &Arc<Self>,
         tenant: &TenantId,

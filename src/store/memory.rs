@@ -198,6 +198,36 @@ impl MemoryStore {
         Some((result, v))
     }
 
+    /// Like `update`, for the transitions that touch only the status and
+    /// the check counter (expiry on reading, check, cancel): whether
+    /// anything changed is read off those two fields instead of comparing
+    /// whole clones, which made every read cost two copies of the
+    /// verification.
+    fn transition<T>(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        change: impl FnOnce(&mut Record) -> T,
+    ) -> Option<(T, Verification)> {
+        let key = (tenant.clone(), id.clone());
+        let mut state = self.state();
+        let record = state.verifications.get_mut(&key)?;
+        let fields = |v: &Verification| (v.status, v.checks_remaining);
+        let before = fields(&record.verification);
+        let result = change(record);
+        let changed = fields(&record.verification) != before;
+        let v = record.verification.clone();
+        if v.status.is_terminal() && (changed || record.code_hash.is_some()) {
+            record.code_hash = None;
+            unindex_pending(&mut state, &v);
+        }
+        drop(state);
+        if changed {
+            self.feed.notify(&key);
+        }
+        Some((result, v))
+    }
+
     pub(super) fn complete_send(
         &self,
         tenant: &TenantId,
@@ -233,7 +263,7 @@ impl MemoryStore {
         candidates: &[CodeHash],
         now: SystemTime,
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
-        Ok(self.update(tenant, id, |record| {
+        Ok(self.transition(tenant, id, |record| {
             let matches = record
                 .code_hash
                 .as_ref()
@@ -248,7 +278,7 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let updated = self.update(tenant, id, |record| record.verification.settle(now));
+        let updated = self.transition(tenant, id, |record| record.verification.settle(now));
         Ok(updated.map(|(_, v)| v))
     }
 
@@ -258,7 +288,7 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<(Verification, bool)>, StoreError> {
-        let updated = self.update(tenant, id, |record| record.verification.cancel(now).is_ok());
+        let updated = self.transition(tenant, id, |record| record.verification.cancel(now).is_ok());
         Ok(updated.map(|(canceled, v)| (v, canceled)))
     }
 

@@ -140,7 +140,13 @@ impl Injector for Headers<'_> {
 
 /// The span of one RPC, a child of the caller's trace when its metadata
 /// carries a `traceparent`.
+///
+/// Without trace export there is no span: the logs name the tenant and
+/// verification on their own, and a span per RPC would cost every call.
 pub fn rpc_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let Some(propagator) = PROPAGATOR.get() else {
+        return tracing::Span::none();
+    };
     let span = tracing::info_span!(
         "rpc",
         otel.name = method,
@@ -151,10 +157,7 @@ pub fn rpc_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -
         rpc.method = method,
         rpc.grpc.status_code = tracing::field::Empty,
     );
-    if let Some(propagator) = PROPAGATOR.get() {
-        let parent = propagator.extract(&Metadata(metadata));
-        let _ = span.set_parent(parent);
-    }
+    let _ = span.set_parent(propagator.extract(&Metadata(metadata)));
     span
 }
 

@@ -423,3 +423,92 @@ fn an_empty_override_directory_changes_nothing() {
     let m = message(Channel::Email, Some("pt-BR"));
     assert_eq!(email(&templates, &m), email(&built_in(), &m));
 }
+
+/// The same message with another code.
+fn with_code(mut m: Message, code: &str) -> Message {
+    m.code = Code::parse(code).expect("code");
+    m
+}
+
+#[test]
+fn only_templates_that_just_print_the_code_get_skeletons() {
+    for plain in [
+        "Your code is {{ code }}.",
+        "{{- code -}} and {{code}}; the code, in words",
+        "{{ code_digits|join(\", \") }} {# code == 1 #}",
+        "{% if minutes == 1 %}minute{% endif %} {{ code }}",
+    ] {
+        assert!(prints_code_only(plain), "{plain}");
+    }
+    for tests_the_value in [
+        "{% if code == '123456' %}x{% endif %}",
+        "{{ code|length }}",
+        "{{ code[0] }}",
+        "{% for d in code_digits %}{{ d }}{% endfor %}",
+        "{{ code_digits|join(sep) }}",
+        "{{ code ~ 'x' }}",
+        "{{ code",
+    ] {
+        assert!(!prints_code_only(tests_the_value), "{tests_the_value}");
+    }
+    assert!(
+        built_in().skeletons.enabled,
+        "the built-in templates qualify"
+    );
+    let dir = overrides(&[("de/sms.txt", "Erste Ziffer {{ code[0] }} von {{ code }}")]);
+    let templates = Templates::load(Some(dir.path()), None).expect("loads");
+    assert!(!templates.skeletons.enabled);
+    assert_eq!(
+        text(
+            &templates,
+            &with_code(message(Channel::Sms, Some("de")), "7123456")
+        ),
+        "Erste Ziffer 7 von 7123456"
+    );
+}
+
+#[test]
+fn texts_from_skeletons_match_a_fresh_render_for_every_code() {
+    let dir = overrides(&[(
+        "en/sms.txt",
+        "{{ app_name }}: {{ code }}. Again: {{ code }}.",
+    )]);
+    for templates in [
+        built_in(),
+        Templates::load(Some(dir.path()), None).expect("loads"),
+    ] {
+        assert!(templates.skeletons.enabled);
+        let mut fresh = built_in();
+        if templates.overrides.is_empty() {
+            fresh.skeletons.enabled = false;
+        } else {
+            fresh = Templates::load(Some(dir.path()), None).expect("loads");
+            fresh.skeletons.enabled = false;
+        }
+        for locale in SHIPPED {
+            for code in [CODE, "99999999", "000111", "9876543210", CODE] {
+                for channel in [Channel::Sms, Channel::Email, Channel::Voice] {
+                    let m = || {
+                        let mut m = with_code(message(channel, Some(locale)), code);
+                        m.delivery.voice_mode = Some(VoiceMode::Code);
+                        m
+                    };
+                    assert_eq!(
+                        templates.render(&m()).expect("renders"),
+                        fresh.render(&m()).expect("renders"),
+                        "{locale} {code} {channel:?}"
+                    );
+                }
+            }
+        }
+        let skeletons = templates.skeletons.texts.read().expect("lock");
+        assert!(
+            skeletons.values().any(Option::is_some),
+            "texts came from skeletons"
+        );
+        assert!(
+            skeletons.values().any(Option::is_none),
+            "the read-aloud code (its digits spelt out) is rendered afresh"
+        );
+    }
+}
