@@ -518,8 +518,7 @@ impl Templates {
         let (name, found) = self
             .resolve(locale, vars.purpose, part)
             .ok_or_else(|| TemplateError::new(part.file(), "no template in any locale"))?;
-        if part.carries_code()
-            && self.skeletons.enabled
+        if self.skeletons.enabled
             && !vars.code.is_empty()
             && let Some(text) = self.with_code(&name, found, part, vars)
         {
@@ -530,8 +529,9 @@ impl Templates {
     }
 
     /// The text with the code, from its skeleton: rendering a template is
-    /// most of what a start costs, and only the code changes from one
-    /// message to the next. A template gets a skeleton only when rendering
+    /// much of what a start costs, and only the code changes from one
+    /// message to the next (a part without the code, like an email's
+    /// subject, is its own skeleton). A template gets a skeleton only when rendering
     /// it with two different markers gives texts that differ exactly where
     /// the markers are, so whatever it does with the code, the code alone
     /// goes where a marker was. `None`: render it afresh.
@@ -571,9 +571,7 @@ impl Templates {
                     self.render_named(name, found, part, &vars).ok()
                 };
                 let skeleton = match (with(&mark_a), with(&mark_b)) {
-                    (Some(a), Some(b))
-                        if a.contains(&mark_a) && a.replace(&mark_a, &mark_b) == *b =>
-                    {
+                    (Some(a), Some(b)) if a.replace(&mark_a, &mark_b) == *b => {
                         Some(Arc::from(a.as_str()))
                     }
                     _ => None,

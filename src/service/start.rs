@@ -345,7 +345,8 @@ impl Verifier {
         }
         match dispatch.result {
             Ok(receipt) => {
-                tracing::info!(
+                // The audit event says it started; metrics count sends.
+                tracing::debug!(
                     verification = %recorded.id,
                     provider = receipt.provider,
                     tries = dispatch.attempts.len(),
