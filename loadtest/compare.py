@@ -240,12 +240,39 @@ def preload(server, name, count):
     return ids, check_ids
 
 
+def h2load_baseline(server):
+    """The baseline again, from an independent client: h2load (Debian's
+    nghttp2-client). A gRPC unary call is an HTTP/2 POST with
+    `content-type: application/grpc`, `te: trailers` and the message behind
+    a 5-byte prefix (not compressed, length 0 for HealthCheckRequest{}).
+    h2load counts HTTP statuses only; the gRPC statuses were checked by the
+    bench run."""
+    body = OUT / "health-request.bin"
+    body.write_bytes(b"\x00\x00\x00\x00\x00")
+    streams = max(1, CONCURRENCY // CONNECTIONS)
+    out = subprocess.run(
+        ["taskset", "-c", LOADGEN_CPU, "h2load", "-t", "1", "-c", str(CONNECTIONS),
+         "-m", str(streams), "-D", str(DURATION), "-d", str(body),
+         "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://127.0.0.1:{server.grpc}/grpc.health.v1.Health/Check"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    (OUT / "h2load.txt").write_text(out)
+    for line in out.splitlines():
+        # "finished in 8.00s, 61234.50 req/s, 4.21MB/s"
+        if line.startswith("finished in"):
+            return float(line.split(",")[1].split()[0])
+    raise RuntimeError(f"no rate in h2load's output:\n{out}")
+
+
 def run_store(name, store, env=None, open_loop=True):
     """The four closed-loop runs (and the open-loop ones) on one store."""
     server = Server(name, store, env)
     try:
         rows = {"baseline": closed(server, "health.json", f"{name}-health")}
         baseline = rows["baseline"]
+        if open_loop and shutil.which("h2load"):
+            baseline["h2load_rps"] = h2load_baseline(server)
         # Enough verifications that no Check run spends every attempt of
         # one: the closed run, and the open-loop run at half the rate.
         checks = baseline["rps"] * (DURATION + OPEN_DURATION) * 1.5
@@ -340,6 +367,11 @@ def main():
         say(f"| {label} | {row['rps']:,.0f} | {rps_ratio:.2f} | {row['p50_ms']:.3f} | "
             f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | {cpu_ratio:.2f} | "
             f"{row['server_busy']:.0%} | {target} |")
+    if "h2load_rps" in base:
+        say()
+        say(f"Baseline cross-check: h2load (nghttp2) drove Health/Check at "
+            f"{base['h2load_rps']:,.0f} rps, {base['h2load_rps'] / base['rps']:.2f}× what "
+            f"`verifyd bench` drove.")
     if void:
         say()
         say(f"VOID: the baseline kept the server's core only {base['server_busy']:.0%} busy "

@@ -364,12 +364,22 @@ impl Verification {
         }
     }
 
+    /// The status as of `now`: a pending verification past its expiry is
+    /// expired, whether or not anything has settled it yet.
+    pub fn status_at(&self, now: SystemTime) -> Status {
+        if self.status == Status::Pending && now >= self.expires_at {
+            Status::Expired
+        } else {
+            self.status
+        }
+    }
+
     /// Moves a pending verification past its expiry to EXPIRED. Returns
     /// whether anything changed. Every transition below calls it first, so a
     /// verification never acts as pending after `expires_at`, whether or not
     /// the expiry timer has fired yet.
     pub fn settle(&mut self, now: SystemTime) -> bool {
-        if self.status == Status::Pending && now >= self.expires_at {
+        if self.status_at(now) != self.status {
             self.status = Status::Expired;
             return true;
         }

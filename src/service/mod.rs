@@ -135,22 +135,22 @@ impl Verifier {
     ) -> Result<(bool, Verification), CheckError> {
         self.limits.request(tenant)?;
         let now = self.clock.now();
-        let current = self
+        let (status, to) = self
             .store
-            .get(tenant, id, now)
+            .status_and_destination(tenant, id, now)
             .await?
             .ok_or(CheckError::NotFound)?;
-        if current.status.is_terminal() {
-            return Err(CheckError::NotPending(current.status));
+        if status.is_terminal() {
+            return Err(CheckError::NotPending(status));
         }
-        self.limits.check(tenant, &current.to).await?;
+        self.limits.check(tenant, &to).await?;
         let candidates = self.keys.candidates(tenant, id, code);
         let (outcome, v) = self
             .store
             .check(tenant, id, &candidates, now)
             .await?
             .ok_or(CheckError::NotFound)?;
-        self.status_changed(&v, Some(current.status), "code checked");
+        self.status_changed(&v, Some(status), "code checked");
         if v.status.is_terminal() {
             // Approved, or out of attempts: a call still ringing can no
             // longer do anything.

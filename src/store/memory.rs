@@ -19,8 +19,8 @@ use super::{
     feed::{Feed, Subscription},
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Policy, Status, TenantId, Verification,
-    VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
+    Verification, VerificationId,
     voice::{KeyOutcome, Menu},
 };
 
@@ -280,6 +280,18 @@ impl MemoryStore {
     ) -> Result<Option<Verification>, StoreError> {
         let updated = self.transition(tenant, id, |record| record.verification.settle(now));
         Ok(updated.map(|(_, v)| v))
+    }
+
+    pub(super) fn status_and_destination(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Option<(Status, Destination)> {
+        let key = (tenant.clone(), id.clone());
+        let state = self.state();
+        let v = &state.verifications.get(&key)?.verification;
+        Some((v.status_at(now), v.to.clone()))
     }
 
     pub(super) fn cancel(

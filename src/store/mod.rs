@@ -19,8 +19,8 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, TenantId,
-    Verification, VerificationId,
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, Status,
+    TenantId, Verification, VerificationId,
     verification::{Delivery, SendRefused},
     voice::{KeyOutcome, Menu, VoiceCall},
 };
@@ -204,6 +204,21 @@ impl Store {
         match self {
             Self::Memory(m) => m.get(tenant, id, now),
             Self::Redis(r) => r.get(tenant, id, now).await,
+        }
+    }
+
+    /// A verification's status as of `now` and its destination, without
+    /// the rest of it: what a check needs before it takes from the
+    /// destination's budget.
+    pub async fn status_and_destination(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Status, Destination)>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.status_and_destination(tenant, id, now)),
+            Self::Redis(r) => Ok(r.get(tenant, id, now).await?.map(|v| (v.status, v.to))),
         }
     }
 
