@@ -1,7 +1,7 @@
 //! Where a code goes: a phone number or an email address, canonicalized
 //! once at the edge so that every lookup, limit and key sees one spelling.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use phonenumber::{Mode, Type as PhoneType};
 
@@ -62,9 +62,9 @@ impl Destination {
     /// replica) produced.
     pub fn from_stored(canonical: &str) -> Self {
         if canonical.starts_with('+') {
-            Self::Phone(PhoneNumber(canonical.to_owned()))
+            Self::Phone(PhoneNumber(canonical.into()))
         } else {
-            Self::Email(EmailAddress(canonical.to_owned()))
+            Self::Email(EmailAddress(canonical.into()))
         }
     }
 
@@ -112,7 +112,7 @@ pub fn mask_phone_numbers(text: &str) -> String {
             .count();
         let number = &rest[plus..plus + 1 + digits];
         if (7..=15).contains(&digits) {
-            out.push_str(&PhoneNumber(number.to_owned()).masked());
+            out.push_str(&PhoneNumber(number.into()).masked());
         } else {
             out.push_str(number);
         }
@@ -148,8 +148,10 @@ pub enum LineType {
 }
 
 /// A phone number in E.164 form, valid for its country's numbering plan.
+/// Shared (`Arc`): a pending verification's indexes and budgets each hold
+/// a copy, which costs a reference count, not another string.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PhoneNumber(String);
+pub struct PhoneNumber(Arc<str>);
 
 impl PhoneNumber {
     pub fn parse(input: &str) -> Result<Self, DestinationError> {
@@ -157,7 +159,7 @@ impl PhoneNumber {
         if !phonenumber::is_valid(&number) {
             return Err(DestinationError::InvalidPhone);
         }
-        Ok(Self(number.format().mode(Mode::E164).to_string()))
+        Ok(Self(number.format().mode(Mode::E164).to_string().into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -214,8 +216,9 @@ impl PhoneNumber {
 /// An email address whose domain is lowercased and in ASCII (IDNA). The
 /// local part is kept as given: RFC 5321 lets servers treat it as
 /// case-sensitive.
+/// Shared, as a phone number is.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct EmailAddress(String);
+pub struct EmailAddress(Arc<str>);
 
 impl EmailAddress {
     pub fn parse(input: &str) -> Result<Self, DestinationError> {
@@ -235,7 +238,7 @@ impl EmailAddress {
         if !email_address::EmailAddress::is_valid(&canonical) {
             return Err(DestinationError::InvalidEmail);
         }
-        Ok(Self(canonical))
+        Ok(Self(canonical.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -344,7 +347,7 @@ mod tests {
         assert_eq!(phone.masked(), "+141******00");
         assert_eq!(format!("{phone:?}"), "+141******00");
         // A short number (Saint Helena) keeps most of its digits hidden too.
-        let short = PhoneNumber("+2902123".to_owned());
+        let short = PhoneNumber("+2902123".into());
         assert_eq!(short.masked(), "+29****3");
         let email = Destination::parse("alice@example.com").expect("valid");
         assert_eq!(email.masked(), "a***@example.com");

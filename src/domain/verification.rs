@@ -4,7 +4,7 @@
 //! under its lock; the Redis store mirrors them in Lua), so the rules live
 //! in one place and are tested here without I/O.
 
-use std::{fmt, time::SystemTime};
+use std::{fmt, sync::Arc, time::SystemTime};
 
 use rand::rngs::OsRng;
 use rand::{RngCore as _, TryRngCore as _};
@@ -14,8 +14,11 @@ use super::{Destination, MatchDigits, Policy, TenantId};
 /// `VE` and 32 lowercase hex digits from the OS CSPRNG, so ids cannot be
 /// guessed or enumerated. A store may fix the first four digits (its shard,
 /// see [`VerificationId::generate_in`]); the other 112 bits stay random.
+///
+/// Shared (`Arc`): the store's record, indexes and queues each hold the
+/// id, which costs a reference count per copy, not another string.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VerificationId(String);
+pub struct VerificationId(Arc<str>);
 
 const ID_PREFIX: &str = "VE";
 const ID_RANDOM_BYTES: usize = 16;
@@ -24,7 +27,7 @@ impl VerificationId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_RANDOM_BYTES];
         OsRng.unwrap_err().fill_bytes(&mut bytes);
-        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)))
+        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)).into())
     }
 
     /// An id whose first two bytes are `shard`, so that a store can find
@@ -33,7 +36,7 @@ impl VerificationId {
         let mut bytes = [0u8; ID_RANDOM_BYTES];
         OsRng.unwrap_err().fill_bytes(&mut bytes);
         bytes[..2].copy_from_slice(&shard);
-        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)))
+        Self(format!("{ID_PREFIX}{}", hex::encode(bytes)).into())
     }
 
     /// The four hex digits `generate_in` took from its shard.
@@ -47,7 +50,7 @@ impl VerificationId {
             && hex_part
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| Self(input.to_owned()))
+        ok.then(|| Self(input.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -434,6 +437,10 @@ impl Verification {
             .is_some_and(|a| a.status == DeliveryStatus::Accepted);
         let first_send = !self.accepted_once;
         self.sending_until = None;
+        // Exactly what is needed: a pending verification is usually held
+        // with one attempt, and growing by the default rule would reserve
+        // room for four (hundreds of bytes per verification kept).
+        self.send_attempts.reserve_exact(attempts.len());
         self.send_attempts.extend(attempts);
         if self.settle(now) || self.status != Status::Pending {
             return;
