@@ -238,10 +238,12 @@ impl Route {
             let providers_left = u32::try_from(self.providers.len() - index).unwrap_or(u32::MAX);
             let share = give_up.saturating_duration_since(Instant::now()) / providers_left;
             let until = Instant::now() + share;
-            match self
+            let tried = self
                 .try_provider(provider, breaker, message, content, until, &mut attempts)
-                .await
-            {
+                .await;
+            let open = !matches!(breaker.state(), BreakerState::Closed { .. });
+            self.metrics.set_circuit_open(provider.name(), open);
+            match tried {
                 Tried::Accepted(receipt) => {
                     return Dispatch {
                         attempts,
@@ -268,23 +270,6 @@ impl Route {
     /// One provider, with retries, until `until`. Every way out settles the
     /// breaker, so a half-open probe always resolves.
     async fn try_provider(
-        &self,
-        provider: &Provider,
-        breaker: &Breaker,
-        message: &Message,
-        content: &Content,
-        until: Instant,
-        attempts: &mut Vec<Attempt>,
-    ) -> Tried {
-        let tried = self
-            .retry_provider(provider, breaker, message, content, until, attempts)
-            .await;
-        let open = !matches!(breaker.state(), BreakerState::Closed { .. });
-        self.metrics.set_circuit_open(provider.name(), open);
-        tried
-    }
-
-    async fn retry_provider(
         &self,
         provider: &Provider,
         breaker: &Breaker,

@@ -173,31 +173,15 @@ impl MemoryStore {
         })
     }
 
-    /// Applies `change` to one record under the lock. Whatever leaves the
-    /// verification finished also drops its code hash (it can never approve
-    /// again, so it is not kept for the retention period) and frees its
-    /// pending slot. Watchers hear of every change.
+    /// Applies `change` to one record under the lock; watchers hear of it
+    /// when the whole verification differs afterwards.
     fn update<T>(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         change: impl FnOnce(&mut Record) -> T,
     ) -> Option<(T, Verification)> {
-        let key = (tenant.clone(), id.clone());
-        let mut state = self.state();
-        let record = state.verifications.get_mut(&key)?;
-        let before = record.verification.clone();
-        let result = change(record);
-        let v = record.verification.clone();
-        if v.status.is_terminal() {
-            record.code_hash = None;
-            unindex_pending(&mut state, &v);
-        }
-        drop(state);
-        if v != before {
-            self.feed.notify(&key);
-        }
-        Some((result, v))
+        self.apply(tenant, id, Verification::clone, change)
     }
 
     /// Like `update`, for the transitions that touch only the status and
@@ -211,15 +195,29 @@ impl MemoryStore {
         id: &VerificationId,
         change: impl FnOnce(&mut Record) -> T,
     ) -> Option<(T, Verification)> {
+        self.apply(tenant, id, |v| (v.status, v.checks_remaining), change)
+    }
+
+    /// Applies `change` to one record under the lock, and tells watchers
+    /// when `seen` (what of the verification the change may touch) differs
+    /// afterwards. Whatever leaves the verification finished also drops its
+    /// code hash (it can never approve again, so it is not kept for the
+    /// retention period) and frees its pending slot.
+    fn apply<T, S: PartialEq>(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        seen: impl Fn(&Verification) -> S,
+        change: impl FnOnce(&mut Record) -> T,
+    ) -> Option<(T, Verification)> {
         let key = (tenant.clone(), id.clone());
         let mut state = self.state();
         let record = state.verifications.get_mut(&key)?;
-        let fields = |v: &Verification| (v.status, v.checks_remaining);
-        let before = fields(&record.verification);
+        let before = seen(&record.verification);
         let result = change(record);
-        let changed = fields(&record.verification) != before;
+        let changed = seen(&record.verification) != before;
         let v = record.verification.clone();
-        if v.status.is_terminal() && (changed || record.code_hash.is_some()) {
+        if v.status.is_terminal() {
             record.code_hash = None;
             unindex_pending(&mut state, &v);
         }

@@ -53,7 +53,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn spawn_with(extra_env: &[(&str, &str)]) -> Self {
+    pub(crate) fn spawn_with<V: AsRef<std::ffi::OsStr>>(extra_env: &[(&str, V)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verifyd"))
             .arg("serve")
             .env_clear()
@@ -67,7 +67,7 @@ impl Server {
             .env("VERIFYD_CODE__LENGTH", "10")
             .env("VERIFYD_CODE__TTL", "1s")
             .env("VERIFYD_CODE__RESEND_COOLDOWN", "0s")
-            .envs(extra_env.iter().copied())
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -389,7 +389,6 @@ pub(crate) fn twilio_env(fake: &crate::fake_twilio::FakeTwilio) -> Vec<(&'static
 async fn a_provider_error_echoing_the_number_leaves_no_full_number_in_the_logs() {
     let fake = echoing_twilio().await;
     let env = twilio_env(&fake);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::spawn_with(&env);
     let mut client = server.client().await;
     let err = client
@@ -475,7 +474,6 @@ async fn call_tokens_never_reach_the_trace_level_logs() {
         // Long enough for the call, whatever the machine's speed.
         ("VERIFYD_CODE__TTL", "10m".to_owned()),
     ]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::spawn_with(&env);
     let mut client = server.client().await;
 
@@ -596,7 +594,6 @@ async fn a_callers_trace_continues_through_the_rpc_and_on_to_the_provider() {
         ),
         ("OTEL_SERVICE_NAME", "verifyd-trace-test".to_owned()),
     ]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::spawn_with(&env);
     let mut client = server.client().await;
 

@@ -31,7 +31,6 @@ async fn sigterm_drains_in_flight_rpcs_and_watch_streams_then_exits_0() {
     let mut env = twilio_env(&fake);
     env.push(("VERIFYD_SERVER__SHUTDOWN_GRACE", "20s".to_owned()));
     env.push(("VERIFYD_CODE__TTL", "10m".to_owned()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::spawn_with(&env);
     let channel = server.channel().await;
     let grpc_addr = server.addr("grpc").await;
