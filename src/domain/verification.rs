@@ -188,6 +188,16 @@ impl Status {
         self != Self::Pending
     }
 
+    /// The status a verification stored as `self` has at `now`: pending
+    /// stops at `expires_at`, whether or not anything has settled it yet.
+    pub fn as_of(self, expires_at: SystemTime, now: SystemTime) -> Self {
+        if self == Self::Pending && now >= expires_at {
+            Self::Expired
+        } else {
+            self
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -370,11 +380,7 @@ impl Verification {
     /// The status as of `now`: a pending verification past its expiry is
     /// expired, whether or not anything has settled it yet.
     pub fn status_at(&self, now: SystemTime) -> Status {
-        if self.status == Status::Pending && now >= self.expires_at {
-            Status::Expired
-        } else {
-            self.status
-        }
+        self.status.as_of(self.expires_at, now)
     }
 
     /// Moves a pending verification past its expiry to EXPIRED. Returns

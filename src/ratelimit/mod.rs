@@ -70,7 +70,7 @@ impl Limit {
         Self::StartsPerCountry,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::StartsPerDestination => "starts_per_destination",
             Self::StartsPerIp => "starts_per_ip",
@@ -558,11 +558,42 @@ impl RateLimits {
                 failed_checks_per_destination,
                 ..
             } => Ok(failed_checks_per_destination.take(tenant, &(tenant.clone(), to.clone()))?),
-            Budgets::Shared { .. } => {
-                self.take_shared(Limit::FailedChecksPerDestination, tenant, to.as_str())
-                    .await
+            Budgets::Shared {
+                redis,
+                quotas,
+                clock,
+            } => {
+                let limit = Limit::FailedChecksPerDestination;
+                let wait = redis
+                    .take_failed_check(tenant, to, quotas.get(limit, tenant), clock.now())
+                    .await?;
+                refused(limit, wait)
             }
         }
+    }
+
+    /// With shared budgets, the failed-check quota for the store to take
+    /// from in the check's own step ([`crate::store::Store::check_within_budget`]);
+    /// `None` when the budgets are in this process, and [`Self::check`]
+    /// takes from them.
+    pub fn shared_check_quota(&self, tenant: &TenantId) -> Option<QuotaConfig> {
+        match &self.budgets {
+            Budgets::Local { .. } => None,
+            Budgets::Shared { quotas, .. } => {
+                Some(quotas.get(Limit::FailedChecksPerDestination, tenant))
+            }
+        }
+    }
+
+    /// A refusal by the failed-check budget that the store took from
+    /// itself, counted as [`Self::check`] counts its own.
+    pub fn check_refused(&self, tenant: &TenantId, retry_after: Duration) -> RateLimited {
+        let limited = RateLimited {
+            limit: Limit::FailedChecksPerDestination,
+            retry_after,
+        };
+        self.metrics.rate_limited(tenant, limited.limit.as_str());
+        limited
     }
 
     /// Takes one cell of `tenant`'s quota for `limit` from the budget in
@@ -582,21 +613,16 @@ impl RateLimits {
         else {
             unreachable!("only called for shared budgets");
         };
-        let quota = quotas.get(limit, tenant);
         let wait = redis
             .take(
                 limit.as_str(),
                 tenant,
                 subject,
-                quota.period,
-                quota.burst,
+                quotas.get(limit, tenant),
                 clock.now(),
             )
             .await?;
-        match wait {
-            None => Ok(()),
-            Some(retry_after) => Err(RateLimited { limit, retry_after }.into()),
-        }
+        refused(limit, wait)
     }
 
     /// Drops limiter state for keys that are back to a full budget, so
@@ -637,6 +663,14 @@ impl RateLimits {
             Budgets::Shared { .. } => 0,
         };
         self.requests_per_tenant.len() + local
+    }
+}
+
+/// A shared take's answer: taken, or refused until a cell frees up.
+fn refused(limit: Limit, wait: Option<Duration>) -> Result<(), LimitError> {
+    match wait {
+        None => Ok(()),
+        Some(retry_after) => Err(RateLimited { limit, retry_after }.into()),
     }
 }
 

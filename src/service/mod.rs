@@ -27,7 +27,7 @@ use crate::{
         VerificationId, fraud::FraudRules,
     },
     ratelimit::RateLimits,
-    store::Store,
+    store::{BudgetedCheck, Store},
     telemetry::{Metrics, metrics::CheckCount},
 };
 
@@ -135,6 +135,25 @@ impl Verifier {
     ) -> Result<(bool, Verification), CheckError> {
         self.limits.request(tenant)?;
         let now = self.clock.now();
+        let candidates = self.keys.candidates(tenant, id, code);
+        // With the budgets in Redis, the store reads, takes from the
+        // destination's budget and compares in one step.
+        if let Some(quota) = self.limits.shared_check_quota(tenant) {
+            match self
+                .store
+                .check_within_budget(tenant, id, &candidates, quota, now)
+                .await?
+                .ok_or(CheckError::NotFound)?
+            {
+                BudgetedCheck::Checked(outcome, v) => {
+                    return self.checked(outcome, v, Status::Pending);
+                }
+                BudgetedCheck::Limited(retry_after) => {
+                    return Err(self.limits.check_refused(tenant, retry_after).into());
+                }
+                BudgetedCheck::Unbudgeted => {}
+            }
+        }
         let (status, to) = self
             .store
             .status_and_destination(tenant, id, now)
@@ -144,34 +163,40 @@ impl Verifier {
             return Err(CheckError::NotPending(status));
         }
         self.limits.check(tenant, &to).await?;
-        let candidates = self.keys.candidates(tenant, id, code);
         let (outcome, v) = self
             .store
             .check(tenant, id, &candidates, now)
             .await?
             .ok_or(CheckError::NotFound)?;
-        self.status_changed(&v, Some(status), "code checked");
+        self.checked(outcome, v, status)
+    }
+
+    /// What a compared code leads to, `from` being the status before.
+    fn checked(
+        &self,
+        outcome: CheckOutcome,
+        v: Verification,
+        from: Status,
+    ) -> Result<(bool, Verification), CheckError> {
+        let approved = match outcome {
+            CheckOutcome::Approved => true,
+            CheckOutcome::Rejected => false,
+            // Nothing was compared: it had already ended.
+            CheckOutcome::NotPending(status) => return Err(CheckError::NotPending(status)),
+        };
+        self.status_changed(&v, Some(from), "code checked");
         if v.status.is_terminal() {
             // Approved, or out of attempts: a call still ringing can no
             // longer do anything.
             self.end_live_call(&v);
         }
-        match outcome {
-            CheckOutcome::Approved => {
-                tracing::debug!(outcome = "approved", "verification checked");
-                Ok((true, v))
-            }
-            CheckOutcome::Rejected => {
-                tracing::debug!(
-                    outcome = "rejected",
-                    attempts_remaining = v.checks_remaining,
-                    status = v.status.as_str(),
-                    "verification checked"
-                );
-                Ok((false, v))
-            }
-            CheckOutcome::NotPending(status) => Err(CheckError::NotPending(status)),
-        }
+        tracing::debug!(
+            outcome = if approved { "approved" } else { "rejected" },
+            attempts_remaining = v.checks_remaining,
+            status = v.status.as_str(),
+            "verification checked"
+        );
+        Ok((approved, v))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]

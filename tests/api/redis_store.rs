@@ -291,6 +291,49 @@ async fn the_failed_check_budget_is_one_budget_across_replicas() {
     }
 }
 
+/// A record written before verifyd named the failed-check budget in it
+/// (`check_budget`) is checked in separate steps, against the same budget
+/// the one-step check script takes from.
+#[tokio::test]
+async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_steps() {
+    let redis = RedisServer::start();
+    let (app, _) = replicas(&redis, |c| {
+        c.limits.failed_checks_per_destination.burst = 3;
+    })
+    .await;
+    let to = "+14155550100";
+    let current = app.started(sms_to(to)).await;
+    let older = app
+        .started(proto::StartVerificationRequest {
+            purpose: proto::Purpose::Enrollment.into(),
+            ..sms_to(to)
+        })
+        .await;
+    let hash = redis.cli(&["--raw", "--scan", "--pattern", &format!("*:v:{}", older.id)]);
+    assert_eq!(redis.cli(&["HDEL", &hash, "check_budget"]), "1", "{hash}");
+
+    let current_code = app.outbox.code_for(&current.id);
+    let older_code = app.outbox.code_for(&older.id);
+    for (id, code) in [
+        (&current.id, &current_code),
+        (&current.id, &current_code),
+        (&older.id, &older_code),
+    ] {
+        let checked = app.check(id, &wrong(code)).await.expect("within budget");
+        assert!(!checked.approved);
+    }
+    let older_now = app.get(&older.id).await.expect("found");
+    assert_eq!(
+        older_now.check_attempts_remaining,
+        older.check_attempts_remaining - 1,
+        "the separate steps spent an attempt"
+    );
+    for (id, code) in [(&current.id, &current_code), (&older.id, &older_code)] {
+        let refused = app.check(id, code).await.expect_err("one budget, spent");
+        assert_eq!(refused_by(&refused), "failed_checks_per_destination");
+    }
+}
+
 async fn next_status(
     stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
 ) -> proto::Verification {

@@ -134,6 +134,18 @@ impl Keys {
         )
     }
 
+    /// A destination's failed-check budget. Unlike the other budgets it
+    /// carries the destination's hash tag, so the check script takes from
+    /// it in the verification's own slot.
+    pub(super) fn check_budget(&self, limit: &str, tenant: &TenantId, to: &Destination) -> String {
+        let digest = self.digest(limit, tenant, to.as_str());
+        format!(
+            "{}rl:{limit}:{}",
+            self.base(&self.destination(tenant, to).tag(), tenant),
+            digest.hex()
+        )
+    }
+
     /// The pub/sub channel a verification's changes are published on.
     pub(super) fn watch(&self, tenant: &TenantId, id: &VerificationId) -> String {
         format!("{}:watch:{}:{id}", self.prefix, tenant.as_str())
@@ -160,10 +172,13 @@ mod tests {
             tag(&keys.block(&tenant, Blocked::Destination(&to))),
             tag(&hash)
         );
+        let check_budget = keys.check_budget("failed_checks_per_destination", &tenant, &to);
+        assert_eq!(tag(&check_budget), tag(&hash));
         for key in [
             &pending,
             &hash,
             &keys.block(&tenant, Blocked::Destination(&to)),
+            &check_budget,
         ] {
             assert!(!key.contains("4155550100"), "{key}");
         }

@@ -33,18 +33,25 @@ use self::{
     record::{Reply, attempt_json, decode, millis, millis_of},
 };
 use super::{
-    Blocked, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW,
-    Idempotency, Reservation, StoreError, feed::Subscription,
+    Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError, feed::Subscription,
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, TenantId, Verification,
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
     VerificationId,
     verification::SendRefused,
     voice::{KeyOutcome, Menu, VoiceCall},
 };
-use crate::telemetry::Metrics;
+use crate::{
+    ratelimit::{Limit, QuotaConfig},
+    telemetry::Metrics,
+};
+
+/// The name of the budget check.lua takes from.
+const FAILED_CHECKS: &str = Limit::FailedChecksPerDestination.as_str();
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
+const BUDGET: &str = include_str!("lua/budget.lua");
 
 /// The scripts. `Script` runs EVALSHA and, when a node answers NOSCRIPT
 /// (fresh or restarted), loads the script with SCRIPT LOAD and runs it again.
@@ -65,10 +72,11 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+    let with_budget = |body: &str| format!("{BUDGET}\n{body}");
     Scripts {
         reserve: with_prelude(include_str!("lua/reserve.lua")),
         complete: with_prelude(include_str!("lua/complete.lua")),
-        check: with_prelude(include_str!("lua/check.lua")),
+        check: with_prelude(&with_budget(include_str!("lua/check.lua"))),
         get: with_prelude(include_str!("lua/get.lua")),
         cancel: with_prelude(include_str!("lua/cancel.lua")),
         delivery: with_prelude(include_str!("lua/delivery.lua")),
@@ -77,7 +85,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         idempotency_begin: Script::new(include_str!("lua/idempotency_begin.lua")),
         idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
         idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
-        gcra: Script::new(include_str!("lua/gcra.lua")),
+        gcra: Script::new(&with_budget(include_str!("lua/gcra.lua"))),
     }
 });
 
@@ -215,9 +223,14 @@ impl RedisStore {
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
+        invocation.arg("check_budget").arg(keys.check_budget(
+            FAILED_CHECKS,
+            &candidate.tenant,
+            &candidate.to,
+        ));
         let (outcome, detail, reply): (String, String, Reply) =
             self.run("reserve", invocation).await?;
-        let verification = decode(reply)?;
+        let verification = decode(&reply)?;
         let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
         Ok(match outcome.as_str() {
             "granted" => Reservation::Granted {
@@ -278,7 +291,7 @@ impl RedisStore {
             invocation.arg(attempt_json(attempt));
         }
         let reply: Option<(Reply,)> = self.run("complete", invocation).await?;
-        reply.map(|(r,)| decode(r)).transpose()
+        reply.map(|(r,)| decode(&r)).transpose()
     }
 
     pub(super) async fn check(
@@ -288,22 +301,66 @@ impl RedisStore {
         candidates: &[CodeHash],
         now: SystemTime,
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
+        match self.run_check(tenant, id, candidates, None, now).await? {
+            None => Ok(None),
+            Some(BudgetedCheck::Checked(outcome, v)) => Ok(Some((outcome, v))),
+            Some(_) => Err(StoreError::Unavailable(
+                "the check script answered for a budget it was not given".into(),
+            )),
+        }
+    }
+
+    pub(super) async fn check_within_budget(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        quota: QuotaConfig,
+        now: SystemTime,
+    ) -> Result<Option<BudgetedCheck>, StoreError> {
+        self.run_check(tenant, id, candidates, Some(quota), now)
+            .await
+    }
+
+    /// check.lua, taking from the failed-check budget under `quota` when
+    /// there is one.
+    async fn run_check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        quota: Option<QuotaConfig>,
+        now: SystemTime,
+    ) -> Result<Option<BudgetedCheck>, StoreError> {
         let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
         invocation.arg(millis(now));
+        match quota {
+            Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
+            None => invocation.arg("").arg(""),
+        };
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
         }
-        let reply: Option<(String, Reply)> = self.run("check", invocation).await?;
-        let Some((outcome, reply)) = reply else {
+        let reply: Option<(String, u64, Reply)> = self.run("check", invocation).await?;
+        let Some((outcome, detail, reply)) = reply else {
             return Ok(None);
         };
-        let v = decode(reply)?;
-        let outcome = match outcome.as_str() {
-            "approved" => CheckOutcome::Approved,
-            "rejected" => CheckOutcome::Rejected,
-            _ => CheckOutcome::NotPending(v.status),
-        };
-        Ok(Some((outcome, v)))
+        let checked = |outcome, reply: &str| Ok(BudgetedCheck::Checked(outcome, decode(reply)?));
+        Ok(Some(match outcome.as_str() {
+            "approved" => checked(CheckOutcome::Approved, &reply)?,
+            "rejected" => checked(CheckOutcome::Rejected, &reply)?,
+            "not_pending" => {
+                let v = decode(&reply)?;
+                BudgetedCheck::Checked(CheckOutcome::NotPending(v.status), v)
+            }
+            "limited" => BudgetedCheck::Limited(Duration::from_millis(detail)),
+            "unbudgeted" => BudgetedCheck::Unbudgeted,
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "unexpected reply from the check script".into(),
+                ));
+            }
+        }))
     }
 
     pub(super) async fn get(
@@ -315,7 +372,22 @@ impl RedisStore {
         let mut invocation = self.on_verification(&SCRIPTS.get, tenant, id);
         invocation.arg(millis(now));
         let reply: Option<(Reply,)> = self.run("get", invocation).await?;
-        reply.map(|(r,)| decode(r)).transpose()
+        reply.map(|(r,)| decode(&r)).transpose()
+    }
+
+    /// What a check needs to know first, read without a script: one HMGET
+    /// of four fields rather than the whole verification.
+    pub(super) async fn status_and_destination(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Status, Destination)>, StoreError> {
+        let [hash, _] = self.inner.keys.verification(tenant, id);
+        let mut command = redis::cmd("HMGET");
+        command.arg(hash).arg(&record::STATUS_FIELDS);
+        let fields = self.query("status", &command).await?;
+        record::status_of(fields, now)
     }
 
     pub(super) async fn cancel(
@@ -327,7 +399,7 @@ impl RedisStore {
         let mut invocation = self.on_verification(&SCRIPTS.cancel, tenant, id);
         invocation.arg(millis(now));
         let reply: Option<(u8, Reply)> = self.run("cancel", invocation).await?;
-        reply.map(|(c, r)| Ok((decode(r)?, c == 1))).transpose()
+        reply.map(|(c, r)| Ok((decode(&r)?, c == 1))).transpose()
     }
 
     pub(super) async fn record_delivery(
@@ -347,7 +419,7 @@ impl RedisStore {
             .arg(status.map_or("", record::delivery_status_str))
             .arg(report.failure_reason().unwrap_or_default());
         let reply: Option<(u8, Reply)> = self.run("delivery", invocation).await?;
-        reply.map(|(c, r)| Ok((c == 1, decode(r)?))).transpose()
+        reply.map(|(c, r)| Ok((c == 1, decode(&r)?))).transpose()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -376,7 +448,7 @@ impl RedisStore {
         let Some((outcome, reply)) = reply else {
             return Ok(None);
         };
-        let v = decode(reply)?;
+        let v = decode(&reply)?;
         let outcome = match outcome.as_str() {
             "forbidden" => None,
             "approved" => Some(KeyOutcome::Approved),
@@ -443,7 +515,7 @@ impl RedisStore {
         let bad = || StoreError::Unavailable("unexpected reply from the idempotency script".into());
         if let Ok((word, response)) = <(String, String)>::from_redis_value(reply.clone()) {
             return match word.as_str() {
-                "replay" => Ok(Idempotency::Replay(Box::new(record::from_json(&response)?))),
+                "replay" => Ok(Idempotency::Replay(Box::new(decode(&response)?))),
                 _ => Err(bad()),
             };
         }
@@ -504,16 +576,38 @@ impl RedisStore {
         limit: &str,
         tenant: &TenantId,
         subject: &str,
-        period: Duration,
-        burst: u32,
+        quota: QuotaConfig,
+        now: SystemTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        self.take_from(self.inner.keys.budget(limit, tenant, subject), quota, now)
+            .await
+    }
+
+    /// Takes one cell from the destination's failed-check budget, the one
+    /// check.lua takes from in its own step, for the checks that cannot.
+    pub async fn take_failed_check(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        quota: QuotaConfig,
+        now: SystemTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let key = self.inner.keys.check_budget(FAILED_CHECKS, tenant, to);
+        self.take_from(key, quota, now).await
+    }
+
+    async fn take_from(
+        &self,
+        key: String,
+        quota: QuotaConfig,
         now: SystemTime,
     ) -> Result<Option<Duration>, StoreError> {
         let mut invocation = SCRIPTS.gcra.prepare_invoke();
         invocation
-            .key(self.inner.keys.budget(limit, tenant, subject))
+            .key(key)
             .arg(millis(now))
-            .arg(millis_of(period))
-            .arg(burst);
+            .arg(millis_of(quota.period))
+            .arg(quota.burst);
         let wait: u64 = self.run("gcra", invocation).await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }

@@ -4,6 +4,7 @@
 //! is a store error, never a guess.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     time::{Duration, SystemTime},
 };
@@ -17,9 +18,14 @@ use crate::domain::{
 
 use super::super::StoreError;
 
-/// What a script replies for a verification: its fields as (name, value)
-/// pairs, then its attempts.
-pub(super) type Reply = (Vec<String>, Vec<String>);
+/// What a script replies for a verification (prelude.lua's `reply`), and
+/// what an idempotency record keeps: one JSON text, `[[name, value, ...],
+/// [attempt, ...]]`, each attempt itself a JSON text as the list stores it.
+pub(super) type Reply = String;
+
+/// A reply parsed in place: names and values borrow from the text unless
+/// they had escapes to undo.
+type Parsed<'a> = (Vec<Cow<'a, str>>, Vec<Cow<'a, str>>);
 
 pub(super) fn millis(t: SystemTime) -> u64 {
     millis_of(t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
@@ -87,18 +93,13 @@ pub(super) fn fields(
 
 /// A whole verification as one JSON value (for idempotent replays), in
 /// the reply's shape.
-pub(super) fn to_json(v: &Verification) -> String {
+pub(super) fn to_json(v: &Verification) -> Reply {
     let flat: Vec<String> = fields(v, Duration::ZERO, "")
         .into_iter()
         .flat_map(|(k, v)| [k.to_owned(), v])
         .collect();
     let attempts: Vec<String> = v.send_attempts.iter().map(attempt_json).collect();
     serde_json::to_string(&(flat, attempts)).expect("verifications always serialize")
-}
-
-pub(super) fn from_json(json: &str) -> Result<Verification, StoreError> {
-    let reply: Reply = serde_json::from_str(json).map_err(|_| bad("idempotent response"))?;
-    decode(reply)
 }
 
 /// A send attempt as the list holds it. `rank` is where its provider
@@ -151,14 +152,16 @@ fn bad(what: &str) -> StoreError {
     StoreError::Unavailable(format!("unreadable record in the store: {what}"))
 }
 
-/// Rebuilds a verification from a script's reply.
-pub(super) fn decode((flat, attempts): Reply) -> Result<Verification, StoreError> {
-    let mut f: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2);
-    let mut pairs = flat.into_iter();
+/// Rebuilds a verification from a script's reply or an idempotency record.
+pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
+    let (flat, attempts): Parsed<'_> =
+        serde_json::from_str(reply).map_err(|_| bad("verification"))?;
+    let mut f: HashMap<&str, &str> = HashMap::with_capacity(flat.len() / 2);
+    let mut pairs = flat.iter();
     while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
         f.insert(k, v);
     }
-    let text = |name: &str| f.get(name).map(String::as_str);
+    let text = |name: &str| f.get(name).copied();
     let req = |name: &'static str| text(name).ok_or_else(|| bad(name));
     let number = |name: &'static str| -> Result<u64, StoreError> {
         req(name)?.parse().map_err(|_| bad(name))
@@ -218,6 +221,32 @@ pub(super) fn decode((flat, attempts): Reply) -> Result<Verification, StoreError
     })
 }
 
+/// The fields `status_of` reads, in its order.
+pub(super) const STATUS_FIELDS: [&str; 4] = ["status", "to", "expires_at", "retention"];
+
+/// A verification's status at `now` and its destination, from its
+/// `STATUS_FIELDS`, without the rest: `None` when there is none, or it is
+/// past its retention (as prelude.lua's `current` reads it).
+pub(super) fn status_of(
+    [stored, to, expires_at, retention]: [Option<String>; 4],
+    now: SystemTime,
+) -> Result<Option<(Status, Destination)>, StoreError> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let number = |value: Option<String>, name| -> Result<u64, StoreError> {
+        value.and_then(|v| v.parse().ok()).ok_or_else(|| bad(name))
+    };
+    let expires_at = number(expires_at, "expires_at")?;
+    let retention = number(retention, "retention")?;
+    if millis(now) >= expires_at.saturating_add(retention) {
+        return Ok(None);
+    }
+    let status = status(&stored).ok_or_else(|| bad("status"))?;
+    let to = Destination::from_stored(&to.ok_or_else(|| bad("to"))?);
+    Ok(Some((status.as_of(time(expires_at), now), to)))
+}
+
 fn decode_attempt(json: &str) -> Result<SendAttempt, StoreError> {
     let a: StoredAttempt = serde_json::from_str(json).map_err(|_| bad("send attempt"))?;
     Ok(SendAttempt {
@@ -272,4 +301,95 @@ fn voice_mode(s: &str) -> Option<VoiceMode> {
     [VoiceMode::Confirm, VoiceMode::Match, VoiceMode::Code]
         .into_iter()
         .find(|x| x.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Policy;
+
+    fn verification() -> Verification {
+        let policy = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut v = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            Destination::parse("+14155550100").expect("valid"),
+            Purpose::PasswordReset,
+            Delivery {
+                channel: Channel::Sms,
+                voice_mode: None,
+                locale: None,
+            },
+            &policy,
+            now,
+        );
+        v.reserve_send(&policy, now).expect("first send");
+        v.send_attempts.push(SendAttempt {
+            channel: Channel::Sms,
+            status: DeliveryStatus::Failed,
+            provider: "twilio".into(),
+            at: now,
+            error_reason: Some("said \"no\" \\ / ünïcode".into()),
+            reference: Some("SM1".into()),
+            provider_status: None,
+        });
+        v
+    }
+
+    #[test]
+    fn an_idempotency_record_reads_back_as_the_verification_it_kept() {
+        let v = verification();
+        assert_eq!(decode(&to_json(&v)).expect("readable"), v);
+    }
+
+    /// The shape prelude.lua's `reply` writes: cjson escapes `/`, and an
+    /// empty attempts list comes as `[]`.
+    #[test]
+    fn a_script_reply_with_escapes_and_no_attempts_decodes() {
+        let mut v = verification();
+        v.send_attempts.clear();
+        let flat: Vec<String> = fields(&v, Duration::ZERO, "")
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_owned(), v.replace('/', "\\/")])
+            .collect();
+        let reply = format!("[{},[]]", serde_json::to_string(&flat).expect("json"));
+        assert_eq!(decode(&reply).expect("readable"), v);
+    }
+
+    #[test]
+    fn a_reply_missing_a_field_is_a_store_error_not_a_guess() {
+        let reply = r#"[["id","VE0123456789abcdef0123456789abcdef"],[]]"#;
+        assert!(matches!(decode(reply), Err(StoreError::Unavailable(_))));
+        assert!(matches!(decode("[1,2]"), Err(StoreError::Unavailable(_))));
+    }
+
+    #[test]
+    fn the_status_read_settles_expiry_and_forgets_what_is_past_retention() {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let stored =
+            |status: &str| [status, "+14155550100", "1000", "500"].map(|f| Some(f.to_owned()));
+        let read = |fields, now| status_of(fields, at(now)).expect("readable");
+        assert_eq!(
+            read(stored("pending"), 999).map(|s| s.0),
+            Some(Status::Pending)
+        );
+        assert_eq!(
+            read(stored("pending"), 1000).map(|s| s.0),
+            Some(Status::Expired)
+        );
+        assert_eq!(
+            read(stored("approved"), 1499).map(|s| s.0),
+            Some(Status::Approved)
+        );
+        assert_eq!(read(stored("approved"), 1500), None, "past its retention");
+        assert_eq!(
+            read([None, None, None, None], 0),
+            None,
+            "no such verification"
+        );
+        let mut unreadable = stored("pending");
+        unreadable[2] = None;
+        assert!(status_of(unreadable, at(0)).is_err());
+    }
 }

@@ -1,29 +1,46 @@
--- Store::check. ARGV: now, then (key id, MAC hex) pairs: the typed code's
--- hash under each key still accepted. Replies nil when there is no such
--- verification, else { outcome, verification }.
+-- Store::check (Verification::check), with the destination's failed-check
+-- budget (budget.lua) taken in the same step. ARGV: now, the budget's
+-- period (ms) and burst, or two empty strings when the caller took the
+-- cell itself, then (key id, MAC hex) pairs: the typed code's hash under
+-- each key still accepted.
+-- Replies nil when there is no such verification, else
+-- { outcome, detail, verification }, outcome one of
+--   'approved', 'rejected', 'not_pending' (nothing is taken),
+--   'limited': the budget is spent; detail is the milliseconds until a
+--     cell frees up, and nothing else changes,
+--   'unbudgeted': the verification predates `check_budget` (reserve.lua
+--     names it now); the caller takes the cell and asks again without one.
 local now = num(ARGV[1])
 local v, changed = current(now)
 if not v then
   return nil
 end
-local outcome
+local outcome, detail = nil, 0
+local budgeted = ARGV[2] ~= ''
 if v.status ~= 'pending' then
   outcome = 'not_pending'
+elseif budgeted and not v.check_budget then
+  outcome = 'unbudgeted'
 else
-  local matches = false
-  for i = 2, #ARGV, 2 do
-    if v.code_key == ARGV[i] and same(v.code_mac, ARGV[i + 1]) then
-      matches = true
-    end
-  end
-  if matches then
-    v.status = 'approved'
-    outcome = 'approved'
+  local wait = budgeted and take(v.check_budget, now, num(ARGV[2]), num(ARGV[3])) or 0
+  if wait > 0 then
+    outcome, detail = 'limited', wait
   else
-    spend_attempt(v)
-    outcome = 'rejected'
+    local matches = false
+    for i = 4, #ARGV, 2 do
+      if v.code_key == ARGV[i] and same(v.code_mac, ARGV[i + 1]) then
+        matches = true
+      end
+    end
+    if matches then
+      v.status = 'approved'
+      outcome = 'approved'
+    else
+      spend_attempt(v)
+      outcome = 'rejected'
+    end
+    changed = true
   end
-  changed = true
 end
 save(KEYS[1], KEYS[2], v, now, changed)
-return { outcome, reply(v, KEYS[2]) }
+return { outcome, detail, reply(v, KEYS[2]) }

@@ -1,0 +1,17 @@
+-- A GCRA budget shared by every replica: `burst` cells at once, then one
+-- more every `period` (ms). The key holds the theoretical arrival time.
+-- `take` spends one cell and returns 0, or returns the milliseconds until
+-- one frees up and spends nothing.
+local function take(key, now, period, burst)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then
+    tat = now
+  end
+  local next_tat = tat + period
+  local allowed_at = next_tat - period * burst
+  if now < allowed_at then
+    return allowed_at - now
+  end
+  redis.call('SET', key, tostring(next_tat), 'PX', math.max(next_tat - now, 1))
+  return 0
+end
