@@ -550,7 +550,8 @@ async fn a_frozen_redis_fails_requests_within_the_timeout_and_a_thawed_one_carri
 }
 
 #[tokio::test]
-async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_key_names() {
+async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_key_names_and_every_key_expires()
+ {
     let redis = RedisServer::start();
     let app = on_redis(&[redis.url()], test_clock()).await;
     let phone = "+14155550100";
@@ -591,6 +592,14 @@ async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_k
         codes.push(code.clone());
         assert!(app.check(&v.id, &code).await.expect("check").approved);
     }
+    // And one sent once and left pending: its keys expire too.
+    let left = app
+        .started(proto::StartVerificationRequest {
+            channel: proto::Channel::Email.into(),
+            ..sms_to("bob@example.com")
+        })
+        .await;
+    codes.push(app.outbox.code_for(&left.id));
     let dump = redis.dump();
     assert!(!dump.is_empty());
     let phone_digits = phone.trim_start_matches('+');
@@ -604,12 +613,14 @@ async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_k
         for secret in &codes {
             assert!(!tokens.contains(&secret.as_str()), "code in {key}: {value}");
         }
-        for personal in [phone_digits, email, "alice", "203.0.113.9"] {
+        for personal in [phone_digits, email, "alice", "bob", "203.0.113.9"] {
             assert!(!key.contains(personal), "{personal} in key name {key}");
         }
         for secret in [crate::helpers::TEST_KEY, crate::helpers::TEST_INDEX_KEY] {
             assert!(!value.contains(secret), "a key in {key}");
         }
+        let ttl: i64 = redis.cli(&["PTTL", key]).parse().expect("PTTL");
+        assert!(ttl > 0, "{key} never expires ({ttl})");
     }
 }
 

@@ -23,6 +23,7 @@ local first_send = v.accepted_once ~= '1'
 v.sending_until = false
 for i = 12, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
+  began_attempts = true
 end
 if not settle(v, now) and v.status == 'pending' then
   if accepted then

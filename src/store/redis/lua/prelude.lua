@@ -10,15 +10,23 @@
 -- in as ARGV[1]: Redis's own clock is used only by TTLs, which only clean up.
 -- In a table loaded here, `false` marks a field to delete on save.
 
+-- The fields each hash held when loaded, so `save` writes only what changed.
+local loaded = {}
+-- Set by a script that pushed send attempts: the list may be new, and
+-- `save` gives it its TTL.
+local began_attempts = false
+
 local function load(key)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then
     return nil
   end
-  local v = {}
+  local v, before = {}, {}
   for i = 1, #flat, 2 do
     v[flat[i]] = flat[i + 1]
+    before[flat[i]] = flat[i + 1]
   end
+  loaded[key] = before
   return v
 end
 
@@ -52,17 +60,15 @@ local function current(now)
   return v, settle(v, now)
 end
 
--- Compares two equal-length hex strings in time that does not depend on
--- where they differ.
+-- Compares two MACs in time that tells nothing about where they differ:
+-- it compares their SHA-1 digests instead, so an early exit can only reveal
+-- a prefix of a digest nobody can steer (the double-hash comparison). A
+-- byte-by-byte loop in Lua cost more than the rest of a check.
 local function same(a, b)
-  if not a or not b or #a ~= #b then
+  if not a or not b then
     return false
   end
-  local diff = 0
-  for i = 1, #a do
-    diff = bit.bor(diff, bit.bxor(string.byte(a, i), string.byte(b, i)))
-  end
-  return diff == 0
+  return redis.sha1hex(a) == redis.sha1hex(b)
 end
 
 -- One check attempt spent (Verification::check and ::press).
@@ -115,24 +121,34 @@ local function save(key, attempts_key, v, now, changed)
   if not changed then
     return
   end
+  local before = loaded[key] or {}
   local set, gone = {}, {}
   for field, value in pairs(v) do
-    if value then
+    if not value then
+      if before[field] then
+        gone[#gone + 1] = field
+      end
+    elseif value ~= before[field] then
       set[#set + 1] = field
       set[#set + 1] = value
-    else
-      gone[#gone + 1] = field
     end
   end
-  redis.call('HSET', key, unpack(set))
+  if #set > 0 then
+    redis.call('HSET', key, unpack(set))
+  end
   if #gone > 0 then
     redis.call('HDEL', key, unpack(gone))
   end
-  local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
-  redis.call('PEXPIRE', key, ttl)
-  redis.call('PEXPIRE', attempts_key, ttl)
-  if v.status == 'pending' and v.pending_key then
-    redis.call('PEXPIRE', v.pending_key, ttl)
+  -- The keys live until the verification's retention ends. Their TTLs
+  -- are set again only when that moment moves (a new verification counts)
+  -- or the script began a key (`began_attempts`): otherwise they stand.
+  if began_attempts or v.expires_at ~= before.expires_at or v.retention ~= before.retention then
+    local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', attempts_key, ttl)
+    if v.status == 'pending' and v.pending_key then
+      redis.call('PEXPIRE', v.pending_key, ttl)
+    end
   end
   redis.call('PUBLISH', v.watch, v.status)
 end
