@@ -293,7 +293,7 @@ async fn the_failed_check_budget_is_one_budget_across_replicas() {
 
 /// A record written before verifyd named the failed-check budget in it
 /// (`check_budget`) is checked in separate steps, against the same budget
-/// the one-step check script takes from.
+/// the one-step check script takes from, until a resend names it.
 #[tokio::test]
 async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_steps() {
     let redis = RedisServer::start();
@@ -332,6 +332,16 @@ async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_st
         let refused = app.check(id, code).await.expect_err("one budget, spent");
         assert_eq!(refused_by(&refused), "failed_checks_per_destination");
     }
+    // A resend names the budget in the record, for one-step checks.
+    app.clock.advance(Duration::from_secs(60));
+    let resent = app
+        .started(proto::StartVerificationRequest {
+            purpose: proto::Purpose::Enrollment.into(),
+            ..sms_to(to)
+        })
+        .await;
+    assert_eq!(resent.id, older.id);
+    assert_eq!(redis.cli(&["HEXISTS", &hash, "check_budget"]), "1");
 }
 
 async fn next_status(

@@ -218,16 +218,12 @@ impl RedisStore {
             .arg(keys.base(candidate.id.shard(), &candidate.tenant))
             .arg(millis_of(policy.resend_cooldown))
             .arg(millis_of(policy.send_lease))
-            .arg(policy.max_send_attempts);
+            .arg(policy.max_send_attempts)
+            .arg(keys.check_budget(FAILED_CHECKS, &candidate.tenant, &candidate.to));
         let watch = keys.watch(&candidate.tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
-        invocation.arg("check_budget").arg(keys.check_budget(
-            FAILED_CHECKS,
-            &candidate.tenant,
-            &candidate.to,
-        ));
         let (outcome, detail, reply): (String, String, Reply) =
             self.run("reserve", invocation).await?;
         let verification = decode(&reply)?;

@@ -23,9 +23,13 @@ use super::super::StoreError;
 /// [attempt, ...]]`, each attempt itself a JSON text as the list stores it.
 pub(super) type Reply = String;
 
-/// A reply parsed in place: names and values borrow from the text unless
-/// they had escapes to undo.
-type Parsed<'a> = (Vec<Cow<'a, str>>, Vec<Cow<'a, str>>);
+/// One string of a reply, borrowed from the text unless it had escapes to
+/// undo (serde's own `Cow<str>` always copies; `borrow` on a field does not).
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A reply parsed in place.
+type Parsed<'a> = (Vec<Text<'a>>, Vec<Text<'a>>);
 
 pub(super) fn millis(t: SystemTime) -> u64 {
     millis_of(t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default())
@@ -159,7 +163,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
     let mut f: HashMap<&str, &str> = HashMap::with_capacity(flat.len() / 2);
     let mut pairs = flat.iter();
     while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
-        f.insert(k, v);
+        f.insert(&k.0, &v.0);
     }
     let text = |name: &str| f.get(name).copied();
     let req = |name: &'static str| text(name).ok_or_else(|| bad(name));
@@ -213,7 +217,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
         sending_until: opt_time("sending_until")?,
         send_attempts: attempts
             .iter()
-            .map(|json| decode_attempt(json))
+            .map(|json| decode_attempt(&json.0))
             .collect::<Result<_, _>>()?,
         match_digits: text("match_digits").map(MatchDigits::from_stored),
         call,

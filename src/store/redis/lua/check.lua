@@ -4,7 +4,8 @@
 -- cell itself, then (key id, MAC hex) pairs: the typed code's hash under
 -- each key still accepted.
 -- Replies nil when there is no such verification, else
--- { outcome, detail, verification }, outcome one of
+-- { outcome, detail, verification ('' when limited or unbudgeted) },
+-- outcome one of
 --   'approved', 'rejected', 'not_pending' (nothing is taken),
 --   'limited': the budget is spent; detail is the milliseconds until a
 --     cell frees up, and nothing else changes,
@@ -41,6 +42,10 @@ else
     end
     changed = true
   end
+end
+if outcome == 'limited' or outcome == 'unbudgeted' then
+  -- Nothing changed, and the caller needs no verification.
+  return { outcome, detail, '' }
 end
 save(KEYS[1], KEYS[2], v, now, changed)
 return { outcome, detail, reply(v, KEYS[2]) }

@@ -151,4 +151,12 @@ local function save(key, attempts_key, v, now, changed)
     end
   end
   redis.call('PUBLISH', v.watch, v.status)
+  -- What the hash holds now, should the script save it again.
+  local after = {}
+  for field, value in pairs(v) do
+    if value then
+      after[field] = value
+    end
+  end
+  loaded[key] = after
 end

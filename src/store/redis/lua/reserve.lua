@@ -1,8 +1,9 @@
 -- Store::reserve_send. KEYS: the pending slot of (tenant, destination,
 -- purpose), the candidate's hash and attempts list. ARGV: now, the key
 -- prefix of this tenant's verifications in this shard, the resend cooldown
--- and send lease (ms), the send budget, then the candidate's fields as
--- (name, value) pairs.
+-- and send lease (ms), the send budget, the key of the destination's
+-- failed-check budget (check.lua), then the candidate's fields as (name,
+-- value) pairs.
 -- Replies { 'granted', 1 when new else 0, verification } or
 -- { 'cooldown', retry_at } / { 'send_limit' } with the verification.
 local now = num(ARGV[1])
@@ -10,6 +11,7 @@ local prefix = ARGV[2]
 local cooldown = num(ARGV[3])
 local lease = num(ARGV[4])
 local max_sends = num(ARGV[5])
+local check_budget = ARGV[6]
 -- Policy::resend_wait: the cooldown doubles with each resend, at most
 -- MAX_RESEND_DOUBLINGS (3) times.
 local function resend_wait(sends_made)
@@ -49,6 +51,12 @@ if pending_id then
   if v and not purged(v, now) then
     local changed = settle(v, now)
     if v.status == 'pending' then
+      -- Written before verifications named their budget: name it now, so
+      -- its checks take one step from here on.
+      if not v.check_budget then
+        v.check_budget = check_budget
+        changed = true
+      end
       local refused, retry_at = reserve_send(v)
       save(key, attempts_key, v, now, changed or not refused)
       if refused then
@@ -62,11 +70,12 @@ if pending_id then
 end
 
 local v = {}
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   v[ARGV[i]] = ARGV[i + 1]
 end
 reserve_send(v)
 v.pending_key = KEYS[1]
+v.check_budget = check_budget
 redis.call('SET', KEYS[1], v.id)
 save(KEYS[2], KEYS[3], v, now, true)
 return { 'granted', 1, reply(v, KEYS[3]) }
