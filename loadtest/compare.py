@@ -13,7 +13,8 @@ busy measured the load generator, not verifyd: it is marked VOID.
 Then: p99 at half the baseline's peak rate (open loop), RPC against
 baseline; the memory that 1,000,000 pending verifications take (RSS growth
 over 1,000,000 Starts through gRPC); and, when redis-server is installed,
-the rates again on the Redis store.
+the rates again on the Redis store, with Redis's own CPU time per request
+and how busy the core it shares with the load generator was.
 
 Environment (all optional): DURATION (seconds per closed-loop run, 8),
 OPEN_DURATION (5), CONCURRENCY (workers, 64), CONNECTIONS (4),
@@ -64,6 +65,25 @@ MAX_OPEN_LOOP_P99 = 2.0
 MAX_BYTES_PER_VERIFICATION = 400
 
 API_KEY = "bench-" + secrets.token_hex(16)
+
+
+def cpu_seconds(pid):
+    """CPU time a process has used: utime and stime, fields 14 and 15 of
+    proc(5), all threads."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def core_ticks(cpu):
+    """(busy, total) ticks of one core from /proc/stat; idle and iowait are
+    not busy."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            ticks = [int(f) for f in fields[1:]]
+            return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+    raise RuntimeError(f"no cpu{cpu} in /proc/stat")
 
 
 def free_port():
@@ -159,10 +179,7 @@ class Server:
         sys.exit("verifyd did not become ready")
 
     def cpu_seconds(self):
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        # utime and stime: fields 14 and 15 of proc(5), all threads.
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return cpu_seconds(self.process.pid)
 
     def rss_bytes(self):
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -199,13 +216,24 @@ def percentile(report, p):
     return float("nan")
 
 
-def measured(server, config, name, *args):
-    """A run with the server's CPU time and busy share around it."""
+def measured(server, config, name, *args, redis_pid=None):
+    """A run with the server's CPU time and busy share around it; with
+    `redis_pid`, also Redis's CPU time and how busy the core it shares with
+    the load generator was."""
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    redis0, core0 = (cpu_seconds(redis_pid), core_ticks(LOADGEN_CPU)) if redis_pid else (0, None)
     report = bench(server, config, name, *args)
     cpu1, t1 = server.cpu_seconds(), time.monotonic()
     count = report["count"]
+    shared = {}
+    if redis_pid:
+        core1 = core_ticks(LOADGEN_CPU)
+        shared = {
+            "redis_cpu_us_per_request": (cpu_seconds(redis_pid) - redis0) / max(count, 1) * 1e6,
+            "loadgen_core_busy": (core1[0] - core0[0]) / max(core1[1] - core0[1], 1),
+        }
     return {
+        **shared,
         "name": name,
         "count": count,
         "rps": report["rps"],
@@ -217,11 +245,11 @@ def measured(server, config, name, *args):
     }
 
 
-def closed(server, config, name, *args):
+def closed(server, config, name, *args, redis_pid=None):
     return measured(
         server, config, name,
         "-z", f"{DURATION}s", "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS),
-        *args,
+        *args, redis_pid=redis_pid,
     )
 
 
@@ -265,11 +293,11 @@ def h2load_baseline(server):
     raise RuntimeError(f"no rate in h2load's output:\n{out}")
 
 
-def run_store(name, store, env=None, open_loop=True):
+def run_store(name, store, env=None, open_loop=True, redis_pid=None):
     """The four closed-loop runs (and the open-loop ones) on one store."""
     server = Server(name, store, env)
     try:
-        rows = {"baseline": closed(server, "health.json", f"{name}-health")}
+        rows = {"baseline": closed(server, "health.json", f"{name}-health", redis_pid=redis_pid)}
         baseline = rows["baseline"]
         if open_loop and shutil.which("h2load"):
             baseline["h2load_rps"] = h2load_baseline(server)
@@ -277,11 +305,15 @@ def run_store(name, store, env=None, open_loop=True):
         # one: the closed run, and the open-loop run at half the rate.
         checks = baseline["rps"] * (DURATION + OPEN_DURATION) * 1.5
         ids, check_ids = preload(server, name, int(checks / CHECK_ATTEMPTS) + 1000)
-        rows["GetVerification"] = closed(server, "get.json", f"{name}-get", "-D", str(ids))
-        rows["CheckVerification"] = closed(
-            server, "check.json", f"{name}-check", "-D", str(check_ids)
+        rows["GetVerification"] = closed(
+            server, "get.json", f"{name}-get", "-D", str(ids), redis_pid=redis_pid
         )
-        rows["StartVerification"] = closed(server, "start.json", f"{name}-start")
+        rows["CheckVerification"] = closed(
+            server, "check.json", f"{name}-check", "-D", str(check_ids), redis_pid=redis_pid
+        )
+        rows["StartVerification"] = closed(
+            server, "start.json", f"{name}-start", redis_pid=redis_pid
+        )
         opened = {}
         if open_loop:
             rate = int(baseline["rps"] / 2)
@@ -423,7 +455,7 @@ def main():
             store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{port}"'
             rows, _ = run_store(
                 "redis", store, {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)},
-                open_loop=False,
+                open_loop=False, redis_pid=redis.pid,
             )
         finally:
             redis.terminate()
@@ -433,8 +465,9 @@ def main():
         rb = rows["baseline"]
         say("## Redis store (redis-server on the load generator's core)")
         say()
-        say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req | target |")
-        say("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req "
+            "| Redis CPU µs/req | load generator's core busy | target |")
+        say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, row in rows.items():
             ratio = row["rps"] / rb["rps"]
             target = ""
@@ -445,7 +478,9 @@ def main():
                     misses.append(f"{name} (Redis)")
             label = "Health/Check (baseline)" if name == "baseline" else name
             say(f"| {label} | {row['rps']:,.0f} | {ratio:.2f} | {row['p50_ms']:.3f} | "
-                f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | {target} |")
+                f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | "
+                f"{row['redis_cpu_us_per_request']:.1f} | {row['loadgen_core_busy']:.0%} | "
+                f"{target} |")
         say()
     else:
         say("## Redis store: skipped (redis-server is not installed)")
