@@ -207,7 +207,7 @@ impl Verifier {
     ) -> Result<Verification, LookupError> {
         self.limits.request(tenant)?;
         self.store
-            .get(tenant, id, self.clock.now())
+            .read(tenant, id, self.clock.now())
             .await?
             .ok_or(LookupError::NotFound)
     }

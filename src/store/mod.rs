@@ -235,6 +235,8 @@ impl Store {
         }
     }
 
+    /// A verification as of `now`, its expiry written (and watchers told)
+    /// if it has just passed.
     pub async fn get(
         &self,
         tenant: &TenantId,
@@ -244,6 +246,22 @@ impl Store {
         match self {
             Self::Memory(m) => m.get(tenant, id, now),
             Self::Redis(r) => r.get(tenant, id, now).await,
+        }
+    }
+
+    /// A verification as of `now`, for a caller to see: expiry shows in
+    /// its status, though the store may leave writing it to the expiry
+    /// timer (the Redis store then needs no script). [`Store::get`] writes
+    /// the expiry and tells watchers.
+    pub async fn read(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        match self {
+            Self::Memory(m) => m.get(tenant, id, now),
+            Self::Redis(r) => r.read(tenant, id, now).await,
         }
     }
 

@@ -425,6 +425,9 @@ async fn the_full_flow_runs_on_redis_cluster() {
         assert!(a.check(&v.id, &new_code).await.expect("check").approved);
         while status(&next_status(&mut stream).await) != VerificationStatus::Approved {}
         assert!(b.cancel(&v.id).await.is_err(), "approved stays approved");
+        let read = a.get(&v.id).await.expect("a read in one slot");
+        assert_eq!(status(&read), VerificationStatus::Approved);
+        assert_eq!(read.send_attempts.len(), 2);
     }
     let holding_keys = cluster
         .urls()

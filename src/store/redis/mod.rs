@@ -371,6 +371,35 @@ impl RedisStore {
         reply.map(|(r,)| decode(&r)).transpose()
     }
 
+    /// A verification as of `now`, read without a script and without
+    /// writing: its public fields and its attempts in one MULTI/EXEC (so
+    /// never half of a change), the status as [`Status::as_of`] has it. A
+    /// Lua script costs Redis far more than the two reads; writing the
+    /// expiry back is left to the expiry timer and the next transition.
+    pub(super) async fn read(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let [hash, attempts] = self.inner.keys.verification(tenant, id);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .cmd("HMGET")
+            .arg(hash)
+            .arg(&record::READ_FIELDS)
+            .cmd("LRANGE")
+            .arg(attempts)
+            .arg(0)
+            .arg(-1);
+        let mut connection = self.inner.connection.clone();
+        let (values, attempts): (Vec<Option<String>>, Vec<String>) = self
+            .bounded("read", pipeline.query_async(&mut connection))
+            .await?;
+        record::read_of(&values, &attempts, now)
+    }
+
     /// What a check needs to know first, read without a script: one HMGET
     /// of four fields rather than the whole verification.
     pub(super) async fn status_and_destination(

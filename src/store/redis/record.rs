@@ -165,6 +165,68 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
     while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
         f.insert(&k.0, &v.0);
     }
+    from_fields(&f, attempts.iter().map(|a| &*a.0))
+}
+
+/// The fields a plain read (`read_of`) asks for, in its order: everything
+/// a reply carries, and the retention to tell a purged verification.
+pub(super) const READ_FIELDS: [&str; 20] = [
+    "id",
+    "tenant",
+    "to",
+    "purpose",
+    "channel",
+    "voice_mode",
+    "locale",
+    "status",
+    "created_at",
+    "expires_at",
+    "retention",
+    "checks_remaining",
+    "sends_remaining",
+    "last_send_at",
+    "sending_until",
+    "match_digits",
+    "accepted_once",
+    "call_token",
+    "call_reprompts",
+    "call_sid",
+];
+
+/// A verification as of `now` from an HMGET of `READ_FIELDS` and its
+/// attempts, without writing: expiry shows in the status (as
+/// [`Status::as_of`] has it) whether or not a script has settled it yet.
+/// `None` when there is none, or it is past its retention.
+pub(super) fn read_of(
+    values: &[Option<String>],
+    attempts: &[String],
+    now: SystemTime,
+) -> Result<Option<Verification>, StoreError> {
+    let f: HashMap<&str, &str> = READ_FIELDS
+        .iter()
+        .zip(values)
+        .filter_map(|(name, value)| Some((*name, value.as_deref()?)))
+        .collect();
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let retention = f
+        .get("retention")
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| bad("retention"))?;
+    let mut v = from_fields(&f, attempts.iter().map(String::as_str))?;
+    if now >= v.expires_at + Duration::from_millis(retention) {
+        return Ok(None);
+    }
+    v.status = v.status_at(now);
+    Ok(Some(v))
+}
+
+/// A verification from its stored fields and attempts.
+fn from_fields<'a>(
+    f: &HashMap<&str, &str>,
+    attempts: impl Iterator<Item = &'a str>,
+) -> Result<Verification, StoreError> {
     let text = |name: &str| f.get(name).copied();
     let req = |name: &'static str| text(name).ok_or_else(|| bad(name));
     let number = |name: &'static str| -> Result<u64, StoreError> {
@@ -215,10 +277,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
         sends_remaining: count("sends_remaining")?,
         last_send_at: opt_time("last_send_at")?,
         sending_until: opt_time("sending_until")?,
-        send_attempts: attempts
-            .iter()
-            .map(|json| decode_attempt(&json.0))
-            .collect::<Result<_, _>>()?,
+        send_attempts: attempts.map(decode_attempt).collect::<Result<_, _>>()?,
         match_digits: text("match_digits").map(MatchDigits::from_stored),
         call,
         accepted_once: text("accepted_once") == Some("1"),
@@ -395,5 +454,45 @@ mod tests {
         let mut unreadable = stored("pending");
         unreadable[2] = None;
         assert!(status_of(unreadable, at(0)).is_err());
+    }
+
+    /// Every field a new verification is written with, but the key names
+    /// kept for the scripts, is one a plain read asks for.
+    #[test]
+    fn a_read_asks_for_every_field_a_verification_is_written_with_and_gets_it_back() {
+        let mut v = verification();
+        v.delivery = Delivery {
+            channel: Channel::Voice,
+            voice_mode: Some(VoiceMode::Match),
+            locale: Locale::parse("pt-BR"),
+        };
+        v.match_digits = Some(MatchDigits::from_stored("42"));
+        v.call = Some(VoiceCall::from_stored([9; 32], Some("CA1".into()), 1));
+        v.accepted_once = true;
+        let written = fields(&v, Duration::from_secs(60), "watch-channel");
+        let values: Vec<Option<String>> = READ_FIELDS
+            .iter()
+            .map(|name| {
+                written
+                    .iter()
+                    .find(|(written, _)| written == name)
+                    .map(|(_, value)| value.clone())
+            })
+            .collect();
+        for (name, _) in &written {
+            assert!(*name == "watch" || READ_FIELDS.contains(name), "{name}");
+        }
+        let attempts: Vec<String> = v.send_attempts.iter().map(attempt_json).collect();
+        let read = read_of(&values, &attempts, v.created_at).expect("readable");
+        assert_eq!(read, Some(v.clone()));
+
+        let expired = read_of(&values, &attempts, v.expires_at).expect("readable");
+        assert_eq!(expired.map(|r| r.status), Some(Status::Expired));
+        let purged = v.expires_at + Duration::from_secs(60);
+        assert_eq!(read_of(&values, &attempts, purged).expect("readable"), None);
+        assert_eq!(
+            read_of(&vec![None; READ_FIELDS.len()], &[], v.created_at).expect("readable"),
+            None
+        );
     }
 }
