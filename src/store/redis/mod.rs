@@ -202,10 +202,16 @@ impl RedisStore {
 
     pub(super) async fn reserve_send(
         &self,
-        candidate: Verification,
+        mut candidate: Verification,
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Reservation, StoreError> {
+        // The candidate goes with its first send reserved, as the memory
+        // store keeps it; when it becomes the verification, the reply need
+        // not carry it back.
+        candidate
+            .reserve_send(policy, now)
+            .expect("a new verification may always send once");
         let keys = &self.inner.keys;
         let pending = keys.pending(&candidate.tenant, &candidate.to, candidate.purpose);
         let [hash, attempts] = keys.verification(&candidate.tenant, &candidate.id);
@@ -226,12 +232,18 @@ impl RedisStore {
         }
         let (outcome, detail, reply): (String, String, Reply) =
             self.run("reserve", invocation).await?;
+        if outcome == "granted" && detail == "1" {
+            return Ok(Reservation::Granted {
+                verification: candidate,
+                is_new: true,
+            });
+        }
         let verification = decode(&reply)?;
         let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
         Ok(match outcome.as_str() {
             "granted" => Reservation::Granted {
                 verification,
-                is_new: detail == "1",
+                is_new: false,
             },
             "cooldown" => Reservation::Refused {
                 verification,

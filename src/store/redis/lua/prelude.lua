@@ -151,12 +151,7 @@ local function save(key, attempts_key, v, now, changed)
     end
   end
   redis.call('PUBLISH', v.watch, v.status)
-  -- What the hash holds now, should the script save it again.
-  local after = {}
-  for field, value in pairs(v) do
-    if value then
-      after[field] = value
-    end
-  end
-  loaded[key] = after
+  -- Should the script save this hash again, it writes every field: what
+  -- was loaded no longer says what the hash holds.
+  loaded[key] = nil
 end

@@ -4,7 +4,10 @@
 -- and send lease (ms), the send budget, the key of the destination's
 -- failed-check budget (check.lua), then the candidate's fields as (name,
 -- value) pairs.
--- Replies { 'granted', 1 when new else 0, verification } or
+-- The candidate comes with its first send reserved (verifyd ran
+-- Verification::reserve_send on it, as the memory store does).
+-- Replies { 'granted', 1, '' } when the candidate became the verification
+-- (verifyd has it already), else { 'granted', 0, verification } or
 -- { 'cooldown', retry_at } / { 'send_limit' } with the verification.
 local now = num(ARGV[1])
 local prefix = ARGV[2]
@@ -73,9 +76,8 @@ local v = {}
 for i = 7, #ARGV, 2 do
   v[ARGV[i]] = ARGV[i + 1]
 end
-reserve_send(v)
 v.pending_key = KEYS[1]
 v.check_budget = check_budget
 redis.call('SET', KEYS[1], v.id)
 save(KEYS[2], KEYS[3], v, now, true)
-return { 'granted', 1, reply(v, KEYS[3]) }
+return { 'granted', 1, '' }
