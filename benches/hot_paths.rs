@@ -117,7 +117,7 @@ fn pending_store(
                 policy,
                 now,
             );
-            let reserved = ready(store.reserve_send(candidate, policy, now)).expect("room");
+            let reserved = ready(store.reserve_send(candidate, policy, None, now)).expect("room");
             let Reservation::Granted { verification, .. } = reserved else {
                 panic!("a new destination's first send is granted");
             };

@@ -451,7 +451,7 @@ impl RateLimits {
     }
 
     /// Counts a refusal, and passes the result on.
-    fn counted<E>(&self, tenant: &TenantId, result: Result<(), E>) -> Result<(), E>
+    fn counted<T, E>(&self, tenant: &TenantId, result: Result<T, E>) -> Result<T, E>
     where
         E: AsLimited,
     {
@@ -467,13 +467,16 @@ impl RateLimits {
         self.counted(tenant, self.requests_per_tenant.take(tenant, tenant))
     }
 
-    /// Takes one start from the IP's budget, then the destination's.
+    /// Takes one start from the IP's budget, then the destination's. With
+    /// shared budgets the destination's is left to the store, which takes
+    /// it in the reservation's own step
+    /// ([`crate::store::Store::reserve_send`]): its quota comes back.
     pub async fn start(
         &self,
         tenant: &TenantId,
         to: &Destination,
         ip: Option<IpAddr>,
-    ) -> Result<(), LimitError> {
+    ) -> Result<Option<QuotaConfig>, LimitError> {
         let taken = self.take_start(tenant, to, ip).await;
         self.counted(tenant, taken)
     }
@@ -483,7 +486,7 @@ impl RateLimits {
         tenant: &TenantId,
         to: &Destination,
         ip: Option<IpAddr>,
-    ) -> Result<(), LimitError> {
+    ) -> Result<Option<QuotaConfig>, LimitError> {
         match &self.budgets {
             Budgets::Local {
                 starts_per_destination,
@@ -493,17 +496,23 @@ impl RateLimits {
                 if let Some(ip) = ip {
                     starts_per_ip.take(tenant, &(tenant.clone(), ip_block(ip)))?;
                 }
-                Ok(starts_per_destination.take(tenant, &(tenant.clone(), to.clone()))?)
+                starts_per_destination.take(tenant, &(tenant.clone(), to.clone()))?;
+                Ok(None)
             }
-            Budgets::Shared { .. } => {
+            Budgets::Shared { quotas, .. } => {
                 if let Some(ip) = ip {
                     let block = ip_block(ip).to_string();
                     self.take_shared(Limit::StartsPerIp, tenant, &block).await?;
                 }
-                self.take_shared(Limit::StartsPerDestination, tenant, to.as_str())
-                    .await
+                Ok(Some(quotas.get(Limit::StartsPerDestination, tenant)))
             }
         }
+    }
+
+    /// A refusal by the destination's start budget that the store took
+    /// from itself, counted as [`Self::start`] counts its own.
+    pub fn start_refused(&self, tenant: &TenantId, retry_after: Duration) -> RateLimited {
+        self.refused_by_store(tenant, Limit::StartsPerDestination, retry_after)
     }
 
     /// Takes one SMS or voice start from the number prefix's budget, then
@@ -588,12 +597,17 @@ impl RateLimits {
     /// A refusal by the failed-check budget that the store took from
     /// itself, counted as [`Self::check`] counts its own.
     pub fn check_refused(&self, tenant: &TenantId, retry_after: Duration) -> RateLimited {
-        let limited = RateLimited {
-            limit: Limit::FailedChecksPerDestination,
-            retry_after,
-        };
-        self.metrics.rate_limited(tenant, limited.limit.as_str());
-        limited
+        self.refused_by_store(tenant, Limit::FailedChecksPerDestination, retry_after)
+    }
+
+    fn refused_by_store(
+        &self,
+        tenant: &TenantId,
+        limit: Limit,
+        retry_after: Duration,
+    ) -> RateLimited {
+        self.metrics.rate_limited(tenant, limit.as_str());
+        RateLimited { limit, retry_after }
     }
 
     /// Takes one cell of `tenant`'s quota for `limit` from the budget in

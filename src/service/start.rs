@@ -224,7 +224,8 @@ impl Verifier {
             self.guard_prefix(tenant, phone, plan.calling_code, now)
                 .await?;
         }
-        self.limits
+        let start_quota = self
+            .limits
             .start(tenant, &request.to, request.end_user_ip)
             .await?;
         let candidate = Verification::new(
@@ -238,7 +239,7 @@ impl Verifier {
         );
         let (v, is_new) = match self
             .store
-            .reserve_send(candidate, &self.policy, now)
+            .reserve_send(candidate, &self.policy, start_quota, now)
             .await?
         {
             Reservation::Granted {
@@ -260,6 +261,9 @@ impl Verifier {
                 return Err(StartError::SendLimitReached {
                     retry_after: until(verification.expires_at, now),
                 });
+            }
+            Reservation::Limited { retry_after } => {
+                return Err(self.limits.start_refused(tenant, retry_after).into());
             }
         };
         tracing::debug!(verification = %v.id, resend = !is_new, "send reserved");

@@ -592,6 +592,7 @@ mod tests {
                 is_new,
             } => (verification, is_new),
             Reservation::Refused { reason, .. } => panic!("refused: {reason:?}"),
+            Reservation::Limited { .. } => panic!("the memory store keeps no budgets"),
         }
     }
 

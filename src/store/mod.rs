@@ -89,6 +89,9 @@ pub enum Reservation {
         verification: Verification,
         reason: SendRefused,
     },
+    /// The destination's start budget is spent: nothing changed; a cell
+    /// frees up after this long.
+    Limited { retry_after: Duration },
 }
 
 /// How a reserved send went.
@@ -171,16 +174,20 @@ pub type Fingerprint = [u8; 32];
 impl Store {
     /// Finds the pending verification for `candidate`'s tenant, destination
     /// and purpose and reserves a send on it, or creates `candidate` and
-    /// reserves its first send.
+    /// reserves its first send. With `start_quota` (shared budgets), one
+    /// cell of the destination's start budget is taken first, in the same
+    /// step; the memory store is never given one (its budgets are the rate
+    /// limiter's).
     pub async fn reserve_send(
         &self,
         candidate: Verification,
         policy: &Policy,
+        start_quota: Option<QuotaConfig>,
         now: SystemTime,
     ) -> Result<Reservation, StoreError> {
         match self {
             Self::Memory(m) => m.reserve_send(candidate, policy, now),
-            Self::Redis(r) => r.reserve_send(candidate, policy, now).await,
+            Self::Redis(r) => r.reserve_send(candidate, policy, start_quota, now).await,
         }
     }
 

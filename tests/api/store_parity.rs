@@ -231,7 +231,9 @@ impl Side {
                 let new_id = store.new_id(&tenant, &to);
                 let candidate =
                     Verification::new(new_id, tenant, to, purpose, delivery(*d), &policy, now);
-                let (word, v) = match ok(store.reserve_send(candidate, &policy, now).await)? {
+                // No start budget: the parity is of the reservation itself.
+                let reserved = store.reserve_send(candidate, &policy, None, now).await;
+                let (word, v) = match ok(reserved)? {
                     Reservation::Granted {
                         verification: v,
                         is_new,
@@ -247,6 +249,9 @@ impl Side {
                         verification: v,
                         reason,
                     } => (format!("refused {reason:?}"), v),
+                    Reservation::Limited { .. } => {
+                        return Err(TestCaseError::fail("limited without a budget"));
+                    }
                 };
                 (format!("{word} #{:?}", self.index_of(&v.id)), Some(v))
             }

@@ -134,10 +134,15 @@ impl Keys {
         )
     }
 
-    /// A destination's failed-check budget. Unlike the other budgets it
-    /// carries the destination's hash tag, so the check script takes from
-    /// it in the verification's own slot.
-    pub(super) fn check_budget(&self, limit: &str, tenant: &TenantId, to: &Destination) -> String {
+    /// A budget per destination (its starts, its failed checks). Unlike
+    /// the other budgets it carries the destination's hash tag, so the
+    /// reserve and check scripts take from it in the verification's slot.
+    pub(super) fn destination_budget(
+        &self,
+        limit: &str,
+        tenant: &TenantId,
+        to: &Destination,
+    ) -> String {
         let digest = self.digest(limit, tenant, to.as_str());
         format!(
             "{}rl:{limit}:{}",
@@ -172,13 +177,16 @@ mod tests {
             tag(&keys.block(&tenant, Blocked::Destination(&to))),
             tag(&hash)
         );
-        let check_budget = keys.check_budget("failed_checks_per_destination", &tenant, &to);
+        let check_budget = keys.destination_budget("failed_checks_per_destination", &tenant, &to);
         assert_eq!(tag(&check_budget), tag(&hash));
+        let start_budget = keys.destination_budget("starts_per_destination", &tenant, &to);
+        assert_eq!(tag(&start_budget), tag(&hash));
         for key in [
             &pending,
             &hash,
             &keys.block(&tenant, Blocked::Destination(&to)),
             &check_budget,
+            &start_budget,
         ] {
             assert!(!key.contains("4155550100"), "{key}");
         }

@@ -47,8 +47,9 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// The name of the budget check.lua takes from.
+/// The names of the budgets check.lua and reserve.lua take from.
 const FAILED_CHECKS: &str = Limit::FailedChecksPerDestination.as_str();
+const STARTS: &str = Limit::StartsPerDestination.as_str();
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const BUDGET: &str = include_str!("lua/budget.lua");
@@ -74,7 +75,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
     let with_budget = |body: &str| format!("{BUDGET}\n{body}");
     Scripts {
-        reserve: with_prelude(include_str!("lua/reserve.lua")),
+        reserve: with_prelude(&with_budget(include_str!("lua/reserve.lua"))),
         complete: with_prelude(include_str!("lua/complete.lua")),
         check: with_prelude(&with_budget(include_str!("lua/check.lua"))),
         get: with_prelude(include_str!("lua/get.lua")),
@@ -204,6 +205,7 @@ impl RedisStore {
         &self,
         mut candidate: Verification,
         policy: &Policy,
+        start_quota: Option<QuotaConfig>,
         now: SystemTime,
     ) -> Result<Reservation, StoreError> {
         // The candidate goes with its first send reserved, as the memory
@@ -220,18 +222,31 @@ impl RedisStore {
             .key(pending)
             .key(hash)
             .key(attempts)
+            .key(keys.destination_budget(STARTS, &candidate.tenant, &candidate.to))
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), &candidate.tenant))
             .arg(millis_of(policy.resend_cooldown))
             .arg(millis_of(policy.send_lease))
             .arg(policy.max_send_attempts)
-            .arg(keys.check_budget(FAILED_CHECKS, &candidate.tenant, &candidate.to));
+            .arg(keys.destination_budget(FAILED_CHECKS, &candidate.tenant, &candidate.to));
+        match start_quota {
+            Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
+            None => invocation.arg("").arg(""),
+        };
         let watch = keys.watch(&candidate.tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
         let (outcome, detail, reply): (String, String, Reply) =
             self.run("reserve", invocation).await?;
+        if outcome == "limited" {
+            let wait = detail.parse().map_err(|_| {
+                StoreError::Unavailable("unexpected reply from the reserve script".into())
+            })?;
+            return Ok(Reservation::Limited {
+                retry_after: Duration::from_millis(wait),
+            });
+        }
         if outcome == "granted" && detail == "1" {
             return Ok(Reservation::Granted {
                 verification: candidate,
@@ -629,7 +644,10 @@ impl RedisStore {
         quota: QuotaConfig,
         now: SystemTime,
     ) -> Result<Option<Duration>, StoreError> {
-        let key = self.inner.keys.check_budget(FAILED_CHECKS, tenant, to);
+        let key = self
+            .inner
+            .keys
+            .destination_budget(FAILED_CHECKS, tenant, to);
         self.take_from(key, quota, now).await
     }
 

@@ -1,20 +1,32 @@
--- Store::reserve_send. KEYS: the pending slot of (tenant, destination,
--- purpose), the candidate's hash and attempts list. ARGV: now, the key
--- prefix of this tenant's verifications in this shard, the resend cooldown
--- and send lease (ms), the send budget, the key of the destination's
--- failed-check budget (check.lua), then the candidate's fields as (name,
--- value) pairs.
+-- Store::reserve_send, with one cell of the destination's start budget
+-- (budget.lua) taken first. KEYS: the pending slot of (tenant,
+-- destination, purpose), the candidate's hash and attempts list, the
+-- destination's start budget. ARGV: now, the key prefix of this tenant's
+-- verifications in this shard, the resend cooldown and send lease (ms),
+-- the send budget, the key of the destination's failed-check budget
+-- (check.lua), the start budget's period (ms) and burst (two empty strings:
+-- take none), then the candidate's fields as (name, value) pairs.
 -- The candidate comes with its first send reserved (verifyd ran
 -- Verification::reserve_send on it, as the memory store does).
 -- Replies { 'granted', 1, '' } when the candidate became the verification
 -- (verifyd has it already), else { 'granted', 0, verification } or
--- { 'cooldown', retry_at } / { 'send_limit' } with the verification.
+-- { 'cooldown', retry_at } / { 'send_limit' } with the verification, or
+-- { 'limited', ms until a cell frees up, '' } with nothing changed.
 local now = num(ARGV[1])
 local prefix = ARGV[2]
 local cooldown = num(ARGV[3])
 local lease = num(ARGV[4])
 local max_sends = num(ARGV[5])
 local check_budget = ARGV[6]
+
+-- The budget goes first, as it did when it was a script of its own: a
+-- resend refused by its cooldown has spent its cell too.
+if ARGV[7] ~= '' then
+  local wait = take(KEYS[4], now, num(ARGV[7]), num(ARGV[8]))
+  if wait > 0 then
+    return { 'limited', wait, '' }
+  end
+end
 -- Policy::resend_wait: the cooldown doubles with each resend, at most
 -- MAX_RESEND_DOUBLINGS (3) times.
 local function resend_wait(sends_made)
@@ -73,7 +85,7 @@ if pending_id then
 end
 
 local v = {}
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   v[ARGV[i]] = ARGV[i + 1]
 end
 v.pending_key = KEYS[1]
