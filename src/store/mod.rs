@@ -223,8 +223,9 @@ impl Store {
     }
 
     /// [`Store::check`], taking one cell from the destination's failed-check
-    /// budget (under `quota`) first, all in one atomic step (one round trip to Redis where
-    /// the separate steps take three). Not pending: nothing is taken.
+    /// budget (under `quota`) first, all in one atomic step: one round trip
+    /// to Redis where the separate steps take three. Not pending: nothing is
+    /// taken.
     pub async fn check_within_budget(
         &self,
         tenant: &TenantId,
