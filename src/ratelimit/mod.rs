@@ -470,7 +470,9 @@ impl RateLimits {
     /// Takes one start from the IP's budget, then the destination's. With
     /// shared budgets the destination's is left to the store, which takes
     /// it in the reservation's own step
-    /// ([`crate::store::Store::reserve_send`]): its quota comes back.
+    /// ([`crate::store::Store::reserve_send`]): its quota comes back, and
+    /// dropping it would skip that budget.
+    #[must_use = "with shared budgets, the destination's start budget is the store's to take"]
     pub async fn start(
         &self,
         tenant: &TenantId,

@@ -186,7 +186,10 @@ impl Store {
         now: SystemTime,
     ) -> Result<Reservation, StoreError> {
         match self {
-            Self::Memory(m) => m.reserve_send(candidate, policy, now),
+            Self::Memory(m) => {
+                debug_assert!(start_quota.is_none(), "the memory store keeps no budgets");
+                m.reserve_send(candidate, policy, now)
+            }
             Self::Redis(r) => r.reserve_send(candidate, policy, start_quota, now).await,
         }
     }

@@ -344,6 +344,91 @@ async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_st
     assert_eq!(redis.cli(&["HEXISTS", &hash, "check_budget"]), "1");
 }
 
+/// The commands docs/redis.md says the Redis ACL user needs, in ACL syntax
+/// (`SCRIPT LOAD` is `script|load`): every upper-case word or pair in
+/// backticks in the paragraph that begins "The Redis ACL user needs".
+fn documented_acl_commands() -> Vec<String> {
+    let doc = include_str!("../../docs/redis.md");
+    let start = doc
+        .find("The Redis ACL user needs")
+        .expect("docs/redis.md lists the ACL user's commands");
+    let paragraph = doc[start..].split("\n\n").next().unwrap_or_default();
+    paragraph
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase() || c == ' '))
+        .map(|word| word.to_lowercase().replace(' ', "|"))
+        .collect()
+}
+
+/// A user with exactly the commands, keys and channels docs/redis.md lists
+/// runs every RPC, watching and expiry included: the list cannot fall
+/// behind what verifyd sends (it did once, when Get began to send MULTI).
+#[tokio::test]
+async fn the_documented_acl_is_enough_for_every_rpc() {
+    let redis = RedisServer::start();
+    let commands = documented_acl_commands();
+    assert!(commands.contains(&"evalsha".to_owned()), "{commands:?}");
+    let mut acl = vec![
+        "ACL",
+        "SETUSER",
+        "verifyd",
+        "reset",
+        "on",
+        ">acl-test-password",
+        "~verifyd:*",
+        "&verifyd:watch:*",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    acl.extend(commands.iter().map(|c| format!("+{c}")));
+    let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&acl), "OK");
+
+    let mut config = test_config();
+    use_redis(&mut config, &[redis.url()]);
+    config.store.redis.username = Some("verifyd".to_owned());
+    config.store.redis.password = Some(verifyd::config::Secret::new("acl-test-password"));
+    let app = spawn(config, test_clock()).await;
+    let req = proto::StartVerificationRequest {
+        end_user_ip: "203.0.113.9".into(),
+        idempotency_key: "acl-flow".into(),
+        ..sms_to("+14155550100")
+    };
+    let v = app.started(req.clone()).await;
+    let mut stream = app.watch(&v.id).await.expect("watch");
+    assert_eq!(
+        status(&next_status(&mut stream).await),
+        VerificationStatus::Pending
+    );
+    let code = app.outbox.code_for(&v.id);
+    assert_eq!(app.started(req).await.id, v.id, "the idempotent replay");
+    assert!(
+        !app.check(&v.id, &wrong(&code))
+            .await
+            .expect("check")
+            .approved
+    );
+    assert_eq!(
+        status(&app.get(&v.id).await.expect("get")),
+        VerificationStatus::Pending
+    );
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    while status(&next_status(&mut stream).await) != VerificationStatus::Approved {}
+    // A second verification: canceled, and a third left to expire.
+    let other = app.started(sms_to("+14155550101")).await;
+    app.cancel(&other.id).await.expect("cancel");
+    let left = app.started(sms_to("+14155550102")).await;
+    let mut stream = app.watch(&left.id).await.expect("watch");
+    next_status(&mut stream).await;
+    app.clock.advance(Duration::from_secs(600));
+    while status(&next_status(&mut stream).await) != VerificationStatus::Expired {}
+    let log = redis.cli(&["ACL", "LOG"]);
+    assert!(log.is_empty(), "refused by the ACL: {log}");
+}
+
 async fn next_status(
     stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
 ) -> proto::Verification {

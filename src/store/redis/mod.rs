@@ -61,6 +61,7 @@ struct Scripts {
     complete: Script,
     check: Script,
     get: Script,
+    read: Script,
     cancel: Script,
     delivery: Script,
     press: Script,
@@ -79,6 +80,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         complete: with_prelude(include_str!("lua/complete.lua")),
         check: with_prelude(&with_budget(include_str!("lua/check.lua"))),
         get: with_prelude(include_str!("lua/get.lua")),
+        read: Script::new(include_str!("lua/read.lua")),
         cancel: with_prelude(include_str!("lua/cancel.lua")),
         delivery: with_prelude(include_str!("lua/delivery.lua")),
         press: with_prelude(include_str!("lua/press.lua")),
@@ -398,32 +400,23 @@ impl RedisStore {
         reply.map(|(r,)| decode(&r)).transpose()
     }
 
-    /// A verification as of `now`, read without a script and without
-    /// writing: its public fields and its attempts in one MULTI/EXEC (so
-    /// never half of a change), the status as [`Status::as_of`] has it. A
-    /// Lua script costs Redis far more than the two reads; writing the
-    /// expiry back is left to the expiry timer and the next transition.
+    /// A verification as of `now`, read without writing: its public
+    /// fields and its attempts (read.lua, two commands, no prelude), the
+    /// status as [`Status::as_of`] has it. The settling `get` script costs
+    /// Redis several times as much; writing the expiry back is left to the
+    /// expiry timer and the next transition. (Not MULTI/EXEC: redis-rs
+    /// 1.8 mishandles a refused MULTI, and the ACL would need two commands
+    /// more.)
     pub(super) async fn read(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let [hash, attempts] = self.inner.keys.verification(tenant, id);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .cmd("HMGET")
-            .arg(hash)
-            .arg(&record::READ_FIELDS)
-            .cmd("LRANGE")
-            .arg(attempts)
-            .arg(0)
-            .arg(-1);
-        let mut connection = self.inner.connection.clone();
-        let (values, attempts): (Vec<Option<String>>, Vec<String>) = self
-            .bounded("read", pipeline.query_async(&mut connection))
-            .await?;
+        let mut invocation = self.on_verification(&SCRIPTS.read, tenant, id);
+        invocation.arg(&record::READ_FIELDS);
+        let (values, attempts): (Vec<Option<String>>, Vec<String>) =
+            self.run("read", invocation).await?;
         record::read_of(&values, &attempts, now)
     }
 

@@ -121,11 +121,14 @@ local function save(key, attempts_key, v, now, changed)
   if not changed then
     return
   end
-  local before = loaded[key] or {}
+  -- Unknown (never loaded, or saved since): write every field and delete
+  -- every field marked false.
+  local known = loaded[key]
+  local before = known or {}
   local set, gone = {}, {}
   for field, value in pairs(v) do
     if not value then
-      if before[field] then
+      if before[field] or not known then
         gone[#gone + 1] = field
       end
     elseif value ~= before[field] then
@@ -151,7 +154,6 @@ local function save(key, attempts_key, v, now, changed)
     end
   end
   redis.call('PUBLISH', v.watch, v.status)
-  -- Should the script save this hash again, it writes every field: what
-  -- was loaded no longer says what the hash holds.
+  -- What was loaded no longer says what the hash holds.
   loaded[key] = nil
 end
