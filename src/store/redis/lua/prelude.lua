@@ -63,7 +63,7 @@ end
 -- Compares two MACs in time that tells nothing about where they differ:
 -- it compares their SHA-1 digests instead, so an early exit can only reveal
 -- a prefix of a digest nobody can steer (the double-hash comparison). A
--- byte-by-byte loop in Lua cost more than the rest of a check.
+-- byte-by-byte loop in Lua took about a quarter of a check script's time.
 local function same(a, b)
   if not a or not b then
     return false
