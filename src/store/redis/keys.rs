@@ -127,11 +127,7 @@ impl Keys {
     /// counts (a destination, an IP block).
     pub(super) fn budget(&self, limit: &str, tenant: &TenantId, subject: &str) -> String {
         let digest = self.digest(limit, tenant, subject);
-        format!(
-            "{}rl:{limit}:{}",
-            self.base(&digest.tag(), tenant),
-            digest.hex()
-        )
+        self.budget_in(digest, limit, tenant, digest)
     }
 
     /// A budget per destination (its starts, its failed checks). Unlike
@@ -144,9 +140,14 @@ impl Keys {
         to: &Destination,
     ) -> String {
         let digest = self.digest(limit, tenant, to.as_str());
+        self.budget_in(self.destination(tenant, to), limit, tenant, digest)
+    }
+
+    /// A budget's key, named by `digest` and placed in `slot`'s shard.
+    fn budget_in(&self, slot: Digest, limit: &str, tenant: &TenantId, digest: Digest) -> String {
         format!(
             "{}rl:{limit}:{}",
-            self.base(&self.destination(tenant, to).tag(), tenant),
+            self.base(&slot.tag(), tenant),
             digest.hex()
         )
     }

@@ -231,22 +231,17 @@ impl RedisStore {
             .arg(millis_of(policy.send_lease))
             .arg(policy.max_send_attempts)
             .arg(keys.destination_budget(FAILED_CHECKS, &candidate.tenant, &candidate.to));
-        match start_quota {
-            Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
-            None => invocation.arg("").arg(""),
-        };
+        quota_args(&mut invocation, start_quota);
         let watch = keys.watch(&candidate.tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
         let (outcome, detail, reply): (String, String, Reply) =
             self.run("reserve", invocation).await?;
+        let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
         if outcome == "limited" {
-            let wait = detail.parse().map_err(|_| {
-                StoreError::Unavailable("unexpected reply from the reserve script".into())
-            })?;
             return Ok(Reservation::Limited {
-                retry_after: Duration::from_millis(wait),
+                retry_after: Duration::from_millis(detail.parse().map_err(|_| bad())?),
             });
         }
         if outcome == "granted" && detail == "1" {
@@ -256,7 +251,6 @@ impl RedisStore {
             });
         }
         let verification = decode(&reply)?;
-        let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
         Ok(match outcome.as_str() {
             "granted" => Reservation::Granted {
                 verification,
@@ -359,10 +353,7 @@ impl RedisStore {
     ) -> Result<Option<BudgetedCheck>, StoreError> {
         let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
         invocation.arg(millis(now));
-        match quota {
-            Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
-            None => invocation.arg("").arg(""),
-        };
+        quota_args(&mut invocation, quota);
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
         }
@@ -651,11 +642,8 @@ impl RedisStore {
         now: SystemTime,
     ) -> Result<Option<Duration>, StoreError> {
         let mut invocation = SCRIPTS.gcra.prepare_invoke();
-        invocation
-            .key(key)
-            .arg(millis(now))
-            .arg(millis_of(quota.period))
-            .arg(quota.burst);
+        invocation.key(key).arg(millis(now));
+        quota_args(&mut invocation, Some(quota));
         let wait: u64 = self.run("gcra", invocation).await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
@@ -665,4 +653,13 @@ impl RedisStore {
             .await
             .is_ok()
     }
+}
+
+/// A budget's quota as budget.lua takes it: the period (ms) and the burst,
+/// or two empty strings for no budget.
+fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<QuotaConfig>) {
+    match quota {
+        Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
+        None => invocation.arg("").arg(""),
+    };
 }

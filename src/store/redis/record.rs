@@ -215,10 +215,15 @@ pub(super) fn read_of(
         .and_then(|r| r.parse().ok())
         .ok_or_else(|| bad("retention"))?;
     let mut v = from_fields(&f, attempts.iter().map(String::as_str))?;
-    if now >= v.expires_at + Duration::from_millis(retention) {
+    let Some(status) = standing(
+        v.status,
+        v.expires_at,
+        Duration::from_millis(retention),
+        now,
+    ) else {
         return Ok(None);
-    }
-    v.status = v.status_at(now);
+    };
+    v.status = status;
     Ok(Some(v))
 }
 
@@ -300,14 +305,23 @@ pub(super) fn status_of(
     let number = |value: Option<String>, name| -> Result<u64, StoreError> {
         value.and_then(|v| v.parse().ok()).ok_or_else(|| bad(name))
     };
-    let expires_at = number(expires_at, "expires_at")?;
-    let retention = number(retention, "retention")?;
-    if millis(now) >= expires_at.saturating_add(retention) {
-        return Ok(None);
-    }
+    let expires_at = time(number(expires_at, "expires_at")?);
+    let retention = Duration::from_millis(number(retention, "retention")?);
     let status = status(&stored).ok_or_else(|| bad("status"))?;
     let to = Destination::from_stored(&to.ok_or_else(|| bad("to"))?);
-    Ok(Some((status.as_of(time(expires_at), now), to)))
+    Ok(standing(status, expires_at, retention, now).map(|status| (status, to)))
+}
+
+/// A stored status as it stands at `now`: `None` past the retention (the
+/// verification is gone, whatever Redis's TTL says, as prelude.lua's
+/// `purged` has it), else as [`Status::as_of`] has it.
+fn standing(
+    status: Status,
+    expires_at: SystemTime,
+    retention: Duration,
+    now: SystemTime,
+) -> Option<Status> {
+    (now < expires_at + retention).then(|| status.as_of(expires_at, now))
 }
 
 fn decode_attempt(json: &str) -> Result<SendAttempt, StoreError> {
