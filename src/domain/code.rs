@@ -238,7 +238,13 @@ impl CodeHash {
     /// Constant time in the MAC, so response timing says nothing about how
     /// close a guess came.
     pub fn matches(&self, other: &CodeHash) -> bool {
-        self.key_id == other.key_id && bool::from(self.mac.ct_eq(&other.mac))
+        self.matches_parts(other.key_id.as_str(), &other.mac)
+    }
+
+    /// [`CodeHash::matches`] against a hash a store keeps in parts (the
+    /// memory store interns key ids).
+    pub fn matches_parts(&self, key_id: &str, mac: &[u8; 32]) -> bool {
+        self.key_id.as_str() == key_id && bool::from(self.mac.ct_eq(mac))
     }
 }
 

@@ -15,8 +15,9 @@ use super::{Destination, MatchDigits, Policy, TenantId};
 /// guessed or enumerated. A store may fix the first four digits (its shard,
 /// see [`VerificationId::generate_in`]); the other 112 bits stay random.
 ///
-/// Shared (`Arc`): the store's record, indexes and queues each hold the
-/// id, which costs a reference count per copy, not another string.
+/// Shared (`Arc`): each copy (a reply, the expiry queue, a watcher) costs a
+/// reference count, not another string. The memory store keeps only the
+/// id's bits ([`VerificationId::to_bits`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VerificationId(Arc<str>);
 
@@ -55,6 +56,21 @@ impl VerificationId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id's 128 random bits, for a store that keeps ids as integers
+    /// (the memory store: 16 bytes in place of a shared string). Every id
+    /// `parse` accepts has them.
+    pub fn to_bits(&self) -> u128 {
+        let mut bytes = [0u8; ID_RANDOM_BYTES];
+        hex::decode_to_slice(&self.0[ID_PREFIX.len()..], &mut bytes)
+            .expect("parse and generate make 32 hex digits");
+        u128::from_be_bytes(bytes)
+    }
+
+    /// The id `to_bits` gave these bits for.
+    pub fn from_bits(bits: u128) -> Self {
+        Self(format!("{ID_PREFIX}{}", hex::encode(bits.to_be_bytes())).into())
     }
 }
 

@@ -1,6 +1,8 @@
 //! Pushes expiry: a timer on the service clock fires at each pending
 //! verification's `expires_at`, so watchers see EXPIRED when it happens
-//! rather than on their next read.
+//! rather than on their next read. This queue is for stores that keep no
+//! deadlines of their own (Redis); the memory store queues its own
+//! ([`crate::store::Store::keeps_deadlines`]).
 
 use std::{
     cmp::Reverse,

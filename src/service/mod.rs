@@ -258,13 +258,20 @@ impl Verifier {
     }
 
     /// Moves each verification to EXPIRED when the clock reaches its
-    /// `expires_at`, and tells its watchers. Runs until shutdown.
+    /// `expires_at`, and tells its watchers. The deadlines come from the
+    /// store where it keeps them (the memory store, which also drops each
+    /// verification at the end of its retention on this timer), else from
+    /// the service's own queue. Runs until shutdown.
     pub async fn run_expiry_timer(self: Arc<Self>) {
         loop {
-            let next = self.expiry.next_due();
+            let next = [self.expiry.next_due(), self.store.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 () = self.expiry.changed() => continue,
+                () = self.store.deadline_moved() => continue,
                 () = async {
                     match next {
                         Some(at) => self.clock.sleep_until(at).await,
@@ -273,7 +280,9 @@ impl Verifier {
                 } => {}
             }
             let now = self.clock.now();
-            for (tenant, id) in self.expiry.pop_due(now) {
+            let mut due = self.expiry.pop_due(now);
+            due.extend(self.store.expire_due(now));
+            for (tenant, id) in due {
                 match self.store.get(&tenant, &id, now).await {
                     Ok(Some(v)) if v.status == crate::domain::Status::Expired => {
                         tracing::info!(%tenant, verification = %id, "verification expired");

@@ -343,7 +343,7 @@ impl Verifier {
             (!is_new).then_some(crate::domain::Status::Pending),
             if is_new { "started" } else { "resent" },
         );
-        if recorded.status == crate::domain::Status::Pending {
+        if recorded.status == crate::domain::Status::Pending && !self.store.keeps_deadlines() {
             self.expiry
                 .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
         }

@@ -402,12 +402,50 @@ impl Store {
         }
     }
 
-    /// Drops what has outlived its retention. Redis does that itself, by
-    /// TTL, and its scripts treat what is past retention as gone.
+    /// Drops the idempotency records and blocks that have outlived their
+    /// time (verifications go by their deadlines, [`Store::expire_due`]).
+    /// Redis does that itself, by TTL, and its scripts treat what is past
+    /// retention as gone.
     pub async fn purge(&self, now: SystemTime) {
         match self {
             Self::Memory(m) => m.purge(now),
             Self::Redis(_) => {}
+        }
+    }
+
+    /// Whether the store keeps each verification's deadlines itself: the
+    /// memory store queues every verification's expiry and the end of its
+    /// retention in one queue, so the service queues nothing for it and
+    /// asks [`Store::expire_due`] instead. Redis keeps no timers; the
+    /// service queues expiries for it.
+    pub fn keeps_deadlines(&self) -> bool {
+        matches!(self, Self::Memory(_))
+    }
+
+    /// When the store's next deadline falls, if it keeps any.
+    pub fn next_deadline(&self) -> Option<SystemTime> {
+        match self {
+            Self::Memory(m) => m.next_deadline(),
+            Self::Redis(_) => None,
+        }
+    }
+
+    /// Resolves when the store queued a deadline earlier than all others
+    /// (never, for a store that keeps none).
+    pub async fn deadline_moved(&self) {
+        match self {
+            Self::Memory(m) => m.deadline_moved().await,
+            Self::Redis(_) => std::future::pending().await,
+        }
+    }
+
+    /// Works through the store's deadlines due at `now` (settling expiries,
+    /// dropping what is past retention) and returns the verifications that
+    /// reached their expiry, for the service to announce.
+    pub fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
+        match self {
+            Self::Memory(m) => m.expire_due(now),
+            Self::Redis(_) => Vec::new(),
         }
     }
 

@@ -363,9 +363,12 @@ impl Side {
                 ("abandoned".to_owned(), None)
             }
             Op::Advance(secs) => {
-                // The memory store purges on a timer; Redis's scripts treat
-                // what is past retention as gone.
-                store.purge(at(w.secs + secs)).await;
+                // The memory store drops verifications at their deadlines
+                // and the rest on a timer; Redis's scripts treat what is
+                // past retention as gone.
+                let now = at(w.secs + secs);
+                store.expire_due(now);
+                store.purge(now).await;
                 ("advanced".to_owned(), None)
             }
         })

@@ -1,11 +1,16 @@
 //! The embedded store: everything in one process, for a single instance.
 //!
-//! One `std::sync::Mutex` guards all maps. Every operation is a few hash
+//! One `std::sync::Mutex` guards all of it. Every operation is a few hash
 //! lookups with no `.await` while the lock is held, so contention costs less
 //! than a lock per map would cost in consistency (creating a verification
-//! and indexing it as pending must be one step). An ordered purge queue
-//! frees finished entries after their retention, and a hard cap on entries
-//! keeps memory bounded even under a flood of starts.
+//! and indexing it as pending must be one step). Verifications are kept
+//! compact ([`record`]) in one table with one deadline queue ([`table`]):
+//! at its expiry a verification is settled and announced, after its
+//! retention it is dropped. A hard cap on entries keeps memory bounded
+//! even under a flood of starts.
+
+mod record;
+mod table;
 
 use std::{
     collections::{BTreeSet, HashMap, hash_map::Entry},
@@ -13,9 +18,15 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use tokio::sync::Notify;
+
+use self::{
+    record::{Names, Record, Stamp},
+    table::{MAX_RECORDS, Table},
+};
 use super::{
     Blocked, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW,
-    Idempotency, PendingKey, Reservation, StoreError,
+    Idempotency, Reservation, StoreError,
     feed::{Feed, Subscription},
 };
 use crate::domain::{
@@ -36,36 +47,28 @@ pub struct MemoryStore {
     retention: Duration,
     /// Tells watchers of each change.
     feed: Arc<Feed<VerificationKey>>,
+    /// Wakes the expiry timer when a deadline earlier than the one it
+    /// sleeps towards is queued.
+    deadline_moved: Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Boxed: a table holds a pointer per slot, so its spare capacity (up
-    /// to half of it after growing) costs 8 bytes a slot, not a record.
-    verifications: HashMap<VerificationKey, Box<Record>>,
-    pending: HashMap<PendingKey, VerificationId>,
+    verifications: Table,
+    names: Names,
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     /// Destinations blocked after a fraud report, per tenant, until when.
     blocks: HashMap<(TenantId, String), SystemTime>,
-    /// Entries by the time they may be dropped. A verification's time can
-    /// move later (a resend restarts its validity), so a popped entry that
-    /// is not yet due is queued again rather than kept in step on every
-    /// write.
+    /// Idempotency records and blocks by the time they may be dropped. A
+    /// record's time can move later, so a popped entry that is not yet due
+    /// is queued again rather than kept in step on every write.
     purge_queue: BTreeSet<(SystemTime, Purgeable)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Purgeable {
-    Verification(TenantId, VerificationId),
     Idempotency(TenantId, String),
     Block(TenantId, String),
-}
-
-#[derive(Debug)]
-struct Record {
-    verification: Verification,
-    /// The hash of the code last accepted by a sender; none before that.
-    code_hash: Option<CodeHash>,
 }
 
 #[derive(Debug)]
@@ -84,13 +87,25 @@ enum IdempotencyState {
     Done(Box<Verification>),
 }
 
+/// What a change to a verification wrote, so that only that is written
+/// back and watchers hear of it only if it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Nothing,
+    /// The status and the check counter (a check, a cancel, a settled
+    /// expiry).
+    CheckState,
+    Everything,
+}
+
 impl MemoryStore {
     pub fn new(max_entries: usize, retention: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            max_entries,
+            max_entries: max_entries.min(MAX_RECORDS),
             retention,
             feed: Arc::default(),
+            deadline_moved: Notify::new(),
         }
     }
 
@@ -103,14 +118,10 @@ impl MemoryStore {
     }
 
     /// A panic while the lock was held cannot leave a half-applied
-    /// transition (each is computed before it is written), so a poisoned
-    /// lock is safe to keep using.
+    /// transition (each is computed on a copy before it is written), so a
+    /// poisoned lock is safe to keep using.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn purge_at(&self, v: &Verification) -> SystemTime {
-        v.expires_at + self.retention
     }
 
     pub(super) fn reserve_send(
@@ -119,112 +130,88 @@ impl MemoryStore {
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Reservation, StoreError> {
-        let pending_key = PendingKey {
-            tenant: candidate.tenant.clone(),
-            to: candidate.to.clone(),
-            purpose: candidate.purpose,
-        };
-        let mut state = self.state();
-        let state = &mut *state;
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let table = &mut state.verifications;
 
-        if let Some(id) = state.pending.get(&pending_key) {
-            let key = (pending_key.tenant.clone(), id.clone());
-            if let Some(record) = state.verifications.get_mut(&key) {
-                let v = &mut record.verification;
-                v.settle(now);
-                if !v.status.is_terminal() {
-                    return Ok(match v.reserve_send(policy, now) {
-                        Ok(()) => Reservation::Granted {
-                            verification: v.clone(),
-                            is_new: false,
-                        },
-                        Err(reason) => Reservation::Refused {
-                            verification: v.clone(),
-                            reason,
-                        },
-                    });
+        let mut settled = None;
+        if let Some(slot) = table.pending(&candidate.tenant, &candidate.to, candidate.purpose) {
+            let record = table.get_mut(slot);
+            let mut v = record.verification(&state.names);
+            if !v.settle(now) {
+                let reserved = v.reserve_send(policy, now);
+                if reserved.is_ok() {
+                    record.set(&v, &mut state.names);
                 }
+                return Ok(match reserved {
+                    Ok(()) => Reservation::Granted {
+                        verification: v,
+                        is_new: false,
+                    },
+                    Err(reason) => Reservation::Refused {
+                        verification: v,
+                        reason,
+                    },
+                });
             }
-            state.pending.remove(&pending_key);
+            // Expired before the timer got to it: settled here, in the same
+            // step, so that the destination starts anew.
+            record.set_check_state(&v);
+            record.drop_code();
+            table.unindex_pending(slot);
+            settled = Some((v.tenant, v.id));
         }
 
-        if state.verifications.len() >= self.max_entries {
-            return Err(StoreError::Full);
+        let created = if table.len() >= self.max_entries {
+            Err(StoreError::Full)
+        } else {
+            candidate
+                .reserve_send(policy, now)
+                .expect("a new verification may always send once");
+            let (_, earliest) = table.insert(Record::new(&candidate, &mut state.names));
+            Ok(earliest)
+        };
+        drop(guard);
+        if let Some(key) = settled {
+            self.feed.notify(&key);
         }
-        candidate
-            .reserve_send(policy, now)
-            .expect("a new verification may always send once");
-        let key = (candidate.tenant.clone(), candidate.id.clone());
-        state.pending.insert(pending_key, candidate.id.clone());
-        state.purge_queue.insert((
-            self.purge_at(&candidate),
-            Purgeable::Verification(key.0.clone(), key.1.clone()),
-        ));
-        state.verifications.insert(
-            key,
-            Box::new(Record {
-                verification: candidate.clone(),
-                code_hash: None,
-            }),
-        );
+        if created? {
+            self.deadline_moved.notify_one();
+        }
         Ok(Reservation::Granted {
             verification: candidate,
             is_new: true,
         })
     }
 
-    /// Applies `change` to one record under the lock; watchers hear of it
-    /// when the whole verification differs afterwards.
-    fn update<T>(
+    /// Runs `change` on the verification `id` names, under the lock, and
+    /// writes back what it says it wrote. Whatever leaves the verification
+    /// finished also drops its code hash (it can never approve again, so it
+    /// is not kept for the retention period) and frees its pending slot.
+    /// Watchers hear of every change.
+    fn apply<T>(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        change: impl FnOnce(&mut Record) -> T,
+        change: impl FnOnce(&mut Verification, &mut Record, &mut Names) -> (T, Written),
     ) -> Option<(T, Verification)> {
-        self.apply(tenant, id, Verification::clone, change)
-    }
-
-    /// Like `update`, for the transitions that touch only the status and
-    /// the check counter (expiry on reading, check, cancel): whether
-    /// anything changed is read off those two fields instead of comparing
-    /// whole clones, which made every read cost two copies of the
-    /// verification.
-    fn transition<T>(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        change: impl FnOnce(&mut Record) -> T,
-    ) -> Option<(T, Verification)> {
-        self.apply(tenant, id, |v| (v.status, v.checks_remaining), change)
-    }
-
-    /// Applies `change` to one record under the lock, and tells watchers
-    /// when `seen` (what of the verification the change may touch) differs
-    /// afterwards. Whatever leaves the verification finished also drops its
-    /// code hash (it can never approve again, so it is not kept for the
-    /// retention period) and frees its pending slot.
-    fn apply<T, S: PartialEq>(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        seen: impl Fn(&Verification) -> S,
-        change: impl FnOnce(&mut Record) -> T,
-    ) -> Option<(T, Verification)> {
-        let key = (tenant.clone(), id.clone());
-        let mut state = self.state();
-        let record = state.verifications.get_mut(&key)?;
-        let before = seen(&record.verification);
-        let result = change(record);
-        let changed = seen(&record.verification) != before;
-        let v = record.verification.clone();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let slot = state.verifications.find(tenant, id.to_bits())?;
+        let record = state.verifications.get_mut(slot);
+        let mut v = record.verification(&state.names);
+        let (result, written) = change(&mut v, record, &mut state.names);
+        match written {
+            Written::Nothing => return Some((result, v)),
+            Written::CheckState => record.set_check_state(&v),
+            Written::Everything => record.set(&v, &mut state.names),
+        }
         if v.status.is_terminal() {
-            record.code_hash = None;
-            unindex_pending(&mut state, &v);
+            record.drop_code();
+            state.verifications.unindex_pending(slot);
         }
-        drop(state);
-        if changed {
-            self.feed.notify(&key);
-        }
+        drop(guard);
+        self.feed.notify(&(tenant.clone(), id.clone()));
         Some((result, v))
     }
 
@@ -236,22 +223,24 @@ impl MemoryStore {
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let updated = self.update(tenant, id, |record| {
-            let was_pending = record.verification.status == Status::Pending;
+        let updated = self.apply(tenant, id, |v, record, names| {
+            let was_pending = v.status == Status::Pending;
             let accepted = send
                 .attempts
                 .last()
                 .is_some_and(|a| a.status == DeliveryStatus::Accepted);
-            record
-                .verification
-                .record_send(send.delivery, send.attempts, send.call, policy, now);
+            v.record_send(send.delivery, send.attempts, send.call, policy, now);
             // The user now has the new send's code (or, after a press-#
             // call, none): swap it in only if a provider took the send and
             // the verification is still open, so a check that approved
             // meanwhile stands and a failed resend keeps the old code.
-            if accepted && was_pending && record.verification.status == Status::Pending {
-                record.code_hash = send.new_hash;
+            if accepted && was_pending && v.status == Status::Pending {
+                match send.new_hash {
+                    Some(hash) => record.set_code(hash, names),
+                    None => record.drop_code(),
+                }
             }
+            ((), Written::Everything)
         });
         Ok(updated.map(|((), v)| v))
     }
@@ -263,12 +252,10 @@ impl MemoryStore {
         candidates: &[CodeHash],
         now: SystemTime,
     ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
-        Ok(self.transition(tenant, id, |record| {
-            let matches = record
-                .code_hash
-                .as_ref()
-                .is_some_and(|stored| candidates.iter().any(|c| stored.matches(c)));
-            record.verification.check(matches, now)
+        Ok(self.apply(tenant, id, |v, record, names| {
+            let before = (v.status, v.checks_remaining);
+            let outcome = v.check(record.code_matches(candidates, names), now);
+            (outcome, check_state_written(before, v))
         }))
     }
 
@@ -278,8 +265,15 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let updated = self.transition(tenant, id, |record| record.verification.settle(now));
-        Ok(updated.map(|(_, v)| v))
+        let updated = self.apply(tenant, id, |v, _, _| {
+            let written = if v.settle(now) {
+                Written::CheckState
+            } else {
+                Written::Nothing
+            };
+            ((), written)
+        });
+        Ok(updated.map(|((), v)| v))
     }
 
     pub(super) fn status_and_destination(
@@ -288,10 +282,10 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Option<(Status, Destination)> {
-        let key = (tenant.clone(), id.clone());
         let state = self.state();
-        let v = &state.verifications.get(&key)?.verification;
-        Some((v.status_at(now), v.to.clone()))
+        let table = &state.verifications;
+        let record = table.get(table.find(tenant, id.to_bits())?);
+        Some((record.status_at(now), record.to.clone()))
     }
 
     pub(super) fn cancel(
@@ -300,7 +294,11 @@ impl MemoryStore {
         id: &VerificationId,
         now: SystemTime,
     ) -> Result<Option<(Verification, bool)>, StoreError> {
-        let updated = self.transition(tenant, id, |record| record.verification.cancel(now).is_ok());
+        let updated = self.apply(tenant, id, |v, _, _| {
+            let before = (v.status, v.checks_remaining);
+            let canceled = v.cancel(now).is_ok();
+            (canceled, check_state_written(before, v))
+        });
         Ok(updated.map(|(canceled, v)| (v, canceled)))
     }
 
@@ -310,11 +308,16 @@ impl MemoryStore {
         id: &VerificationId,
         report: &DeliveryReport,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
-        Ok(self.update(tenant, id, |record| {
-            record.verification.record_delivery(report)
+        Ok(self.apply(tenant, id, |v, _, _| {
+            let changed = v.record_delivery(report);
+            let written = if changed {
+                Written::Everything
+            } else {
+                Written::Nothing
+            };
+            (changed, written)
         }))
     }
-
     pub(super) fn begin_idempotent(
         &self,
         tenant: &TenantId,
@@ -401,6 +404,8 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Drops the idempotency records and blocks whose time has passed.
+    /// Verifications go by their own deadlines ([`MemoryStore::expire_due`]).
     pub(super) fn purge(&self, now: SystemTime) {
         let mut state = self.state();
         let state = &mut *state;
@@ -410,33 +415,6 @@ impl MemoryStore {
             }
             let (_, item) = state.purge_queue.pop_first().expect("just seen");
             match item {
-                Purgeable::Verification(tenant, id) => {
-                    let key = (tenant, id);
-                    // Only read: purging changes no status (reads and
-                    // transitions settle expiry; the Redis store's TTLs
-                    // change nothing either).
-                    let Some(record) = state.verifications.get(&key) else {
-                        continue;
-                    };
-                    let due = record.verification.expires_at + self.retention;
-                    if due > now {
-                        state
-                            .purge_queue
-                            .insert((due, Purgeable::Verification(key.0, key.1)));
-                        continue;
-                    }
-                    if let Some(record) = state.verifications.remove(&key) {
-                        let v = record.verification;
-                        let pending_key = PendingKey {
-                            tenant: v.tenant.clone(),
-                            to: v.to.clone(),
-                            purpose: v.purpose,
-                        };
-                        if state.pending.get(&pending_key) == Some(&v.id) {
-                            state.pending.remove(&pending_key);
-                        }
-                    }
-                }
                 Purgeable::Idempotency(tenant, key) => {
                     let key = (tenant, key);
                     let Some(record) = state.idempotency.get_mut(&key) else {
@@ -469,6 +447,62 @@ impl MemoryStore {
                 }
             }
         }
+    }
+
+    /// When the next verification deadline falls: an expiry to settle and
+    /// announce, or a retention that ends.
+    pub(super) fn next_deadline(&self) -> Option<SystemTime> {
+        self.state().verifications.next_deadline().map(Stamp::time)
+    }
+
+    /// Resolves when a deadline earlier than every other was queued.
+    pub(super) async fn deadline_moved(&self) {
+        self.deadline_moved.notified().await;
+    }
+
+    /// Works through the deadlines due at `now`: a pending verification
+    /// past its expiry is settled as EXPIRED (watchers are told), one past
+    /// its retention is dropped. Returns the verifications whose expiry
+    /// this was, settled here or by an earlier read, for the service to
+    /// announce.
+    pub(super) fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
+        let mut expired = Vec::new();
+        let mut settled = Vec::new();
+        let stamp = Stamp::of(now);
+        let mut guard = self.state();
+        let table = &mut guard.verifications;
+        while let Some(slot) = table.pop_due(stamp) {
+            let record = table.get_mut(slot);
+            if record.status == Status::Pending && record.expires_at > stamp {
+                // A resend moved its expiry later.
+                let at = record.expires_at;
+                table.schedule(slot, at);
+                continue;
+            }
+            let retained_until = Stamp::of(record.expires_at.time() + self.retention);
+            if retained_until <= stamp {
+                table.remove(slot);
+                continue;
+            }
+            if record.status == Status::Pending {
+                record.status = Status::Expired;
+                record.drop_code();
+                settled.push((record.tenant.clone(), record.verification_id()));
+                table.unindex_pending(slot);
+            }
+            // This was its expiry (a finished verification's next deadline
+            // is the end of its retention).
+            let record = table.get(slot);
+            if record.status == Status::Expired {
+                expired.push((record.tenant.clone(), record.verification_id()));
+            }
+            table.schedule(slot, retained_until);
+        }
+        drop(guard);
+        for key in &settled {
+            self.feed.notify(key);
+        }
+        expired
     }
 
     pub(super) fn block(
@@ -514,13 +548,29 @@ impl MemoryStore {
         max_reprompts: u8,
         now: SystemTime,
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
-        Ok(self.update(tenant, id, |record| {
-            let v = &mut record.verification;
+        Ok(self.apply(tenant, id, |v, _, _| {
             let admitted = v
                 .call
                 .as_ref()
                 .is_some_and(|live| live.admits(&call.token, &call.call_sid));
-            admitted.then(|| v.press(menu, digits, max_reprompts, now))
+            if !admitted {
+                return (None, Written::Nothing);
+            }
+            let seen = |v: &Verification| {
+                (
+                    v.status,
+                    v.checks_remaining,
+                    v.call.as_ref().map(|c| c.reprompts),
+                )
+            };
+            let before = seen(v);
+            let outcome = v.press(menu, digits, max_reprompts, now);
+            let written = if seen(v) == before {
+                Written::Nothing
+            } else {
+                Written::Everything
+            };
+            (Some(outcome), written)
         }))
     }
 
@@ -528,6 +578,16 @@ impl MemoryStore {
     pub fn len(&self) -> (usize, usize) {
         let state = self.state();
         (state.verifications.len(), state.idempotency.len())
+    }
+}
+
+/// What a transition that touches only the status and the check counter
+/// wrote: nothing when neither moved.
+fn check_state_written(before: (Status, u32), v: &Verification) -> Written {
+    if (v.status, v.checks_remaining) == before {
+        Written::Nothing
+    } else {
+        Written::CheckState
     }
 }
 
@@ -543,19 +603,6 @@ fn new_in_flight(
         },
         expires_at: now + IDEMPOTENCY_WINDOW,
         queued_at,
-    }
-}
-
-/// Frees the (tenant, destination, purpose) slot once its verification has
-/// finished, so the next start creates a new verification.
-fn unindex_pending(state: &mut State, v: &Verification) {
-    let key = PendingKey {
-        tenant: v.tenant.clone(),
-        to: v.to.clone(),
-        purpose: v.purpose,
-    };
-    if state.pending.get(&key) == Some(&v.id) {
-        state.pending.remove(&key);
     }
 }
 
@@ -640,9 +687,9 @@ mod tests {
             store.reserve_send(candidate(&policy, "+14155550102"), &policy, T0),
             Err(StoreError::Full)
         ));
-        store.purge(T0 + policy.code_ttl + policy.retention - Duration::from_secs(1));
+        store.expire_due(T0 + policy.code_ttl + policy.retention - Duration::from_secs(1));
         assert_eq!(store.len().0, 2, "kept during retention");
-        store.purge(T0 + policy.code_ttl + policy.retention);
+        store.expire_due(T0 + policy.code_ttl + policy.retention);
         assert_eq!(store.len().0, 0, "purged after retention");
         store
             .reserve_send(
@@ -719,6 +766,175 @@ mod tests {
             "the old code still approves after a failed resend"
         );
         assert_eq!(v.status, Status::Approved);
+    }
+
+    fn code(b: u8) -> CodeHash {
+        CodeHash {
+            key_id: crate::domain::code::KeyId::parse("k1").expect("id"),
+            mac: [b; 32],
+        }
+    }
+
+    fn sent(store: &MemoryStore, v: &Verification, policy: &Policy, at: SystemTime, b: u8) {
+        store
+            .complete_send(
+                &v.tenant,
+                &v.id,
+                CompletedSend {
+                    delivery: v.delivery.clone(),
+                    attempts: vec![SendAttempt {
+                        channel: Channel::Sms,
+                        status: DeliveryStatus::Accepted,
+                        provider: "console".into(),
+                        at,
+                        error_reason: None,
+                        reference: None,
+                        provider_status: None,
+                    }],
+                    new_hash: Some(code(b)),
+                    call: None,
+                },
+                policy,
+                at,
+            )
+            .expect("ok")
+            .expect("found");
+    }
+
+    fn record_of(store: &MemoryStore, v: &Verification, f: impl FnOnce(&Record)) {
+        let state = store.state();
+        let table = &state.verifications;
+        f(table.get(table.find(&v.tenant, v.id.to_bits()).expect("held")));
+    }
+
+    #[tokio::test]
+    async fn a_verification_expires_at_its_deadline_and_goes_after_its_retention() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let (v, _) = granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
+                .expect("ok"),
+        );
+        sent(&store, &v, &policy, T0, 1);
+        let expiry = T0 + policy.code_ttl;
+        let end = expiry + policy.retention;
+        let just = Duration::from_nanos(1);
+        assert_eq!(store.next_deadline(), Some(expiry));
+
+        assert!(store.expire_due(expiry - just).is_empty());
+        record_of(&store, &v, |r| assert_eq!(r.status, Status::Pending));
+        let mut watcher = store.subscribe(&v.tenant, &v.id);
+        assert_eq!(
+            store.expire_due(expiry),
+            vec![(v.tenant.clone(), v.id.clone())]
+        );
+        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+            .await
+            .expect("watchers are told of the expiry");
+        record_of(&store, &v, |r| {
+            assert_eq!(r.status, Status::Expired);
+            assert!(!r.has_code(), "an expired verification keeps no code hash");
+        });
+        assert_eq!(store.next_deadline(), Some(end), "then the retention's end");
+
+        assert!(store.expire_due(end - just).is_empty());
+        assert_eq!(store.len().0, 1, "readable during retention");
+        assert!(store.expire_due(end).is_empty(), "announced once");
+        assert_eq!(store.len().0, 0, "dropped after retention");
+        assert_eq!(store.next_deadline(), None);
+        let state = store.state();
+        assert_eq!(
+            state.verifications.deadlines(),
+            0,
+            "no deadline left behind"
+        );
+    }
+
+    #[test]
+    fn a_resend_moves_the_expiry_and_an_expiry_a_read_settled_is_still_announced() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let (v, _) = granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
+                .expect("ok"),
+        );
+        sent(&store, &v, &policy, T0, 1);
+        let resent_at = T0 + policy.resend_cooldown;
+        granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, resent_at)
+                .expect("ok"),
+        );
+        sent(&store, &v, &policy, resent_at, 2);
+        let expiry = resent_at + policy.code_ttl;
+        assert!(
+            store.expire_due(T0 + policy.code_ttl).is_empty(),
+            "the first send's expiry has moved"
+        );
+        assert_eq!(store.next_deadline(), Some(expiry));
+
+        let read = store
+            .get(&v.tenant, &v.id, expiry)
+            .expect("ok")
+            .expect("found");
+        assert_eq!(read.status, Status::Expired);
+        assert_eq!(
+            store.expire_due(expiry),
+            vec![(v.tenant.clone(), v.id.clone())]
+        );
+        assert_eq!(
+            store
+                .check(&v.tenant, &v.id, &[code(2)], expiry)
+                .expect("ok")
+                .expect("found")
+                .0,
+            CheckOutcome::NotPending(Status::Expired)
+        );
+    }
+
+    #[test]
+    fn a_finished_verification_frees_its_destination_and_its_code() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let (v, _) = granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
+                .expect("ok"),
+        );
+        sent(&store, &v, &policy, T0, 1);
+        let (outcome, approved) = store
+            .check(&v.tenant, &v.id, &[code(1)], T0)
+            .expect("ok")
+            .expect("found");
+        assert_eq!(
+            (outcome, approved.status),
+            (CheckOutcome::Approved, Status::Approved)
+        );
+        record_of(&store, &v, |r| assert!(!r.has_code()));
+        let (next, is_new) = granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
+                .expect("ok"),
+        );
+        assert!(is_new, "the destination starts anew");
+        assert_ne!(next.id, v.id);
+
+        // One expired without the timer: the start settles it and starts anew.
+        sent(&store, &next, &policy, T0, 3);
+        let later = T0 + policy.code_ttl;
+        let (third, is_new) = granted(
+            store
+                .reserve_send(candidate(&policy, "+14155550100"), &policy, later)
+                .expect("ok"),
+        );
+        assert!(is_new);
+        assert_ne!(third.id, next.id);
+        record_of(&store, &next, |r| {
+            assert_eq!(r.status, Status::Expired);
+            assert!(!r.has_code());
+        });
     }
 
     #[test]

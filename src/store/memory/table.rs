@@ -1,0 +1,196 @@
+//! The memory store's verifications: records in one slab, found by id and,
+//! while pending, by (tenant, destination, purpose), with one queue of
+//! deadlines (each verification's expiry, then the end of its retention).
+//!
+//! The indexes hold 4-byte slots rather than copies of their keys: a
+//! lookup hashes the key it was given and compares against the record the
+//! slot names. So a pending verification costs its record plus a few
+//! dozen bytes of index and queue, where a map per index cost a key, a
+//! value and spare capacity each.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    hash::{BuildHasher, RandomState},
+};
+
+use hashbrown::HashTable;
+use slab::Slab;
+
+use super::record::{Record, Stamp};
+use crate::domain::{Destination, Purpose, TenantId};
+
+/// Where a record lives in the slab.
+pub(super) type Slot = u32;
+
+/// The most records a table holds: slots are 4 bytes.
+pub(super) const MAX_RECORDS: usize = Slot::MAX as usize;
+
+/// A time at which a record's slot has something due. `tag` is the low
+/// bits of the record's id: a slot freed and reused holds another record,
+/// and the entries its first record left are then skipped. (A tag that
+/// matches by chance, one in 2^32, only makes the new record's deadline
+/// be looked at once more than needed: what is due is always decided
+/// against the record's own times.)
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline {
+    at: Stamp,
+    slot: Slot,
+    tag: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    records: Slab<Record>,
+    by_id: HashTable<Slot>,
+    /// The one pending verification per (tenant, destination, purpose).
+    pending: HashTable<Slot>,
+    deadlines: BinaryHeap<Reverse<Deadline>>,
+    /// SipHash with a key of this process's: destinations are the callers'
+    /// choice, so the pending index must resist hash flooding (ids are
+    /// random, but share the hasher rather than need a reason not to).
+    hasher: RandomState,
+}
+
+fn id_hash(hasher: &RandomState, id: u128) -> u64 {
+    hasher.hash_one(id)
+}
+
+fn pending_hash(
+    hasher: &RandomState,
+    tenant: &TenantId,
+    to: &Destination,
+    purpose: Purpose,
+) -> u64 {
+    hasher.hash_one((tenant, to, purpose))
+}
+
+fn record_pending_hash(hasher: &RandomState, r: &Record) -> u64 {
+    pending_hash(hasher, &r.tenant, &r.to, r.purpose)
+}
+
+fn index(slot: Slot) -> usize {
+    slot as usize
+}
+
+fn tag(record: &Record) -> u32 {
+    // The low 32 of the id's 128 random bits.
+    record.id() as u32
+}
+
+impl Table {
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The slot of verification `id`, if it is the tenant's.
+    pub(super) fn find(&self, tenant: &TenantId, id: u128) -> Option<Slot> {
+        let records = &self.records;
+        let slot = *self
+            .by_id
+            .find(id_hash(&self.hasher, id), |&s| records[index(s)].id() == id)?;
+        (records[index(slot)].tenant == *tenant).then_some(slot)
+    }
+
+    /// The slot of the pending verification for (tenant, to, purpose).
+    pub(super) fn pending(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        purpose: Purpose,
+    ) -> Option<Slot> {
+        let records = &self.records;
+        let hash = pending_hash(&self.hasher, tenant, to, purpose);
+        self.pending
+            .find(hash, |&s| {
+                let r = &records[index(s)];
+                r.tenant == *tenant && r.to == *to && r.purpose == purpose
+            })
+            .copied()
+    }
+
+    pub(super) fn get(&self, slot: Slot) -> &Record {
+        &self.records[index(slot)]
+    }
+
+    pub(super) fn get_mut(&mut self, slot: Slot) -> &mut Record {
+        &mut self.records[index(slot)]
+    }
+
+    /// Adds a pending verification: indexed by id and as its destination's
+    /// pending one, with its expiry queued. Returns its slot and whether
+    /// its expiry is now the earliest deadline.
+    ///
+    /// # Panics
+    /// When the table already holds [`MAX_RECORDS`]; the store refuses
+    /// starts (full) well before.
+    pub(super) fn insert(&mut self, record: Record) -> (Slot, bool) {
+        let by_id = id_hash(&self.hasher, record.id());
+        let pending = record_pending_hash(&self.hasher, &record);
+        let expires_at = record.expires_at;
+        let slot = Slot::try_from(self.records.insert(record)).expect("the store caps its records");
+        let (records, hasher) = (&self.records, &self.hasher);
+        self.by_id
+            .insert_unique(by_id, slot, |&s| id_hash(hasher, records[index(s)].id()));
+        self.pending.insert_unique(pending, slot, |&s| {
+            record_pending_hash(hasher, &records[index(s)])
+        });
+        let earliest = self.schedule(slot, expires_at);
+        (slot, earliest)
+    }
+
+    /// Frees the (tenant, destination, purpose) slot once its verification
+    /// has finished, so the next start creates a new verification.
+    pub(super) fn unindex_pending(&mut self, slot: Slot) {
+        let hash = record_pending_hash(&self.hasher, &self.records[index(slot)]);
+        if let Ok(entry) = self.pending.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+    }
+
+    /// Drops a record and its index entries; its queued deadlines are
+    /// skipped when they come up.
+    pub(super) fn remove(&mut self, slot: Slot) {
+        self.unindex_pending(slot);
+        let hash = id_hash(&self.hasher, self.records[index(slot)].id());
+        if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.records.remove(index(slot));
+    }
+
+    /// Queues a deadline for `slot`. Returns whether it is now the earliest.
+    pub(super) fn schedule(&mut self, slot: Slot, at: Stamp) -> bool {
+        let earliest = self.deadlines.peek().is_none_or(|Reverse(d)| at < d.at);
+        let tag = tag(&self.records[index(slot)]);
+        self.deadlines.push(Reverse(Deadline { at, slot, tag }));
+        earliest
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Stamp> {
+        self.deadlines.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// Takes the earliest deadline if it is due at `now`, and returns the
+    /// slot it is for. Deadlines left by removed records are dropped on the
+    /// way.
+    pub(super) fn pop_due(&mut self, now: Stamp) -> Option<Slot> {
+        while self.deadlines.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Reverse(d) = self.deadlines.pop()?;
+            if self
+                .records
+                .get(index(d.slot))
+                .is_some_and(|r| tag(r) == d.tag)
+            {
+                return Some(d.slot);
+            }
+        }
+        None
+    }
+
+    /// How many deadlines are queued, for tests.
+    #[cfg(test)]
+    pub(super) fn deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+}
