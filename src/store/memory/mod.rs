@@ -460,19 +460,18 @@ impl MemoryStore {
         self.deadline_moved.notified().await;
     }
 
-    /// Works through the deadlines due at `now`: a pending verification
-    /// past its expiry is settled as EXPIRED (watchers are told), one past
-    /// its retention is dropped. Returns the verifications whose expiry
-    /// this was, settled here or by an earlier read, for the service to
-    /// announce.
+    /// Works through the deadlines due at `now`: a verification past its
+    /// retention is dropped; one whose expiry this is goes back to the
+    /// service, which settles it with [`MemoryStore::get`] (telling
+    /// watchers) and announces it, as it does for a store that keeps no
+    /// deadlines. What a read already settled is announced all the same.
     pub(super) fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
-        let mut expired = Vec::new();
-        let mut settled = Vec::new();
+        let mut due = Vec::new();
         let stamp = Stamp::of(now);
-        let mut guard = self.state();
-        let table = &mut guard.verifications;
+        let mut state = self.state();
+        let table = &mut state.verifications;
         while let Some(slot) = table.pop_due(stamp) {
-            let record = table.get_mut(slot);
+            let record = table.get(slot);
             if record.status == Status::Pending && record.expires_at > stamp {
                 // A resend moved its expiry later.
                 let at = record.expires_at;
@@ -484,25 +483,14 @@ impl MemoryStore {
                 table.remove(slot);
                 continue;
             }
-            if record.status == Status::Pending {
-                record.status = Status::Expired;
-                record.drop_code();
-                settled.push((record.tenant.clone(), record.verification_id()));
-                table.unindex_pending(slot);
-            }
-            // This was its expiry (a finished verification's next deadline
-            // is the end of its retention).
-            let record = table.get(slot);
-            if record.status == Status::Expired {
-                expired.push((record.tenant.clone(), record.verification_id()));
+            // This was its expiry: a finished verification's next deadline
+            // is the end of its retention.
+            if matches!(record.status, Status::Pending | Status::Expired) {
+                due.push((record.tenant.clone(), record.verification_id()));
             }
             table.schedule(slot, retained_until);
         }
-        drop(guard);
-        for key in &settled {
-            self.feed.notify(key);
-        }
-        expired
+        due
     }
 
     pub(super) fn block(
@@ -829,6 +817,12 @@ mod tests {
             store.expire_due(expiry),
             vec![(v.tenant.clone(), v.id.clone())]
         );
+        // What the service does with each: settle it, which tells watchers.
+        let settled = store
+            .get(&v.tenant, &v.id, expiry)
+            .expect("ok")
+            .expect("found");
+        assert_eq!(settled.status, Status::Expired);
         tokio::time::timeout(Duration::from_secs(5), watcher.changed())
             .await
             .expect("watchers are told of the expiry");
