@@ -1,7 +1,12 @@
 //! Logs, traces and metrics.
 //!
 //! Logs go to stderr (stdout belongs to the dev console sender), JSON when
-//! not on a terminal, level from `RUST_LOG` or the config. Traces are the
+//! not on a terminal, level from `RUST_LOG` or the config. A request only
+//! formats its lines (the audit event, above all): a writer thread of its
+//! own writes them, as many as are waiting in one `write`, so no request
+//! waits on stderr and a busy server makes one system call per batch, not
+//! per line. It never drops a line: when the writer falls 128k lines
+//! behind, requests wait for it rather than lose audit events. Traces are the
 //! same `tracing` spans, exported over OTLP when a collector is configured
 //! (`trace`). Span and event fields carry ids, tenants and masked
 //! destinations, never codes or keys; metrics (`metrics`) carry no id or
@@ -10,8 +15,9 @@
 pub mod metrics;
 mod trace;
 
-use std::io::IsTerminal as _;
+use std::io::{BufWriter, IsTerminal as _};
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
 };
@@ -21,14 +27,20 @@ pub use trace::{inject_trace_context, record_rpc_status, rpc_span};
 
 use crate::config::{LogConfig, LogFormat, TracingConfig};
 
-/// Flushes the spans not yet exported when dropped, at exit.
+/// Flushes the spans not yet exported, then the log lines not yet
+/// written, when dropped, at exit.
 #[derive(Debug)]
-#[must_use = "dropping it at once stops trace export"]
-pub struct TelemetryGuard(Option<trace::Exporter>);
+#[must_use = "dropping it at once stops trace export and log output"]
+pub struct TelemetryGuard {
+    exporter: Option<trace::Exporter>,
+    /// Dropped after the exporter (fields drop after `drop` runs), so what
+    /// the exporter logs while shutting down is written too.
+    _log_writer: WorkerGuard,
+}
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(exporter) = self.0.take() {
+        if let Some(exporter) = self.exporter.take() {
             exporter.shutdown();
         }
     }
@@ -46,7 +58,13 @@ pub fn init(log: &LogConfig, tracing: &TracingConfig) -> TelemetryGuard {
         LogFormat::Json => true,
         LogFormat::Text => false,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The writer thread flushes the buffer whenever it has no more lines
+    // waiting, so a line is out as soon as the thread gets to it.
+    let (writer, log_writer) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("verifyd-log")
+        .finish(BufWriter::new(std::io::stderr()));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if json {
         fmt.json()
             .with_current_span(true)
@@ -68,5 +86,8 @@ pub fn init(log: &LogConfig, tracing: &TracingConfig) -> TelemetryGuard {
     if let Some(problem) = problem {
         tracing::error!(%problem, "trace export is off");
     }
-    TelemetryGuard(exporter)
+    TelemetryGuard {
+        exporter,
+        _log_writer: log_writer,
+    }
 }
