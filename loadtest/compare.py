@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,29 +269,79 @@ def preload(server, name, count):
     return ids, check_ids
 
 
-def h2load_baseline(server):
-    """The baseline again, from an independent client: h2load (Debian's
-    nghttp2-client). A gRPC unary call is an HTTP/2 POST with
-    `content-type: application/grpc`, `te: trailers` and the message behind
-    a 5-byte prefix (not compressed, length 0 for HealthCheckRequest{}).
-    h2load counts HTTP statuses only; the gRPC statuses were checked by the
-    bench run."""
-    body = OUT / "health-request.bin"
-    body.write_bytes(b"\x00\x00\x00\x00\x00")
+def grpc_frame(message):
+    """A gRPC message on the wire: not compressed, its length, itself."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def get_request(verification_id):
+    """GetVerificationRequest{id} in protobuf: field 1, length-delimited."""
+    encoded = verification_id.encode()
+    return b"\x0a" + bytes([len(encoded)]) + encoded
+
+
+def rpc_counts(server):
+    """verifyd's own count of answered RPCs, by method and gRPC status, from
+    its metrics (verifyd_rpc_duration_seconds_count)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("verifyd_rpc_duration_seconds_count{"):
+            labels, value = line[len("verifyd_rpc_duration_seconds_count{"):].split("} ")
+            fields = dict(part.split("=", 1) for part in labels.split(","))
+            key = (fields["method"].strip('"'), fields["code"].strip('"'))
+            counts[key] = float(value)
+    return counts
+
+
+def h2load(server, name, path, message, method=None):
+    """One closed-loop run of an independent client, h2load (Debian's
+    nghttp2-client, in C), with the same workers and connections as the
+    bench runs: every request carries the same body. h2load counts HTTP
+    statuses only, and gRPC answers errors with HTTP 200, so for verifyd's
+    own RPCs (`method`) the gRPC statuses come from the server's metrics."""
+    body = OUT / f"{name}.bin"
+    body.write_bytes(grpc_frame(message))
     streams = max(1, CONCURRENCY // CONNECTIONS)
+    counts0 = rpc_counts(server) if method else {}
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
     out = subprocess.run(
         ["taskset", "-c", LOADGEN_CPU, "h2load", "-t", "1", "-c", str(CONNECTIONS),
          "-m", str(streams), "-D", str(DURATION), "-d", str(body),
          "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"http://127.0.0.1:{server.grpc}/grpc.health.v1.Health/Check"],
+         "-H", f"authorization: Bearer {API_KEY}",
+         f"http://127.0.0.1:{server.grpc}{path}"],
         check=True, capture_output=True, text=True,
     ).stdout
-    (OUT / "h2load.txt").write_text(out)
+    cpu1, t1 = server.cpu_seconds(), time.monotonic()
+    (OUT / f"{name}.txt").write_text(out)
+    rps = done = None
     for line in out.splitlines():
         # "finished in 8.00s, 61234.50 req/s, 4.21MB/s"
         if line.startswith("finished in"):
-            return float(line.split(",")[1].split()[0])
-    raise RuntimeError(f"no rate in h2load's output:\n{out}")
+            rps = float(line.split(",")[1].split()[0])
+        # "requests: 489876 total, 489940 started, 489876 done, 489876 succeeded, ..."
+        if line.startswith("requests:"):
+            done = int(line.split(",")[3].split()[0])
+    if rps is None or not done:
+        raise RuntimeError(f"no rate in h2load's output:\n{out}")
+    statuses = {"OK": done}
+    if method:
+        counts1 = rpc_counts(server)
+        statuses = {
+            code: int(n - counts0.get((m, code), 0))
+            for (m, code), n in counts1.items()
+            if m == method and n > counts0.get((m, code), 0)
+        }
+    return {
+        "name": name,
+        "rps": rps,
+        "count": done,
+        "cpu_us_per_request": (cpu1 - cpu0) / done * 1e6,
+        "server_busy": (cpu1 - cpu0) / (t1 - t0),
+        "statuses": statuses,
+    }
 
 
 def bracketed(before, after):
@@ -319,8 +370,11 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
     try:
         rows = {"baseline": closed(server, "health.json", f"{name}-health", redis_pid=redis_pid)}
         baseline = rows["baseline"]
+        h2 = {}
         if open_loop and shutil.which("h2load"):
-            baseline["h2load_rps"] = h2load_baseline(server)
+            h2["baseline"] = h2load(
+                server, f"{name}-h2load-health", "/grpc.health.v1.Health/Check", b""
+            )
         # Enough verifications that no Check run spends every attempt of
         # one: the closed run, and the open-loop run at half the rate.
         checks = baseline["rps"] * (DURATION + OPEN_DURATION) * 1.5
@@ -328,6 +382,13 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
         rows["GetVerification"] = closed(
             server, "get.json", f"{name}-get", "-D", str(ids), redis_pid=redis_pid
         )
+        if h2:
+            # One verification, read over and over: h2load sends one body.
+            first = json.loads(ids.read_text())[0]["id"]
+            h2["GetVerification"] = h2load(
+                server, f"{name}-h2load-get", "/verifyd.v1.VerificationService/GetVerification",
+                get_request(first), method="GetVerification",
+            )
         rows["CheckVerification"] = closed(
             server, "check.json", f"{name}-check", "-D", str(check_ids), redis_pid=redis_pid
         )
@@ -354,6 +415,8 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
             opened["StartVerification"] = measured(
                 server, "start.json", f"{name}-open-start", *loop
             )
+        if h2:
+            rows["h2load"] = h2
         return rows, opened
     finally:
         server.stop()
@@ -410,13 +473,14 @@ def main():
     say()
 
     memory, opened = run_store("memory", 'backend = "memory"')
+    h2 = memory.pop("h2load", {})
     base = memory["baseline"]
     void = base["server_busy_min"] < SATURATED
     say("## In-memory store")
     say()
     say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req | × baseline | server core busy | target |")
     say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-    results = {"memory": memory, "open_loop": opened}
+    results = {"memory": memory, "open_loop": opened, "h2load": h2}
     misses = []
     for name, row in memory.items():
         rps_ratio = row["rps"] / base["rps"]
@@ -434,11 +498,26 @@ def main():
             f"{row['server_busy']:.0%} | {target} |")
     say()
     say(drift_line(base))
-    if "h2load_rps" in base:
+    if h2:
+        hb = h2["baseline"]
         say()
-        say(f"Baseline cross-check: h2load (nghttp2) drove Health/Check at "
-            f"{base['h2load_rps']:,.0f} rps, {base['h2load_rps'] / base['rps']:.2f}× what "
-            f"`verifyd bench` drove.")
+        say("### The same RPCs from h2load (nghttp2), beside `verifyd bench`")
+        say()
+        say("| RPC | bench rps | h2load rps | × h2load baseline | server CPU µs/req "
+            "| × baseline | server core busy |")
+        say("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, row in h2.items():
+            label = "Health/Check (baseline)" if name == "baseline" else name
+            say(f"| {label} | {memory[name]['rps']:,.0f} | {row['rps']:,.0f} | "
+                f"{row['rps'] / hb['rps']:.2f} | {row['cpu_us_per_request']:.1f} | "
+                f"{row['cpu_us_per_request'] / hb['cpu_us_per_request']:.2f} | "
+                f"{row['server_busy']:.0%} |")
+        say()
+        say(f"h2load drove the baseline {hb['rps'] / base['rps']:.2f}× as fast as `verifyd bench` "
+            f"did. It sends one body for every request, so it can drive only the RPCs whose "
+            f"request does not change: the health check, and a Get of one verification. A "
+            f"Check of one verification would run out of attempts after {CHECK_ATTEMPTS} and "
+            f"then measure the refusal; each Start needs a new destination.")
     if void:
         say()
         say(f"VOID: the baseline kept the server's core only {base['server_busy_min']:.0%} busy "
@@ -473,7 +552,7 @@ def main():
         f"target ≤ {MAX_BYTES_PER_VERIFICATION}: {verdict(good)})")
     say()
 
-    all_rows = list(memory.values()) + list(opened.values())
+    all_rows = list(memory.values()) + list(opened.values()) + list(h2.values())
     if shutil.which("redis-server"):
         port = free_port()
         # Redis shares the load generator's core: the server's core stays

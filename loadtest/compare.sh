@@ -3,7 +3,9 @@
 # loadtest/compare.py, which prints one table of every RPC as a ratio to the
 # health check measured in the same run (docs/performance.md). Needs two
 # cores, taskset (util-linux) and python3; redis-server adds the Redis
-# figures and h2load (nghttp2-client) an independent run of the baseline.
+# figures, and h2load (nghttp2-client; installed here when run as root on
+# Debian) drives the health check and GetVerification again from an
+# independent client, reported beside `verifyd bench`.
 # Settings: see the top of compare.py.
 set -euo pipefail
 
@@ -22,8 +24,14 @@ fi
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "compare.sh: redis-server is not installed: the Redis-store run is skipped" >&2
 fi
+if ! command -v h2load >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "compare.sh: installing nghttp2-client (h2load)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nghttp2-client >&2 ||
+        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nghttp2-client >&2; } ||
+        true
+fi
 if ! command -v h2load >/dev/null 2>&1; then
-    echo "compare.sh: h2load is not installed (Debian: nghttp2-client): no independent check of the baseline" >&2
+    echo "compare.sh: h2load is not installed (Debian: nghttp2-client): no runs from an independent client" >&2
 fi
 
 echo "==> cargo build --release --locked" >&2
