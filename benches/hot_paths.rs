@@ -1,6 +1,6 @@
 //! Criterion benches for the pieces every request goes through: drawing a
-//! code, the code HMACs, the in-memory store's check and get, and the
-//! in-process rate limiters on their allowed path.
+//! code, the code HMACs, the in-memory store's check, get and a Start's two
+//! steps, and the in-process rate limiters on their allowed path.
 //!
 //! `cargo bench --bench hot_paths` measures; `cargo test --benches` runs
 //! each bench once, as a smoke test. The numbers are per call on one core.
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use verifyd::{
     clock::Clock,
     domain::{
@@ -87,6 +87,33 @@ fn code_hmac(c: &mut Criterion) {
     group.finish();
 }
 
+fn email_delivery() -> Delivery {
+    Delivery {
+        channel: Channel::Email,
+        voice_mode: None,
+        locale: None,
+    }
+}
+
+/// An email send that a provider accepted, delivering the code `new_hash`
+/// is the hash of.
+fn sent(new_hash: Option<CodeHash>, at: SystemTime) -> CompletedSend {
+    CompletedSend {
+        delivery: email_delivery(),
+        attempts: vec![SendAttempt {
+            channel: Channel::Email,
+            status: DeliveryStatus::Accepted,
+            provider: "smtp".to_owned(),
+            at,
+            error_reason: None,
+            reference: None,
+            provider_status: None,
+        }],
+        new_hash,
+        call: None,
+    }
+}
+
 /// A store holding `VERIFICATIONS` pending email verifications, each sent
 /// once (as a start does: `reserve_send`, then `complete_send` with the
 /// code's hash), and for each id the candidates of a wrong code.
@@ -95,17 +122,14 @@ fn pending_store(
     ring: &KeyRing,
     now: SystemTime,
 ) -> (Store, Vec<(VerificationId, Vec<CodeHash>)>) {
-    let store = Store::Memory(MemoryStore::new(VERIFICATIONS, policy.retention));
+    // No cap: the Start bench adds to it.
+    let store = Store::Memory(MemoryStore::new(usize::MAX, policy.retention));
     let tenant = tenant();
     let (right, wrong) = (
         Code::parse("123456").expect("six digits"),
         Code::parse("654321").expect("six digits"),
     );
-    let delivery = Delivery {
-        channel: Channel::Email,
-        voice_mode: None,
-        locale: None,
-    };
+    let delivery = email_delivery();
     let ids = (0..VERIFICATIONS)
         .map(|i| {
             let candidate = Verification::new(
@@ -122,20 +146,7 @@ fn pending_store(
                 panic!("a new destination's first send is granted");
             };
             let id = verification.id;
-            let send = CompletedSend {
-                delivery: delivery.clone(),
-                attempts: vec![SendAttempt {
-                    channel: Channel::Email,
-                    status: DeliveryStatus::Accepted,
-                    provider: "smtp".to_owned(),
-                    at: now,
-                    error_reason: None,
-                    reference: None,
-                    provider_status: None,
-                }],
-                new_hash: Some(ring.hash(&tenant, &id, &right)),
-                call: None,
-            };
+            let send = sent(Some(ring.hash(&tenant, &id, &right)), now);
             ready(store.complete_send(&tenant, &id, send, policy, now))
                 .expect("memory store")
                 .expect("just created");
@@ -173,6 +184,41 @@ fn memory_store(c: &mut Criterion) {
             ready(store.get(&tenant, id, now)).expect("memory store")
         });
     });
+    // A Start's two store steps for a destination never seen: the
+    // reservation that creates the verification, and the recorded send
+    // with the code's hash. The store grows as the bench runs, as it does
+    // under a load of Starts.
+    group.bench_function(
+        format!("start_new_destination/{VERIFICATIONS}_pending"),
+        |b| {
+            let code = Code::parse("123456").expect("six digits");
+            let mut n = VERIFICATIONS;
+            b.iter_batched(
+                || {
+                    n += 1;
+                    let candidate = Verification::new(
+                        VerificationId::generate(),
+                        tenant.clone(),
+                        email(n),
+                        Purpose::PasswordReset,
+                        email_delivery(),
+                        &policy,
+                        now,
+                    );
+                    let hash = ring.hash(&tenant, &candidate.id, &code);
+                    (candidate, hash)
+                },
+                |(candidate, hash)| {
+                    let id = candidate.id.clone();
+                    ready(store.reserve_send(candidate, &policy, None, now)).expect("room");
+                    ready(store.complete_send(&tenant, &id, sent(Some(hash), now), &policy, now))
+                        .expect("memory store")
+                        .expect("just created")
+                },
+                BatchSize::SmallInput,
+            );
+        },
+    );
     group.finish();
 }
 
