@@ -23,6 +23,7 @@ use std::{
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context, syntax::SyntaxConfig};
 use zeroize::Zeroizing;
 
+use self::skeleton::{Kind, MessageSkeleton, MessageSkeletons, Pieces};
 use super::{Content, Message};
 use crate::domain::{Channel, Locale, Purpose, VoiceMode};
 
@@ -203,6 +204,8 @@ pub struct Templates {
     /// Texts that carry the code, rendered once with a marker where the
     /// code goes (see `with_code`).
     skeletons: Skeletons,
+    /// Whole messages from those skeletons, by kind of message.
+    messages: MessageSkeletons,
 }
 
 /// What a text with the code depends on besides the code: its template,
@@ -392,6 +395,7 @@ impl Templates {
                     .all(prints_code_only),
                 texts: RwLock::default(),
             },
+            messages: MessageSkeletons::default(),
         };
         let replaced: BTreeSet<&str> = overrides.iter().map(|(n, _)| n.as_str()).collect();
         for &(name, source) in BUILT_IN {
@@ -425,11 +429,62 @@ impl Templates {
     }
 
     pub fn render(&self, message: &Message) -> Result<Content, TemplateError> {
+        if self.skeletons.enabled {
+            let kind = Kind::of(message, minutes(message.valid_for));
+            if let Some(skeleton) = self
+                .messages
+                .get_or_make(&kind, || self.message_skeleton(message))
+            {
+                return Ok(skeleton.fill(message.code.expose()));
+            }
+        }
+        self.render_afresh(message)
+    }
+
+    /// A message's skeleton: each part's skeleton, cut where the code
+    /// goes. `None` when a part has none.
+    fn message_skeleton(&self, message: &Message) -> Option<MessageSkeleton> {
+        let mark: String =
+            std::iter::repeat_n(MARK_A, message.code.expose().chars().count()).collect();
+        let vars = Vars {
+            app_name: &message.app_name,
+            code: &mark,
+            minutes: minutes(message.valid_for),
+            purpose: message.purpose,
+        };
+        let locale = message.delivery.locale.as_ref().map(Locale::as_str);
+        let part = |part| {
+            let (name, found) = self.resolve(locale, vars.purpose, part)?;
+            self.skeleton(&name, found, part, &vars)
+                .map(|text| Pieces::cut(&text, &mark))
+        };
+        Some(match message.delivery.channel {
+            Channel::Sms => {
+                let (name, found) = self.resolve(locale, vars.purpose, Part::Sms)?;
+                let body = self.skeleton(&name, found, Part::Sms, &vars)?;
+                // As `render_afresh` ends it.
+                let text = match &self.webotp_domain {
+                    Some(domain) => format!("{body}\n\n@{domain} #{mark}"),
+                    None => body.to_string(),
+                };
+                MessageSkeleton::Text(Pieces::cut(&text, &mark))
+            }
+            Channel::Email => MessageSkeleton::Email {
+                subject: part(Part::EmailSubject)?,
+                text: part(Part::EmailText)?,
+                html: part(Part::EmailHtml)?,
+            },
+            Channel::Voice => MessageSkeleton::Speech(part(voice_part(message))?),
+        })
+    }
+
+    /// What `render` makes, rendered part by part.
+    fn render_afresh(&self, message: &Message) -> Result<Content, TemplateError> {
         let code = message.code.expose();
         let vars = Vars {
             app_name: &message.app_name,
             code,
-            minutes: message.valid_for.as_secs().div_ceil(60).max(1),
+            minutes: minutes(message.valid_for),
             purpose: message.purpose,
         };
         let locale = message.delivery.locale.as_ref().map(Locale::as_str);
@@ -448,14 +503,7 @@ impl Templates {
                 text: part(Part::EmailText)?.to_string(),
                 html: part(Part::EmailHtml)?.to_string(),
             },
-            Channel::Voice => Content::Speech(
-                part(match message.delivery.voice_mode.unwrap_or_default() {
-                    VoiceMode::Confirm => Part::VoiceConfirm,
-                    VoiceMode::Match => Part::VoiceMatch,
-                    VoiceMode::Code => Part::VoiceCode,
-                })?
-                .to_string(),
-            ),
+            Channel::Voice => Content::Speech(part(voice_part(message))?.to_string()),
         })
     }
 
@@ -472,7 +520,7 @@ impl Templates {
         let vars = Vars {
             app_name,
             code: "",
-            minutes: valid_for.as_secs().div_ceil(60).max(1),
+            minutes: minutes(valid_for),
             purpose,
         };
         let part = match prompt {
@@ -542,8 +590,16 @@ impl Templates {
         part: Part,
         vars: &Vars<'_>,
     ) -> Option<Zeroizing<String>> {
+        let mark_a: String = std::iter::repeat_n(MARK_A, vars.code.chars().count()).collect();
+        self.skeleton(name, found, part, vars)
+            .map(|s| Zeroizing::new(s.replace(&mark_a, vars.code)))
+    }
+
+    /// The skeleton of template `name` for codes as long as `vars.code`:
+    /// the text with one `MARK_A` per digit where the code goes, made once
+    /// and kept. `None` for a template that may not have one.
+    fn skeleton(&self, name: &str, found: &str, part: Part, vars: &Vars<'_>) -> Option<Arc<str>> {
         let len = vars.code.chars().count();
-        let mark_a: String = std::iter::repeat_n(MARK_A, len).collect();
         let key = (
             name.to_owned(),
             found.to_owned(),
@@ -559,35 +615,31 @@ impl Templates {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
             .cloned();
-        let skeleton = match cached {
-            Some(skeleton) => skeleton,
-            None => {
-                let mark_b: String = std::iter::repeat_n(MARK_B, len).collect();
-                let with = |mark: &str| {
-                    let vars = Vars {
-                        code: mark,
-                        ..*vars
-                    };
-                    self.render_named(name, found, part, &vars).ok()
-                };
-                let skeleton = match (with(&mark_a), with(&mark_b)) {
-                    (Some(a), Some(b)) if a.replace(&mark_a, &mark_b) == *b => {
-                        Some(Arc::from(a.as_str()))
-                    }
-                    _ => None,
-                };
-                let mut skeletons = self
-                    .skeletons
-                    .texts
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if skeletons.len() < MAX_SKELETONS {
-                    skeletons.insert(key, skeleton.clone());
-                }
-                skeleton
-            }
+        if let Some(skeleton) = cached {
+            return skeleton;
+        }
+        let mark_a: String = std::iter::repeat_n(MARK_A, len).collect();
+        let mark_b: String = std::iter::repeat_n(MARK_B, len).collect();
+        let with = |mark: &str| {
+            let vars = Vars {
+                code: mark,
+                ..*vars
+            };
+            self.render_named(name, found, part, &vars).ok()
         };
-        skeleton.map(|s| Zeroizing::new(s.replace(&mark_a, vars.code)))
+        let skeleton = match (with(&mark_a), with(&mark_b)) {
+            (Some(a), Some(b)) if a.replace(&mark_a, &mark_b) == *b => Some(Arc::from(a.as_str())),
+            _ => None,
+        };
+        let mut skeletons = self
+            .skeletons
+            .texts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if skeletons.len() < MAX_SKELETONS {
+            skeletons.insert(key, skeleton.clone());
+        }
+        skeleton
     }
 
     fn render_named(
@@ -826,5 +878,20 @@ fn read_template(path: &Path, name: &str, shown: &str) -> Result<String, Templat
         .map_err(|_| TemplateError::new(name, format!("is not UTF-8 (in {shown})")))
 }
 
+/// A validity in whole minutes, rounded up, as the texts say it.
+fn minutes(valid_for: std::time::Duration) -> u64 {
+    valid_for.as_secs().div_ceil(60).max(1)
+}
+
+/// The part a voice message speaks.
+fn voice_part(message: &Message) -> Part {
+    match message.delivery.voice_mode.unwrap_or_default() {
+        VoiceMode::Confirm => Part::VoiceConfirm,
+        VoiceMode::Match => Part::VoiceMatch,
+        VoiceMode::Code => Part::VoiceCode,
+    }
+}
+
+mod skeleton;
 #[cfg(test)]
 mod tests;

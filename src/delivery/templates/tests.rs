@@ -251,6 +251,16 @@ fn the_webotp_line_ends_the_sms_when_configured() {
         sms.lines().last(),
         Some(format!("@example.com #{CODE}").as_str())
     );
+    // The same from the message's skeleton (the first render made it) as
+    // rendered afresh, for another code too.
+    for code in [CODE, "0123456789"] {
+        let m = with_code(message(Channel::Sms, Some("fr")), code);
+        assert_eq!(
+            templates.render(&m).expect("renders"),
+            templates.render_afresh(&m).expect("renders")
+        );
+    }
+    assert_eq!(templates.messages.counts(), (2, 2));
     assert!(sms.starts_with("Acme : votre"), "{sms}");
     let mail = email(&templates, &message(Channel::Email, None)).1;
     assert!(!mail.contains("@example.com #"), "email has no WebOTP line");
@@ -501,6 +511,9 @@ fn texts_from_skeletons_match_a_fresh_render_for_every_code() {
                 }
             }
         }
+        let (kinds, made) = templates.messages.counts();
+        assert!(made > 0, "messages came from message skeletons");
+        assert!(made < kinds, "the read-aloud code's messages have none");
         let skeletons = templates.skeletons.texts.read().expect("lock");
         assert!(
             skeletons.values().any(Option::is_some),
