@@ -17,7 +17,10 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{Content, FailureKind, Message, Provider, Receipt, SendError};
-use crate::{clock::Clock, telemetry::Metrics};
+use crate::{
+    clock::Clock,
+    telemetry::{self, Metrics},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -290,14 +293,9 @@ impl Route {
                     "no time left for this provider",
                 ))
             } else {
-                // One span per request to the provider, carrying only the
-                // provider and channel (the destination is on the parent,
-                // masked); the HTTP client passes its context on in
-                // `traceparent`.
-                let span = tracing::info_span!(
-                    "provider_request",
-                    provider = provider.name(),
-                    channel = message.delivery.channel.as_str(),
+                let span = telemetry::provider_span(
+                    provider.name(),
+                    message.delivery.channel.as_str(),
                     retry,
                 );
                 let began = std::time::Instant::now();

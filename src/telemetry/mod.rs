@@ -23,7 +23,7 @@ use tracing_subscriber::{
 };
 
 pub use metrics::Metrics;
-pub use trace::{inject_trace_context, record_rpc_status, rpc_span};
+pub use trace::{inject_trace_context, provider_span, record_rpc_status, rpc_span};
 
 use crate::config::{LogConfig, LogFormat, TracingConfig};
 
