@@ -583,6 +583,25 @@ impl RateLimits {
         }
     }
 
+    /// Takes one cell of the destination's failed-check budget kept in
+    /// this process, for the store to call in the check's own step
+    /// ([`crate::store::Store::check_within_budget`]): `Some(wait)` when it
+    /// is spent. Only for budgets in this process ([`Self::shared_check_quota`]
+    /// is `None`); a refusal is counted by [`Self::check_refused`].
+    pub fn take_local_check(&self, tenant: &TenantId, to: &Destination) -> Option<Duration> {
+        let Budgets::Local {
+            failed_checks_per_destination,
+            ..
+        } = &self.budgets
+        else {
+            unreachable!("shared budgets are the store's to take");
+        };
+        failed_checks_per_destination
+            .take(tenant, &(tenant.clone(), to.clone()))
+            .err()
+            .map(|limited| limited.retry_after)
+    }
+
     /// With shared budgets, the failed-check quota for the store to take
     /// from in the check's own step ([`crate::store::Store::check_within_budget`]);
     /// `None` when the budgets are in this process, and [`Self::check`]

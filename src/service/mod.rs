@@ -23,11 +23,11 @@ use crate::{
     clock::Clock,
     delivery::Dispatcher,
     domain::{
-        CheckOutcome, Code, DeliveryReport, KeyRing, Policy, Status, TenantId, Verification,
-        VerificationId, fraud::FraudRules,
+        CheckOutcome, Code, DeliveryReport, Destination, KeyRing, Policy, Status, TenantId,
+        Verification, VerificationId, fraud::FraudRules,
     },
     ratelimit::RateLimits,
-    store::{BudgetedCheck, Store},
+    store::{BudgetedCheck, CheckBudget, Store},
     telemetry::{Metrics, metrics::CheckCount},
 };
 
@@ -136,23 +136,27 @@ impl Verifier {
         self.limits.request(tenant)?;
         let now = self.clock.now();
         let candidates = self.keys.candidates(tenant, id, code);
-        // With the budgets in Redis, the store reads, takes from the
-        // destination's budget and compares in one step.
-        if let Some(quota) = self.limits.shared_check_quota(tenant) {
-            match self
-                .store
-                .check_within_budget(tenant, id, &candidates, quota, now)
-                .await?
-                .ok_or(CheckError::NotFound)?
-            {
-                BudgetedCheck::Checked(outcome, v) => {
-                    return self.checked(outcome, v, Status::Pending);
-                }
-                BudgetedCheck::Limited(retry_after) => {
-                    return Err(self.limits.check_refused(tenant, retry_after).into());
-                }
-                BudgetedCheck::Unbudgeted => {}
+        // The store reads, takes from the destination's budget and compares
+        // in one step: one script with the budgets in Redis, one lookup
+        // with them in this process.
+        let take_local = |to: &Destination| self.limits.take_local_check(tenant, to);
+        let budget = self
+            .limits
+            .shared_check_quota(tenant)
+            .map_or(CheckBudget::Local(&take_local), CheckBudget::Shared);
+        match self
+            .store
+            .check_within_budget(tenant, id, &candidates, budget, now)
+            .await?
+            .ok_or(CheckError::NotFound)?
+        {
+            BudgetedCheck::Checked(outcome, v) => {
+                return self.checked(outcome, v, Status::Pending);
             }
+            BudgetedCheck::Limited(retry_after) => {
+                return Err(self.limits.check_refused(tenant, retry_after).into());
+            }
+            BudgetedCheck::Unbudgeted => {}
         }
         let (status, to) = self
             .store

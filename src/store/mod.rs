@@ -148,6 +148,28 @@ pub enum Idempotency {
     Mismatch,
 }
 
+/// Where a check's cell of the destination's failed-check budget comes
+/// from, for [`Store::check_within_budget`].
+#[derive(Clone, Copy)]
+pub enum CheckBudget<'a> {
+    /// Budgets every replica shares in Redis: the store takes a cell under
+    /// this quota in the check's own script.
+    Shared(QuotaConfig),
+    /// Budgets in this process: the store asks this, under its lock, to take
+    /// a cell for the verification's destination; `Some(wait)` when the
+    /// budget is spent and a cell frees up after `wait`.
+    Local(&'a (dyn Fn(&Destination) -> Option<Duration> + Sync)),
+}
+
+impl std::fmt::Debug for CheckBudget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shared(quota) => f.debug_tuple("Shared").field(quota).finish(),
+            Self::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
 /// The result of [`Store::check_within_budget`].
 // Returned once and matched at once: boxing the verification would cost an
 // allocation per check for nothing.
@@ -161,9 +183,9 @@ pub enum BudgetedCheck {
     /// after this long.
     Limited(Duration),
     /// The store cannot take from this verification's budget in the same
-    /// step (the memory store keeps no budgets; a Redis record may predate
-    /// the budget's name): nothing changed, and the caller takes the cell
-    /// and checks in separate steps.
+    /// step (the budgets are not where the store can reach them; a Redis
+    /// record may predate the budget's name): nothing changed, and the
+    /// caller takes the cell and checks in separate steps.
     Unbudgeted,
 }
 
@@ -226,23 +248,28 @@ impl Store {
     }
 
     /// [`Store::check`], taking one cell from the destination's failed-check
-    /// budget (under `quota`) first, all in one atomic step: one round trip
-    /// to Redis where the separate steps take three. Not pending: nothing is
-    /// taken.
+    /// budget first, all in one atomic step: one round trip to Redis where
+    /// the separate steps take three, one lookup in memory where they take
+    /// two. Not pending: nothing is taken.
     pub async fn check_within_budget(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         candidates: &[CodeHash],
-        quota: QuotaConfig,
+        budget: CheckBudget<'_>,
         now: SystemTime,
     ) -> Result<Option<BudgetedCheck>, StoreError> {
-        match self {
-            Self::Memory(_) => Ok(Some(BudgetedCheck::Unbudgeted)),
-            Self::Redis(r) => {
+        match (self, budget) {
+            (Self::Memory(m), CheckBudget::Local(take)) => {
+                Ok(m.check_within_budget(tenant, id, candidates, take, now))
+            }
+            (Self::Redis(r), CheckBudget::Shared(quota)) => {
                 r.check_within_budget(tenant, id, candidates, quota, now)
                     .await
             }
+            // Budgets kept apart from the store: the caller takes the cell
+            // and checks in separate steps.
+            _ => Ok(Some(BudgetedCheck::Unbudgeted)),
         }
     }
 

@@ -25,8 +25,8 @@ use self::{
     table::{MAX_RECORDS, Table},
 };
 use super::{
-    Blocked, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW,
-    Idempotency, Reservation, StoreError,
+    Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     feed::{Feed, Subscription},
 };
 use crate::domain::{
@@ -257,6 +257,36 @@ impl MemoryStore {
             let outcome = v.check(record.code_matches(candidates, names), now);
             (outcome, check_state_written(before, v))
         }))
+    }
+
+    /// [`Self::check`], first taking one cell of the destination's
+    /// failed-check budget through `take`, under the same lock: one lookup
+    /// where reading the destination, then checking, takes two. Not
+    /// pending (expired included): nothing is taken or written.
+    pub(super) fn check_within_budget(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        take: &(dyn Fn(&Destination) -> Option<Duration> + Sync),
+        now: SystemTime,
+    ) -> Option<BudgetedCheck> {
+        let (checked, v) = self.apply(tenant, id, |v, record, names| {
+            let status = v.status_at(now);
+            if status.is_terminal() {
+                return (Ok(CheckOutcome::NotPending(status)), Written::Nothing);
+            }
+            if let Some(wait) = take(&v.to) {
+                return (Err(wait), Written::Nothing);
+            }
+            let before = (v.status, v.checks_remaining);
+            let outcome = v.check(record.code_matches(candidates, names), now);
+            (Ok(outcome), check_state_written(before, v))
+        })?;
+        Some(match checked {
+            Ok(outcome) => BudgetedCheck::Checked(outcome, v),
+            Err(wait) => BudgetedCheck::Limited(wait),
+        })
     }
 
     pub(super) fn get(
