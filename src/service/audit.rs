@@ -2,7 +2,8 @@
 //! teams, under the `verifyd::audit` tracing target (so a log pipeline can
 //! route it apart). Each event names the tenant, the verification, the
 //! channel, the old and new status, the masked destination and why; never
-//! a code, key or full destination.
+//! a code, key or full destination. Fields are recorded as strings, not
+//! through `Display`: the JSON formatter writes a string in one piece.
 
 use crate::domain::{Status, Verification};
 
@@ -15,12 +16,12 @@ pub fn status_changed(v: &Verification, from: Option<Status>, reason: &'static s
     tracing::info!(
         target: "verifyd::audit",
         event = "status_changed",
-        tenant = %v.tenant,
-        verification = %v.id,
+        tenant = v.tenant.as_str(),
+        verification = v.id.as_str(),
         channel = v.delivery.channel.as_str(),
         from = from.map_or("none", Status::as_str),
         to = v.status.as_str(),
-        destination = %v.to.masked(),
+        destination = v.to.masked().as_str(),
         reason,
         "verification status changed"
     );
