@@ -38,25 +38,37 @@ impl ConsoleSender {
     }
 
     pub(super) fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        // One buffer, written at once: a line per send, never interleaved.
+        let text = content.text();
+        let mut line = String::with_capacity(LINE_START.len() + 160 + text.len());
+        line.push_str(LINE_START);
+        for (name, value) in [
+            ("channel", message.delivery.channel.as_str()),
+            ("to", message.to.as_str()),
+            ("verification", message.verification_id.as_str()),
+        ] {
+            push_field(&mut line, name, value);
+        }
         // Press-# and number-matching calls have no code to show.
-        let code = if message.carries_code() {
-            format!(" code={}", message.code.expose())
-        } else {
-            String::new()
-        };
-        let line = format!(
-            "[verifyd dev-only console sender, not a real delivery] channel={} to={} verification={}{code}{} | {}\n",
-            message.delivery.channel.as_str(),
-            message.to.as_str(),
-            message.verification_id,
-            message
-                .match_digits
-                .as_ref()
-                .filter(|_| message.delivery.voice_mode == Some(crate::domain::VoiceMode::Match))
-                .map(|d| format!(" match_digits={}", d.as_str()))
-                .unwrap_or_default(),
-            content.text().replace('\n', " "),
-        );
+        if message.carries_code() {
+            push_field(&mut line, "code", message.code.expose());
+        }
+        if let Some(digits) = message
+            .match_digits
+            .as_ref()
+            .filter(|_| message.delivery.voice_mode == Some(crate::domain::VoiceMode::Match))
+        {
+            push_field(&mut line, "match_digits", digits.as_str());
+        }
+        line.push_str(" | ");
+        // The message on one line.
+        for (i, part) in text.split('\n').enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            line.push_str(part);
+        }
+        line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.write_all(line.as_bytes())
             .and_then(|()| out.flush())
@@ -68,4 +80,15 @@ impl ConsoleSender {
             reference: None,
         })
     }
+}
+
+/// How every console line starts: it is no delivery.
+const LINE_START: &str = "[verifyd dev-only console sender, not a real delivery]";
+
+/// ` name=value`.
+fn push_field(line: &mut String, name: &str, value: &str) {
+    line.push(' ');
+    line.push_str(name);
+    line.push('=');
+    line.push_str(value);
 }
