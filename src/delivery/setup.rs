@@ -10,8 +10,9 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, ProviderConfig, Secret},
+    config::{CONSOLE_PROVIDER, Config, ProviderConfig},
     domain::TenantId,
+    secret::Secret,
     telemetry::Metrics,
 };
 

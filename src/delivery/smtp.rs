@@ -26,7 +26,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Content, FailureKind, Message, Receipt, SendError};
-use crate::{config::Secret, domain::Destination};
+use crate::{domain::Destination, secret::Secret};
 
 /// How the connection to the relay is protected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

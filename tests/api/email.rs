@@ -5,9 +5,10 @@
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use verifyd::{
-    config::{ProviderConfig, Secret},
+    config::ProviderConfig,
     delivery::smtp::SmtpTls,
     proto::{self, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{

@@ -9,9 +9,10 @@ use sha2::Sha256;
 use tonic::Code;
 use verifyd::{
     app::{Application, RunError},
-    config::{Config, ProviderConfig, Secret},
+    config::{Config, ProviderConfig},
     delivery::{http::HttpConfig, setup::SetupError},
     proto::DeliveryStatus,
+    secret::Secret,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 

@@ -25,9 +25,10 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, Secret, StoreBackend},
+    config::{CONSOLE_PROVIDER, Config, StoreBackend},
     delivery::ConsoleSender,
     proto::{self, verification_service_client::VerificationServiceClient},
+    secret::Secret,
 };
 
 pub const TEST_KEY: &str = "test-hmac-key-0123456789abcdef-0123456789";

@@ -72,8 +72,9 @@ use proptest::{
 use tonic::Code;
 use verifyd::{
     clock::Clock,
-    config::{Config, Secret, StoreBackend},
+    config::{Config, StoreBackend},
     proto::{self, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{

@@ -5,9 +5,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tonic::Code;
 use verifyd::{
-    config::{Config, ProviderConfig, Secret},
+    config::{Config, ProviderConfig},
     delivery::twilio::TwilioConfig,
     proto::{self, DeliveryStatus, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{

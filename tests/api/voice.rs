@@ -8,9 +8,10 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use verifyd::{
-    config::{Config, ProviderConfig, Secret},
+    config::{Config, ProviderConfig},
     delivery::twilio::TwilioConfig,
     proto::{self, DeliveryStatus, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{
