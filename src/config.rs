@@ -35,6 +35,7 @@ use crate::{
     secret::Secret,
     service::{TenantConfig, VoiceSettings},
     store::redis::RedisConfig,
+    telemetry::{LogConfig, TracingConfig},
 };
 
 const ENV_PREFIX: &str = "VERIFYD_";
@@ -74,22 +75,6 @@ pub struct Config {
     pub fraud: FraudRules,
     pub log: LogConfig,
     pub tracing: TracingConfig,
-}
-
-/// Trace export over OTLP/gRPC. Each setting falls back to the standard
-/// OpenTelemetry variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
-/// `OTEL_TRACES_SAMPLER_ARG`); with no endpoint anywhere, nothing is
-/// exported.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracingConfig {
-    /// The collector, e.g. `http://otel-collector:4317`.
-    pub otlp_endpoint: Option<url::Url>,
-    pub service_name: Option<String>,
-    /// The share of new traces kept, 0 to 1; a caller's sampled flag wins
-    /// for traces it continues.
-    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -298,33 +283,6 @@ impl Default for WebhooksConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_base_url: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// JSON when stderr is not a terminal, text when it is.
-    #[default]
-    Auto,
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `verifyd=debug`; `RUST_LOG` wins.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: "info".to_owned(),
         }
     }
 }
