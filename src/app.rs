@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 
 use crate::{
     clock::Clock,
-    config::{Config, StoreBackend},
+    config::Config,
     delivery::{
         ConsoleSender,
         setup::{SetupError, dispatcher, tenant_templates, twilio_webhook_tokens},
@@ -24,7 +24,7 @@ use crate::{
     http, proto,
     ratelimit::RateLimits,
     service::{ServiceSettings, Tenants, Verifier, tenants},
-    store::{MemoryStore, RedisStore, Store, StoreError},
+    store::{MemoryStore, RedisStore, Store, StoreBackend, StoreError},
     telemetry::Metrics,
 };
 

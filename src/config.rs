@@ -34,7 +34,7 @@ use crate::{
     ratelimit::LimitsConfig,
     secret::Secret,
     service::{TenantConfig, VoiceSettings},
-    store::redis::RedisConfig,
+    store::{StoreBackend, StoreConfig},
     telemetry::{LogConfig, TracingConfig},
 };
 
@@ -168,38 +168,6 @@ impl Default for HmacConfig {
             key_id: "k1".to_owned(),
             key: None,
             previous_keys: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreBackend {
-    #[default]
-    Memory,
-    /// Shared by every replica; see `[store.redis]`.
-    Redis,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    pub backend: StoreBackend,
-    /// The most verifications (and idempotency records) the memory store
-    /// holds; starts beyond it fail with UNAVAILABLE.
-    pub max_entries: usize,
-    #[serde(with = "humantime_serde")]
-    pub purge_interval: Duration,
-    pub redis: RedisConfig,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: StoreBackend::Memory,
-            max_entries: 1_000_000,
-            purge_interval: Duration::from_secs(30),
-            redis: RedisConfig::default(),
         }
     }
 }

@@ -25,10 +25,11 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, StoreBackend},
+    config::{CONSOLE_PROVIDER, Config},
     delivery::ConsoleSender,
     proto::{self, verification_service_client::VerificationServiceClient},
     secret::Secret,
+    store::StoreBackend,
 };
 
 pub const TEST_KEY: &str = "test-hmac-key-0123456789abcdef-0123456789";

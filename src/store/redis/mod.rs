@@ -13,7 +13,7 @@
 //! values, never in key names (see `keys`).
 
 mod changes;
-mod connection;
+pub(super) mod connection;
 mod keys;
 mod record;
 
