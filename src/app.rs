@@ -102,8 +102,15 @@ impl Application {
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let metrics = Arc::new(Metrics::new());
-        let dispatcher = dispatcher(&config, &console, &clock, &metrics)?;
-        let tenant_templates = tenant_templates(&config)?;
+        let dispatcher = dispatcher(
+            &config.delivery,
+            &config.providers,
+            config.webhooks.public_base_url.as_ref(),
+            &console,
+            &clock,
+            &metrics,
+        )?;
+        let tenant_templates = tenant_templates(&config.delivery, &config.tenants)?;
         let quotas = tenants::quotas(&config.tenants, config.limits);
         let policy = config.policy();
         let shutdown = CancellationToken::new();
@@ -321,8 +328,11 @@ impl Application {
             else {
                 return Ok(());
             };
-            let router =
-                http::webhooks::router(Arc::clone(&verifier), base, twilio_webhook_tokens(&config));
+            let router = http::webhooks::router(
+                Arc::clone(&verifier),
+                base,
+                twilio_webhook_tokens(&config.providers),
+            );
             axum::serve(listener, router)
                 .with_graceful_shutdown(drained.clone().cancelled_owned())
                 .await

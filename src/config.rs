@@ -22,9 +22,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::{
-        BreakerConfig, RetryPolicy, http::HttpConfig, smtp::SmtpConfig, twilio::TwilioConfig,
-    },
+    delivery::setup::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
     domain::{
         CodeLength, Policy, TenantId,
         code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
@@ -168,67 +166,6 @@ impl Default for HmacConfig {
             key_id: "k1".to_owned(),
             key: None,
             previous_keys: BTreeMap::new(),
-        }
-    }
-}
-
-/// The built-in dev-only provider: writes messages, codes included, to
-/// stdout. Needs no `[providers]` entry.
-pub const CONSOLE_PROVIDER: &str = "console";
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliveryConfig {
-    /// The longest one send (all retries and failover) may take.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
-    /// A directory of templates that replace the built-in ones.
-    pub templates_dir: Option<PathBuf>,
-    /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
-    /// browsers on that origin can fill the code in.
-    pub webotp_domain: Option<String>,
-    /// Provider names in order of preference (keys of `[providers]`, or
-    /// `console`); empty means the channel is off (dev mode: console).
-    pub sms: Vec<String>,
-    pub voice: Vec<String>,
-    pub email: Vec<String>,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-            breaker: BreakerConfig::default(),
-            templates_dir: None,
-            webotp_domain: None,
-            sms: Vec::new(),
-            voice: Vec::new(),
-            email: Vec::new(),
-        }
-    }
-}
-
-/// A configured provider, by kind.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    /// Twilio's Messages API (SMS).
-    Twilio(TwilioConfig),
-    /// An in-house SMS gateway: a signed JSON POST.
-    Http(HttpConfig),
-    Smtp(SmtpConfig),
-}
-
-impl ProviderConfig {
-    /// Whether this kind of provider can send on `channel`.
-    fn serves(&self, channel: &str) -> bool {
-        match self {
-            Self::Twilio(_) => channel == "sms" || channel == "voice",
-            Self::Http(_) => channel == "sms",
-            Self::Smtp(_) => channel == "email",
         }
     }
 }
@@ -927,6 +864,61 @@ mod tests {
                 Some("s3cret")
             );
             assert!(!format!("{config:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_provider_table_loads_with_a_password_file_and_its_errors_name_the_provider() {
+        use crate::delivery::smtp::SmtpTls;
+
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                [hmac]
+                key = "0123456789abcdef0123456789abcdef"
+                [delivery]
+                email = ["mail"]
+                [providers.mail]
+                kind = "smtp"
+                host = "smtp.example.com"
+                tls = "implicit"
+                username = "apikey"
+                from = "Acme <no-reply@acme.example>"
+                timeout = "3s"
+                "#,
+            )?;
+            jail.create_file("smtp.password", "s3cret-value\n")?;
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__PASSWORD_FILE", "smtp.password");
+            let config = Config::load(Some(Path::new("verifyd.toml"))).expect("valid");
+            let Some(ProviderConfig::Smtp(smtp)) = config.providers.get("mail") else {
+                panic!("an smtp provider");
+            };
+            assert_eq!(smtp.tls, SmtpTls::Implicit);
+            assert_eq!(smtp.timeout, Duration::from_secs(3));
+            assert_eq!(
+                smtp.password.as_ref().map(Secret::expose),
+                Some("s3cret-value")
+            );
+            assert!(
+                !format!("{config:?}").contains("s3cret"),
+                "Debug redacts it"
+            );
+
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__TLS", "ssl");
+            let err = Config::load(Some(Path::new("verifyd.toml"))).expect_err("unknown mode");
+            let line = err.to_string();
+            assert!(line.contains("providers.mail"), "{line}");
+            assert!(
+                line.contains("ssl") && line.contains("starttls") && line.contains("implicit"),
+                "{line}"
+            );
+
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__TLS", "none");
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__POOL_SIZE", "4");
+            let err = Config::load(Some(Path::new("verifyd.toml"))).expect_err("unknown key");
+            assert!(err.to_string().contains("pool_size"), "{err}");
             Ok(())
         });
     }

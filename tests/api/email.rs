@@ -5,8 +5,7 @@
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use verifyd::{
-    config::ProviderConfig,
-    delivery::smtp::SmtpTls,
+    delivery::{setup::ProviderConfig, smtp::SmtpTls},
     proto::{self, VerificationStatus},
     secret::Secret,
 };

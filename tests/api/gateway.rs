@@ -9,8 +9,11 @@ use sha2::Sha256;
 use tonic::Code;
 use verifyd::{
     app::{Application, RunError},
-    config::{Config, ProviderConfig},
-    delivery::{http::HttpConfig, setup::SetupError},
+    config::Config,
+    delivery::{
+        http::HttpConfig,
+        setup::{ProviderConfig, SetupError},
+    },
     proto::DeliveryStatus,
     secret::Secret,
 };

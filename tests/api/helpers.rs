@@ -25,8 +25,8 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config},
-    delivery::ConsoleSender,
+    config::Config,
+    delivery::{ConsoleSender, setup::CONSOLE_PROVIDER},
     proto::{self, verification_service_client::VerificationServiceClient},
     secret::Secret,
     store::StoreBackend,

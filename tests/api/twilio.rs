@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tonic::Code;
 use verifyd::{
-    config::{Config, ProviderConfig},
-    delivery::twilio::TwilioConfig,
+    config::Config,
+    delivery::{setup::ProviderConfig, twilio::TwilioConfig},
     proto::{self, DeliveryStatus, VerificationStatus},
     secret::Secret,
 };
