@@ -125,6 +125,7 @@ impl Application {
                 let index_key = match &config.store.redis.index_key {
                     Some(key) => key.expose().as_bytes().to_vec(),
                     None => config
+                        .hmac
                         .key_ring()
                         .active()
                         .derive(DEV_INDEX_KEY_LABEL)
@@ -149,7 +150,7 @@ impl Application {
             store,
             limits,
             dispatcher,
-            config.key_ring(),
+            config.hmac.key_ring(),
             policy,
             ServiceSettings {
                 tenants: Tenants::new(

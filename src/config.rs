@@ -25,12 +25,12 @@ use crate::{
     delivery::setup::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
     domain::{
         CodeLength, Policy, TenantId,
-        code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
+        code::{HmacConfig, KeyId, MAX_PREVIOUS_KEYS, MIN_KEY_LEN},
         fraud::FraudRules,
+        policy::CodeConfig,
     },
     grpc::tls::TlsConfig,
     ratelimit::LimitsConfig,
-    secret::Secret,
     service::{TenantConfig, VoiceSettings},
     store::{StoreBackend, StoreConfig},
     telemetry::{LogConfig, TracingConfig},
@@ -107,65 +107,6 @@ impl Default for ServerConfig {
             reflection: true,
             tls: None,
             max_connection_age: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CodeConfig {
-    pub length: u8,
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    pub max_check_attempts: u32,
-    pub max_send_attempts: u32,
-    #[serde(with = "humantime_serde")]
-    pub resend_cooldown: Duration,
-    pub match_digits: u8,
-    /// How long a verification stays readable after its expiry time.
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-impl Default for CodeConfig {
-    fn default() -> Self {
-        let p = Policy::default();
-        Self {
-            length: p.code_length.get(),
-            ttl: p.code_ttl,
-            max_check_attempts: p.max_check_attempts,
-            max_send_attempts: p.max_send_attempts,
-            resend_cooldown: p.resend_cooldown,
-            match_digits: p.match_digits,
-            retention: p.retention,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HmacConfig {
-    /// Stored beside every code hash.
-    pub key_id: String,
-    /// At least 32 bytes. Best set through `VERIFYD_HMAC__KEY_FILE`.
-    pub key: Option<Secret>,
-    /// Older keys by id: they still check codes they hashed before a
-    /// rotation, and never hash a new one. Each best set through
-    /// `VERIFYD_HMAC__PREVIOUS_KEYS__<ID>_FILE`; ids set through the
-    /// environment arrive lowercased, so key ids are best lowercase.
-    pub previous_keys: BTreeMap<String, Secret>,
-}
-
-/// The most older keys `hmac.previous_keys` holds. Each costs one more HMAC
-/// per check; a rotation needs one.
-pub const MAX_PREVIOUS_KEYS: usize = 8;
-
-impl Default for HmacConfig {
-    fn default() -> Self {
-        Self {
-            key_id: "k1".to_owned(),
-            key: None,
-            previous_keys: BTreeMap::new(),
         }
     }
 }
@@ -665,32 +606,6 @@ impl Config {
             send_lease: self.delivery.timeout + Duration::from_secs(1),
         }
     }
-
-    /// The HMAC keys: `hmac.key` active (in dev mode without a key, an
-    /// ephemeral one) and `hmac.previous_keys` for checking only. Keys that
-    /// [`Config::validate`] would refuse are left out.
-    pub fn key_ring(&self) -> KeyRing {
-        let key = |id: &str, secret: &Secret| {
-            HmacKey::new(KeyId::parse(id)?, secret.expose().as_bytes().to_vec()).ok()
-        };
-        let active = self
-            .hmac
-            .key
-            .as_ref()
-            .and_then(|secret| key(&self.hmac.key_id, secret))
-            .unwrap_or_else(HmacKey::ephemeral);
-        let mut previous: Vec<HmacKey> = Vec::new();
-        for (id, secret) in &self.hmac.previous_keys {
-            if let Some(k) = key(id, secret)
-                && k.id() != active.id()
-                && previous.len() < MAX_PREVIOUS_KEYS
-            {
-                previous.push(k);
-            }
-        }
-        KeyRing::with_previous(active, previous)
-            .expect("ids are unique: map keys, not the active id")
-    }
 }
 
 #[cfg(test)]
@@ -699,6 +614,7 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+    use crate::{domain::KeyRing, secret::Secret};
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -991,7 +907,7 @@ mod tests {
                 "redacted"
             );
             assert_eq!(
-                ring_ids(&config.key_ring()),
+                ring_ids(&config.hmac.key_ring()),
                 ("k2".to_owned(), vec!["k0".to_owned(), "k1".to_owned()])
             );
             Ok(())
@@ -1004,7 +920,10 @@ mod tests {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
             jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
             let config = Config::load(None).expect("valid");
-            assert_eq!(ring_ids(&config.key_ring()), ("k1".to_owned(), Vec::new()));
+            assert_eq!(
+                ring_ids(&config.hmac.key_ring()),
+                ("k1".to_owned(), Vec::new())
+            );
             Ok(())
         });
     }
@@ -1051,7 +970,7 @@ mod tests {
             }
             jail.create_file("eight.toml", &toml)?;
             let config = Config::load(Some(Path::new("eight.toml"))).expect("at the limit");
-            assert_eq!(config.key_ring().previous().len(), MAX_PREVIOUS_KEYS);
+            assert_eq!(config.hmac.key_ring().previous().len(), MAX_PREVIOUS_KEYS);
             toml.push_str(&format!("k99 = \"{OLD_KEY}\"\n"));
             jail.create_file("nine.toml", &toml)?;
             let err = Config::load(Some(Path::new("nine.toml"))).expect_err("one too many");
@@ -1082,7 +1001,7 @@ mod tests {
             .previous_keys
             .insert("k9".to_owned(), Secret::new(OLDER_KEY));
         assert_eq!(
-            ring_ids(&config.key_ring()),
+            ring_ids(&config.hmac.key_ring()),
             ("k1".to_owned(), vec!["k9".to_owned()])
         );
     }
