@@ -243,7 +243,7 @@ impl Application {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let auth = Authenticator::new(&config);
+        let auth = Authenticator::new(&config.tenants);
         if auth.is_open() && !config.dev_mode {
             tracing::warn!(
                 grpc = %grpc_addr,
