@@ -7,6 +7,11 @@
 //! With no file and no `VERIFYD_*` variable at all, verifyd runs in dev mode.
 //! Everything is parsed and validated here, once, at startup; an invalid
 //! setting is one error line naming the key.
+//!
+//! Each section's type lives with the module that reads it (`[store]` is
+//! `store::StoreConfig`, `[delivery]` is `delivery::setup::DeliveryConfig`,
+//! ...): this module only assembles them into [`Config`], loads and
+//! validates. The imports point one way: nothing below it imports it.
 
 use std::{
     collections::BTreeMap,
@@ -75,6 +80,7 @@ pub struct Config {
     pub tracing: TracingConfig,
 }
 
+// Stays here: app.rs, above config.rs, binds these listeners and hands the parts on.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -111,6 +117,7 @@ impl Default for ServerConfig {
     }
 }
 
+// Stays here, as ServerConfig: app.rs binds `addr`; setup gets the base URL.
 /// The public listener for providers' webhooks (delivery status callbacks,
 /// voice call instructions). It is what a telephony provider reaches
 /// through the ingress, apart from the API and the admin listener.
