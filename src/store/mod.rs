@@ -26,7 +26,7 @@ use crate::domain::{
     verification::{Delivery, SendRefused},
     voice::{KeyOutcome, Menu, VoiceCall},
 };
-use crate::ratelimit::QuotaConfig;
+use crate::ratelimit::quota::QuotaConfig;
 
 // From the module that defines it, which imports nothing from `store`.
 use self::redis::connection::RedisConfig;

@@ -43,7 +43,7 @@ use crate::domain::{
     voice::{KeyOutcome, Menu, VoiceCall},
 };
 use crate::{
-    ratelimit::{Limit, QuotaConfig},
+    ratelimit::quota::{Limit, QuotaConfig},
     telemetry::Metrics,
 };
 
