@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 
 use crate::{
     clock::Clock,
-    config::{Config, StoreBackend},
+    config::Config,
     delivery::{
         ConsoleSender,
         setup::{SetupError, dispatcher, tenant_templates, twilio_webhook_tokens},
@@ -24,7 +24,7 @@ use crate::{
     http, proto,
     ratelimit::RateLimits,
     service::{ServiceSettings, Tenants, Verifier, tenants},
-    store::{MemoryStore, RedisStore, Store, StoreError},
+    store::{MemoryStore, RedisStore, Store, StoreBackend, StoreError},
     telemetry::Metrics,
 };
 
@@ -102,8 +102,15 @@ impl Application {
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let metrics = Arc::new(Metrics::new());
-        let dispatcher = dispatcher(&config, &console, &clock, &metrics)?;
-        let tenant_templates = tenant_templates(&config)?;
+        let dispatcher = dispatcher(
+            &config.delivery,
+            &config.providers,
+            config.webhooks.public_base_url.as_ref(),
+            &console,
+            &clock,
+            &metrics,
+        )?;
+        let tenant_templates = tenant_templates(&config.delivery, &config.tenants)?;
         let quotas = tenants::quotas(&config.tenants, config.limits);
         let policy = config.policy();
         let shutdown = CancellationToken::new();
@@ -118,6 +125,7 @@ impl Application {
                 let index_key = match &config.store.redis.index_key {
                     Some(key) => key.expose().as_bytes().to_vec(),
                     None => config
+                        .hmac
                         .key_ring()
                         .active()
                         .derive(DEV_INDEX_KEY_LABEL)
@@ -142,7 +150,7 @@ impl Application {
             store,
             limits,
             dispatcher,
-            config.key_ring(),
+            config.hmac.key_ring(),
             policy,
             ServiceSettings {
                 tenants: Tenants::new(
@@ -235,7 +243,7 @@ impl Application {
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
-        let auth = Authenticator::new(&config);
+        let auth = Authenticator::new(&config.tenants);
         if auth.is_open() && !config.dev_mode {
             tracing::warn!(
                 grpc = %grpc_addr,
@@ -321,8 +329,11 @@ impl Application {
             else {
                 return Ok(());
             };
-            let router =
-                http::webhooks::router(Arc::clone(&verifier), base, twilio_webhook_tokens(&config));
+            let router = http::webhooks::router(
+                Arc::clone(&verifier),
+                base,
+                twilio_webhook_tokens(&config.providers),
+            );
             axum::serve(listener, router)
                 .with_graceful_shutdown(drained.clone().cancelled_owned())
                 .await

@@ -7,10 +7,14 @@
 //! With no file and no `VERIFYD_*` variable at all, verifyd runs in dev mode.
 //! Everything is parsed and validated here, once, at startup; an invalid
 //! setting is one error line naming the key.
+//!
+//! Each section's type lives with the module that reads it (`[store]` is
+//! `store::StoreConfig`, `[delivery]` is `delivery::setup::DeliveryConfig`,
+//! ...): this module only assembles them into [`Config`], loads and
+//! validates. The imports point one way: nothing below it imports it.
 
 use std::{
     collections::BTreeMap,
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -20,21 +24,21 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::{
-        BreakerConfig, RetryPolicy, http::HttpConfig, smtp::SmtpConfig, twilio::TwilioConfig,
-    },
+    delivery::setup::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
     domain::{
         CodeLength, Policy, TenantId,
-        code::{HmacKey, KeyId, KeyRing, MIN_KEY_LEN},
+        code::{HmacConfig, KeyId, MAX_PREVIOUS_KEYS, MIN_KEY_LEN},
         fraud::FraudRules,
+        policy::CodeConfig,
     },
     grpc::tls::TlsConfig,
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
-    store::redis::RedisConfig,
+    store::{StoreBackend, StoreConfig},
+    telemetry::{LogConfig, TracingConfig},
 };
 
 const ENV_PREFIX: &str = "VERIFYD_";
@@ -76,22 +80,7 @@ pub struct Config {
     pub tracing: TracingConfig,
 }
 
-/// Trace export over OTLP/gRPC. Each setting falls back to the standard
-/// OpenTelemetry variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
-/// `OTEL_TRACES_SAMPLER_ARG`); with no endpoint anywhere, nothing is
-/// exported.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracingConfig {
-    /// The collector, e.g. `http://otel-collector:4317`.
-    pub otlp_endpoint: Option<url::Url>,
-    pub service_name: Option<String>,
-    /// The share of new traces kept, 0 to 1; a caller's sampled flag wins
-    /// for traces it continues.
-    pub sample_ratio: Option<f64>,
-}
-
+// Stays here: app.rs, above config.rs, binds these listeners and hands the parts on.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -128,158 +117,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CodeConfig {
-    pub length: u8,
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    pub max_check_attempts: u32,
-    pub max_send_attempts: u32,
-    #[serde(with = "humantime_serde")]
-    pub resend_cooldown: Duration,
-    pub match_digits: u8,
-    /// How long a verification stays readable after its expiry time.
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-impl Default for CodeConfig {
-    fn default() -> Self {
-        let p = Policy::default();
-        Self {
-            length: p.code_length.get(),
-            ttl: p.code_ttl,
-            max_check_attempts: p.max_check_attempts,
-            max_send_attempts: p.max_send_attempts,
-            resend_cooldown: p.resend_cooldown,
-            match_digits: p.match_digits,
-            retention: p.retention,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HmacConfig {
-    /// Stored beside every code hash.
-    pub key_id: String,
-    /// At least 32 bytes. Best set through `VERIFYD_HMAC__KEY_FILE`.
-    pub key: Option<Secret>,
-    /// Older keys by id: they still check codes they hashed before a
-    /// rotation, and never hash a new one. Each best set through
-    /// `VERIFYD_HMAC__PREVIOUS_KEYS__<ID>_FILE`; ids set through the
-    /// environment arrive lowercased, so key ids are best lowercase.
-    pub previous_keys: BTreeMap<String, Secret>,
-}
-
-/// The most older keys `hmac.previous_keys` holds. Each costs one more HMAC
-/// per check; a rotation needs one.
-pub const MAX_PREVIOUS_KEYS: usize = 8;
-
-impl Default for HmacConfig {
-    fn default() -> Self {
-        Self {
-            key_id: "k1".to_owned(),
-            key: None,
-            previous_keys: BTreeMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreBackend {
-    #[default]
-    Memory,
-    /// Shared by every replica; see `[store.redis]`.
-    Redis,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    pub backend: StoreBackend,
-    /// The most verifications (and idempotency records) the memory store
-    /// holds; starts beyond it fail with UNAVAILABLE.
-    pub max_entries: usize,
-    #[serde(with = "humantime_serde")]
-    pub purge_interval: Duration,
-    pub redis: RedisConfig,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: StoreBackend::Memory,
-            max_entries: 1_000_000,
-            purge_interval: Duration::from_secs(30),
-            redis: RedisConfig::default(),
-        }
-    }
-}
-
-/// The built-in dev-only provider: writes messages, codes included, to
-/// stdout. Needs no `[providers]` entry.
-pub const CONSOLE_PROVIDER: &str = "console";
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliveryConfig {
-    /// The longest one send (all retries and failover) may take.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
-    /// A directory of templates that replace the built-in ones.
-    pub templates_dir: Option<PathBuf>,
-    /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
-    /// browsers on that origin can fill the code in.
-    pub webotp_domain: Option<String>,
-    /// Provider names in order of preference (keys of `[providers]`, or
-    /// `console`); empty means the channel is off (dev mode: console).
-    pub sms: Vec<String>,
-    pub voice: Vec<String>,
-    pub email: Vec<String>,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-            breaker: BreakerConfig::default(),
-            templates_dir: None,
-            webotp_domain: None,
-            sms: Vec::new(),
-            voice: Vec::new(),
-            email: Vec::new(),
-        }
-    }
-}
-
-/// A configured provider, by kind.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    /// Twilio's Messages API (SMS).
-    Twilio(TwilioConfig),
-    /// An in-house SMS gateway: a signed JSON POST.
-    Http(HttpConfig),
-    Smtp(SmtpConfig),
-}
-
-impl ProviderConfig {
-    /// Whether this kind of provider can send on `channel`.
-    fn serves(&self, channel: &str) -> bool {
-        match self {
-            Self::Twilio(_) => channel == "sms" || channel == "voice",
-            Self::Http(_) => channel == "sms",
-            Self::Smtp(_) => channel == "email",
-        }
-    }
-}
-
+// Stays here, as ServerConfig: app.rs binds `addr`; setup gets the base URL.
 /// The public listener for providers' webhooks (delivery status callbacks,
 /// voice call instructions). It is what a telephony provider reaches
 /// through the ingress, apart from the API and the admin listener.
@@ -299,65 +137,6 @@ impl Default for WebhooksConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_base_url: None,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// JSON when stderr is not a terminal, text when it is.
-    #[default]
-    Auto,
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `verifyd=debug`; `RUST_LOG` wins.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: "info".to_owned(),
-        }
-    }
-}
-
-/// A secret string: redacted in `Debug`, never serialized back out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
     }
 }
 
@@ -834,32 +613,6 @@ impl Config {
             send_lease: self.delivery.timeout + Duration::from_secs(1),
         }
     }
-
-    /// The HMAC keys: `hmac.key` active (in dev mode without a key, an
-    /// ephemeral one) and `hmac.previous_keys` for checking only. Keys that
-    /// [`Config::validate`] would refuse are left out.
-    pub fn key_ring(&self) -> KeyRing {
-        let key = |id: &str, secret: &Secret| {
-            HmacKey::new(KeyId::parse(id)?, secret.expose().as_bytes().to_vec()).ok()
-        };
-        let active = self
-            .hmac
-            .key
-            .as_ref()
-            .and_then(|secret| key(&self.hmac.key_id, secret))
-            .unwrap_or_else(HmacKey::ephemeral);
-        let mut previous: Vec<HmacKey> = Vec::new();
-        for (id, secret) in &self.hmac.previous_keys {
-            if let Some(k) = key(id, secret)
-                && k.id() != active.id()
-                && previous.len() < MAX_PREVIOUS_KEYS
-            {
-                previous.push(k);
-            }
-        }
-        KeyRing::with_previous(active, previous)
-            .expect("ids are unique: map keys, not the active id")
-    }
 }
 
 #[cfg(test)]
@@ -868,6 +621,7 @@ mod tests {
     use figment::Jail;
 
     use super::*;
+    use crate::{domain::KeyRing, secret::Secret};
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -1038,6 +792,61 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_table_loads_with_a_password_file_and_its_errors_name_the_provider() {
+        use crate::delivery::smtp::SmtpTls;
+
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                [hmac]
+                key = "0123456789abcdef0123456789abcdef"
+                [delivery]
+                email = ["mail"]
+                [providers.mail]
+                kind = "smtp"
+                host = "smtp.example.com"
+                tls = "implicit"
+                username = "apikey"
+                from = "Acme <no-reply@acme.example>"
+                timeout = "3s"
+                "#,
+            )?;
+            jail.create_file("smtp.password", "s3cret-value\n")?;
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__PASSWORD_FILE", "smtp.password");
+            let config = Config::load(Some(Path::new("verifyd.toml"))).expect("valid");
+            let Some(ProviderConfig::Smtp(smtp)) = config.providers.get("mail") else {
+                panic!("an smtp provider");
+            };
+            assert_eq!(smtp.tls, SmtpTls::Implicit);
+            assert_eq!(smtp.timeout, Duration::from_secs(3));
+            assert_eq!(
+                smtp.password.as_ref().map(Secret::expose),
+                Some("s3cret-value")
+            );
+            assert!(
+                !format!("{config:?}").contains("s3cret"),
+                "Debug redacts it"
+            );
+
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__TLS", "ssl");
+            let err = Config::load(Some(Path::new("verifyd.toml"))).expect_err("unknown mode");
+            let line = err.to_string();
+            assert!(line.contains("providers.mail"), "{line}");
+            assert!(
+                line.contains("ssl") && line.contains("starttls") && line.contains("implicit"),
+                "{line}"
+            );
+
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__TLS", "none");
+            jail.set_env("VERIFYD_PROVIDERS__MAIL__POOL_SIZE", "4");
+            let err = Config::load(Some(Path::new("verifyd.toml"))).expect_err("unknown key");
+            assert!(err.to_string().contains("pool_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_example_config_loads() {
         Jail::expect_with(|jail| {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
@@ -1105,7 +914,7 @@ mod tests {
                 "redacted"
             );
             assert_eq!(
-                ring_ids(&config.key_ring()),
+                ring_ids(&config.hmac.key_ring()),
                 ("k2".to_owned(), vec!["k0".to_owned(), "k1".to_owned()])
             );
             Ok(())
@@ -1118,7 +927,10 @@ mod tests {
             jail.set_env("VERIFYD_HMAC__KEY", KEY);
             jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
             let config = Config::load(None).expect("valid");
-            assert_eq!(ring_ids(&config.key_ring()), ("k1".to_owned(), Vec::new()));
+            assert_eq!(
+                ring_ids(&config.hmac.key_ring()),
+                ("k1".to_owned(), Vec::new())
+            );
             Ok(())
         });
     }
@@ -1165,7 +977,7 @@ mod tests {
             }
             jail.create_file("eight.toml", &toml)?;
             let config = Config::load(Some(Path::new("eight.toml"))).expect("at the limit");
-            assert_eq!(config.key_ring().previous().len(), MAX_PREVIOUS_KEYS);
+            assert_eq!(config.hmac.key_ring().previous().len(), MAX_PREVIOUS_KEYS);
             toml.push_str(&format!("k99 = \"{OLD_KEY}\"\n"));
             jail.create_file("nine.toml", &toml)?;
             let err = Config::load(Some(Path::new("nine.toml"))).expect_err("one too many");
@@ -1196,7 +1008,7 @@ mod tests {
             .previous_keys
             .insert("k9".to_owned(), Secret::new(OLDER_KEY));
         assert_eq!(
-            ring_ids(&config.key_ring()),
+            ring_ids(&config.hmac.key_ring()),
             ("k1".to_owned(), vec!["k9".to_owned()])
         );
     }

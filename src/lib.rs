@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod grpc;
 pub mod http;
 pub mod ratelimit;
+pub mod secret;
 pub mod send_test;
 pub mod service;
 pub mod store;

@@ -23,7 +23,9 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
         return Err(format!("--to cannot be reached by {}", channel.as_str()));
     }
     let dispatcher = dispatcher(
-        config,
+        &config.delivery,
+        &config.providers,
+        config.webhooks.public_base_url.as_ref(),
         &ConsoleSender::stdout(),
         &Clock::system(),
         &Default::default(),

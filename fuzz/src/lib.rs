@@ -167,7 +167,7 @@ pub fn config(data: &[u8]) {
             }
             assert!(config.dev_mode || config.hmac.key.is_some());
             let _ = config.policy();
-            let _ = config.key_ring();
+            let _ = config.hmac.key_ring();
         }
         Err(e) => assert!(!e.key.is_empty() && !e.problem.is_empty()),
     }

@@ -17,7 +17,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
-use crate::{clock::Clock, config::Secret};
+use crate::{clock::Clock, secret::Secret};
 
 pub const SIGNATURE_HEADER: &str = "X-Verifyd-Signature";
 

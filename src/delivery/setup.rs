@@ -1,19 +1,90 @@
-//! Builds the delivery side from configuration: the templates, every named
-//! provider, and a route per channel. Anything that cannot be set up stops
-//! startup with one line naming the provider.
+//! The `[delivery]` and `[providers]` settings, and the delivery side built
+//! from them: the templates, every named provider, and a route per channel.
+//! Anything that cannot be set up stops startup with one line naming the
+//! provider.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
 
 use super::{
-    ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates, http::HttpSms,
-    smtp::SmtpSender, twilio::Twilio, web,
+    BreakerConfig, ConsoleSender, Dispatcher, Provider, RetryPolicy, Route, TemplateError,
+    Templates,
+    http::{HttpConfig, HttpSms},
+    smtp::{SmtpConfig, SmtpSender},
+    twilio::{Twilio, TwilioConfig},
+    web,
 };
 use crate::{
-    clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, ProviderConfig, Secret},
-    domain::TenantId,
-    telemetry::Metrics,
+    clock::Clock, domain::TenantId, secret::Secret, service::TenantConfig, telemetry::Metrics,
 };
+
+/// The built-in dev-only provider: writes messages, codes included, to
+/// stdout. Needs no `[providers]` entry.
+pub const CONSOLE_PROVIDER: &str = "console";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The longest one send (all retries and failover) may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+    /// A directory of templates that replace the built-in ones.
+    pub templates_dir: Option<PathBuf>,
+    /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
+    /// browsers on that origin can fill the code in.
+    pub webotp_domain: Option<String>,
+    /// Provider names in order of preference (keys of `[providers]`, or
+    /// `console`); empty means the channel is off (dev mode: console).
+    pub sms: Vec<String>,
+    pub voice: Vec<String>,
+    pub email: Vec<String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            templates_dir: None,
+            webotp_domain: None,
+            sms: Vec::new(),
+            voice: Vec::new(),
+            email: Vec::new(),
+        }
+    }
+}
+
+/// A configured provider, by kind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// Twilio's Messages API (SMS).
+    Twilio(TwilioConfig),
+    /// An in-house SMS gateway: a signed JSON POST.
+    Http(HttpConfig),
+    Smtp(SmtpConfig),
+}
+
+impl ProviderConfig {
+    /// Whether this kind of provider can send on `channel`.
+    pub fn serves(&self, channel: &str) -> bool {
+        match self {
+            Self::Twilio(_) => channel == "sms" || channel == "voice",
+            Self::Http(_) => channel == "sms",
+            Self::Smtp(_) => channel == "email",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -28,26 +99,27 @@ pub enum SetupError {
     },
 }
 
-/// The templates and a route per channel, from the providers the config
-/// names for it.
+/// The templates and a route per channel, from the `providers` that
+/// `delivery` names for it. Twilio requests its callbacks under `callbacks`
+/// (`webhooks.public_base_url`), when set.
 pub fn dispatcher(
-    config: &Config,
+    d: &DeliveryConfig,
+    providers: &BTreeMap<String, ProviderConfig>,
+    callbacks: Option<&Url>,
     console: &ConsoleSender,
     clock: &Clock,
     metrics: &Arc<Metrics>,
 ) -> Result<Dispatcher, SetupError> {
-    let d = &config.delivery;
     let http = web::http_client().map_err(|problem| SetupError::Provider {
         name: "http".to_owned(),
         problem,
     })?;
-    let callbacks = config.webhooks.public_base_url.as_ref();
     let provider = |name: &String| -> Result<Provider, SetupError> {
         let setup = |problem: String| SetupError::Provider {
             name: name.clone(),
             problem,
         };
-        match config.providers.get(name) {
+        match providers.get(name) {
             None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
             None => Err(setup("not configured".to_owned())),
             Some(ProviderConfig::Twilio(c)) => Twilio::new(name, c, http.clone(), callbacks)
@@ -96,10 +168,11 @@ pub fn dispatcher(
 /// The templates of each tenant with a `templates_dir`: its directory laid
 /// over the server's (`delivery.templates_dir`), then the built-in
 /// templates, each checked as the server's are.
-pub fn tenant_templates(config: &Config) -> Result<HashMap<TenantId, Arc<Templates>>, SetupError> {
-    let d = &config.delivery;
-    config
-        .tenants
+pub fn tenant_templates(
+    d: &DeliveryConfig,
+    tenants: &BTreeMap<String, TenantConfig>,
+) -> Result<HashMap<TenantId, Arc<Templates>>, SetupError> {
+    tenants
         .iter()
         .filter_map(|(name, t)| Some((name, TenantId::parse(name)?, t.templates_dir.as_deref()?)))
         .map(|(name, id, dir)| {
@@ -123,9 +196,10 @@ pub fn tenant_templates(config: &Config) -> Result<HashMap<TenantId, Arc<Templat
 
 /// The auth tokens each Twilio provider's webhooks are signed with: the
 /// current one and, during a rotation, the previous one.
-pub fn twilio_webhook_tokens(config: &Config) -> crate::http::webhooks::TwilioTokens {
-    config
-        .providers
+pub fn twilio_webhook_tokens(
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> crate::http::webhooks::TwilioTokens {
+    providers
         .iter()
         .filter_map(|(name, provider)| match provider {
             ProviderConfig::Twilio(t) => {

@@ -23,7 +23,7 @@ use std::{
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context, syntax::SyntaxConfig};
 use zeroize::Zeroizing;
 
-use self::skeleton::{Kind, MessageSkeleton, MessageSkeletons, Pieces};
+use self::skeleton::{Kind, MAX_SKELETONS, MessageSkeleton, MessageSkeletons, Pieces};
 use super::{Content, Message};
 use crate::domain::{Channel, Locale, Purpose, VoiceMode};
 
@@ -272,10 +272,6 @@ fn prints_code_only(source: &str) -> bool {
     }
     true
 }
-
-/// Every combination of tenant, locale, purpose, TTL and code length a
-/// server meets is a handful; this is far above it.
-const MAX_SKELETONS: usize = 4096;
 
 /// Two markers no template text holds (Unicode private use), one per
 /// code digit, so that a template's `code|length` sees the real length.

@@ -2,16 +2,18 @@
 //! only until handed to a sender, and stored only as an HMAC bound to the
 //! tenant and verification they were issued for.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::{RngCore as _, TryRngCore as _};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{TenantId, VerificationId};
+use crate::secret::Secret;
 
 pub const MIN_CODE_LENGTH: u8 = 6;
 pub const MAX_CODE_LENGTH: u8 = 10;
@@ -326,6 +328,62 @@ impl KeyRing {
             key_id: key.id.clone(),
             mac: key.mac(tenant, id, code),
         }
+    }
+}
+
+/// `[hmac]`: the keys [`HmacConfig::key_ring`] holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmacConfig {
+    /// Stored beside every code hash.
+    pub key_id: String,
+    /// At least 32 bytes. Best set through `VERIFYD_HMAC__KEY_FILE`.
+    pub key: Option<Secret>,
+    /// Older keys by id: they still check codes they hashed before a
+    /// rotation, and never hash a new one. Each best set through
+    /// `VERIFYD_HMAC__PREVIOUS_KEYS__<ID>_FILE`; ids set through the
+    /// environment arrive lowercased, so key ids are best lowercase.
+    pub previous_keys: BTreeMap<String, Secret>,
+}
+
+/// The most older keys `hmac.previous_keys` holds. Each costs one more HMAC
+/// per check; a rotation needs one.
+pub const MAX_PREVIOUS_KEYS: usize = 8;
+
+impl Default for HmacConfig {
+    fn default() -> Self {
+        Self {
+            key_id: "k1".to_owned(),
+            key: None,
+            previous_keys: BTreeMap::new(),
+        }
+    }
+}
+
+impl HmacConfig {
+    /// The HMAC keys: `hmac.key` active (in dev mode without a key, an
+    /// ephemeral one) and `hmac.previous_keys` for checking only. Keys that
+    /// configuration validation would refuse are left out.
+    pub fn key_ring(&self) -> KeyRing {
+        let key = |id: &str, secret: &Secret| {
+            HmacKey::new(KeyId::parse(id)?, secret.expose().as_bytes().to_vec()).ok()
+        };
+        let active = self
+            .key
+            .as_ref()
+            .and_then(|secret| key(&self.key_id, secret))
+            .unwrap_or_else(HmacKey::ephemeral);
+        let mut previous: Vec<HmacKey> = Vec::new();
+        for (id, secret) in &self.previous_keys {
+            if let Some(k) = key(id, secret)
+                && k.id() != active.id()
+                && previous.len() < MAX_PREVIOUS_KEYS
+            {
+                previous.push(k);
+            }
+        }
+        KeyRing::with_previous(active, previous)
+            .expect("ids are unique: map keys, not the active id")
     }
 }
 

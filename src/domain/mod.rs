@@ -1,6 +1,7 @@
 //! Pure types and rules: no I/O, no clocks, no transport. Everything here is
 //! unit-tested without a runtime.
 
+pub mod call;
 pub mod code;
 pub mod destination;
 pub mod fraud;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::CodeLength;
 
 /// How codes and verifications behave. The defaults are the documented ones;
@@ -55,6 +57,38 @@ impl Default for Policy {
             match_digits: 2,
             retention: Duration::from_secs(60 * 60),
             send_lease: Duration::from_secs(11),
+        }
+    }
+}
+
+/// `[code]`, as set: configuration validates it and builds the [`Policy`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeConfig {
+    pub length: u8,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_check_attempts: u32,
+    pub max_send_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub resend_cooldown: Duration,
+    pub match_digits: u8,
+    /// How long a verification stays readable after its expiry time.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for CodeConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            length: p.code_length.get(),
+            ttl: p.code_ttl,
+            max_check_attempts: p.max_check_attempts,
+            max_send_attempts: p.max_send_attempts,
+            resend_cooldown: p.resend_cooldown,
+            match_digits: p.match_digits,
+            retention: p.retention,
         }
     }
 }

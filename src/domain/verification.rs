@@ -352,7 +352,7 @@ pub struct Verification {
     pub send_attempts: Vec<SendAttempt>,
     pub match_digits: Option<MatchDigits>,
     /// The live voice call, when the latest accepted send was one.
-    pub call: Option<super::voice::VoiceCall>,
+    pub call: Option<super::call::VoiceCall>,
     /// Whether any provider ever accepted a send. Delivery reports may later
     /// mark an accepted attempt failed; that does not make the next send
     /// the first.
@@ -465,7 +465,7 @@ impl Verification {
         &mut self,
         delivery: Delivery,
         attempts: Vec<SendAttempt>,
-        call: Option<super::voice::VoiceCall>,
+        call: Option<super::call::VoiceCall>,
         policy: &Policy,
         now: SystemTime,
     ) {

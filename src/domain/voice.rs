@@ -2,86 +2,13 @@
 //!
 //! The provider fetches call instructions and posts the keys the user
 //! pressed; these rules decide what each press means. Every webhook URL of a
-//! call carries a random token whose hash is kept here, so only the live
-//! call of this verification can act on it.
+//! call carries a random token whose hash the call keeps (`call`), so only
+//! the live call of this verification can act on it.
 
-use rand::{RngCore as _, TryRngCore as _, rngs::OsRng};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
+// The call's own data lives in `call`, which `Verification` holds; named
+// here too, with the rest of what callers of the voice rules use.
+pub use super::call::{CallToken, VoiceCall};
 use super::{Status, Verification, VoiceMode};
-
-/// The secret in a call's webhook URLs: 128 bits from the OS CSPRNG.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CallToken(String);
-
-impl CallToken {
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        OsRng.unwrap_err().fill_bytes(&mut bytes);
-        Self(hex::encode(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn hash(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-}
-
-impl std::fmt::Debug for CallToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallToken(<redacted>)")
-    }
-}
-
-/// The live call of a verification. A resend by voice replaces it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VoiceCall {
-    /// SHA-256 of the call's token: a store dump cannot forge webhooks.
-    token_hash: [u8; 32],
-    /// The provider's id for the call (Twilio's CallSid), once known.
-    pub call_sid: Option<String>,
-    /// Re-prompts used on this call.
-    pub reprompts: u8,
-}
-
-impl VoiceCall {
-    pub fn new(token: &CallToken) -> Self {
-        Self {
-            token_hash: CallToken::hash(token.as_str()),
-            call_sid: None,
-            reprompts: 0,
-        }
-    }
-
-    /// The SHA-256 of the call's token, for a store to keep.
-    pub fn token_hash(&self) -> &[u8; 32] {
-        &self.token_hash
-    }
-
-    /// Rebuilds a call from what a store kept.
-    pub fn from_stored(token_hash: [u8; 32], call_sid: Option<String>, reprompts: u8) -> Self {
-        Self {
-            token_hash,
-            call_sid,
-            reprompts,
-        }
-    }
-
-    /// What a store compares a webhook's token with: its SHA-256.
-    pub fn hash_token(token: &str) -> [u8; 32] {
-        CallToken::hash(token)
-    }
-
-    /// Whether a webhook's token and CallSid belong to this call.
-    pub fn admits(&self, token: &str, call_sid: &str) -> bool {
-        let token_ok = bool::from(CallToken::hash(token).ct_eq(&self.token_hash));
-        token_ok && self.call_sid.as_deref() == Some(call_sid)
-    }
-}
 
 /// Which question the keys answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

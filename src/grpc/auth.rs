@@ -7,12 +7,15 @@
 //! mode only; config validation refuses it elsewhere) every caller is the
 //! `default` tenant.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use sha2::{Digest as _, Sha256};
 use tonic::{Request, Status};
 
-use crate::{config::Config, domain::TenantId};
+use crate::{domain::TenantId, service::TenantConfig};
 
 #[derive(Debug, Clone)]
 pub struct Authenticator {
@@ -23,11 +26,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// From validated configuration.
-    pub fn new(config: &Config) -> Self {
+    /// From the validated `[tenants]` configuration.
+    pub fn new(tenants: &BTreeMap<String, TenantConfig>) -> Self {
         let mut by_key_digest = HashMap::new();
         let mut by_cert_name = Vec::new();
-        for (name, tenant) in &config.tenants {
+        for (name, tenant) in tenants {
             let Some(id) = TenantId::parse(name) else {
                 continue;
             };

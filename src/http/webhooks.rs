@@ -16,12 +16,12 @@ use axum::{
 use url::Url;
 
 use crate::{
-    config::Secret,
     delivery::twilio::{
         signature,
         twiml::{self, Gather, Verb},
     },
     domain::{DeliveryReport, TenantId, VerificationId, voice::Menu},
+    secret::Secret,
     service::{CallError, CallStep, LookupError, Next, Verifier},
     store::CallKey,
 };

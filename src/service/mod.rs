@@ -8,6 +8,7 @@ mod start;
 pub mod tenants;
 mod voice;
 mod watch;
+mod watch_streams;
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,9 +17,9 @@ pub use start::{IdempotencyKey, StartRequest};
 pub use tenants::{TenantConfig, Tenants};
 use tokio_util::sync::CancellationToken;
 pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
-pub use watch::WatchStream;
+pub use watch_streams::WatchStream;
 
-use self::{expiry::ExpiryQueue, watch::WatchSlots};
+use self::{expiry::ExpiryQueue, watch_streams::WatchSlots};
 use crate::{
     clock::Clock,
     delivery::Dispatcher,

@@ -15,6 +15,8 @@ pub mod redis;
 
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -24,13 +26,48 @@ use crate::domain::{
     verification::{Delivery, SendRefused},
     voice::{KeyOutcome, Menu, VoiceCall},
 };
-use crate::ratelimit::QuotaConfig;
+use crate::ratelimit::quota::QuotaConfig;
+
+// From the module that defines it, which imports nothing from `store`.
+use self::redis::connection::RedisConfig;
 
 /// How long a succeeded start's response is replayed for its idempotency key.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a start holds its idempotency key before a retry may take over,
 /// in case the replica running it died. Longer than any send may take.
 pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    /// Shared by every replica; see `[store.redis]`.
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// The most verifications (and idempotency records) the memory store
+    /// holds; starts beyond it fail with UNAVAILABLE.
+    pub max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    pub redis: RedisConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Memory,
+            max_entries: 1_000_000,
+            purge_interval: Duration::from_secs(30),
+            redis: RedisConfig::default(),
+        }
+    }
+}
 
 // One store per process, never moved around: boxing the larger variant
 // would buy nothing.

@@ -20,6 +20,7 @@ use std::{
     time::SystemTime,
 };
 
+use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
@@ -29,9 +30,34 @@ use tracing_subscriber::{
 };
 
 pub use metrics::Metrics;
-pub use trace::{inject_trace_context, provider_span, record_rpc_status, rpc_span};
+pub use trace::{TracingConfig, inject_trace_context, provider_span, record_rpc_status, rpc_span};
 
-use crate::config::{LogConfig, LogFormat, TracingConfig};
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `verifyd=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".to_owned(),
+        }
+    }
+}
 
 /// Flushes the spans not yet exported, then the log lines not yet
 /// written, when dropped, at exit.

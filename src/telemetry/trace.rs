@@ -19,16 +19,31 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{Sampler, SdkTracerProvider},
 };
+use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{Layer, registry::LookupSpan};
-
-use crate::config::TracingConfig;
 
 /// Set once trace export runs; everything here is a no-op until then.
 static PROPAGATOR: OnceLock<TraceContextPropagator> = OnceLock::new();
 
 /// The gRPC methods' service, for the span attributes.
 const SERVICE: &str = "verifyd.v1.VerificationService";
+
+/// Trace export over OTLP/gRPC. Each setting falls back to the standard
+/// OpenTelemetry variable (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`,
+/// `OTEL_TRACES_SAMPLER_ARG`); with no endpoint anywhere, nothing is
+/// exported.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<url::Url>,
+    pub service_name: Option<String>,
+    /// The share of new traces kept, 0 to 1; a caller's sampled flag wins
+    /// for traces it continues.
+    pub sample_ratio: Option<f64>,
+}
 
 #[derive(Debug)]
 pub(super) struct Exporter {

@@ -5,9 +5,9 @@
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use verifyd::{
-    config::{ProviderConfig, Secret},
-    delivery::smtp::SmtpTls,
+    delivery::{setup::ProviderConfig, smtp::SmtpTls},
     proto::{self, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{

@@ -9,9 +9,13 @@ use sha2::Sha256;
 use tonic::Code;
 use verifyd::{
     app::{Application, RunError},
-    config::{Config, ProviderConfig, Secret},
-    delivery::{http::HttpConfig, setup::SetupError},
+    config::Config,
+    delivery::{
+        http::HttpConfig,
+        setup::{ProviderConfig, SetupError},
+    },
     proto::DeliveryStatus,
+    secret::Secret,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 

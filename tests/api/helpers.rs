@@ -25,9 +25,11 @@ use tonic_types::StatusExt as _;
 use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
-    config::{CONSOLE_PROVIDER, Config, Secret, StoreBackend},
-    delivery::ConsoleSender,
+    config::Config,
+    delivery::{ConsoleSender, setup::CONSOLE_PROVIDER},
     proto::{self, verification_service_client::VerificationServiceClient},
+    secret::Secret,
+    store::StoreBackend,
 };
 
 pub const TEST_KEY: &str = "test-hmac-key-0123456789abcdef-0123456789";

@@ -72,8 +72,10 @@ use proptest::{
 use tonic::Code;
 use verifyd::{
     clock::Clock,
-    config::{Config, Secret, StoreBackend},
+    config::Config,
     proto::{self, VerificationStatus},
+    secret::Secret,
+    store::StoreBackend,
 };
 
 use crate::{

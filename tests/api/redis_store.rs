@@ -390,7 +390,7 @@ async fn the_documented_acl_is_enough_for_every_rpc() {
     let mut config = test_config();
     use_redis(&mut config, &[redis.url()]);
     config.store.redis.username = Some("verifyd".to_owned());
-    config.store.redis.password = Some(verifyd::config::Secret::new("acl-test-password"));
+    config.store.redis.password = Some(verifyd::secret::Secret::new("acl-test-password"));
     let app = spawn(config, test_clock()).await;
     let req = proto::StartVerificationRequest {
         end_user_ip: "203.0.113.9".into(),

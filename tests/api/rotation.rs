@@ -3,7 +3,7 @@
 //! A code checks wherever the key that hashed it is still in the ring, and
 //! is just a wrong code where it is not.
 
-use verifyd::{clock::Clock, config::Secret, proto::VerificationStatus};
+use verifyd::{clock::Clock, proto::VerificationStatus, secret::Secret};
 
 use crate::{
     helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis},

@@ -15,9 +15,9 @@ use std::{
 };
 
 use serde_json::Value;
-use verifyd::{
-    config::ProviderConfig,
-    delivery::smtp::{SmtpConfig, SmtpTls},
+use verifyd::delivery::{
+    setup::ProviderConfig,
+    smtp::{SmtpConfig, SmtpTls},
 };
 
 const INSTALL_HINT: &str = "the email tests need Python 3.11+ with aiosmtpd: run ./scripts/test once (it installs python3 and python3-venv if missing and creates target/test-venv from tests/support/smtp-sink-requirements.txt), or set SMTP_SINK_PYTHON to a python that has aiosmtpd==1.4.6";

@@ -8,9 +8,10 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use verifyd::{
-    config::{Config, ProviderConfig, Secret},
-    delivery::twilio::TwilioConfig,
+    config::Config,
+    delivery::{setup::ProviderConfig, twilio::TwilioConfig},
     proto::{self, DeliveryStatus, VerificationStatus},
+    secret::Secret,
 };
 
 use crate::{

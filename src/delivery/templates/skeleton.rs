@@ -12,11 +12,15 @@ use std::{
 
 use hashbrown::HashTable;
 
-use super::MAX_SKELETONS;
 use crate::{
     delivery::{Content, Message},
     domain::{Channel, Locale, Purpose, VoiceMode},
 };
+
+/// The most entries each skeleton cache holds (the parts' in `Templates`,
+/// the whole messages' here). Every combination of tenant, locale, purpose,
+/// TTL and code length a server meets is a handful; this is far above it.
+pub(super) const MAX_SKELETONS: usize = 4096;
 
 /// A text cut where the code goes: the code is put between each two
 /// pieces. It holds no code.

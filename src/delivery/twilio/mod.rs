@@ -15,8 +15,8 @@ use url::Url;
 
 use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
 use crate::{
-    config::Secret,
     domain::{Channel, VoiceMode},
+    secret::Secret,
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";

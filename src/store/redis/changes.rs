@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::RedisConfig;
+use super::connection::RedisConfig;
 use crate::store::{
     StoreError,
     feed::{Feed, Subscription},

@@ -14,7 +14,7 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// `[store.redis]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -13,7 +13,7 @@
 //! values, never in key names (see `keys`).
 
 mod changes;
-mod connection;
+pub(super) mod connection;
 mod keys;
 mod record;
 
@@ -43,7 +43,7 @@ use crate::domain::{
     voice::{KeyOutcome, Menu, VoiceCall},
 };
 use crate::{
-    ratelimit::{Limit, QuotaConfig},
+    ratelimit::quota::{Limit, QuotaConfig},
     telemetry::Metrics,
 };
 
