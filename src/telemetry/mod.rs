@@ -12,6 +12,7 @@
 //! destinations, never codes or keys; metrics (`metrics`) carry no id or
 //! destination at all.
 
+mod json;
 pub mod metrics;
 mod trace;
 
@@ -24,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    fmt::{format::Writer, time::FormatTime},
+    fmt::{
+        format::{JsonFields, Writer},
+        time::FormatTime,
+    },
     layer::SubscriberExt as _,
     util::SubscriberInitExt as _,
 };
@@ -113,9 +117,8 @@ pub fn init(log: &LogConfig, tracing: &TracingConfig) -> TelemetryGuard {
         .with_timer(Rfc3339Micros)
         .with_writer(writer);
     let fmt = if json {
-        fmt.json()
-            .with_current_span(true)
-            .with_span_list(true)
+        fmt.fmt_fields(JsonFields::new())
+            .event_format(json::JsonLines)
             .boxed()
     } else {
         fmt.boxed()
