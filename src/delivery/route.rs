@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{
-    Provider,
     message::{Content, FailureKind, Message, Receipt, SendError},
+    provider::Provider,
 };
 use crate::{
     clock::Clock,
