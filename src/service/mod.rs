@@ -5,6 +5,7 @@ mod audit;
 mod errors;
 mod expiry;
 mod start;
+mod start_request;
 pub mod tenants;
 mod voice;
 mod watch;
@@ -13,7 +14,7 @@ mod watch_streams;
 use std::{sync::Arc, time::Duration};
 
 pub use errors::{CheckError, LookupError, StartError};
-pub use start::{IdempotencyKey, StartRequest};
+pub use start_request::{IdempotencyKey, StartRequest};
 pub use tenants::{TenantConfig, Tenants};
 use tokio_util::sync::CancellationToken;
 pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
