@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::{Content, FailureKind, Message, Receipt, SendError};
+use super::message::{Content, FailureKind, Message, Receipt, SendError};
 
 type Output = Arc<Mutex<dyn Write + Send>>;
 

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use url::Url;
 
-use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
+use super::{
+    message::{Content, FailureKind, Message, Receipt, SendError},
+    web::exchange,
+};
 use crate::{clock::Clock, secret::Secret};
 
 pub const SIGNATURE_HEADER: &str = "X-Verifyd-Signature";

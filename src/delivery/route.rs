@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{Content, FailureKind, Message, Provider, Receipt, SendError};
+use super::{
+    message::{Content, FailureKind, Message, Receipt, SendError},
+    provider::Provider,
+};
 use crate::{
     clock::Clock,
     telemetry::{self, Metrics},

@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{
-    BreakerConfig, ConsoleSender, Dispatcher, Provider, RetryPolicy, Route, TemplateError,
-    Templates,
+    console::ConsoleSender,
+    dispatcher::Dispatcher,
     http::{HttpConfig, HttpSms},
+    provider::Provider,
+    route::{BreakerConfig, RetryPolicy, Route},
     smtp::{SmtpConfig, SmtpSender},
+    templates::{TemplateError, Templates},
     twilio::{Twilio, TwilioConfig},
     web,
 };

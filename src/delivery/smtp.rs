@@ -25,7 +25,7 @@ use lettre::{
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Content, FailureKind, Message, Receipt, SendError};
+use super::message::{Content, FailureKind, Message, Receipt, SendError};
 use crate::{domain::Destination, secret::Secret};
 
 /// How the connection to the relay is protected.

@@ -24,7 +24,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context, synt
 use zeroize::Zeroizing;
 
 use self::skeleton::{Kind, MAX_SKELETONS, MessageSkeleton, MessageSkeletons, Pieces};
-use super::{Content, Message};
+use super::message::{Content, Message};
 use crate::domain::{Channel, Locale, Purpose, VoiceMode};
 
 /// The language every lookup ends with; the built-in templates cover every

@@ -12,7 +12,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::{TenantId, VerificationId};
+use super::{tenant::TenantId, verification_id::VerificationId};
 use crate::secret::Secret;
 
 pub const MIN_CODE_LENGTH: u8 = 6;

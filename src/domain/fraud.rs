@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Channel, Destination,
-    destination::{LineType, NumberPlan},
+    destination::{Destination, LineType, NumberPlan},
+    verification::Channel,
 };
 
 /// `[fraud]`.

@@ -8,6 +8,7 @@ pub mod fraud;
 pub mod policy;
 pub mod tenant;
 pub mod verification;
+pub mod verification_id;
 pub mod voice;
 
 pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
@@ -16,5 +17,6 @@ pub use policy::Policy;
 pub use tenant::TenantId;
 pub use verification::{
     Channel, CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt, Status,
-    Verification, VerificationId, VoiceMode,
+    Verification, VoiceMode,
 };
+pub use verification_id::VerificationId;

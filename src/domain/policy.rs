@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::CodeLength;
+use super::code::CodeLength;
 
 /// How codes and verifications behave. The defaults are the documented ones;
 /// `config` builds this from the operator's settings.

@@ -8,7 +8,7 @@
 // The call's own data lives in `call`, which `Verification` holds; named
 // here too, with the rest of what callers of the voice rules use.
 pub use super::call::{CallToken, VoiceCall};
-use super::{Status, Verification, VoiceMode};
+use super::verification::{Status, Verification, VoiceMode};
 
 /// Which question the keys answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,11 @@ mod tests {
 
     use super::*;
     use crate::domain::{
-        Channel, Destination, Policy, Purpose, TenantId, VerificationId, verification::Delivery,
+        destination::Destination,
+        policy::Policy,
+        tenant::TenantId,
+        verification::{Channel, Delivery, Purpose},
+        verification_id::VerificationId,
     };
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;

@@ -72,6 +72,21 @@ pub enum LookupError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("verification not found")]
+    NotFound,
+    /// The token or CallSid is not this verification's live call's.
+    #[error("not this verification's call")]
+    Forbidden,
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Templates(#[from] crate::delivery::TemplateError),
+}
+
 impl From<LimitError> for StartError {
     fn from(e: LimitError) -> Self {
         match e {

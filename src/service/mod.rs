@@ -2,21 +2,25 @@
 //! rate limits, senders, clock). Transports call these and translate.
 
 mod audit;
+mod call_step;
 mod errors;
 mod expiry;
 mod start;
+mod start_request;
 pub mod tenants;
 mod voice;
+mod voice_settings;
 mod watch;
 mod watch_streams;
 
 use std::{sync::Arc, time::Duration};
 
-pub use errors::{CheckError, LookupError, StartError};
-pub use start::{IdempotencyKey, StartRequest};
+pub use call_step::{CallStep, Next};
+pub use errors::{CallError, CheckError, LookupError, StartError};
+pub use start_request::{IdempotencyKey, StartRequest};
 pub use tenants::{TenantConfig, Tenants};
 use tokio_util::sync::CancellationToken;
-pub use voice::{CallError, CallStep, Next, UnknownAnswer, VoiceSettings};
+pub use voice_settings::{UnknownAnswer, VoiceSettings};
 pub use watch_streams::WatchStream;
 
 use self::{expiry::ExpiryQueue, watch_streams::WatchSlots};

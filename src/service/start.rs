@@ -2,7 +2,6 @@
 //! creation, the code, the send, and recording it.
 
 use std::{
-    net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -11,47 +10,22 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{StartError, Verifier};
+use super::{
+    Verifier,
+    errors::StartError,
+    start_request::{IdempotencyKey, StartRequest},
+};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
-        Channel, Code, DeliveryStatus, Destination, Purpose, SendAttempt, TenantId, Verification,
-        VoiceMode,
+        Channel, Code, DeliveryStatus, Destination, SendAttempt, TenantId, Verification, VoiceMode,
         destination::PhoneNumber,
-        verification::{Delivery, SendRefused},
+        verification::SendRefused,
         voice::{CallToken, VoiceCall},
     },
     ratelimit::{Limit, LimitError},
     store::{Blocked, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
 };
-
-/// A caller's idempotency key: 1 to 255 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub const MAX_LEN: usize = 255;
-
-    pub fn parse(input: &str) -> Option<Self> {
-        let ok = (1..=Self::MAX_LEN).contains(&input.len())
-            && input.bytes().all(|b| b.is_ascii_graphic());
-        ok.then(|| Self(input.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A validated StartVerification.
-#[derive(Debug, Clone)]
-pub struct StartRequest {
-    pub to: Destination,
-    pub purpose: Purpose,
-    pub delivery: Delivery,
-    pub idempotency_key: Option<IdempotencyKey>,
-    pub end_user_ip: Option<IpAddr>,
-}
 
 impl StartRequest {
     /// Everything the request asks for, so a reused key with another

@@ -13,8 +13,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use super::voice::VoiceOverrides;
-use super::voice::VoiceSettings;
+pub use super::voice_settings::VoiceOverrides;
+use super::voice_settings::VoiceSettings;
 use crate::{
     delivery::Templates,
     domain::{Channel, TenantId},

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{LookupError, Verifier, watch_streams::WatchStream};
+use super::{Verifier, errors::LookupError, watch_streams::WatchStream};
 use crate::domain::{TenantId, VerificationId};
 
 impl Verifier {

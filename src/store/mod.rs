@@ -11,6 +11,7 @@
 
 pub mod feed;
 mod memory;
+mod port;
 pub mod redis;
 
 use std::time::{Duration, SystemTime};
@@ -18,24 +19,21 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use port::{
+    Blocked, BudgetedCheck, CallKey, CheckBudget, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+    IDEMPOTENCY_WINDOW, Idempotency, PendingKey, Reservation, StoreError,
+};
 pub use redis::RedisStore;
 
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Purpose, SendAttempt, Status,
-    TenantId, Verification, VerificationId,
-    verification::{Delivery, SendRefused},
-    voice::{KeyOutcome, Menu, VoiceCall},
+    CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
+    VerificationId,
+    voice::{KeyOutcome, Menu},
 };
 use crate::ratelimit::quota::QuotaConfig;
 
 // From the module that defines it, which imports nothing from `store`.
 use self::redis::connection::RedisConfig;
-
-/// How long a succeeded start's response is replayed for its idempotency key.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long a start holds its idempotency key before a retry may take over,
-/// in case the replica running it died. Longer than any send may take.
-pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,141 +92,6 @@ impl Changes {
         }
     }
 }
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the store is full")]
-    Full,
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// Identifies the one pending verification a tenant may have per
-/// destination and purpose; a second start on it is a resend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PendingKey {
-    pub tenant: TenantId,
-    pub to: Destination,
-    pub purpose: Purpose,
-}
-
-/// The result of asking for a send slot.
-#[derive(Debug)]
-pub enum Reservation {
-    /// A send may go ahead on this verification; `is_new` when it was just
-    /// created from the candidate.
-    Granted {
-        verification: Verification,
-        is_new: bool,
-    },
-    /// A pending verification exists but may not send now.
-    Refused {
-        verification: Verification,
-        reason: SendRefused,
-    },
-    /// The destination's start budget is spent: nothing changed; a cell
-    /// frees up after this long.
-    Limited { retry_after: Duration },
-}
-
-/// How a reserved send went.
-#[derive(Debug)]
-pub struct CompletedSend {
-    /// The channel and wording the send used.
-    pub delivery: Delivery,
-    /// Every provider try, in order; the last one decides.
-    pub attempts: Vec<SendAttempt>,
-    /// The hash of the code this send delivers (none for calls that ask
-    /// for keys); it replaces the stored one only if a provider accepted.
-    pub new_hash: Option<CodeHash>,
-    /// The call a voice send placed.
-    pub call: Option<VoiceCall>,
-}
-
-/// What a call's webhook presents: the token from its URL and the CallSid
-/// the provider sent.
-#[derive(Debug, Clone)]
-pub struct CallKey {
-    pub token: String,
-    pub call_sid: String,
-}
-
-/// What a block holds back: one destination (after a fraud report) or a
-/// whole number prefix (after SMS pumping tripped its budget).
-#[derive(Debug, Clone, Copy)]
-pub enum Blocked<'a> {
-    Destination(&'a Destination),
-    Prefix(&'a str),
-}
-
-impl Blocked<'_> {
-    /// One string per subject, kinds kept apart.
-    pub fn subject(&self) -> String {
-        match self {
-            Self::Destination(to) => format!("to:{}", to.as_str()),
-            Self::Prefix(prefix) => format!("prefix:{prefix}"),
-        }
-    }
-}
-
-/// The result of beginning an idempotent start.
-#[derive(Debug)]
-pub enum Idempotency {
-    /// The key is new (or its earlier holder gave up): go ahead, then
-    /// `finish_idempotent` or `abandon_idempotent`.
-    Started,
-    /// A start with this key succeeded: here is what it answered.
-    Replay(Box<Verification>),
-    /// A start with this key is still running.
-    InFlight,
-    /// The key was used with a different request.
-    Mismatch,
-}
-
-/// Where a check's cell of the destination's failed-check budget comes
-/// from, for [`Store::check_within_budget`].
-#[derive(Clone, Copy)]
-pub enum CheckBudget<'a> {
-    /// Budgets every replica shares in Redis: the store takes a cell under
-    /// this quota in the check's own script.
-    Shared(QuotaConfig),
-    /// Budgets in this process: the store asks this, under its lock, to take
-    /// a cell for the verification's destination; `Some(wait)` when the
-    /// budget is spent and a cell frees up after `wait`.
-    Local(&'a (dyn Fn(&Destination) -> Option<Duration> + Sync)),
-}
-
-impl std::fmt::Debug for CheckBudget<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Shared(quota) => f.debug_tuple("Shared").field(quota).finish(),
-            Self::Local(_) => f.write_str("Local"),
-        }
-    }
-}
-
-/// The result of [`Store::check_within_budget`].
-// Returned once and matched at once: boxing the verification would cost an
-// allocation per check for nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum BudgetedCheck {
-    /// A cell was taken and the code compared (or, when not pending,
-    /// neither happened).
-    Checked(CheckOutcome, Verification),
-    /// The destination's budget is spent: nothing changed; a cell frees up
-    /// after this long.
-    Limited(Duration),
-    /// The store cannot take from this verification's budget in the same
-    /// step (the budgets are not where the store can reach them; a Redis
-    /// record may predate the budget's name): nothing changed, and the
-    /// caller takes the cell and checks in separate steps.
-    Unbudgeted,
-}
-
-/// A digest of everything a start request asks for, to tell a retry from a
-/// different request reusing the key.
-pub type Fingerprint = [u8; 32];
 
 impl Store {
     /// Finds the pending verification for `candidate`'s tenant, destination

@@ -13,7 +13,7 @@ use std::{
 use hashbrown::HashTable;
 
 use crate::{
-    delivery::{Content, Message},
+    delivery::message::{Content, Message},
     domain::{Channel, Locale, Purpose, VoiceMode},
 };
 

@@ -13,7 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{Content, FailureKind, Message, Receipt, SendError, web::exchange};
+use super::{
+    message::{Content, FailureKind, Message, Receipt, SendError},
+    web::exchange,
+};
 use crate::{
     domain::{Channel, VoiceMode},
     secret::Secret,

@@ -25,9 +25,11 @@ use self::{
     table::{MAX_RECORDS, Table},
 };
 use super::{
-    Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
-    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     feed::{Feed, Subscription},
+    port::{
+        Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+    },
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::RedisConfig;
 use crate::store::{
-    StoreError,
     feed::{Feed, Subscription},
+    port::StoreError,
 };
 
 pub(super) type Channel = String;

@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use crate::{
     domain::{Destination, Purpose, TenantId, VerificationId},
-    store::Blocked,
+    store::port::Blocked,
 };
 
 const INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";

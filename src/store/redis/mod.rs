@@ -33,8 +33,11 @@ use self::{
     record::{Reply, attempt_json, decode, millis, millis_of},
 };
 use super::{
-    Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
-    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError, feed::Subscription,
+    feed::Subscription,
+    port::{
+        Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+    },
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,

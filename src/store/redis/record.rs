@@ -16,7 +16,7 @@ use crate::domain::{
     TenantId, Verification, VerificationId, VoiceMode, verification::Delivery, voice::VoiceCall,
 };
 
-use super::super::StoreError;
+use super::super::port::StoreError;
 
 /// What a script replies for a verification (prelude.lua's `reply`), and
 /// what an idempotency record keeps: one JSON text, `[[name, value, ...],

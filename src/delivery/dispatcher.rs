@@ -1,0 +1,23 @@
+//! What the use cases send through: the templates and a route per channel.
+
+use super::{route::Route, templates::Templates};
+use crate::domain::Channel;
+
+/// The templates and each channel's route; a channel without one is off.
+#[derive(Debug)]
+pub struct Dispatcher {
+    pub templates: Templates,
+    pub sms: Option<Route>,
+    pub voice: Option<Route>,
+    pub email: Option<Route>,
+}
+
+impl Dispatcher {
+    pub fn route(&self, channel: Channel) -> Option<&Route> {
+        match channel {
+            Channel::Sms => self.sms.as_ref(),
+            Channel::Voice => self.voice.as_ref(),
+            Channel::Email => self.email.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What a send carries and how it ends: the [`Message`] and its rendered
+//! [`Content`] going to a provider, the [`Receipt`] or [`SendError`] (with
+//! its [`FailureKind`]) coming back.
+
+use std::{fmt, time::Duration};
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::domain::destination::mask_phone_numbers;
+
+use crate::domain::{
+    Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId, VoiceMode,
+    verification::Delivery, voice::CallToken,
+};
+
+/// What one send carries. `Debug` leaves the code out.
+pub struct Message {
+    pub tenant: TenantId,
+    pub verification_id: VerificationId,
+    pub to: Destination,
+    pub purpose: Purpose,
+    pub delivery: Delivery,
+    pub code: Code,
+    pub match_digits: Option<MatchDigits>,
+    /// For a voice call: the secret in its webhook URLs.
+    pub call_token: Option<CallToken>,
+    /// How long the code stays valid, for the message text.
+    pub valid_for: Duration,
+    /// The name the user knows the service by, for the message text.
+    pub app_name: String,
+}
+
+impl Message {
+    /// Whether the user gets the code: every channel but press-# and
+    /// number-matching calls, which ask for keys instead.
+    pub fn carries_code(&self) -> bool {
+        self.delivery.channel != Channel::Voice
+            || self.delivery.voice_mode.unwrap_or_default() == VoiceMode::Code
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("verification_id", &self.verification_id)
+            .field("to", &self.to)
+            .field("channel", &self.delivery.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the user receives, rendered once per send. It usually contains the
+/// code, so `Debug` is redacted and the text is wiped on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub enum Content {
+    /// An SMS body.
+    Text(String),
+    /// What a voice call says.
+    Speech(String),
+    Email {
+        subject: String,
+        text: String,
+        html: String,
+    },
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text(_) => "Content::Text(<redacted>)",
+            Self::Speech(_) => "Content::Speech(<redacted>)",
+            Self::Email { .. } => "Content::Email(<redacted>)",
+        })
+    }
+}
+
+impl Content {
+    /// The main text: the SMS body, the speech, or the email's plain part.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(t) | Self::Speech(t) => t,
+            Self::Email { text, .. } => text,
+        }
+    }
+}
+
+/// A provider's answer when it took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The configured provider name, e.g. `twilio`.
+    pub provider: String,
+    /// The provider's id for the message or call (a Twilio SID), used to
+    /// match status callbacks.
+    pub reference: Option<String>,
+}
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The destination itself is refused (invalid, unreachable, blocked):
+    /// no retry and no failover, since no provider will do better.
+    Destination,
+    /// This provider refused the request (credentials, configuration):
+    /// no retry, but the next provider may work.
+    Rejected,
+    /// A timeout, a 5xx, a dropped connection: retry with backoff, then fail
+    /// over.
+    Transient,
+}
+
+/// Why a provider did not take a message. The reason is recorded on the send
+/// attempt and may reach callers, so it never includes the code, and
+/// [`SendError::new`] masks any phone number in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{provider}: {reason}")]
+pub struct SendError {
+    pub provider: String,
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+impl SendError {
+    /// The one way failures are made: providers' texts often echo the
+    /// number they refused, so every reason is masked here.
+    pub fn new(provider: impl Into<String>, kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            kind,
+            reason: mask_phone_numbers(&reason.into()),
+        }
+    }
+}

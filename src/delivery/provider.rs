@@ -1,0 +1,38 @@
+//! The providers a route sends through: every configured sender behind one
+//! type.
+
+use super::{
+    console::ConsoleSender,
+    http,
+    message::{Content, Message, Receipt, SendError},
+    smtp, twilio,
+};
+
+/// One way to deliver messages.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    Console(ConsoleSender),
+    Twilio(twilio::Twilio),
+    Http(http::HttpSms),
+    Smtp(smtp::SmtpSender),
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Console(_) => ConsoleSender::PROVIDER,
+            Self::Twilio(twilio) => twilio.name(),
+            Self::Http(http) => http.name(),
+            Self::Smtp(smtp) => smtp.name(),
+        }
+    }
+
+    pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        match self {
+            Self::Console(console) => console.send(message, content),
+            Self::Twilio(twilio) => twilio.send(message, content).await,
+            Self::Http(http) => http.send(message, content).await,
+            Self::Smtp(smtp) => smtp.send(message, content).await,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! What a caller asks a start for, validated by the transport: the
+//! destination, purpose and delivery, and an optional idempotency key.
+//! (The request's fingerprint, which only the start use case takes, is
+//! defined in `start`.)
+
+use std::net::IpAddr;
+
+use crate::domain::{Destination, Purpose, verification::Delivery};
+
+/// A caller's idempotency key: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(input: &str) -> Option<Self> {
+        let ok = (1..=Self::MAX_LEN).contains(&input.len())
+            && input.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| Self(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated StartVerification.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub to: Destination,
+    pub purpose: Purpose,
+    pub delivery: Delivery,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub end_user_ip: Option<IpAddr>,
+}
