@@ -39,8 +39,6 @@ pub enum StartError {
         /// send attempts.
         verification: VerificationId,
     },
-    #[error("verifyd is shutting down")]
-    Interrupted,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
