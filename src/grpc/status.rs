@@ -81,6 +81,7 @@ impl From<StartError> for Status {
                 )]))
             }
             StartError::IdempotencyInFlight => Status::aborted(e.to_string()),
+            StartError::Interrupted => Status::unavailable(e.to_string()),
             // The provider refused the destination itself: the caller can
             // only fix it with another `to`.
             StartError::Delivery {

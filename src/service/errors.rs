@@ -39,6 +39,8 @@ pub enum StartError {
         /// send attempts.
         verification: VerificationId,
     },
+    #[error("verifyd is shutting down")]
+    Interrupted,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

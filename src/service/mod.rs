@@ -5,7 +5,6 @@ mod audit;
 mod call_step;
 mod errors;
 mod expiry;
-mod runs_to_end;
 mod start;
 mod start_request;
 pub mod tenants;

@@ -13,7 +13,6 @@ use tracing::Instrument as _;
 use super::{
     Verifier,
     errors::StartError,
-    runs_to_end::RunsToEnd,
     start_request::{IdempotencyKey, StartRequest},
 };
 use crate::{
@@ -56,11 +55,11 @@ impl StartRequest {
 impl Verifier {
     /// Starts a verification or resends on the pending one.
     ///
-    /// The work runs to its end even if the caller goes away (in a task of
-    /// its own from then on, [`RunsToEnd`]): once a send has begun, it and
-    /// its record complete, so the stored state always matches what was
-    /// sent. `deadline` is when the caller gives up; the send never runs
-    /// past it (less a margin for recording) or the configured timeout.
+    /// The work runs in its own task: once a send has begun, it and its
+    /// record complete even if the caller goes away, so the stored state
+    /// always matches what was sent. `deadline` is when the caller gives up;
+    /// the send never runs past it (less a margin for recording) or the
+    /// configured timeout.
     pub async fn start(
         self: &Arc<Self>,
         tenant: TenantId,
@@ -69,13 +68,17 @@ impl Verifier {
     ) -> Result<Verification, StartError> {
         let deadline = deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
         let this = Arc::clone(self);
-        // The work stays in the RPC's span (and so in the caller's trace),
-        // whichever task finishes it.
-        RunsToEnd::new(
+        // The task stays in the RPC's span (and so in the caller's trace).
+        let task = tokio::spawn(
             async move { this.start_idempotent(&tenant, &request, deadline).await }
                 .in_current_span(),
-        )
-        .await
+        );
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels the task.
+            Err(_) => Err(StartError::Interrupted),
+        }
     }
 
     #[tracing::instrument(
