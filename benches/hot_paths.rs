@@ -1,6 +1,9 @@
-//! Criterion benches for the pieces every request goes through: drawing a
-//! code, the code HMACs, the in-memory store's check, get and a Start's two
-//! steps, and the in-process rate limiters on their allowed path.
+//! Criterion benches for the pieces every request goes through: a request's
+//! validation and its answer's encoding (the gRPC layer's conversions),
+//! drawing a code, the code HMACs, a message's text, the in-memory store's
+//! check (in one step with its failed-check budget, as CheckVerification
+//! runs it), get and a Start's two steps, and the in-process rate limiters
+//! on their allowed path.
 //!
 //! `cargo bench --bench hot_paths` measures; `cargo test --benches` runs
 //! each bench once, as a smoke test. The numbers are per call on one core.
@@ -16,14 +19,17 @@ use std::{
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use verifyd::{
     clock::Clock,
+    delivery::{Message, Templates},
     domain::{
         Channel, Code, CodeHash, CodeLength, DeliveryStatus, Destination, KeyRing, MatchDigits,
         Policy, Purpose, SendAttempt, TenantId, Verification, VerificationId,
         code::{HmacKey, KeyId},
         verification::Delivery,
     },
+    grpc::convert,
+    proto,
     ratelimit::{LimitsConfig, QuotaConfig, Quotas, RateLimits},
-    store::{CompletedSend, MemoryStore, Reservation, Store},
+    store::{BudgetedCheck, CheckBudget, CompletedSend, MemoryStore, Reservation, Store},
 };
 
 /// Pending verifications in the store, each to a destination of its own.
@@ -177,6 +183,29 @@ fn memory_store(c: &mut Criterion) {
             ready(store.check(&tenant, id, candidates, now)).expect("memory store")
         });
     });
+    // CheckVerification's store step: the status, a cell of the
+    // destination's failed-check budget from the in-process limiter, and the
+    // compare, under one lock.
+    let limits = RateLimits::new(&unlimited_quotas(), Clock::system());
+    let take = |to: &Destination| limits.take_local_check(&tenant, to);
+    group.bench_function(
+        format!("check_within_budget/{VERIFICATIONS}_pending"),
+        |b| {
+            let mut next = ids.iter().cycle();
+            b.iter(|| {
+                let (id, candidates) = next.next().expect("cycles forever");
+                let checked = ready(store.check_within_budget(
+                    &tenant,
+                    id,
+                    candidates,
+                    CheckBudget::Local(&take),
+                    now,
+                ))
+                .expect("memory store");
+                assert!(matches!(checked, Some(BudgetedCheck::Checked(..))));
+            });
+        },
+    );
     group.bench_function(format!("get/{VERIFICATIONS}_pending"), |b| {
         let mut next = ids.iter().cycle();
         b.iter(|| {
@@ -187,12 +216,13 @@ fn memory_store(c: &mut Criterion) {
     // A Start's two store steps for a destination never seen: the
     // reservation that creates the verification, and the recorded send
     // with the code's hash. The store grows as the bench runs, as it does
-    // under a load of Starts.
+    // under a load of Starts. Criterion calls the routine once per sample,
+    // so the count of destinations lives outside it: each is new.
+    let mut n = VERIFICATIONS;
     group.bench_function(
         format!("start_new_destination/{VERIFICATIONS}_pending"),
         |b| {
             let code = Code::parse("123456").expect("six digits");
-            let mut n = VERIFICATIONS;
             b.iter_batched(
                 || {
                     n += 1;
@@ -222,20 +252,23 @@ fn memory_store(c: &mut Criterion) {
     group.finish();
 }
 
-fn rate_limits(c: &mut Criterion) {
-    // A million at once and one more every nanosecond: no iteration is
-    // ever refused, so this is the allowed path that nearly every request
-    // takes.
+/// A million at once and one more every nanosecond, for the budgets the
+/// benches take from: no iteration is ever refused, so they measure the
+/// allowed path that nearly every request takes.
+fn unlimited_quotas() -> Quotas {
     let unlimited = QuotaConfig {
         burst: 1_000_000,
         period: Duration::from_nanos(1),
     };
-    let quotas = Quotas::from(LimitsConfig {
+    Quotas::from(LimitsConfig {
         requests_per_tenant: unlimited,
         failed_checks_per_destination: unlimited,
         ..LimitsConfig::default()
-    });
-    let limits = RateLimits::new(&quotas, Clock::system());
+    })
+}
+
+fn rate_limits(c: &mut Criterion) {
+    let limits = RateLimits::new(&unlimited_quotas(), Clock::system());
     let tenant = tenant();
     let destinations: Vec<Destination> = (0..LIMITED_DESTINATIONS).map(email).collect();
 
@@ -253,10 +286,79 @@ fn rate_limits(c: &mut Criterion) {
     group.finish();
 }
 
+/// The gRPC layer's own work on each side of a use case: a
+/// StartVerification request validated into a domain request (its
+/// destination parsed and canonicalized), and a verification encoded as an
+/// answer (every RPC's).
+fn grpc_conversion(c: &mut Criterion) {
+    let request = proto::StartVerificationRequest {
+        to: "User.Name+tag@Example.COM".to_owned(),
+        channel: proto::Channel::Email.into(),
+        purpose: proto::Purpose::PasswordReset.into(),
+        ..Default::default()
+    };
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut v = Verification::new(
+        VerificationId::generate(),
+        tenant(),
+        email(1),
+        Purpose::PasswordReset,
+        email_delivery(),
+        &Policy::default(),
+        now,
+    );
+    let send = sent(None, now);
+    v.record_send(send.delivery, send.attempts, None, &Policy::default(), now);
+
+    let mut group = c.benchmark_group("grpc_conversion");
+    group.bench_function("start_request/email", |b| {
+        b.iter(|| convert::start_request(black_box(&request)).expect("valid"));
+    });
+    group.bench_function("verification/1_attempt", |b| {
+        b.iter(|| convert::verification(black_box(&v)));
+    });
+    group.finish();
+}
+
+/// A Start's message: the built-in templates, each kind of message from its
+/// cached skeleton with the code put in.
+fn message_text(c: &mut Criterion) {
+    let templates = Templates::load(None, None).expect("the built-in templates load");
+    let message = |channel| Message {
+        tenant: tenant(),
+        verification_id: VerificationId::generate(),
+        to: match channel {
+            Channel::Email => email(1),
+            _ => Destination::parse("+14155550100").expect("valid number"),
+        },
+        purpose: Purpose::PasswordReset,
+        delivery: Delivery {
+            channel,
+            voice_mode: None,
+            locale: None,
+        },
+        code: Code::parse("123456").expect("six digits"),
+        match_digits: None,
+        call_token: None,
+        valid_for: Duration::from_secs(600),
+        app_name: "Acme".to_owned(),
+    };
+    let mut group = c.benchmark_group("message_text");
+    for (name, channel) in [("email", Channel::Email), ("sms", Channel::Sms)] {
+        let message = message(channel);
+        group.bench_function(name, |b| {
+            b.iter(|| templates.render(black_box(&message)).expect("renders"));
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    grpc_conversion,
     code_generation,
     code_hmac,
+    message_text,
     memory_store,
     rate_limits
 );
