@@ -344,23 +344,23 @@ def h2load(server, name, path, message, method=None):
     }
 
 
-def bracketed(before, after):
-    """The baseline row as the mean of the runs before and after the RPCs,
-    keeping both and their drift."""
-    row = dict(before)
+def bracketed(runs):
+    """The baseline row as the mean of its runs (each RPC's own, or all of
+    them), keeping the runs and their drift."""
+    row = dict(runs[0])
     for key in ("rps", "cpu_us_per_request", "server_busy", "p50_ms", "p99_ms",
                 "redis_cpu_us_per_request", "loadgen_core_busy"):
-        if key in before and key in after:
-            row[key] = (before[key] + after[key]) / 2
-    row["count"] = before["count"] + after["count"]
-    row["statuses"] = {
-        code: before["statuses"].get(code, 0) + after["statuses"].get(code, 0)
-        for code in {**before["statuses"], **after["statuses"]}
-    }
-    # The saturation test asks the weaker of the two runs.
-    row["server_busy_min"] = min(before["server_busy"], after["server_busy"])
-    row["runs"] = [before, after]
-    row["drift"] = after["rps"] / before["rps"] - 1
+        if all(key in run for run in runs):
+            row[key] = sum(run[key] for run in runs) / len(runs)
+    row["count"] = sum(run["count"] for run in runs)
+    row["statuses"] = {}
+    for run in runs:
+        for code, n in run["statuses"].items():
+            row["statuses"][code] = row["statuses"].get(code, 0) + n
+    # The saturation test asks the weakest run.
+    row["server_busy_min"] = min(run["server_busy"] for run in runs)
+    row["runs"] = runs
+    row["drift"] = runs[-1]["rps"] / runs[0]["rps"] - 1
     return row
 
 
@@ -368,8 +368,15 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
     """The four closed-loop runs (and the open-loop ones) on one store."""
     server = Server(name, store, env)
     try:
-        rows = {"baseline": closed(server, "health.json", f"{name}-health", redis_pid=redis_pid)}
-        baseline = rows["baseline"]
+        health = lambda n: closed(  # noqa: E731
+            server, "health.json", f"{name}-health-{n}", redis_pid=redis_pid
+        )
+        # A baseline run before and after each RPC: each RPC's ratios use
+        # the mean of the two around it, so a machine that speeds up or
+        # slows down during the run (a shared VM does, by a third within
+        # minutes) shows as drift instead of skewing the ratios.
+        baselines = [health(0)]
+        rows = {}
         h2 = {}
         if open_loop and shutil.which("h2load"):
             h2["baseline"] = h2load(
@@ -377,11 +384,8 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
             )
         # Enough verifications that no Check run spends every attempt of
         # one: the closed run, and the open-loop run at half the rate.
-        checks = baseline["rps"] * (DURATION + OPEN_DURATION) * 1.5
+        checks = baselines[0]["rps"] * (DURATION + OPEN_DURATION) * 1.5
         ids, check_ids = preload(server, name, int(checks / CHECK_ATTEMPTS) + 1000)
-        rows["GetVerification"] = closed(
-            server, "get.json", f"{name}-get", "-D", str(ids), redis_pid=redis_pid
-        )
         if h2:
             # One verification, read over and over: h2load sends one body.
             first = json.loads(ids.read_text())[0]["id"]
@@ -389,20 +393,19 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
                 server, f"{name}-h2load-get", "/verifyd.v1.VerificationService/GetVerification",
                 get_request(first), method="GetVerification",
             )
-        rows["CheckVerification"] = closed(
-            server, "check.json", f"{name}-check", "-D", str(check_ids), redis_pid=redis_pid
-        )
-        rows["StartVerification"] = closed(
-            server, "start.json", f"{name}-start", redis_pid=redis_pid
-        )
-        # The baseline again, after the RPCs: the ratios use the mean of
-        # the two, so a machine that sped up or slowed down during the run
-        # (a shared VM does) shows as drift instead of skewing one ratio.
-        again = closed(server, "health.json", f"{name}-health-again", redis_pid=redis_pid)
-        rows["baseline"] = bracketed(baseline, again)
+        for rpc, config, args in [
+            ("GetVerification", "get.json", ["-D", str(ids)]),
+            ("CheckVerification", "check.json", ["-D", str(check_ids)]),
+            ("StartVerification", "start.json", []),
+        ]:
+            row = closed(server, config, f"{name}-{rpc}", *args, redis_pid=redis_pid)
+            baselines.append(health(len(baselines)))
+            row["baseline"] = bracketed(baselines[-2:])
+            rows[rpc] = row
+        rows = {"baseline": bracketed(baselines), **rows}
         opened = {}
         if open_loop:
-            rate = int(baseline["rps"] / 2)
+            rate = int(rows["baseline"]["rps"] / 2)
             loop = ["-z", f"{OPEN_DURATION}s", "--rps", str(rate), "-c", "256",
                     "--connections", str(CONNECTIONS)]
             opened["baseline"] = measured(server, "health.json", f"{name}-open-health", *loop)
@@ -438,11 +441,12 @@ def memory_per_verification():
 
 
 def drift_line(base):
-    before, after = base["runs"]
-    return (f"The baseline ran before and after the RPCs: {before['rps']:,.0f} and "
-            f"{after['rps']:,.0f} rps, {before['cpu_us_per_request']:.1f} and "
-            f"{after['cpu_us_per_request']:.1f} µs/req (drift {base['drift']:+.0%}); "
-            f"the ratios use their mean.")
+    runs = base["runs"]
+    rps = ", ".join(f"{run['rps']:,.0f}" for run in runs)
+    cpu = ", ".join(f"{run['cpu_us_per_request']:.1f}" for run in runs)
+    return (f"The baseline ran before the first RPC and after each: {rps} rps, {cpu} µs/req "
+            f"(drift {base['drift']:+.0%} from first to last); each RPC's ratios use the mean "
+            f"of the two runs around it, the baseline row the mean of all.")
 
 
 def non_ok(rows):
@@ -483,8 +487,9 @@ def main():
     results = {"memory": memory, "open_loop": opened, "h2load": h2}
     misses = []
     for name, row in memory.items():
-        rps_ratio = row["rps"] / base["rps"]
-        cpu_ratio = row["cpu_us_per_request"] / base["cpu_us_per_request"]
+        around = row.get("baseline", base)
+        rps_ratio = row["rps"] / around["rps"]
+        cpu_ratio = row["cpu_us_per_request"] / around["cpu_us_per_request"]
         target = ""
         if name in TARGETS:
             want_rps, want_cpu, _ = TARGETS[name]
@@ -583,7 +588,7 @@ def main():
             "| Redis CPU µs/req | load generator's core busy | target |")
         say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, row in rows.items():
-            ratio = row["rps"] / rb["rps"]
+            ratio = row["rps"] / row.get("baseline", rb)["rps"]
             target = ""
             if name in TARGETS:
                 good = ratio >= TARGETS[name][2]
