@@ -368,9 +368,9 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
     """The four closed-loop runs (and the open-loop ones) on one store."""
     server = Server(name, store, env)
     try:
-        health = lambda n: closed(  # noqa: E731
-            server, "health.json", f"{name}-health-{n}", redis_pid=redis_pid
-        )
+        def health(n):
+            return closed(server, "health.json", f"{name}-health-{n}", redis_pid=redis_pid)
+
         # A baseline run before and after each RPC: each RPC's ratios use
         # the mean of the two around it, so a machine that speeds up or
         # slows down during the run (a shared VM does, by a third within
