@@ -2,7 +2,7 @@
 //! only until handed to a sender, and stored only as an HMAC bound to the
 //! tenant and verification they were issued for.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
@@ -129,9 +129,10 @@ impl MatchDigits {
 }
 
 /// Names an HMAC key, so stored hashes say which key made them and keys can
-/// rotate.
+/// rotate. Shared (`Arc`): every code hash carries its key's id, and a copy
+/// costs a reference count, not a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyId(String);
+pub struct KeyId(Arc<str>);
 
 impl KeyId {
     /// Key ids are short and plain, since they are stored beside every hash.
@@ -140,7 +141,7 @@ impl KeyId {
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(id.to_owned()))
+        ok.then(|| Self(id.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -181,7 +182,7 @@ impl HmacKey {
     pub fn ephemeral() -> Self {
         let mut secret = vec![0u8; MIN_KEY_LEN];
         OsRng.unwrap_err().fill_bytes(&mut secret);
-        Self::keyed(KeyId("ephemeral".to_owned()), secret)
+        Self::keyed(KeyId("ephemeral".into()), secret)
     }
 
     pub fn id(&self) -> &KeyId {
