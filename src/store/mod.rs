@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use memory::MemoryStore;
 pub use port::{
     Blocked, BudgetedCheck, CallKey, CheckBudget, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
-    IDEMPOTENCY_WINDOW, Idempotency, PendingKey, Reservation, StoreError,
+    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
 };
 pub use redis::RedisStore;
 

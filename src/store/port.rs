@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::domain::{
-    CheckOutcome, CodeHash, Destination, Purpose, SendAttempt, TenantId, Verification,
+    CheckOutcome, CodeHash, Destination, SendAttempt, Verification,
     verification::{Delivery, SendRefused},
     voice::VoiceCall,
 };
@@ -25,15 +25,6 @@ pub enum StoreError {
     Full,
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
-}
-
-/// Identifies the one pending verification a tenant may have per
-/// destination and purpose; a second start on it is a resend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PendingKey {
-    pub tenant: TenantId,
-    pub to: Destination,
-    pub purpose: Purpose,
 }
 
 /// The result of asking for a send slot.
