@@ -6,7 +6,7 @@
 //! serde_json writes (each quote, colon and key), which was most of what
 //! the audit line of a Start cost.
 
-use std::{fmt, marker::PhantomData, time::SystemTime};
+use std::fmt;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer as _};
 use tracing::{Event, Subscriber};
@@ -18,6 +18,8 @@ use tracing_subscriber::{
     },
     registry::{LookupSpan, SpanRef},
 };
+
+use super::timestamp::Rfc3339Micros;
 
 /// The event format: `{"timestamp", "level", "fields", "target", "span",
 /// "spans"}`, the last two only inside a span. Spans' fields are recorded
@@ -53,7 +55,7 @@ where
     let meta = event.metadata();
     let mut serializer = serde_json::Serializer::new(line);
     let mut map = serializer.serialize_map(None)?;
-    let timestamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+    let timestamp = Rfc3339Micros::now().to_string();
     map.serialize_entry("timestamp", &timestamp)?;
     map.serialize_entry("level", meta.level().as_str())?;
     map.serialize_entry("fields", &event.field_map())?;
@@ -63,7 +65,7 @@ where
         .and_then(|id| ctx.span(id))
         .or_else(|| ctx.lookup_current());
     if let Some(span) = &current {
-        map.serialize_entry("span", &SpanFields(span, PhantomData))?;
+        map.serialize_entry("span", &SpanFields(span))?;
         map.serialize_entry("spans", &SpanList(ctx))?;
     }
     SerializeMap::end(map)
@@ -80,7 +82,7 @@ where
         let mut seq = serializer.serialize_seq(None)?;
         if let Some(leaf) = self.0.lookup_current() {
             for span in leaf.scope().from_root() {
-                seq.serialize_element(&SpanFields(&span, PhantomData))?;
+                seq.serialize_element(&SpanFields(&span))?;
             }
         }
         SerializeSeq::end(seq)
@@ -88,7 +90,7 @@ where
 }
 
 /// One span: its fields (as [`JsonFields`] recorded them), then its name.
-struct SpanFields<'a, 'b, S: for<'l> LookupSpan<'l>>(&'b SpanRef<'a, S>, PhantomData<JsonFields>);
+struct SpanFields<'a, 'b, S: for<'l> LookupSpan<'l>>(&'b SpanRef<'a, S>);
 
 impl<S> Serialize for SpanFields<'_, '_, S>
 where

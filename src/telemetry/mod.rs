@@ -14,22 +14,15 @@
 
 mod json;
 pub mod metrics;
+mod timestamp;
 mod trace;
 
-use std::{
-    io::{BufWriter, IsTerminal as _},
-    time::SystemTime,
-};
+use std::io::{BufWriter, IsTerminal as _};
 
 use serde::{Deserialize, Serialize};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
-    EnvFilter, Layer as _,
-    fmt::{
-        format::{JsonFields, Writer},
-        time::FormatTime,
-    },
-    layer::SubscriberExt as _,
+    EnvFilter, Layer as _, fmt::format::JsonFields, layer::SubscriberExt as _,
     util::SubscriberInitExt as _,
 };
 
@@ -82,19 +75,6 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Each line's timestamp, as tracing-subscriber's default timer writes it
-/// (RFC 3339, UTC, microseconds: `2026-12-06T04:39:17.123456Z`), made in one
-/// piece by humantime where the default writes each part through the
-/// formatter: that was a third of the audit line a Start logs.
-#[derive(Debug, Clone, Copy)]
-struct Rfc3339Micros;
-
-impl FormatTime for Rfc3339Micros {
-    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        write!(w, "{}", humantime::format_rfc3339_micros(SystemTime::now()))
-    }
-}
-
 /// Installs the process's subscriber: the log output, and the trace
 /// exporter when a collector is configured. Call once, inside the runtime
 /// (the OTLP client spawns onto it).
@@ -114,7 +94,7 @@ pub fn init(log: &LogConfig, tracing: &TracingConfig) -> TelemetryGuard {
         .thread_name("verifyd-log")
         .finish(BufWriter::new(std::io::stderr()));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_timer(Rfc3339Micros)
+        .with_timer(timestamp::Rfc3339Micros)
         .with_writer(writer);
     let fmt = if json {
         fmt.fmt_fields(JsonFields::new())
