@@ -130,6 +130,20 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// The ids of the connections signed in as `user`: a connection that
+    /// broke and was made again has a new id.
+    pub fn clients_of(&self, user: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|line| line.split(' ').any(|f| f == format!("user={user}")))
+            .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Every key as (key, type, value as text), for "no secret in Redis"
     /// checks. Streams are read with XRANGE; any other type falls back to
     /// DUMP, whose RDB payload may be LZF-compressed, so a check on it

@@ -362,12 +362,9 @@ fn documented_acl_commands() -> Vec<String> {
         .collect()
 }
 
-/// A user with exactly the commands, keys and channels docs/redis.md lists
-/// runs every RPC, watching and expiry included: the list cannot fall
-/// behind what verifyd sends (it did once, when Get began to send MULTI).
-#[tokio::test]
-async fn the_documented_acl_is_enough_for_every_rpc() {
-    let redis = RedisServer::start();
+/// Makes the ACL user `verifyd` with the commands docs/redis.md lists,
+/// less `without`, and a verifyd that signs in as that user.
+async fn app_as_acl_user(redis: &RedisServer, without: &[&str]) -> TestApp {
     let commands = documented_acl_commands();
     assert!(commands.contains(&"evalsha".to_owned()), "{commands:?}");
     let mut acl = vec![
@@ -383,7 +380,12 @@ async fn the_documented_acl_is_enough_for_every_rpc() {
     .into_iter()
     .map(str::to_owned)
     .collect::<Vec<_>>();
-    acl.extend(commands.iter().map(|c| format!("+{c}")));
+    acl.extend(
+        commands
+            .iter()
+            .filter(|c| !without.contains(&c.as_str()))
+            .map(|c| format!("+{c}")),
+    );
     let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
     assert_eq!(redis.cli(&acl), "OK");
 
@@ -391,7 +393,16 @@ async fn the_documented_acl_is_enough_for_every_rpc() {
     use_redis(&mut config, &[redis.url()]);
     config.store.redis.username = Some("verifyd".to_owned());
     config.store.redis.password = Some(verifyd::secret::Secret::new("acl-test-password"));
-    let app = spawn(config, test_clock()).await;
+    spawn(config, test_clock()).await
+}
+
+/// A user with exactly the commands, keys and channels docs/redis.md lists
+/// runs every RPC, watching and expiry included: the list cannot fall
+/// behind what verifyd sends (it did once, when Get began to send MULTI).
+#[tokio::test]
+async fn the_documented_acl_is_enough_for_every_rpc() {
+    let redis = RedisServer::start();
+    let app = app_as_acl_user(&redis, &[]).await;
     let req = proto::StartVerificationRequest {
         end_user_ip: "203.0.113.9".into(),
         idempotency_key: "acl-flow".into(),
@@ -427,6 +438,35 @@ async fn the_documented_acl_is_enough_for_every_rpc() {
     while status(&next_status(&mut stream).await) != VerificationStatus::Expired {}
     let log = redis.cli(&["ACL", "LOG"]);
     assert!(log.is_empty(), "refused by the ACL: {log}");
+}
+
+/// An ACL written before Get read in a MULTI/EXEC refuses MULTI: the Get
+/// fails closed with UNAVAILABLE (the refused MULTI let its two reads run
+/// outside a transaction, and EXEC is refused too), and the connection
+/// stays in step: every other RPC still gets its own reply.
+#[tokio::test]
+async fn a_redis_that_refuses_multi_fails_a_get_closed_and_nothing_else() {
+    let redis = RedisServer::start();
+    let app = app_as_acl_user(&redis, &["multi", "exec"]).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let connections = redis.clients_of("verifyd");
+    let refused = app.get(&v.id).await.expect_err("MULTI is refused");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    // The same connections: none broke and was made again (redis-rs's own
+    // transactions lose count of the replies here and drop the connection).
+    assert_eq!(redis.clients_of("verifyd"), connections);
+    let code = app.outbox.code_for(&v.id);
+    assert!(
+        !app.check(&v.id, &wrong(&code))
+            .await
+            .expect("a check after the refused Get")
+            .approved
+    );
+    let other = app.started(sms_to("+14155550101")).await;
+    assert_ne!(other.id, v.id);
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    let again = app.get(&v.id).await.expect_err("still refused");
+    assert_eq!(again.code(), Code::Unavailable);
 }
 
 async fn next_status(
