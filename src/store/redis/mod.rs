@@ -405,25 +405,18 @@ impl RedisStore {
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
         let [hash, attempts] = self.inner.keys.verification(tenant, id);
-        let mut transaction = redis::pipe();
-        transaction
-            .cmd("MULTI")
-            .cmd("HMGET")
-            .arg(hash)
-            .arg(&record::READ_FIELDS)
-            .cmd("LRANGE")
-            .arg(attempts)
-            .arg(0)
-            .arg(-1)
-            .cmd("EXEC");
+        let mut fields = redis::cmd("HMGET");
+        fields.arg(hash).arg(&record::READ_FIELDS);
+        let mut listed = redis::cmd("LRANGE");
+        listed.arg(attempts).arg(0).arg(-1);
         let (values, attempts): (Vec<Option<String>>, Vec<String>) =
-            self.transaction("read", &transaction).await?;
+            self.transaction("read", [fields, listed]).await?;
         record::read_of(&values, &attempts, now)
     }
 
-    /// Runs `MULTI`, the commands and `EXEC`, all in `transaction`, and
-    /// converts what EXEC answers; any refusal fails closed. They go as a
-    /// plain pipeline, each reply read here, because redis-rs 1.8's own
+    /// Runs `commands` in a MULTI/EXEC and converts what EXEC answers; any
+    /// refusal fails closed. MULTI, the commands and EXEC go as a plain
+    /// pipeline, each reply read here, because redis-rs 1.8's own
     /// transactions break the connection when Redis refuses MULTI itself
     /// (an ACL without it, or `LOADING`): counting the replies underflows
     /// in the connection's task, and every request in flight on it fails
@@ -431,14 +424,20 @@ impl RedisStore {
     async fn transaction<T: FromRedisValue>(
         &self,
         operation: &'static str,
-        transaction: &redis::Pipeline,
+        commands: impl IntoIterator<Item = redis::Cmd>,
     ) -> Result<T, StoreError> {
-        let count = transaction.len();
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("MULTI");
+        for command in commands {
+            pipeline.add_command(command);
+        }
+        pipeline.cmd("EXEC");
+        let count = pipeline.len();
         let mut connection = self.inner.connection.clone();
         let mut replies = self
             .bounded(
                 operation,
-                connection.req_packed_commands(transaction, 0, count),
+                connection.req_packed_commands(&pipeline, 0, count),
             )
             .await?;
         let refused = |value: &redis::Value| match value {
@@ -448,12 +447,13 @@ impl RedisStore {
         if let Some(problem) = replies.iter().find_map(refused) {
             return Err(StoreError::Unavailable(problem));
         }
-        let exec = replies
-            .pop()
-            .filter(|_| replies.len() + 1 == count)
-            .ok_or_else(|| {
-                StoreError::Unavailable("Redis answered a transaction in part".into())
-            })?;
+        if replies.len() != count {
+            return Err(StoreError::Unavailable(
+                "Redis answered a transaction in part".into(),
+            ));
+        }
+        // Every reply but EXEC's is OK or QUEUED.
+        let exec = replies.pop().unwrap_or(redis::Value::Nil);
         T::from_redis_value(exec).map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
