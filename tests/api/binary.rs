@@ -406,6 +406,43 @@ async fn a_provider_error_echoing_the_number_leaves_no_full_number_in_the_logs()
     );
 }
 
+/// A verification verifyd cannot read back fails the Get closed, and the
+/// store error logged says so without the reply (redis-rs's conversion
+/// errors may quote it, destination and all: `describe` in
+/// src/store/redis/mod.rs, whose unit test shows one that does).
+#[tokio::test]
+async fn an_unreadable_redis_record_leaves_no_destination_in_the_logs() {
+    let redis = crate::redis_server::RedisServer::start();
+    let server = Server::spawn_with(&[
+        ("VERIFYD_STORE__BACKEND", "redis".to_owned()),
+        ("VERIFYD_STORE__REDIS__URL", redis.url()),
+    ]);
+    let mut client = server.client().await;
+    let id = client
+        .start_verification(start(PHONE, proto::Channel::Sms))
+        .await
+        .expect("started")
+        .into_inner()
+        .verification
+        .expect("a verification")
+        .id;
+    // Its destination made bytes that are not UTF-8, so the reply's
+    // element for it does not convert.
+    let hash = redis.cli(&["--raw", "--scan", "--pattern", "*:v:*"]);
+    assert!(hash.ends_with(&id), "{hash}");
+    let corrupt = "return redis.call('HSET', KEYS[1], 'to', ARGV[1] .. '\\255')";
+    assert_eq!(redis.cli(&["EVAL", corrupt, "1", &hash, PHONE]), "0");
+    let err = client
+        .get_verification(proto::GetVerificationRequest { id })
+        .await
+        .expect_err("unreadable");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let logs = server.terminate();
+    assert!(logs.contains("store error"), "the failure was logged");
+    assert!(!logs.contains(PHONE), "the full number reached the logs");
+    assert!(logs.contains("unexpected shape"), "{logs}");
+}
+
 #[tokio::test]
 async fn send_test_reports_each_provider_try() {
     let fake = echoing_twilio().await;

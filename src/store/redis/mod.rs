@@ -172,7 +172,7 @@ impl RedisStore {
         let began = std::time::Instant::now();
         let result = match tokio::time::timeout(self.inner.timeout, request).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(StoreError::Unavailable(error.to_string())),
+            Ok(Err(error)) => Err(StoreError::Unavailable(describe(&error))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "Redis did not answer within {:?}",
                 self.inner.timeout
@@ -454,7 +454,7 @@ impl RedisStore {
         }
         // Every reply but EXEC's is OK or QUEUED.
         let exec = replies.pop().unwrap_or(redis::Value::Nil);
-        T::from_redis_value(exec).map_err(|e| StoreError::Unavailable(e.to_string()))
+        T::from_redis_value(exec).map_err(|_| StoreError::Unavailable(UNREADABLE.into()))
     }
 
     /// What a check needs to know first, read without a script: one HMGET
@@ -701,6 +701,19 @@ impl RedisStore {
     }
 }
 
+/// What a store error says of a reply that did not convert. redis-rs's
+/// own message quotes the whole reply, and a verification's holds its
+/// destination in full; store errors are logged.
+const UNREADABLE: &str = "Redis answered with a reply of an unexpected shape";
+
+/// A Redis error as a store error tells it, without any reply's value.
+fn describe(error: &redis::RedisError) -> String {
+    match error.kind() {
+        redis::ErrorKind::Parse => UNREADABLE.to_owned(),
+        _ => error.to_string(),
+    }
+}
+
 /// A budget's quota as budget.lua takes it: the period (ms) and the burst,
 /// or two empty strings for no budget.
 fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<QuotaConfig>) {
@@ -708,4 +721,25 @@ fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<QuotaConfig>)
         Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
         None => invocation.arg("").arg(""),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{FromRedisValue as _, Value};
+
+    use super::{UNREADABLE, describe};
+
+    #[test]
+    fn a_reply_that_does_not_convert_is_described_without_its_value() {
+        let destination = "+14155550100";
+        let reply = Value::Array(vec![Value::BulkString(destination.into())]);
+        let error: redis::RedisError = <(String, u64, String)>::from_redis_value(reply)
+            .expect_err("one element, not three")
+            .into();
+        assert!(
+            error.to_string().contains(destination),
+            "redis-rs quotes the reply: {error}"
+        );
+        assert_eq!(describe(&error), UNREADABLE);
+    }
 }
