@@ -425,6 +425,39 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
         server.stop()
 
 
+class redis_server:
+    """A fresh redis-server for a Redis run, and the store section and
+    environment that point verifyd at it. Redis shares the load generator's
+    core: the server's core stays verifyd's alone, as it would with Redis on
+    its own machine."""
+
+    def __enter__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.pid = self.process.pid
+        time.sleep(0.5)
+        index_key = OUT / "redis-index.key"
+        index_key.write_text(secrets.token_hex(32))
+        self.store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{self.port}"'
+        self.env = {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)}
+        return self
+
+    def cli(self, *args):
+        """redis-cli against this server; its output."""
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True, text=True, check=True,
+        ).stdout
+
+    def __exit__(self, *_):
+        self.process.terminate()
+        self.process.wait()
+
+
 def memory_per_verification():
     server = Server("memory-footprint")
     try:
@@ -559,26 +592,10 @@ def main():
 
     all_rows = list(memory.values()) + list(opened.values()) + list(h2.values())
     if shutil.which("redis-server"):
-        port = free_port()
-        # Redis shares the load generator's core: the server's core stays
-        # verifyd's alone, as it would with Redis on its own machine.
-        redis = subprocess.Popen(
-            ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.5)
-            index_key = OUT / "redis-index.key"
-            index_key.write_text(secrets.token_hex(32))
-            store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{port}"'
+        with redis_server() as redis:
             rows, _ = run_store(
-                "redis", store, {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)},
-                open_loop=False, redis_pid=redis.pid,
+                "redis", redis.store, redis.env, open_loop=False, redis_pid=redis.pid,
             )
-        finally:
-            redis.terminate()
-            redis.wait()
         results["redis"] = rows
         all_rows += list(rows.values())
         rb = rows["baseline"]
