@@ -425,7 +425,7 @@ def run_store(name, store, env=None, open_loop=True, redis_pid=None):
         server.stop()
 
 
-class redis_server:
+class RedisServer:
     """A fresh redis-server for a Redis run, and the store section and
     environment that point verifyd at it. Redis shares the load generator's
     core: the server's core stays verifyd's alone, as it would with Redis on
@@ -433,6 +433,10 @@ class redis_server:
 
     def __enter__(self):
         self.port = free_port()
+        index_key = OUT / "redis-index.key"
+        index_key.write_text(secrets.token_hex(32))
+        self.store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{self.port}"'
+        self.env = {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)}
         self.process = subprocess.Popen(
             ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(self.port),
              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -440,10 +444,6 @@ class redis_server:
         )
         self.pid = self.process.pid
         time.sleep(0.5)
-        index_key = OUT / "redis-index.key"
-        index_key.write_text(secrets.token_hex(32))
-        self.store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{self.port}"'
-        self.env = {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)}
         return self
 
     def cli(self, *args):
@@ -592,7 +592,7 @@ def main():
 
     all_rows = list(memory.values()) + list(opened.values()) + list(h2.values())
     if shutil.which("redis-server"):
-        with redis_server() as redis:
+        with RedisServer() as redis:
             rows, _ = run_store(
                 "redis", redis.store, redis.env, open_loop=False, redis_pid=redis.pid,
             )

@@ -59,7 +59,7 @@ def one_round(binary):
     """The rps ratio and CPU per request of Get and Check for `binary`."""
     compare.BIN = Path(binary)
     found = {}
-    with compare.redis_server() as redis:
+    with compare.RedisServer() as redis:
         server = compare.Server("floors", redis.store, redis.env)
         try:
             ids, check_ids = compare.preload(server, "floors", PRELOAD)
