@@ -101,10 +101,9 @@ def main():
     print("| Build | RPC | rps × baseline, each round | median | verifyd CPU µs/req | Redis CPU µs/req |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     for (binary, rpc), rows in runs.items():
-        median = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+        ratio, cpu, redis = (statistics.median(r[key] for r in rows) for key in ("ratio", "cpu", "redis"))
         each = ", ".join(f"{r['ratio']:.2f}" for r in rows)
-        print(f"| {binary} | {rpc} | {each} | {median('ratio'):.2f} | "
-              f"{median('cpu'):.1f} | {median('redis'):.1f} |")
+        print(f"| {binary} | {rpc} | {each} | {ratio:.2f} | {cpu:.1f} | {redis:.1f} |")
 
 
 if __name__ == "__main__":
