@@ -9,7 +9,6 @@
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -298,20 +297,26 @@ impl Application {
             .add_service(api);
         let grpc = {
             let shutdown = shutdown.clone();
+            let clock = verifier.clock().clone();
+            let max_handshakes = config.server.tls.as_ref().map(|t| t.max_handshakes);
             async move {
-                match tls {
-                    Some(server_config) => {
-                        let incoming = grpc::tls::incoming(grpc_listener, server_config, shutdown);
+                match tls.zip(max_handshakes) {
+                    Some((server_config, max_handshakes)) => {
+                        let incoming = grpc::listener::tls(
+                            grpc_listener,
+                            server_config,
+                            max_handshakes,
+                            clock,
+                            shutdown,
+                        );
                         router
                             .serve_with_incoming_shutdown(incoming, stop_serving)
                             .await
                     }
                     None => {
+                        let incoming = grpc::listener::plaintext(grpc_listener, clock, shutdown);
                         router
-                            .serve_with_incoming_shutdown(
-                                TcpListenerStream::new(grpc_listener),
-                                stop_serving,
-                            )
+                            .serve_with_incoming_shutdown(incoming, stop_serving)
                             .await
                     }
                 }

@@ -34,7 +34,7 @@ use crate::{
         fraud::FraudRules,
         policy::CodeConfig,
     },
-    grpc::tls::TlsConfig,
+    grpc::{ClientName, tls::TlsConfig},
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
     store::{StoreBackend, StoreConfig},
@@ -404,6 +404,15 @@ impl Config {
                 "must be above zero",
             ));
         }
+        // Zero would accept no connection at all.
+        if self
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|t| !(1..=65_536).contains(&t.max_handshakes))
+        {
+            return Err(invalid("server.tls.max_handshakes", "must be 1 to 65536"));
+        }
         self.validate_tenants()?;
         if self.fraud.prefix_block > Duration::from_secs(30 * 24 * 3600) {
             return Err(invalid("fraud.prefix_block", "must be at most 30 days"));
@@ -432,6 +441,7 @@ impl Config {
 
     fn validate_tenants(&self) -> Result<(), ConfigError> {
         let mut digests = std::collections::HashSet::new();
+        let mut cert_names = std::collections::HashSet::new();
         for (name, tenant) in &self.tenants {
             let key = |field: &str| format!("tenants.{name}.{field}");
             if TenantId::parse(name).is_none() {
@@ -456,6 +466,20 @@ impl Config {
                     &key("client_cert_sans"),
                     "needs server.tls.client_ca_path, to verify client certificates",
                 ));
+            }
+            for san in &tenant.client_cert_sans {
+                let Some(name) = ClientName::parse(san) else {
+                    return Err(invalid(
+                        &key("client_cert_sans"),
+                        "each entry must be a DNS name or an IP address, matched exactly: a wildcard names no one",
+                    ));
+                };
+                if !cert_names.insert(name) {
+                    return Err(invalid(
+                        &key("client_cert_sans"),
+                        "a name may belong to one tenant only",
+                    ));
+                }
             }
             for digest in &tenant.api_key_sha256 {
                 let hex_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
@@ -1054,6 +1078,43 @@ mod tests {
             );
             jail.set_env("VERIFYD_TENANTS__GLOBEX__CHANNELS", "[email]");
             let config = Config::load(None).expect("valid");
+            assert_eq!(config.tenants.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_certificate_names_are_exact_and_belong_to_one_tenant() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                [server.tls]
+                cert_path = "server.pem"
+                key_path = "server.key"
+                client_ca_path = "ca.pem"
+                [tenants.acme]
+                client_cert_sans = ["*.ns.svc"]
+                "#,
+            )?;
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            let load = || Config::load(Some(Path::new("verifyd.toml")));
+            let err = load().expect_err("a wildcard");
+            assert_eq!(err.key, "tenants.acme.client_cert_sans");
+            assert!(err.problem.contains("wildcard"), "{err}");
+
+            jail.set_env("VERIFYD_TENANTS__ACME__CLIENT_CERT_SANS", "[sspr.ns.svc]");
+            jail.set_env("VERIFYD_TENANTS__GLOBEX__CLIENT_CERT_SANS", "[SSPR.ns.svc]");
+            let err = load().expect_err("one name, two tenants");
+            assert_eq!(err.key, "tenants.globex.client_cert_sans");
+            assert!(err.problem.contains("one tenant"), "{err}");
+
+            jail.set_env(
+                "VERIFYD_TENANTS__GLOBEX__CLIENT_CERT_SANS",
+                "[\"10.0.0.7\"]",
+            );
+            let config = load().expect("a DNS name and an IP address");
             assert_eq!(config.tenants.len(), 2);
             Ok(())
         });

@@ -60,7 +60,10 @@ impl Verification {
                 self.status = Status::Denied;
                 KeyOutcome::Denied
             }
-            Menu::Fraud => KeyOutcome::BackToMain,
+            // Back to the question is a round of the menu like any other
+            // re-prompt: otherwise 0, any key, 0, any key… holds the line
+            // open for as long as the caller cares to pay for.
+            Menu::Fraud => self.reprompt(max_reprompts, KeyOutcome::BackToMain),
             Menu::Main if digits == FRAUD_KEY => KeyOutcome::FraudMenu,
             Menu::Main => match self.delivery.voice_mode.unwrap_or_default() {
                 VoiceMode::Confirm if digits == "#" => self.approve(),
@@ -181,6 +184,25 @@ mod tests {
             v.press(Menu::Main, "#", 2, T0),
             KeyOutcome::NotPending(Status::Denied)
         );
+    }
+
+    #[test]
+    fn going_back_from_the_fraud_menu_spends_a_reprompt_but_a_report_stays_open() {
+        let (mut v, _) = call(VoiceMode::Confirm);
+        for _ in 0..2 {
+            assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
+            assert_eq!(v.press(Menu::Fraud, "1", 2, T0), KeyOutcome::BackToMain);
+        }
+        assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
+        assert_eq!(
+            v.press(Menu::Fraud, "1", 2, T0),
+            KeyOutcome::Hangup,
+            "out of re-prompts"
+        );
+        assert_eq!(v.status, Status::Pending);
+        // Whatever was spent, the user can still report the call.
+        assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
+        assert_eq!(v.press(Menu::Fraud, "#", 2, T0), KeyOutcome::Denied);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! key's SHA-256 among the configured tenants (configuration holds only
 //! digests, so a leaked config file holds no key), or else a client
 //! certificate verified in the TLS handshake whose names map to a tenant.
+//! A certificate's names match exactly: a wildcard name stands for no
+//! tenant, since a CA shared across a mesh or cluster may issue
+//! `*.ns.svc` to anyone in the namespace.
 //!
 //! With no tenants configured (allowed on a loopback listener or in dev
 //! mode only; config validation refuses it elsewhere) every caller is the
@@ -9,8 +12,12 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::IpAddr,
     sync::Arc,
 };
+
+use rustls::pki_types::{CertificateDer, DnsName};
+use x509_parser::{certificate::X509Certificate, extensions::GeneralName, prelude::FromDer as _};
 
 use sha2::{Digest as _, Sha256};
 use tonic::{Request, Status};
@@ -22,7 +29,56 @@ pub struct Authenticator {
     /// Tenants by the SHA-256 of their API keys.
     by_key_digest: Arc<HashMap<[u8; 32], TenantId>>,
     /// Tenants by the names their client certificates carry.
-    by_cert_name: Arc<Vec<(String, TenantId)>>,
+    by_cert_name: Arc<Vec<(ClientName, TenantId)>>,
+}
+
+/// A name a client certificate carries for its tenant: a DNS name (ASCII,
+/// compared without case) or an IP address, never a wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientName {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+impl ClientName {
+    /// A configured `client_cert_sans` entry: an IP address, or a DNS name
+    /// without a wildcard.
+    pub fn parse(name: &str) -> Option<Self> {
+        if let Ok(ip) = name.parse() {
+            return Some(Self::Ip(ip));
+        }
+        (!name.contains('*') && DnsName::try_from(name).is_ok())
+            .then(|| Self::Dns(name.to_ascii_lowercase()))
+    }
+}
+
+/// The names among a client certificate's subject alternative names (its
+/// chain was verified in the handshake). Wildcard DNS names are left out:
+/// they name no one in particular. An unreadable certificate names no one.
+pub fn client_names(cert: &CertificateDer<'_>) -> Vec<ClientName> {
+    let Ok((_, cert)) = X509Certificate::from_der(cert) else {
+        return Vec::new();
+    };
+    let Ok(Some(sans)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    sans.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => {
+                ClientName::parse(dns).filter(|n| matches!(n, ClientName::Dns(_)))
+            }
+            GeneralName::IPAddress(bytes) => {
+                let ip = match <[u8; 4]>::try_from(*bytes) {
+                    Ok(v4) => IpAddr::from(v4),
+                    Err(_) => IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?),
+                };
+                Some(ClientName::Ip(ip))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 impl Authenticator {
@@ -35,7 +91,9 @@ impl Authenticator {
                 continue;
             };
             for san in &tenant.client_cert_sans {
-                by_cert_name.push((san.clone(), id.clone()));
+                if let Some(name) = ClientName::parse(san) {
+                    by_cert_name.push((name, id.clone()));
+                }
             }
             for digest in &tenant.api_key_sha256 {
                 let mut bytes = [0u8; 32];
@@ -90,10 +148,10 @@ impl Authenticator {
     /// The tenant whose names the (verified) client certificate carries.
     fn by_certificate<T>(&self, request: &Request<T>) -> Option<TenantId> {
         let certs = request.peer_certs()?;
-        let leaf = certs.first()?;
+        let presented = client_names(certs.first()?);
         self.by_cert_name
             .iter()
-            .find(|(name, _)| super::tls::certificate_names(leaf, name))
+            .find(|(name, _)| presented.contains(name))
             .map(|(_, tenant)| tenant.clone())
     }
 }

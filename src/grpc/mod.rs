@@ -2,6 +2,7 @@
 //! responses. No business rule lives here.
 
 mod auth;
+pub mod listener;
 // Public (but hidden) for the fuzz targets in fuzz/, which run requests
 // through the same validation.
 #[doc(hidden)]
@@ -22,7 +23,7 @@ use crate::{
     telemetry,
 };
 
-pub use auth::Authenticator;
+pub use auth::{Authenticator, ClientName};
 pub use proto::verification_service_server::VerificationServiceServer;
 
 /// The VerificationService API over a [`Verifier`].
@@ -43,20 +44,28 @@ impl Api {
 }
 
 /// When the caller gives up, from the `grpc-timeout` header, taken as soon
-/// as the request arrives.
+/// as the request arrives. A deadline too far off for the clock to hold is
+/// no deadline: the server's own limits still bound the request.
 fn deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
-    grpc_timeout(request).map(|d| tokio::time::Instant::now() + d)
+    tokio::time::Instant::now().checked_add(grpc_timeout(request)?)
 }
 
-/// The caller's remaining time, from the `grpc-timeout` header
-/// (`<digits><unit>`, unit one of H M S m u n).
+/// The caller's remaining time, from the `grpc-timeout` header: the gRPC
+/// spec's `TimeoutValue` (1 to 8 ASCII digits) and `TimeoutUnit` (one of
+/// H M S m u n). Anything else is ignored, as tonic's own server does:
+/// such a caller sent no deadline the server can honour.
 fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // At most 8 digits also keeps every unit below overflow: 99,999,999
+    // hours is about 3.6e11 seconds.
+    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
         "S" => Duration::from_secs(amount),
         "m" => Duration::from_millis(amount),
         "u" => Duration::from_micros(amount),
@@ -235,5 +244,26 @@ mod tests {
         assert_eq!(with("10x"), None);
         assert_eq!(with("S"), None);
         assert_eq!(grpc_timeout(&Request::new(())), None);
+    }
+
+    #[test]
+    fn timeouts_outside_the_spec_are_ignored_and_the_largest_fits_the_clock() {
+        let request = |v: &'static str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("grpc-timeout", v.parse().expect("ascii"));
+            r
+        };
+        // More than 8 digits (this one overflowed Instant), a sign, a space.
+        for bad in ["18446744073709551615S", "123456789S", "+5S", " 5S", "-1S"] {
+            assert_eq!(grpc_timeout(&request(bad)), None, "{bad}");
+            assert_eq!(deadline(&request(bad)), None, "{bad}");
+        }
+        let largest = request("99999999H");
+        assert_eq!(
+            grpc_timeout(&largest),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert!(deadline(&largest).is_some_and(|d| d > tokio::time::Instant::now()));
     }
 }

@@ -2,7 +2,8 @@
 //! when its files change, as cert-manager rotates them, without a restart.
 //!
 //! tonic's own TLS configuration is fixed at startup, so connections are
-//! accepted here and handed to tonic already encrypted. Each handshake
+//! accepted by [`super::listener`] and handed to tonic already encrypted,
+//! with this module's configuration. Each handshake
 //! looks at the files' modification times (one `stat` each, cheap next to
 //! the handshake) and loads the new pair when they changed; a pair that does
 //! not load is logged and the previous one stays in use. With a client CA,
@@ -10,10 +11,10 @@
 //! not required, so API keys keep working.
 
 use std::{
-    fs, io,
+    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use rustls::{
@@ -23,10 +24,6 @@ use rustls::{
     sign::CertifiedKey,
 };
 use serde::{Deserialize, Serialize};
-use tokio::{net::TcpListener, sync::mpsc};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 /// `[server.tls]`. Paths, not `*_file` keys: a `_FILE` suffix means "read
 /// this setting from a file" everywhere else in the configuration.
@@ -41,10 +38,15 @@ pub struct TlsConfig {
     /// tenant (`tenants.NAME.client_cert_sans`).
     #[serde(default)]
     pub client_ca_path: Option<PathBuf>,
+    /// The most handshakes under way at once; more connections wait in the
+    /// kernel's backlog until one ends.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
 }
 
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+fn default_max_handshakes() -> usize {
+    256
+}
 
 /// The TLS side of the gRPC listener.
 ///
@@ -76,40 +78,6 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     let mut server = builder.with_cert_resolver(Arc::new(resolver));
     server.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(server))
-}
-
-/// Accepts TCP connections and completes their handshakes concurrently, so
-/// a slow client holds up nobody; failed handshakes are dropped. Ends when
-/// `stop` is cancelled or the receiver goes away.
-pub fn incoming(
-    listener: TcpListener,
-    server_config: Arc<ServerConfig>,
-    stop: CancellationToken,
-) -> ReceiverStream<io::Result<TlsStream<tokio::net::TcpStream>>> {
-    let acceptor = TlsAcceptor::from(server_config);
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = stop.cancelled() => return,
-                () = tx.closed() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((tcp, peer)) = accepted else { continue };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 /// The server certificate, reloaded when its files change.
@@ -190,17 +158,4 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no PEM certificate", path.display()));
     }
     Ok(certs)
-}
-
-/// Whether a client certificate (DER) is valid for `name` (a DNS name or
-/// IP address among its subject alternative names). The chain was already
-/// verified in the handshake.
-pub fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
-    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
-        return false;
-    };
-    let Ok(name) = rustls::pki_types::ServerName::try_from(name) else {
-        return false;
-    };
-    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }

@@ -4,7 +4,7 @@
 //! it was sent to; anything else gets 403 and changes nothing. Fields are
 //! validated before anything is applied, and a bad one gets 400 naming it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -24,6 +24,7 @@ use crate::{
     secret::Secret,
     service::{CallError, CallStep, LookupError, Next, Verifier},
     store::CallKey,
+    telemetry::LogThrottle,
 };
 
 /// Callbacks are a few hundred bytes of form fields.
@@ -38,6 +39,9 @@ struct Webhooks {
     verifier: Arc<Verifier>,
     public_base: Url,
     twilio: Arc<TwilioTokens>,
+    /// Anyone can post a bad signature, at any rate: each is counted, and
+    /// logged at most once a minute.
+    bad_signatures: Arc<LogThrottle>,
 }
 
 pub fn router(verifier: Arc<Verifier>, public_base: Url, twilio: TwilioTokens) -> Router {
@@ -63,6 +67,7 @@ pub fn router(verifier: Arc<Verifier>, public_base: Url, twilio: TwilioTokens) -
             verifier,
             public_base,
             twilio: Arc::new(twilio),
+            bad_signatures: Arc::new(LogThrottle::new(Duration::from_secs(60))),
         })
 }
 
@@ -92,19 +97,30 @@ impl Webhooks {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Vec<(String, String)>, Reply> {
-        let forbidden = || (StatusCode::FORBIDDEN, "invalid signature\n".to_owned());
+        let metrics = self.verifier.metrics();
         let Some(tokens) = self.twilio.get(provider) else {
+            metrics.webhook_refused("", "provider");
             return Err((StatusCode::NOT_FOUND, "unknown provider\n".to_owned()));
         };
         let signature = headers
             .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(forbidden)?;
+            .and_then(|v| v.to_str().ok());
         let tokens: Vec<&str> = tokens.iter().map(Secret::expose).collect();
-        twilio_form(&tokens, &self.public_url(uri), signature, body).ok_or_else(|| {
-            tracing::warn!(provider, "webhook refused: bad signature");
-            forbidden()
-        })
+        signature
+            .and_then(|signature| twilio_form(&tokens, &self.public_url(uri), signature, body))
+            .ok_or_else(|| {
+                metrics.webhook_refused(provider, "signature");
+                let now = self.verifier.clock().now();
+                if let Some(held_back) = self.bad_signatures.admit(now) {
+                    tracing::warn!(
+                        provider,
+                        not_logged_since_last = held_back,
+                        "webhook refused: signature missing or bad \
+                         (logged at most once a minute; verifyd_webhooks_refused_total counts each)"
+                    );
+                }
+                (StatusCode::FORBIDDEN, "invalid signature\n".to_owned())
+            })
     }
 }
 

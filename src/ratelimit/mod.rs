@@ -13,7 +13,7 @@ pub(crate) mod quota;
 use std::{
     collections::HashMap,
     hash::Hash,
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -659,14 +659,30 @@ fn refused(limit: Limit, wait: Option<Duration>) -> Result<(), LimitError> {
     }
 }
 
+/// The addresses taken as one end user's, for the IP budget: an IPv4
+/// address alone, an IPv6 address with its /64 (one subscriber's LAN).
+///
+/// An IPv4 address written as IPv6 is that IPv4 address: mapped
+/// (`::ffff:a.b.c.d`, what a dual-stack socket reports, e.g. Node's) or
+/// behind NAT64's well-known prefix (`64:ff9b::/96`, RFC 6052). As a /64
+/// each would put every IPv4 user of such a caller into one budget.
 fn ip_block(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => nat64_embedded(v6).map_or_else(
+            || IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            IpAddr::V4,
+        ),
     }
+}
+
+/// The IPv4 address in the last 32 bits of an address under NAT64's
+/// well-known prefix `64:ff9b::/96`.
+fn nat64_embedded(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    const WELL_KNOWN_PREFIX: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+    let octets = v6.octets();
+    let (prefix, v4) = octets.split_at(12);
+    (prefix == WELL_KNOWN_PREFIX).then(|| Ipv4Addr::new(v4[0], v4[1], v4[2], v4[3]))
 }
 
 #[cfg(test)]
@@ -788,6 +804,21 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn an_ipv4_address_written_as_ipv6_is_budgeted_as_that_ipv4_address() {
+        let v4: IpAddr = "198.51.100.7".parse().expect("ip");
+        for written in ["::ffff:198.51.100.7", "64:ff9b::c633:6407", "198.51.100.7"] {
+            let ip: IpAddr = written.parse().expect("ip");
+            assert_eq!(ip_block(ip), v4, "{written}");
+        }
+        // Neighbours in IPv6 stay apart as IPv4 addresses, not one /64.
+        let other: IpAddr = "::ffff:198.51.100.8".parse().expect("ip");
+        assert_ne!(ip_block(other), v4);
+        // Outside the well-known prefix, an address is an IPv6 /64.
+        let ip: IpAddr = "64:ff9b:1::c633:6407".parse().expect("ip");
+        assert_eq!(ip_block(ip), "64:ff9b:1::".parse::<IpAddr>().expect("ip"));
     }
 
     #[tokio::test]

@@ -98,6 +98,11 @@ impl Verifier {
         &self.settings.metrics
     }
 
+    /// The service's one source of time, for the transports' own timers.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     pub async fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.store.is_ready().await
     }

@@ -66,6 +66,15 @@ struct ProviderLabels {
     provider: String,
 }
 
+/// A provider webhook refused before anything in it was read. `provider`
+/// is a configured name, or empty for a path naming none (the path is the
+/// sender's to choose, so it is never a label).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct WebhookRefusal {
+    provider: String,
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct LimitLabels {
     tenant: TenantId,
@@ -127,6 +136,7 @@ pub struct Metrics {
     provider_duration: Family<ProviderLabels, Histogram>,
     circuit_open: Family<ProviderLabels, Gauge>,
     rate_limited: Family<LimitLabels, Counter>,
+    webhooks_refused: Family<WebhookRefusal, Counter>,
     prefix_blocks: Family<TenantLabel, Counter>,
     store_duration: Family<StoreLabels, Histogram>,
     store_errors: Family<StoreLabels, Counter>,
@@ -194,6 +204,13 @@ impl Metrics {
             "Requests refused by a rate limit, by limit",
             rate_limited.clone(),
         );
+        let webhooks_refused = Family::default();
+        registry.register(
+            "webhooks_refused",
+            "Provider webhooks refused unread: signature missing or bad (signature), or a \
+             provider that is not configured (provider)",
+            webhooks_refused.clone(),
+        );
         let prefix_blocks = Family::default();
         registry.register(
             "prefix_blocks",
@@ -235,6 +252,7 @@ impl Metrics {
             provider_duration,
             circuit_open,
             rate_limited,
+            webhooks_refused,
             prefix_blocks,
             store_duration,
             store_errors,
@@ -337,6 +355,16 @@ impl Metrics {
             .get_or_create(&LimitLabels {
                 tenant: tenant.clone(),
                 limit,
+            })
+            .inc();
+    }
+
+    /// `provider` must be a configured provider's name, or empty.
+    pub fn webhook_refused(&self, provider: &str, reason: &'static str) {
+        self.webhooks_refused
+            .get_or_create(&WebhookRefusal {
+                provider: provider.to_owned(),
+                reason,
             })
             .inc();
     }

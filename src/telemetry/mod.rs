@@ -14,6 +14,7 @@
 
 mod json;
 pub mod metrics;
+mod throttle;
 mod timestamp;
 mod trace;
 
@@ -27,6 +28,7 @@ use tracing_subscriber::{
 };
 
 pub use metrics::Metrics;
+pub use throttle::LogThrottle;
 pub use trace::{TracingConfig, inject_trace_context, provider_span, record_rpc_status, rpc_span};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

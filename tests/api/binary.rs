@@ -553,6 +553,57 @@ async fn call_tokens_never_reach_the_trace_level_logs() {
     assert!(!logs.contains(PHONE), "the full number reached the logs");
 }
 
+#[tokio::test]
+async fn badly_signed_webhooks_are_each_counted_and_logged_once_a_minute() {
+    use crate::voice::PUBLIC_BASE;
+    let fake = crate::fake_twilio::FakeTwilio::start().await;
+    let mut env = twilio_env(&fake);
+    env.extend([
+        ("VERIFYD_WEBHOOKS__ADDR", "127.0.0.1:0".to_owned()),
+        ("VERIFYD_WEBHOOKS__PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+    ]);
+    let server = Server::spawn_with(&env);
+    let webhooks = server.webhooks().await;
+    let admin = server.addr("admin").await;
+
+    // Unauthenticated traffic, as fast as one client sends it: forged
+    // signatures, and one without any.
+    let url = format!(
+        "http://{webhooks}/webhooks/twilio/twilio/message-status\
+         ?tenant=default&verification=VE0123456789abcdef0123456789abcdef"
+    );
+    let form = [
+        ("MessageSid", crate::fake_twilio::sid("SM", 1)),
+        ("MessageStatus", "delivered".to_owned()),
+    ];
+    // This test's own webhook client, with no app in the process to have
+    // installed the one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    for n in 0..200 {
+        let mut request = http.post(&url).form(&form);
+        if n > 0 {
+            request = request.header("X-Twilio-Signature", format!("forged{n}="));
+        }
+        let response = request.send().await.expect("the webhook answers");
+        assert_eq!(response.status().as_u16(), 403);
+    }
+
+    let metrics = crate::server::http_response(&format!("http://{admin}/metrics")).await;
+    assert!(
+        metrics.contains(
+            "verifyd_webhooks_refused_total{provider=\"twilio\",reason=\"signature\"} 200"
+        ),
+        "{metrics}"
+    );
+    let logs = server.terminate();
+    let logged = logs
+        .lines()
+        .filter(|l| l.contains("webhook refused"))
+        .count();
+    assert_eq!(logged, 1, "one line for the first, none for the flood");
+}
+
 /// A stand-in OpenTelemetry collector: the OTLP/gRPC trace service,
 /// keeping every span it is sent.
 mod collector {

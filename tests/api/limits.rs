@@ -5,7 +5,7 @@ use std::time::Duration;
 use tonic::Code;
 use verifyd::proto;
 
-use crate::helpers::{retry_after, sms_to, spawn_app_with};
+use crate::helpers::{retry_after, sms_to, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn starts_per_destination_are_limited_with_retry_info() {
@@ -53,6 +53,44 @@ async fn starts_per_end_user_ip_are_limited() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("starts_per_ip"));
     assert!(retry_after(&err).is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ipv4_users_behind_a_dual_stack_caller_each_have_their_own_ip_budget() {
+    // The server's default budget: 20 starts per address. A caller on a
+    // dual-stack socket (Node's, for one) reports IPv4 users as
+    // `::ffff:a.b.c.d`; 25 users, one start each, must all pass.
+    let app = spawn_app().await;
+    for n in 0..25 {
+        let req = proto::StartVerificationRequest {
+            end_user_ip: format!("::ffff:198.51.100.{n}"),
+            ..sms_to(&format!("+1415555{:04}", 100 + n))
+        };
+        app.start(req)
+            .await
+            .unwrap_or_else(|e| panic!("user {n} is not another user's budget: {e:?}"));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_ipv4_user_is_one_ip_budget_however_the_address_is_written() {
+    let app = spawn_app_with(|c| c.limits.starts_per_ip.burst = 2).await;
+    let from_ip = |ip: &str, to: &str| proto::StartVerificationRequest {
+        end_user_ip: ip.into(),
+        ..sms_to(to)
+    };
+    app.started(from_ip("203.0.113.7", "+14155550100")).await;
+    app.started(from_ip("::ffff:203.0.113.7", "+14155550101"))
+        .await;
+    // NAT64's well-known prefix embeds the same address: 203.0.113.7.
+    let err = app
+        .start(from_ip("64:ff9b::cb00:7107", "+14155550102"))
+        .await
+        .expect_err("the one address's budget is spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("starts_per_ip"), "{err:?}");
     app.stop().await;
 }
 

@@ -327,6 +327,7 @@ async fn bench_speaks_tls_to_a_server_whose_ca_it_is_given() {
             cert_path: pki.path("server.pem"),
             key_path: pki.path("server.key"),
             client_ca_path: None,
+            max_handshakes: 256,
         });
     })
     .await;

@@ -8,7 +8,9 @@ use tonic_health::pb::{
 };
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::helpers::spawn_app;
+use verifyd::proto;
+
+use crate::helpers::{sms_to, spawn_app};
 
 const SERVICE: &str = "verifyd.v1.VerificationService";
 
@@ -152,4 +154,76 @@ pub async fn http_response(url: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     response
+}
+
+/// A unary gRPC call made by hand over HTTP/2, for headers no generated
+/// client sends: the HTTP status, the `grpc-status` (headers or trailers
+/// alike, as reqwest does not expose trailers: `None` when only trailers
+/// could carry it) and the decoded response message, if any.
+async fn raw_unary<M: prost::Message + Default>(
+    addr: std::net::SocketAddr,
+    method: &str,
+    request: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Option<String>, Option<M>), reqwest::Error> {
+    let message = request.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut call = client
+        .post(format!("http://{addr}/{SERVICE}/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body);
+    for (name, value) in headers {
+        call = call.header(*name, *value);
+    }
+    let response = call.send().await?;
+    let status = response.status().as_u16();
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let frame = response.bytes().await?;
+    let decoded = (frame.len() > 5).then(|| M::decode(&frame[5..]).expect("a response message"));
+    Ok((status, grpc_status, decoded))
+}
+
+#[tokio::test]
+async fn an_absurd_grpc_timeout_is_ignored_and_the_start_is_served() {
+    let app = spawn_app().await;
+    // What the reproduction sent: 20 digits of seconds, which overflowed
+    // the deadline's Instant and panicked the handler (the stream reset).
+    let (http, grpc_status, response) = raw_unary::<proto::StartVerificationResponse>(
+        app.grpc_addr,
+        "StartVerification",
+        &sms_to("+14155550100"),
+        &[("grpc-timeout", "18446744073709551615S")],
+    )
+    .await
+    .expect("an answer, not a reset stream");
+    assert_eq!(http, 200);
+    assert_eq!(grpc_status, None, "not a trailers-only error");
+    let v = response
+        .and_then(|r| r.verification)
+        .expect("the verification, served without a deadline");
+    assert_eq!(app.outbox.sent_count(&v.id), 1);
+
+    // The largest deadline the spec allows is honoured, not overflowed.
+    let (_, _, response) = raw_unary::<proto::StartVerificationResponse>(
+        app.grpc_addr,
+        "StartVerification",
+        &sms_to("+14155550101"),
+        &[("grpc-timeout", "99999999H")],
+    )
+    .await
+    .expect("an answer");
+    assert!(response.and_then(|r| r.verification).is_some());
+    app.started(sms_to("+14155550102")).await;
+    app.stop().await;
 }

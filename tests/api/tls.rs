@@ -24,6 +24,7 @@ fn with_tls(pki: &Pki) -> impl FnOnce(&mut Config) + '_ {
             cert_path: pki.path("server.pem"),
             key_path: pki.path("server.key"),
             client_ca_path: Some(pki.path("ca.pem")),
+            max_handshakes: 256,
         });
         config.tenants.insert(
             "sspr".into(),
@@ -122,4 +123,60 @@ async fn a_certificate_replaced_on_disk_is_served_from_the_next_connection() {
         connect(&app, &pki, "ca", Some("client")).await.is_err(),
         "the old certificate is gone"
     );
+}
+
+#[tokio::test]
+async fn a_wildcard_client_certificate_from_the_same_ca_authenticates_no_tenant() {
+    // One CA for the whole mesh or cluster: it issues the tenant's own
+    // certificate, and a wildcard one to anyone else in the namespace.
+    let pki = Pki::new();
+    pki.issue("ca", "wildcard", "subjectAltName=DNS:*.ns.svc");
+    pki.issue("ca", "exact", "subjectAltName=DNS:sspr.ns.svc");
+    pki.issue("ca", "by-ip", "subjectAltName=IP:10.0.0.7");
+    let app = spawn_app_with(|config| {
+        with_tls(&pki)(config);
+        config.tenants.insert(
+            "mesh".into(),
+            TenantConfig {
+                client_cert_sans: vec!["sspr.ns.svc".into()],
+                ..TenantConfig::default()
+            },
+        );
+        config.tenants.insert(
+            "batch".into(),
+            TenantConfig {
+                client_cert_sans: vec!["10.0.0.7".into()],
+                ..TenantConfig::default()
+            },
+        );
+    })
+    .await;
+
+    let mut wildcard = connect(&app, &pki, "ca", Some("wildcard"))
+        .await
+        .expect("TLS: the chain itself is valid");
+    let refused = wildcard
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect_err("*.ns.svc is not sspr.ns.svc");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let mut exact = connect(&app, &pki, "ca", Some("exact"))
+        .await
+        .expect("mutual TLS");
+    let v = exact
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect("the exact name is the tenant's")
+        .into_inner()
+        .verification
+        .expect("verification");
+    let mut by_ip = connect(&app, &pki, "ca", Some("by-ip"))
+        .await
+        .expect("mutual TLS");
+    let other_tenant = by_ip
+        .get_verification(proto::GetVerificationRequest { id: v.id })
+        .await
+        .expect_err("authenticated, as another tenant");
+    assert_eq!(other_tenant.code(), Code::NotFound);
 }

@@ -30,6 +30,7 @@ fn twilio(base_url: &str) -> ProviderConfig {
         messaging_service_sid: None,
         ring_timeout: Duration::from_secs(30),
         machine_detection: true,
+        call_time_limit: Duration::from_secs(120),
     })
 }
 

@@ -36,6 +36,7 @@ pub(crate) fn with_voice(config: &mut Config, fake: &FakeTwilio) {
             messaging_service_sid: None,
             ring_timeout: Duration::from_secs(25),
             machine_detection: true,
+            call_time_limit: Duration::from_secs(120),
         }),
     );
     config.delivery.voice = vec!["twilio".into()];
@@ -259,6 +260,11 @@ async fn pound_approves_and_watchers_see_it_at_once() {
     assert_eq!(fields("To"), [TO]);
     assert_eq!(fields("From"), [FROM]);
     assert_eq!(fields("Timeout"), ["25"]);
+    assert_eq!(
+        fields("TimeLimit"),
+        ["120"],
+        "never Twilio's default of 4 hours"
+    );
     assert_eq!(fields("MachineDetection"), ["Enable"]);
     assert_eq!(
         fields("StatusCallbackEvent"),
@@ -450,6 +456,40 @@ async fn a_fraud_report_denies_and_blocks_the_destination() {
     assert!(
         app.start(call(proto::VoiceMode::Confirm)).await.is_ok(),
         "the block lifts"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn going_back_from_the_fraud_menu_spends_a_reprompt_so_the_loop_ends() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let id = started.verification.expect("v").id;
+    let mut question = phone.answer("human").await.gather.expect("gather");
+    // A responder holding the line: 0, any key, 0, any key… Each round
+    // back spends one of the call's two re-prompts.
+    for _ in 0..2 {
+        let menu = phone
+            .press(&question, "0")
+            .await
+            .gather
+            .expect("fraud menu");
+        question = phone.press(&menu, "1").await.gather.expect("back");
+    }
+    let menu = phone
+        .press(&question, "0")
+        .await
+        .gather
+        .expect("fraud menu");
+    let end = phone.press(&menu, "1").await;
+    assert!(
+        end.gather.is_none() && end.hangup,
+        "out of re-prompts, the call ends"
+    );
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Pending,
+        "nothing approved or denied"
     );
     app.stop().await;
 }

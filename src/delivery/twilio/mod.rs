@@ -55,11 +55,26 @@ pub struct TwilioConfig {
     /// Answering-machine detection on calls: a machine never approves.
     #[serde(default = "default_true")]
     pub machine_detection: bool,
+    /// The longest a call may last (Twilio's `TimeLimit`; its own default
+    /// is 4 hours). A verification call takes well under a minute; a
+    /// revenue-share number that answers and holds the line costs money
+    /// for every minute it is let.
+    #[serde(default = "default_call_time_limit", with = "humantime_serde")]
+    pub call_time_limit: Duration,
 }
 
 fn default_ring_timeout() -> Duration {
     Duration::from_secs(30)
 }
+
+fn default_call_time_limit() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// What `call_time_limit` may be: long enough for a prompt and its
+/// re-prompts, short enough to bound what a held line costs.
+const CALL_TIME_LIMITS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(30)..=Duration::from_secs(600);
 
 fn default_true() -> bool {
     true
@@ -84,6 +99,7 @@ pub struct Twilio {
     from: Option<String>,
     ring_timeout: Duration,
     machine_detection: bool,
+    call_time_limit: Duration,
     /// verifyd's public webhook base; none means no callbacks (and no
     /// interactive calls).
     public_base: Option<Url>,
@@ -121,6 +137,9 @@ impl Twilio {
         if !(Duration::from_secs(5)..=Duration::from_secs(600)).contains(&config.ring_timeout) {
             return Err("ring_timeout must be 5s to 600s".to_owned());
         }
+        if !CALL_TIME_LIMITS.contains(&config.call_time_limit) {
+            return Err("call_time_limit must be 30s to 600s".to_owned());
+        }
         if !config.account_sid.starts_with("AC") || config.account_sid.len() != 34 {
             return Err("account_sid must be AC followed by 32 characters".to_owned());
         }
@@ -147,6 +166,7 @@ impl Twilio {
             from: config.from.clone(),
             ring_timeout: config.ring_timeout,
             machine_detection: config.machine_detection,
+            call_time_limit: config.call_time_limit,
             public_base: status_callback_base.cloned(),
             http,
         })
@@ -215,6 +235,7 @@ impl Twilio {
             ("To", message.to.as_str().to_owned()),
             ("From", from),
             ("Timeout", self.ring_timeout.as_secs().to_string()),
+            ("TimeLimit", self.call_time_limit.as_secs().to_string()),
         ];
         if self.machine_detection {
             form.push(("MachineDetection", "Enable".to_owned()));

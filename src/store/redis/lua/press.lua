@@ -32,7 +32,8 @@ local function press()
       v.status = 'denied'
       return 'denied'
     end
-    return 'back_to_main'
+    -- Going back is a round of the menu like any re-prompt.
+    return reprompt('back_to_main')
   end
   -- The lone key that opens the fraud report.
   if digits == '0' then
