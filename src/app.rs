@@ -19,7 +19,7 @@ use crate::{
         ConsoleSender,
         setup::{SetupError, dispatcher, tenant_templates, twilio_webhook_tokens},
     },
-    grpc::{self, Api, Authenticator, VerificationServiceServer},
+    grpc::{self, Api, Authenticator, VerificationServiceServer, listener::HandshakeLimits},
     http, proto,
     ratelimit::RateLimits,
     service::{ServiceSettings, Tenants, Verifier, tenants},
@@ -44,7 +44,7 @@ pub struct Application {
     config: Config,
     grpc_listener: TcpListener,
     /// TLS for the gRPC listener, when configured.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<(Arc<rustls::ServerConfig>, HandshakeLimits)>,
     admin_listener: TcpListener,
     webhook_listener: Option<TcpListener>,
     verifier: Arc<Verifier>,
@@ -167,7 +167,10 @@ impl Application {
             shutdown.clone(),
         );
         let tls = match &config.server.tls {
-            Some(tls) => Some(grpc::tls::server_config(tls).map_err(RunError::Tls)?),
+            Some(tls) => Some((
+                grpc::tls::server_config(tls).map_err(RunError::Tls)?,
+                tls.handshake_limits(),
+            )),
             None => None,
         };
         Ok(Self {
@@ -296,25 +299,18 @@ impl Application {
             .add_optional_service(config.server.reflection.then_some(reflection_v1alpha))
             .add_service(api);
         let grpc = {
-            let shutdown = shutdown.clone();
             let clock = verifier.clock().clone();
-            let max_handshakes = config.server.tls.as_ref().map(|t| t.max_handshakes);
             async move {
-                match tls.zip(max_handshakes) {
-                    Some((server_config, max_handshakes)) => {
-                        let incoming = grpc::listener::tls(
-                            grpc_listener,
-                            server_config,
-                            max_handshakes,
-                            clock,
-                            shutdown,
-                        );
+                match tls {
+                    Some((server_config, limits)) => {
+                        let incoming =
+                            grpc::listener::tls(grpc_listener, server_config, limits, clock);
                         router
                             .serve_with_incoming_shutdown(incoming, stop_serving)
                             .await
                     }
                     None => {
-                        let incoming = grpc::listener::plaintext(grpc_listener, clock, shutdown);
+                        let incoming = grpc::listener::plaintext(grpc_listener, clock);
                         router
                             .serve_with_incoming_shutdown(incoming, stop_serving)
                             .await

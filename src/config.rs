@@ -404,14 +404,17 @@ impl Config {
                 "must be above zero",
             ));
         }
-        // Zero would accept no connection at all.
-        if self
-            .server
-            .tls
-            .as_ref()
-            .is_some_and(|t| !(1..=65_536).contains(&t.max_handshakes))
-        {
-            return Err(invalid("server.tls.max_handshakes", "must be 1 to 65536"));
+        if let Some(tls) = &self.server.tls {
+            // Zero would accept no connection at all.
+            if !(1..=65_536).contains(&tls.max_handshakes) {
+                return Err(invalid("server.tls.max_handshakes", "must be 1 to 65536"));
+            }
+            if !(1..=tls.max_handshakes).contains(&tls.max_handshakes_per_ip) {
+                return Err(invalid(
+                    "server.tls.max_handshakes_per_ip",
+                    "must be 1 to server.tls.max_handshakes",
+                ));
+            }
         }
         self.validate_tenants()?;
         if self.fraud.prefix_block > Duration::from_secs(30 * 24 * 3600) {
@@ -1104,11 +1107,22 @@ mod tests {
             assert_eq!(err.key, "tenants.acme.client_cert_sans");
             assert!(err.problem.contains("wildcard"), "{err}");
 
+            jail.set_env("VERIFYD_TENANTS__ACME__CLIENT_CERT_SANS", "[sspr.ns.svc.]");
+            let err = load().expect_err("a trailing dot: a second spelling");
+            assert_eq!(err.key, "tenants.acme.client_cert_sans");
+
             jail.set_env("VERIFYD_TENANTS__ACME__CLIENT_CERT_SANS", "[sspr.ns.svc]");
             jail.set_env("VERIFYD_TENANTS__GLOBEX__CLIENT_CERT_SANS", "[SSPR.ns.svc]");
             let err = load().expect_err("one name, two tenants");
             assert_eq!(err.key, "tenants.globex.client_cert_sans");
             assert!(err.problem.contains("one tenant"), "{err}");
+
+            jail.set_env(
+                "VERIFYD_TENANTS__GLOBEX__CLIENT_CERT_SANS",
+                "[\"10.0.0.7\", \"::ffff:10.0.0.7\"]",
+            );
+            let err = load().expect_err("one IPv4 address, written twice");
+            assert_eq!(err.key, "tenants.globex.client_cert_sans");
 
             jail.set_env(
                 "VERIFYD_TENANTS__GLOBEX__CLIENT_CERT_SANS",

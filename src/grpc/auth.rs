@@ -33,7 +33,8 @@ pub struct Authenticator {
 }
 
 /// A name a client certificate carries for its tenant: a DNS name (ASCII,
-/// compared without case) or an IP address, never a wildcard.
+/// compared without case, no trailing dot) or an IP address (an IPv4
+/// address written as IPv6 is that IPv4 address), never a wildcard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientName {
     Dns(String),
@@ -44,11 +45,13 @@ impl ClientName {
     /// A configured `client_cert_sans` entry: an IP address, or a DNS name
     /// without a wildcard.
     pub fn parse(name: &str) -> Option<Self> {
-        if let Ok(ip) = name.parse() {
-            return Some(Self::Ip(ip));
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return Some(Self::Ip(ip.to_canonical()));
         }
-        (!name.contains('*') && DnsName::try_from(name).is_ok())
-            .then(|| Self::Dns(name.to_ascii_lowercase()))
+        // A trailing dot is one spelling too many: `a.b.` and `a.b` could
+        // otherwise be configured for two tenants.
+        let exact = !name.contains('*') && !name.ends_with('.');
+        (exact && DnsName::try_from(name).is_ok()).then(|| Self::Dns(name.to_ascii_lowercase()))
     }
 }
 
@@ -66,6 +69,7 @@ pub fn client_names(cert: &CertificateDer<'_>) -> Vec<ClientName> {
         .general_names
         .iter()
         .filter_map(|name| match name {
+            // A DNS-type name that reads as an IP address is not one.
             GeneralName::DNSName(dns) => {
                 ClientName::parse(dns).filter(|n| matches!(n, ClientName::Dns(_)))
             }
@@ -74,7 +78,7 @@ pub fn client_names(cert: &CertificateDer<'_>) -> Vec<ClientName> {
                     Ok(v4) => IpAddr::from(v4),
                     Err(_) => IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?),
                 };
-                Some(ClientName::Ip(ip))
+                Some(ClientName::Ip(ip.to_canonical()))
             }
             _ => None,
         })
@@ -146,12 +150,21 @@ impl Authenticator {
     }
 
     /// The tenant whose names the (verified) client certificate carries.
+    /// A certificate naming two tenants is neither: which one it acts for
+    /// would otherwise depend on how their names sort.
     fn by_certificate<T>(&self, request: &Request<T>) -> Option<TenantId> {
         let certs = request.peer_certs()?;
         let presented = client_names(certs.first()?);
-        self.by_cert_name
+        let mut tenants = self
+            .by_cert_name
             .iter()
-            .find(|(name, _)| presented.contains(name))
-            .map(|(_, tenant)| tenant.clone())
+            .filter(|(name, _)| presented.contains(name))
+            .map(|(_, tenant)| tenant);
+        let tenant = tenants.next()?;
+        if tenants.any(|other| other != tenant) {
+            tracing::warn!("a client certificate names two tenants: refused");
+            return None;
+        }
+        Some(tenant.clone())
     }
 }

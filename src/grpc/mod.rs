@@ -57,15 +57,15 @@ fn deadline<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
 fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    // At most 8 digits also keeps every unit below overflow: 99,999,999
-    // hours is about 3.6e11 seconds.
+    // At most 8 digits keeps every unit far from overflow (99,999,999
+    // hours is about 3.6e11 seconds); the products saturate all the same.
     if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
         "S" => Duration::from_secs(amount),
         "m" => Duration::from_millis(amount),
         "u" => Duration::from_micros(amount),

@@ -25,6 +25,8 @@ use rustls::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::listener::HandshakeLimits;
+
 /// `[server.tls]`. Paths, not `*_file` keys: a `_FILE` suffix means "read
 /// this setting from a file" everywhere else in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -42,10 +44,27 @@ pub struct TlsConfig {
     /// kernel's backlog until one ends.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// The most of those one client address may hold; its connections past
+    /// that are closed at once.
+    #[serde(default = "default_max_handshakes_per_ip")]
+    pub max_handshakes_per_ip: usize,
 }
 
 fn default_max_handshakes() -> usize {
     256
+}
+
+fn default_max_handshakes_per_ip() -> usize {
+    16
+}
+
+impl TlsConfig {
+    pub fn handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits {
+            total: self.max_handshakes,
+            per_ip: self.max_handshakes_per_ip,
+        }
+    }
 }
 
 /// The TLS side of the gRPC listener.

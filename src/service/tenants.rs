@@ -29,8 +29,9 @@ pub struct TenantConfig {
     /// are never configured. Several allow rotating a key without downtime.
     pub api_key_sha256: Vec<String>,
     /// DNS names or IP addresses: a client certificate (verified against
-    /// `server.tls.client_ca_path`) valid for one of them authenticates
-    /// the call as this tenant.
+    /// `server.tls.client_ca_path`) whose subject alternative names include
+    /// one of them exactly (wildcards name no one) authenticates the call
+    /// as this tenant.
     pub client_cert_sans: Vec<String>,
     /// The channels this tenant may use; empty means every channel the
     /// server has providers for.

@@ -44,7 +44,9 @@ impl LogThrottle {
             state.held_back += 1;
             return None;
         }
-        state.next_at = Some(now + self.every);
+        // A clock that jumps back holds lines back for as long as it
+        // jumped; every event is still counted by its metric.
+        state.next_at = now.checked_add(self.every);
         Some(std::mem::take(&mut state.held_back))
     }
 }

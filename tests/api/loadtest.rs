@@ -328,6 +328,7 @@ async fn bench_speaks_tls_to_a_server_whose_ca_it_is_given() {
             key_path: pki.path("server.key"),
             client_ca_path: None,
             max_handshakes: 256,
+            max_handshakes_per_ip: 16,
         });
     })
     .await;

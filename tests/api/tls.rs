@@ -25,6 +25,7 @@ fn with_tls(pki: &Pki) -> impl FnOnce(&mut Config) + '_ {
             key_path: pki.path("server.key"),
             client_ca_path: Some(pki.path("ca.pem")),
             max_handshakes: 256,
+            max_handshakes_per_ip: 16,
         });
         config.tenants.insert(
             "sspr".into(),
@@ -133,6 +134,7 @@ async fn a_wildcard_client_certificate_from_the_same_ca_authenticates_no_tenant(
     pki.issue("ca", "wildcard", "subjectAltName=DNS:*.ns.svc");
     pki.issue("ca", "exact", "subjectAltName=DNS:sspr.ns.svc");
     pki.issue("ca", "by-ip", "subjectAltName=IP:10.0.0.7");
+    pki.issue("ca", "both", "subjectAltName=DNS:sspr.ns.svc,IP:10.0.0.7");
     let app = spawn_app_with(|config| {
         with_tls(&pki)(config);
         config.tenants.insert(
@@ -179,4 +181,51 @@ async fn a_wildcard_client_certificate_from_the_same_ca_authenticates_no_tenant(
         .await
         .expect_err("authenticated, as another tenant");
     assert_eq!(other_tenant.code(), Code::NotFound);
+
+    // Naming two tenants, a certificate is neither.
+    let mut both = connect(&app, &pki, "ca", Some("both"))
+        .await
+        .expect("mutual TLS");
+    let refused = both
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect_err("which tenant?");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn one_client_that_never_says_hello_cannot_hold_the_listener() {
+    let pki = Pki::new();
+    let app = spawn_app_with(|config| {
+        with_tls(&pki)(config);
+        let tls = config.server.tls.as_mut().expect("TLS");
+        tls.max_handshakes_per_ip = 1;
+    })
+    .await;
+    // A connection that sends nothing holds 127.0.0.1's one handshake
+    // slot; the kernel queues connections in order, so it is accepted
+    // before the client's below.
+    let silent = tokio::net::TcpStream::connect(app.grpc_addr)
+        .await
+        .expect("TCP");
+    assert!(
+        connect(&app, &pki, "ca", Some("client")).await.is_err(),
+        "a second handshake from the address is closed at once"
+    );
+
+    // Its slot comes back when it goes, and the address is served again.
+    drop(silent);
+    let mut served = None;
+    for _ in 0..100 {
+        if let Ok(client) = connect(&app, &pki, "ca", Some("client")).await {
+            served = Some(client);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    served
+        .expect("the slot freed")
+        .start_verification(sms_to("+14155550100"))
+        .await
+        .expect("served");
 }
