@@ -386,14 +386,8 @@ impl Config {
                 "must be a tracing filter such as info or verifyd=debug",
             ));
         }
-        if self.voice.max_reprompts > 5 {
-            return Err(invalid("voice.max_reprompts", "must be at most 5"));
-        }
-        if !(1..=30).contains(&self.voice.gather_timeout_secs) {
-            return Err(invalid("voice.gather_timeout_secs", "must be 1 to 30"));
-        }
-        if self.voice.fraud_block > Duration::from_secs(30 * 24 * 3600) {
-            return Err(invalid("voice.fraud_block", "must be at most 30 days"));
+        if let Some((field, problem)) = self.voice.problem() {
+            return Err(invalid(&format!("voice.{field}"), problem));
         }
         if self.server.shutdown_grace > Duration::from_secs(600) {
             return Err(invalid("server.shutdown_grace", "must be at most 10m"));
@@ -648,7 +642,10 @@ mod tests {
     use figment::Jail;
 
     use super::*;
-    use crate::{domain::KeyRing, secret::Secret};
+    use crate::{
+        domain::{KeyRing, VoiceMode},
+        secret::Secret,
+    };
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -882,6 +879,45 @@ mod tests {
             let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("verifyd.example.toml");
             let config = Config::load(Some(&example)).expect("the example is valid");
             assert!(!config.dev_mode);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_production_overlay_loads_and_places_no_press_pound_calls() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_STORE__REDIS__INDEX_KEY", KEY);
+            jail.set_env("VERIFYD_PROVIDERS__TWILIO__AUTH_TOKEN", "token");
+            let prod = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/overlays/prod/verifyd.toml");
+            let config = Config::load(Some(&prod)).expect("the overlay is valid");
+            let modes = config.voice.mode_policy();
+            assert_eq!(modes.resolve(None), Ok(VoiceMode::Match));
+            assert_eq!(
+                modes.resolve(Some(VoiceMode::Confirm)),
+                Err(VoiceMode::Confirm)
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_default_voice_mode_outside_the_modes_is_refused_naming_its_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.set_env("VERIFYD_VOICE__MODES", "[match, code]");
+            assert_eq!(load_err().key, "voice.default_mode");
+            jail.set_env("VERIFYD_VOICE__DEFAULT_MODE", "match");
+            jail.set_env(
+                "VERIFYD_TENANTS__ACME__API_KEY_SHA256",
+                format!("[{}]", "ab".repeat(32)),
+            );
+            jail.set_env("VERIFYD_TENANTS__ACME__VOICE__MODES", "[confirm]");
+            assert_eq!(load_err().key, "tenants.acme.voice.default_mode");
+            jail.set_env("VERIFYD_TENANTS__ACME__VOICE__DEFAULT_MODE", "confirm");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.voice.default_mode, VoiceMode::Match);
             Ok(())
         });
     }

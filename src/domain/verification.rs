@@ -53,8 +53,12 @@ impl Purpose {
     }
 }
 
-/// What a voice call asks the user to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// What a voice call asks the user to do. Configuration spells the modes
+/// `confirm`, `match` and `code`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum VoiceMode {
     /// Press # to approve.
     #[default]

@@ -41,6 +41,83 @@ pub enum KeyOutcome {
 /// The lone key that opens the fraud report, as Entra's fraud alert does.
 const FRAUD_KEY: &str = "0";
 
+/// A set of voice modes; a list in configuration.
+#[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(from = "Vec<VoiceMode>", into = "Vec<VoiceMode>")]
+pub struct VoiceModes(u8);
+
+impl VoiceModes {
+    pub const ALL: Self = Self(0b111);
+
+    fn bit(mode: VoiceMode) -> u8 {
+        match mode {
+            VoiceMode::Confirm => 1,
+            VoiceMode::Match => 2,
+            VoiceMode::Code => 4,
+        }
+    }
+
+    pub fn contains(self, mode: VoiceMode) -> bool {
+        self.0 & Self::bit(mode) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn iter(self) -> impl Iterator<Item = VoiceMode> {
+        [VoiceMode::Confirm, VoiceMode::Match, VoiceMode::Code]
+            .into_iter()
+            .filter(move |&m| self.contains(m))
+    }
+}
+
+impl From<Vec<VoiceMode>> for VoiceModes {
+    fn from(modes: Vec<VoiceMode>) -> Self {
+        Self(modes.into_iter().fold(0, |set, m| set | Self::bit(m)))
+    }
+}
+
+impl From<VoiceModes> for Vec<VoiceMode> {
+    fn from(modes: VoiceModes) -> Self {
+        modes.iter().collect()
+    }
+}
+
+impl std::fmt::Debug for VoiceModes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(VoiceMode::as_str))
+            .finish()
+    }
+}
+
+/// Which voice modes a tenant's calls may use, and the one a start that
+/// names none gets.
+///
+/// CONFIRM carries no secret: a user who presses # on a call they did not
+/// expect approves whoever started it (push fatigue). MATCH binds the call
+/// to the screen that shows the digits; CODE to the screen the code is
+/// typed into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModePolicy {
+    pub allowed: VoiceModes,
+    pub default: VoiceMode,
+}
+
+impl ModePolicy {
+    /// The mode a call uses: the one asked for, else the default. `Err`
+    /// with the mode when the policy does not allow it.
+    pub fn resolve(&self, asked: Option<VoiceMode>) -> Result<VoiceMode, VoiceMode> {
+        let mode = asked.unwrap_or(self.default);
+        if self.allowed.contains(mode) {
+            Ok(mode)
+        } else {
+            Err(mode)
+        }
+    }
+}
+
 impl Verification {
     /// Applies the keys pressed on the live call. `max_reprompts` bounds
     /// how often a call asks again.
@@ -203,6 +280,26 @@ mod tests {
         // Whatever was spent, the user can still report the call.
         assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
         assert_eq!(v.press(Menu::Fraud, "#", 2, T0), KeyOutcome::Denied);
+    }
+
+    #[test]
+    fn a_mode_policy_gives_the_default_and_refuses_what_it_does_not_allow() {
+        let policy = ModePolicy {
+            allowed: vec![VoiceMode::Match, VoiceMode::Code].into(),
+            default: VoiceMode::Match,
+        };
+        assert_eq!(policy.resolve(None), Ok(VoiceMode::Match));
+        assert_eq!(policy.resolve(Some(VoiceMode::Code)), Ok(VoiceMode::Code));
+        assert_eq!(
+            policy.resolve(Some(VoiceMode::Confirm)),
+            Err(VoiceMode::Confirm)
+        );
+        let everything = ModePolicy {
+            allowed: VoiceModes::ALL,
+            default: VoiceMode::Confirm,
+        };
+        assert_eq!(everything.resolve(None), Ok(VoiceMode::Confirm));
+        assert_eq!(format!("{:?}", policy.allowed), r#"{"match", "code"}"#);
     }
 
     #[test]

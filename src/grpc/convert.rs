@@ -104,8 +104,10 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
             None
         }
     };
+    // Unspecified on a call: the tenant's default mode, which the start
+    // use case applies with the rest of the tenant's voice policy.
     let voice_mode = match channel {
-        Some(Channel::Voice) => Some(voice_mode.unwrap_or_default()),
+        Some(Channel::Voice) => voice_mode,
         _ => {
             if voice_mode.is_some() {
                 bad.add("voice_mode", "applies to CHANNEL_VOICE only");

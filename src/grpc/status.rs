@@ -62,7 +62,9 @@ impl From<StartError> for Status {
     fn from(e: StartError) -> Self {
         match e {
             StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
-            StartError::ChannelNotAllowed(_) => Status::permission_denied(e.to_string()),
+            StartError::ChannelNotAllowed(_) | StartError::VoiceModeNotAllowed(_) => {
+                Status::permission_denied(e.to_string())
+            }
             StartError::RateLimited(limited) => rate_limited(limited),
             StartError::Refused(_) => Status::permission_denied(e.to_string()),
             StartError::Blocked { retry_after } | StartError::PrefixBlocked { retry_after } => {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     delivery::SendError,
-    domain::{Channel, Status, VerificationId, fraud::Refusal},
+    domain::{Channel, Status, VerificationId, VoiceMode, fraud::Refusal},
     ratelimit::{LimitError, RateLimited},
     store::StoreError,
 };
@@ -20,6 +20,9 @@ pub enum StartError {
     PrefixBlocked { retry_after: Duration },
     #[error("this caller may not use the {} channel", .0.as_str())]
     ChannelNotAllowed(Channel),
+    /// Asked for, or the default where none was asked for.
+    #[error("voice_mode {} is not allowed for this caller", .0.as_str())]
+    VoiceModeNotAllowed(VoiceMode),
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
     #[error("a verification call to this destination was reported as fraud; it is blocked for now")]

@@ -20,7 +20,7 @@ use crate::{
     domain::{
         Channel, Code, DeliveryStatus, Destination, SendAttempt, TenantId, Verification, VoiceMode,
         destination::PhoneNumber,
-        verification::SendRefused,
+        verification::{Delivery, SendRefused},
         voice::{CallToken, VoiceCall},
     },
     ratelimit::{Limit, LimitError},
@@ -92,17 +92,36 @@ impl Verifier {
         request: &StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
-        if !self
-            .settings
-            .tenants
-            .get(tenant)
-            .allows(request.delivery.channel)
-        {
-            return Err(StartError::ChannelNotAllowed(request.delivery.channel));
+        let asked = request;
+        let settings = self.settings.tenants.get(tenant);
+        if !settings.allows(asked.delivery.channel) {
+            return Err(StartError::ChannelNotAllowed(asked.delivery.channel));
         }
-        if self.dispatcher.route(request.delivery.channel).is_none() {
-            return Err(StartError::ChannelDisabled(request.delivery.channel));
+        if self.dispatcher.route(asked.delivery.channel).is_none() {
+            return Err(StartError::ChannelDisabled(asked.delivery.channel));
         }
+        // A call's mode: the one asked for, else the tenant's default, and
+        // one the tenant's policy allows; settled beside the channel,
+        // before anything is looked up or spent.
+        let with_mode;
+        let request = match asked.delivery.channel {
+            Channel::Voice => {
+                let mode = settings
+                    .voice
+                    .mode_policy()
+                    .resolve(asked.delivery.voice_mode)
+                    .map_err(StartError::VoiceModeNotAllowed)?;
+                with_mode = StartRequest {
+                    delivery: Delivery {
+                        voice_mode: Some(mode),
+                        ..asked.delivery.clone()
+                    },
+                    ..asked.clone()
+                };
+                &with_mode
+            }
+            Channel::Sms | Channel::Email => asked,
+        };
         // The idempotency lookup comes before every rate limit, so a retried
         // success is never refused.
         let Some(key) = &request.idempotency_key else {
@@ -110,7 +129,9 @@ impl Verifier {
             return self.start_once(tenant, request, deadline).await;
         };
         if let Claim::Replay(stored) = self
-            .claim_idempotency_key(tenant, key, request.fingerprint(), deadline)
+            // What the caller sent, so that a retry matches whatever the
+            // default mode has become since.
+            .claim_idempotency_key(tenant, key, asked.fingerprint(), deadline)
             .await?
         {
             tracing::info!(verification = %stored.id, "idempotent replay");

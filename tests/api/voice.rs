@@ -10,6 +10,7 @@ use tonic::Code;
 use verifyd::{
     config::Config,
     delivery::{setup::ProviderConfig, twilio::TwilioConfig},
+    domain::VoiceMode,
     proto::{self, DeliveryStatus, VerificationStatus},
     secret::Secret,
 };
@@ -384,6 +385,35 @@ async fn number_matching_needs_the_exact_digits_and_wrong_ones_cost_an_attempt()
         status(&app.get(&id).await.expect("get")),
         VerificationStatus::Approved
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_voice_mode_policy_sets_the_default_and_refuses_other_modes_before_any_call() {
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let app = spawn_app_with(|c| {
+        with_voice(c, &fake);
+        c.voice.modes = vec![VoiceMode::Match, VoiceMode::Code].into();
+        c.voice.default_mode = VoiceMode::Match;
+    })
+    .await;
+
+    let refused = app
+        .start(call(proto::VoiceMode::Confirm))
+        .await
+        .expect_err("press # is not allowed");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("voice_mode"), "{refused:?}");
+    assert!(fake.placed_calls().await.is_empty(), "nothing was placed");
+
+    let started = app
+        .start(call(proto::VoiceMode::Unspecified))
+        .await
+        .expect("the default mode");
+    let v = started.verification.expect("v");
+    assert_eq!(v.voice_mode, i32::from(proto::VoiceMode::Match));
+    assert_eq!(started.match_digits.len(), 2, "digits to show");
     app.stop().await;
 }
 
