@@ -29,7 +29,7 @@ use verifyd::{
     grpc::convert,
     proto,
     ratelimit::{LimitsConfig, QuotaConfig, Quotas, RateLimits},
-    store::{BudgetedCheck, CheckBudget, CompletedSend, MemoryStore, Reservation, Store},
+    store::{BudgetedCheck, CheckBudget, CompletedSend, Creation, MemoryStore, Store},
 };
 
 /// Pending verifications in the store, each to a destination of its own.
@@ -147,9 +147,9 @@ fn pending_store(
                 policy,
                 now,
             );
-            let reserved = ready(store.reserve_send(candidate, policy, None, now)).expect("room");
-            let Reservation::Granted { verification, .. } = reserved else {
-                panic!("a new destination's first send is granted");
+            let created = ready(store.create(candidate, policy, None, now)).expect("room");
+            let Creation::Created { verification, .. } = created else {
+                panic!("a new destination's first verification is created");
             };
             let id = verification.id;
             let send = sent(Some(ring.hash(&tenant, &id, &right)), now);
@@ -240,7 +240,7 @@ fn memory_store(c: &mut Criterion) {
                 },
                 |(candidate, hash)| {
                     let id = candidate.id.clone();
-                    ready(store.reserve_send(candidate, &policy, None, now)).expect("room");
+                    ready(store.create(candidate, &policy, None, now)).expect("room");
                     ready(store.complete_send(&tenant, &id, sent(Some(hash), now), &policy, now))
                         .expect("memory store")
                         .expect("just created")

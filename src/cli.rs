@@ -29,7 +29,8 @@ pub struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClientCommand {
-    /// Start a verification (or resend on the pending one).
+    /// Start a new verification (superseding one still pending for the
+    /// destination and purpose).
     Start {
         /// E.164 phone number or email address.
         #[arg(long)]
@@ -38,6 +39,23 @@ enum ClientCommand {
         channel: ChannelArg,
         #[arg(long, value_enum, default_value = "password-reset")]
         purpose: PurposeArg,
+        /// BCP 47 language tag, e.g. fr-CA.
+        #[arg(long)]
+        locale: Option<String>,
+        #[arg(long, value_enum)]
+        voice_mode: Option<VoiceModeArg>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        end_user_ip: Option<String>,
+    },
+    /// Send again on a pending verification, by id; the channel may
+    /// change.
+    Resend {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
         /// BCP 47 language tag, e.g. fr-CA.
         #[arg(long)]
         locale: Option<String>,
@@ -79,6 +97,16 @@ enum ChannelArg {
     Email,
 }
 
+impl From<ChannelArg> for proto::Channel {
+    fn from(channel: ChannelArg) -> Self {
+        match channel {
+            ChannelArg::Sms => Self::Sms,
+            ChannelArg::Voice => Self::Voice,
+            ChannelArg::Email => Self::Email,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PurposeArg {
     Enrollment,
@@ -91,6 +119,15 @@ enum VoiceModeArg {
     Confirm,
     Match,
     Code,
+}
+
+/// Unspecified: the server's default mode.
+fn voice_mode(mode: Option<VoiceModeArg>) -> proto::VoiceMode {
+    mode.map_or(proto::VoiceMode::Unspecified, |m| match m {
+        VoiceModeArg::Confirm => proto::VoiceMode::Confirm,
+        VoiceModeArg::Match => proto::VoiceMode::Match,
+        VoiceModeArg::Code => proto::VoiceMode::Code,
+    })
 }
 
 /// Runs one client command; errors come back as one readable message,
@@ -142,19 +179,14 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
             channel,
             purpose,
             locale,
-            voice_mode,
+            voice_mode: mode,
             idempotency_key,
             end_user_ip,
         } => {
             let response = client
                 .start_verification(proto::StartVerificationRequest {
                     to,
-                    channel: match channel {
-                        ChannelArg::Sms => proto::Channel::Sms,
-                        ChannelArg::Voice => proto::Channel::Voice,
-                        ChannelArg::Email => proto::Channel::Email,
-                    }
-                    .into(),
+                    channel: proto::Channel::from(channel).into(),
                     locale: locale.unwrap_or_default(),
                     purpose: match purpose {
                         PurposeArg::Enrollment => proto::Purpose::Enrollment,
@@ -162,13 +194,31 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                         PurposeArg::MethodUpdate => proto::Purpose::MethodUpdate,
                     }
                     .into(),
-                    voice_mode: voice_mode
-                        .map_or(proto::VoiceMode::Unspecified, |m| match m {
-                            VoiceModeArg::Confirm => proto::VoiceMode::Confirm,
-                            VoiceModeArg::Match => proto::VoiceMode::Match,
-                            VoiceModeArg::Code => proto::VoiceMode::Code,
-                        })
-                        .into(),
+                    voice_mode: voice_mode(mode).into(),
+                    idempotency_key: idempotency_key.unwrap_or_default(),
+                    end_user_ip: end_user_ip.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            print(response.verification.as_ref());
+            if !response.match_digits.is_empty() {
+                out!("match_digits: {}", response.match_digits);
+            }
+        }
+        ClientCommand::Resend {
+            id,
+            channel,
+            locale,
+            voice_mode: mode,
+            idempotency_key,
+            end_user_ip,
+        } => {
+            let response = client
+                .resend_verification(proto::ResendVerificationRequest {
+                    id,
+                    channel: proto::Channel::from(channel).into(),
+                    locale: locale.unwrap_or_default(),
+                    voice_mode: voice_mode(mode).into(),
                     idempotency_key: idempotency_key.unwrap_or_default(),
                     end_user_ip: end_user_ip.unwrap_or_default(),
                 })

@@ -41,11 +41,40 @@ const START_FIELDS: &[&str] = &[
     "end_user_ip",
 ];
 
+/// The fields ResendVerificationRequest validation may name.
+const RESEND_FIELDS: &[&str] = &[
+    "id",
+    "channel",
+    "voice_mode",
+    "locale",
+    "idempotency_key",
+    "end_user_ip",
+];
+
 /// The bytes as each request message the API takes (protobuf, as they
 /// arrive over gRPC), through the gRPC layer's validation.
 pub fn request_validation(data: &[u8]) {
     if let Ok(req) = proto::StartVerificationRequest::decode(data) {
         start_request(&req);
+    }
+    if let Ok(req) = proto::ResendVerificationRequest::decode(data) {
+        match convert::resend_request(&req) {
+            Ok(resend) => {
+                assert!(VerificationId::parse(resend.id.as_str()) == Some(resend.id.clone()));
+                assert!(
+                    resend.delivery.voice_mode.is_none()
+                        || resend.delivery.channel == Channel::Voice
+                );
+            }
+            Err(bad) => {
+                assert!(!bad.0.is_empty());
+                assert!(
+                    bad.0
+                        .iter()
+                        .all(|v| RESEND_FIELDS.contains(&v.field.as_str()))
+                );
+            }
+        }
     }
     if let Ok(req) = proto::CheckVerificationRequest::decode(data) {
         match convert::check_request(&req) {

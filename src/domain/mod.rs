@@ -6,6 +6,7 @@ pub mod code;
 pub mod destination;
 pub mod fraud;
 pub mod policy;
+pub mod starts;
 pub mod tenant;
 pub mod verification;
 pub mod verification_id;

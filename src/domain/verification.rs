@@ -126,6 +126,9 @@ pub enum Status {
     MaxAttemptsReached,
     Failed,
     Denied,
+    /// A newer verification for the same destination and purpose replaced
+    /// it: whatever it sent can approve nothing.
+    Superseded,
 }
 
 impl Status {
@@ -152,6 +155,7 @@ impl Status {
             Self::MaxAttemptsReached => "max_attempts_reached",
             Self::Failed => "failed",
             Self::Denied => "denied",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -273,10 +277,14 @@ pub struct Verification {
     pub accepted_once: bool,
 }
 
-/// Why a send on a pending verification is refused.
+/// Why a send on a verification is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendRefused {
-    Cooldown { retry_at: SystemTime },
+    /// It has ended: only a pending verification sends.
+    NotPending(Status),
+    Cooldown {
+        retry_at: SystemTime,
+    },
     SendLimitReached,
 }
 
@@ -345,6 +353,10 @@ impl Verification {
     /// ([`Policy::resend_wait`]); concurrent resends are serialized by the
     /// send lease.
     pub fn reserve_send(&mut self, policy: &Policy, now: SystemTime) -> Result<(), SendRefused> {
+        self.settle(now);
+        if self.status != Status::Pending {
+            return Err(SendRefused::NotPending(self.status));
+        }
         if let Some(until) = self.sending_until
             && now < until
         {
@@ -461,6 +473,18 @@ impl Verification {
         CheckOutcome::Rejected
     }
 
+    /// Ends a pending verification that a newer one for its destination
+    /// and purpose replaces. Returns whether it did: one that has already
+    /// ended (expired included) stays as it is.
+    pub fn supersede(&mut self, now: SystemTime) -> bool {
+        self.settle(now);
+        if self.status != Status::Pending {
+            return false;
+        }
+        self.status = Status::Superseded;
+        true
+    }
+
     /// # Errors
     /// With the current status when the verification is not pending.
     pub fn cancel(&mut self, now: SystemTime) -> Result<(), Status> {
@@ -564,7 +588,11 @@ mod tests {
 
     #[test]
     fn resends_respect_the_cooldown_and_the_send_budget() {
-        let policy = Policy::default();
+        // Codes that outlive every wait: an expired one would refuse first.
+        let policy = Policy {
+            code_ttl: Duration::from_secs(3_600),
+            ..Policy::default()
+        };
         let mut v = pending(&policy);
         let retry_at = T0 + policy.resend_cooldown;
         assert_eq!(
@@ -835,6 +863,28 @@ mod tests {
         assert_eq!(v.send_attempts[0].status, DeliveryStatus::Accepted);
         assert!(v.record_delivery(&report("delivered")));
         assert_eq!(v.send_attempts[0].status, DeliveryStatus::Delivered);
+    }
+
+    #[test]
+    fn a_superseded_verification_approves_nothing_and_sends_nothing_more() {
+        let policy = Policy::default();
+        let mut v = pending(&policy);
+        assert!(v.supersede(T0));
+        assert_eq!(v.status, Status::Superseded);
+        assert_eq!(
+            v.check(true, T0),
+            CheckOutcome::NotPending(Status::Superseded)
+        );
+        let later = T0 + Duration::from_secs(3_600);
+        assert_eq!(
+            v.reserve_send(&policy, later),
+            Err(SendRefused::NotPending(Status::Superseded))
+        );
+        assert!(!v.supersede(T0), "once");
+        // An expired one stays expired.
+        let mut old = pending(&policy);
+        assert!(!old.supersede(old.expires_at));
+        assert_eq!(old.status, Status::Expired);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
         Verification, VerificationId, VoiceMode, verification::Delivery,
     },
     proto,
-    service::{IdempotencyKey, StartRequest},
+    service::{IdempotencyKey, ResendRequest, StartRequest},
 };
 
 /// The field violations of one request.
@@ -39,24 +39,7 @@ const MAX_IP_LEN: usize = 64;
 
 pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartRequest, Violations> {
     let mut bad = Violations::default();
-
-    let channel = match proto::Channel::try_from(req.channel) {
-        Ok(proto::Channel::Sms) => Some(Channel::Sms),
-        Ok(proto::Channel::Voice) => Some(Channel::Voice),
-        Ok(proto::Channel::Email) => Some(Channel::Email),
-        Ok(proto::Channel::Unspecified) => {
-            bad.add(
-                "channel",
-                "is required: CHANNEL_SMS, CHANNEL_VOICE or CHANNEL_EMAIL",
-            );
-            None
-        }
-        Err(_) => {
-            bad.add("channel", format!("unknown value {}", req.channel));
-            None
-        }
-    };
-
+    let channel = channel_field(req.channel, &mut bad);
     let to = match Destination::parse(&req.to) {
         Ok(to) => {
             if let Some(channel) = channel
@@ -76,7 +59,6 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
             None
         }
     };
-
     let purpose = match proto::Purpose::try_from(req.purpose) {
         Ok(proto::Purpose::Enrollment) => Some(Purpose::Enrollment),
         Ok(proto::Purpose::PasswordReset) => Some(Purpose::PasswordReset),
@@ -93,70 +75,10 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
             None
         }
     };
-
-    let voice_mode = match proto::VoiceMode::try_from(req.voice_mode) {
-        Ok(proto::VoiceMode::Unspecified) => None,
-        Ok(proto::VoiceMode::Confirm) => Some(VoiceMode::Confirm),
-        Ok(proto::VoiceMode::Match) => Some(VoiceMode::Match),
-        Ok(proto::VoiceMode::Code) => Some(VoiceMode::Code),
-        Err(_) => {
-            bad.add("voice_mode", format!("unknown value {}", req.voice_mode));
-            None
-        }
-    };
-    // Unspecified on a call: the tenant's default mode, which the start
-    // use case applies with the rest of the tenant's voice policy.
-    let voice_mode = match channel {
-        Some(Channel::Voice) => voice_mode,
-        _ => {
-            if voice_mode.is_some() {
-                bad.add("voice_mode", "applies to CHANNEL_VOICE only");
-            }
-            None
-        }
-    };
-
-    let locale = if req.locale.is_empty() {
-        None
-    } else {
-        let locale = Locale::parse(&req.locale);
-        if locale.is_none() {
-            bad.add(
-                "locale",
-                "must be a BCP 47 language tag such as en or fr-CA",
-            );
-        }
-        locale
-    };
-
-    let idempotency_key = if req.idempotency_key.is_empty() {
-        None
-    } else {
-        let key = IdempotencyKey::parse(&req.idempotency_key);
-        if key.is_none() {
-            bad.add(
-                "idempotency_key",
-                format!(
-                    "must be 1 to {} printable ASCII characters",
-                    IdempotencyKey::MAX_LEN
-                ),
-            );
-        }
-        key
-    };
-
-    let end_user_ip = if req.end_user_ip.is_empty() {
-        None
-    } else {
-        let ip = (req.end_user_ip.len() <= MAX_IP_LEN)
-            .then(|| req.end_user_ip.parse::<IpAddr>().ok())
-            .flatten();
-        if ip.is_none() {
-            bad.add("end_user_ip", "must be an IPv4 or IPv6 address");
-        }
-        ip
-    };
-
+    let voice_mode = voice_mode_field(req.voice_mode, channel, &mut bad);
+    let locale = locale_field(&req.locale, &mut bad);
+    let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
+    let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
     bad.into_result(|| StartRequest {
         to: to.expect("checked"),
         purpose: purpose.expect("checked"),
@@ -168,6 +90,123 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
         idempotency_key,
         end_user_ip,
     })
+}
+
+pub fn resend_request(req: &proto::ResendVerificationRequest) -> Result<ResendRequest, Violations> {
+    let mut bad = Violations::default();
+    let id = match verification_id("id", &req.id) {
+        Ok(id) => Some(id),
+        Err(v) => {
+            bad.0.extend(v.0);
+            None
+        }
+    };
+    let channel = channel_field(req.channel, &mut bad);
+    let voice_mode = voice_mode_field(req.voice_mode, channel, &mut bad);
+    let locale = locale_field(&req.locale, &mut bad);
+    let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
+    let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
+    bad.into_result(|| ResendRequest {
+        id: id.expect("checked"),
+        delivery: Delivery {
+            channel: channel.expect("checked"),
+            voice_mode,
+            locale,
+        },
+        idempotency_key,
+        end_user_ip,
+    })
+}
+
+fn channel_field(value: i32, bad: &mut Violations) -> Option<Channel> {
+    match proto::Channel::try_from(value) {
+        Ok(proto::Channel::Sms) => Some(Channel::Sms),
+        Ok(proto::Channel::Voice) => Some(Channel::Voice),
+        Ok(proto::Channel::Email) => Some(Channel::Email),
+        Ok(proto::Channel::Unspecified) => {
+            bad.add(
+                "channel",
+                "is required: CHANNEL_SMS, CHANNEL_VOICE or CHANNEL_EMAIL",
+            );
+            None
+        }
+        Err(_) => {
+            bad.add("channel", format!("unknown value {value}"));
+            None
+        }
+    }
+}
+
+/// Unspecified on a call: the tenant's default mode, which the use case
+/// applies with the rest of the tenant's voice policy.
+fn voice_mode_field(
+    value: i32,
+    channel: Option<Channel>,
+    bad: &mut Violations,
+) -> Option<VoiceMode> {
+    let voice_mode = match proto::VoiceMode::try_from(value) {
+        Ok(proto::VoiceMode::Unspecified) => None,
+        Ok(proto::VoiceMode::Confirm) => Some(VoiceMode::Confirm),
+        Ok(proto::VoiceMode::Match) => Some(VoiceMode::Match),
+        Ok(proto::VoiceMode::Code) => Some(VoiceMode::Code),
+        Err(_) => {
+            bad.add("voice_mode", format!("unknown value {value}"));
+            None
+        }
+    };
+    match channel {
+        Some(Channel::Voice) => voice_mode,
+        _ => {
+            if voice_mode.is_some() {
+                bad.add("voice_mode", "applies to CHANNEL_VOICE only");
+            }
+            None
+        }
+    }
+}
+
+fn locale_field(value: &str, bad: &mut Violations) -> Option<Locale> {
+    if value.is_empty() {
+        return None;
+    }
+    let locale = Locale::parse(value);
+    if locale.is_none() {
+        bad.add(
+            "locale",
+            "must be a BCP 47 language tag such as en or fr-CA",
+        );
+    }
+    locale
+}
+
+fn idempotency_key_field(value: &str, bad: &mut Violations) -> Option<IdempotencyKey> {
+    if value.is_empty() {
+        return None;
+    }
+    let key = IdempotencyKey::parse(value);
+    if key.is_none() {
+        bad.add(
+            "idempotency_key",
+            format!(
+                "must be 1 to {} printable ASCII characters",
+                IdempotencyKey::MAX_LEN
+            ),
+        );
+    }
+    key
+}
+
+fn end_user_ip_field(value: &str, bad: &mut Violations) -> Option<IpAddr> {
+    if value.is_empty() {
+        return None;
+    }
+    let ip = (value.len() <= MAX_IP_LEN)
+        .then(|| value.parse::<IpAddr>().ok())
+        .flatten();
+    if ip.is_none() {
+        bad.add("end_user_ip", "must be an IPv4 or IPv6 address");
+    }
+    ip
 }
 
 pub fn verification_id(field: &str, id: &str) -> Result<VerificationId, Violations> {
@@ -278,6 +317,7 @@ pub fn status(s: Status) -> proto::VerificationStatus {
         Status::MaxAttemptsReached => proto::VerificationStatus::MaxAttemptsReached,
         Status::Failed => proto::VerificationStatus::Failed,
         Status::Denied => proto::VerificationStatus::Denied,
+        Status::Superseded => proto::VerificationStatus::Superseded,
     }
 }
 

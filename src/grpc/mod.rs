@@ -74,6 +74,15 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// Only a number-matching call has digits to show.
+fn digits_to_show(v: &crate::domain::Verification) -> String {
+    v.match_digits
+        .as_ref()
+        .filter(|_| v.delivery.voice_mode == Some(VoiceMode::Match))
+        .map(|d| d.as_str().to_owned())
+        .unwrap_or_default()
+}
+
 type WatchResponseStream =
     Pin<Box<dyn Stream<Item = Result<proto::WatchVerificationResponse, Status>> + Send>>;
 
@@ -85,6 +94,15 @@ impl VerificationService for Api {
     ) -> Result<Response<proto::StartVerificationResponse>, Status> {
         let span = telemetry::rpc_span("StartVerification", request.metadata());
         self.observe("StartVerification", span, self.start(request))
+            .await
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<proto::ResendVerificationRequest>,
+    ) -> Result<Response<proto::ResendVerificationResponse>, Status> {
+        let span = telemetry::rpc_span("ResendVerification", request.metadata());
+        self.observe("ResendVerification", span, self.resend(request))
             .await
     }
 
@@ -139,13 +157,22 @@ impl Api {
         let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
         let v = self.verifier.start(tenant, start, deadline).await?;
         Ok(Response::new(proto::StartVerificationResponse {
-            // Only a number-matching call has digits to show.
-            match_digits: v
-                .match_digits
-                .as_ref()
-                .filter(|_| v.delivery.voice_mode == Some(VoiceMode::Match))
-                .map(|d| d.as_str().to_owned())
-                .unwrap_or_default(),
+            match_digits: digits_to_show(&v),
+            verification: Some(convert::verification(&v)),
+        }))
+    }
+
+    async fn resend(
+        &self,
+        request: Request<proto::ResendVerificationRequest>,
+    ) -> Result<Response<proto::ResendVerificationResponse>, Status> {
+        let tenant = self.auth.tenant(&request)?;
+        let deadline = deadline(&request);
+        let resend =
+            convert::resend_request(request.get_ref()).map_err(status::invalid_argument)?;
+        let v = self.verifier.resend(tenant, resend, deadline).await?;
+        Ok(Response::new(proto::ResendVerificationResponse {
+            match_digits: digits_to_show(&v),
             verification: Some(convert::verification(&v)),
         }))
     }

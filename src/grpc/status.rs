@@ -61,6 +61,15 @@ fn store(e: StoreError) -> Status {
 impl From<StartError> for Status {
     fn from(e: StartError) -> Self {
         match e {
+            StartError::NotFound => Status::not_found(e.to_string()),
+            StartError::NotPending(s) => not_pending(s),
+            StartError::ChannelUnreachable(_) => {
+                invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
+                    "channel",
+                    e.to_string(),
+                )]))
+            }
+            StartError::TooSoon { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
             StartError::ChannelNotAllowed(_) | StartError::VoiceModeNotAllowed(_) => {
                 Status::permission_denied(e.to_string())

@@ -9,6 +9,7 @@
 //! needs no round trip.
 
 pub(crate) mod quota;
+mod returnable;
 
 use std::{
     collections::HashMap,
@@ -24,6 +25,7 @@ use governor::{
 };
 
 pub use quota::{Limit, QuotaConfig};
+use returnable::ReturnableBudget;
 
 use crate::{
     clock::Clock,
@@ -333,8 +335,10 @@ enum Budgets {
         starts_per_destination: Limiters<(TenantId, Destination)>,
         starts_per_ip: Limiters<(TenantId, IpAddr)>,
         failed_checks_per_destination: Limiters<(TenantId, Destination)>,
-        starts_per_prefix: Limiters<(TenantId, String)>,
-        starts_per_country: Limiters<(TenantId, u16)>,
+        starts_per_prefix: ReturnableBudget<(TenantId, String)>,
+        starts_per_country: ReturnableBudget<(TenantId, u16)>,
+        /// The quotas of the returnable budgets, per tenant.
+        quotas: Quotas,
     },
     Shared {
         redis: RedisStore,
@@ -349,7 +353,7 @@ impl RateLimits {
         let limiter_clock = LimiterClock(clock.clone());
         Self::with_budgets(
             quotas,
-            clock,
+            clock.clone(),
             Budgets::Local {
                 starts_per_destination: Limiters::new(
                     Limit::StartsPerDestination,
@@ -362,8 +366,9 @@ impl RateLimits {
                     quotas,
                     &limiter_clock,
                 ),
-                starts_per_prefix: Limiters::new(Limit::StartsPerPrefix, quotas, &limiter_clock),
-                starts_per_country: Limiters::new(Limit::StartsPerCountry, quotas, &limiter_clock),
+                starts_per_prefix: ReturnableBudget::new(clock.clone()),
+                starts_per_country: ReturnableBudget::new(clock.clone()),
+                quotas: quotas.clone(),
             },
         )
     }
@@ -420,7 +425,7 @@ impl RateLimits {
     /// Takes one start from the IP's budget, then the destination's. With
     /// shared budgets the destination's is left to the store, which takes
     /// it in the reservation's own step
-    /// ([`crate::store::Store::reserve_send`]): its quota comes back, and
+    /// ([`crate::store::Store::create`], [`crate::store::Store::reserve_resend`]): its quota comes back, and
     /// dropping it would skip that budget.
     #[must_use = "with shared budgets, the destination's start budget is the store's to take"]
     pub async fn start(
@@ -468,7 +473,9 @@ impl RateLimits {
     }
 
     /// Takes one SMS or voice start from the number prefix's budget, then
-    /// the country's.
+    /// the country's (giving the prefix's back if the country's is spent).
+    /// Both are budgets other users share: give them back with
+    /// [`Self::give_back_phone_start`] when nothing is sent.
     pub async fn phone_start(
         &self,
         tenant: &TenantId,
@@ -489,15 +496,72 @@ impl RateLimits {
             Budgets::Local {
                 starts_per_prefix,
                 starts_per_country,
+                quotas,
                 ..
             } => {
-                starts_per_prefix.take(tenant, &(tenant.clone(), prefix.to_owned()))?;
-                Ok(starts_per_country.take(tenant, &(tenant.clone(), calling_code))?)
+                let refused = |limit: Limit| {
+                    move |retry_after| LimitError::from(RateLimited { limit, retry_after })
+                };
+                let prefix_quota = quotas.get(Limit::StartsPerPrefix, tenant);
+                let prefix_key = (tenant.clone(), prefix.to_owned());
+                starts_per_prefix
+                    .take(prefix_key.clone(), prefix_quota)
+                    .map_err(refused(Limit::StartsPerPrefix))?;
+                let country = starts_per_country
+                    .take(
+                        (tenant.clone(), calling_code),
+                        quotas.get(Limit::StartsPerCountry, tenant),
+                    )
+                    .map_err(refused(Limit::StartsPerCountry));
+                if country.is_err() {
+                    starts_per_prefix.give_back(&prefix_key, prefix_quota);
+                }
+                country
             }
             Budgets::Shared { .. } => {
                 self.take_shared(Limit::StartsPerPrefix, tenant, prefix)
                     .await?;
-                self.take_shared(Limit::StartsPerCountry, tenant, &calling_code.to_string())
+                let country = self
+                    .take_shared(Limit::StartsPerCountry, tenant, &calling_code.to_string())
+                    .await;
+                if country.is_err() {
+                    self.give_back_shared(Limit::StartsPerPrefix, tenant, prefix)
+                        .await?;
+                }
+                country
+            }
+        }
+    }
+
+    /// Gives back the cells [`Self::phone_start`] took, for a send that did
+    /// not happen.
+    pub async fn give_back_phone_start(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        calling_code: u16,
+    ) -> Result<(), StoreError> {
+        match &self.budgets {
+            Budgets::Local {
+                starts_per_prefix,
+                starts_per_country,
+                quotas,
+                ..
+            } => {
+                starts_per_prefix.give_back(
+                    &(tenant.clone(), prefix.to_owned()),
+                    quotas.get(Limit::StartsPerPrefix, tenant),
+                );
+                starts_per_country.give_back(
+                    &(tenant.clone(), calling_code),
+                    quotas.get(Limit::StartsPerCountry, tenant),
+                );
+                Ok(())
+            }
+            Budgets::Shared { .. } => {
+                self.give_back_shared(Limit::StartsPerPrefix, tenant, prefix)
+                    .await?;
+                self.give_back_shared(Limit::StartsPerCountry, tenant, &calling_code.to_string())
                     .await
             }
         }
@@ -610,6 +674,32 @@ impl RateLimits {
         refused(limit, wait)
     }
 
+    /// Returns one cell of `tenant`'s budget for `limit` to Redis.
+    async fn give_back_shared(
+        &self,
+        limit: Limit,
+        tenant: &TenantId,
+        subject: &str,
+    ) -> Result<(), StoreError> {
+        let Budgets::Shared {
+            redis,
+            quotas,
+            clock,
+        } = &self.budgets
+        else {
+            unreachable!("only called for shared budgets");
+        };
+        redis
+            .give_back(
+                limit.as_str(),
+                tenant,
+                subject,
+                quotas.get(limit, tenant),
+                clock.now(),
+            )
+            .await
+    }
+
     /// Drops limiter state for keys that are back to a full budget, so
     /// memory tracks active keys only. (Shared budgets expire in Redis.)
     pub fn prune(&self) {
@@ -620,6 +710,7 @@ impl RateLimits {
             failed_checks_per_destination,
             starts_per_prefix,
             starts_per_country,
+            ..
         } = &self.budgets
         {
             starts_per_destination.retain_recent();
@@ -638,6 +729,7 @@ impl RateLimits {
                 failed_checks_per_destination,
                 starts_per_prefix,
                 starts_per_country,
+                ..
             } => {
                 starts_per_destination.len()
                     + starts_per_ip.len()

@@ -10,8 +10,20 @@ use crate::{
     store::StoreError,
 };
 
+/// Why a start or a resend sent nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A resend's id names no verification of the tenant's.
+    #[error("verification not found")]
+    NotFound,
+    /// A resend's verification has ended.
+    #[error("verification is {}", .0.as_str())]
+    NotPending(Status),
+    /// A resend's channel cannot reach the verification's destination.
+    #[error("{} cannot reach this verification's destination", .0.as_str())]
+    ChannelUnreachable(Channel),
+    #[error("a verification for this destination was started less than the least gap ago")]
+    TooSoon { retry_after: Duration },
     #[error("the {} channel is not enabled on this server", .0.as_str())]
     ChannelDisabled(Channel),
     #[error(transparent)]

@@ -1,10 +1,13 @@
-//! The use cases: start, check, get, cancel, watch, over the ports (store,
-//! rate limits, senders, clock). Transports call these and translate.
+//! The use cases: start, resend, check, get, cancel, watch, over the ports
+//! (store, rate limits, senders, clock). Transports call these and
+//! translate.
 
 mod audit;
 mod call_step;
 mod errors;
 mod expiry;
+mod resend;
+mod send;
 mod start;
 mod start_request;
 pub mod tenants;
@@ -17,7 +20,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use call_step::{CallStep, Next};
 pub use errors::{CallError, CheckError, LookupError, StartError};
-pub use start_request::{IdempotencyKey, StartRequest};
+pub use start_request::{IdempotencyKey, ResendRequest, StartRequest};
 pub use tenants::{TenantConfig, Tenants};
 use tokio_util::sync::CancellationToken;
 pub use voice_settings::{UnknownAnswer, VoiceSettings};

@@ -1,10 +1,8 @@
-//! Starting a verification: idempotency, rate limits, the pending lookup or
-//! creation, the code, the send, and recording it.
+//! Starting a verification: always a new one, superseding the one still
+//! pending for the destination and purpose; and the idempotency that a
+//! start and a resend share.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -13,47 +11,49 @@ use tracing::Instrument as _;
 use super::{
     Verifier,
     errors::StartError,
+    send::{SendPlan, leave_time_to_record, until},
     start_request::{IdempotencyKey, StartRequest},
 };
 use crate::{
-    delivery::{Dispatch, FailureKind, Message},
-    domain::{
-        Channel, Code, DeliveryStatus, Destination, SendAttempt, TenantId, Verification, VoiceMode,
-        destination::PhoneNumber,
-        verification::{Delivery, SendRefused},
-        voice::{CallToken, VoiceCall},
-    },
-    ratelimit::{Limit, LimitError},
-    store::{Blocked, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE, Idempotency, Reservation},
+    domain::{Status, TenantId, Verification, VoiceMode},
+    store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
 };
 
 impl StartRequest {
     /// Everything the request asks for, so a reused key with another
     /// request is told apart from a retry.
     fn fingerprint(&self) -> Fingerprint {
-        let mut h = Sha256::new();
         let ip = self
             .end_user_ip
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let fields = [
+        fingerprint(&[
             self.to.as_str(),
             self.purpose.as_str(),
             self.delivery.channel.as_str(),
             self.delivery.voice_mode.map_or("", VoiceMode::as_str),
             self.delivery.locale.as_ref().map_or("", |l| l.as_str()),
             &ip,
-        ];
-        for field in fields {
-            h.update((field.len() as u64).to_be_bytes());
-            h.update(field.as_bytes());
-        }
-        h.finalize().into()
+        ])
     }
 }
 
+/// A digest of a request's fields, each framed by its length.
+pub(super) fn fingerprint(fields: &[&str]) -> Fingerprint {
+    let mut h = Sha256::new();
+    for field in fields {
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().into()
+}
+
 impl Verifier {
-    /// Starts a verification or resends on the pending one.
+    /// Creates a verification and sends its first code (or places its
+    /// call). The verification still pending for the same destination and
+    /// purpose, if any, is superseded: a start never hands out a
+    /// verification it did not create, so its id is the session's
+    /// capability.
     ///
     /// The work runs in its own task: once a send has begun, it and its
     /// record complete even if the caller goes away, so the stored state
@@ -66,14 +66,19 @@ impl Verifier {
         request: StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
-        let deadline = deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d));
+        let deadline = leave_time_to_record(deadline);
         let this = Arc::clone(self);
-        // The task stays in the RPC's span (and so in the caller's trace).
-        let task = tokio::spawn(
-            async move { this.start_idempotent(&tenant, &request, deadline).await }
-                .in_current_span(),
-        );
-        match task.await {
+        self.in_own_task(async move { this.start_idempotent(&tenant, &request, deadline).await })
+            .await
+    }
+
+    /// Runs a start or a resend to its end in a task of its own, in the
+    /// RPC's span (and so in the caller's trace).
+    pub(super) async fn in_own_task(
+        &self,
+        work: impl Future<Output = Result<Verification, StartError>> + Send + 'static,
+    ) -> Result<Verification, StartError> {
+        match tokio::spawn(work.in_current_span()).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels the task.
@@ -84,61 +89,61 @@ impl Verifier {
     #[tracing::instrument(
         level = "debug",
         skip_all,
-        fields(%tenant, to = %request.to.masked(), channel = request.delivery.channel.as_str())
+        fields(%tenant, to = %asked.to.masked(), channel = asked.delivery.channel.as_str())
     )]
     async fn start_idempotent(
         &self,
         tenant: &TenantId,
-        request: &StartRequest,
+        asked: &StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
-        let asked = request;
-        let settings = self.settings.tenants.get(tenant);
-        if !settings.allows(asked.delivery.channel) {
-            return Err(StartError::ChannelNotAllowed(asked.delivery.channel));
-        }
-        if self.dispatcher.route(asked.delivery.channel).is_none() {
-            return Err(StartError::ChannelDisabled(asked.delivery.channel));
-        }
-        // A call's mode: the one asked for, else the tenant's default, and
-        // one the tenant's policy allows; settled beside the channel,
-        // before anything is looked up or spent.
-        let with_mode;
-        let request = match asked.delivery.channel {
-            Channel::Voice => {
-                let mode = settings
-                    .voice
-                    .mode_policy()
-                    .resolve(asked.delivery.voice_mode)
-                    .map_err(StartError::VoiceModeNotAllowed)?;
-                with_mode = StartRequest {
-                    delivery: Delivery {
-                        voice_mode: Some(mode),
-                        ..asked.delivery.clone()
-                    },
-                    ..asked.clone()
-                };
-                &with_mode
-            }
-            Channel::Sms | Channel::Email => asked,
+        let delivery = self.settle_delivery(tenant, &asked.delivery)?;
+        let request = StartRequest {
+            delivery,
+            ..asked.clone()
         };
-        // The idempotency lookup comes before every rate limit, so a retried
-        // success is never refused.
-        let Some(key) = &request.idempotency_key else {
+        // What the caller sent, so that a retry matches whatever the
+        // default voice mode has become since.
+        let key = asked.idempotency_key.as_ref();
+        self.idempotently(
+            tenant,
+            key,
+            || asked.fingerprint(),
+            deadline,
+            || self.start_once(tenant, &request, deadline),
+        )
+        .await
+    }
+
+    /// Runs `once` under the idempotency key, if there is one: a retry with
+    /// the key gets the verification the first request answered with, as
+    /// it stands now (superseded, perhaps), and nothing runs again. The
+    /// lookup comes before every rate limit, so a retried success is never
+    /// refused.
+    pub(super) async fn idempotently<F>(
+        &self,
+        tenant: &TenantId,
+        key: Option<&IdempotencyKey>,
+        fingerprint: impl FnOnce() -> Fingerprint,
+        deadline: Option<Instant>,
+        once: impl FnOnce() -> F,
+    ) -> Result<Verification, StartError>
+    where
+        F: Future<Output = Result<Verification, StartError>>,
+    {
+        let Some(key) = key else {
             self.limits.request(tenant)?;
-            return self.start_once(tenant, request, deadline).await;
+            return once().await;
         };
         if let Claim::Replay(stored) = self
-            // What the caller sent, so that a retry matches whatever the
-            // default mode has become since.
-            .claim_idempotency_key(tenant, key, asked.fingerprint(), deadline)
+            .claim_idempotency_key(tenant, key, fingerprint(), deadline)
             .await?
         {
             tracing::info!(verification = %stored.id, "idempotent replay");
-            return Ok(*stored);
+            return self.replayed(tenant, *stored).await;
         }
         let result = match self.limits.request(tenant) {
-            Ok(()) => self.start_once(tenant, request, deadline).await,
+            Ok(()) => once().await,
             Err(limited) => Err(limited.into()),
         };
         let now = self.clock.now();
@@ -156,6 +161,24 @@ impl Verifier {
             tracing::warn!(%error, "could not record the idempotency key");
         }
         result
+    }
+
+    /// The verification a replayed request answered with, as it stands
+    /// now; the answer as stored (its expiry settled) once the
+    /// verification itself is past its retention.
+    async fn replayed(
+        &self,
+        tenant: &TenantId,
+        mut stored: Verification,
+    ) -> Result<Verification, StartError> {
+        let now = self.clock.now();
+        match self.store.read(tenant, &stored.id, now).await? {
+            Some(current) => Ok(current),
+            None => {
+                stored.settle(now);
+                Ok(stored)
+            }
+        }
     }
 
     /// Takes the key for this request, or finds the answer of the request
@@ -201,27 +224,8 @@ impl Verifier {
     ) -> Result<Verification, StartError> {
         let now = self.clock.now();
         let channel = request.delivery.channel;
-        // Countries and number types that must never get a code: refused
-        // before anything is spent or looked up.
-        let plan = self.settings.fraud.screen(channel, &request.to)?;
-        // A destination whose user reported a call as fraud gets nothing
-        // more for a while; checked before any budget is spent.
-        if let Some(blocked_until) = self
-            .store
-            .blocked_until(tenant, Blocked::Destination(&request.to), now)
-            .await?
-        {
-            return Err(StartError::Blocked {
-                retry_after: until(blocked_until, now),
-            });
-        }
-        if let (Some(plan), Destination::Phone(phone)) = (plan, &request.to) {
-            self.guard_prefix(tenant, phone, plan.calling_code, now)
-                .await?;
-        }
-        let start_quota = self
-            .limits
-            .start(tenant, &request.to, request.end_user_ip)
+        let gate = self
+            .pass_gates(tenant, &request.to, channel, request.end_user_ip, now)
             .await?;
         let candidate = Verification::new(
             self.store.new_id(tenant, &request.to),
@@ -232,233 +236,49 @@ impl Verifier {
             &self.policy,
             now,
         );
-        let (v, is_new) = match self
+        let created = self
             .store
-            .reserve_send(candidate, &self.policy, start_quota, now)
-            .await?
-        {
-            Reservation::Granted {
+            .create(candidate, &self.policy, gate.start_quota, now)
+            .await;
+        let (v, superseded) = match created {
+            Ok(Creation::Created {
                 verification,
-                is_new,
-            } => (verification, is_new),
-            Reservation::Refused {
-                reason: SendRefused::Cooldown { retry_at },
-                ..
-            } => {
-                return Err(StartError::Cooldown {
-                    retry_after: until(retry_at, now),
-                });
-            }
-            Reservation::Refused {
-                verification,
-                reason: SendRefused::SendLimitReached,
-            } => {
-                return Err(StartError::SendLimitReached {
-                    retry_after: until(verification.expires_at, now),
-                });
-            }
-            Reservation::Limited { retry_after } => {
-                return Err(self.limits.start_refused(tenant, retry_after).into());
-            }
-        };
-        tracing::debug!(verification = %v.id, resend = !is_new, "send reserved");
-        // A resend replaces any call still ringing or running.
-        self.end_live_call(&v);
-
-        let code = Code::generate(self.policy.code_length);
-        let hash = self.keys.hash(tenant, &v.id, &code);
-        let call_token = (request.delivery.channel == Channel::Voice).then(CallToken::generate);
-        let message = Message {
-            tenant: tenant.clone(),
-            verification_id: v.id.clone(),
-            to: v.to.clone(),
-            purpose: v.purpose,
-            delivery: request.delivery.clone(),
-            code,
-            match_digits: v.match_digits.clone(),
-            call_token: call_token.clone(),
-            valid_for: self.policy.code_ttl,
-            app_name: self.settings.tenants.get(tenant).app_name.clone(),
-        };
-        let budget = deadline.map_or(self.settings.send_timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(self.settings.send_timeout)
-        });
-        let carries_code = message.carries_code();
-        let dispatch = self.dispatch(&message, budget).await;
-        // The plaintext code goes no further than the providers.
-        drop(message);
-
-        let sent_at = self.clock.now();
-        let channel = request.delivery.channel;
-        let attempts = dispatch
-            .attempts
-            .iter()
-            .map(|a| SendAttempt {
-                channel,
-                status: match a.result {
-                    Ok(_) => DeliveryStatus::Accepted,
-                    Err(_) => DeliveryStatus::Failed,
-                },
-                provider: a.provider.clone(),
-                at: a.at,
-                error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
-                reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
-                provider_status: None,
-            })
-            .collect();
-        let recorded = self
-            .store
-            .complete_send(
-                tenant,
-                &v.id,
-                CompletedSend {
-                    delivery: request.delivery.clone(),
-                    attempts,
-                    // Press-# and number-matching calls deliver no code, so
-                    // none is kept: only the call can approve them.
-                    new_hash: carries_code.then_some(hash),
-                    call: match (&dispatch.result, &call_token) {
-                        (Ok(receipt), Some(token)) => {
-                            let mut call = VoiceCall::new(token);
-                            call.call_sid.clone_from(&receipt.reference);
-                            Some(call)
-                        }
-                        _ => None,
+                superseded,
+            }) => (verification, superseded),
+            refused => {
+                // Nothing was created, so nothing will be sent.
+                self.give_back(tenant, gate.shared).await;
+                return Err(match refused? {
+                    Creation::TooSoon { retry_at } => StartError::TooSoon {
+                        retry_after: until(retry_at, now),
                     },
-                },
-                &self.policy,
-                sent_at,
-            )
-            .await?
-            .unwrap_or(v);
-        self.status_changed(
-            &recorded,
-            // A resend is granted on a pending verification only.
-            (!is_new).then_some(crate::domain::Status::Pending),
-            if is_new { "started" } else { "resent" },
-        );
-        if recorded.status == crate::domain::Status::Pending && !self.store.keeps_deadlines() {
-            self.expiry
-                .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
-        }
-        match dispatch.result {
-            Ok(receipt) => {
-                // The audit event says it started; metrics count sends.
-                tracing::debug!(
-                    verification = %recorded.id,
-                    provider = receipt.provider,
-                    tries = dispatch.attempts.len(),
-                    resend = !is_new,
-                    "code sent"
-                );
-                Ok(recorded)
+                    Creation::Limited { retry_after } => {
+                        self.limits.start_refused(tenant, retry_after).into()
+                    }
+                    Creation::Created { .. } => unreachable!("matched above"),
+                });
             }
-            Err(error) => {
-                tracing::warn!(
-                    verification = %recorded.id,
-                    %error,
-                    tries = dispatch.attempts.len(),
-                    status = recorded.status.as_str(),
-                    "send failed"
-                );
-                Err(StartError::Delivery {
-                    error,
-                    verification: recorded.id,
-                })
-            }
-        }
-    }
-
-    /// SMS pumping: a number range (prefix) or a country getting more
-    /// starts than any real user base would. A prefix that trips its budget
-    /// is blocked for `fraud.prefix_block`, and the security team hears of
-    /// it.
-    async fn guard_prefix(
-        &self,
-        tenant: &TenantId,
-        phone: &PhoneNumber,
-        calling_code: u16,
-        now: std::time::SystemTime,
-    ) -> Result<(), StartError> {
-        let prefix = phone.prefix();
-        if let Some(blocked_until) = self
-            .store
-            .blocked_until(tenant, Blocked::Prefix(prefix), now)
-            .await?
-        {
-            return Err(StartError::PrefixBlocked {
-                retry_after: until(blocked_until, now),
-            });
-        }
-        match self.limits.phone_start(tenant, prefix, calling_code).await {
-            Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
-                let block = self.settings.fraud.prefix_block;
-                self.settings.metrics.prefix_blocked(tenant);
-                self.store
-                    .block(tenant, Blocked::Prefix(prefix), now + block, now)
-                    .await?;
-                tracing::warn!(
-                    target: "verifyd::audit",
-                    event = "prefix_blocked",
-                    %tenant,
-                    calling_code,
-                    prefix = %mask_prefix(prefix),
-                    blocked_for_secs = block.as_secs(),
-                    "a number prefix exceeded its start budget (suspected SMS pumping); it is blocked"
-                );
-                Err(limited.into())
-            }
-            other => Ok(other?),
-        }
-    }
-
-    /// Renders the message and hands it to the channel's route.
-    async fn dispatch(&self, message: &Message, budget: Duration) -> Dispatch {
-        let channel = message.delivery.channel;
-        let Some(route) = self.dispatcher.route(channel) else {
-            // Checked before anything was reserved; kept total for safety.
-            return Dispatch::failed(
-                "none",
-                FailureKind::Rejected,
-                "channel disabled",
-                self.clock.now(),
-            );
         };
-        let templates = self
-            .settings
-            .tenants
-            .get(&message.tenant)
-            .templates(&self.dispatcher.templates);
-        match templates.render(message) {
-            Ok(content) => route.send(message, &content, budget).await,
-            Err(error) => {
-                tracing::error!(%error, "cannot render the message");
-                Dispatch::failed(
-                    "templates",
-                    FailureKind::Rejected,
-                    "message template failed",
-                    self.clock.now(),
-                )
-            }
+        tracing::debug!(verification = %v.id, "verification created");
+        if let Some(old) = &superseded {
+            self.status_changed(
+                old,
+                Some(Status::Pending),
+                "superseded by a new verification",
+            );
+            self.end_live_call(old);
         }
+        self.send(SendPlan {
+            tenant,
+            verification: v,
+            delivery: &request.delivery,
+            shared: gate.shared,
+            first: true,
+            deadline,
+        })
+        .await
     }
 }
-
-/// A prefix for logs: its first four characters (the country code and a
-/// digit or two), the rest hidden.
-fn mask_prefix(prefix: &str) -> String {
-    let shown: String = prefix.chars().take(4).collect();
-    format!("{shown}{}", "*".repeat(prefix.len().saturating_sub(4)))
-}
-
-fn until(at: SystemTime, now: SystemTime) -> Duration {
-    at.duration_since(now).unwrap_or_default()
-}
-
-/// Kept back from the caller's deadline for recording the send, so the
-/// answer reaches the caller before it gives up.
-const RECORDING_MARGIN: Duration = Duration::from_millis(50);
 
 enum Claim {
     Fresh,

@@ -1,11 +1,11 @@
-//! What a caller asks a start for, validated by the transport: the
-//! destination, purpose and delivery, and an optional idempotency key.
-//! (The request's fingerprint, which only the start use case takes, is
-//! defined in `start`.)
+//! What a caller asks a start or a resend for, validated by the transport:
+//! the destination and purpose (a start) or the verification (a resend),
+//! the delivery, and an optional idempotency key. (Each request's
+//! fingerprint, which only its use case takes, is defined with it.)
 
 use std::net::IpAddr;
 
-use crate::domain::{Destination, Purpose, verification::Delivery};
+use crate::domain::{Destination, Purpose, VerificationId, verification::Delivery};
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,6 +30,15 @@ impl IdempotencyKey {
 pub struct StartRequest {
     pub to: Destination,
     pub purpose: Purpose,
+    pub delivery: Delivery,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub end_user_ip: Option<IpAddr>,
+}
+
+/// A validated ResendVerification.
+#[derive(Debug, Clone)]
+pub struct ResendRequest {
+    pub id: VerificationId,
     pub delivery: Delivery,
     pub idempotency_key: Option<IdempotencyKey>,
     pub end_user_ip: Option<IpAddr>,

@@ -277,16 +277,22 @@ impl Verifier {
         if ended {
             return;
         }
+        self.end_call(&attempt.provider, &sid, &v.id);
+    }
+
+    /// Ends the call `sid` that `provider` placed for `verification`, in
+    /// the background.
+    pub(super) fn end_call(&self, provider: &str, sid: &str, verification: &VerificationId) {
         let provider = self.dispatcher.voice.as_ref().and_then(|route| {
             route
                 .providers()
-                .find(|(p, _)| p.name() == attempt.provider)
+                .find(|(p, _)| p.name() == provider)
                 .map(|(p, _)| p.clone())
         });
         let Some(Provider::Twilio(twilio)) = provider else {
             return;
         };
-        let verification = v.id.clone();
+        let (sid, verification) = (sid.to_owned(), verification.clone());
         tokio::spawn(
             async move {
                 if let Err(error) = twilio.end_call(&sid).await {

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use port::{
-    Blocked, BudgetedCheck, CallKey, CheckBudget, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
-    IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+    Blocked, BudgetedCheck, CallKey, CheckBudget, CompletedSend, Creation, Fingerprint,
+    IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
 };
 pub use redis::RedisStore;
 
@@ -94,25 +94,53 @@ impl Changes {
 }
 
 impl Store {
-    /// Finds the pending verification for `candidate`'s tenant, destination
-    /// and purpose and reserves a send on it, or creates `candidate` and
-    /// reserves its first send. With `start_quota` (shared budgets), one
-    /// cell of the destination's start budget is taken first, in the same
-    /// step; the memory store is never given one (its budgets are the rate
-    /// limiter's).
-    pub async fn reserve_send(
+    /// Creates `candidate` with its first send reserved, in one step with
+    /// what bounds it: the least gap since the destination's latest new
+    /// verification ([`crate::domain::starts::RecentStarts`]), and, with
+    /// `start_quota` (shared budgets), one cell of the destination's start
+    /// budget. The verification still pending for the same tenant,
+    /// destination and purpose, if any, is superseded in the same step and
+    /// returned. The memory store is never given a quota (its budgets are
+    /// the rate limiter's).
+    pub async fn create(
         &self,
         candidate: Verification,
         policy: &Policy,
         start_quota: Option<QuotaConfig>,
         now: SystemTime,
-    ) -> Result<Reservation, StoreError> {
+    ) -> Result<Creation, StoreError> {
         match self {
             Self::Memory(m) => {
                 debug_assert!(start_quota.is_none(), "the memory store keeps no budgets");
-                m.reserve_send(candidate, policy, now)
+                m.create(candidate, policy, now)
             }
-            Self::Redis(r) => r.reserve_send(candidate, policy, start_quota, now).await,
+            Self::Redis(r) => r.create(candidate, policy, start_quota, now).await,
+        }
+    }
+
+    /// Reserves a send on the verification `id` names, whose destination
+    /// is `to`: refused unless it is pending, past its resend wait and
+    /// within its sends. With `start_quota` (shared budgets), one cell of
+    /// the destination's start budget is taken first, in the same step.
+    /// `None` when there is no such verification.
+    pub async fn reserve_resend(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        policy: &Policy,
+        start_quota: Option<QuotaConfig>,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
+        match self {
+            Self::Memory(m) => {
+                debug_assert!(start_quota.is_none(), "the memory store keeps no budgets");
+                Ok(m.reserve_resend(tenant, id, policy, now))
+            }
+            Self::Redis(r) => {
+                r.reserve_resend(tenant, id, to, policy, start_quota, now)
+                    .await
+            }
         }
     }
 

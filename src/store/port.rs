@@ -1,10 +1,10 @@
 //! The words of the store port, shared by its callers and both backends:
 //! what the operations take (a completed send, a call's key, a block, a
-//! check's budget) and give back (a reservation, a budgeted check, an
-//! idempotency record), and how they fail. `Store` (in `store`) dispatches
+//! check's budget) and give back (a creation, a reservation, a budgeted
+//! check, an idempotency record), and how they fail. `Store` (in `store`) dispatches
 //! each operation to a backend.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::domain::{
     CheckOutcome, CodeHash, Destination, SendAttempt, Verification,
@@ -27,16 +27,37 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// The result of asking for a send slot.
+/// The result of creating a verification
+/// ([`Store::create`](super::Store::create)).
+// Returned once and matched at once, as `BudgetedCheck` is: boxing would
+// cost every start an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Creation {
+    /// The candidate is the verification now, its first send reserved.
+    /// `superseded` is the one that was pending for the same tenant,
+    /// destination and purpose, and is SUPERSEDED now.
+    Created {
+        verification: Verification,
+        superseded: Option<Verification>,
+    },
+    /// Too soon after the destination's latest new verification
+    /// ([`crate::domain::starts::RecentStarts`]): nothing was created (a
+    /// cell taken from the start budget stays spent, as the rate limiter
+    /// takes it before the store's step on the memory store).
+    TooSoon { retry_at: SystemTime },
+    /// The destination's start budget is spent: nothing changed; a cell
+    /// frees up after this long.
+    Limited { retry_after: Duration },
+}
+
+/// The result of asking for a send on a verification
+/// ([`Store::reserve_resend`](super::Store::reserve_resend)).
 #[derive(Debug)]
 pub enum Reservation {
-    /// A send may go ahead on this verification; `is_new` when it was just
-    /// created from the candidate.
-    Granted {
-        verification: Verification,
-        is_new: bool,
-    },
-    /// A pending verification exists but may not send now.
+    /// The send may go ahead.
+    Granted(Verification),
+    /// It may not send now, or ever (not pending).
     Refused {
         verification: Verification,
         reason: SendRefused,

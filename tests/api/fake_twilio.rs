@@ -162,6 +162,42 @@ impl FakeTwilio {
             .await;
     }
 
+    /// Places the next call only, as `call_sid`, after `delay`; later calls
+    /// go to the mocks mounted with [`Self::accept_calls`].
+    pub async fn accept_next_call(&self, call_sid: &str, delay: Duration) {
+        let credentials = STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
+        Mock::given(method("POST"))
+            .and(path(Self::calls_path()))
+            .and(header(
+                "authorization",
+                format!("Basic {credentials}").as_str(),
+            ))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({
+                        "sid": call_sid,
+                        "account_sid": ACCOUNT_SID,
+                        "status": "queued",
+                        "direction": "outbound-api",
+                    }))
+                    .set_delay(delay),
+            )
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!(
+                "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"
+            )))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "sid": call_sid,
+                "status": "completed",
+            })))
+            .mount(&self.server)
+            .await;
+    }
+
     /// Every field of every call request, repeated fields included.
     pub async fn placed_calls(&self) -> Vec<Vec<(String, String)>> {
         self.requests_to(&Self::calls_path()).await

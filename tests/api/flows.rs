@@ -145,7 +145,8 @@ async fn cancel_stops_a_pending_verification_and_only_a_pending_one() {
         .expect_err("canceled codes fail");
     assert_eq!(err.code(), Code::FailedPrecondition);
 
-    // The destination is free for a new verification.
+    // A new verification for the destination, after the least gap.
+    app.clock.advance(std::time::Duration::from_secs(30));
     let next = app.started(sms_to("+14155550100")).await;
     assert_ne!(next.id, v.id);
     app.stop().await;

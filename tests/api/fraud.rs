@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::Code;
 use verifyd::proto;
 
-use crate::helpers::{retry_after, sms_to, spawn_app, spawn_app_with};
+use crate::helpers::{resend_on, retry_after, sms_to, spawn_app, spawn_app_with};
 
 fn call(to: &str) -> proto::StartVerificationRequest {
     proto::StartVerificationRequest {
@@ -84,4 +84,45 @@ async fn a_prefix_that_trips_its_budget_is_blocked_for_a_while() {
         "one block, counted once: {}",
         metrics.0
     );
+}
+
+/// A prefix budget of 30 starts with a block behind it, and destination
+/// budgets out of the way: the reproduction's setting.
+pub(crate) fn pumping_guard(c: &mut verifyd::config::Config) {
+    c.limits.starts_per_prefix.burst = 30;
+    c.limits.starts_per_prefix.period = Duration::from_secs(120);
+    c.limits.starts_per_destination.burst = 1_000;
+    c.fraud.prefix_block = Duration::from_secs(3600);
+}
+
+#[tokio::test]
+async fn refused_starts_and_resends_spend_nothing_of_the_prefix_budget() {
+    let app = spawn_app_with(pumping_guard).await;
+    // One user clicks, then keeps clicking: each start inside the least
+    // gap and each resend inside the cooldown is refused.
+    let v = app.started(sms_to("+14155550111")).await;
+    for _ in 0..40 {
+        let err = app
+            .start(sms_to("+14155550111"))
+            .await
+            .expect_err("inside the least gap");
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(!err.message().contains("starts_per_prefix"), "{err:?}");
+    }
+    for _ in 0..40 {
+        let err = app
+            .resend(resend_on(&v.id, proto::Channel::Sms))
+            .await
+            .expect_err("inside the cooldown");
+        assert_eq!(err.code(), Code::ResourceExhausted);
+    }
+    // Another user in the same range of numbers is still reachable.
+    app.started(sms_to("+14155550177")).await;
+    assert_eq!(app.outbox.total_sent(), 2);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.count(r#"verifyd_prefix_blocks_total{tenant="default"}"#),
+        0.0
+    );
+    app.stop().await;
 }

@@ -234,7 +234,36 @@ pub fn sms_to(to: &str) -> proto::StartVerificationRequest {
     }
 }
 
+/// A resend of `id` on `channel`.
+pub fn resend_on(id: &str, channel: proto::Channel) -> proto::ResendVerificationRequest {
+    proto::ResendVerificationRequest {
+        id: id.to_owned(),
+        channel: channel.into(),
+        ..Default::default()
+    }
+}
+
 impl TestApp {
+    pub async fn resend(
+        &self,
+        req: proto::ResendVerificationRequest,
+    ) -> Result<proto::ResendVerificationResponse, tonic::Status> {
+        self.client
+            .clone()
+            .resend_verification(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Resends and returns the verification, which must succeed.
+    pub async fn resent(&self, req: proto::ResendVerificationRequest) -> proto::Verification {
+        self.resend(req)
+            .await
+            .expect("resend succeeds")
+            .verification
+            .expect("verification")
+    }
+
     pub async fn start(
         &self,
         req: proto::StartVerificationRequest,

@@ -1,11 +1,11 @@
-//! Idempotent starts: replays, concurrency, and a reused key.
+//! Idempotent starts and resends: replays, concurrency, and a reused key.
 
 use std::time::Duration;
 
 use tonic::Code;
 use verifyd::proto;
 
-use crate::helpers::{sms_to, spawn_app, spawn_app_with, violated_fields};
+use crate::helpers::{resend_on, sms_to, spawn_app, spawn_app_with, status, violated_fields};
 
 fn keyed(to: &str, key: &str) -> proto::StartVerificationRequest {
     proto::StartVerificationRequest {
@@ -89,7 +89,67 @@ async fn a_failed_start_releases_its_key() {
         .expect_err("fails");
     assert_eq!(err.code(), Code::Unavailable);
     app.outbox.set_failing(false);
+    app.clock.advance(Duration::from_secs(30));
     let v = app.started(keyed("+14155550100", "retry-me")).await;
     assert_eq!(app.outbox.sent_count(&v.id), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_after_a_supersede_returns_the_first_verification_as_it_stands() {
+    let app = spawn_app().await;
+    let req = keyed("+14155550100", "session-1");
+    let first = app.started(req.clone()).await;
+    app.clock.advance(Duration::from_secs(30));
+    let second = app.started(sms_to("+14155550100")).await;
+
+    let replay = app
+        .start(req)
+        .await
+        .expect("replay")
+        .verification
+        .expect("v");
+    assert_eq!(replay.id, first.id, "never the newer verification");
+    assert_ne!(replay.id, second.id);
+    assert_eq!(status(&replay), proto::VerificationStatus::Superseded);
+    assert_eq!(app.outbox.total_sent(), 2, "the replay sent nothing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_resend_replays_and_its_key_is_its_own() {
+    let app = spawn_app().await;
+    let v = app.started(keyed("+14155550100", "start-key")).await;
+    app.clock.advance(Duration::from_secs(30));
+    let resend = proto::ResendVerificationRequest {
+        idempotency_key: "resend-1".into(),
+        ..resend_on(&v.id, proto::Channel::Sms)
+    };
+    let first = app.resend(resend.clone()).await.expect("resend");
+    let replay = app.resend(resend.clone()).await.expect("replay");
+    assert_eq!(replay, first);
+    assert_eq!(
+        app.outbox.sent_count(&v.id),
+        2,
+        "the first send and one resend"
+    );
+
+    // The same key on another request, a start's own included, is refused.
+    let err = app
+        .resend(proto::ResendVerificationRequest {
+            channel: proto::Channel::Voice.into(),
+            ..resend
+        })
+        .await
+        .expect_err("another request");
+    assert_eq!(violated_fields(&err), ["idempotency_key"]);
+    let err = app
+        .resend(proto::ResendVerificationRequest {
+            idempotency_key: "start-key".into(),
+            ..resend_on(&v.id, proto::Channel::Sms)
+        })
+        .await
+        .expect_err("a start's key");
+    assert_eq!(violated_fields(&err), ["idempotency_key"]);
     app.stop().await;
 }

@@ -5,20 +5,24 @@ use std::time::Duration;
 use tonic::Code;
 use verifyd::proto;
 
-use crate::helpers::{retry_after, sms_to, spawn_app, spawn_app_with};
+use crate::helpers::{resend_on, retry_after, sms_to, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn starts_per_destination_are_limited_with_retry_info() {
-    // No cooldown and sends to spare, so only the rate limit can refuse.
+    // No cooldown (so no least gap) and sends to spare, so only the rate
+    // limit can refuse.
     let app = spawn_app_with(|c| {
         c.code.resend_cooldown = Duration::ZERO;
         c.code.max_send_attempts = 10;
     })
     .await;
     let v = app.started(sms_to("+14155550100")).await;
-    for _ in 1..5 {
+    for _ in 1..3 {
         app.started(sms_to("+14155550100")).await;
     }
+    // Resends take from the same budget.
+    let last = app.started(sms_to("+14155550100")).await;
+    app.resent(resend_on(&last.id, proto::Channel::Sms)).await;
     let err = app
         .start(sms_to("+14155550100"))
         .await
@@ -26,10 +30,16 @@ async fn starts_per_destination_are_limited_with_retry_info() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("starts_per_destination"), "{err:?}");
     assert_eq!(retry_after(&err), Some(Duration::from_secs(120)));
+    let err = app
+        .resend(resend_on(&last.id, proto::Channel::Sms))
+        .await
+        .expect_err("burst spent");
+    assert!(err.message().contains("starts_per_destination"), "{err:?}");
+    assert_eq!(app.outbox.sent_count(&v.id), 1);
     assert_eq!(
-        app.outbox.sent_count(&v.id),
+        app.outbox.total_sent(),
         5,
-        "the refused start sent nothing"
+        "the refused start and resend sent nothing"
     );
 
     app.clock.advance(Duration::from_secs(120));
@@ -102,6 +112,7 @@ async fn the_failed_check_budget_spans_a_destinations_verifications() {
         app.check(&first.id, "000000").await.expect("wrong code");
     }
     // A new verification does not reset the budget.
+    app.clock.advance(Duration::from_secs(30));
     let second = app.started(sms_to("+14155550100")).await;
     assert_ne!(second.id, first.id);
     app.check(&second.id, "000000")
@@ -114,7 +125,8 @@ async fn the_failed_check_budget_spans_a_destinations_verifications() {
         .expect_err("budget spent");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("failed_checks_per_destination"));
-    assert_eq!(retry_after(&err), Some(Duration::from_secs(3600)));
+    // A cell an hour, the first taken 30 s ago.
+    assert_eq!(retry_after(&err), Some(Duration::from_secs(3570)));
     app.stop().await;
 }
 

@@ -1,5 +1,5 @@
-//! Model-based test of the public API. Random sequences of starts (and
-//! resends), checks with the latest code, an older code or a wrong one,
+//! Model-based test of the public API. Random sequences of starts,
+//! resends, checks with the latest code, an older code or a wrong one,
 //! cancels, gets and clock moves run against the real service over gRPC
 //! and against a small reference model written from the docs alone
 //! (docs/security.md "Approval", docs/configuration.md `[code]` and
@@ -27,13 +27,19 @@
 //! steps do nothing.
 //!
 //! The model's rules:
-//! - A start to a destination and purpose with a pending verification is a
-//!   resend: same id, new code, the validity window restarts. It is
-//!   RESOURCE_EXHAUSTED within the resend wait of the latest send
+//! - A start always makes a new verification, with a new id, and the one
+//!   pending for the same destination and purpose becomes SUPERSEDED. It is
+//!   RESOURCE_EXHAUSTED within the least gap after the destination's latest
+//!   new verification, whatever its purpose (`resend_cooldown`, doubled
+//!   with each new verification in a row, at most three times; a run is
+//!   forgotten once `ttl` (or the gap, if longer) has passed since its
+//!   latest; `RetryInfo`: what is left of it).
+//! - A resend goes by id: same id, new code, the validity window restarts.
+//!   It is RESOURCE_EXHAUSTED within the resend wait of the latest send
 //!   (`resend_cooldown`, doubled with each resend, at most three times;
-//!   `RetryInfo`: what is left of it) and once
-//!   `max_send_attempts` sends were made (until the verification expires).
-//!   With no pending verification, a start makes a new one, with a new id.
+//!   `RetryInfo`: what is left of it) and once `max_send_attempts` sends
+//!   were made (until the verification expires); FAILED_PRECONDITION naming
+//!   the status when it is not pending.
 //! - A code is valid for `ttl` after its send: at `expires_at` the
 //!   verification is EXPIRED, whether or not anything looked at it.
 //! - A check of a pending verification first takes a cell of its
@@ -143,8 +149,7 @@ fn ring_holds(step: usize, key: usize) -> bool {
 enum Op {
     /// (destination, purpose).
     Start(usize, usize),
-    /// A start to the destination and purpose of a verification: a resend
-    /// while it is pending.
+    /// A resend of a verification, by its id.
     Resend(usize),
     /// Advances the clock by the resend cooldown, then resends, so that
     /// sequences reach the send limit.
@@ -225,6 +230,7 @@ enum State {
     Canceled,
     Expired,
     MaxAttemptsReached,
+    Superseded,
 }
 
 impl State {
@@ -235,6 +241,7 @@ impl State {
             Self::Canceled => VerificationStatus::Canceled,
             Self::Expired => VerificationStatus::Expired,
             Self::MaxAttemptsReached => VerificationStatus::MaxAttemptsReached,
+            Self::Superseded => VerificationStatus::Superseded,
         }
     }
 }
@@ -324,6 +331,8 @@ enum Expected {
 /// Why a call is RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
+    /// The least gap between new verifications for a destination.
+    TooSoon,
     Cooldown,
     SendLimit,
     /// `limits.failed_checks_per_destination`.
@@ -336,7 +345,7 @@ impl Refusal {
     fn fits(self, message: &str) -> bool {
         match self {
             Self::CheckBudget => message == "rate limit failed_checks_per_destination reached",
-            Self::Cooldown | Self::SendLimit => !message.starts_with("rate limit"),
+            Self::TooSoon | Self::Cooldown | Self::SendLimit => !message.starts_with("rate limit"),
         }
     }
 }
@@ -358,38 +367,67 @@ struct Model {
     /// Per destination, the failed-check budget as GCRA keeps it: the
     /// theoretical time at which it is full again.
     budget_full_at: [u64; DESTINATIONS.len()],
+    /// Per destination, its latest new verification and how many came in
+    /// a row.
+    recent_starts: [Option<(u64, u32)>; DESTINATIONS.len()],
 }
 
 impl Model {
     /// The expected answer, and which verification it is about.
     fn start(&mut self, to: usize, purpose: usize) -> (Expected, Option<usize>) {
         let now = self.now;
-        let pending = self
+        let mut in_a_row = 1;
+        if let Some((last, count)) = self.recent_starts[to] {
+            let gap_ends = last + wait_after(count);
+            if now < gap_ends {
+                return (
+                    Expected::Exhausted(vec![(Refusal::TooSoon, gap_ends - now)]),
+                    None,
+                );
+            }
+            if now < last + TTL.max(wait_after(count)) {
+                in_a_row = count + 1;
+            }
+        }
+        self.recent_starts[to] = Some((now, in_a_row));
+        if let Some(pending) = self
             .vs
-            .iter()
-            .position(|v| v.to == to && v.purpose == purpose && v.state(now) == State::Pending);
-        let Some(i) = pending else {
-            self.vs.push(ModelVerification {
-                id: String::new(),
-                to,
-                purpose,
-                state: State::Pending,
-                created_at: now,
-                expires_at: now + TTL,
-                last_send_at: now,
-                sends: 1,
-                wrong_checks: 0,
-                codes: Vec::new(),
-                latest_key: 0,
-                purged: false,
-            });
-            let v = self.vs.last().expect("just pushed").snapshot(now, true);
-            return (
-                Expected::Verification { approved: None, v },
-                Some(self.vs.len() - 1),
-            );
-        };
+            .iter_mut()
+            .find(|v| v.to == to && v.purpose == purpose && v.state(now) == State::Pending)
+        {
+            pending.state = State::Superseded;
+        }
+        self.vs.push(ModelVerification {
+            id: String::new(),
+            to,
+            purpose,
+            state: State::Pending,
+            created_at: now,
+            expires_at: now + TTL,
+            last_send_at: now,
+            sends: 1,
+            wrong_checks: 0,
+            codes: Vec::new(),
+            latest_key: 0,
+            purged: false,
+        });
+        let v = self.vs.last().expect("just pushed").snapshot(now, true);
+        (
+            Expected::Verification { approved: None, v },
+            Some(self.vs.len() - 1),
+        )
+    }
+
+    fn resend(&mut self, i: usize) -> Expected {
+        let now = self.now;
         let v = &mut self.vs[i];
+        if v.purged {
+            return Expected::NotFound;
+        }
+        let state = v.state(now);
+        if state != State::Pending {
+            return Expected::NotPending(state);
+        }
         let cooldown_ends = v.last_send_at + wait_after(v.sends);
         let out_of_sends = v.sends >= MAX_SENDS;
         // The docs do not say which refusal wins when both hold.
@@ -401,18 +439,15 @@ impl Model {
             refusals.push((Refusal::SendLimit, v.expires_at - now));
         }
         if !refusals.is_empty() {
-            return (Expected::Exhausted(refusals), Some(i));
+            return Expected::Exhausted(refusals);
         }
         v.sends += 1;
         v.last_send_at = now;
         v.expires_at = now + TTL;
-        (
-            Expected::Verification {
-                approved: None,
-                v: v.snapshot(now, false),
-            },
-            Some(i),
-        )
+        Expected::Verification {
+            approved: None,
+            v: v.snapshot(now, false),
+        }
     }
 
     fn check(&mut self, i: usize, guess: Guess) -> Expected {
@@ -559,8 +594,7 @@ impl Case<'_> {
                 if let Op::ResendLater(_) = op {
                     self.advance(wait_after(self.model.vs[i].sends));
                 }
-                let (to, purpose) = (self.model.vs[i].to, self.model.vs[i].purpose);
-                self.start(replica, to, purpose).await?;
+                self.resend(replica, i).await?;
             }
             Op::Start(to, purpose) => self.start(replica, to, purpose).await?,
             Op::CheckLatest(v) => {
@@ -659,13 +693,39 @@ impl Case<'_> {
         if let (Some(i), Ok((_, got))) = (i, &answer) {
             // A new verification takes the id the service gave it.
             self.model.vs[i].id.clone_from(&got.id);
-            let code = self.app(replica).outbox.code_for(&got.id);
-            let _ = write!(self.trace, " code={code}");
-            let (active, _) = key_ring(self.rotation_steps[replica % self.apps.len()]);
-            self.model.vs[i].codes.push(code);
-            self.model.vs[i].latest_key = active;
+            self.sent(replica, i);
         }
         Ok(())
+    }
+
+    async fn resend(&mut self, replica: usize, i: usize) -> Result<(), TestCaseError> {
+        let expected = self.model.resend(i);
+        let request = proto::ResendVerificationRequest {
+            id: self.model.vs[i].id.clone(),
+            channel: proto::Channel::Sms.into(),
+            ..Default::default()
+        };
+        let answer = self.app(replica).resend(request).await.map(|r| {
+            let v = r
+                .verification
+                .expect("a resend answers with the verification");
+            (None, v)
+        });
+        self.compare(&answer, &expected, Some(i))?;
+        if answer.is_ok() {
+            self.sent(replica, i);
+        }
+        Ok(())
+    }
+
+    /// The code the replica's latest send carried, as the verification's
+    /// latest.
+    fn sent(&mut self, replica: usize, i: usize) {
+        let code = self.app(replica).outbox.code_for(&self.model.vs[i].id);
+        let _ = write!(self.trace, " code={code}");
+        let (active, _) = key_ring(self.rotation_steps[replica % self.apps.len()]);
+        self.model.vs[i].codes.push(code);
+        self.model.vs[i].latest_key = active;
     }
 
     async fn check(

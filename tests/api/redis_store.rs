@@ -17,7 +17,9 @@ use verifyd::{
 };
 
 use crate::{
-    helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis, wrong},
+    helpers::{
+        TestApp, resend_on, sms_to, spawn, status, test_clock, test_config, use_redis, wrong,
+    },
     redis_server::{RedisCluster, RedisServer, TlsRedis},
     server::http_get,
 };
@@ -156,9 +158,41 @@ async fn concurrent_starts_over_two_replicas_create_one_verification() {
         + b.outbox.lines_for(ids.first().expect("one")).len();
     assert_eq!(sent, 1, "one message");
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
-        // The others hit the send lease or the cooldown.
+        // The others hit the least gap.
         assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_without_a_gap_leave_exactly_one_pending_verification() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, |c| {
+        c.limits.starts_per_destination.burst = 100;
+        c.code.resend_cooldown = Duration::ZERO;
+    })
+    .await;
+    let starts =
+        (0..16).map(|i| start_on(if i % 2 == 0 { &a } else { &b }, sms_to("+14155550100")));
+    let results = concurrently(starts).await;
+    let mut pending = 0;
+    for result in &results {
+        let id = &result
+            .as_ref()
+            .expect("no gap: each creates its own")
+            .verification
+            .as_ref()
+            .expect("v")
+            .id;
+        match status(&a.get(id).await.expect("get")) {
+            VerificationStatus::Pending => pending += 1,
+            VerificationStatus::Superseded => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        pending, 1,
+        "each start superseded the one before, atomically"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -303,6 +337,7 @@ async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_st
     .await;
     let to = "+14155550100";
     let current = app.started(sms_to(to)).await;
+    app.clock.advance(Duration::from_secs(30));
     let older = app
         .started(proto::StartVerificationRequest {
             purpose: proto::Purpose::Enrollment.into(),
@@ -334,12 +369,7 @@ async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_st
     }
     // A resend names the budget in the record, for one-step checks.
     app.clock.advance(Duration::from_secs(60));
-    let resent = app
-        .started(proto::StartVerificationRequest {
-            purpose: proto::Purpose::Enrollment.into(),
-            ..sms_to(to)
-        })
-        .await;
+    let resent = app.resent(resend_on(&older.id, proto::Channel::Sms)).await;
     assert_eq!(resent.id, older.id);
     assert_eq!(redis.cli(&["HEXISTS", &hash, "check_budget"]), "1");
 }
@@ -540,10 +570,9 @@ async fn the_full_flow_runs_on_redis_cluster() {
         );
         assert!(!b.check(&v.id, &wrong(&code)).await.expect("check").approved);
         assert_eq!(next_status(&mut stream).await.check_attempts_remaining, 4);
-        // A resend from the other replica: the same verification (found by
-        // its pending slot), a new code.
+        // A resend from the other replica, by id: a new code.
         a.clock.advance(Duration::from_secs(30));
-        let resent = b.started(sms_to(&to)).await;
+        let resent = b.resent(resend_on(&v.id, proto::Channel::Sms)).await;
         assert_eq!(resent.id, v.id);
         let new_code = b.outbox.code_for(&v.id);
         while next_status(&mut stream).await.send_attempts.len() < 2 {}
@@ -553,6 +582,18 @@ async fn the_full_flow_runs_on_redis_cluster() {
         let read = a.get(&v.id).await.expect("a read in one slot");
         assert_eq!(status(&read), VerificationStatus::Approved);
         assert_eq!(read.send_attempts.len(), 2);
+
+        // Another session starts on b: a verification of its own, and the
+        // one a pending on a is superseded, in the destination's slot.
+        let first = a.started(sms_to(&to)).await;
+        // The second new verification in a row: the gap has doubled.
+        a.clock.advance(Duration::from_secs(60));
+        let second = b.started(sms_to(&to)).await;
+        assert_ne!(second.id, first.id);
+        assert_eq!(
+            status(&a.get(&first.id).await.expect("get")),
+            VerificationStatus::Superseded
+        );
     }
     let holding_keys = cluster
         .urls()
@@ -721,9 +762,10 @@ async fn a_dump_of_redis_after_a_full_flow_holds_no_code_and_no_destination_in_k
         // A resend: a second code, the one that approves.
         app.clock.advance(Duration::from_secs(60));
         let v = app
-            .started(proto::StartVerificationRequest {
-                idempotency_key: String::new(),
-                ..req
+            .resent(proto::ResendVerificationRequest {
+                voice_mode: req.voice_mode,
+                end_user_ip: req.end_user_ip,
+                ..resend_on(&v.id, channel)
             })
             .await;
         let code = app.outbox.code_for(&v.id);

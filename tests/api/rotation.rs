@@ -96,8 +96,13 @@ async fn codes_issued_under_the_new_active_key_check_on_every_replica_that_holds
             .approved
     );
 
-    for (name, checker) in [("staged", &staged), ("done", &done)] {
-        let v = rotated.started(sms_to("+14155550102")).await;
+    for (n, (name, checker)) in [("staged", &staged), ("done", &done)]
+        .into_iter()
+        .enumerate()
+    {
+        let v = rotated
+            .started(sms_to(&format!("+1415555010{}", n + 1)))
+            .await;
         let code = rotated.outbox.code_for(&v.id);
         let checked = checker.check(&v.id, &code).await.expect("check");
         assert!(checked.approved, "a k2 code checks on the {name} replica");

@@ -1,13 +1,15 @@
 //! The two store backends agree: the same random sequence of operations,
 //! driven straight into a `MemoryStore` and a `RedisStore` (no gRPC), gets
 //! the same answer from both after every step. The memory store applies the
-//! domain's transitions (`Verification::reserve_send`, `record_send`,
-//! `check`, `cancel`, `record_delivery`, `press`) under its lock; the Redis
-//! store re-implements each in Lua. So this is the evidence that the scripts
-//! mirror the Rust rules: expiry, the resend cooldown and send lease, the
-//! send budget, the pending slot per (destination, purpose), the code swap
-//! on accepted sends only, delivery reports moving attempts forward only,
-//! call keypresses, blocks, idempotency keys and purging after retention.
+//! domain's transitions (`Verification::reserve_send`, `supersede`,
+//! `record_send`, `check`, `cancel`, `record_delivery`, `press`, and
+//! `RecentStarts::admit`) under its lock; the Redis store re-implements each
+//! in Lua. So this is the evidence that the scripts mirror the Rust rules:
+//! expiry, the least gap between new verifications, superseding the one
+//! pending per (destination, purpose), the resend cooldown and send lease,
+//! the send budget, the code swap on accepted sends only, delivery reports
+//! moving attempts forward only, call keypresses, blocks, idempotency keys
+//! and purging after retention.
 //!
 //! Ids and number-matching digits are random per store, and code hashes
 //! bind the verification id, so each store gets its own candidates and the
@@ -32,8 +34,8 @@ use verifyd::{
         voice::{KeyOutcome, Menu, VoiceCall},
     },
     store::{
-        Blocked, CallKey, CompletedSend, Idempotency, MemoryStore, RedisStore, Reservation, Store,
-        StoreError, redis::RedisConfig,
+        Blocked, CallKey, CompletedSend, Creation, Idempotency, MemoryStore, RedisStore,
+        Reservation, Store, StoreError, redis::RedisConfig,
     },
 };
 
@@ -55,8 +57,10 @@ const IDEMPOTENCY_KEYS: [&str; 2] = ["key-a", "key-b"];
 /// CallSid `CA{n}`.
 #[derive(Debug, Clone)]
 enum Op {
-    /// (destination, purpose, delivery): `reserve_send`.
+    /// (destination, purpose, delivery): `create`.
     Start(usize, usize, usize),
+    /// (v): `reserve_resend`.
+    Resend(usize),
     /// (v, provider tries, delivery): the last try decides.
     Complete(usize, Vec<bool>, usize),
     /// (v, back): the code of `back` sends ago (0: the latest), or a code
@@ -85,6 +89,7 @@ impl Op {
     fn target(&self) -> Option<usize> {
         match self {
             Self::Complete(v, ..) | Self::Check(v, _) | Self::Get(v) | Self::Cancel(v) => Some(*v),
+            Self::Resend(v) => Some(*v),
             Self::Deliver(v, ..) | Self::Press(v, ..) | Self::Finish(_, v) => Some(*v),
             _ => None,
         }
@@ -101,6 +106,7 @@ fn op() -> impl Strategy<Value = Op> {
     let weighted = prop::bool::weighted;
     prop_oneof![
         4 => start(),
+        3 => v().prop_map(Op::Resend),
         4 => (v(), tries, 0..5usize).prop_map(|(v, tries, d)| Op::Complete(v, tries, d)),
         4 => (v(), 0..3usize).prop_map(|(v, back)| Op::Check(v, back)),
         1 => v().prop_map(Op::Get),
@@ -231,29 +237,49 @@ impl Side {
                 let new_id = store.new_id(&tenant, &to);
                 let candidate =
                     Verification::new(new_id, tenant, to, purpose, delivery(*d), &policy, now);
-                // No start budget: the parity is of the reservation itself.
-                let reserved = store.reserve_send(candidate, &policy, None, now).await;
-                let (word, v) = match ok(reserved)? {
-                    Reservation::Granted {
+                // No start budget: the parity is of the creation itself.
+                match ok(store.create(candidate, &policy, None, now).await)? {
+                    Creation::Created {
                         verification: v,
-                        is_new,
+                        superseded,
                     } => {
-                        if is_new {
-                            self.ids.push(v.id.clone());
-                            self.last.push(None);
-                            self.approvals.push(0);
-                        }
-                        (format!("granted new={is_new}"), v)
+                        self.ids.push(v.id.clone());
+                        self.last.push(None);
+                        self.approvals.push(0);
+                        // The one it superseded, by index and as it is now.
+                        let superseded = superseded.map(|old| {
+                            let i = self.index_of(&old.id);
+                            if let Some(i) = i {
+                                self.last[i] = Some(old.clone());
+                            }
+                            (i, normalize(&old))
+                        });
+                        (format!("created, superseding {superseded:?}"), Some(v))
                     }
-                    Reservation::Refused {
-                        verification: v,
-                        reason,
-                    } => (format!("refused {reason:?}"), v),
-                    Reservation::Limited { .. } => {
+                    Creation::TooSoon { retry_at } => (format!("too soon {retry_at:?}"), None),
+                    Creation::Limited { .. } => {
                         return Err(TestCaseError::fail("limited without a budget"));
                     }
-                };
-                (format!("{word} #{:?}", self.index_of(&v.id)), Some(v))
+                }
+            }
+            Op::Resend(_) => {
+                let to = self.last[i]
+                    .as_ref()
+                    .map_or_else(|| destination(0), |v| v.to.clone());
+                match ok(store
+                    .reserve_resend(&tenant, id, &to, &policy, None, now)
+                    .await)?
+                {
+                    None => ("gone".to_owned(), None),
+                    Some(Reservation::Granted(v)) => ("granted".to_owned(), Some(v)),
+                    Some(Reservation::Refused {
+                        verification,
+                        reason,
+                    }) => (format!("refused {reason:?}"), Some(verification)),
+                    Some(Reservation::Limited { .. }) => {
+                        return Err(TestCaseError::fail("limited without a budget"));
+                    }
+                }
             }
             Op::Complete(_, tries, d) => {
                 let (n, delivery) = (w.sends, delivery(*d));

@@ -572,3 +572,29 @@ async fn the_callers_deadline_bounds_the_send() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn numbers_the_provider_refuses_give_their_prefix_cells_back() {
+    let fake = FakeTwilio::start().await;
+    fake.accept(&sid("SM", 1)).await;
+    // SMS to a landline that static numbering data cannot tell from a
+    // mobile: Twilio refuses the number.
+    fake.fail(400, 21614, "'To' number is not a valid mobile number", 30)
+        .await;
+    let app = spawn_app_with(|c| {
+        crate::fraud::pumping_guard(c);
+        with_twilio(c, &[("twilio", &fake)]);
+    })
+    .await;
+    for n in 0..30 {
+        let err = app
+            .start(sms_to(&format!("+141555501{n:02}")))
+            .await
+            .expect_err("the provider refuses the number");
+        assert_eq!(violated_fields(&err), ["to"]);
+    }
+    // Nothing went out, so the range's budget is whole.
+    app.started(sms_to("+14155550177")).await;
+    assert_eq!(fake.sent().await.len(), 31);
+    app.stop().await;
+}

@@ -17,7 +17,7 @@ use verifyd::{
 
 use crate::{
     fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM, FakeTwilio, sid, sign},
-    helpers::{TestApp, spawn_app_with, status},
+    helpers::{TestApp, resend_on, spawn_app_with, status},
 };
 
 pub(crate) const PUBLIC_BASE: &str = "https://verifyd.example.com/";
@@ -656,9 +656,7 @@ async fn a_resend_while_the_call_is_live_ends_the_call() {
     let id = started.verification.expect("v").id;
     assert_eq!(phone.report("in-progress").await, 204);
     app.clock.advance(Duration::from_secs(30));
-    let mut sms = call(proto::VoiceMode::Unspecified);
-    sms.channel = proto::Channel::Sms.into();
-    let resent = app.started(sms).await;
+    let resent = app.resent(resend_on(&id, proto::Channel::Sms)).await;
     assert_eq!(resent.id, id, "the same verification, now by SMS");
     assert_call_ended(&fake, &phone).await;
     // The old call's webhooks no longer act on the verification.
@@ -667,5 +665,104 @@ async fn a_resend_while_the_call_is_live_ends_the_call() {
         .post(&url, &[("CallStatus", "in-progress")], Some(AUTH_TOKEN))
         .await;
     assert_eq!(status_code, 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_session_gets_its_own_digits_and_the_first_calls_keys_approve_nothing() {
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 2)).await;
+    fake.accept_next_call(&sid("CA", 1), Duration::ZERO).await;
+    let app = spawn_app_with(|c| with_voice(c, &fake)).await;
+
+    // The victim's session: a number-matching call, answered.
+    let victim = app
+        .start(call(proto::VoiceMode::Match))
+        .await
+        .expect("start");
+    let victim_phone = Phone::picked_up(&app, &fake).await;
+    let victim_id = victim.verification.expect("v").id;
+    let gather = victim_phone.answer("human").await.gather.expect("gather");
+
+    // The attacker starts a reset for the same account, and is handed a
+    // verification of its own, with digits of its own.
+    app.clock.advance(Duration::from_secs(30));
+    let attacker = app
+        .start(call(proto::VoiceMode::Match))
+        .await
+        .expect("start");
+    let attacker_id = attacker.verification.expect("v").id;
+    assert_ne!(attacker_id, victim_id);
+    assert_call_ended(&fake, &victim_phone).await;
+
+    // The victim, still on the first call, keys in the digits they see.
+    let after = victim_phone.press(&gather, &victim.match_digits).await;
+    assert!(after.hangup && after.gather.is_none(), "nothing to ask");
+    assert_eq!(
+        status(&app.get(&victim_id).await.expect("get")),
+        VerificationStatus::Superseded
+    );
+    assert_eq!(
+        status(&app.get(&attacker_id).await.expect("get")),
+        VerificationStatus::Pending,
+        "nothing the first session's call did reaches the second's"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_still_being_placed_when_its_verification_is_superseded_is_ended() {
+    let fake = FakeTwilio::start().await;
+    // The first call takes a while to be accepted; the second is at once.
+    fake.accept_next_call(&sid("CA", 1), Duration::from_millis(500))
+        .await;
+    fake.accept_calls(&sid("CA", 2)).await;
+    let app = spawn_app_with(|c| with_voice(c, &fake)).await;
+
+    let client = app.client.clone();
+    let first = tokio::spawn(async move {
+        client
+            .clone()
+            .start_verification(call(proto::VoiceMode::Confirm))
+            .await
+    });
+    // Once the first call is on its way to the provider, the second start.
+    for _ in 0..500 {
+        if !fake.placed_calls().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(fake.placed_calls().await.len(), 1, "the first is in flight");
+    app.clock.advance(Duration::from_secs(30));
+    let second = app
+        .start(call(proto::VoiceMode::Confirm))
+        .await
+        .expect("the second start")
+        .verification
+        .expect("v");
+
+    let first = first
+        .await
+        .expect("task")
+        .expect("the first send was accepted")
+        .into_inner()
+        .verification
+        .expect("v");
+    assert_eq!(status(&first), VerificationStatus::Superseded);
+    assert_ne!(first.id, second.id);
+    // Nothing stored names the first call: it is ended from its own receipt.
+    let ended = vec![("Status".to_owned(), "completed".to_owned())];
+    for _ in 0..200 {
+        if !fake.call_updates(&sid("CA", 1)).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fake.call_updates(&sid("CA", 1)).await, [ended]);
+    assert!(
+        fake.call_updates(&sid("CA", 2)).await.is_empty(),
+        "the second call is left alone"
+    );
     app.stop().await;
 }

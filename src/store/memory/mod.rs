@@ -27,13 +27,14 @@ use self::{
 use super::{
     feed::{Feed, Subscription},
     port::{
-        Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+        Blocked, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
         IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
     Verification, VerificationId,
+    starts::RecentStarts,
     voice::{KeyOutcome, Menu},
 };
 
@@ -61,6 +62,9 @@ struct State {
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     /// Destinations blocked after a fraud report, per tenant, until when.
     blocks: HashMap<(TenantId, String), SystemTime>,
+    /// Each destination's latest new verifications, per tenant, for the
+    /// least gap between them, and when they are forgotten.
+    starts: HashMap<(TenantId, String), (RecentStarts, SystemTime)>,
     /// Idempotency records and blocks by the time they may be dropped. A
     /// record's time can move later, so a popped entry that is not yet due
     /// is queued again rather than kept in step on every write.
@@ -71,6 +75,7 @@ struct State {
 enum Purgeable {
     Idempotency(TenantId, String),
     Block(TenantId, String),
+    Starts(TenantId, String),
 }
 
 #[derive(Debug)]
@@ -126,63 +131,96 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn reserve_send(
+    pub(super) fn create(
         &self,
         mut candidate: Verification,
         policy: &Policy,
         now: SystemTime,
-    ) -> Result<Reservation, StoreError> {
+    ) -> Result<Creation, StoreError> {
         let mut guard = self.state();
         let state = &mut *guard;
+        let destination = (candidate.tenant.clone(), candidate.to.as_str().to_owned());
+        let recent = state.starts.get(&destination).map(|&(recent, _)| recent);
+        let started = match RecentStarts::admit(recent, policy, now) {
+            Ok(started) => started,
+            Err(retry_at) => return Ok(Creation::TooSoon { retry_at }),
+        };
         let table = &mut state.verifications;
+        if table.len() >= self.max_entries {
+            return Err(StoreError::Full);
+        }
 
+        let mut superseded = None;
         let mut settled = None;
         if let Some(slot) = table.pending(&candidate.tenant, &candidate.to, candidate.purpose) {
             let record = table.get_mut(slot);
             let mut v = record.verification(&state.names);
-            if !v.settle(now) {
-                let reserved = v.reserve_send(policy, now);
-                if reserved.is_ok() {
-                    record.set(&v, &mut state.names);
-                }
-                return Ok(match reserved {
-                    Ok(()) => Reservation::Granted {
-                        verification: v,
-                        is_new: false,
-                    },
-                    Err(reason) => Reservation::Refused {
-                        verification: v,
-                        reason,
-                    },
-                });
+            if v.supersede(now) {
+                superseded = Some(v.clone());
+            } else {
+                // Expired before the timer got to it: settled in the same
+                // step, and announced as the timer would.
+                settled = Some(v.id.clone());
             }
-            // Expired before the timer got to it: settled here, in the same
-            // step, so that the destination starts anew.
             record.set_check_state(&v);
             record.drop_code();
             table.unindex_pending(slot);
-            settled = Some((v.tenant, v.id));
         }
 
-        let created = if table.len() >= self.max_entries {
-            Err(StoreError::Full)
-        } else {
-            candidate
-                .reserve_send(policy, now)
-                .expect("a new verification may always send once");
-            let (_, earliest) = table.insert(Record::new(&candidate, &mut state.names));
-            Ok(earliest)
-        };
+        candidate
+            .reserve_send(policy, now)
+            .expect("a new verification may always send once");
+        let (_, earliest) = table.insert(Record::new(&candidate, &mut state.names));
+        let forgotten_at = started.forgotten_at(policy);
+        state
+            .starts
+            .insert(destination.clone(), (started, forgotten_at));
+        state.purge_queue.insert((
+            forgotten_at,
+            Purgeable::Starts(destination.0, destination.1),
+        ));
         drop(guard);
-        if let Some(key) = settled {
-            self.feed.notify(&key);
+        let tenant = &candidate.tenant;
+        for id in superseded
+            .as_ref()
+            .map(|v| &v.id)
+            .into_iter()
+            .chain(&settled)
+        {
+            self.feed.notify(&(tenant.clone(), id.clone()));
         }
-        if created? {
+        if earliest {
             self.deadline_moved.notify_one();
         }
-        Ok(Reservation::Granted {
+        Ok(Creation::Created {
             verification: candidate,
-            is_new: true,
+            superseded,
+        })
+    }
+
+    pub(super) fn reserve_resend(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Option<Reservation> {
+        let (reserved, v) = self.apply(tenant, id, |v, _, _| {
+            let before = v.status;
+            let reserved = v.reserve_send(policy, now);
+            let written = match reserved {
+                Ok(()) => Written::Everything,
+                Err(_) if v.status != before => Written::CheckState,
+                Err(_) => Written::Nothing,
+            };
+            (reserved, written)
+        })?;
+        Some(match reserved {
+            Ok(()) => Reservation::Granted(v),
+            Err(reason) => Reservation::Refused {
+                verification: v,
+                reason,
+            },
         })
     }
 
@@ -436,7 +474,8 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Drops the idempotency records and blocks whose time has passed.
+    /// Drops the idempotency records, blocks and runs of starts whose time
+    /// has passed.
     /// Verifications go by their own deadlines ([`MemoryStore::expire_due`]).
     pub(super) fn purge(&self, now: SystemTime) {
         let mut state = self.state();
@@ -461,6 +500,14 @@ impl MemoryStore {
                         continue;
                     }
                     state.idempotency.remove(&key);
+                }
+                Purgeable::Starts(tenant, to) => {
+                    // Each start queued an entry of its own; a run a later
+                    // start extended stays until that one's.
+                    let key = (tenant, to);
+                    if state.starts.get(&key).is_some_and(|(_, at)| *at <= now) {
+                        state.starts.remove(&key);
+                    }
                 }
                 Purgeable::Block(tenant, to) => {
                     let key = (tenant, to);
@@ -652,123 +699,181 @@ mod tests {
         )
     }
 
-    fn granted(r: Reservation) -> (Verification, bool) {
-        match r {
-            Reservation::Granted {
-                verification,
-                is_new,
-            } => (verification, is_new),
-            Reservation::Refused { reason, .. } => panic!("refused: {reason:?}"),
-            Reservation::Limited { .. } => panic!("the memory store keeps no budgets"),
+    /// Creates a verification for `to` at `at`, which must succeed.
+    fn created(store: &MemoryStore, policy: &Policy, to: &str, at: SystemTime) -> Creation {
+        let candidate = Verification {
+            created_at: at,
+            expires_at: at + policy.code_ttl,
+            ..candidate(policy, to)
+        };
+        let created = store.create(candidate, policy, at).expect("room");
+        assert!(matches!(created, Creation::Created { .. }), "{created:?}");
+        created
+    }
+
+    fn new_verification(created: Creation) -> Verification {
+        match created {
+            Creation::Created { verification, .. } => verification,
+            other => panic!("not created: {other:?}"),
         }
     }
 
-    #[test]
-    fn a_second_start_for_the_same_destination_reuses_the_pending_verification() {
+    fn resent(store: &MemoryStore, v: &Verification, policy: &Policy, at: SystemTime) {
+        match store.reserve_resend(&v.tenant, &v.id, policy, at) {
+            Some(Reservation::Granted(_)) => {}
+            other => panic!("not granted: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_start_supersedes_the_pending_verification_after_the_least_gap() {
         let policy = Policy::default();
         let store = MemoryStore::new(10, policy.retention);
-        let (first, is_new) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
+        let first = new_verification(created(&store, &policy, "+14155550100", T0));
+        sent(&store, &first, &policy, T0, 1);
+        let mut watcher = store.subscribe(&first.tenant, &first.id);
+
+        // Inside the gap: refused, and nothing changed.
+        let too_soon = store
+            .create(candidate(&policy, "+14155550100"), &policy, T0)
+            .expect("ok");
+        assert!(
+            matches!(too_soon, Creation::TooSoon { retry_at } if retry_at == T0 + policy.resend_cooldown),
+            "{too_soon:?}"
         );
-        assert!(is_new);
+        record_of(&store, &first, |r| assert_eq!(r.status, Status::Pending));
+
         let later = T0 + policy.resend_cooldown;
-        let (again, is_new) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, later)
-                .expect("ok"),
+        let Creation::Created {
+            verification: second,
+            superseded,
+        } = created(&store, &policy, "+14155550100", later)
+        else {
+            unreachable!("checked");
+        };
+        assert_ne!(second.id, first.id, "a new verification, always");
+        let superseded = superseded.expect("the first was pending");
+        assert_eq!(
+            (superseded.id.clone(), superseded.status),
+            (first.id.clone(), Status::Superseded)
         );
-        assert!(!is_new);
-        assert_eq!(again.id, first.id);
-        match store
-            .reserve_send(candidate(&policy, "+14155550100"), &policy, later)
-            .expect("ok")
-        {
-            Reservation::Refused {
+        tokio::time::timeout(Duration::from_secs(5), watcher.changed())
+            .await
+            .expect("watchers hear of it");
+        record_of(&store, &first, |r| assert!(!r.has_code()));
+        assert_eq!(
+            store
+                .check(&first.tenant, &first.id, &[code(1)], later)
+                .expect("ok")
+                .expect("found")
+                .0,
+            CheckOutcome::NotPending(Status::Superseded),
+            "its code approves nothing"
+        );
+        // The gap doubles for the next.
+        assert!(matches!(
+            store.create(
+                candidate(&policy, "+14155550100"),
+                &policy,
+                later + policy.resend_cooldown
+            ),
+            Ok(Creation::TooSoon { .. })
+        ));
+        // Another destination is another run.
+        created(&store, &policy, "+14155550101", later);
+    }
+
+    #[test]
+    fn a_resend_goes_by_id_within_its_wait_and_sends() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
+        sent(&store, &v, &policy, T0, 1);
+        assert!(matches!(
+            store.reserve_resend(&v.tenant, &v.id, &policy, T0),
+            Some(Reservation::Refused {
                 reason: SendRefused::Cooldown { .. },
                 ..
-            } => {}
-            other => panic!("expected a cooldown, got {other:?}"),
-        }
+            })
+        ));
+        resent(&store, &v, &policy, T0 + policy.resend_cooldown);
+        let other = TenantId::parse("other").expect("valid");
+        assert!(
+            store
+                .reserve_resend(&other, &v.id, &policy, T0 + policy.code_ttl)
+                .is_none(),
+            "another tenant's id is unknown"
+        );
+        store
+            .cancel(&v.tenant, &v.id, T0 + policy.resend_cooldown)
+            .expect("ok");
+        assert!(matches!(
+            store.reserve_resend(&v.tenant, &v.id, &policy, T0 + policy.code_ttl),
+            Some(Reservation::Refused {
+                reason: SendRefused::NotPending(Status::Canceled),
+                ..
+            })
+        ));
     }
 
     #[test]
     fn the_store_is_bounded_and_purges_after_retention() {
         let policy = Policy::default();
         let store = MemoryStore::new(2, policy.retention);
-        store
-            .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-            .expect("room");
-        store
-            .reserve_send(candidate(&policy, "+14155550101"), &policy, T0)
-            .expect("room");
+        created(&store, &policy, "+14155550100", T0);
+        created(&store, &policy, "+14155550101", T0);
         assert!(matches!(
-            store.reserve_send(candidate(&policy, "+14155550102"), &policy, T0),
+            store.create(candidate(&policy, "+14155550102"), &policy, T0),
             Err(StoreError::Full)
         ));
         store.expire_due(T0 + policy.code_ttl + policy.retention - Duration::from_secs(1));
         assert_eq!(store.len().0, 2, "kept during retention");
         store.expire_due(T0 + policy.code_ttl + policy.retention);
         assert_eq!(store.len().0, 0, "purged after retention");
-        store
-            .reserve_send(
-                candidate(&policy, "+14155550102"),
-                &policy,
-                T0 + policy.code_ttl + policy.retention,
-            )
-            .expect("room again");
+        created(
+            &store,
+            &policy,
+            "+14155550102",
+            T0 + policy.code_ttl + policy.retention,
+        );
+    }
+
+    #[test]
+    fn runs_of_starts_are_purged_once_forgotten() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        created(&store, &policy, "+14155550100", T0);
+        let later = T0 + policy.resend_cooldown;
+        created(&store, &policy, "+14155550100", later);
+        store.purge(T0 + policy.code_ttl);
+        assert_eq!(store.state().starts.len(), 1, "extended by the second");
+        store.purge(later + policy.code_ttl);
+        assert!(store.state().starts.is_empty());
     }
 
     #[test]
     fn a_code_hash_is_swapped_in_only_by_an_accepted_send() {
         let policy = Policy::default();
         let store = MemoryStore::new(10, policy.retention);
-        let (v, _) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
-        );
-        let hash = |b: u8| CodeHash {
-            key_id: crate::domain::code::KeyId::parse("k1").expect("id"),
-            mac: [b; 32],
-        };
-        let attempt = |status| SendAttempt {
-            channel: Channel::Sms,
-            status,
-            provider: "console".into(),
-            at: T0,
-            error_reason: None,
-            reference: None,
-            provider_status: None,
-        };
-        store
-            .complete_send(
-                &v.tenant,
-                &v.id,
-                CompletedSend {
-                    delivery: v.delivery.clone(),
-                    attempts: vec![attempt(DeliveryStatus::Accepted)],
-                    new_hash: Some(hash(1)),
-                    call: None,
-                },
-                &policy,
-                T0,
-            )
-            .expect("ok");
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
+        sent(&store, &v, &policy, T0, 1);
         let later = T0 + policy.resend_cooldown;
-        granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, later)
-                .expect("ok"),
-        );
+        resent(&store, &v, &policy, later);
         store
             .complete_send(
                 &v.tenant,
                 &v.id,
                 CompletedSend {
                     delivery: v.delivery.clone(),
-                    attempts: vec![attempt(DeliveryStatus::Failed)],
+                    attempts: vec![SendAttempt {
+                        channel: Channel::Sms,
+                        status: DeliveryStatus::Failed,
+                        provider: "console".into(),
+                        at: later,
+                        error_reason: None,
+                        reference: None,
+                        provider_status: None,
+                    }],
                     new_hash: None,
                     call: None,
                 },
@@ -777,7 +882,7 @@ mod tests {
             )
             .expect("ok");
         let (outcome, v) = store
-            .check(&v.tenant, &v.id, &[hash(1)], later)
+            .check(&v.tenant, &v.id, &[code(1)], later)
             .expect("ok")
             .expect("found");
         assert_eq!(
@@ -831,11 +936,7 @@ mod tests {
     async fn a_verification_expires_at_its_deadline_and_goes_after_its_retention() {
         let policy = Policy::default();
         let store = MemoryStore::new(10, policy.retention);
-        let (v, _) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
-        );
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
         sent(&store, &v, &policy, T0, 1);
         let expiry = T0 + policy.code_ttl;
         let end = expiry + policy.retention;
@@ -881,18 +982,10 @@ mod tests {
     fn a_resend_moves_the_expiry_and_an_expiry_a_read_settled_is_still_announced() {
         let policy = Policy::default();
         let store = MemoryStore::new(10, policy.retention);
-        let (v, _) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
-        );
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
         sent(&store, &v, &policy, T0, 1);
         let resent_at = T0 + policy.resend_cooldown;
-        granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, resent_at)
-                .expect("ok"),
-        );
+        resent(&store, &v, &policy, resent_at);
         sent(&store, &v, &policy, resent_at, 2);
         let expiry = resent_at + policy.code_ttl;
         assert!(
@@ -922,13 +1015,12 @@ mod tests {
 
     #[test]
     fn a_finished_verification_frees_its_destination_and_its_code() {
-        let policy = Policy::default();
+        let policy = Policy {
+            resend_cooldown: Duration::ZERO,
+            ..Policy::default()
+        };
         let store = MemoryStore::new(10, policy.retention);
-        let (v, _) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
-        );
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
         sent(&store, &v, &policy, T0, 1);
         let (outcome, approved) = store
             .check(&v.tenant, &v.id, &[code(1)], T0)
@@ -939,24 +1031,25 @@ mod tests {
             (CheckOutcome::Approved, Status::Approved)
         );
         record_of(&store, &v, |r| assert!(!r.has_code()));
-        let (next, is_new) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, T0)
-                .expect("ok"),
-        );
-        assert!(is_new, "the destination starts anew");
+        let Creation::Created {
+            verification: next,
+            superseded,
+        } = created(&store, &policy, "+14155550100", T0)
+        else {
+            unreachable!("checked");
+        };
+        assert!(superseded.is_none(), "an approved one is not superseded");
         assert_ne!(next.id, v.id);
 
-        // One expired without the timer: the start settles it and starts anew.
+        // One expired without the timer: the start settles it, and it stays
+        // expired rather than superseded.
         sent(&store, &next, &policy, T0, 3);
         let later = T0 + policy.code_ttl;
-        let (third, is_new) = granted(
-            store
-                .reserve_send(candidate(&policy, "+14155550100"), &policy, later)
-                .expect("ok"),
-        );
-        assert!(is_new);
-        assert_ne!(third.id, next.id);
+        let Creation::Created { superseded, .. } = created(&store, &policy, "+14155550100", later)
+        else {
+            unreachable!("checked");
+        };
+        assert!(superseded.is_none());
         record_of(&store, &next, |r| {
             assert_eq!(r.status, Status::Expired);
             assert!(!r.has_code());

@@ -108,6 +108,13 @@ impl Keys {
         )
     }
 
+    /// The destination's latest new verifications, whatever their purpose,
+    /// for the least gap between them: a hash of `last` (ms) and `count`.
+    pub(super) fn recent_starts(&self, tenant: &TenantId, to: &Destination) -> String {
+        let digest = self.destination(tenant, to);
+        format!("{}s:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
     /// A destination's block shares the destination's hash tag; a
     /// prefix's has its own.
     pub(super) fn block(&self, tenant: &TenantId, what: Blocked<'_>) -> String {

@@ -35,7 +35,7 @@ use self::{
 use super::{
     feed::Subscription,
     port::{
-        Blocked, BudgetedCheck, CallKey, CompletedSend, Fingerprint, IDEMPOTENCY_LEASE,
+        Blocked, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
         IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
@@ -50,7 +50,7 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// The names of the budgets check.lua and reserve.lua take from.
+/// The names of the budgets check.lua, create.lua and resend.lua take from.
 const FAILED_CHECKS: &str = Limit::FailedChecksPerDestination.as_str();
 const STARTS: &str = Limit::StartsPerDestination.as_str();
 
@@ -60,7 +60,8 @@ const BUDGET: &str = include_str!("lua/budget.lua");
 /// The scripts. `Script` runs EVALSHA and, when a node answers NOSCRIPT
 /// (fresh or restarted), loads the script with SCRIPT LOAD and runs it again.
 struct Scripts {
-    reserve: Script,
+    create: Script,
+    resend: Script,
     complete: Script,
     check: Script,
     get: Script,
@@ -72,13 +73,15 @@ struct Scripts {
     idempotency_finish: Script,
     idempotency_abandon: Script,
     gcra: Script,
+    gcra_return: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
     let with_budget = |body: &str| format!("{BUDGET}\n{body}");
     Scripts {
-        reserve: with_prelude(&with_budget(include_str!("lua/reserve.lua"))),
+        create: with_prelude(&with_budget(include_str!("lua/create.lua"))),
+        resend: with_prelude(&with_budget(include_str!("lua/resend.lua"))),
         complete: with_prelude(include_str!("lua/complete.lua")),
         check: with_prelude(&with_budget(include_str!("lua/check.lua"))),
         get: with_prelude(include_str!("lua/get.lua")),
@@ -90,6 +93,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
         idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
         gcra: Script::new(&with_budget(include_str!("lua/gcra.lua"))),
+        gcra_return: Script::new(&with_budget(include_str!("lua/gcra_return.lua"))),
     }
 });
 
@@ -204,72 +208,107 @@ impl RedisStore {
         VerificationId::generate_in(self.inner.keys.destination(tenant, to).shard())
     }
 
-    pub(super) async fn reserve_send(
+    pub(super) async fn create(
         &self,
         mut candidate: Verification,
         policy: &Policy,
         start_quota: Option<QuotaConfig>,
         now: SystemTime,
-    ) -> Result<Reservation, StoreError> {
+    ) -> Result<Creation, StoreError> {
         // The candidate goes with its first send reserved, as the memory
-        // store keeps it; when it becomes the verification, the reply need
-        // not carry it back.
+        // store keeps it; the reply need not carry it back.
         candidate
             .reserve_send(policy, now)
             .expect("a new verification may always send once");
         let keys = &self.inner.keys;
-        let pending = keys.pending(&candidate.tenant, &candidate.to, candidate.purpose);
-        let [hash, attempts] = keys.verification(&candidate.tenant, &candidate.id);
-        let mut invocation = SCRIPTS.reserve.prepare_invoke();
+        let (tenant, to) = (&candidate.tenant, &candidate.to);
+        let [hash, attempts] = keys.verification(tenant, &candidate.id);
+        let mut invocation = SCRIPTS.create.prepare_invoke();
         invocation
-            .key(pending)
+            .key(keys.pending(tenant, to, candidate.purpose))
             .key(hash)
             .key(attempts)
-            .key(keys.destination_budget(STARTS, &candidate.tenant, &candidate.to))
+            .key(keys.destination_budget(STARTS, tenant, to))
+            .key(keys.recent_starts(tenant, to))
             .arg(millis(now))
-            .arg(keys.base(candidate.id.shard(), &candidate.tenant))
+            .arg(keys.base(candidate.id.shard(), tenant))
             .arg(millis_of(policy.resend_cooldown))
-            .arg(millis_of(policy.send_lease))
-            .arg(policy.max_send_attempts)
-            .arg(keys.destination_budget(FAILED_CHECKS, &candidate.tenant, &candidate.to));
+            .arg(millis_of(policy.code_ttl))
+            .arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
         quota_args(&mut invocation, start_quota);
-        let watch = keys.watch(&candidate.tenant, &candidate.id);
+        let watch = keys.watch(tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
         }
-        let (outcome, detail, reply): (String, String, Reply) =
-            self.run("reserve", invocation).await?;
-        let bad = || StoreError::Unavailable("unexpected reply from the reserve script".into());
-        if outcome == "limited" {
-            return Ok(Reservation::Limited {
-                retry_after: Duration::from_millis(detail.parse().map_err(|_| bad())?),
-            });
-        }
-        if outcome == "granted" && detail == "1" {
-            return Ok(Reservation::Granted {
-                verification: candidate,
-                is_new: true,
-            });
-        }
-        let verification = decode(&reply)?;
+        let (outcome, detail): (String, String) = self.run("create", invocation).await?;
+        let bad = || StoreError::Unavailable("unexpected reply from the create script".into());
+        let millis_in = |detail: &str| detail.parse().map(Duration::from_millis).map_err(|_| bad());
         Ok(match outcome.as_str() {
-            "granted" => Reservation::Granted {
-                verification,
-                is_new: false,
+            "created" => Creation::Created {
+                verification: candidate,
+                superseded: (!detail.is_empty()).then(|| decode(&detail)).transpose()?,
             },
-            "cooldown" => Reservation::Refused {
-                verification,
-                reason: SendRefused::Cooldown {
-                    retry_at: SystemTime::UNIX_EPOCH
-                        + Duration::from_millis(detail.parse().map_err(|_| bad())?),
-                },
+            "too_soon" => Creation::TooSoon {
+                retry_at: SystemTime::UNIX_EPOCH + millis_in(&detail)?,
             },
-            "send_limit" => Reservation::Refused {
-                verification,
-                reason: SendRefused::SendLimitReached,
+            "limited" => Creation::Limited {
+                retry_after: millis_in(&detail)?,
             },
             _ => return Err(bad()),
         })
+    }
+
+    pub(super) async fn reserve_resend(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        policy: &Policy,
+        start_quota: Option<QuotaConfig>,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let keys = &self.inner.keys;
+        let mut invocation = self.on_verification(&SCRIPTS.resend, tenant, id);
+        invocation
+            .key(keys.destination_budget(STARTS, tenant, to))
+            .arg(millis(now))
+            .arg(millis_of(policy.resend_cooldown))
+            .arg(millis_of(policy.send_lease))
+            .arg(policy.max_send_attempts);
+        quota_args(&mut invocation, start_quota);
+        invocation.arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
+        let reply: Option<Vec<String>> = self.run("resend", invocation).await?;
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        let bad = || StoreError::Unavailable("unexpected reply from the resend script".into());
+        let refused = |reason, verification: &str| -> Result<Reservation, StoreError> {
+            Ok(Reservation::Refused {
+                verification: decode(verification)?,
+                reason,
+            })
+        };
+        Ok(Some(match reply.as_slice() {
+            [outcome, v] if outcome == "granted" => Reservation::Granted(decode(v)?),
+            [outcome, wait] if outcome == "limited" => Reservation::Limited {
+                retry_after: Duration::from_millis(wait.parse().map_err(|_| bad())?),
+            },
+            [outcome, status, v] if outcome == "not_pending" => refused(
+                SendRefused::NotPending(record::status(status).ok_or_else(bad)?),
+                v,
+            )?,
+            [outcome, retry_at, v] if outcome == "cooldown" => refused(
+                SendRefused::Cooldown {
+                    retry_at: SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(retry_at.parse().map_err(|_| bad())?),
+                },
+                v,
+            )?,
+            [outcome, _, v] if outcome == "send_limit" => {
+                refused(SendRefused::SendLimitReached, v)?
+            }
+            _ => return Err(bad()),
+        }))
     }
 
     pub(super) async fn complete_send(
@@ -663,6 +702,23 @@ impl RedisStore {
     ) -> Result<Option<Duration>, StoreError> {
         self.take_from(self.inner.keys.budget(limit, tenant, subject), quota, now)
             .await
+    }
+
+    /// Gives back one cell [`Self::take`] took from a shared budget.
+    pub async fn give_back(
+        &self,
+        limit: &str,
+        tenant: &TenantId,
+        subject: &str,
+        quota: QuotaConfig,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.gcra_return.prepare_invoke();
+        invocation
+            .key(self.inner.keys.budget(limit, tenant, subject))
+            .arg(millis(now))
+            .arg(millis_of(quota.period));
+        self.run::<u8>("gcra_return", invocation).await.map(|_| ())
     }
 
     /// Takes one cell from the destination's failed-check budget, the one

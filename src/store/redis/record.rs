@@ -344,7 +344,7 @@ fn decode_attempt(json: &str) -> Result<SendAttempt, StoreError> {
     })
 }
 
-fn status(s: &str) -> Option<Status> {
+pub(super) fn status(s: &str) -> Option<Status> {
     [
         Status::Pending,
         Status::Approved,
@@ -353,6 +353,7 @@ fn status(s: &str) -> Option<Status> {
         Status::MaxAttemptsReached,
         Status::Failed,
         Status::Denied,
+        Status::Superseded,
     ]
     .into_iter()
     .find(|x| x.as_str() == s)

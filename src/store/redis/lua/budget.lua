@@ -15,3 +15,14 @@ local function take(key, now, period, burst)
   redis.call('SET', key, tostring(next_tat), 'PX', math.max(next_tat - now, 1))
   return 0
 end
+-- `give_back` returns one cell `take` spent: the budget is as if that take
+-- had not happened, or full, whichever comes first.
+local function give_back(key, now, period)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  local back = tat - period
+  if back <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, tostring(back), 'PX', math.max(back - now, 1))
+  end
+end

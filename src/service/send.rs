@@ -1,0 +1,387 @@
+//! What a start and a resend share: the gates before anything is reserved,
+//! the budgets other users share, and the send with its record.
+//!
+//! The order is the one in docs/architecture.md: the delivery's policy
+//! (channel, voice mode), then the refusals that write nothing (the fraud
+//! screen, blocks) and the IP budget, then the budgets other users share
+//! (number prefix, country), which are given back if the store step
+//! refuses or nothing is sent, so refused starts cannot trip a prefix
+//! block on numbers that were never sent to.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{Verifier, errors::StartError};
+use crate::{
+    delivery::{Dispatch, FailureKind, Message},
+    domain::{
+        Channel, Code, DeliveryStatus, Destination, SendAttempt, Status, TenantId, Verification,
+        destination::PhoneNumber,
+        verification::Delivery,
+        voice::{CallToken, VoiceCall},
+    },
+    ratelimit::{Limit, LimitError, QuotaConfig},
+    store::{Blocked, CompletedSend},
+};
+
+/// Kept back from the caller's deadline for recording the send, so the
+/// answer reaches the caller before it gives up.
+const RECORDING_MARGIN: Duration = Duration::from_millis(50);
+
+/// The caller's deadline, less the time recording the send takes.
+pub(super) fn leave_time_to_record(deadline: Option<Instant>) -> Option<Instant> {
+    deadline.map(|d| d.checked_sub(RECORDING_MARGIN).unwrap_or(d))
+}
+
+pub(super) fn until(at: SystemTime, now: SystemTime) -> Duration {
+    at.duration_since(now).unwrap_or_default()
+}
+
+/// What the gates let through.
+pub(super) struct Gate {
+    /// With shared budgets, the destination's start quota for the store to
+    /// take from in its own step.
+    pub(super) start_quota: Option<QuotaConfig>,
+    pub(super) shared: SharedCells,
+}
+
+/// The cells taken from the budgets other users share, to give back if
+/// nothing is sent: a number prefix's and its country's.
+#[derive(Debug)]
+pub(super) struct SharedCells(Option<(String, u16)>);
+
+/// One send to make on a verification whose send is reserved.
+pub(super) struct SendPlan<'a> {
+    pub(super) tenant: &'a TenantId,
+    pub(super) verification: Verification,
+    pub(super) delivery: &'a Delivery,
+    pub(super) shared: SharedCells,
+    /// The verification's first send (a start), not a resend.
+    pub(super) first: bool,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Verifier {
+    /// The delivery a request may have: a channel the tenant may use and
+    /// the server has providers for, and for a call, the mode asked for
+    /// (else the tenant's default) within the tenant's voice policy. Checked
+    /// before anything is looked up or spent.
+    pub(super) fn settle_delivery(
+        &self,
+        tenant: &TenantId,
+        asked: &Delivery,
+    ) -> Result<Delivery, StartError> {
+        let settings = self.settings.tenants.get(tenant);
+        if !settings.allows(asked.channel) {
+            return Err(StartError::ChannelNotAllowed(asked.channel));
+        }
+        if self.dispatcher.route(asked.channel).is_none() {
+            return Err(StartError::ChannelDisabled(asked.channel));
+        }
+        let voice_mode = match asked.channel {
+            Channel::Voice => Some(
+                settings
+                    .voice
+                    .mode_policy()
+                    .resolve(asked.voice_mode)
+                    .map_err(StartError::VoiceModeNotAllowed)?,
+            ),
+            Channel::Sms | Channel::Email => None,
+        };
+        Ok(Delivery {
+            voice_mode,
+            ..asked.clone()
+        })
+    }
+
+    /// Everything a send to `to` on `channel` must pass before the store
+    /// is asked for it.
+    pub(super) async fn pass_gates(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        channel: Channel,
+        ip: Option<std::net::IpAddr>,
+        now: SystemTime,
+    ) -> Result<Gate, StartError> {
+        // Countries and number types that must never get a code.
+        let plan = self.settings.fraud.screen(channel, to)?;
+        // A destination whose user reported a call as fraud gets nothing
+        // more for a while.
+        if let Some(blocked_until) = self
+            .store
+            .blocked_until(tenant, Blocked::Destination(to), now)
+            .await?
+        {
+            return Err(StartError::Blocked {
+                retry_after: until(blocked_until, now),
+            });
+        }
+        let phone = match (plan, to) {
+            (Some(plan), Destination::Phone(phone)) => {
+                self.refuse_blocked_prefix(tenant, phone, now).await?;
+                Some((phone, plan.calling_code))
+            }
+            _ => None,
+        };
+        let start_quota = self.limits.start(tenant, to, ip).await?;
+        let shared = match phone {
+            Some((phone, calling_code)) => {
+                self.take_phone_start(tenant, phone, calling_code, now)
+                    .await?
+            }
+            None => SharedCells(None),
+        };
+        Ok(Gate {
+            start_quota,
+            shared,
+        })
+    }
+
+    async fn refuse_blocked_prefix(
+        &self,
+        tenant: &TenantId,
+        phone: &PhoneNumber,
+        now: SystemTime,
+    ) -> Result<(), StartError> {
+        match self
+            .store
+            .blocked_until(tenant, Blocked::Prefix(phone.prefix()), now)
+            .await?
+        {
+            Some(blocked_until) => Err(StartError::PrefixBlocked {
+                retry_after: until(blocked_until, now),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// SMS pumping: a number range (prefix) or a country getting more
+    /// starts than any real user base would. A prefix that trips its budget
+    /// is blocked for `fraud.prefix_block`, and the security team hears of
+    /// it.
+    async fn take_phone_start(
+        &self,
+        tenant: &TenantId,
+        phone: &PhoneNumber,
+        calling_code: u16,
+        now: SystemTime,
+    ) -> Result<SharedCells, StartError> {
+        let prefix = phone.prefix();
+        match self.limits.phone_start(tenant, prefix, calling_code).await {
+            Ok(()) => Ok(SharedCells(Some((prefix.to_owned(), calling_code)))),
+            Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
+                let block = self.settings.fraud.prefix_block;
+                self.settings.metrics.prefix_blocked(tenant);
+                self.store
+                    .block(tenant, Blocked::Prefix(prefix), now + block, now)
+                    .await?;
+                tracing::warn!(
+                    target: "verifyd::audit",
+                    event = "prefix_blocked",
+                    %tenant,
+                    calling_code,
+                    prefix = %mask_prefix(prefix),
+                    blocked_for_secs = block.as_secs(),
+                    "a number prefix exceeded its start budget (suspected SMS pumping); it is blocked"
+                );
+                Err(limited.into())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Returns cells taken for a send that did not happen. Best effort: a
+    /// store that cannot take them back leaves the budget a cell short
+    /// until it refills.
+    pub(super) async fn give_back(&self, tenant: &TenantId, cells: SharedCells) {
+        let Some((prefix, calling_code)) = cells.0 else {
+            return;
+        };
+        if let Err(error) = self
+            .limits
+            .give_back_phone_start(tenant, &prefix, calling_code)
+            .await
+        {
+            tracing::warn!(%error, "could not give back a start's prefix and country cells");
+        }
+    }
+
+    /// Draws a code, hands the message to the channel's providers and
+    /// records how it went: only the code's HMAC is kept, and only once a
+    /// provider accepted the send.
+    pub(super) async fn send(&self, send: SendPlan<'_>) -> Result<Verification, StartError> {
+        let SendPlan {
+            tenant,
+            verification: v,
+            delivery,
+            shared,
+            first,
+            deadline,
+        } = send;
+        let code = Code::generate(self.policy.code_length);
+        let hash = self.keys.hash(tenant, &v.id, &code);
+        let call_token = (delivery.channel == Channel::Voice).then(CallToken::generate);
+        let message = Message {
+            tenant: tenant.clone(),
+            verification_id: v.id.clone(),
+            to: v.to.clone(),
+            purpose: v.purpose,
+            delivery: delivery.clone(),
+            code,
+            match_digits: v.match_digits.clone(),
+            call_token: call_token.clone(),
+            valid_for: self.policy.code_ttl,
+            app_name: self.settings.tenants.get(tenant).app_name.clone(),
+        };
+        let budget = deadline.map_or(self.settings.send_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(self.settings.send_timeout)
+        });
+        let carries_code = message.carries_code();
+        let dispatch = self.dispatch(&message, budget).await;
+        // The plaintext code goes no further than the providers.
+        drop(message);
+        if !may_have_sent(&dispatch) {
+            self.give_back(tenant, shared).await;
+        }
+
+        let sent_at = self.clock.now();
+        let attempts = dispatch
+            .attempts
+            .iter()
+            .map(|a| SendAttempt {
+                channel: delivery.channel,
+                status: match a.result {
+                    Ok(_) => DeliveryStatus::Accepted,
+                    Err(_) => DeliveryStatus::Failed,
+                },
+                provider: a.provider.clone(),
+                at: a.at,
+                error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
+                reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
+                provider_status: None,
+            })
+            .collect();
+        let recorded = self
+            .store
+            .complete_send(
+                tenant,
+                &v.id,
+                CompletedSend {
+                    delivery: delivery.clone(),
+                    attempts,
+                    // Press-# and number-matching calls deliver no code, so
+                    // none is kept: only the call can approve them.
+                    new_hash: carries_code.then_some(hash),
+                    call: match (&dispatch.result, &call_token) {
+                        (Ok(receipt), Some(token)) => {
+                            let mut call = VoiceCall::new(token);
+                            call.call_sid.clone_from(&receipt.reference);
+                            Some(call)
+                        }
+                        _ => None,
+                    },
+                },
+                &self.policy,
+                sent_at,
+            )
+            .await?
+            .unwrap_or(v);
+        if recorded.status == Status::Pending {
+            if !self.store.keeps_deadlines() {
+                self.expiry
+                    .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
+            }
+        } else if let (Ok(receipt), Some(_)) = (&dispatch.result, &call_token) {
+            // The verification ended while its call was being placed
+            // (superseded, canceled): nothing stored names the call, so it
+            // is ended from the send's own receipt.
+            if let Some(sid) = &receipt.reference {
+                self.end_call(&receipt.provider, sid, &recorded.id);
+            }
+        }
+        if first {
+            self.status_changed(&recorded, None, "started");
+        } else if recorded.status == Status::Pending {
+            self.status_changed(&recorded, Some(Status::Pending), "resent");
+        }
+        match dispatch.result {
+            Ok(receipt) => {
+                // The audit event says it started; metrics count sends.
+                tracing::debug!(
+                    verification = %recorded.id,
+                    provider = receipt.provider,
+                    tries = dispatch.attempts.len(),
+                    resend = !first,
+                    "code sent"
+                );
+                Ok(recorded)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    verification = %recorded.id,
+                    %error,
+                    tries = dispatch.attempts.len(),
+                    status = recorded.status.as_str(),
+                    "send failed"
+                );
+                Err(StartError::Delivery {
+                    error,
+                    verification: recorded.id,
+                })
+            }
+        }
+    }
+
+    /// Renders the message and hands it to the channel's route.
+    async fn dispatch(&self, message: &Message, budget: Duration) -> Dispatch {
+        let channel = message.delivery.channel;
+        let Some(route) = self.dispatcher.route(channel) else {
+            // Checked before anything was reserved; kept total for safety.
+            return Dispatch::failed(
+                "none",
+                FailureKind::Rejected,
+                "channel disabled",
+                self.clock.now(),
+            );
+        };
+        let templates = self
+            .settings
+            .tenants
+            .get(&message.tenant)
+            .templates(&self.dispatcher.templates);
+        match templates.render(message) {
+            Ok(content) => route.send(message, &content, budget).await,
+            Err(error) => {
+                tracing::error!(%error, "cannot render the message");
+                Dispatch::failed(
+                    "templates",
+                    FailureKind::Rejected,
+                    "message template failed",
+                    self.clock.now(),
+                )
+            }
+        }
+    }
+}
+
+/// Whether a send may have reached the destination: a provider accepted it,
+/// or a try ended with its outcome unknown (a timeout, a dropped
+/// connection, a 5xx). Only then does it keep the cells of the budgets
+/// other users share.
+fn may_have_sent(dispatch: &Dispatch) -> bool {
+    dispatch.result.is_ok()
+        || dispatch
+            .attempts
+            .iter()
+            .any(|a| matches!(&a.result, Err(e) if e.kind == FailureKind::Transient))
+}
+
+/// A prefix for logs: its first four characters (the country code and a
+/// digit or two), the rest hidden.
+fn mask_prefix(prefix: &str) -> String {
+    let shown: String = prefix.chars().take(4).collect();
+    format!("{shown}{}", "*".repeat(prefix.len().saturating_sub(4)))
+}
