@@ -200,10 +200,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?
                 .into_inner();
-            print(response.verification.as_ref());
-            if !response.match_digits.is_empty() {
-                out!("match_digits: {}", response.match_digits);
-            }
+            print_sent(response.verification.as_ref(), &response.match_digits);
         }
         ClientCommand::Resend {
             id,
@@ -224,10 +221,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?
                 .into_inner();
-            print(response.verification.as_ref());
-            if !response.match_digits.is_empty() {
-                out!("match_digits: {}", response.match_digits);
-            }
+            print_sent(response.verification.as_ref(), &response.match_digits);
         }
         ClientCommand::Check { id, code } => {
             let response = client
@@ -263,6 +257,15 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// A start's or a resend's answer: the verification, and the digits a
+/// number-matching call asks for.
+fn print_sent(v: Option<&proto::Verification>, match_digits: &str) {
+    print(v);
+    if !match_digits.is_empty() {
+        out!("match_digits: {match_digits}");
+    }
 }
 
 fn print(v: Option<&proto::Verification>) {

@@ -104,8 +104,22 @@ pub enum FailureKind {
     /// no retry, but the next provider may work.
     Rejected,
     /// A timeout, a 5xx, a dropped connection: retry with backoff, then fail
-    /// over.
+    /// over. The provider may have sent it all the same.
     Transient,
+    /// The provider answered that it took the request, in a way verifyd
+    /// cannot use (a call with no CallSid to bind its webhooks to): no
+    /// retry, the next provider may work, and it may have gone out.
+    Unconfirmed,
+    /// The provider was not asked at all: its circuit is open, or no time
+    /// was left for it.
+    NotTried,
+}
+
+impl FailureKind {
+    /// Whether the destination may have received something all the same.
+    pub fn may_have_sent(self) -> bool {
+        matches!(self, Self::Transient | Self::Unconfirmed)
+    }
 }
 
 /// Why a provider did not take a message. The reason is recorded on the send

@@ -234,7 +234,7 @@ impl Route {
                     .provider_skipped(message.delivery.channel, provider.name());
                 let skipped = self.error(
                     provider,
-                    FailureKind::Transient,
+                    FailureKind::NotTried,
                     "circuit open: provider skipped",
                 );
                 attempts.push(self.attempt(provider, Err(skipped.clone())));
@@ -266,7 +266,7 @@ impl Route {
             }
         }
         let error = last_error
-            .unwrap_or_else(|| SendError::new("", FailureKind::Transient, "no provider to try"));
+            .unwrap_or_else(|| SendError::new("", FailureKind::NotTried, "no provider to try"));
         Dispatch {
             attempts,
             result: Err(error),
@@ -292,7 +292,7 @@ impl Route {
             let result = if timeout.is_zero() {
                 Err(self.error(
                     provider,
-                    FailureKind::Transient,
+                    FailureKind::NotTried,
                     "no time left for this provider",
                 ))
             } else {
@@ -334,13 +334,13 @@ impl Route {
                     breaker.succeeded();
                     return Tried::Final(error);
                 }
-                FailureKind::Rejected => {
+                FailureKind::Rejected | FailureKind::Unconfirmed => {
                     breaker.failed(self.clock.now());
                     return Tried::Next(error);
                 }
                 // Our budget ran out before the provider got a try: not its
                 // fault, but a probe must still end.
-                FailureKind::Transient if timeout.is_zero() => {
+                FailureKind::NotTried => {
                     breaker.released(self.clock.now());
                     return Tried::Next(error);
                 }

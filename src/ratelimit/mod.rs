@@ -332,11 +332,15 @@ pub struct RateLimits {
 #[derive(Debug)]
 enum Budgets {
     Local {
-        starts_per_destination: Limiters<(TenantId, Destination)>,
+        /// Returnable: a start the least gap refuses gives its cell back.
+        starts_per_destination: ReturnableBudget<(TenantId, Destination)>,
         starts_per_ip: Limiters<(TenantId, IpAddr)>,
         failed_checks_per_destination: Limiters<(TenantId, Destination)>,
         starts_per_prefix: ReturnableBudget<(TenantId, String)>,
         starts_per_country: ReturnableBudget<(TenantId, u16)>,
+        /// The sends to each prefix that may have gone out, under the
+        /// prefix's quota: what a prefix block is decided on.
+        prefix_sends: ReturnableBudget<(TenantId, String)>,
         /// The quotas of the returnable budgets, per tenant.
         quotas: Quotas,
     },
@@ -355,11 +359,7 @@ impl RateLimits {
             quotas,
             clock.clone(),
             Budgets::Local {
-                starts_per_destination: Limiters::new(
-                    Limit::StartsPerDestination,
-                    quotas,
-                    &limiter_clock,
-                ),
+                starts_per_destination: ReturnableBudget::new(clock.clone()),
                 starts_per_ip: Limiters::new(Limit::StartsPerIp, quotas, &limiter_clock),
                 failed_checks_per_destination: Limiters::new(
                     Limit::FailedChecksPerDestination,
@@ -368,6 +368,7 @@ impl RateLimits {
                 ),
                 starts_per_prefix: ReturnableBudget::new(clock.clone()),
                 starts_per_country: ReturnableBudget::new(clock.clone()),
+                prefix_sends: ReturnableBudget::new(clock.clone()),
                 quotas: quotas.clone(),
             },
         )
@@ -448,12 +449,16 @@ impl RateLimits {
             Budgets::Local {
                 starts_per_destination,
                 starts_per_ip,
+                quotas,
                 ..
             } => {
                 if let Some(ip) = ip {
                     starts_per_ip.take(tenant, &(tenant.clone(), ip_block(ip)))?;
                 }
-                starts_per_destination.take(tenant, &(tenant.clone(), to.clone()))?;
+                let limit = Limit::StartsPerDestination;
+                starts_per_destination
+                    .take((tenant.clone(), to.clone()), quotas.get(limit, tenant))
+                    .map_err(|retry_after| RateLimited { limit, retry_after })?;
                 Ok(None)
             }
             Budgets::Shared { quotas, .. } => {
@@ -463,6 +468,23 @@ impl RateLimits {
                 }
                 Ok(Some(quotas.get(Limit::StartsPerDestination, tenant)))
             }
+        }
+    }
+
+    /// Gives back the destination's cell [`Self::start`] took, for a start
+    /// the least gap refused. With shared budgets the store checks the gap
+    /// before it takes the cell, in one step, so there is nothing to give.
+    pub fn give_back_start(&self, tenant: &TenantId, to: &Destination) {
+        if let Budgets::Local {
+            starts_per_destination,
+            quotas,
+            ..
+        } = &self.budgets
+        {
+            starts_per_destination.give_back(
+                &(tenant.clone(), to.clone()),
+                quotas.get(Limit::StartsPerDestination, tenant),
+            );
         }
     }
 
@@ -565,6 +587,79 @@ impl RateLimits {
                     .await
             }
         }
+    }
+
+    /// Counts a send to `prefix` that may have gone out (a provider took
+    /// it, or its outcome is unknown), under the prefix's quota. A prefix
+    /// is blocked on these, not on the starts its budget refuses: cells
+    /// held by starts still waiting on a provider, which may give them
+    /// back, must not trip a block.
+    pub async fn prefix_sent(&self, tenant: &TenantId, prefix: &str) -> Result<(), StoreError> {
+        let limit = Limit::StartsPerPrefix;
+        match &self.budgets {
+            Budgets::Local {
+                prefix_sends,
+                quotas,
+                ..
+            } => {
+                // Past the quota, the count stays at its fullest.
+                let _ = prefix_sends.take(
+                    (tenant.clone(), prefix.to_owned()),
+                    quotas.get(limit, tenant),
+                );
+                Ok(())
+            }
+            Budgets::Shared {
+                redis,
+                quotas,
+                clock,
+            } => redis
+                .take(
+                    PREFIX_SENDS,
+                    tenant,
+                    prefix,
+                    quotas.get(limit, tenant),
+                    clock.now(),
+                )
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Whether the sends to `prefix` that may have gone out have spent its
+    /// quota: the pumping pattern a prefix block is for.
+    pub async fn prefix_sends_spent(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+    ) -> Result<bool, StoreError> {
+        let limit = Limit::StartsPerPrefix;
+        let wait = match &self.budgets {
+            Budgets::Local {
+                prefix_sends,
+                quotas,
+                ..
+            } => prefix_sends.wait(
+                &(tenant.clone(), prefix.to_owned()),
+                quotas.get(limit, tenant),
+            ),
+            Budgets::Shared {
+                redis,
+                quotas,
+                clock,
+            } => {
+                redis
+                    .wait(
+                        PREFIX_SENDS,
+                        tenant,
+                        prefix,
+                        quotas.get(limit, tenant),
+                        clock.now(),
+                    )
+                    .await?
+            }
+        };
+        Ok(!wait.is_zero())
     }
 
     /// Takes one cell before a code is compared. Taking it first means no
@@ -710,6 +805,7 @@ impl RateLimits {
             failed_checks_per_destination,
             starts_per_prefix,
             starts_per_country,
+            prefix_sends,
             ..
         } = &self.budgets
         {
@@ -718,6 +814,7 @@ impl RateLimits {
             failed_checks_per_destination.retain_recent();
             starts_per_prefix.retain_recent();
             starts_per_country.retain_recent();
+            prefix_sends.retain_recent();
         }
     }
 
@@ -729,6 +826,7 @@ impl RateLimits {
                 failed_checks_per_destination,
                 starts_per_prefix,
                 starts_per_country,
+                prefix_sends,
                 ..
             } => {
                 starts_per_destination.len()
@@ -736,12 +834,17 @@ impl RateLimits {
                     + failed_checks_per_destination.len()
                     + starts_per_prefix.len()
                     + starts_per_country.len()
+                    + prefix_sends.len()
             }
             Budgets::Shared { .. } => 0,
         };
         self.requests_per_tenant.len() + local
     }
 }
+
+/// The name, in Redis, of the count of sends per prefix that
+/// [`RateLimits::prefix_sent`] keeps beside the prefix's start budget.
+const PREFIX_SENDS: &str = "sends_per_prefix";
 
 /// A shared take's answer: taken, or refused until a cell frees up.
 fn refused(limit: Limit, wait: Option<Duration>) -> Result<(), LimitError> {
@@ -863,14 +966,11 @@ mod tests {
                 .await
                 .expect("the server's burst");
         }
-        if let Budgets::Local {
-            starts_per_destination,
-            starts_per_ip,
-            ..
-        } = &limits.budgets
-        {
-            assert_eq!(starts_per_destination.overrides.len(), 1, "one per quota");
-            assert!(starts_per_ip.overrides.is_empty());
+        if let Budgets::Local { starts_per_ip, .. } = &limits.budgets {
+            assert!(
+                starts_per_ip.overrides.is_empty(),
+                "no own quota, no limiter"
+            );
         }
     }
 

@@ -56,6 +56,22 @@ impl<K: Hash + Eq> ReturnableBudget<K> {
         Ok(())
     }
 
+    /// How long until a take for `key` would succeed: zero when one would
+    /// now. Takes nothing.
+    pub(super) fn wait(&self, key: &K, quota: QuotaConfig) -> Duration {
+        let now = self.clock.now();
+        let full_at = self.full_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let tat = full_at
+            .get(key)
+            .copied()
+            .filter(|t| *t > now)
+            .unwrap_or(now);
+        (tat + quota.period)
+            .checked_sub(quota.period * quota.burst)
+            .and_then(|allowed_at| allowed_at.duration_since(now).ok())
+            .unwrap_or_default()
+    }
+
     /// Returns one cell taken for `key`: the budget is as if that take had
     /// not happened (or full, whichever comes first).
     pub(super) fn give_back(&self, key: &K, quota: QuotaConfig) {
@@ -135,5 +151,7 @@ mod tests {
             budget.take("+1415555", QUOTA).expect("the burst again");
         }
         assert!(budget.take("+1415555", QUOTA).is_err(), "not more");
+        assert_eq!(budget.wait(&"+1415555", QUOTA), Duration::from_secs(60));
+        assert_eq!(budget.wait(&"+1212555", QUOTA), Duration::ZERO);
     }
 }

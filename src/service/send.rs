@@ -1,7 +1,7 @@
 //! What a start and a resend share: the gates before anything is reserved,
 //! the budgets other users share, and the send with its record.
 //!
-//! The order is the one in docs/architecture.md: the delivery's policy
+//! The order: the delivery's policy
 //! (channel, voice mode), then the refusals that write nothing (the fraud
 //! screen, blocks) and the IP budget, then the budgets other users share
 //! (number prefix, country), which are given back if the store step
@@ -159,8 +159,9 @@ impl Verifier {
 
     /// SMS pumping: a number range (prefix) or a country getting more
     /// starts than any real user base would. A prefix that trips its budget
-    /// is blocked for `fraud.prefix_block`, and the security team hears of
-    /// it.
+    /// with sends that may have gone out is blocked for `fraud.prefix_block`,
+    /// and the security team hears of it; one whose budget is held by
+    /// starts still waiting on their providers is only refused for now.
     async fn take_phone_start(
         &self,
         tenant: &TenantId,
@@ -172,6 +173,9 @@ impl Verifier {
         match self.limits.phone_start(tenant, prefix, calling_code).await {
             Ok(()) => Ok(SharedCells(Some((prefix.to_owned(), calling_code)))),
             Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
+                if !self.limits.prefix_sends_spent(tenant, prefix).await? {
+                    return Err(limited.into());
+                }
                 let block = self.settings.fraud.prefix_block;
                 self.settings.metrics.prefix_blocked(tenant);
                 self.store
@@ -205,6 +209,18 @@ impl Verifier {
             .await
         {
             tracing::warn!(%error, "could not give back a start's prefix and country cells");
+        }
+    }
+
+    /// Counts a send that may have gone out against its prefix, for the
+    /// prefix block. Best effort: a count the store misses only delays a
+    /// block.
+    async fn count_prefix_send(&self, tenant: &TenantId, cells: &SharedCells) {
+        let Some((prefix, _)) = &cells.0 else {
+            return;
+        };
+        if let Err(error) = self.limits.prefix_sent(tenant, prefix).await {
+            tracing::warn!(%error, "could not count a send against its prefix");
         }
     }
 
@@ -243,7 +259,9 @@ impl Verifier {
         let dispatch = self.dispatch(&message, budget).await;
         // The plaintext code goes no further than the providers.
         drop(message);
-        if !may_have_sent(&dispatch) {
+        if may_have_sent(&dispatch) {
+            self.count_prefix_send(tenant, &shared).await;
+        } else {
             self.give_back(tenant, shared).await;
         }
 
@@ -303,9 +321,18 @@ impl Verifier {
             }
         }
         if first {
-            self.status_changed(&recorded, None, "started");
-        } else if recorded.status == Status::Pending {
-            self.status_changed(&recorded, Some(Status::Pending), "resent");
+            // A verification that something else ended while its first
+            // send ran (superseded, canceled) was started pending; whoever
+            // ended it recorded that.
+            if matches!(recorded.status, Status::Pending | Status::Failed) {
+                self.status_changed(&recorded, None, "started");
+            } else {
+                let started = Verification {
+                    status: Status::Pending,
+                    ..recorded.clone()
+                };
+                self.status_changed(&started, None, "started");
+            }
         }
         match dispatch.result {
             Ok(receipt) => {
@@ -369,14 +396,15 @@ impl Verifier {
 
 /// Whether a send may have reached the destination: a provider accepted it,
 /// or a try ended with its outcome unknown (a timeout, a dropped
-/// connection, a 5xx). Only then does it keep the cells of the budgets
-/// other users share.
+/// connection, a 5xx, an answer verifyd cannot use). Only then does it keep
+/// the cells of the budgets other users share; providers not tried at all
+/// (circuit open, no time left) sent nothing.
 fn may_have_sent(dispatch: &Dispatch) -> bool {
     dispatch.result.is_ok()
         || dispatch
             .attempts
             .iter()
-            .any(|a| matches!(&a.result, Err(e) if e.kind == FailureKind::Transient))
+            .any(|a| matches!(&a.result, Err(e) if e.kind.may_have_sent()))
 }
 
 /// A prefix for logs: its first four characters (the country code and a

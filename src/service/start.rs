@@ -249,9 +249,14 @@ impl Verifier {
                 // Nothing was created, so nothing will be sent.
                 self.give_back(tenant, gate.shared).await;
                 return Err(match refused? {
-                    Creation::TooSoon { retry_at } => StartError::TooSoon {
-                        retry_after: until(retry_at, now),
-                    },
+                    Creation::TooSoon { retry_at } => {
+                        // Nor does it spend the destination's own budget,
+                        // which its resends still need.
+                        self.limits.give_back_start(tenant, &request.to);
+                        StartError::TooSoon {
+                            retry_after: until(retry_at, now),
+                        }
+                    }
                     Creation::Limited { retry_after } => {
                         self.limits.start_refused(tenant, retry_after).into()
                     }

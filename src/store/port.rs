@@ -42,9 +42,8 @@ pub enum Creation {
         superseded: Option<Verification>,
     },
     /// Too soon after the destination's latest new verification
-    /// ([`crate::domain::starts::RecentStarts`]): nothing was created (a
-    /// cell taken from the start budget stays spent, as the rate limiter
-    /// takes it before the store's step on the memory store).
+    /// ([`crate::domain::starts::RecentStarts`]): nothing changed, the
+    /// start budget included (it is taken after the gap).
     TooSoon { retry_at: SystemTime },
     /// The destination's start budget is spent: nothing changed; a cell
     /// frees up after this long.

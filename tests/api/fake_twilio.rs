@@ -77,6 +77,32 @@ impl FakeTwilio {
             .await;
     }
 
+    /// Refuses every message but those to `except` with Twilio's error
+    /// `code`, each after `delay`.
+    pub async fn refuse_all_but(&self, except: &str, code: u32, message: &str, delay: Duration) {
+        let except = format!(
+            "To={}",
+            url::form_urlencoded::byte_serialize(except.as_bytes()).collect::<String>()
+        );
+        Self::messages()
+            .and(move |request: &wiremock::Request| {
+                !String::from_utf8_lossy(&request.body).contains(&except)
+            })
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .set_body_json(json!({
+                        "code": code,
+                        "message": message,
+                        "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+                        "status": 400,
+                    }))
+                    .set_delay(delay),
+            )
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// Accepts messages as `accept` does, each after `delay`.
     pub async fn accept_after(&self, message_sid: &str, delay: Duration) {
         Self::messages()
@@ -134,37 +160,25 @@ impl FakeTwilio {
 
     /// Places calls as Twilio does: 201 and the queued call.
     pub async fn accept_calls(&self, call_sid: &str) {
-        let credentials = STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
-        Mock::given(method("POST"))
-            .and(path(Self::calls_path()))
-            .and(header(
-                "authorization",
-                format!("Basic {credentials}").as_str(),
-            ))
-            .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-                "sid": call_sid,
-                "account_sid": ACCOUNT_SID,
-                "status": "queued",
-                "direction": "outbound-api",
-            })))
+        Self::calls_as(call_sid, Duration::ZERO)
             .mount(&self.server)
             .await;
-        // Updating a call (Status=completed ends it).
-        Mock::given(method("POST"))
-            .and(path(format!(
-                "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"
-            )))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "sid": call_sid,
-                "status": "completed",
-            })))
-            .mount(&self.server)
-            .await;
+        self.call_updates_of(call_sid).await;
     }
 
     /// Places the next call only, as `call_sid`, after `delay`; later calls
     /// go to the mocks mounted with [`Self::accept_calls`].
     pub async fn accept_next_call(&self, call_sid: &str, delay: Duration) {
+        Self::calls_as(call_sid, delay)
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+        self.call_updates_of(call_sid).await;
+    }
+
+    /// Calls placed as `call_sid`: 201 and the queued call, after `delay`.
+    fn calls_as(call_sid: &str, delay: Duration) -> Mock {
         let credentials = STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
         Mock::given(method("POST"))
             .and(path(Self::calls_path()))
@@ -182,10 +196,10 @@ impl FakeTwilio {
                     }))
                     .set_delay(delay),
             )
-            .up_to_n_times(1)
-            .with_priority(1)
-            .mount(&self.server)
-            .await;
+    }
+
+    /// Updating a call (Status=completed ends it).
+    async fn call_updates_of(&self, call_sid: &str) {
         Mock::given(method("POST"))
             .and(path(format!(
                 "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{call_sid}.json"

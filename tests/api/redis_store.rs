@@ -458,9 +458,17 @@ async fn the_documented_acl_is_enough_for_every_rpc() {
     );
     assert!(app.check(&v.id, &code).await.expect("check").approved);
     while status(&next_status(&mut stream).await) != VerificationStatus::Approved {}
-    // A second verification: canceled, and a third left to expire.
+    // A second verification: resent, superseded, canceled; and a third
+    // left to expire.
     let other = app.started(sms_to("+14155550101")).await;
-    app.cancel(&other.id).await.expect("cancel");
+    app.clock.advance(Duration::from_secs(30));
+    app.resent(resend_on(&other.id, proto::Channel::Sms)).await;
+    let newer = app.started(sms_to("+14155550101")).await;
+    assert_eq!(
+        status(&app.get(&other.id).await.expect("get")),
+        VerificationStatus::Superseded
+    );
+    app.cancel(&newer.id).await.expect("cancel");
     let left = app.started(sms_to("+14155550102")).await;
     let mut stream = app.watch(&left.id).await.expect("watch");
     next_status(&mut stream).await;

@@ -598,3 +598,52 @@ async fn numbers_the_provider_refuses_give_their_prefix_cells_back() {
     assert_eq!(fake.sent().await.len(), 31);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_the_provider_refuses_block_no_range() {
+    let fake = FakeTwilio::start().await;
+    fake.accept(&sid("SM", 1)).await;
+    // Each refusal takes a while, so the starts' cells are all held at
+    // once: the prefix budget refuses some, with nothing sent.
+    fake.refuse_all_but(
+        "+14155550177",
+        21614,
+        "'To' number is not a valid mobile number",
+        Duration::from_millis(300),
+    )
+    .await;
+    let app = spawn_app_with(|c| {
+        crate::fraud::pumping_guard(c);
+        with_twilio(c, &[("twilio", &fake)]);
+    })
+    .await;
+    let starts: Vec<_> = (0..40)
+        .map(|n| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .start_verification(sms_to(&format!("+141555502{n:02}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut held_back = 0;
+    for start in starts {
+        let refused = start.await.expect("task").expect_err("nothing is sent");
+        match refused.code() {
+            Code::InvalidArgument => assert_eq!(violated_fields(&refused), ["to"]),
+            Code::ResourceExhausted => {
+                assert!(
+                    refused.message().contains("starts_per_prefix"),
+                    "{refused:?}"
+                );
+                held_back += 1;
+            }
+            other => panic!("{other:?}: {refused:?}"),
+        }
+    }
+    assert!(held_back > 0, "the budget was held while the sends ran");
+    // Nothing went out, so nothing is blocked: the neighbour is reachable.
+    app.started(sms_to("+14155550177")).await;
+    app.stop().await;
+}

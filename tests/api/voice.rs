@@ -414,6 +414,43 @@ async fn the_voice_mode_policy_sets_the_default_and_refuses_other_modes_before_a
     let v = started.verification.expect("v");
     assert_eq!(v.voice_mode, i32::from(proto::VoiceMode::Match));
     assert_eq!(started.match_digits.len(), 2, "digits to show");
+
+    // A resend is held to the same policy.
+    app.clock.advance(Duration::from_secs(30));
+    let refused = app
+        .resend(proto::ResendVerificationRequest {
+            voice_mode: proto::VoiceMode::Confirm.into(),
+            ..resend_on(&v.id, proto::Channel::Voice)
+        })
+        .await
+        .expect_err("press # is not allowed on a resend either");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("voice_mode"), "{refused:?}");
+    assert_eq!(fake.placed_calls().await.len(), 1, "no second call");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resend_to_a_number_reported_as_fraud_is_refused_as_a_start_is() {
+    let (app, fake) = voice_app().await;
+    // An enrollment by SMS is pending for the number...
+    let mut enroll = call(proto::VoiceMode::Unspecified);
+    enroll.channel = proto::Channel::Sms.into();
+    enroll.purpose = proto::Purpose::Enrollment.into();
+    let pending = app.started(enroll).await;
+    // ... when a reset call to it is reported as fraud.
+    app.clock.advance(Duration::from_secs(30));
+    let (_, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let gather = phone.answer("human").await.gather.expect("gather");
+    let menu = phone.press(&gather, "0").await.gather.expect("fraud menu");
+    assert!(phone.press(&menu, "#").await.hangup);
+
+    let refused = app
+        .resend(resend_on(&pending.id, proto::Channel::Sms))
+        .await
+        .expect_err("the number is blocked");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(crate::helpers::retry_after(&refused).is_some());
     app.stop().await;
 }
 

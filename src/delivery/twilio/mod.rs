@@ -275,9 +275,10 @@ impl Twilio {
         }
         let receipt = self.post("Calls.json", &form).await?;
         // Webhooks are bound to this CallSid: without a well-formed one the
-        // call cannot be checked, so it does not count as placed.
+        // call cannot be checked, so it does not count as placed (though
+        // Twilio may have placed it).
         if !receipt.reference.as_deref().is_some_and(is_call_sid) {
-            return Err(self.error(FailureKind::Rejected, "Twilio's answer has no call SID"));
+            return Err(self.error(FailureKind::Unconfirmed, "Twilio's answer has no call SID"));
         }
         Ok(receipt)
     }

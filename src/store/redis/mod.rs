@@ -74,6 +74,7 @@ struct Scripts {
     idempotency_abandon: Script,
     gcra: Script,
     gcra_return: Script,
+    gcra_wait: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -94,6 +95,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         idempotency_abandon: Script::new(include_str!("lua/idempotency_abandon.lua")),
         gcra: Script::new(&with_budget(include_str!("lua/gcra.lua"))),
         gcra_return: Script::new(&with_budget(include_str!("lua/gcra_return.lua"))),
+        gcra_wait: Script::new(&with_budget(include_str!("lua/gcra_wait.lua"))),
     }
 });
 
@@ -702,6 +704,25 @@ impl RedisStore {
     ) -> Result<Option<Duration>, StoreError> {
         self.take_from(self.inner.keys.budget(limit, tenant, subject), quota, now)
             .await
+    }
+
+    /// How long until a shared budget has a cell (zero: it has one now),
+    /// taking nothing.
+    pub async fn wait(
+        &self,
+        limit: &str,
+        tenant: &TenantId,
+        subject: &str,
+        quota: QuotaConfig,
+        now: SystemTime,
+    ) -> Result<Duration, StoreError> {
+        let mut invocation = SCRIPTS.gcra_wait.prepare_invoke();
+        invocation
+            .key(self.inner.keys.budget(limit, tenant, subject))
+            .arg(millis(now));
+        quota_args(&mut invocation, Some(quota));
+        let wait: u64 = self.run("gcra_wait", invocation).await?;
+        Ok(Duration::from_millis(wait))
     }
 
     /// Gives back one cell [`Self::take`] took from a shared budget.

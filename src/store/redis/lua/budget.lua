@@ -15,6 +15,15 @@ local function take(key, now, period, burst)
   redis.call('SET', key, tostring(next_tat), 'PX', math.max(next_tat - now, 1))
   return 0
 end
+-- `wait` says what `take` would, and takes nothing: 0 when a cell is free,
+-- else the milliseconds until one is.
+local function wait(key, now, period, burst)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then
+    tat = now
+  end
+  return math.max(tat + period - period * burst - now, 0)
+end
 -- `give_back` returns one cell `take` spent: the budget is as if that take
 -- had not happened, or full, whichever comes first.
 local function give_back(key, now, period)

@@ -9,7 +9,7 @@
 --   'approved', 'rejected', 'not_pending' (nothing is taken),
 --   'limited': the budget is spent; detail is the milliseconds until a
 --     cell frees up, and nothing else changes,
---   'unbudgeted': the verification predates `check_budget` (reserve.lua
+--   'unbudgeted': the verification predates `check_budget` (resend.lua
 --     names it now); the caller takes the cell and asks again without one.
 local now = num(ARGV[1])
 local v, changed = current(now)

@@ -25,15 +25,6 @@ local function wait_after(count)
   return cooldown * 2 ^ doublings
 end
 
--- The budget goes first, as the memory store's rate limiter takes it
--- before the store's step: a start the gap refuses has spent its cell too.
-if ARGV[6] ~= '' then
-  local wait = take(KEYS[4], now, num(ARGV[6]), num(ARGV[7]))
-  if wait > 0 then
-    return { 'limited', tostring(wait) }
-  end
-end
-
 -- RecentStarts::admit; Redis forgets the run at RecentStarts::forgotten_at.
 local last = redis.call('HMGET', KEYS[5], 'last', 'count')
 local count = 1
@@ -44,6 +35,14 @@ if last[1] then
   end
   if now < num(last[1]) + math.max(ttl, wait_after(num(last[2]))) then
     count = num(last[2]) + 1
+  end
+end
+-- The budget after the gap: a start the gap refuses spends nothing (the
+-- memory store's rate limiter gives its cell back).
+if ARGV[6] ~= '' then
+  local wait = take(KEYS[4], now, num(ARGV[6]), num(ARGV[7]))
+  if wait > 0 then
+    return { 'limited', tostring(wait) }
   end
 end
 -- Verification::supersede on the one still pending, if any.
