@@ -62,9 +62,6 @@ struct State {
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     /// Destinations blocked after a fraud report, per tenant, until when.
     blocks: HashMap<(TenantId, String), SystemTime>,
-    /// Each destination's latest new verifications, per tenant, for the
-    /// least gap between them, and when they are forgotten.
-    starts: HashMap<(TenantId, String), (RecentStarts, SystemTime)>,
     /// Idempotency records and blocks by the time they may be dropped. A
     /// record's time can move later, so a popped entry that is not yet due
     /// is queued again rather than kept in step on every write.
@@ -75,7 +72,6 @@ struct State {
 enum Purgeable {
     Idempotency(TenantId, String),
     Block(TenantId, String),
-    Starts(TenantId, String),
 }
 
 #[derive(Debug)]
@@ -139,13 +135,17 @@ impl MemoryStore {
     ) -> Result<Creation, StoreError> {
         let mut guard = self.state();
         let state = &mut *guard;
-        let destination = (candidate.tenant.clone(), candidate.to.as_str().to_owned());
-        let recent = state.starts.get(&destination).map(|&(recent, _)| recent);
+        let table = &mut state.verifications;
+        // The destination's run of starts is its latest verification's: a
+        // run is forgotten a code's lifetime after its latest start, and at
+        // the latest once that verification is purged.
+        let recent = table
+            .latest(&candidate.tenant, &candidate.to)
+            .map(|slot| table.get(slot).recent_starts());
         let started = match RecentStarts::admit(recent, policy, now) {
             Ok(started) => started,
             Err(retry_at) => return Ok(Creation::TooSoon { retry_at }),
         };
-        let table = &mut state.verifications;
         if table.len() >= self.max_entries {
             return Err(StoreError::Full);
         }
@@ -170,15 +170,9 @@ impl MemoryStore {
         candidate
             .reserve_send(policy, now)
             .expect("a new verification may always send once");
-        let (_, earliest) = table.insert(Record::new(&candidate, &mut state.names));
-        let forgotten_at = started.forgotten_at(policy);
-        state
-            .starts
-            .insert(destination.clone(), (started, forgotten_at));
-        state.purge_queue.insert((
-            forgotten_at,
-            Purgeable::Starts(destination.0, destination.1),
-        ));
+        let mut record = Record::new(&candidate, &mut state.names);
+        record.set_run(started);
+        let (_, earliest) = table.insert(record);
         drop(guard);
         let tenant = &candidate.tenant;
         for id in superseded
@@ -474,8 +468,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Drops the idempotency records, blocks and runs of starts whose time
-    /// has passed.
+    /// Drops the idempotency records and blocks whose time has passed.
     /// Verifications go by their own deadlines ([`MemoryStore::expire_due`]).
     pub(super) fn purge(&self, now: SystemTime) {
         let mut state = self.state();
@@ -500,14 +493,6 @@ impl MemoryStore {
                         continue;
                     }
                     state.idempotency.remove(&key);
-                }
-                Purgeable::Starts(tenant, to) => {
-                    // Each start queued an entry of its own; a run a later
-                    // start extended stays until that one's.
-                    let key = (tenant, to);
-                    if state.starts.get(&key).is_some_and(|(_, at)| *at <= now) {
-                        state.starts.remove(&key);
-                    }
                 }
                 Purgeable::Block(tenant, to) => {
                     let key = (tenant, to);
@@ -839,16 +824,32 @@ mod tests {
     }
 
     #[test]
-    fn runs_of_starts_are_purged_once_forgotten() {
+    fn a_run_of_starts_is_forgotten_with_its_latest_verification() {
         let policy = Policy::default();
         let store = MemoryStore::new(10, policy.retention);
         created(&store, &policy, "+14155550100", T0);
         let later = T0 + policy.resend_cooldown;
         created(&store, &policy, "+14155550100", later);
-        store.purge(T0 + policy.code_ttl);
-        assert_eq!(store.state().starts.len(), 1, "extended by the second");
-        store.purge(later + policy.code_ttl);
-        assert!(store.state().starts.is_empty());
+        // A code's lifetime after the latest, the gap is the cooldown again.
+        let fresh = later + policy.code_ttl;
+        created(&store, &policy, "+14155550100", fresh);
+        created(
+            &store,
+            &policy,
+            "+14155550100",
+            fresh + policy.resend_cooldown,
+        );
+        // Purged, the latest verification takes its run along.
+        let gone = fresh + policy.resend_cooldown + policy.code_ttl + policy.retention;
+        store.expire_due(gone);
+        assert_eq!(store.len().0, 0);
+        created(&store, &policy, "+14155550100", gone);
+        created(
+            &store,
+            &policy,
+            "+14155550100",
+            gone + policy.resend_cooldown,
+        );
     }
 
     #[test]

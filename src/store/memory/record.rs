@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use crate::domain::{
     Channel, CodeHash, DeliveryStatus, Destination, MatchDigits, Purpose, SendAttempt, Status,
     TenantId, Verification, VerificationId,
+    starts::RecentStarts,
     verification::{Delivery, Locale, VoiceMode},
     voice::VoiceCall,
 };
@@ -146,6 +147,11 @@ pub(super) struct Record {
     voice_mode: Option<VoiceMode>,
     pub(super) status: Status,
     accepted_once: bool,
+    /// How many new verifications of its destination came in a row with
+    /// this one ([`RecentStarts::count`]), this one included; its creation
+    /// time is the run's latest. One byte: the gap stops doubling after
+    /// four, so a run saturates long before it would tell more.
+    run: u8,
 }
 
 impl Record {
@@ -170,6 +176,7 @@ impl Record {
             voice_mode: None,
             status: v.status,
             accepted_once: false,
+            run: 1,
         };
         record.set(v, names);
         record
@@ -227,6 +234,19 @@ impl Record {
             call: rare.and_then(|r| r.call.clone()),
             accepted_once: self.accepted_once,
         }
+    }
+
+    /// The run of new verifications of its destination that this one
+    /// ends, were it the latest.
+    pub(super) fn recent_starts(&self) -> RecentStarts {
+        RecentStarts {
+            last_at: self.created_at.time(),
+            count: u32::from(self.run),
+        }
+    }
+
+    pub(super) fn set_run(&mut self, starts: RecentStarts) {
+        self.run = u8::try_from(starts.count).unwrap_or(u8::MAX);
     }
 
     pub(super) fn id(&self) -> u128 {

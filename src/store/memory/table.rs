@@ -1,6 +1,7 @@
-//! The memory store's verifications: records in one slab, found by id and,
-//! while pending, by (tenant, destination, purpose), with one queue of
-//! deadlines (each verification's expiry, then the end of its retention).
+//! The memory store's verifications: records in one slab, found by id,
+//! while pending by (tenant, destination, purpose), and as the latest new
+//! verification of (tenant, destination), with one queue of deadlines (each
+//! verification's expiry, then the end of its retention).
 //!
 //! The indexes hold 4-byte slots rather than copies of their keys: a
 //! lookup hashes the key it was given and compares against the record the
@@ -45,6 +46,10 @@ pub(super) struct Table {
     by_id: HashTable<Slot>,
     /// The one pending verification per (tenant, destination, purpose).
     pending: HashTable<Slot>,
+    /// The latest new verification per (tenant, destination): its creation
+    /// time and run count are the destination's recent starts, for the
+    /// least gap. Dropped with the record, after its retention.
+    latest: HashTable<Slot>,
     deadlines: BinaryHeap<Reverse<Deadline>>,
     /// SipHash with a key of this process's: destinations are the callers'
     /// choice, so the pending index must resist hash flooding (ids are
@@ -67,6 +72,10 @@ fn pending_hash(
 
 fn record_pending_hash(hasher: &RandomState, r: &Record) -> u64 {
     pending_hash(hasher, &r.tenant, &r.to, r.purpose)
+}
+
+fn destination_hash(hasher: &RandomState, tenant: &TenantId, to: &Destination) -> u64 {
+    hasher.hash_one((tenant, to))
 }
 
 fn index(slot: Slot) -> usize {
@@ -109,6 +118,19 @@ impl Table {
             .copied()
     }
 
+    /// The slot of the latest new verification of (tenant, to), if it is
+    /// still held.
+    pub(super) fn latest(&self, tenant: &TenantId, to: &Destination) -> Option<Slot> {
+        let records = &self.records;
+        let hash = destination_hash(&self.hasher, tenant, to);
+        self.latest
+            .find(hash, |&s| {
+                let r = &records[index(s)];
+                r.tenant == *tenant && r.to == *to
+            })
+            .copied()
+    }
+
     pub(super) fn get(&self, slot: Slot) -> &Record {
         &self.records[index(slot)]
     }
@@ -117,9 +139,10 @@ impl Table {
         &mut self.records[index(slot)]
     }
 
-    /// Adds a pending verification: indexed by id and as its destination's
-    /// pending one, with its expiry queued. Returns its slot and whether
-    /// its expiry is now the earliest deadline.
+    /// Adds a pending verification: indexed by id, as its destination's
+    /// pending one and as its latest new one, with its expiry queued.
+    /// Returns its slot and whether its expiry is now the earliest
+    /// deadline.
     ///
     /// # Panics
     /// When the table already holds [`MAX_RECORDS`]; the store refuses
@@ -127,6 +150,12 @@ impl Table {
     pub(super) fn insert(&mut self, record: Record) -> (Slot, bool) {
         let by_id = id_hash(&self.hasher, record.id());
         let pending = record_pending_hash(&self.hasher, &record);
+        let destination = destination_hash(&self.hasher, &record.tenant, &record.to);
+        if let Some(previous) = self.latest(&record.tenant, &record.to)
+            && let Ok(entry) = self.latest.find_entry(destination, |&s| s == previous)
+        {
+            entry.remove();
+        }
         let expires_at = record.expires_at;
         let slot = Slot::try_from(self.records.insert(record)).expect("the store caps its records");
         let (records, hasher) = (&self.records, &self.hasher);
@@ -134,6 +163,10 @@ impl Table {
             .insert_unique(by_id, slot, |&s| id_hash(hasher, records[index(s)].id()));
         self.pending.insert_unique(pending, slot, |&s| {
             record_pending_hash(hasher, &records[index(s)])
+        });
+        self.latest.insert_unique(destination, slot, |&s| {
+            let r = &records[index(s)];
+            destination_hash(hasher, &r.tenant, &r.to)
         });
         let earliest = self.schedule(slot, expires_at);
         (slot, earliest)
@@ -152,8 +185,13 @@ impl Table {
     /// skipped when they come up.
     pub(super) fn remove(&mut self, slot: Slot) {
         self.unindex_pending(slot);
-        let hash = id_hash(&self.hasher, self.records[index(slot)].id());
+        let record = &self.records[index(slot)];
+        let hash = id_hash(&self.hasher, record.id());
+        let destination = destination_hash(&self.hasher, &record.tenant, &record.to);
         if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        if let Ok(entry) = self.latest.find_entry(destination, |&s| s == slot) {
             entry.remove();
         }
         self.records.remove(index(slot));
