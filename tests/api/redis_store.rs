@@ -297,6 +297,37 @@ async fn a_prefix_budget_and_the_block_it_trips_hold_across_replicas() {
     assert_eq!(blocked.code(), Code::PermissionDenied);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_clicks_over_two_replicas_give_their_prefix_cells_back() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis, crate::fraud::pumping_guard).await;
+    let v = a.started(sms_to("+14155550111")).await;
+    // 40 starts inside the least gap and 40 resends inside the cooldown,
+    // at once, over both replicas.
+    let starts =
+        (0..40).map(|i| start_on(if i % 2 == 0 { &a } else { &b }, sms_to("+14155550111")));
+    for refused in concurrently(starts).await {
+        assert_eq!(
+            refused.expect_err("inside the gap").code(),
+            Code::ResourceExhausted
+        );
+    }
+    let resends = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let mut client = app.client.clone();
+        let request = resend_on(&v.id, proto::Channel::Sms);
+        async move { client.resend_verification(request).await }
+    });
+    for refused in concurrently(resends).await {
+        assert_eq!(
+            refused.expect_err("inside the cooldown").code(),
+            Code::ResourceExhausted
+        );
+    }
+    // The range's budget is whole again, and nothing is blocked.
+    b.started(sms_to("+14155550177")).await;
+}
+
 #[tokio::test]
 async fn the_failed_check_budget_is_one_budget_across_replicas() {
     let redis = RedisServer::start();
