@@ -4,7 +4,7 @@
 //! channel, then the verification's own limits: the resend wait, doubling
 //! with each resend, the send budget and the send lease.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use tokio::time::Instant;
 
@@ -66,9 +66,13 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let delivery = self.settle_delivery(tenant, &asked.delivery)?;
-        let request = ResendRequest {
-            delivery,
-            ..asked.clone()
+        let request = if delivery == asked.delivery {
+            Cow::Borrowed(asked)
+        } else {
+            Cow::Owned(ResendRequest {
+                delivery,
+                ..asked.clone()
+            })
         };
         let key = asked.idempotency_key.as_ref();
         self.idempotently(

@@ -2,7 +2,7 @@
 //! pending for the destination and purpose; and the idempotency that a
 //! start and a resend share.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -98,9 +98,15 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let delivery = self.settle_delivery(tenant, &asked.delivery)?;
-        let request = StartRequest {
-            delivery,
-            ..asked.clone()
+        // A copy only when the policy filled something in (a call's mode):
+        // an SMS or email start goes as asked.
+        let request = if delivery == asked.delivery {
+            Cow::Borrowed(asked)
+        } else {
+            Cow::Owned(StartRequest {
+                delivery,
+                ..asked.clone()
+            })
         };
         // What the caller sent, so that a retry matches whatever the
         // default voice mode has become since.
