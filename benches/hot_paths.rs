@@ -24,12 +24,13 @@ use verifyd::{
         Channel, Code, CodeHash, CodeLength, DeliveryStatus, Destination, KeyRing, MatchDigits,
         Policy, Purpose, SendAttempt, TenantId, Verification, VerificationId,
         code::{HmacKey, KeyId},
+        limit::{Budget, Limit, Quota},
         verification::Delivery,
     },
     grpc::convert,
     proto,
-    ratelimit::{LimitsConfig, QuotaConfig, Quotas, RateLimits},
-    store::{BudgetedCheck, CheckBudget, CompletedSend, Creation, MemoryStore, Store},
+    ratelimit::{LimitsConfig, Quotas, RateLimits},
+    store::{BudgetedCheck, CompletedSend, Creation, MemoryStore, Store},
 };
 
 /// Pending verifications in the store, each to a destination of its own.
@@ -147,7 +148,8 @@ fn pending_store(
                 policy,
                 now,
             );
-            let created = ready(store.create(candidate, policy, None, now)).expect("room");
+            let created =
+                ready(store.create(candidate, policy, start_budget(), now)).expect("room");
             let Creation::Created { verification, .. } = created else {
                 panic!("a new destination's first verification is created");
             };
@@ -184,24 +186,20 @@ fn memory_store(c: &mut Criterion) {
         });
     });
     // CheckVerification's store step: the status, a cell of the
-    // destination's failed-check budget from the in-process limiter, and the
-    // compare, under one lock.
-    let limits = RateLimits::new(&unlimited_quotas(), Clock::system());
-    let take = |to: &Destination| limits.take_local_check(&tenant, to);
+    // destination's failed-check budget, and the compare, under one lock.
+    let budget = Budget {
+        limit: Limit::FailedChecksPerDestination,
+        quota: unlimited_quotas().get(Limit::FailedChecksPerDestination, &tenant),
+    };
     group.bench_function(
         format!("check_within_budget/{VERIFICATIONS}_pending"),
         |b| {
             let mut next = ids.iter().cycle();
             b.iter(|| {
                 let (id, candidates) = next.next().expect("cycles forever");
-                let checked = ready(store.check_within_budget(
-                    &tenant,
-                    id,
-                    candidates,
-                    CheckBudget::Local(&take),
-                    now,
-                ))
-                .expect("memory store");
+                let checked =
+                    ready(store.check_within_budget(&tenant, id, candidates, budget, now))
+                        .expect("memory store");
                 assert!(matches!(checked, Some(BudgetedCheck::Checked(..))));
             });
         },
@@ -240,7 +238,7 @@ fn memory_store(c: &mut Criterion) {
                 },
                 |(candidate, hash)| {
                     let id = candidate.id.clone();
-                    ready(store.create(candidate, &policy, None, now)).expect("room");
+                    ready(store.create(candidate, &policy, start_budget(), now)).expect("room");
                     ready(store.complete_send(&tenant, &id, sent(Some(hash), now), &policy, now))
                         .expect("memory store")
                         .expect("just created")
@@ -256,19 +254,29 @@ fn memory_store(c: &mut Criterion) {
 /// benches take from: no iteration is ever refused, so they measure the
 /// allowed path that nearly every request takes.
 fn unlimited_quotas() -> Quotas {
-    let unlimited = QuotaConfig {
+    let unlimited = Quota {
         burst: 1_000_000,
         period: Duration::from_nanos(1),
     };
     Quotas::from(LimitsConfig {
         requests_per_tenant: unlimited,
         failed_checks_per_destination: unlimited,
+        starts_per_destination: unlimited,
         ..LimitsConfig::default()
     })
 }
 
+/// A start's budget that never refuses.
+fn start_budget() -> Budget {
+    Budget {
+        limit: Limit::StartsPerDestination,
+        quota: unlimited_quotas().get(Limit::StartsPerDestination, &tenant()),
+    }
+}
+
 fn rate_limits(c: &mut Criterion) {
-    let limits = RateLimits::new(&unlimited_quotas(), Clock::system());
+    let store = Store::Memory(MemoryStore::new(usize::MAX, Duration::from_secs(60)));
+    let limits = RateLimits::new(&unlimited_quotas(), Clock::system(), store);
     let tenant = tenant();
     let destinations: Vec<Destination> = (0..LIMITED_DESTINATIONS).map(email).collect();
 

@@ -113,11 +113,10 @@ impl Application {
         let quotas = tenants::quotas(&config.tenants, config.limits);
         let policy = config.policy();
         let shutdown = CancellationToken::new();
-        let (store, limits) = match config.store.backend {
-            StoreBackend::Memory => (
-                Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention)),
-                RateLimits::new(&quotas, clock.clone()).with_metrics(Arc::clone(&metrics)),
-            ),
+        let store = match config.store.backend {
+            StoreBackend::Memory => {
+                Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention))
+            }
             StoreBackend::Redis => {
                 // Dev mode may leave the index key out: one is derived from
                 // the (ephemeral) HMAC key.
@@ -138,13 +137,14 @@ impl Application {
                     Arc::clone(&metrics),
                 )
                 .map_err(RunError::Store)?;
-                (
-                    Store::Redis(redis.clone()),
-                    RateLimits::shared(&quotas, clock.clone(), redis)
-                        .with_metrics(Arc::clone(&metrics)),
-                )
+                Store::Redis(redis)
             }
         };
+        // The store keeps the budgets every replica shares, so the rate
+        // limits take from it too.
+        let store = Arc::new(store);
+        let limits = RateLimits::new(&quotas, clock.clone(), Arc::clone(&store))
+            .with_metrics(Arc::clone(&metrics));
         let verifier = Verifier::new(
             store,
             limits,

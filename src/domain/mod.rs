@@ -5,6 +5,7 @@ pub mod call;
 pub mod code;
 pub mod destination;
 pub mod fraud;
+pub mod limit;
 pub mod policy;
 pub mod starts;
 pub mod tenant;

@@ -9,8 +9,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::convert::{Violations, status as status_name};
 use crate::{
     delivery::FailureKind,
-    domain::Status as VerificationStatus,
-    ratelimit::RateLimited,
+    domain::{Status as VerificationStatus, limit::RateLimited},
     service::{CheckError, LookupError, StartError},
     store::StoreError,
 };

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::{
     delivery::SendError,
-    domain::{Channel, Status, VerificationId, VoiceMode, fraud::Refusal},
-    ratelimit::{LimitError, RateLimited},
+    domain::{Channel, Status, VerificationId, VoiceMode, fraud::Refusal, limit::RateLimited},
+    ratelimit::LimitError,
     store::StoreError,
 };
 

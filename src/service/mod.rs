@@ -31,11 +31,11 @@ use crate::{
     clock::Clock,
     delivery::Dispatcher,
     domain::{
-        CheckOutcome, Code, DeliveryReport, Destination, KeyRing, Policy, Status, TenantId,
-        Verification, VerificationId, fraud::FraudRules,
+        CheckOutcome, Code, DeliveryReport, KeyRing, Policy, Status, TenantId, Verification,
+        VerificationId, fraud::FraudRules, limit::RateLimited,
     },
     ratelimit::RateLimits,
-    store::{BudgetedCheck, CheckBudget, Store},
+    store::{BudgetedCheck, Store},
     telemetry::{Metrics, metrics::CheckCount},
 };
 
@@ -54,8 +54,9 @@ pub struct ServiceSettings {
 
 #[derive(Debug)]
 pub struct Verifier {
-    store: Store,
-    limits: RateLimits,
+    store: Arc<Store>,
+    /// Over the same store, which keeps the shared budgets.
+    limits: RateLimits<Arc<Store>>,
     dispatcher: Dispatcher,
     keys: KeyRing,
     policy: Policy,
@@ -71,8 +72,8 @@ pub struct Verifier {
 impl Verifier {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Store,
-        limits: RateLimits,
+        store: Arc<Store>,
+        limits: RateLimits<Arc<Store>>,
         dispatcher: Dispatcher,
         keys: KeyRing,
         policy: Policy,
@@ -108,6 +109,15 @@ impl Verifier {
 
     pub async fn is_ready(&self) -> bool {
         !self.shutdown.is_cancelled() && self.store.is_ready().await
+    }
+
+    /// Counts a refusal by a budget the store took from in its own step, as
+    /// the rate limits count their own.
+    fn refused_by_store(&self, tenant: &TenantId, limited: RateLimited) -> RateLimited {
+        self.settings
+            .metrics
+            .rate_limited(tenant, limited.limit.as_str());
+        limited
     }
 
     /// Records a status change in the audit log and the metrics.
@@ -150,13 +160,8 @@ impl Verifier {
         let now = self.clock.now();
         let candidates = self.keys.candidates(tenant, id, code);
         // The store reads, takes from the destination's budget and compares
-        // in one step: one script with the budgets in Redis, one lookup
-        // with them in this process.
-        let take_local = |to: &Destination| self.limits.take_local_check(tenant, to);
-        let budget = self
-            .limits
-            .shared_check_quota(tenant)
-            .map_or(CheckBudget::Local(&take_local), CheckBudget::Shared);
+        // in one step: one script in Redis, one lookup in memory.
+        let budget = self.limits.check_budget(tenant);
         match self
             .store
             .check_within_budget(tenant, id, &candidates, budget, now)
@@ -166,8 +171,8 @@ impl Verifier {
             BudgetedCheck::Checked(outcome, v) => {
                 return self.checked(outcome, v, Status::Pending);
             }
-            BudgetedCheck::Limited(retry_after) => {
-                return Err(self.limits.check_refused(tenant, retry_after).into());
+            BudgetedCheck::Limited(limited) => {
+                return Err(self.refused_by_store(tenant, limited).into());
             }
             BudgetedCheck::Unbudgeted => {}
         }

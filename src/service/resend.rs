@@ -116,7 +116,7 @@ impl Verifier {
                 &request.id,
                 &current.to,
                 &self.policy,
-                gate.start_quota,
+                gate.start_budget,
                 now,
             )
             .await;
@@ -139,8 +139,8 @@ impl Verifier {
                             retry_after: until(verification.expires_at, now),
                         },
                     },
-                    Some(Reservation::Limited { retry_after }) => {
-                        self.limits.start_refused(tenant, retry_after).into()
+                    Some(Reservation::Limited(limited)) => {
+                        self.refused_by_store(tenant, limited).into()
                     }
                     Some(Reservation::Granted(_)) => unreachable!("matched above"),
                 });

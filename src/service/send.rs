@@ -15,13 +15,14 @@ use tokio::time::Instant;
 use super::{Verifier, errors::StartError};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
+    domain::limit::{Budget, Limit},
     domain::{
         Channel, Code, DeliveryStatus, Destination, SendAttempt, Status, TenantId, Verification,
         destination::PhoneNumber,
         verification::Delivery,
         voice::{CallToken, VoiceCall},
     },
-    ratelimit::{Limit, LimitError, QuotaConfig},
+    ratelimit::LimitError,
     store::{Blocked, CompletedSend},
 };
 
@@ -40,9 +41,9 @@ pub(super) fn until(at: SystemTime, now: SystemTime) -> Duration {
 
 /// What the gates let through.
 pub(super) struct Gate {
-    /// With shared budgets, the destination's start quota for the store to
-    /// take from in its own step.
-    pub(super) start_quota: Option<QuotaConfig>,
+    /// The destination's start budget, for the store to take from in its
+    /// own step.
+    pub(super) start_budget: Budget,
     pub(super) shared: SharedCells,
 }
 
@@ -125,7 +126,7 @@ impl Verifier {
             }
             _ => None,
         };
-        let start_quota = self.limits.start(tenant, to, ip).await?;
+        let start_budget = self.limits.start(tenant, ip).await?;
         let shared = match phone {
             Some((phone, calling_code)) => {
                 self.take_phone_start(tenant, phone, calling_code, now)
@@ -134,7 +135,7 @@ impl Verifier {
             None => SharedCells(None),
         };
         Ok(Gate {
-            start_quota,
+            start_budget,
             shared,
         })
     }

@@ -244,7 +244,7 @@ impl Verifier {
         );
         let created = self
             .store
-            .create(candidate, &self.policy, gate.start_quota, now)
+            .create(candidate, &self.policy, gate.start_budget, now)
             .await;
         let (v, superseded) = match created {
             Ok(Creation::Created {
@@ -255,17 +255,10 @@ impl Verifier {
                 // Nothing was created, so nothing will be sent.
                 self.give_back(tenant, gate.shared).await;
                 return Err(match refused? {
-                    Creation::TooSoon { retry_at } => {
-                        // Nor does it spend the destination's own budget,
-                        // which its resends still need.
-                        self.limits.give_back_start(tenant, &request.to);
-                        StartError::TooSoon {
-                            retry_after: until(retry_at, now),
-                        }
-                    }
-                    Creation::Limited { retry_after } => {
-                        self.limits.start_refused(tenant, retry_after).into()
-                    }
+                    Creation::TooSoon { retry_at } => StartError::TooSoon {
+                        retry_after: until(retry_at, now),
+                    },
+                    Creation::Limited(limited) => self.refused_by_store(tenant, limited).into(),
                     Creation::Created { .. } => unreachable!("matched above"),
                 });
             }

@@ -11,7 +11,7 @@
 
 pub mod feed;
 mod memory;
-mod port;
+pub mod port;
 pub mod redis;
 
 use std::time::{Duration, SystemTime};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use port::{
-    Blocked, BudgetedCheck, CallKey, CheckBudget, CompletedSend, Creation, Fingerprint,
+    Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
     IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
 };
 pub use redis::RedisStore;
@@ -28,9 +28,9 @@ pub use redis::RedisStore;
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
     VerificationId,
+    limit::{Budget, Quota},
     voice::{KeyOutcome, Menu},
 };
-use crate::ratelimit::quota::QuotaConfig;
 
 // From the module that defines it, which imports nothing from `store`.
 use self::redis::connection::RedisConfig;
@@ -96,51 +96,41 @@ impl Changes {
 impl Store {
     /// Creates `candidate` with its first send reserved, in one step with
     /// what bounds it: the least gap since the destination's latest new
-    /// verification ([`crate::domain::starts::RecentStarts`]), and, with
-    /// `start_quota` (shared budgets), one cell of the destination's start
-    /// budget. The verification still pending for the same tenant,
-    /// destination and purpose, if any, is superseded in the same step and
-    /// returned. The memory store is never given a quota (its budgets are
-    /// the rate limiter's).
+    /// verification ([`crate::domain::starts::RecentStarts`]), then one
+    /// cell of the destination's start budget (`budget`; a start the gap
+    /// refuses spends none). The verification still pending for the same
+    /// tenant, destination and purpose, if any, is superseded in the same
+    /// step and returned.
     pub async fn create(
         &self,
         candidate: Verification,
         policy: &Policy,
-        start_quota: Option<QuotaConfig>,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Creation, StoreError> {
         match self {
-            Self::Memory(m) => {
-                debug_assert!(start_quota.is_none(), "the memory store keeps no budgets");
-                m.create(candidate, policy, now)
-            }
-            Self::Redis(r) => r.create(candidate, policy, start_quota, now).await,
+            Self::Memory(m) => m.create(candidate, policy, budget, now),
+            Self::Redis(r) => r.create(candidate, policy, budget, now).await,
         }
     }
 
     /// Reserves a send on the verification `id` names, whose destination
     /// is `to`: refused unless it is pending, past its resend wait and
-    /// within its sends. With `start_quota` (shared budgets), one cell of
-    /// the destination's start budget is taken first, in the same step.
-    /// `None` when there is no such verification.
+    /// within its sends. One cell of the destination's start budget
+    /// (`budget`) is taken first, in the same step. `None` when there is
+    /// no such verification.
     pub async fn reserve_resend(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         to: &Destination,
         policy: &Policy,
-        start_quota: Option<QuotaConfig>,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Option<Reservation>, StoreError> {
         match self {
-            Self::Memory(m) => {
-                debug_assert!(start_quota.is_none(), "the memory store keeps no budgets");
-                Ok(m.reserve_resend(tenant, id, policy, now))
-            }
-            Self::Redis(r) => {
-                r.reserve_resend(tenant, id, to, policy, start_quota, now)
-                    .await
-            }
+            Self::Memory(m) => Ok(m.reserve_resend(tenant, id, policy, budget, now)),
+            Self::Redis(r) => r.reserve_resend(tenant, id, to, policy, budget, now).await,
         }
     }
 
@@ -184,20 +174,15 @@ impl Store {
         tenant: &TenantId,
         id: &VerificationId,
         candidates: &[CodeHash],
-        budget: CheckBudget<'_>,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Option<BudgetedCheck>, StoreError> {
-        match (self, budget) {
-            (Self::Memory(m), CheckBudget::Local(take)) => {
-                Ok(m.check_within_budget(tenant, id, candidates, take, now))
-            }
-            (Self::Redis(r), CheckBudget::Shared(quota)) => {
-                r.check_within_budget(tenant, id, candidates, quota, now)
+        match self {
+            Self::Memory(m) => Ok(m.check_within_budget(tenant, id, candidates, budget, now)),
+            Self::Redis(r) => {
+                r.check_within_budget(tenant, id, candidates, budget, now)
                     .await
             }
-            // Budgets kept apart from the store: the caller takes the cell
-            // and checks in separate steps.
-            _ => Ok(Some(BudgetedCheck::Unbudgeted)),
         }
     }
 
@@ -432,5 +417,82 @@ impl Store {
             Self::Memory(_) => true,
             Self::Redis(r) => r.is_ready().await,
         }
+    }
+}
+
+impl BudgetStore for Store {
+    async fn take_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.take_cell(tenant, key, quota, now)),
+            Self::Redis(r) => r.take_cell(tenant, key, quota, now).await,
+        }
+    }
+
+    async fn give_back_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.give_back_cell(tenant, key, quota, now);
+                Ok(())
+            }
+            Self::Redis(r) => r.give_back_cell(tenant, key, quota, now).await,
+        }
+    }
+
+    async fn cell_wait(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<Duration, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.cell_wait(tenant, key, quota, now)),
+            Self::Redis(r) => r.cell_wait(tenant, key, quota, now).await,
+        }
+    }
+}
+
+/// The service and its rate limits share one store.
+impl<S: BudgetStore> BudgetStore for std::sync::Arc<S> {
+    fn take_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send {
+        (**self).take_cell(tenant, key, quota, now)
+    }
+
+    fn give_back_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).give_back_cell(tenant, key, quota, now)
+    }
+
+    fn cell_wait(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Duration, StoreError>> + Send {
+        (**self).cell_wait(tenant, key, quota, now)
     }
 }

@@ -4,14 +4,18 @@
 //! check, an idempotency record), and how they fail. `Store` (in `store`) dispatches
 //! each operation to a backend.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    future::Future,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
 use crate::domain::{
-    CheckOutcome, CodeHash, Destination, SendAttempt, Verification,
+    CheckOutcome, CodeHash, Destination, SendAttempt, TenantId, Verification,
+    limit::{Limit, Quota, RateLimited},
     verification::{Delivery, SendRefused},
     voice::VoiceCall,
 };
-use crate::ratelimit::quota::QuotaConfig;
 
 /// How long a succeeded start's response is replayed for its idempotency key.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -45,9 +49,8 @@ pub enum Creation {
     /// ([`crate::domain::starts::RecentStarts`]): nothing changed, the
     /// start budget included (it is taken after the gap).
     TooSoon { retry_at: SystemTime },
-    /// The destination's start budget is spent: nothing changed; a cell
-    /// frees up after this long.
-    Limited { retry_after: Duration },
+    /// The destination's start budget is spent: nothing changed.
+    Limited(RateLimited),
 }
 
 /// The result of asking for a send on a verification
@@ -61,9 +64,8 @@ pub enum Reservation {
         verification: Verification,
         reason: SendRefused,
     },
-    /// The destination's start budget is spent: nothing changed; a cell
-    /// frees up after this long.
-    Limited { retry_after: Duration },
+    /// The destination's start budget is spent: nothing changed.
+    Limited(RateLimited),
 }
 
 /// How a reserved send went.
@@ -120,29 +122,6 @@ pub enum Idempotency {
     Mismatch,
 }
 
-/// Where a check's cell of the destination's failed-check budget comes
-/// from, for
-/// [`Store::check_within_budget`](super::Store::check_within_budget).
-#[derive(Clone, Copy)]
-pub enum CheckBudget<'a> {
-    /// Budgets every replica shares in Redis: the store takes a cell under
-    /// this quota in the check's own script.
-    Shared(QuotaConfig),
-    /// Budgets in this process: the store asks this, under its lock, to take
-    /// a cell for the verification's destination; `Some(wait)` when the
-    /// budget is spent and a cell frees up after `wait`.
-    Local(&'a (dyn Fn(&Destination) -> Option<Duration> + Sync)),
-}
-
-impl std::fmt::Debug for CheckBudget<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Shared(quota) => f.debug_tuple("Shared").field(quota).finish(),
-            Self::Local(_) => f.write_str("Local"),
-        }
-    }
-}
-
 /// The result of
 /// [`Store::check_within_budget`](super::Store::check_within_budget).
 // Returned once and matched at once: boxing the verification would cost an
@@ -153,16 +132,84 @@ pub enum BudgetedCheck {
     /// A cell was taken and the code compared (or, when not pending,
     /// neither happened).
     Checked(CheckOutcome, Verification),
-    /// The destination's budget is spent: nothing changed; a cell frees up
-    /// after this long.
-    Limited(Duration),
+    /// The destination's budget is spent: nothing changed.
+    Limited(RateLimited),
     /// The store cannot take from this verification's budget in the same
-    /// step (the budgets are not where the store can reach them; a Redis
-    /// record may predate the budget's name): nothing changed, and the
-    /// caller takes the cell and checks in separate steps.
+    /// step (a Redis record may predate the budget's name): nothing
+    /// changed, and the caller takes the cell and checks in separate steps.
     Unbudgeted,
 }
 
 /// A digest of everything a start request asks for, to tell a retry from a
 /// different request reusing the key.
 pub type Fingerprint = [u8; 32];
+
+/// One of a tenant's budgets that a store keeps, so that every replica
+/// sharing the store spends from it together: which count, of what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetKey<'a> {
+    /// A destination's starts or failed checks, kept beside its
+    /// verifications (in Redis, in their slot), so the steps that create
+    /// and check them take a cell in the same step
+    /// ([`Store::create`](super::Store::create),
+    /// [`Store::check_within_budget`](super::Store::check_within_budget)).
+    Destination(Limit, &'a Destination),
+    /// Starts from an end user's address block.
+    Ip(IpAddr),
+    /// SMS and voice starts to a number prefix.
+    Prefix(&'a str),
+    /// SMS and voice starts to a country calling code.
+    Country(u16),
+    /// Sends to a number prefix that may have gone out, under the prefix's
+    /// quota: what a prefix block is decided on.
+    PrefixSends(&'a str),
+}
+
+impl BudgetKey<'_> {
+    /// The budget's name, in a store's keys.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Destination(limit, _) => limit.as_str(),
+            Self::Ip(_) => Limit::StartsPerIp.as_str(),
+            Self::Prefix(_) => Limit::StartsPerPrefix.as_str(),
+            Self::Country(_) => Limit::StartsPerCountry.as_str(),
+            Self::PrefixSends(_) => "sends_per_prefix",
+        }
+    }
+}
+
+/// The budgets half of the store port: GCRA budgets that every replica
+/// sharing a store spends together (in one process, the memory store's
+/// own). The rate limits take from them through this; the quota travels
+/// with each call, as a tenant's own may replace the server's.
+pub trait BudgetStore: Send + Sync {
+    /// Takes one cell of `key`'s budget: `None` when taken, else how long
+    /// until one frees up (nothing taken).
+    fn take_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
+
+    /// Gives back one cell [`Self::take_cell`] took, for a send that did
+    /// not happen.
+    fn give_back_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How long until `key`'s budget has a cell (zero: it has one now),
+    /// taking nothing.
+    fn cell_wait(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Duration, StoreError>> + Send;
+}

@@ -9,8 +9,9 @@ use tonic::{Code, Status};
 use verifyd::{
     app::Application,
     config::Config,
+    domain::limit::Quota,
     proto,
-    ratelimit::{PartialLimits, QuotaConfig},
+    ratelimit::PartialLimits,
     service::{TenantConfig, tenants::VoiceOverrides},
 };
 
@@ -76,7 +77,7 @@ async fn a_tenants_own_quota_limits_it_while_another_keeps_the_servers() {
             c,
             TenantConfig {
                 limits: PartialLimits {
-                    starts_per_destination: Some(QuotaConfig {
+                    starts_per_destination: Some(Quota {
                         burst: 1,
                         period: Duration::from_secs(600),
                     }),

@@ -9,6 +9,7 @@
 //! retention it is dropped. A hard cap on entries keeps memory bounded
 //! even under a flood of starts.
 
+mod budgets;
 mod record;
 mod table;
 
@@ -21,20 +22,23 @@ use std::{
 use tokio::sync::Notify;
 
 use self::{
+    budgets::Budgets,
     record::{Names, Record, Stamp},
     table::{MAX_RECORDS, Table},
 };
 use super::{
     feed::{Feed, Subscription},
     port::{
-        Blocked, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
-        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+        Blocked, BudgetKey, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
+        IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
     Verification, VerificationId,
+    limit::{Budget, Quota},
     starts::RecentStarts,
+    verification::SendRefused,
     voice::{KeyOutcome, Menu},
 };
 
@@ -44,6 +48,8 @@ type IdempotencyKey = (TenantId, String);
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Every tenant's budgets: destinations', addresses', prefixes'...
+    budgets: Budgets,
     /// The most verifications (and, separately, idempotency records) held.
     max_entries: usize,
     /// How long a verification stays readable after it expires.
@@ -90,6 +96,13 @@ enum IdempotencyState {
     Done(Box<Verification>),
 }
 
+/// Why a resend was not reserved.
+enum Refused {
+    Send(SendRefused),
+    /// The destination's start budget is spent; a cell frees up after this.
+    Limited(Duration),
+}
+
 /// What a change to a verification wrote, so that only that is written
 /// back and watchers hear of it only if it differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +118,7 @@ impl MemoryStore {
     pub fn new(max_entries: usize, retention: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            budgets: Budgets::default(),
             max_entries: max_entries.min(MAX_RECORDS),
             retention,
             feed: Arc::default(),
@@ -131,6 +145,7 @@ impl MemoryStore {
         &self,
         mut candidate: Verification,
         policy: &Policy,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Creation, StoreError> {
         let mut guard = self.state();
@@ -148,6 +163,12 @@ impl MemoryStore {
         };
         if table.len() >= self.max_entries {
             return Err(StoreError::Full);
+        }
+        // The budget after the gap: a start the gap refuses spends nothing.
+        if let Some(wait) =
+            self.take_destination_cell(&candidate.tenant, &candidate.to, budget, now)
+        {
+            return Ok(Creation::Limited(budget.refused(wait)));
         }
 
         let mut superseded = None;
@@ -197,9 +218,17 @@ impl MemoryStore {
         tenant: &TenantId,
         id: &VerificationId,
         policy: &Policy,
+        budget: Budget,
         now: SystemTime,
     ) -> Option<Reservation> {
         let (reserved, v) = self.apply(tenant, id, |v, _, _| {
+            // The budget goes first, as for a start: a resend its cooldown
+            // refuses has spent its cell too. Not pending: nothing is taken.
+            if !v.status_at(now).is_terminal()
+                && let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now)
+            {
+                return (Err(Refused::Limited(wait)), Written::Nothing);
+            }
             let before = v.status;
             let reserved = v.reserve_send(policy, now);
             let written = match reserved {
@@ -207,15 +236,60 @@ impl MemoryStore {
                 Err(_) if v.status != before => Written::CheckState,
                 Err(_) => Written::Nothing,
             };
-            (reserved, written)
+            (reserved.map_err(Refused::Send), written)
         })?;
         Some(match reserved {
             Ok(()) => Reservation::Granted(v),
-            Err(reason) => Reservation::Refused {
+            Err(Refused::Send(reason)) => Reservation::Refused {
                 verification: v,
                 reason,
             },
+            Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
         })
+    }
+
+    /// Takes one cell of the destination's budget `budget` names, with the
+    /// verification's own step: `Some(wait)` when it is spent.
+    fn take_destination_cell(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Option<Duration> {
+        let key = BudgetKey::Destination(budget.limit, to);
+        self.budgets.take(tenant, key, budget.quota, now)
+    }
+
+    /// Takes one cell of a budget kept apart from any verification.
+    pub(super) fn take_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Option<Duration> {
+        self.budgets.take(tenant, key, quota, now)
+    }
+
+    pub(super) fn give_back_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) {
+        self.budgets.give_back(tenant, key, quota, now);
+    }
+
+    pub(super) fn cell_wait(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Duration {
+        self.budgets.wait(tenant, key, quota, now)
     }
 
     /// Runs `change` on the verification `id` names, under the lock, and
@@ -294,15 +368,15 @@ impl MemoryStore {
     }
 
     /// [`Self::check`], first taking one cell of the destination's
-    /// failed-check budget through `take`, under the same lock: one lookup
-    /// where reading the destination, then checking, takes two. Not
-    /// pending (expired included): nothing is taken or written.
+    /// failed-check budget (`budget`), in the same step: one lookup where
+    /// reading the destination, then checking, takes two. Not pending
+    /// (expired included): nothing is taken or written.
     pub(super) fn check_within_budget(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         candidates: &[CodeHash],
-        take: &(dyn Fn(&Destination) -> Option<Duration> + Sync),
+        budget: Budget,
         now: SystemTime,
     ) -> Option<BudgetedCheck> {
         let (checked, v) = self.apply(tenant, id, |v, record, names| {
@@ -310,7 +384,7 @@ impl MemoryStore {
             if status.is_terminal() {
                 return (Ok(CheckOutcome::NotPending(status)), Written::Nothing);
             }
-            if let Some(wait) = take(&v.to) {
+            if let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now) {
                 return (Err(wait), Written::Nothing);
             }
             let before = (v.status, v.checks_remaining);
@@ -319,7 +393,7 @@ impl MemoryStore {
         })?;
         Some(match checked {
             Ok(outcome) => BudgetedCheck::Checked(outcome, v),
-            Err(wait) => BudgetedCheck::Limited(wait),
+            Err(wait) => BudgetedCheck::Limited(budget.refused(wait)),
         })
     }
 
@@ -468,9 +542,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Drops the idempotency records and blocks whose time has passed.
+    /// Drops the idempotency records and blocks whose time has passed, and
+    /// the budgets that are full again.
     /// Verifications go by their own deadlines ([`MemoryStore::expire_due`]).
     pub(super) fn purge(&self, now: SystemTime) {
+        self.budgets.retain_recent(now);
         let mut state = self.state();
         let state = &mut *state;
         while let Some(first) = state.purge_queue.first() {
@@ -663,10 +739,20 @@ mod tests {
     use super::*;
     use crate::domain::{
         Channel, DeliveryStatus, Destination, Purpose, SendAttempt, Status,
+        limit::{Limit, RateLimited},
         verification::{Delivery, SendRefused},
     };
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    /// A destination's start budget too large to refuse in these tests.
+    const STARTS: Budget = Budget {
+        limit: Limit::StartsPerDestination,
+        quota: Quota {
+            burst: 1_000,
+            period: Duration::from_secs(1),
+        },
+    };
 
     fn candidate(policy: &Policy, to: &str) -> Verification {
         Verification::new(
@@ -691,7 +777,7 @@ mod tests {
             expires_at: at + policy.code_ttl,
             ..candidate(policy, to)
         };
-        let created = store.create(candidate, policy, at).expect("room");
+        let created = store.create(candidate, policy, STARTS, at).expect("room");
         assert!(matches!(created, Creation::Created { .. }), "{created:?}");
         created
     }
@@ -704,7 +790,7 @@ mod tests {
     }
 
     fn resent(store: &MemoryStore, v: &Verification, policy: &Policy, at: SystemTime) {
-        match store.reserve_resend(&v.tenant, &v.id, policy, at) {
+        match store.reserve_resend(&v.tenant, &v.id, policy, STARTS, at) {
             Some(Reservation::Granted(_)) => {}
             other => panic!("not granted: {other:?}"),
         }
@@ -720,7 +806,7 @@ mod tests {
 
         // Inside the gap: refused, and nothing changed.
         let too_soon = store
-            .create(candidate(&policy, "+14155550100"), &policy, T0)
+            .create(candidate(&policy, "+14155550100"), &policy, STARTS, T0)
             .expect("ok");
         assert!(
             matches!(too_soon, Creation::TooSoon { retry_at } if retry_at == T0 + policy.resend_cooldown),
@@ -760,6 +846,7 @@ mod tests {
             store.create(
                 candidate(&policy, "+14155550100"),
                 &policy,
+                STARTS,
                 later + policy.resend_cooldown
             ),
             Ok(Creation::TooSoon { .. })
@@ -775,7 +862,7 @@ mod tests {
         let v = new_verification(created(&store, &policy, "+14155550100", T0));
         sent(&store, &v, &policy, T0, 1);
         assert!(matches!(
-            store.reserve_resend(&v.tenant, &v.id, &policy, T0),
+            store.reserve_resend(&v.tenant, &v.id, &policy, STARTS, T0),
             Some(Reservation::Refused {
                 reason: SendRefused::Cooldown { .. },
                 ..
@@ -785,7 +872,7 @@ mod tests {
         let other = TenantId::parse("other").expect("valid");
         assert!(
             store
-                .reserve_resend(&other, &v.id, &policy, T0 + policy.code_ttl)
+                .reserve_resend(&other, &v.id, &policy, STARTS, T0 + policy.code_ttl)
                 .is_none(),
             "another tenant's id is unknown"
         );
@@ -793,7 +880,7 @@ mod tests {
             .cancel(&v.tenant, &v.id, T0 + policy.resend_cooldown)
             .expect("ok");
         assert!(matches!(
-            store.reserve_resend(&v.tenant, &v.id, &policy, T0 + policy.code_ttl),
+            store.reserve_resend(&v.tenant, &v.id, &policy, STARTS, T0 + policy.code_ttl),
             Some(Reservation::Refused {
                 reason: SendRefused::NotPending(Status::Canceled),
                 ..
@@ -808,7 +895,7 @@ mod tests {
         created(&store, &policy, "+14155550100", T0);
         created(&store, &policy, "+14155550101", T0);
         assert!(matches!(
-            store.create(candidate(&policy, "+14155550102"), &policy, T0),
+            store.create(candidate(&policy, "+14155550102"), &policy, STARTS, T0),
             Err(StoreError::Full)
         ));
         store.expire_due(T0 + policy.code_ttl + policy.retention - Duration::from_secs(1));
@@ -1119,5 +1206,44 @@ mod tests {
             "{} queue entries left",
             state.purge_queue.len()
         );
+    }
+
+    #[test]
+    fn a_destinations_start_budget_is_taken_after_the_gap_and_forgotten_when_full() {
+        let policy = Policy {
+            resend_cooldown: Duration::ZERO,
+            ..Policy::default()
+        };
+        let store = MemoryStore::new(100, policy.retention);
+        let two = Budget {
+            limit: Limit::StartsPerDestination,
+            quota: Quota {
+                burst: 2,
+                period: Duration::from_secs(120),
+            },
+        };
+        for _ in 0..2 {
+            let created = store.create(candidate(&policy, "+14155550100"), &policy, two, T0);
+            assert!(matches!(created, Ok(Creation::Created { .. })));
+        }
+        let refused = store.create(candidate(&policy, "+14155550100"), &policy, two, T0);
+        let Ok(Creation::Limited(limited)) = refused else {
+            panic!("the burst is spent: {refused:?}");
+        };
+        assert_eq!(
+            limited,
+            RateLimited {
+                limit: Limit::StartsPerDestination,
+                retry_after: Duration::from_secs(120),
+            }
+        );
+        let other = store.create(candidate(&policy, "+14155550101"), &policy, two, T0);
+        assert!(
+            matches!(other, Ok(Creation::Created { .. })),
+            "another destination"
+        );
+        assert_eq!(store.budgets.len(), 2);
+        store.purge(T0 + Duration::from_secs(240));
+        assert_eq!(store.budgets.len(), 0, "full again, forgotten");
     }
 }

@@ -35,24 +35,22 @@ use self::{
 use super::{
     feed::Subscription,
     port::{
-        Blocked, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
-        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+        Blocked, BudgetKey, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
+        IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
 use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
     VerificationId,
+    limit::{Budget, Limit, Quota},
     verification::SendRefused,
     voice::{KeyOutcome, Menu, VoiceCall},
 };
-use crate::{
-    ratelimit::quota::{Limit, QuotaConfig},
-    telemetry::Metrics,
-};
+use crate::telemetry::Metrics;
 
-/// The names of the budgets check.lua, create.lua and resend.lua take from.
+/// The failed-check budget a verification names for check.lua (create.lua
+/// and resend.lua write it into the record).
 const FAILED_CHECKS: &str = Limit::FailedChecksPerDestination.as_str();
-const STARTS: &str = Limit::StartsPerDestination.as_str();
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const BUDGET: &str = include_str!("lua/budget.lua");
@@ -214,7 +212,7 @@ impl RedisStore {
         &self,
         mut candidate: Verification,
         policy: &Policy,
-        start_quota: Option<QuotaConfig>,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Creation, StoreError> {
         // The candidate goes with its first send reserved, as the memory
@@ -230,14 +228,14 @@ impl RedisStore {
             .key(keys.pending(tenant, to, candidate.purpose))
             .key(hash)
             .key(attempts)
-            .key(keys.destination_budget(STARTS, tenant, to))
+            .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
             .key(keys.recent_starts(tenant, to))
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), tenant))
             .arg(millis_of(policy.resend_cooldown))
             .arg(millis_of(policy.code_ttl))
             .arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
-        quota_args(&mut invocation, start_quota);
+        quota_args(&mut invocation, Some(budget.quota));
         let watch = keys.watch(tenant, &candidate.id);
         for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
             invocation.arg(name).arg(value);
@@ -253,9 +251,7 @@ impl RedisStore {
             "too_soon" => Creation::TooSoon {
                 retry_at: SystemTime::UNIX_EPOCH + millis_in(&detail)?,
             },
-            "limited" => Creation::Limited {
-                retry_after: millis_in(&detail)?,
-            },
+            "limited" => Creation::Limited(budget.refused(millis_in(&detail)?)),
             _ => return Err(bad()),
         })
     }
@@ -266,18 +262,18 @@ impl RedisStore {
         id: &VerificationId,
         to: &Destination,
         policy: &Policy,
-        start_quota: Option<QuotaConfig>,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Option<Reservation>, StoreError> {
         let keys = &self.inner.keys;
         let mut invocation = self.on_verification(&SCRIPTS.resend, tenant, id);
         invocation
-            .key(keys.destination_budget(STARTS, tenant, to))
+            .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
             .arg(millis(now))
             .arg(millis_of(policy.resend_cooldown))
             .arg(millis_of(policy.send_lease))
             .arg(policy.max_send_attempts);
-        quota_args(&mut invocation, start_quota);
+        quota_args(&mut invocation, Some(budget.quota));
         invocation.arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
         let reply: Option<Vec<String>> = self.run("resend", invocation).await?;
         let Some(reply) = reply else {
@@ -292,9 +288,9 @@ impl RedisStore {
         };
         Ok(Some(match reply.as_slice() {
             [outcome, v] if outcome == "granted" => Reservation::Granted(decode(v)?),
-            [outcome, wait] if outcome == "limited" => Reservation::Limited {
-                retry_after: Duration::from_millis(wait.parse().map_err(|_| bad())?),
-            },
+            [outcome, wait] if outcome == "limited" => Reservation::Limited(
+                budget.refused(Duration::from_millis(wait.parse().map_err(|_| bad())?)),
+            ),
             [outcome, status, v] if outcome == "not_pending" => refused(
                 SendRefused::NotPending(record::status(status).ok_or_else(bad)?),
                 v,
@@ -376,29 +372,30 @@ impl RedisStore {
         tenant: &TenantId,
         id: &VerificationId,
         candidates: &[CodeHash],
-        quota: QuotaConfig,
+        budget: Budget,
         now: SystemTime,
     ) -> Result<Option<BudgetedCheck>, StoreError> {
-        self.run_check(tenant, id, candidates, Some(quota), now)
+        self.run_check(tenant, id, candidates, Some(budget), now)
             .await
     }
 
-    /// check.lua, taking from the failed-check budget under `quota` when
-    /// there is one.
+    /// check.lua, taking a cell of the failed-check budget when there is
+    /// one.
     async fn run_check(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         candidates: &[CodeHash],
-        quota: Option<QuotaConfig>,
+        budget: Option<Budget>,
         now: SystemTime,
     ) -> Result<Option<BudgetedCheck>, StoreError> {
         let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
         invocation.arg(millis(now));
-        quota_args(&mut invocation, quota);
+        quota_args(&mut invocation, budget.map(|b| b.quota));
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
         }
+        let bad_check = || StoreError::Unavailable("unexpected reply from the check script".into());
         let reply: Option<(String, u64, Reply)> = self.run("check", invocation).await?;
         let Some((outcome, detail, reply)) = reply else {
             return Ok(None);
@@ -411,13 +408,14 @@ impl RedisStore {
                 let v = decode(&reply)?;
                 BudgetedCheck::Checked(CheckOutcome::NotPending(v.status), v)
             }
-            "limited" => BudgetedCheck::Limited(Duration::from_millis(detail)),
+            "limited" => match budget {
+                Some(budget) => {
+                    BudgetedCheck::Limited(budget.refused(Duration::from_millis(detail)))
+                }
+                None => return Err(bad_check()),
+            },
             "unbudgeted" => BudgetedCheck::Unbudgeted,
-            _ => {
-                return Err(StoreError::Unavailable(
-                    "unexpected reply from the check script".into(),
-                ));
-            }
+            _ => return Err(bad_check()),
         }))
     }
 
@@ -692,83 +690,67 @@ impl RedisStore {
             .await
     }
 
-    /// Takes one cell from a budget shared by every replica. `Ok(None)`
-    /// when taken, `Ok(Some(wait))` when the budget is spent.
-    pub async fn take(
+    pub(super) async fn take_cell(
         &self,
-        limit: &str,
         tenant: &TenantId,
-        subject: &str,
-        quota: QuotaConfig,
+        key: BudgetKey<'_>,
+        quota: Quota,
         now: SystemTime,
     ) -> Result<Option<Duration>, StoreError> {
-        self.take_from(self.inner.keys.budget(limit, tenant, subject), quota, now)
-            .await
+        let mut invocation = SCRIPTS.gcra.prepare_invoke();
+        invocation
+            .key(self.budget_key(tenant, key))
+            .arg(millis(now));
+        quota_args(&mut invocation, Some(quota));
+        let wait: u64 = self.run("gcra", invocation).await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
-    /// How long until a shared budget has a cell (zero: it has one now),
-    /// taking nothing.
-    pub async fn wait(
+    pub(super) async fn cell_wait(
         &self,
-        limit: &str,
         tenant: &TenantId,
-        subject: &str,
-        quota: QuotaConfig,
+        key: BudgetKey<'_>,
+        quota: Quota,
         now: SystemTime,
     ) -> Result<Duration, StoreError> {
         let mut invocation = SCRIPTS.gcra_wait.prepare_invoke();
         invocation
-            .key(self.inner.keys.budget(limit, tenant, subject))
+            .key(self.budget_key(tenant, key))
             .arg(millis(now));
         quota_args(&mut invocation, Some(quota));
         let wait: u64 = self.run("gcra_wait", invocation).await?;
         Ok(Duration::from_millis(wait))
     }
 
-    /// Gives back one cell [`Self::take`] took from a shared budget.
-    pub async fn give_back(
+    pub(super) async fn give_back_cell(
         &self,
-        limit: &str,
         tenant: &TenantId,
-        subject: &str,
-        quota: QuotaConfig,
+        key: BudgetKey<'_>,
+        quota: Quota,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let mut invocation = SCRIPTS.gcra_return.prepare_invoke();
         invocation
-            .key(self.inner.keys.budget(limit, tenant, subject))
+            .key(self.budget_key(tenant, key))
             .arg(millis(now))
             .arg(millis_of(quota.period));
         self.run::<u8>("gcra_return", invocation).await.map(|_| ())
     }
 
-    /// Takes one cell from the destination's failed-check budget, the one
-    /// check.lua takes from in its own step, for the checks that cannot.
-    pub async fn take_failed_check(
-        &self,
-        tenant: &TenantId,
-        to: &Destination,
-        quota: QuotaConfig,
-        now: SystemTime,
-    ) -> Result<Option<Duration>, StoreError> {
-        let key = self
-            .inner
-            .keys
-            .destination_budget(FAILED_CHECKS, tenant, to);
-        self.take_from(key, quota, now).await
-    }
-
-    async fn take_from(
-        &self,
-        key: String,
-        quota: QuotaConfig,
-        now: SystemTime,
-    ) -> Result<Option<Duration>, StoreError> {
-        let mut invocation = SCRIPTS.gcra.prepare_invoke();
-        invocation.key(key).arg(millis(now));
-        quota_args(&mut invocation, Some(quota));
-        let wait: u64 = self.run("gcra", invocation).await?;
-        Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    /// A budget's key: a destination's in its verifications' slot (the
+    /// one the create, resend and check scripts take from), the others
+    /// each in its own.
+    fn budget_key(&self, tenant: &TenantId, key: BudgetKey<'_>) -> String {
+        let keys = &self.inner.keys;
+        let name = key.name();
+        match key {
+            BudgetKey::Destination(_, to) => keys.destination_budget(name, tenant, to),
+            BudgetKey::Ip(block) => keys.budget(name, tenant, &block.to_string()),
+            BudgetKey::Prefix(prefix) | BudgetKey::PrefixSends(prefix) => {
+                keys.budget(name, tenant, prefix)
+            }
+            BudgetKey::Country(code) => keys.budget(name, tenant, &code.to_string()),
+        }
     }
 
     pub(super) async fn is_ready(&self) -> bool {
@@ -793,7 +775,7 @@ fn describe(error: &redis::RedisError) -> String {
 
 /// A budget's quota as budget.lua takes it: the period (ms) and the burst,
 /// or two empty strings for no budget.
-fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<QuotaConfig>) {
+fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<Quota>) {
     match quota {
         Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
         None => invocation.arg("").arg(""),

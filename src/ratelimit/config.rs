@@ -1,0 +1,195 @@
+//! `[limits]` and `[tenants.NAME.limits]`: the server's quotas and each
+//! tenant's overrides of them.
+
+use std::{collections::HashMap, time::Duration};
+
+use crate::domain::{
+    TenantId,
+    limit::{Limit, Quota},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub starts_per_destination: Quota,
+    pub starts_per_ip: Quota,
+    pub failed_checks_per_destination: Quota,
+    pub requests_per_tenant: Quota,
+    /// SMS and voice starts per number prefix (the number without its last
+    /// four digits): SMS pumping works through ranges of numbers.
+    pub starts_per_prefix: Quota,
+    /// SMS and voice starts per country calling code.
+    pub starts_per_country: Quota,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            starts_per_destination: Quota {
+                burst: 5,
+                period: minutes(2),
+            },
+            starts_per_ip: Quota {
+                burst: 20,
+                period: minutes(3),
+            },
+            failed_checks_per_destination: Quota {
+                burst: 20,
+                period: minutes(60),
+            },
+            requests_per_tenant: Quota {
+                burst: 1_000,
+                period: Duration::from_millis(1),
+            },
+            starts_per_prefix: Quota {
+                burst: 30,
+                period: minutes(2),
+            },
+            starts_per_country: Quota {
+                burst: 1_000,
+                period: Duration::from_millis(3_600),
+            },
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn get(&self, limit: Limit) -> Quota {
+        match limit {
+            Limit::StartsPerDestination => self.starts_per_destination,
+            Limit::StartsPerIp => self.starts_per_ip,
+            Limit::FailedChecksPerDestination => self.failed_checks_per_destination,
+            Limit::RequestsPerTenant => self.requests_per_tenant,
+            Limit::StartsPerPrefix => self.starts_per_prefix,
+            Limit::StartsPerCountry => self.starts_per_country,
+        }
+    }
+
+    /// The quotas, by limit.
+    pub fn quotas(&self) -> impl Iterator<Item = (Limit, Quota)> {
+        Limit::ALL.into_iter().map(|limit| (limit, self.get(limit)))
+    }
+}
+
+/// `[tenants.NAME.limits]`: a tenant's own quotas, each replacing the
+/// server's (`[limits.*]`) for that tenant; those left out stay the
+/// server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialLimits {
+    pub starts_per_destination: Option<Quota>,
+    pub starts_per_ip: Option<Quota>,
+    pub failed_checks_per_destination: Option<Quota>,
+    pub requests_per_tenant: Option<Quota>,
+    pub starts_per_prefix: Option<Quota>,
+    pub starts_per_country: Option<Quota>,
+}
+
+impl PartialLimits {
+    /// The quotas set, by limit.
+    pub fn quotas(&self) -> impl Iterator<Item = (Limit, Quota)> {
+        Limit::ALL
+            .into_iter()
+            .filter_map(|limit| self.get(limit).map(|q| (limit, q)))
+    }
+
+    fn get(&self, limit: Limit) -> Option<Quota> {
+        match limit {
+            Limit::StartsPerDestination => self.starts_per_destination,
+            Limit::StartsPerIp => self.starts_per_ip,
+            Limit::FailedChecksPerDestination => self.failed_checks_per_destination,
+            Limit::RequestsPerTenant => self.requests_per_tenant,
+            Limit::StartsPerPrefix => self.starts_per_prefix,
+            Limit::StartsPerCountry => self.starts_per_country,
+        }
+    }
+}
+
+/// The server's quotas and each tenant's overrides of them.
+#[derive(Debug, Clone, Default)]
+pub struct Quotas {
+    server: LimitsConfig,
+    tenants: HashMap<TenantId, PartialLimits>,
+}
+
+impl Quotas {
+    /// `tenants`: the tenants that override any quota (others may be left
+    /// out).
+    pub fn new(
+        server: LimitsConfig,
+        tenants: impl IntoIterator<Item = (TenantId, PartialLimits)>,
+    ) -> Self {
+        Self {
+            server,
+            tenants: tenants
+                .into_iter()
+                .filter(|(_, l)| *l != PartialLimits::default())
+                .collect(),
+        }
+    }
+
+    /// The quota `limit` enforces for `tenant`.
+    pub fn get(&self, limit: Limit, tenant: &TenantId) -> Quota {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.get(limit))
+            .unwrap_or_else(|| self.server.get(limit))
+    }
+
+    /// The server's quota for `limit`.
+    pub(super) fn server(&self, limit: Limit) -> Quota {
+        self.server.get(limit)
+    }
+
+    /// The tenants whose quota for `limit` is not the server's, with theirs.
+    pub(super) fn overrides(&self, limit: Limit) -> impl Iterator<Item = (&TenantId, Quota)> {
+        let server = self.server(limit);
+        self.tenants.iter().filter_map(move |(tenant, own)| {
+            Some((tenant, own.get(limit).filter(|&q| q != server)?))
+        })
+    }
+}
+
+impl From<LimitsConfig> for Quotas {
+    fn from(server: LimitsConfig) -> Self {
+        Self::new(server, [])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_quota_replaces_the_servers_for_that_tenant_only() {
+        let strict = TenantId::parse("strict").expect("valid");
+        let loose = TenantId::parse("loose").expect("valid");
+        let one = Quota {
+            burst: 1,
+            period: Duration::from_secs(60),
+        };
+        let own = PartialLimits {
+            starts_per_destination: Some(one),
+            ..PartialLimits::default()
+        };
+        let quotas = Quotas::new(
+            LimitsConfig::default(),
+            [
+                (strict.clone(), own),
+                (loose.clone(), PartialLimits::default()),
+            ],
+        );
+        assert_eq!(quotas.get(Limit::StartsPerDestination, &strict), one);
+        assert_eq!(
+            quotas.get(Limit::StartsPerIp, &strict),
+            LimitsConfig::default().starts_per_ip
+        );
+        assert_eq!(
+            quotas.get(Limit::StartsPerDestination, &loose),
+            LimitsConfig::default().starts_per_destination
+        );
+        assert_eq!(quotas.overrides(Limit::StartsPerDestination).count(), 1);
+        assert_eq!(quotas.overrides(Limit::StartsPerIp).count(), 0);
+    }
+}
