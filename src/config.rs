@@ -9,7 +9,7 @@
 //! setting is one error line naming the key.
 //!
 //! Each section's type lives with the module that reads it (`[store]` is
-//! `store::StoreConfig`, `[delivery]` is `delivery::setup::DeliveryConfig`,
+//! `store::StoreConfig`, `[delivery]` is `delivery::config::DeliveryConfig`,
 //! ...): this module only assembles them into [`Config`], loads and
 //! validates. The imports point one way: nothing below it imports it.
 
@@ -27,7 +27,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    delivery::setup::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
+    delivery::config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
     domain::{
         CodeLength, Policy, TenantId,
         code::{HmacConfig, KeyId, MAX_PREVIOUS_KEYS, MIN_KEY_LEN},
@@ -117,7 +117,8 @@ impl Default for ServerConfig {
     }
 }
 
-// Stays here, as ServerConfig: app.rs binds `addr`; setup gets the base URL.
+// Stays here, as ServerConfig: the app binds `addr` and builds delivery
+// with the base URL.
 /// The public listener for providers' webhooks (delivery status callbacks,
 /// voice call instructions). It is what a telephony provider reaches
 /// through the ingress, apart from the API and the admin listener.

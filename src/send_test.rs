@@ -7,9 +7,10 @@ use std::time::Duration;
 use minijinja::HtmlEscape;
 
 use crate::{
+    app::delivery::dispatcher,
     clock::Clock,
     config::Config,
-    delivery::{ConsoleSender, Content, Message, setup::dispatcher},
+    delivery::{ConsoleSender, Content, Message},
     domain::{
         Channel, Code, CodeLength, Destination, Purpose, TenantId, VerificationId, VoiceMode,
         verification::Delivery,

@@ -5,13 +5,13 @@
 //! [`Content`], and must not keep either: both are dropped (and wiped) as
 //! soon as the send returns.
 
+pub mod config;
 mod console;
 mod dispatcher;
 pub mod http;
 mod message;
 mod provider;
 mod route;
-pub mod setup;
 pub mod smtp;
 pub mod templates;
 pub mod twilio;

@@ -104,7 +104,7 @@ pub struct Tenants {
 impl Tenants {
     /// `tenants` must have been validated (names are tenant ids).
     /// `templates` holds the templates of the tenants with a
-    /// `templates_dir`, loaded (see [`crate::delivery::setup`]).
+    /// `templates_dir`, loaded (see `app::delivery`).
     pub fn new(
         tenants: &BTreeMap<String, TenantConfig>,
         app_name: &str,

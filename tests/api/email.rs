@@ -5,7 +5,7 @@
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use verifyd::{
-    delivery::{setup::ProviderConfig, smtp::SmtpTls},
+    delivery::{config::ProviderConfig, smtp::SmtpTls},
     proto::{self, VerificationStatus},
     secret::Secret,
 };

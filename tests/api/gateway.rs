@@ -8,12 +8,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tonic::Code;
 use verifyd::{
-    app::{Application, RunError},
+    app::{Application, RunError, delivery::SetupError},
     config::Config,
-    delivery::{
-        http::HttpConfig,
-        setup::{ProviderConfig, SetupError},
-    },
+    delivery::{config::ProviderConfig, http::HttpConfig},
     proto::DeliveryStatus,
     secret::Secret,
 };

@@ -26,7 +26,7 @@ use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
     config::Config,
-    delivery::{ConsoleSender, setup::CONSOLE_PROVIDER},
+    delivery::{ConsoleSender, config::CONSOLE_PROVIDER},
     proto::{self, verification_service_client::VerificationServiceClient},
     secret::Secret,
     store::StoreBackend,

@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::Value;
 use verifyd::delivery::{
-    setup::ProviderConfig,
+    config::ProviderConfig,
     smtp::{SmtpConfig, SmtpTls},
 };
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use tonic::Code;
 use verifyd::{
     config::Config,
-    delivery::{setup::ProviderConfig, twilio::TwilioConfig},
+    delivery::{config::ProviderConfig, twilio::TwilioConfig},
     proto::{self, DeliveryStatus, VerificationStatus},
     secret::Secret,
 };

@@ -9,7 +9,7 @@ use tokio_stream::StreamExt as _;
 use tonic::Code;
 use verifyd::{
     config::Config,
-    delivery::{setup::ProviderConfig, twilio::TwilioConfig},
+    delivery::{config::ProviderConfig, twilio::TwilioConfig},
     domain::VoiceMode,
     proto::{self, DeliveryStatus, VerificationStatus},
     secret::Secret,

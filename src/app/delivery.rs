@@ -1,93 +1,32 @@
-//! The `[delivery]` and `[providers]` settings, and the delivery side built
-//! from them: the templates, every named provider, and a route per channel.
-//! Anything that cannot be set up stops startup with one line naming the
-//! provider.
+//! The delivery side, built from `[delivery]`, `[providers]` and each
+//! tenant's `templates_dir`: the templates, every named provider, a route
+//! per channel, and the tokens Twilio's webhooks are signed with. Anything
+//! that cannot be set up stops startup with one line naming the provider.
+//! `verifyd send-test` builds its routes here too.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
-    time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{
-    console::ConsoleSender,
-    dispatcher::Dispatcher,
-    http::{HttpConfig, HttpSms},
-    provider::Provider,
-    route::{BreakerConfig, RetryPolicy, Route},
-    smtp::{SmtpConfig, SmtpSender},
-    templates::{TemplateError, Templates},
-    twilio::{Twilio, TwilioConfig},
-    web,
-};
 use crate::{
-    clock::Clock, domain::TenantId, secret::Secret, service::TenantConfig, telemetry::Metrics,
+    clock::Clock,
+    delivery::{
+        ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
+        config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
+        http::HttpSms,
+        smtp::SmtpSender,
+        twilio::Twilio,
+        web,
+    },
+    domain::TenantId,
+    secret::Secret,
+    service::TenantConfig,
+    telemetry::Metrics,
 };
-
-/// The built-in dev-only provider: writes messages, codes included, to
-/// stdout. Needs no `[providers]` entry.
-pub const CONSOLE_PROVIDER: &str = "console";
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeliveryConfig {
-    /// The longest one send (all retries and failover) may take.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    pub retry: RetryPolicy,
-    pub breaker: BreakerConfig,
-    /// A directory of templates that replace the built-in ones.
-    pub templates_dir: Option<PathBuf>,
-    /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
-    /// browsers on that origin can fill the code in.
-    pub webotp_domain: Option<String>,
-    /// Provider names in order of preference (keys of `[providers]`, or
-    /// `console`); empty means the channel is off (dev mode: console).
-    pub sms: Vec<String>,
-    pub voice: Vec<String>,
-    pub email: Vec<String>,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-            breaker: BreakerConfig::default(),
-            templates_dir: None,
-            webotp_domain: None,
-            sms: Vec::new(),
-            voice: Vec::new(),
-            email: Vec::new(),
-        }
-    }
-}
-
-/// A configured provider, by kind.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    /// Twilio's Messages API (SMS).
-    Twilio(TwilioConfig),
-    /// An in-house SMS gateway: a signed JSON POST.
-    Http(HttpConfig),
-    Smtp(SmtpConfig),
-}
-
-impl ProviderConfig {
-    /// Whether this kind of provider can send on `channel`.
-    pub fn serves(&self, channel: &str) -> bool {
-        match self {
-            Self::Twilio(_) => channel == "sms" || channel == "voice",
-            Self::Http(_) => channel == "sms",
-            Self::Smtp(_) => channel == "email",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

@@ -1,0 +1,297 @@
+//! Builds the service from configuration and runs its listeners until
+//! shutdown.
+//!
+//! [`Application::build`] binds every listener first (port 0 works, and the
+//! bound addresses are readable), so tests and the binary start the same
+//! way. Shutdown: health and `/readyz` turn NOT_SERVING, watch streams get
+//! the current state and end, in-flight RPCs get the grace period to finish.
+
+mod background;
+pub mod delivery;
+mod grpc_server;
+mod http_server;
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    background::{Background, Readiness},
+    delivery::{SetupError, dispatcher, tenant_templates},
+};
+use crate::{
+    clock::Clock,
+    config::Config,
+    delivery::ConsoleSender,
+    domain::Policy,
+    grpc::{self, listener::HandshakeLimits},
+    ratelimit::RateLimits,
+    service::{ServiceSettings, Tenants, Verifier, tenants},
+    store::{MemoryStore, RedisStore, Store, StoreBackend, StoreError},
+    telemetry::Metrics,
+};
+
+/// What tests (or an embedding program) may substitute.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub clock: Option<Clock>,
+    /// Where the console sender writes, instead of stdout.
+    pub console: Option<ConsoleSender>,
+}
+
+#[derive(Debug)]
+pub struct Application {
+    config: Config,
+    grpc_listener: TcpListener,
+    /// TLS for the gRPC listener, when configured.
+    tls: Option<(Arc<rustls::ServerConfig>, HandshakeLimits)>,
+    admin_listener: TcpListener,
+    webhook_listener: Option<TcpListener>,
+    verifier: Arc<Verifier>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("listener failed: {0}")]
+    Listener(io::Error),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Delivery(#[from] SetupError),
+    #[error("store: {0}")]
+    Store(StoreError),
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
+}
+
+/// Labels the Redis index key dev mode derives from its HMAC key.
+const DEV_INDEX_KEY_LABEL: &str = "verifyd.dev-redis-index.v1";
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, RunError> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, RunError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })
+        };
+        let grpc_listener = bind(config.server.grpc_addr).await?;
+        let admin_listener = bind(config.server.admin_addr).await?;
+        // Providers are asked for callbacks only when they can reach us.
+        let webhook_listener = match &config.webhooks.public_base_url {
+            Some(_) => Some(bind(config.webhooks.addr).await?),
+            None => None,
+        };
+
+        // The phone number metadata loads on first use, which takes long
+        // enough to eat a first caller's deadline: load it now.
+        let _ = crate::domain::Destination::parse("+14155550100");
+        let shutdown = CancellationToken::new();
+        let verifier = assemble(&config, overrides, &shutdown)?;
+        let tls = match &config.server.tls {
+            Some(tls) => Some((
+                grpc::tls::server_config(tls).map_err(RunError::Tls)?,
+                tls.handshake_limits(),
+            )),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            grpc_listener,
+            tls,
+            admin_listener,
+            webhook_listener,
+            verifier,
+            shutdown,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// The webhook listener's address, when callbacks are configured.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
+    }
+
+    /// Cancelling this token shuts the application down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves gRPC, the admin endpoints and the webhooks, with the
+    /// background tasks, until shutdown: then health turns NOT_SERVING, the
+    /// gRPC server drains (for at most the grace period), and the HTTP
+    /// listeners close after it.
+    pub async fn run_until_stopped(self) -> Result<(), RunError> {
+        let Self {
+            config,
+            grpc_listener,
+            tls,
+            admin_listener,
+            webhook_listener,
+            verifier,
+            shutdown,
+        } = self;
+        // The bound addresses, which differ from the configured ones when
+        // those name port 0.
+        let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
+        let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
+        let webhooks_addr = webhook_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(RunError::Listener)?;
+
+        let (readiness, health_service) = Readiness::start(&verifier, &shutdown).await;
+        let background = Background::spawn(&verifier, config.store.purge_interval, &shutdown);
+        let grpc = grpc_server::serve(
+            &config,
+            grpc_listener,
+            tls,
+            &verifier,
+            health_service,
+            readiness.stop_serving_at(shutdown.clone(), Arc::clone(&verifier)),
+        )?;
+        // Probes and provider webhooks stay up until the gRPC drain ends:
+        // Kubernetes keeps reading /readyz (now 503), and a call in progress
+        // can still reach its gather route.
+        let drained = CancellationToken::new();
+        let http = http_server::serve(
+            &config,
+            admin_listener,
+            webhook_listener,
+            &verifier,
+            drained.clone(),
+        );
+        tracing::info!(
+            grpc = %grpc_addr,
+            admin = %admin_addr,
+            webhooks = webhooks_addr.map(tracing::field::display),
+            "verifyd serving"
+        );
+        let servers = async {
+            let grpc = async {
+                let result = grpc.await;
+                drained.cancel();
+                result
+            };
+            let (grpc, http) = tokio::join!(grpc, http);
+            grpc?;
+            http.map_err(RunError::Listener)
+        };
+        let grace = config.server.shutdown_grace;
+        let result = tokio::select! {
+            result = servers => result,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "grace period over; dropping the requests still open");
+                Ok(())
+            }
+        };
+        shutdown.cancel();
+        background.join().await;
+        tracing::info!("verifyd stopped");
+        result
+    }
+}
+
+/// The service and what it works through, from the configuration.
+fn assemble(
+    config: &Config,
+    overrides: Overrides,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Verifier>, RunError> {
+    let clock = overrides.clock.unwrap_or_else(Clock::system);
+    let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
+    let metrics = Arc::new(Metrics::new());
+    let dispatcher = dispatcher(
+        &config.delivery,
+        &config.providers,
+        config.webhooks.public_base_url.as_ref(),
+        &console,
+        &clock,
+        &metrics,
+    )?;
+    let tenant_templates = tenant_templates(&config.delivery, &config.tenants)?;
+    let policy = config.policy();
+    // The store keeps the budgets every replica shares, so the rate limits
+    // take from it too.
+    let store = Arc::new(open_store(config, &policy, shutdown, &metrics)?);
+    let quotas = tenants::quotas(&config.tenants, config.limits);
+    let limits = RateLimits::new(&quotas, clock.clone(), Arc::clone(&store))
+        .with_metrics(Arc::clone(&metrics));
+    Ok(Verifier::new(
+        store,
+        limits,
+        dispatcher,
+        config.hmac.key_ring(),
+        policy,
+        ServiceSettings {
+            tenants: Tenants::new(
+                &config.tenants,
+                &config.app_name,
+                &config.voice,
+                &tenant_templates,
+            ),
+            fraud: config.fraud.clone(),
+            send_timeout: config.delivery.timeout,
+            max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
+            metrics,
+        },
+        clock,
+        shutdown.clone(),
+    ))
+}
+
+/// The configured store: in memory, or Redis (connected lazily, so a
+/// replica starts while Redis is down and serves once it answers).
+fn open_store(
+    config: &Config,
+    policy: &Policy,
+    shutdown: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> Result<Store, RunError> {
+    Ok(match config.store.backend {
+        StoreBackend::Memory => {
+            Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention))
+        }
+        StoreBackend::Redis => {
+            // Dev mode may leave the index key out: one is derived from the
+            // (ephemeral) HMAC key.
+            let index_key = match &config.store.redis.index_key {
+                Some(key) => key.expose().as_bytes().to_vec(),
+                None => config
+                    .hmac
+                    .key_ring()
+                    .active()
+                    .derive(DEV_INDEX_KEY_LABEL)
+                    .to_vec(),
+            };
+            let redis = RedisStore::open(
+                &config.store.redis,
+                &index_key,
+                policy.retention,
+                shutdown.clone(),
+                Arc::clone(metrics),
+            )
+            .map_err(RunError::Store)?;
+            Store::Redis(redis)
+        }
+    })
+}
