@@ -11,10 +11,9 @@
 use prost::Message as _;
 use verifyd::{
     config::Config,
-    delivery::twilio::signature,
+    delivery::twilio::{signature, webhook::verified_form},
     domain::{Channel, Destination, VerificationId, verification::Locale},
     grpc::convert,
-    http::webhooks::twilio_form,
     proto,
     service::IdempotencyKey,
 };
@@ -150,8 +149,8 @@ pub fn webhook(data: &[u8]) {
     let body = parts.next().unwrap_or_default();
 
     // Anything at all: a verdict, never a panic; and no token, no form.
-    let _ = twilio_form(&[TOKEN], &url, &given_signature, body);
-    assert!(twilio_form(&[], &url, &given_signature, body).is_none());
+    let _ = verified_form(&[TOKEN], &url, &given_signature, body);
+    assert!(verified_form(&[], &url, &given_signature, body).is_none());
 
     // A form signed as Twilio signs it is accepted under its token (also
     // beside another, as during a rotation), and its fields come back as
@@ -169,15 +168,15 @@ pub fn webhook(data: &[u8]) {
         .finish();
     let signed = signature::compute(TOKEN, &url, &params);
     assert!(
-        twilio_form(&[OTHER_TOKEN, TOKEN], &url, &signed, body.as_bytes()).as_ref()
+        verified_form(&[OTHER_TOKEN, TOKEN], &url, &signed, body.as_bytes()).as_ref()
             == Some(&params),
         "a correctly signed form was refused or changed"
     );
-    assert!(twilio_form(&[OTHER_TOKEN], &url, &signed, body.as_bytes()).is_none());
+    assert!(verified_form(&[OTHER_TOKEN], &url, &signed, body.as_bytes()).is_none());
     let mut tampered = signed.clone();
     let first = if tampered.starts_with('A') { "B" } else { "A" };
     tampered.replace_range(..1, first);
-    assert!(twilio_form(&[TOKEN], &url, &tampered, body.as_bytes()).is_none());
+    assert!(verified_form(&[TOKEN], &url, &tampered, body.as_bytes()).is_none());
 }
 
 /// The config loader on TOML text: any input is a valid configuration or

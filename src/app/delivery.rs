@@ -19,7 +19,7 @@ use crate::{
         config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
         http::HttpSms,
         smtp::SmtpSender,
-        twilio::Twilio,
+        twilio::{Twilio, webhook::WebhookTokens},
         web,
     },
     domain::TenantId,
@@ -138,9 +138,7 @@ pub fn tenant_templates(
 
 /// The auth tokens each Twilio provider's webhooks are signed with: the
 /// current one and, during a rotation, the previous one.
-pub fn twilio_webhook_tokens(
-    providers: &BTreeMap<String, ProviderConfig>,
-) -> crate::http::webhooks::TwilioTokens {
+pub fn twilio_webhook_tokens(providers: &BTreeMap<String, ProviderConfig>) -> WebhookTokens {
     providers
         .iter()
         .filter_map(|(name, provider)| match provider {

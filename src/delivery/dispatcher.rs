@@ -1,6 +1,6 @@
 //! What the use cases send through: the templates and a route per channel.
 
-use super::{route::Route, templates::Templates};
+use super::{provider::Provider, route::Route, templates::Templates};
 use crate::domain::Channel;
 
 /// The templates and each channel's route; a channel without one is off.
@@ -19,5 +19,14 @@ impl Dispatcher {
             Channel::Voice => self.voice.as_ref(),
             Channel::Email => self.email.as_ref(),
         }
+    }
+
+    /// The voice route's provider named `name`, to end a call it placed.
+    pub fn voice_provider(&self, name: &str) -> Option<Provider> {
+        self.voice
+            .as_ref()?
+            .providers()
+            .find(|(p, _)| p.name() == name)
+            .map(|(p, _)| p.clone())
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 mod console;
 mod dispatcher;
 pub mod http;
+pub mod inbound;
 mod message;
 mod provider;
 mod route;

@@ -35,4 +35,13 @@ impl Provider {
             Self::Smtp(smtp) => smtp.send(message, content).await,
         }
     }
+
+    /// Ends a call this provider placed (its verification was decided,
+    /// canceled or resent). Providers that place no calls have none to end.
+    pub async fn end_call(&self, reference: &str) -> Result<(), SendError> {
+        match self {
+            Self::Twilio(twilio) => twilio.end_call(reference).await,
+            Self::Console(_) | Self::Http(_) | Self::Smtp(_) => Ok(()),
+        }
+    }
 }

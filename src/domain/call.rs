@@ -33,6 +33,23 @@ impl std::fmt::Debug for CallToken {
     }
 }
 
+/// What a call's webhook presents: the token from its URL and the CallSid
+/// the provider sent.
+#[derive(Clone)]
+pub struct CallKey {
+    pub token: String,
+    pub call_sid: String,
+}
+
+impl std::fmt::Debug for CallKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallKey")
+            .field("token", &"<redacted>")
+            .field("call_sid", &self.call_sid)
+            .finish()
+    }
+}
+
 /// The live call of a verification. A resend by voice replaces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceCall {

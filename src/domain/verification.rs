@@ -172,10 +172,13 @@ pub enum DeliveryStatus {
     Undelivered,
 }
 
+/// The rank from which a status is final.
+const FINAL_RANK: u8 = 4;
+
 /// A provider's report on a message it took, from a status callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
-    /// The provider's id for the message (Twilio's MessageSid).
+    /// The provider's id for the message or call.
     pub reference: String,
     /// The provider's own status word, e.g. `delivered`.
     pub status: String,
@@ -201,13 +204,23 @@ impl DeliveryReport {
             "in-progress" => (3, Some(DeliveryStatus::Sent)),
             "completed" => (4, Some(DeliveryStatus::Delivered)),
             "busy" | "no-answer" => (4, Some(DeliveryStatus::Undelivered)),
-            "answered-by-machine" => (4, Some(DeliveryStatus::Failed)),
+            Self::ANSWERED_BY_MACHINE => (4, Some(DeliveryStatus::Failed)),
             _ => (0, None),
         }
     }
 }
 
 impl DeliveryReport {
+    /// What verifyd records when a call's answering-machine detection found
+    /// no person: the call is over, and failed.
+    pub const ANSWERED_BY_MACHINE: &str = "answered-by-machine";
+
+    /// Whether a status word ends the message's or call's life: nothing
+    /// more will happen to it.
+    pub fn is_final(status: &str) -> bool {
+        Self::rank(status).0 >= FINAL_RANK
+    }
+
     /// The reason recorded on an attempt this report marks failed.
     pub fn failure_reason(&self) -> Option<String> {
         let (_, status) = Self::rank(&self.status);

@@ -20,6 +20,41 @@ pub enum Menu {
     Fraud,
 }
 
+/// What the call says, then what it does: what the voice use cases answer
+/// each call webhook with. The provider's adapter turns it into its own
+/// call instructions (Twilio: TwiML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallStep {
+    pub locale: Option<String>,
+    pub say: Vec<String>,
+    pub next: Next,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Ask for keys; `prompt` is spoken while waiting. No input ends the
+    /// call with `goodbye`.
+    Gather {
+        menu: Menu,
+        one_key: bool,
+        prompt: String,
+        goodbye: String,
+        timeout_secs: u8,
+    },
+    Hangup,
+}
+
+/// Who answered a call, as the provider's answering-machine detection
+/// concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnsweredBy {
+    Person,
+    /// A machine or a fax: no person is listening.
+    Machine,
+    /// Detection could not tell.
+    Unknown,
+}
+
 /// What a keypress did, and so what the call says next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyOutcome {

@@ -3,7 +3,6 @@
 //! translate.
 
 mod audit;
-mod call_step;
 mod errors;
 mod expiry;
 mod resend;
@@ -18,7 +17,6 @@ mod watch_streams;
 
 use std::{sync::Arc, time::Duration};
 
-pub use call_step::{CallStep, Next};
 pub use errors::{CallError, CheckError, LookupError, StartError};
 pub use start_request::{IdempotencyKey, ResendRequest, StartRequest};
 pub use tenants::{TenantConfig, Tenants};

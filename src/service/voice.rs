@@ -8,29 +8,26 @@ use tracing::Instrument as _;
 
 use super::{
     Verifier,
-    call_step::{CallStep, Next},
     errors::CallError,
     voice_settings::{UnknownAnswer, VoiceSettings},
 };
 use crate::{
-    delivery::{CallPrompt, Provider},
+    delivery::CallPrompt,
     domain::{
         DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
-        voice::{KeyOutcome, Menu},
+        call::CallKey,
+        voice::{AnsweredBy, CallStep, KeyOutcome, Menu, Next},
     },
-    store::{Blocked, CallKey},
+    store::Blocked,
 };
 
-/// `AnsweredBy` values that mean no person is listening.
-fn is_machine(answered_by: &str, unknown: UnknownAnswer) -> bool {
+/// Whether no person is listening, by the tenant's reading of an answer
+/// detection could not tell.
+fn is_machine(answered_by: AnsweredBy, unknown: UnknownAnswer) -> bool {
     match answered_by {
-        "machine_start"
-        | "machine_end_beep"
-        | "machine_end_silence"
-        | "machine_end_other"
-        | "fax" => true,
-        "unknown" => unknown == UnknownAnswer::Machine,
-        _ => false,
+        AnsweredBy::Machine => true,
+        AnsweredBy::Unknown => unknown == UnknownAnswer::Machine,
+        AnsweredBy::Person => false,
     }
 }
 
@@ -115,7 +112,7 @@ impl Verifier {
         tenant: &TenantId,
         id: &VerificationId,
         call: &CallKey,
-        answered_by: Option<&str>,
+        answered_by: Option<AnsweredBy>,
     ) -> Result<CallStep, CallError> {
         let v = self.live_call(tenant, id, call).await?;
         if v.status != Status::Pending {
@@ -124,10 +121,10 @@ impl Verifier {
         if let Some(answered_by) = answered_by
             && is_machine(answered_by, self.voice(tenant).unknown_answer)
         {
-            tracing::info!(answered_by, "call answered by a machine: hanging up");
+            tracing::info!(?answered_by, "call answered by a machine: hanging up");
             let report = DeliveryReport {
                 reference: call.call_sid.clone(),
-                status: "answered-by-machine".to_owned(),
+                status: DeliveryReport::ANSWERED_BY_MACHINE.to_owned(),
                 error_code: None,
             };
             self.record_delivery(tenant, id, &report).await?;
@@ -224,8 +221,8 @@ impl Verifier {
         tenant: &TenantId,
         id: &VerificationId,
         call: &CallKey,
-        status: &str,
-        answered_by: Option<&str>,
+        report: DeliveryReport,
+        answered_by: Option<AnsweredBy>,
     ) -> Result<(), CallError> {
         let v = self.live_call(tenant, id, call).await?;
         if v.status != Status::Pending {
@@ -240,15 +237,13 @@ impl Verifier {
             tracing::info!("call answered by a machine: ending it");
             self.end_live_call(&v);
         }
-        let report = DeliveryReport {
-            reference: call.call_sid.clone(),
-            status: if machine {
-                "answered-by-machine"
-            } else {
-                status
+        let report = if machine {
+            DeliveryReport {
+                status: DeliveryReport::ANSWERED_BY_MACHINE.to_owned(),
+                ..report
             }
-            .to_owned(),
-            error_code: None,
+        } else {
+            report
         };
         Ok(self.record_delivery(tenant, id, &report).await?)
     }
@@ -268,12 +263,10 @@ impl Verifier {
         else {
             return;
         };
-        let ended = matches!(
-            attempt.provider_status.as_deref(),
-            Some(
-                "completed" | "busy" | "no-answer" | "failed" | "canceled" | "answered-by-machine"
-            )
-        );
+        let ended = attempt
+            .provider_status
+            .as_deref()
+            .is_some_and(DeliveryReport::is_final);
         if ended {
             return;
         }
@@ -283,19 +276,13 @@ impl Verifier {
     /// Ends the call `sid` that `provider` placed for `verification`, in
     /// the background.
     pub(super) fn end_call(&self, provider: &str, sid: &str, verification: &VerificationId) {
-        let provider = self.dispatcher.voice.as_ref().and_then(|route| {
-            route
-                .providers()
-                .find(|(p, _)| p.name() == provider)
-                .map(|(p, _)| p.clone())
-        });
-        let Some(Provider::Twilio(twilio)) = provider else {
+        let Some(provider) = self.dispatcher.voice_provider(provider) else {
             return;
         };
         let (sid, verification) = (sid.to_owned(), verification.clone());
         tokio::spawn(
             async move {
-                if let Err(error) = twilio.end_call(&sid).await {
+                if let Err(error) = provider.end_call(&sid).await {
                     tracing::warn!(%verification, %error, "could not end the live call");
                 }
             }

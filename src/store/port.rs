@@ -10,6 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+pub use crate::domain::call::CallKey;
 use crate::domain::{
     CheckOutcome, CodeHash, Destination, SendAttempt, TenantId, Verification,
     limit::{Limit, Quota, RateLimited},
@@ -80,14 +81,6 @@ pub struct CompletedSend {
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,
-}
-
-/// What a call's webhook presents: the token from its URL and the CallSid
-/// the provider sent.
-#[derive(Debug, Clone)]
-pub struct CallKey {
-    pub token: String,
-    pub call_sid: String,
 }
 
 /// What a block holds back: one destination (after a fraud report) or a

@@ -1,5 +1,7 @@
-//! Twilio: SMS through the Messages API, voice calls through the Calls API,
-//! the TwiML the calls run, and the signature on Twilio's webhooks.
+//! Twilio, all of it: SMS through the Messages API, voice calls through the
+//! Calls API, and Twilio's side of the webhooks ([`webhook`]: their URLs,
+//! the signature on what Twilio posts, the requests read into domain
+//! events, and the TwiML a call step becomes).
 //!
 //! `POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json` (or
 //! `Calls.json`), form-encoded, HTTP Basic auth with the Account SID and
@@ -7,12 +9,14 @@
 
 pub mod signature;
 pub mod twiml;
+pub mod webhook;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use self::webhook::Route;
 use super::{
     message::{Content, FailureKind, Message, Receipt, SendError},
     web::exchange,
@@ -196,21 +200,17 @@ impl Twilio {
 
     /// A webhook URL of this provider for one verification (and call).
     /// Twilio signs its requests to it, query included.
-    fn webhook(&self, route: &str, message: &Message) -> Option<String> {
-        let mut url = self
-            .public_base
-            .as_ref()?
-            .join(&format!("webhooks/twilio/{}/{route}", self.name))
-            .ok()?;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("tenant", message.tenant.as_str())
-                .append_pair("verification", message.verification_id.as_str());
-            if let Some(token) = &message.call_token {
-                query.append_pair("token", token.as_str());
-            }
-        }
+    fn webhook(&self, route: Route, message: &Message) -> Option<String> {
+        let token = message.call_token.as_ref().map(|t| t.as_str());
+        let url = webhook::url(
+            self.public_base.as_ref()?,
+            &self.name,
+            route,
+            &message.tenant,
+            &message.verification_id,
+            token,
+            None,
+        )?;
         Some(url.into())
     }
 
@@ -260,13 +260,13 @@ impl Twilio {
                 form.push(("Twiml", twiml));
             }
             VoiceMode::Confirm | VoiceMode::Match => {
-                let url = self.webhook("voice/twiml", message).ok_or_else(|| {
+                let url = self.webhook(Route::CallTwiml, message).ok_or_else(|| {
                     self.error(FailureKind::Rejected, "no public webhook URL for the call")
                 })?;
                 form.push(("Url", url));
             }
         }
-        if let Some(callback) = self.webhook("voice/status", message) {
+        if let Some(callback) = self.webhook(Route::CallStatus, message) {
             form.push(("StatusCallback", callback));
             form.push(("StatusCallbackMethod", "POST".to_owned()));
             for event in ["initiated", "ringing", "answered", "completed"] {
@@ -300,7 +300,7 @@ impl Twilio {
             (self.sender.0, self.sender.1.clone()),
             ("Body", content.text().to_owned()),
         ];
-        if let Some(callback) = self.webhook("message-status", message) {
+        if let Some(callback) = self.webhook(Route::MessageStatus, message) {
             form.push(("StatusCallback", callback));
         }
         self.post("Messages.json", &form).await
