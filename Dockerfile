@@ -22,6 +22,9 @@ WORKDIR /build
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto/ proto/
 COPY src/ src/
+# The workspace's other member (the load generator): cargo reads its
+# manifest to resolve the workspace; only the service is built.
+COPY tools/ tools/
 
 # The cache mounts keep the crates.io downloads and the compiled dependencies
 # between builds (BuildKit); the binary is copied out of the cached target/

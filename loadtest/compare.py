@@ -3,7 +3,7 @@
 cheapest RPC, the standard health check, measured in the same run.
 
 Run it through loadtest/compare.sh, which builds the release binary first.
-The server runs on one core and the load generator (`verifyd bench`, on a
+The server runs on one core and the load generator (`verifyd-bench`, on a
 single-threaded runtime) on the other, each pinned with taskset. For each
 RPC it measures requests per second, p50 and p99 latency, the server's CPU
 time per request (utime + stime from /proc, all threads) and how busy the
@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "verifyd"
+BENCH = ROOT / "target" / "release" / "verifyd-bench"
 GHZ = ROOT / "loadtest" / "ghz"
 OUT = Path(os.environ.get("OUT", ROOT / "target" / "compare"))
 DURATION = int(os.environ.get("DURATION", "8"))
@@ -195,10 +196,10 @@ class Server:
 
 
 def bench(server, config, name, *args):
-    """One `verifyd bench` run; its ghz JSON report."""
+    """One `verifyd-bench` run; its ghz JSON report."""
     out = OUT / f"{name}.json"
     command = [
-        "taskset", "-c", LOADGEN_CPU, str(BIN), "bench",
+        "taskset", "-c", LOADGEN_CPU, str(BENCH),
         "--config", str(GHZ / config),
         "--cpus", "1",
         "-O", "json", "-o", str(out),
@@ -491,8 +492,9 @@ def verdict(ok):
 
 
 def main():
-    if not BIN.exists():
-        sys.exit(f"{BIN} is missing: run loadtest/compare.sh, which builds it")
+    for binary in (BIN, BENCH):
+        if not binary.exists():
+            sys.exit(f"{binary} is missing: run loadtest/compare.sh, which builds it")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     lines = []
@@ -539,7 +541,7 @@ def main():
     if h2:
         hb = h2["baseline"]
         say()
-        say("### The same RPCs from h2load (nghttp2), beside `verifyd bench`")
+        say("### The same RPCs from h2load (nghttp2), beside `verifyd-bench`")
         say()
         say("| RPC | bench rps | h2load rps | × h2load baseline | server CPU µs/req "
             "| × baseline | server core busy |")
@@ -551,7 +553,7 @@ def main():
                 f"{row['cpu_us_per_request'] / hb['cpu_us_per_request']:.2f} | "
                 f"{row['server_busy']:.0%} |")
         say()
-        say(f"h2load drove the baseline {hb['rps'] / base['rps']:.2f}× as fast as `verifyd bench` "
+        say(f"h2load drove the baseline {hb['rps'] / base['rps']:.2f}× as fast as `verifyd-bench` "
             f"did. It sends one body for every request, so it can drive only the RPCs whose "
             f"request does not change: the health check, and a Get of one verification. A "
             f"Check of one verification would run out of attempts after {CHECK_ATTEMPTS} and "

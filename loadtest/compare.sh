@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The side-by-side benchmark: builds verifyd in release mode, then runs
+# The side-by-side benchmark: builds verifyd and verifyd-bench in release
+# mode, then runs
 # loadtest/compare.py, which prints one table of every RPC as a ratio to the
 # health check measured in the same run (docs/performance.md). Needs two
 # cores, taskset (util-linux) and python3; redis-server adds the Redis
 # figures, and h2load (nghttp2-client; installed here when run as root on
 # Debian) drives the health check and GetVerification again from an
-# independent client, reported beside `verifyd bench`.
+# independent client, reported beside verifyd-bench's.
 # Settings: see the top of compare.py.
 set -euo pipefail
 
@@ -34,6 +35,6 @@ if ! command -v h2load >/dev/null 2>&1; then
     echo "compare.sh: h2load is not installed (Debian: nghttp2-client): no runs from an independent client" >&2
 fi
 
-echo "==> cargo build --release --locked" >&2
-cargo build --release --locked --bin verifyd
+echo "==> cargo build --release --locked --bin verifyd --bin verifyd-bench" >&2
+cargo build --release --locked --bin verifyd --bin verifyd-bench
 exec python3 loadtest/compare.py

@@ -13,7 +13,6 @@ pub mod proto {
         tonic::include_file_descriptor_set!("verifyd_descriptor");
 }
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod delivery;

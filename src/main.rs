@@ -1,7 +1,7 @@
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use verifyd::{app::Application, bench, cli, config::Config, domain::Channel, telemetry};
+use verifyd::{app::Application, cli, config::Config, domain::Channel, telemetry};
 
 /// Issues, delivers and checks one-time verification codes.
 #[derive(Debug, Parser)]
@@ -21,9 +21,6 @@ enum Command {
     },
     /// Call a running verifyd.
     Client(cli::ClientArgs),
-    /// Load-test a running verifyd with ghz's configs and flags, reporting
-    /// as ghz does (for machines without ghz).
-    Bench(Box<bench::BenchArgs>),
     /// Send one test message (no code) through a channel's providers, to
     /// check credentials and routing.
     SendTest {
@@ -50,13 +47,6 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Bench(args) => match bench::main(*args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("verifyd bench: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -1,18 +1,20 @@
-//! The ghz configs in loadtest/ghz/ and `verifyd bench`: every config
+//! The ghz configs in loadtest/ghz/ and `verifyd-bench`: every config
 //! parses, names a real method and makes requests verifyd accepts, so the
 //! configs cannot rot unseen; and bench runs them against a real server,
 //! reporting as ghz does.
 
 use std::{path::PathBuf, time::Duration};
 
+use clap::Parser as _;
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
 use verifyd::{
-    bench::{self, GhzConfig, Plan, Stop},
     domain::{Channel, Destination, fraud::FraudRules},
     proto,
     service::TenantConfig,
 };
+
+use verifyd_bench::{self as bench, GhzConfig, Plan, Stop};
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
@@ -294,25 +296,34 @@ async fn the_configs_placeholder_key_is_refused_and_api_key_replaces_it() {
 }
 
 #[tokio::test]
-async fn the_bench_command_takes_ghz_flags_and_prints_ghz_json() {
+async fn the_bench_command_takes_ghz_flags_and_writes_ghz_json() {
     let app = spawn_app().await;
     let host = app.grpc_addr.to_string();
-    // The server runs on this test's runtime: wait for the process off it.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_verifyd"))
-            .args(["bench", "--config", "loadtest/ghz/health.json"])
-            .args(["-n", "100", "-c", "5", "--cpus", "1", "-O", "json", &host])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("VERIFYD_API_KEY")
-            .output()
-    })
-    .await
-    .expect("joins")
-    .expect("verifyd runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let out = tempfile::NamedTempFile::new().expect("a temporary file");
+    let out_path = out.path().to_str().expect("a UTF-8 path").to_owned();
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("loadtest/ghz/health.json");
+    // The command line as verifyd-bench's main parses it.
+    let cli = bench::Cli::try_parse_from([
+        "verifyd-bench",
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "-n",
+        "100",
+        "-c",
+        "5",
+        "--cpus",
+        "1",
+        "-O",
+        "json",
+        "-o",
+        &out_path,
+        &host,
+    ])
+    .expect("ghz's flags parse");
+    bench::main(cli.args).await.expect("runs");
     let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is one JSON report");
+        serde_json::from_slice(&std::fs::read(out.path()).expect("the report is written"))
+            .expect("the output is one JSON report");
     assert_eq!(report["count"], 100, "{report}");
     assert_eq!(report["statusCodeDistribution"]["OK"], 100, "{report}");
     assert_eq!(report["options"]["concurrency"], 5, "{report}");

@@ -69,7 +69,7 @@ pub enum TemplateError {
     #[error("unclosed template action after {0:?}")]
     Unclosed(String),
     #[error(
-        "unsupported template action {{{{{0}}}}}: verifyd bench knows ghz's call variables \
+        "unsupported template action {{{{{0}}}}}: verifyd-bench knows ghz's call variables \
          (.RequestNumber, .WorkerID, .UUID, .Timestamp, .TimestampUnix, .TimestampUnixMilli, \
          .TimestampUnixNano, .FullyQualifiedName, .MethodName, .ServiceName, .InputName, \
          .OutputName, .IsClientStreaming, .IsServerStreaming), newUUID and randomString N"

@@ -1,4 +1,4 @@
-//! `verifyd bench`: a load generator for machines without ghz. It reads
+//! `verifyd-bench`: a load generator for machines without ghz. It reads
 //! ghz's config files (`loadtest/ghz/`), takes ghz's flags, and reports
 //! with ghz's JSON field names and units, so one set of configs and one
 //! report reader serve both tools. It calls any unary method of
@@ -21,6 +21,14 @@ pub use self::{
     report::Report,
     run::{BenchError, Outcome, Plan, Stop, run},
 };
+
+/// The command line of `verifyd-bench`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "verifyd-bench", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub args: BenchArgs,
+}
 
 /// ghz's flags (a flag given overrides the config file's setting), plus
 /// `--api-key` and `--save-ids`.
@@ -95,7 +103,7 @@ pub struct BenchArgs {
     /// The API key, sent as `authorization: Bearer` in place of any the
     /// config carries. Best through the environment, which keeps it out of
     /// the process list.
-    #[arg(long, env = crate::config::CLIENT_API_KEY_VAR, hide_env_values = true)]
+    #[arg(long, env = verifyd::config::CLIENT_API_KEY_VAR, hide_env_values = true)]
     api_key: Option<String>,
     /// After the run, write the verification ids of the OK responses to
     /// this file as ghz data ([{"id": ...}, ...]), for Get and Check runs.
@@ -113,7 +121,7 @@ fn json<T: serde::de::DeserializeOwned>(
         .map_err(|e| format!("{flag}: {e}"))
 }
 
-/// Runs `verifyd bench`; errors come back as one line.
+/// Runs `verifyd-bench`; errors come back as one line.
 pub async fn main(args: BenchArgs) -> Result<(), String> {
     let file = match &args.config {
         Some(path) => load(path).map_err(|e| e.to_string())?,
@@ -157,7 +165,7 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         "json" => serde_json::to_string(&outcome.report).map_err(|e| e.to_string())?,
         other => {
             return Err(format!(
-                "format {other:?}: verifyd bench writes summary or json"
+                "format {other:?}: verifyd-bench writes summary or json"
             ));
         }
     };

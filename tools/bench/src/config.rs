@@ -1,5 +1,5 @@
 //! ghz's config file format (JSON), so one file drives both ghz and
-//! `verifyd bench`. Only the keys `verifyd bench` acts on are accepted: an
+//! `verifyd-bench`. Only the keys `verifyd-bench` acts on are accepted: an
 //! unknown key (a typo, or a ghz option bench lacks) is an error naming it,
 //! rather than a run that silently measures something else.
 

@@ -24,7 +24,7 @@ pub enum CallError {
         "call {0:?} is not a method of verifyd.v1 or grpc.health.v1 (expected package.Service/Method)"
     )]
     UnknownMethod(String),
-    #[error("{0} is a streaming method; verifyd bench drives unary methods only")]
+    #[error("{0} is a streaming method; verifyd-bench drives unary methods only")]
     Streaming(String),
     #[error("data must be a JSON object or a non-empty array of objects")]
     DataShape,
@@ -43,7 +43,7 @@ pub enum CallError {
 /// The descriptors of every method bench can call: verifyd's API and the
 /// standard health check.
 pub fn descriptors() -> DescriptorPool {
-    let mut pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+    let mut pool = DescriptorPool::decode(verifyd::proto::FILE_DESCRIPTOR_SET)
         .expect("verifyd's descriptor set, built by build.rs, decodes");
     pool.decode_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .expect("tonic-health's descriptor set decodes");
@@ -311,7 +311,7 @@ mod tests {
         .expect("resolves");
         let body = |n| call.request(n, "w").expect("request").into_inner();
         assert_eq!(
-            crate::proto::GetVerificationRequest::decode(body(7))
+            verifyd::proto::GetVerificationRequest::decode(body(7))
                 .expect("decodes")
                 .id,
             "VE7"

@@ -147,7 +147,7 @@ impl Plan {
         } else {
             let path = cfg.cacert.as_deref().ok_or_else(|| {
                 settings(
-                    "TLS needs cacert (verifyd bench trusts no system roots); for plaintext, set insecure"
+                    "TLS needs cacert (verifyd-bench trusts no system roots); for plaintext, set insecure"
                         .into(),
                 )
             })?;
