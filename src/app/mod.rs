@@ -27,7 +27,7 @@ use crate::{
     domain::Policy,
     grpc::{self, listener::HandshakeLimits},
     ratelimit::RateLimits,
-    service::{ServiceSettings, Tenants, Verifier, tenants},
+    service::{Ports, ServiceSettings, Tenants, Verifier, tenants},
     store::{MemoryStore, RedisStore, Store, StoreBackend, StoreError},
     telemetry::Metrics,
 };
@@ -237,9 +237,11 @@ fn assemble(
     let limits = RateLimits::new(&quotas, clock.clone(), Arc::clone(&store))
         .with_metrics(Arc::clone(&metrics));
     Ok(Verifier::new(
-        store,
-        limits,
-        dispatcher,
+        Ports {
+            store,
+            limits,
+            dispatcher,
+        },
         config.hmac.key_ring(),
         policy,
         ServiceSettings {

@@ -7,7 +7,7 @@
 
 // The call's own data lives in `call`, which `Verification` holds; named
 // here too, with the rest of what callers of the voice rules use.
-pub use super::call::{CallToken, VoiceCall};
+pub use super::call::{CallKey, CallToken, VoiceCall};
 use super::verification::{Status, Verification, VoiceMode};
 
 /// Which question the keys answer.
@@ -18,6 +18,17 @@ pub enum Menu {
     Main,
     /// Press # to report the call as fraud, anything else to go back.
     Fraud,
+}
+
+/// Keys pressed on a verification's live call, as its webhook reported
+/// them: the call they claim to come from, the menu they answer, and the
+/// re-prompts the tenant allows a call.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPress<'a> {
+    pub call: &'a CallKey,
+    pub menu: Menu,
+    pub digits: &'a str,
+    pub max_reprompts: u8,
 }
 
 /// What the call says, then what it does: what the voice use cases answer

@@ -67,18 +67,29 @@ pub struct Verifier {
     shutdown: CancellationToken,
 }
 
+/// What the use cases work through: the store, the rate limits (over the
+/// same store, which keeps the shared budgets) and the delivery routes.
+#[derive(Debug)]
+pub struct Ports {
+    pub store: Arc<Store>,
+    pub limits: RateLimits<Arc<Store>>,
+    pub dispatcher: Dispatcher,
+}
+
 impl Verifier {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<Store>,
-        limits: RateLimits<Arc<Store>>,
-        dispatcher: Dispatcher,
+        ports: Ports,
         keys: KeyRing,
         policy: Policy,
         settings: ServiceSettings,
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let Ports {
+            store,
+            limits,
+            dispatcher,
+        } = ports;
         Arc::new(Self {
             store,
             limits,

@@ -16,7 +16,7 @@ use crate::{
     domain::{
         DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
         call::CallKey,
-        voice::{AnsweredBy, CallStep, KeyOutcome, Menu, Next},
+        voice::{AnsweredBy, CallStep, KeyOutcome, KeyPress, Menu, Next},
     },
     store::Blocked,
 };
@@ -149,10 +149,12 @@ impl Verifier {
             .press(
                 tenant,
                 id,
-                call,
-                menu,
-                digits,
-                self.voice(tenant).max_reprompts,
+                KeyPress {
+                    call,
+                    menu,
+                    digits,
+                    max_reprompts: self.voice(tenant).max_reprompts,
+                },
                 self.clock.now(),
             )
             .await?

@@ -29,7 +29,7 @@ use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
     VerificationId,
     limit::{Budget, Quota},
-    voice::{KeyOutcome, Menu},
+    voice::{KeyOutcome, KeyPress},
 };
 
 // From the module that defines it, which imports nothing from `store`.
@@ -262,23 +262,16 @@ impl Store {
 
     /// Applies keys pressed on the live call. `None` inside: the token or
     /// CallSid is not this verification's live call's.
-    #[allow(clippy::too_many_arguments)]
     pub async fn press(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        call: &CallKey,
-        menu: Menu,
-        digits: &str,
-        max_reprompts: u8,
+        press: KeyPress<'_>,
         now: SystemTime,
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
         match self {
-            Self::Memory(m) => m.press(tenant, id, call, menu, digits, max_reprompts, now),
-            Self::Redis(r) => {
-                r.press(tenant, id, call, menu, digits, max_reprompts, now)
-                    .await
-            }
+            Self::Memory(m) => m.press(tenant, id, press, now),
+            Self::Redis(r) => r.press(tenant, id, press, now).await,
         }
     }
 

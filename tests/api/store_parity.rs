@@ -33,7 +33,7 @@ use verifyd::{
         code::{HmacKey, KeyId},
         limit::{Budget, Limit, Quota},
         verification::Delivery,
-        voice::{KeyOutcome, Menu, VoiceCall},
+        voice::{KeyOutcome, KeyPress, Menu, VoiceCall},
     },
     store::{
         Blocked, CallKey, CompletedSend, Creation, Idempotency, MemoryStore, RedisStore,
@@ -356,7 +356,13 @@ impl Side {
                 };
                 let menu = if *fraud_menu { Menu::Fraud } else { Menu::Main };
                 let call = CallKey { token, call_sid };
-                let found = ok(store.press(&tenant, id, &call, menu, digits, 1, now).await)?;
+                let press = KeyPress {
+                    call: &call,
+                    menu,
+                    digits,
+                    max_reprompts: 1,
+                };
+                let found = ok(store.press(&tenant, id, press, now).await)?;
                 let approved = matches!(found, Some((Some(KeyOutcome::Approved), _)));
                 self.approvals[i] += u32::from(approved);
                 seen(found)

@@ -29,8 +29,8 @@ use self::{
 use super::{
     feed::{Feed, Subscription},
     port::{
-        Blocked, BudgetKey, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
-        IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+        Blocked, BudgetKey, BudgetedCheck, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
+        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
 use crate::domain::{
@@ -39,7 +39,7 @@ use crate::domain::{
     limit::{Budget, Quota},
     starts::RecentStarts,
     verification::SendRefused,
-    voice::{KeyOutcome, Menu},
+    voice::{KeyOutcome, KeyPress},
 };
 
 type VerificationKey = (TenantId, VerificationId);
@@ -665,17 +665,19 @@ impl MemoryStore {
 
     /// Applies keys pressed on a verification's live call, if the webhook's
     /// token and CallSid belong to that call.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn press(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        call: &CallKey,
-        menu: Menu,
-        digits: &str,
-        max_reprompts: u8,
+        press: KeyPress<'_>,
         now: SystemTime,
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        let KeyPress {
+            call,
+            menu,
+            digits,
+            max_reprompts,
+        } = press;
         Ok(self.apply(tenant, id, |v, _, _| {
             let admitted = v
                 .call

@@ -35,8 +35,8 @@ use self::{
 use super::{
     feed::Subscription,
     port::{
-        Blocked, BudgetKey, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
-        IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+        Blocked, BudgetKey, BudgetedCheck, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
+        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
     },
 };
 use crate::domain::{
@@ -44,7 +44,7 @@ use crate::domain::{
     VerificationId,
     limit::{Budget, Limit, Quota},
     verification::SendRefused,
-    voice::{KeyOutcome, Menu, VoiceCall},
+    voice::{KeyOutcome, KeyPress, Menu, VoiceCall},
 };
 use crate::telemetry::Metrics;
 
@@ -543,17 +543,19 @@ impl RedisStore {
         reply.map(|(c, r)| Ok((c == 1, decode(&r)?))).transpose()
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn press(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
-        call: &CallKey,
-        menu: Menu,
-        digits: &str,
-        max_reprompts: u8,
+        press: KeyPress<'_>,
         now: SystemTime,
     ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        let KeyPress {
+            call,
+            menu,
+            digits,
+            max_reprompts,
+        } = press;
         let mut invocation = self.on_verification(&SCRIPTS.press, tenant, id);
         invocation
             .arg(millis(now))
