@@ -8,13 +8,23 @@
 //! at its expiry a verification is settled and announced, after its
 //! retention it is dropped. A hard cap on entries keeps memory bounded
 //! even under a flood of starts.
+//!
+//! The operations, by what they do: [`sends`] (create, resend, record a
+//! send), [`checks`] (reads, checks, cancels, delivery reports, key
+//! presses), [`idempotency`], [`retention`] (expiry, purging, blocks); the
+//! budgets every replica would share live in [`budgets`], under a lock of
+//! their own.
 
 mod budgets;
+mod checks;
+mod idempotency;
 mod record;
+mod retention;
+mod sends;
+mod state;
 mod table;
 
 use std::{
-    collections::{BTreeSet, HashMap, hash_map::Entry},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
@@ -23,27 +33,20 @@ use tokio::sync::Notify;
 
 use self::{
     budgets::Budgets,
-    record::{Names, Record, Stamp},
-    table::{MAX_RECORDS, Table},
+    record::{Names, Record},
+    state::State,
+    table::MAX_RECORDS,
 };
 use super::{
     feed::{Feed, Subscription},
-    port::{
-        Blocked, BudgetKey, BudgetedCheck, CompletedSend, Creation, Fingerprint, IDEMPOTENCY_LEASE,
-        IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
-    },
+    port::BudgetKey,
 };
 use crate::domain::{
-    CheckOutcome, CodeHash, DeliveryReport, DeliveryStatus, Destination, Policy, Status, TenantId,
-    Verification, VerificationId,
+    Destination, Status, TenantId, Verification, VerificationId,
     limit::{Budget, Quota},
-    starts::RecentStarts,
-    verification::SendRefused,
-    voice::{KeyOutcome, KeyPress},
 };
 
 type VerificationKey = (TenantId, VerificationId);
-type IdempotencyKey = (TenantId, String);
 
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -59,48 +62,6 @@ pub struct MemoryStore {
     /// Wakes the expiry timer when a deadline earlier than the one it
     /// sleeps towards is queued.
     deadline_moved: Notify,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    verifications: Table,
-    names: Names,
-    idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
-    /// Destinations blocked after a fraud report, per tenant, until when.
-    blocks: HashMap<(TenantId, String), SystemTime>,
-    /// Idempotency records and blocks by the time they may be dropped. A
-    /// record's time can move later, so a popped entry that is not yet due
-    /// is queued again rather than kept in step on every write.
-    purge_queue: BTreeSet<(SystemTime, Purgeable)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Purgeable {
-    Idempotency(TenantId, String),
-    Block(TenantId, String),
-}
-
-#[derive(Debug)]
-struct IdempotencyRecord {
-    fingerprint: Fingerprint,
-    state: IdempotencyState,
-    expires_at: SystemTime,
-    /// Where this record stands in the purge queue, so dropping the record
-    /// drops its entry too.
-    queued_at: SystemTime,
-}
-
-#[derive(Debug)]
-enum IdempotencyState {
-    InFlight { lease_until: SystemTime },
-    Done(Box<Verification>),
-}
-
-/// Why a resend was not reserved.
-enum Refused {
-    Send(SendRefused),
-    /// The destination's start budget is spent; a cell frees up after this.
-    Limited(Duration),
 }
 
 /// What a change to a verification wrote, so that only that is written
@@ -139,113 +100,6 @@ impl MemoryStore {
     /// poisoned lock is safe to keep using.
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn create(
-        &self,
-        mut candidate: Verification,
-        policy: &Policy,
-        budget: Budget,
-        now: SystemTime,
-    ) -> Result<Creation, StoreError> {
-        let mut guard = self.state();
-        let state = &mut *guard;
-        let table = &mut state.verifications;
-        // The destination's run of starts is its latest verification's: a
-        // run is forgotten a code's lifetime after its latest start, and at
-        // the latest once that verification is purged.
-        let recent = table
-            .latest(&candidate.tenant, &candidate.to)
-            .map(|slot| table.get(slot).recent_starts());
-        let started = match RecentStarts::admit(recent, policy, now) {
-            Ok(started) => started,
-            Err(retry_at) => return Ok(Creation::TooSoon { retry_at }),
-        };
-        if table.len() >= self.max_entries {
-            return Err(StoreError::Full);
-        }
-        // The budget after the gap: a start the gap refuses spends nothing.
-        if let Some(wait) =
-            self.take_destination_cell(&candidate.tenant, &candidate.to, budget, now)
-        {
-            return Ok(Creation::Limited(budget.refused(wait)));
-        }
-
-        let mut superseded = None;
-        let mut settled = None;
-        if let Some(slot) = table.pending(&candidate.tenant, &candidate.to, candidate.purpose) {
-            let record = table.get_mut(slot);
-            let mut v = record.verification(&state.names);
-            if v.supersede(now) {
-                superseded = Some(v.clone());
-            } else {
-                // Expired before the timer got to it: settled in the same
-                // step, and announced as the timer would.
-                settled = Some(v.id.clone());
-            }
-            record.set_check_state(&v);
-            record.drop_code();
-            table.unindex_pending(slot);
-        }
-
-        candidate
-            .reserve_send(policy, now)
-            .expect("a new verification may always send once");
-        let mut record = Record::new(&candidate, &mut state.names);
-        record.set_run(started);
-        let (_, earliest) = table.insert(record);
-        drop(guard);
-        let tenant = &candidate.tenant;
-        for id in superseded
-            .as_ref()
-            .map(|v| &v.id)
-            .into_iter()
-            .chain(&settled)
-        {
-            self.feed.notify(&(tenant.clone(), id.clone()));
-        }
-        if earliest {
-            self.deadline_moved.notify_one();
-        }
-        Ok(Creation::Created {
-            verification: candidate,
-            superseded,
-        })
-    }
-
-    pub(super) fn reserve_resend(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        policy: &Policy,
-        budget: Budget,
-        now: SystemTime,
-    ) -> Option<Reservation> {
-        let (reserved, v) = self.apply(tenant, id, |v, _, _| {
-            // The budget goes first, as for a start: a resend its cooldown
-            // refuses has spent its cell too. Not pending: nothing is taken.
-            if !v.status_at(now).is_terminal()
-                && let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now)
-            {
-                return (Err(Refused::Limited(wait)), Written::Nothing);
-            }
-            let before = v.status;
-            let reserved = v.reserve_send(policy, now);
-            let written = match reserved {
-                Ok(()) => Written::Everything,
-                Err(_) if v.status != before => Written::CheckState,
-                Err(_) => Written::Nothing,
-            };
-            (reserved.map_err(Refused::Send), written)
-        })?;
-        Some(match reserved {
-            Ok(()) => Reservation::Granted(v),
-            Err(Refused::Send(reason)) => Reservation::Refused {
-                verification: v,
-                reason,
-            },
-            Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
-        })
     }
 
     /// Takes one cell of the destination's budget `budget` names, with the
@@ -323,387 +177,6 @@ impl MemoryStore {
         Some((result, v))
     }
 
-    pub(super) fn complete_send(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        send: CompletedSend,
-        policy: &Policy,
-        now: SystemTime,
-    ) -> Result<Option<Verification>, StoreError> {
-        let updated = self.apply(tenant, id, |v, record, names| {
-            let was_pending = v.status == Status::Pending;
-            let accepted = send
-                .attempts
-                .last()
-                .is_some_and(|a| a.status == DeliveryStatus::Accepted);
-            v.record_send(send.delivery, send.attempts, send.call, policy, now);
-            // The user now has the new send's code (or, after a press-#
-            // call, none): swap it in only if a provider took the send and
-            // the verification is still open, so a check that approved
-            // meanwhile stands and a failed resend keeps the old code.
-            if accepted && was_pending && v.status == Status::Pending {
-                match send.new_hash {
-                    Some(hash) => record.set_code(hash, names),
-                    None => record.drop_code(),
-                }
-            }
-            ((), Written::Everything)
-        });
-        Ok(updated.map(|((), v)| v))
-    }
-
-    pub(super) fn check(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        candidates: &[CodeHash],
-        now: SystemTime,
-    ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
-        Ok(self.apply(tenant, id, |v, record, names| {
-            let before = (v.status, v.checks_remaining);
-            let outcome = v.check(record.code_matches(candidates, names), now);
-            (outcome, check_state_written(before, v))
-        }))
-    }
-
-    /// [`Self::check`], first taking one cell of the destination's
-    /// failed-check budget (`budget`), in the same step: one lookup where
-    /// reading the destination, then checking, takes two. Not pending
-    /// (expired included): nothing is taken or written.
-    pub(super) fn check_within_budget(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        candidates: &[CodeHash],
-        budget: Budget,
-        now: SystemTime,
-    ) -> Option<BudgetedCheck> {
-        let (checked, v) = self.apply(tenant, id, |v, record, names| {
-            let status = v.status_at(now);
-            if status.is_terminal() {
-                return (Ok(CheckOutcome::NotPending(status)), Written::Nothing);
-            }
-            if let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now) {
-                return (Err(wait), Written::Nothing);
-            }
-            let before = (v.status, v.checks_remaining);
-            let outcome = v.check(record.code_matches(candidates, names), now);
-            (Ok(outcome), check_state_written(before, v))
-        })?;
-        Some(match checked {
-            Ok(outcome) => BudgetedCheck::Checked(outcome, v),
-            Err(wait) => BudgetedCheck::Limited(budget.refused(wait)),
-        })
-    }
-
-    pub(super) fn get(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        now: SystemTime,
-    ) -> Result<Option<Verification>, StoreError> {
-        let updated = self.apply(tenant, id, |v, _, _| {
-            let written = if v.settle(now) {
-                Written::CheckState
-            } else {
-                Written::Nothing
-            };
-            ((), written)
-        });
-        Ok(updated.map(|((), v)| v))
-    }
-
-    pub(super) fn status_and_destination(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        now: SystemTime,
-    ) -> Option<(Status, Destination)> {
-        let state = self.state();
-        let table = &state.verifications;
-        let record = table.get(table.find(tenant, id.to_bits())?);
-        Some((record.status_at(now), record.to.clone()))
-    }
-
-    pub(super) fn cancel(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        now: SystemTime,
-    ) -> Result<Option<(Verification, bool)>, StoreError> {
-        let updated = self.apply(tenant, id, |v, _, _| {
-            let before = (v.status, v.checks_remaining);
-            let canceled = v.cancel(now).is_ok();
-            (canceled, check_state_written(before, v))
-        });
-        Ok(updated.map(|(canceled, v)| (v, canceled)))
-    }
-
-    pub(super) fn record_delivery(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        report: &DeliveryReport,
-    ) -> Result<Option<(bool, Verification)>, StoreError> {
-        Ok(self.apply(tenant, id, |v, _, _| {
-            let changed = v.record_delivery(report);
-            let written = if changed {
-                Written::Everything
-            } else {
-                Written::Nothing
-            };
-            (changed, written)
-        }))
-    }
-    pub(super) fn begin_idempotent(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-        fingerprint: Fingerprint,
-        now: SystemTime,
-    ) -> Result<Idempotency, StoreError> {
-        let mut state = self.state();
-        let entries = state.idempotency.len();
-        let state = &mut *state;
-        match state.idempotency.entry((tenant.clone(), key.to_owned())) {
-            Entry::Occupied(mut entry) => {
-                let record = entry.get_mut();
-                if record.expires_at <= now {
-                    // Past its window: the key is free again.
-                    *record = new_in_flight(fingerprint, now, record.queued_at);
-                    return Ok(Idempotency::Started);
-                }
-                if record.fingerprint != fingerprint {
-                    return Ok(Idempotency::Mismatch);
-                }
-                match &record.state {
-                    IdempotencyState::Done(v) => Ok(Idempotency::Replay(v.clone())),
-                    IdempotencyState::InFlight { lease_until } if *lease_until > now => {
-                        Ok(Idempotency::InFlight)
-                    }
-                    IdempotencyState::InFlight { .. } => {
-                        *record = new_in_flight(fingerprint, now, record.queued_at);
-                        Ok(Idempotency::Started)
-                    }
-                }
-            }
-            Entry::Vacant(entry) => {
-                if entries >= self.max_entries {
-                    return Err(StoreError::Full);
-                }
-                let expires_at = now + IDEMPOTENCY_WINDOW;
-                let record = new_in_flight(fingerprint, now, expires_at);
-                state.purge_queue.insert((
-                    expires_at,
-                    Purgeable::Idempotency(tenant.clone(), key.to_owned()),
-                ));
-                entry.insert(record);
-                Ok(Idempotency::Started)
-            }
-        }
-    }
-
-    pub(super) fn finish_idempotent(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-        response: &Verification,
-        now: SystemTime,
-    ) -> Result<(), StoreError> {
-        let mut state = self.state();
-        if let Some(record) = state.idempotency.get_mut(&(tenant.clone(), key.to_owned())) {
-            record.state = IdempotencyState::Done(Box::new(response.clone()));
-            record.expires_at = now + IDEMPOTENCY_WINDOW;
-        }
-        Ok(())
-    }
-
-    pub(super) fn abandon_idempotent(
-        &self,
-        tenant: &TenantId,
-        key: &str,
-    ) -> Result<(), StoreError> {
-        let mut state = self.state();
-        let key = (tenant.clone(), key.to_owned());
-        if let Some(IdempotencyRecord {
-            state: IdempotencyState::InFlight { .. },
-            queued_at,
-            ..
-        }) = state.idempotency.get(&key)
-        {
-            let queued = (
-                *queued_at,
-                Purgeable::Idempotency(key.0.clone(), key.1.clone()),
-            );
-            state.purge_queue.remove(&queued);
-            state.idempotency.remove(&key);
-        }
-        Ok(())
-    }
-
-    /// Drops the idempotency records and blocks whose time has passed, and
-    /// the budgets that are full again.
-    /// Verifications go by their own deadlines ([`MemoryStore::expire_due`]).
-    pub(super) fn purge(&self, now: SystemTime) {
-        self.budgets.retain_recent(now);
-        let mut state = self.state();
-        let state = &mut *state;
-        while let Some(first) = state.purge_queue.first() {
-            if first.0 > now {
-                break;
-            }
-            let (_, item) = state.purge_queue.pop_first().expect("just seen");
-            match item {
-                Purgeable::Idempotency(tenant, key) => {
-                    let key = (tenant, key);
-                    let Some(record) = state.idempotency.get_mut(&key) else {
-                        continue;
-                    };
-                    if record.expires_at > now {
-                        let due = record.expires_at;
-                        record.queued_at = due;
-                        state
-                            .purge_queue
-                            .insert((due, Purgeable::Idempotency(key.0, key.1)));
-                        continue;
-                    }
-                    state.idempotency.remove(&key);
-                }
-                Purgeable::Block(tenant, to) => {
-                    let key = (tenant, to);
-                    match state.blocks.get(&key) {
-                        Some(until) if *until > now => {
-                            let due = *until;
-                            state
-                                .purge_queue
-                                .insert((due, Purgeable::Block(key.0, key.1)));
-                        }
-                        Some(_) => {
-                            state.blocks.remove(&key);
-                        }
-                        None => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// When the next verification deadline falls: an expiry to settle and
-    /// announce, or a retention that ends.
-    pub(super) fn next_deadline(&self) -> Option<SystemTime> {
-        self.state().verifications.next_deadline().map(Stamp::time)
-    }
-
-    /// Resolves when a deadline earlier than every other was queued.
-    pub(super) async fn deadline_moved(&self) {
-        self.deadline_moved.notified().await;
-    }
-
-    /// Works through the deadlines due at `now`: a verification past its
-    /// retention is dropped; one whose expiry this is goes back to the
-    /// service, which settles it with [`MemoryStore::get`] (telling
-    /// watchers) and announces it, as it does for a store that keeps no
-    /// deadlines. What a read already settled is announced all the same.
-    pub(super) fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
-        let mut due = Vec::new();
-        let stamp = Stamp::of(now);
-        let mut state = self.state();
-        let table = &mut state.verifications;
-        while let Some(slot) = table.pop_due(stamp) {
-            let record = table.get(slot);
-            if record.status == Status::Pending && record.expires_at > stamp {
-                // A resend moved its expiry later.
-                let at = record.expires_at;
-                table.schedule(slot, at);
-                continue;
-            }
-            let retained_until = Stamp::of(record.expires_at.time() + self.retention);
-            if retained_until <= stamp {
-                table.remove(slot);
-                continue;
-            }
-            // This was its expiry: a finished verification's next deadline
-            // is the end of its retention.
-            if matches!(record.status, Status::Pending | Status::Expired) {
-                due.push((record.tenant.clone(), record.verification_id()));
-            }
-            table.schedule(slot, retained_until);
-        }
-        due
-    }
-
-    pub(super) fn block(
-        &self,
-        tenant: &TenantId,
-        what: Blocked<'_>,
-        until: SystemTime,
-    ) -> Result<(), StoreError> {
-        let mut state = self.state();
-        let key = (tenant.clone(), what.subject());
-        let until = state.blocks.get(&key).map_or(until, |t| (*t).max(until));
-        state.blocks.insert(key.clone(), until);
-        state
-            .purge_queue
-            .insert((until, Purgeable::Block(key.0, key.1)));
-        Ok(())
-    }
-
-    pub(super) fn blocked_until(
-        &self,
-        tenant: &TenantId,
-        what: Blocked<'_>,
-        now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
-        let state = self.state();
-        Ok(state
-            .blocks
-            .get(&(tenant.clone(), what.subject()))
-            .copied()
-            .filter(|until| *until > now))
-    }
-
-    /// Applies keys pressed on a verification's live call, if the webhook's
-    /// token and CallSid belong to that call.
-    pub(super) fn press(
-        &self,
-        tenant: &TenantId,
-        id: &VerificationId,
-        press: KeyPress<'_>,
-        now: SystemTime,
-    ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
-        let KeyPress {
-            call,
-            menu,
-            digits,
-            max_reprompts,
-        } = press;
-        Ok(self.apply(tenant, id, |v, _, _| {
-            let admitted = v
-                .call
-                .as_ref()
-                .is_some_and(|live| live.admits(&call.token, &call.call_sid));
-            if !admitted {
-                return (None, Written::Nothing);
-            }
-            let seen = |v: &Verification| {
-                (
-                    v.status,
-                    v.checks_remaining,
-                    v.call.as_ref().map(|c| c.reprompts),
-                )
-            };
-            let before = seen(v);
-            let outcome = v.press(menu, digits, max_reprompts, now);
-            let written = if seen(v) == before {
-                Written::Nothing
-            } else {
-                Written::Everything
-            };
-            (Some(outcome), written)
-        }))
-    }
-
     /// How many verifications and idempotency records are held.
     pub fn len(&self) -> (usize, usize) {
         let state = self.state();
@@ -721,28 +194,19 @@ fn check_state_written(before: (Status, u32), v: &Verification) -> Written {
     }
 }
 
-fn new_in_flight(
-    fingerprint: Fingerprint,
-    now: SystemTime,
-    queued_at: SystemTime,
-) -> IdempotencyRecord {
-    IdempotencyRecord {
-        fingerprint,
-        state: IdempotencyState::InFlight {
-            lease_until: now + IDEMPOTENCY_LEASE,
-        },
-        expires_at: now + IDEMPOTENCY_WINDOW,
-        queued_at,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Channel, DeliveryStatus, Destination, Purpose, SendAttempt, Status,
-        limit::{Limit, RateLimited},
-        verification::{Delivery, SendRefused},
+    use crate::{
+        domain::{
+            Channel, CheckOutcome, CodeHash, DeliveryStatus, Destination, Policy, Purpose,
+            SendAttempt, Status,
+            limit::{Limit, RateLimited},
+            verification::{Delivery, SendRefused},
+        },
+        store::port::{
+            CompletedSend, Creation, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+        },
     };
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;

@@ -1,0 +1,159 @@
+//! The steps that send: creating a verification with its first send
+//! reserved, reserving a resend, and recording how a send went.
+
+use std::time::{Duration, SystemTime};
+
+use super::{MemoryStore, Written, record::Record};
+use crate::{
+    domain::{
+        DeliveryStatus, Policy, Status, TenantId, Verification, VerificationId, limit::Budget,
+        starts::RecentStarts, verification::SendRefused,
+    },
+    store::port::{CompletedSend, Creation, Reservation, StoreError},
+};
+
+impl MemoryStore {
+    pub(in crate::store) fn create(
+        &self,
+        mut candidate: Verification,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Creation, StoreError> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let table = &mut state.verifications;
+        // The destination's run of starts is its latest verification's: a
+        // run is forgotten a code's lifetime after its latest start, and at
+        // the latest once that verification is purged.
+        let recent = table
+            .latest(&candidate.tenant, &candidate.to)
+            .map(|slot| table.get(slot).recent_starts());
+        let started = match RecentStarts::admit(recent, policy, now) {
+            Ok(started) => started,
+            Err(retry_at) => return Ok(Creation::TooSoon { retry_at }),
+        };
+        if table.len() >= self.max_entries {
+            return Err(StoreError::Full);
+        }
+        // The budget after the gap: a start the gap refuses spends nothing.
+        if let Some(wait) =
+            self.take_destination_cell(&candidate.tenant, &candidate.to, budget, now)
+        {
+            return Ok(Creation::Limited(budget.refused(wait)));
+        }
+
+        let mut superseded = None;
+        let mut settled = None;
+        if let Some(slot) = table.pending(&candidate.tenant, &candidate.to, candidate.purpose) {
+            let record = table.get_mut(slot);
+            let mut v = record.verification(&state.names);
+            if v.supersede(now) {
+                superseded = Some(v.clone());
+            } else {
+                // Expired before the timer got to it: settled in the same
+                // step, and announced as the timer would.
+                settled = Some(v.id.clone());
+            }
+            record.set_check_state(&v);
+            record.drop_code();
+            table.unindex_pending(slot);
+        }
+
+        candidate
+            .reserve_send(policy, now)
+            .expect("a new verification may always send once");
+        let mut record = Record::new(&candidate, &mut state.names);
+        record.set_run(started);
+        let (_, earliest) = table.insert(record);
+        drop(guard);
+        let tenant = &candidate.tenant;
+        for id in superseded
+            .as_ref()
+            .map(|v| &v.id)
+            .into_iter()
+            .chain(&settled)
+        {
+            self.feed.notify(&(tenant.clone(), id.clone()));
+        }
+        if earliest {
+            self.deadline_moved.notify_one();
+        }
+        Ok(Creation::Created {
+            verification: candidate,
+            superseded,
+        })
+    }
+
+    pub(in crate::store) fn reserve_resend(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Option<Reservation> {
+        let (reserved, v) = self.apply(tenant, id, |v, _, _| {
+            // The budget goes first, as for a start: a resend its cooldown
+            // refuses has spent its cell too. Not pending: nothing is taken.
+            if !v.status_at(now).is_terminal()
+                && let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now)
+            {
+                return (Err(Refused::Limited(wait)), Written::Nothing);
+            }
+            let before = v.status;
+            let reserved = v.reserve_send(policy, now);
+            let written = match reserved {
+                Ok(()) => Written::Everything,
+                Err(_) if v.status != before => Written::CheckState,
+                Err(_) => Written::Nothing,
+            };
+            (reserved.map_err(Refused::Send), written)
+        })?;
+        Some(match reserved {
+            Ok(()) => Reservation::Granted(v),
+            Err(Refused::Send(reason)) => Reservation::Refused {
+                verification: v,
+                reason,
+            },
+            Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
+        })
+    }
+
+    pub(in crate::store) fn complete_send(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        send: CompletedSend,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let updated = self.apply(tenant, id, |v, record, names| {
+            let was_pending = v.status == Status::Pending;
+            let accepted = send
+                .attempts
+                .last()
+                .is_some_and(|a| a.status == DeliveryStatus::Accepted);
+            v.record_send(send.delivery, send.attempts, send.call, policy, now);
+            // The user now has the new send's code (or, after a press-#
+            // call, none): swap it in only if a provider took the send and
+            // the verification is still open, so a check that approved
+            // meanwhile stands and a failed resend keeps the old code.
+            if accepted && was_pending && v.status == Status::Pending {
+                match send.new_hash {
+                    Some(hash) => record.set_code(hash, names),
+                    None => record.drop_code(),
+                }
+            }
+            ((), Written::Everything)
+        });
+        Ok(updated.map(|((), v)| v))
+    }
+}
+
+/// Why a resend was not reserved.
+enum Refused {
+    Send(SendRefused),
+    /// The destination's start budget is spent; a cell frees up after this.
+    Limited(Duration),
+}

@@ -1,0 +1,50 @@
+//! What the memory store's lock guards: the verifications, idempotency
+//! records and blocks, and the queue that drops the latter two on time.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::SystemTime,
+};
+
+use super::{record::Names, table::Table};
+use crate::{
+    domain::{TenantId, Verification},
+    store::port::Fingerprint,
+};
+
+pub(super) type IdempotencyKey = (TenantId, String);
+
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) verifications: Table,
+    pub(super) names: Names,
+    pub(super) idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// Destinations blocked after a fraud report, per tenant, until when.
+    pub(super) blocks: HashMap<(TenantId, String), SystemTime>,
+    /// Idempotency records and blocks by the time they may be dropped. A
+    /// record's time can move later, so a popped entry that is not yet due
+    /// is queued again rather than kept in step on every write.
+    pub(super) purge_queue: BTreeSet<(SystemTime, Purgeable)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Purgeable {
+    Idempotency(TenantId, String),
+    Block(TenantId, String),
+}
+
+#[derive(Debug)]
+pub(super) struct IdempotencyRecord {
+    pub(super) fingerprint: Fingerprint,
+    pub(super) state: IdempotencyState,
+    pub(super) expires_at: SystemTime,
+    /// Where this record stands in the purge queue, so dropping the record
+    /// drops its entry too.
+    pub(super) queued_at: SystemTime,
+}
+
+#[derive(Debug)]
+pub(super) enum IdempotencyState {
+    InFlight { lease_until: SystemTime },
+    Done(Box<Verification>),
+}
