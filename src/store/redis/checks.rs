@@ -1,0 +1,218 @@
+//! Reads and the transitions a caller or a provider asks for: check.lua,
+//! get.lua, cancel.lua, delivery.lua and press.lua.
+
+use std::time::{Duration, SystemTime};
+
+use super::{
+    RedisStore, record,
+    record::{Reply, decode, millis},
+    scripts::{SCRIPTS, quota_args},
+};
+use crate::{
+    domain::{
+        CheckOutcome, CodeHash, DeliveryReport, Destination, Status, TenantId, Verification,
+        VerificationId,
+        limit::Budget,
+        voice::{KeyOutcome, KeyPress, Menu, VoiceCall},
+    },
+    store::port::{BudgetedCheck, StoreError},
+};
+
+impl RedisStore {
+    pub(in crate::store) async fn check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        now: SystemTime,
+    ) -> Result<Option<(CheckOutcome, Verification)>, StoreError> {
+        match self.run_check(tenant, id, candidates, None, now).await? {
+            None => Ok(None),
+            Some(BudgetedCheck::Checked(outcome, v)) => Ok(Some((outcome, v))),
+            Some(_) => Err(StoreError::Unavailable(
+                "the check script answered for a budget it was not given".into(),
+            )),
+        }
+    }
+
+    pub(in crate::store) async fn check_within_budget(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<BudgetedCheck>, StoreError> {
+        self.run_check(tenant, id, candidates, Some(budget), now)
+            .await
+    }
+
+    /// check.lua, taking a cell of the failed-check budget when there is
+    /// one.
+    async fn run_check(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        candidates: &[CodeHash],
+        budget: Option<Budget>,
+        now: SystemTime,
+    ) -> Result<Option<BudgetedCheck>, StoreError> {
+        let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
+        invocation.arg(millis(now));
+        quota_args(&mut invocation, budget.map(|b| b.quota));
+        for c in candidates {
+            invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
+        }
+        let bad_check = || StoreError::Unavailable("unexpected reply from the check script".into());
+        let reply: Option<(String, u64, Reply)> = self.run("check", invocation).await?;
+        let Some((outcome, detail, reply)) = reply else {
+            return Ok(None);
+        };
+        let checked = |outcome, reply: &str| Ok(BudgetedCheck::Checked(outcome, decode(reply)?));
+        Ok(Some(match outcome.as_str() {
+            "approved" => checked(CheckOutcome::Approved, &reply)?,
+            "rejected" => checked(CheckOutcome::Rejected, &reply)?,
+            "not_pending" => {
+                let v = decode(&reply)?;
+                BudgetedCheck::Checked(CheckOutcome::NotPending(v.status), v)
+            }
+            "limited" => match budget {
+                Some(budget) => {
+                    BudgetedCheck::Limited(budget.refused(Duration::from_millis(detail)))
+                }
+                None => return Err(bad_check()),
+            },
+            "unbudgeted" => BudgetedCheck::Unbudgeted,
+            _ => return Err(bad_check()),
+        }))
+    }
+
+    pub(in crate::store) async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let mut invocation = self.on_verification(&SCRIPTS.get, tenant, id);
+        invocation.arg(millis(now));
+        let reply: Option<(Reply,)> = self.run("get", invocation).await?;
+        reply.map(|(r,)| decode(&r)).transpose()
+    }
+
+    /// A verification as of `now`, read without writing: its public
+    /// fields and its attempts, the status as [`Status::as_of`] has it.
+    /// No script: the two reads go in a MULTI/EXEC, which costs Redis about
+    /// half what a script does (every argument and reply element of a
+    /// script crosses into Lua and back). Writing the expiry back is left
+    /// to the expiry timer and the next transition.
+    pub(in crate::store) async fn read(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let [hash, attempts] = self.inner.keys.verification(tenant, id);
+        let mut fields = redis::cmd("HMGET");
+        fields.arg(hash).arg(&record::READ_FIELDS);
+        let mut listed = redis::cmd("LRANGE");
+        listed.arg(attempts).arg(0).arg(-1);
+        let (values, attempts): (Vec<Option<String>>, Vec<String>) =
+            self.transaction("read", [fields, listed]).await?;
+        record::read_of(&values, &attempts, now)
+    }
+
+    /// What a check needs to know first, read without a script: one HMGET
+    /// of four fields rather than the whole verification.
+    pub(in crate::store) async fn status_and_destination(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Status, Destination)>, StoreError> {
+        let [hash, _] = self.inner.keys.verification(tenant, id);
+        let mut command = redis::cmd("HMGET");
+        command.arg(hash).arg(&record::STATUS_FIELDS);
+        let fields = self.query("status", &command).await?;
+        record::status_of(fields, now)
+    }
+
+    pub(in crate::store) async fn cancel(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(Verification, bool)>, StoreError> {
+        let mut invocation = self.on_verification(&SCRIPTS.cancel, tenant, id);
+        invocation.arg(millis(now));
+        let reply: Option<(u8, Reply)> = self.run("cancel", invocation).await?;
+        reply.map(|(c, r)| Ok((decode(&r)?, c == 1))).transpose()
+    }
+
+    pub(in crate::store) async fn record_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        report: &DeliveryReport,
+        now: SystemTime,
+    ) -> Result<Option<(bool, Verification)>, StoreError> {
+        let (rank, status) = DeliveryReport::rank(&report.status);
+        let mut invocation = self.on_verification(&SCRIPTS.delivery, tenant, id);
+        invocation
+            .arg(millis(now))
+            .arg(&report.reference)
+            .arg(&report.status)
+            .arg(rank)
+            .arg(status.map_or("", record::delivery_status_str))
+            .arg(report.failure_reason().unwrap_or_default());
+        let reply: Option<(u8, Reply)> = self.run("delivery", invocation).await?;
+        reply.map(|(c, r)| Ok((c == 1, decode(&r)?))).transpose()
+    }
+
+    pub(in crate::store) async fn press(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        press: KeyPress<'_>,
+        now: SystemTime,
+    ) -> Result<Option<(Option<KeyOutcome>, Verification)>, StoreError> {
+        let KeyPress {
+            call,
+            menu,
+            digits,
+            max_reprompts,
+        } = press;
+        let mut invocation = self.on_verification(&SCRIPTS.press, tenant, id);
+        invocation
+            .arg(millis(now))
+            .arg(hex::encode(VoiceCall::hash_token(&call.token)))
+            .arg(&call.call_sid)
+            .arg(match menu {
+                Menu::Main => "main",
+                Menu::Fraud => "fraud",
+            })
+            .arg(digits)
+            .arg(max_reprompts);
+        let reply: Option<(String, Reply)> = self.run("press", invocation).await?;
+        let Some((outcome, reply)) = reply else {
+            return Ok(None);
+        };
+        let v = decode(&reply)?;
+        let outcome = match outcome.as_str() {
+            "forbidden" => None,
+            "approved" => Some(KeyOutcome::Approved),
+            "reprompt" => Some(KeyOutcome::Reprompt),
+            "wrong_digits" => Some(KeyOutcome::WrongDigits),
+            "hangup" => Some(KeyOutcome::Hangup),
+            "fraud_menu" => Some(KeyOutcome::FraudMenu),
+            "back_to_main" => Some(KeyOutcome::BackToMain),
+            "denied" => Some(KeyOutcome::Denied),
+            "not_pending" => Some(KeyOutcome::NotPending(v.status)),
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "unexpected reply from the press script".into(),
+                ));
+            }
+        };
+        Ok(Some((outcome, v)))
+    }
+}

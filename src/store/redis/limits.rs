@@ -1,0 +1,108 @@
+//! Blocks (block.lua) and the budgets every replica shares (gcra*.lua):
+//! the store port's budget operations.
+
+use std::time::{Duration, SystemTime};
+
+use super::{
+    RedisStore,
+    record::{millis, millis_of},
+    scripts::{SCRIPTS, quota_args},
+};
+use crate::{
+    domain::{TenantId, limit::Quota},
+    store::port::{Blocked, BudgetKey, StoreError},
+};
+
+impl RedisStore {
+    pub(in crate::store) async fn block(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        until: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.block.prepare_invoke();
+        invocation
+            .key(self.inner.keys.block(tenant, what))
+            .arg(millis(until))
+            .arg(millis(now));
+        self.run::<u8>("block", invocation).await.map(drop)
+    }
+
+    pub(in crate::store) async fn blocked_until(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.inner.keys.block(tenant, what));
+        let until: Option<u64> = self.query("blocked_until", &get).await?;
+        Ok(until
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+            .filter(|until| *until > now))
+    }
+
+    pub(in crate::store) async fn take_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut invocation = SCRIPTS.gcra.prepare_invoke();
+        invocation
+            .key(self.budget_key(tenant, key))
+            .arg(millis(now));
+        quota_args(&mut invocation, Some(quota));
+        let wait: u64 = self.run("gcra", invocation).await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    }
+
+    pub(in crate::store) async fn cell_wait(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<Duration, StoreError> {
+        let mut invocation = SCRIPTS.gcra_wait.prepare_invoke();
+        invocation
+            .key(self.budget_key(tenant, key))
+            .arg(millis(now));
+        quota_args(&mut invocation, Some(quota));
+        let wait: u64 = self.run("gcra_wait", invocation).await?;
+        Ok(Duration::from_millis(wait))
+    }
+
+    pub(in crate::store) async fn give_back_cell(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+        quota: Quota,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut invocation = SCRIPTS.gcra_return.prepare_invoke();
+        invocation
+            .key(self.budget_key(tenant, key))
+            .arg(millis(now))
+            .arg(millis_of(quota.period));
+        self.run::<u8>("gcra_return", invocation).await.map(|_| ())
+    }
+
+    /// A budget's key: a destination's in its verifications' slot (the
+    /// one the create, resend and check scripts take from), the others
+    /// each in its own.
+    fn budget_key(&self, tenant: &TenantId, key: BudgetKey<'_>) -> String {
+        let keys = &self.inner.keys;
+        let name = key.name();
+        match key {
+            BudgetKey::Destination(_, to) => keys.destination_budget(name, tenant, to),
+            BudgetKey::Ip(block) => keys.budget(name, tenant, &block.to_string()),
+            BudgetKey::Prefix(prefix) | BudgetKey::PrefixSends(prefix) => {
+                keys.budget(name, tenant, prefix)
+            }
+            BudgetKey::Country(code) => keys.budget(name, tenant, &code.to_string()),
+        }
+    }
+}

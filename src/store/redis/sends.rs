@@ -1,0 +1,167 @@
+//! The steps that send: create.lua (a verification with its first send
+//! reserved), resend.lua and complete.lua.
+
+use std::time::{Duration, SystemTime};
+
+use super::{
+    RedisStore, record,
+    record::{Reply, attempt_json, decode, millis, millis_of},
+    scripts::{SCRIPTS, quota_args},
+};
+use crate::{
+    domain::{
+        Destination, Policy, TenantId, Verification, VerificationId,
+        limit::{Budget, Limit},
+        verification::SendRefused,
+    },
+    store::port::{CompletedSend, Creation, Reservation, StoreError},
+};
+
+impl RedisStore {
+    pub(in crate::store) async fn create(
+        &self,
+        mut candidate: Verification,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Creation, StoreError> {
+        // The candidate goes with its first send reserved, as the memory
+        // store keeps it; the reply need not carry it back.
+        candidate
+            .reserve_send(policy, now)
+            .expect("a new verification may always send once");
+        let keys = &self.inner.keys;
+        let (tenant, to) = (&candidate.tenant, &candidate.to);
+        let [hash, attempts] = keys.verification(tenant, &candidate.id);
+        let mut invocation = SCRIPTS.create.prepare_invoke();
+        invocation
+            .key(keys.pending(tenant, to, candidate.purpose))
+            .key(hash)
+            .key(attempts)
+            .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
+            .key(keys.recent_starts(tenant, to))
+            .arg(millis(now))
+            .arg(keys.base(candidate.id.shard(), tenant))
+            .arg(millis_of(policy.resend_cooldown))
+            .arg(millis_of(policy.code_ttl))
+            .arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
+        quota_args(&mut invocation, Some(budget.quota));
+        let watch = keys.watch(tenant, &candidate.id);
+        for (name, value) in record::fields(&candidate, self.inner.retention, &watch) {
+            invocation.arg(name).arg(value);
+        }
+        let (outcome, detail): (String, String) = self.run("create", invocation).await?;
+        let bad = || StoreError::Unavailable("unexpected reply from the create script".into());
+        let millis_in = |detail: &str| detail.parse().map(Duration::from_millis).map_err(|_| bad());
+        Ok(match outcome.as_str() {
+            "created" => Creation::Created {
+                verification: candidate,
+                superseded: (!detail.is_empty()).then(|| decode(&detail)).transpose()?,
+            },
+            "too_soon" => Creation::TooSoon {
+                retry_at: SystemTime::UNIX_EPOCH + millis_in(&detail)?,
+            },
+            "limited" => Creation::Limited(budget.refused(millis_in(&detail)?)),
+            _ => return Err(bad()),
+        })
+    }
+
+    pub(in crate::store) async fn reserve_resend(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let keys = &self.inner.keys;
+        let mut invocation = self.on_verification(&SCRIPTS.resend, tenant, id);
+        invocation
+            .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
+            .arg(millis(now))
+            .arg(millis_of(policy.resend_cooldown))
+            .arg(millis_of(policy.send_lease))
+            .arg(policy.max_send_attempts);
+        quota_args(&mut invocation, Some(budget.quota));
+        invocation.arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
+        let reply: Option<Vec<String>> = self.run("resend", invocation).await?;
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        let bad = || StoreError::Unavailable("unexpected reply from the resend script".into());
+        let refused = |reason, verification: &str| -> Result<Reservation, StoreError> {
+            Ok(Reservation::Refused {
+                verification: decode(verification)?,
+                reason,
+            })
+        };
+        Ok(Some(match reply.as_slice() {
+            [outcome, v] if outcome == "granted" => Reservation::Granted(decode(v)?),
+            [outcome, wait] if outcome == "limited" => Reservation::Limited(
+                budget.refused(Duration::from_millis(wait.parse().map_err(|_| bad())?)),
+            ),
+            [outcome, status, v] if outcome == "not_pending" => refused(
+                SendRefused::NotPending(record::status(status).ok_or_else(bad)?),
+                v,
+            )?,
+            [outcome, retry_at, v] if outcome == "cooldown" => refused(
+                SendRefused::Cooldown {
+                    retry_at: SystemTime::UNIX_EPOCH
+                        + Duration::from_millis(retry_at.parse().map_err(|_| bad())?),
+                },
+                v,
+            )?,
+            [outcome, _, v] if outcome == "send_limit" => {
+                refused(SendRefused::SendLimitReached, v)?
+            }
+            _ => return Err(bad()),
+        }))
+    }
+
+    pub(in crate::store) async fn complete_send(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        send: CompletedSend,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Option<Verification>, StoreError> {
+        let accepted = send
+            .attempts
+            .last()
+            .is_some_and(|a| a.status == crate::domain::DeliveryStatus::Accepted);
+        let match_digits = crate::domain::MatchDigits::generate(policy.match_digits);
+        let mut invocation = self.on_verification(&SCRIPTS.complete, tenant, id);
+        let (code_key, code_mac) = send.new_hash.as_ref().map_or_else(Default::default, |h| {
+            (h.key_id.as_str().to_owned(), hex::encode(h.mac))
+        });
+        let (call_token, call_sid) = send.call.as_ref().map_or_else(Default::default, |c| {
+            (
+                hex::encode(c.token_hash()),
+                c.call_sid.clone().unwrap_or_default(),
+            )
+        });
+        invocation
+            .arg(millis(now))
+            .arg(millis_of(policy.code_ttl))
+            .arg(if accepted { "1" } else { "0" })
+            .arg(send.delivery.channel.as_str())
+            .arg(send.delivery.voice_mode.map_or("", |m| m.as_str()))
+            .arg(send.delivery.locale.as_ref().map_or("", |l| l.as_str()))
+            .arg(code_key)
+            .arg(code_mac)
+            .arg(call_token)
+            .arg(call_sid)
+            .arg(match_digits.as_str());
+        for attempt in &send.attempts {
+            invocation.arg(attempt_json(attempt));
+        }
+        let reply: Option<(Reply,)> = self.run("complete", invocation).await?;
+        reply.map(|(r,)| decode(&r)).transpose()
+    }
+}
+
+/// The failed-check budget a verification names for check.lua (create.lua
+/// and resend.lua write it into the record).
+const FAILED_CHECKS: &str = Limit::FailedChecksPerDestination.as_str();
