@@ -1,7 +1,18 @@
 use std::{fs, path::Path, time::Duration};
 
-use super::*;
-use crate::domain::{Code, Destination, TenantId, VerificationId, verification::Delivery};
+use super::{
+    cache::prints_code_only,
+    load::{MAX_TEMPLATE_BYTES, SAMPLE_CODE},
+    part::{PURPOSES, Part},
+    render::locale_chain,
+    *,
+};
+use crate::{
+    delivery::message::{Content, Message},
+    domain::{
+        Channel, Code, Destination, Locale, TenantId, VerificationId, verification::Delivery,
+    },
+};
 
 const CODE: &str = "20481357";
 const SHIPPED: [&str; 5] = ["en", "es", "fr", "de", "pt"];
