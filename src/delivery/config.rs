@@ -1,7 +1,7 @@
 //! The `[delivery]` and `[providers]` settings. The application builds the
 //! delivery side from them (`app::delivery`).
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,56 @@ impl Default for DeliveryConfig {
             email: Vec::new(),
         }
     }
+}
+
+impl DeliveryConfig {
+    /// The first problem with these settings: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        // A send must end well within the idempotency lease (60s), so a
+        // retry never runs while the first attempt is still sending.
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(50) {
+            return Some(("delivery.timeout", "must be above zero and at most 50s"));
+        }
+        if self.sms.is_empty() && self.voice.is_empty() && self.email.is_empty() {
+            return Some((
+                "delivery",
+                "list providers for at least one of delivery.sms, delivery.voice, delivery.email",
+            ));
+        }
+        if self.retry.attempt_timeout.is_zero() {
+            return Some(("delivery.retry.attempt_timeout", "must be above zero"));
+        }
+        if self.retry.retries > 10 {
+            return Some(("delivery.retry.retries", "must be at most 10"));
+        }
+        if self.breaker.failures == 0 {
+            return Some(("delivery.breaker.failures", "must be above zero"));
+        }
+        None
+    }
+}
+
+/// The first `[providers.NAME]` whose name is not plain (1 to 32 of
+/// `[a-z0-9-]`) or is the console's: its key and why.
+pub fn providers_problem(
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Option<(String, &'static str)> {
+    providers
+        .keys()
+        .find(|name| {
+            let plain = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            !plain || *name == CONSOLE_PROVIDER
+        })
+        .map(|name| {
+            (
+                format!("providers.{name}"),
+                "provider names are 1 to 32 of [a-z0-9-], and not \"console\"",
+            )
+        })
 }
 
 /// A configured provider, by kind.

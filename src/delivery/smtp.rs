@@ -635,7 +635,7 @@ mod tests {
 
     /// `[providers.NAME]` with `kind = "smtp"`, less the `kind` tag that
     /// picks this type (loading a whole file, `_FILE` secrets included, is
-    /// tested in config.rs).
+    /// tested in config/mod.rs).
     #[allow(clippy::result_large_err)] // figment's error, as it comes
     fn from_toml(toml: &str) -> Result<SmtpConfig, figment::Error> {
         use figment::providers::{Format as _, Toml};

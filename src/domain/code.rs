@@ -362,6 +362,61 @@ impl Default for HmacConfig {
 }
 
 impl HmacConfig {
+    /// The first problem with the keys: its key and why. Outside dev mode
+    /// `hmac.key` is required. Never names a secret's value.
+    pub fn problem(&self, dev_mode: bool) -> Option<(String, String)> {
+        if KeyId::parse(&self.key_id).is_none() {
+            return Some((
+                "hmac.key_id".to_owned(),
+                "must be 1 to 32 of [A-Za-z0-9_-]".to_owned(),
+            ));
+        }
+        match &self.key {
+            Some(key) if key.expose().len() < MIN_KEY_LEN => {
+                return Some((
+                    "hmac.key".to_owned(),
+                    format!("must be at least {MIN_KEY_LEN} bytes"),
+                ));
+            }
+            None if !dev_mode => {
+                return Some((
+                    "hmac.key".to_owned(),
+                    "is required outside dev mode (set VERIFYD_HMAC__KEY_FILE to a file holding at least 32 characters of random text, e.g. from `openssl rand -hex 32`)".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        self.previous_keys_problem()
+    }
+
+    fn previous_keys_problem(&self) -> Option<(String, String)> {
+        if self.previous_keys.len() > MAX_PREVIOUS_KEYS {
+            return Some((
+                "hmac.previous_keys".to_owned(),
+                format!(
+                    "at most {MAX_PREVIOUS_KEYS} keys (remove those older than code.ttl plus the longest resend window)"
+                ),
+            ));
+        }
+        for (id, secret) in &self.previous_keys {
+            let key = format!("hmac.previous_keys.{id}");
+            if KeyId::parse(id).is_none() {
+                return Some((key, "key ids are 1 to 32 of [A-Za-z0-9_-]".to_owned()));
+            }
+            if *id == self.key_id {
+                return Some((
+                    key,
+                    "is the active key id (hmac.key_id); a key is either active or previous"
+                        .to_owned(),
+                ));
+            }
+            if secret.expose().len() < MIN_KEY_LEN {
+                return Some((key, format!("must be at least {MIN_KEY_LEN} bytes")));
+            }
+        }
+        None
+    }
+
     /// The HMAC keys: `hmac.key` active (in dev mode without a key, an
     /// ephemeral one) and `hmac.previous_keys` for checking only. Keys that
     /// configuration validation would refuse are left out.

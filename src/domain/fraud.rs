@@ -58,6 +58,22 @@ fn line_name(line: LineType) -> &'static str {
 }
 
 impl FraudRules {
+    /// The first setting out of range: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if self.prefix_block > std::time::Duration::from_secs(30 * 24 * 3600) {
+            return Some(("fraud.prefix_block", "must be at most 30 days"));
+        }
+        for (key, codes) in [
+            ("fraud.sms_calling_codes", &self.sms_calling_codes),
+            ("fraud.voice_calling_codes", &self.voice_calling_codes),
+        ] {
+            if codes.iter().any(|c| !(1..=999).contains(c)) {
+                return Some((key, "country calling codes are 1 to 999"));
+            }
+        }
+        None
+    }
+
     /// Checks a destination before anything is spent or sent. Email has no
     /// numbering plan to abuse; phone numbers must be in an allowed country
     /// and of a type that cannot bill the sender: premium-rate, shared-cost

@@ -78,6 +78,34 @@ pub struct CodeConfig {
     pub retention: Duration,
 }
 
+impl CodeConfig {
+    /// The first setting out of range: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if CodeLength::new(self.length).is_none() {
+            return Some(("code.length", "must be 6 to 10"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&self.ttl) {
+            return Some(("code.ttl", "must be 1s to 24h"));
+        }
+        if !(1..=20).contains(&self.max_check_attempts) {
+            return Some(("code.max_check_attempts", "must be 1 to 20"));
+        }
+        if !(1..=20).contains(&self.max_send_attempts) {
+            return Some(("code.max_send_attempts", "must be 1 to 20"));
+        }
+        if self.resend_cooldown > self.ttl {
+            return Some(("code.resend_cooldown", "must not exceed code.ttl"));
+        }
+        if self.retention > Duration::from_secs(30 * 24 * 3600) {
+            return Some(("code.retention", "must be at most 30 days"));
+        }
+        if !(2..=3).contains(&self.match_digits) {
+            return Some(("code.match_digits", "must be 2 or 3"));
+        }
+        None
+    }
+}
+
 impl Default for CodeConfig {
     fn default() -> Self {
         let p = Policy::default();

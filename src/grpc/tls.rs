@@ -59,6 +59,21 @@ fn default_max_handshakes_per_ip() -> usize {
 }
 
 impl TlsConfig {
+    /// The first setting out of range: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        // Zero would accept no connection at all.
+        if !(1..=65_536).contains(&self.max_handshakes) {
+            return Some(("server.tls.max_handshakes", "must be 1 to 65536"));
+        }
+        if !(1..=self.max_handshakes).contains(&self.max_handshakes_per_ip) {
+            return Some((
+                "server.tls.max_handshakes_per_ip",
+                "must be 1 to server.tls.max_handshakes",
+            ));
+        }
+        None
+    }
+
     pub fn handshake_limits(&self) -> HandshakeLimits {
         HandshakeLimits {
             total: self.max_handshakes,

@@ -70,6 +70,12 @@ impl LimitsConfig {
     pub fn quotas(&self) -> impl Iterator<Item = (Limit, Quota)> {
         Limit::ALL.into_iter().map(|limit| (limit, self.get(limit)))
     }
+
+    /// The first quota that allows nothing: its key under `[limits]` and
+    /// why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        quota_problem(self.quotas())
+    }
 }
 
 /// `[tenants.NAME.limits]`: a tenant's own quotas, each replacing the
@@ -94,6 +100,12 @@ impl PartialLimits {
             .filter_map(|limit| self.get(limit).map(|q| (limit, q)))
     }
 
+    /// The first quota set that allows nothing: its key under
+    /// `[tenants.NAME.limits]` and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        quota_problem(self.quotas())
+    }
+
     fn get(&self, limit: Limit) -> Option<Quota> {
         match limit {
             Limit::StartsPerDestination => self.starts_per_destination,
@@ -104,6 +116,15 @@ impl PartialLimits {
             Limit::StartsPerCountry => self.starts_per_country,
         }
     }
+}
+
+/// The first of `quotas` that allows nothing, named by its limit.
+fn quota_problem(
+    mut quotas: impl Iterator<Item = (Limit, Quota)>,
+) -> Option<(&'static str, &'static str)> {
+    quotas
+        .find(|(_, quota)| !quota.is_valid())
+        .map(|(limit, _)| (limit.as_str(), "burst and period must both be above zero"))
 }
 
 /// The server's quotas and each tenant's overrides of them.

@@ -51,6 +51,42 @@ pub struct TenantConfig {
     pub templates_dir: Option<PathBuf>,
 }
 
+impl TenantConfig {
+    /// The first problem with this tenant's own settings: its key under
+    /// `[tenants.NAME]` and why. What spans tenants (a digest or a
+    /// certificate name in two of them) or other sections (the server's
+    /// TLS and voice settings) is the configuration's to check.
+    pub fn problem(&self) -> Option<(String, &'static str)> {
+        if self.api_key_sha256.is_empty() && self.client_cert_sans.is_empty() {
+            return Some((
+                "api_key_sha256".to_owned(),
+                "list at least one digest (printf %s \"$KEY\" | sha256sum), or client_cert_sans",
+            ));
+        }
+        let hex = |d: &String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+        if !self.api_key_sha256.iter().all(hex) {
+            return Some((
+                "api_key_sha256".to_owned(),
+                "each entry must be a SHA-256 digest: 64 hex digits",
+            ));
+        }
+        if let Some((limit, problem)) = self.limits.problem() {
+            return Some((format!("limits.{limit}"), problem));
+        }
+        if self
+            .templates_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Some((
+                "templates_dir".to_owned(),
+                "name a directory, or leave it out",
+            ));
+        }
+        None
+    }
+}
+
 /// A channel as configuration spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

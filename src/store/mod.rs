@@ -67,6 +67,23 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// The first problem with these settings: its key and why; the Redis
+    /// settings only count with the Redis backend.
+    pub fn problem(&self, dev_mode: bool) -> Option<(&'static str, String)> {
+        if self.max_entries == 0 {
+            return Some(("store.max_entries", "must be above zero".to_owned()));
+        }
+        if self.purge_interval.is_zero() {
+            return Some(("store.purge_interval", "must be above zero".to_owned()));
+        }
+        if self.backend == StoreBackend::Redis {
+            return self.redis.problem(dev_mode);
+        }
+        None
+    }
+}
+
 // One store per process, never moved around: boxing the larger variant
 // would buy nothing.
 #[allow(clippy::large_enum_variant)]

@@ -58,6 +58,19 @@ impl Default for LogConfig {
     }
 }
 
+impl LogConfig {
+    /// The problem with these settings: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if EnvFilter::try_new(&self.level).is_err() {
+            return Some((
+                "log.level",
+                "must be a tracing filter such as info or verifyd=debug",
+            ));
+        }
+        None
+    }
+}
+
 /// Flushes the spans not yet exported, then the log lines not yet
 /// written, when dropped, at exit.
 #[derive(Debug)]

@@ -45,6 +45,26 @@ pub struct TracingConfig {
     pub sample_ratio: Option<f64>,
 }
 
+impl TracingConfig {
+    /// The first setting out of range: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(ratio) = self.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Some(("tracing.sample_ratio", "must be 0 to 1"));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !matches!(endpoint.scheme(), "http" | "https")
+        {
+            return Some((
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL (OTLP over gRPC)",
+            ));
+        }
+        None
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Exporter {
     provider: SdkTracerProvider,

@@ -10,12 +10,22 @@
 //!
 //! Each section's type lives with the module that reads it (`[store]` is
 //! `store::StoreConfig`, `[delivery]` is `delivery::config::DeliveryConfig`,
-//! ...): this module only assembles them into [`Config`], loads and
-//! validates. The imports point one way: nothing below it imports it.
+//! ...; `[server]` and `[webhooks]`, which the application binds, in
+//! `server`), and checks itself: its `problem` method gives the first key
+//! out of range and why (the key in full, or within the section for those
+//! found at several places, `[voice]` and `[limits]`). This module only
+//! assembles them into [`Config`], loads, and validates: each section, then
+//! the rules that span sections (providers for the channels, tenants'
+//! credentials and certificate names against the server's listener, dev
+//! mode on loopback). The imports point one way: nothing below it imports
+//! it.
+
+mod error;
+mod server;
+mod tenants;
 
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -26,18 +36,17 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use self::error::{check, check_under, invalid};
+pub use self::{
+    error::ConfigError,
+    server::{ServerConfig, WebhooksConfig},
+};
 use crate::{
-    delivery::config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
-    domain::{
-        CodeLength, Policy, TenantId,
-        code::{HmacConfig, KeyId, MAX_PREVIOUS_KEYS, MIN_KEY_LEN},
-        fraud::FraudRules,
-        policy::CodeConfig,
-    },
-    grpc::{ClientName, tls::TlsConfig},
+    delivery::config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig, providers_problem},
+    domain::{CodeLength, Policy, code::HmacConfig, fraud::FraudRules, policy::CodeConfig},
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
-    store::{StoreBackend, StoreConfig},
+    store::StoreConfig,
     telemetry::{LogConfig, TracingConfig},
 };
 
@@ -80,75 +89,6 @@ pub struct Config {
     pub tracing: TracingConfig,
 }
 
-// Stays here: app.rs, above config.rs, binds these listeners and hands the parts on.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub grpc_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    /// How long in-flight RPCs may take to finish after SIGTERM.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    pub max_watch_streams_per_tenant: u32,
-    /// Whether gRPC server reflection answers (without credentials, like
-    /// health). It describes the API, nothing more; turn it off to expose
-    /// less.
-    pub reflection: bool,
-    /// TLS on the gRPC listener; plaintext when unset.
-    pub tls: Option<TlsConfig>,
-    /// The longest a client's HTTP/2 connection lives before the server
-    /// asks it (GOAWAY) to reconnect, so that clients behind a Kubernetes
-    /// Service spread over new pods. Unset: no limit.
-    #[serde(with = "humantime_serde")]
-    pub max_connection_age: Option<Duration>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
-            shutdown_grace: Duration::from_secs(10),
-            max_watch_streams_per_tenant: 1_000,
-            reflection: true,
-            tls: None,
-            max_connection_age: None,
-        }
-    }
-}
-
-// Stays here, as ServerConfig: the app binds `addr` and builds delivery
-// with the base URL.
-/// The public listener for providers' webhooks (delivery status callbacks,
-/// voice call instructions). It is what a telephony provider reaches
-/// through the ingress, apart from the API and the admin listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebhooksConfig {
-    pub addr: SocketAddr,
-    /// The URL providers use to reach `addr` (behind an ingress, not the
-    /// pod's address). Webhook signatures are checked against it. Unset: no
-    /// callbacks are requested.
-    pub public_base_url: Option<url::Url>,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            public_base_url: None,
-        }
-    }
-}
-
-/// A configuration problem, as one line naming the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key}: {problem}")]
-pub struct ConfigError {
-    pub key: String,
-    pub problem: String,
-}
-
 /// Whether a `VERIFYD_` variable (`name` is what follows the prefix) is
 /// one of the "service links" Kubernetes puts in every pod for each Service
 /// in its namespace: for a Service named `verifyd`, `VERIFYD_SERVICE_HOST`,
@@ -172,13 +112,6 @@ fn is_service_link(name: &str) -> bool {
                 && w[1].bytes().all(|b| b.is_ascii_digit())
                 && matches!(w[2], "TCP" | "UDP" | "SCTP")
         })
-}
-
-fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_owned(),
-        problem: problem.into(),
-    }
 }
 
 impl Config {
@@ -283,322 +216,30 @@ impl Config {
         }
     }
 
+    /// Each section's own check, then the rules that span sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let c = &self.code;
-        if CodeLength::new(c.length).is_none() {
-            return Err(invalid("code.length", "must be 6 to 10"));
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&c.ttl) {
-            return Err(invalid("code.ttl", "must be 1s to 24h"));
-        }
-        if !(1..=20).contains(&c.max_check_attempts) {
-            return Err(invalid("code.max_check_attempts", "must be 1 to 20"));
-        }
-        if !(1..=20).contains(&c.max_send_attempts) {
-            return Err(invalid("code.max_send_attempts", "must be 1 to 20"));
-        }
-        if c.resend_cooldown > c.ttl {
-            return Err(invalid("code.resend_cooldown", "must not exceed code.ttl"));
-        }
-        if c.retention > Duration::from_secs(30 * 24 * 3600) {
-            return Err(invalid("code.retention", "must be at most 30 days"));
-        }
-        if !(2..=3).contains(&c.match_digits) {
-            return Err(invalid("code.match_digits", "must be 2 or 3"));
-        }
-        if KeyId::parse(&self.hmac.key_id).is_none() {
-            return Err(invalid("hmac.key_id", "must be 1 to 32 of [A-Za-z0-9_-]"));
-        }
-        match &self.hmac.key {
-            Some(key) if key.expose().len() < MIN_KEY_LEN => {
-                return Err(invalid(
-                    "hmac.key",
-                    format!("must be at least {MIN_KEY_LEN} bytes"),
-                ));
-            }
-            None if !self.dev_mode => {
-                return Err(invalid(
-                    "hmac.key",
-                    "is required outside dev mode (set VERIFYD_HMAC__KEY_FILE to a file holding at least 32 characters of random text, e.g. from `openssl rand -hex 32`)",
-                ));
-            }
-            _ => {}
-        }
-        self.validate_previous_keys()?;
-        let l = &self.limits;
-        for (key, quota) in [
-            ("limits.starts_per_destination", l.starts_per_destination),
-            ("limits.starts_per_ip", l.starts_per_ip),
-            (
-                "limits.failed_checks_per_destination",
-                l.failed_checks_per_destination,
-            ),
-            ("limits.requests_per_tenant", l.requests_per_tenant),
-            ("limits.starts_per_prefix", l.starts_per_prefix),
-            ("limits.starts_per_country", l.starts_per_country),
-        ] {
-            if !quota.is_valid() {
-                return Err(invalid(key, "burst and period must both be above zero"));
-            }
-        }
-        if self.store.max_entries == 0 {
-            return Err(invalid("store.max_entries", "must be above zero"));
-        }
-        if self.store.purge_interval.is_zero() {
-            return Err(invalid("store.purge_interval", "must be above zero"));
-        }
-        if self.store.backend == StoreBackend::Redis
-            && let Some((key, problem)) = self.store.redis.problem(self.dev_mode)
-        {
-            return Err(invalid(key, problem));
-        }
-        // A send must end well within the idempotency lease (60s), so a
-        // retry never runs while the first attempt is still sending.
-        if self.delivery.timeout.is_zero() || self.delivery.timeout > Duration::from_secs(50) {
-            return Err(invalid(
-                "delivery.timeout",
-                "must be above zero and at most 50s",
-            ));
-        }
-        self.validate_delivery()?;
-        if let Some(ratio) = self.tracing.sample_ratio
-            && !(0.0..=1.0).contains(&ratio)
-        {
-            return Err(invalid("tracing.sample_ratio", "must be 0 to 1"));
-        }
-        if let Some(endpoint) = &self.tracing.otlp_endpoint
-            && !matches!(endpoint.scheme(), "http" | "https")
-        {
-            return Err(invalid(
-                "tracing.otlp_endpoint",
-                "must be an http:// or https:// URL (OTLP over gRPC)",
-            ));
-        }
-        if self
-            .server
-            .max_connection_age
-            .is_some_and(|age| age < Duration::from_secs(1))
-        {
-            return Err(invalid("server.max_connection_age", "must be at least 1s"));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(invalid(
-                "log.level",
-                "must be a tracing filter such as info or verifyd=debug",
-            ));
-        }
-        if let Some((field, problem)) = self.voice.problem() {
-            return Err(invalid(&format!("voice.{field}"), problem));
-        }
-        if self.server.shutdown_grace > Duration::from_secs(600) {
-            return Err(invalid("server.shutdown_grace", "must be at most 10m"));
-        }
-        if self.server.max_watch_streams_per_tenant == 0 {
-            return Err(invalid(
-                "server.max_watch_streams_per_tenant",
-                "must be above zero",
-            ));
-        }
-        if let Some(tls) = &self.server.tls {
-            // Zero would accept no connection at all.
-            if !(1..=65_536).contains(&tls.max_handshakes) {
-                return Err(invalid("server.tls.max_handshakes", "must be 1 to 65536"));
-            }
-            if !(1..=tls.max_handshakes).contains(&tls.max_handshakes_per_ip) {
-                return Err(invalid(
-                    "server.tls.max_handshakes_per_ip",
-                    "must be 1 to server.tls.max_handshakes",
-                ));
-            }
-        }
-        self.validate_tenants()?;
-        if self.fraud.prefix_block > Duration::from_secs(30 * 24 * 3600) {
-            return Err(invalid("fraud.prefix_block", "must be at most 30 days"));
-        }
-        for (key, codes) in [
-            ("fraud.sms_calling_codes", &self.fraud.sms_calling_codes),
-            ("fraud.voice_calling_codes", &self.fraud.voice_calling_codes),
-        ] {
-            if codes.iter().any(|c| !(1..=999).contains(c)) {
-                return Err(invalid(key, "country calling codes are 1 to 999"));
-            }
-        }
-        if self.dev_mode {
-            for (key, addr) in [
-                ("server.grpc_addr", self.server.grpc_addr),
-                ("server.admin_addr", self.server.admin_addr),
-                ("webhooks.addr", self.webhooks.addr),
-            ] {
-                if !addr.ip().is_loopback() {
-                    return Err(invalid(key, "dev mode binds loopback addresses only"));
-                }
-            }
-        }
-        Ok(())
+        check(self.code.problem())?;
+        check(self.hmac.problem(self.dev_mode))?;
+        check_under("limits", self.limits.problem())?;
+        check(self.store.problem(self.dev_mode))?;
+        check(self.delivery.problem())?;
+        check(self.webhooks.problem())?;
+        check(providers_problem(&self.providers))?;
+        self.validate_routes()?;
+        check(self.tracing.problem())?;
+        check(self.server.problem())?;
+        check(self.log.problem())?;
+        check_under("voice", self.voice.problem())?;
+        tenants::validate(&self.tenants, &self.server, &self.voice)?;
+        self.validate_credentials()?;
+        check(self.fraud.problem())?;
+        self.validate_dev_mode()
     }
 
-    fn validate_tenants(&self) -> Result<(), ConfigError> {
-        let mut digests = std::collections::HashSet::new();
-        let mut cert_names = std::collections::HashSet::new();
-        for (name, tenant) in &self.tenants {
-            let key = |field: &str| format!("tenants.{name}.{field}");
-            if TenantId::parse(name).is_none() {
-                return Err(invalid(
-                    &format!("tenants.{name}"),
-                    "tenant ids are 1 to 64 of [A-Za-z0-9._-]",
-                ));
-            }
-            if tenant.api_key_sha256.is_empty() && tenant.client_cert_sans.is_empty() {
-                return Err(invalid(
-                    &key("api_key_sha256"),
-                    "list at least one digest (printf %s \"$KEY\" | sha256sum), or client_cert_sans",
-                ));
-            }
-            let verifies_clients = self
-                .server
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.client_ca_path.is_some());
-            if !tenant.client_cert_sans.is_empty() && !verifies_clients {
-                return Err(invalid(
-                    &key("client_cert_sans"),
-                    "needs server.tls.client_ca_path, to verify client certificates",
-                ));
-            }
-            for san in &tenant.client_cert_sans {
-                let Some(name) = ClientName::parse(san) else {
-                    return Err(invalid(
-                        &key("client_cert_sans"),
-                        "each entry must be a DNS name or an IP address, matched exactly: a wildcard names no one",
-                    ));
-                };
-                if !cert_names.insert(name) {
-                    return Err(invalid(
-                        &key("client_cert_sans"),
-                        "a name may belong to one tenant only",
-                    ));
-                }
-            }
-            for digest in &tenant.api_key_sha256 {
-                let hex_ok = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
-                if !hex_ok {
-                    return Err(invalid(
-                        &key("api_key_sha256"),
-                        "each entry must be a SHA-256 digest: 64 hex digits",
-                    ));
-                }
-                if !digests.insert(digest.to_ascii_lowercase()) {
-                    return Err(invalid(
-                        &key("api_key_sha256"),
-                        "a digest may belong to one tenant only",
-                    ));
-                }
-            }
-            for (limit, quota) in tenant.limits.quotas() {
-                if !quota.is_valid() {
-                    return Err(invalid(
-                        &key(&format!("limits.{}", limit.as_str())),
-                        "burst and period must both be above zero",
-                    ));
-                }
-            }
-            if let Some((field, problem)) = tenant.voice.over(&self.voice).problem() {
-                return Err(invalid(&key(&format!("voice.{field}")), problem));
-            }
-            if tenant
-                .templates_dir
-                .as_ref()
-                .is_some_and(|d| d.as_os_str().is_empty())
-            {
-                return Err(invalid(
-                    &key("templates_dir"),
-                    "name a directory, or leave it out",
-                ));
-            }
-        }
-        // Without credentials every caller is `default`: acceptable beside
-        // the caller on one host, never on a network.
-        if self.tenants.is_empty() && !self.dev_mode && !self.server.grpc_addr.ip().is_loopback() {
-            return Err(invalid(
-                "tenants",
-                "a non-loopback server.grpc_addr needs caller credentials: configure [tenants.NAME] with api_key_sha256",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_previous_keys(&self) -> Result<(), ConfigError> {
-        let previous = &self.hmac.previous_keys;
-        if previous.len() > MAX_PREVIOUS_KEYS {
-            return Err(invalid(
-                "hmac.previous_keys",
-                format!(
-                    "at most {MAX_PREVIOUS_KEYS} keys (remove those older than code.ttl plus the longest resend window)"
-                ),
-            ));
-        }
-        for (id, secret) in previous {
-            let key = format!("hmac.previous_keys.{id}");
-            if KeyId::parse(id).is_none() {
-                return Err(invalid(&key, "key ids are 1 to 32 of [A-Za-z0-9_-]"));
-            }
-            if *id == self.hmac.key_id {
-                return Err(invalid(
-                    &key,
-                    "is the active key id (hmac.key_id); a key is either active or previous",
-                ));
-            }
-            if secret.expose().len() < MIN_KEY_LEN {
-                return Err(invalid(
-                    &key,
-                    format!("must be at least {MIN_KEY_LEN} bytes"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_delivery(&self) -> Result<(), ConfigError> {
+    /// Every provider a channel lists (`delivery.sms`, ...) is configured
+    /// in `[providers]` and can send on that channel.
+    fn validate_routes(&self) -> Result<(), ConfigError> {
         let d = &self.delivery;
-        if d.sms.is_empty() && d.voice.is_empty() && d.email.is_empty() {
-            return Err(invalid(
-                "delivery",
-                "list providers for at least one of delivery.sms, delivery.voice, delivery.email",
-            ));
-        }
-        if d.retry.attempt_timeout.is_zero() {
-            return Err(invalid(
-                "delivery.retry.attempt_timeout",
-                "must be above zero",
-            ));
-        }
-        if d.retry.retries > 10 {
-            return Err(invalid("delivery.retry.retries", "must be at most 10"));
-        }
-        if d.breaker.failures == 0 {
-            return Err(invalid("delivery.breaker.failures", "must be above zero"));
-        }
-        if let Some(url) = &self.webhooks.public_base_url
-            && !matches!(url.scheme(), "https" | "http")
-        {
-            return Err(invalid(
-                "webhooks.public_base_url",
-                "must be an http(s) URL",
-            ));
-        }
-        for name in self.providers.keys() {
-            let plain = !name.is_empty()
-                && name.len() <= 32
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !plain || name == CONSOLE_PROVIDER {
-                return Err(invalid(
-                    &format!("providers.{name}"),
-                    "provider names are 1 to 32 of [a-z0-9-], and not \"console\"",
-                ));
-            }
-        }
         for (channel, names) in [("sms", &d.sms), ("voice", &d.voice), ("email", &d.email)] {
             let key = format!("delivery.{channel}");
             for name in names {
@@ -616,6 +257,34 @@ impl Config {
                         &key,
                         format!("provider {name:?} cannot send {channel}"),
                     ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Without credentials every caller is `default`: acceptable beside
+    /// the caller on one host, never on a network.
+    fn validate_credentials(&self) -> Result<(), ConfigError> {
+        if self.tenants.is_empty() && !self.dev_mode && !self.server.grpc_addr.ip().is_loopback() {
+            return Err(invalid(
+                "tenants",
+                "a non-loopback server.grpc_addr needs caller credentials: configure [tenants.NAME] with api_key_sha256",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dev mode (unauthenticated, codes on the console) stays on the host.
+    fn validate_dev_mode(&self) -> Result<(), ConfigError> {
+        if self.dev_mode {
+            for (key, addr) in [
+                ("server.grpc_addr", self.server.grpc_addr),
+                ("server.admin_addr", self.server.admin_addr),
+                ("webhooks.addr", self.webhooks.addr),
+            ] {
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(key, "dev mode binds loopback addresses only"));
                 }
             }
         }
@@ -644,8 +313,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{KeyRing, VoiceMode},
+        domain::{KeyRing, VoiceMode, code::MAX_PREVIOUS_KEYS},
         secret::Secret,
+        store::StoreBackend,
     };
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";

@@ -1,0 +1,106 @@
+//! `[server]` and `[webhooks]`: the listeners. They stay with the
+//! configuration: the application, above it, binds them and hands the
+//! parts on.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grpc::tls::TlsConfig;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// How long in-flight RPCs may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub max_watch_streams_per_tenant: u32,
+    /// Whether gRPC server reflection answers (without credentials, like
+    /// health). It describes the API, nothing more; turn it off to expose
+    /// less.
+    pub reflection: bool,
+    /// TLS on the gRPC listener; plaintext when unset.
+    pub tls: Option<TlsConfig>,
+    /// The longest a client's HTTP/2 connection lives before the server
+    /// asks it (GOAWAY) to reconnect, so that clients behind a Kubernetes
+    /// Service spread over new pods. Unset: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            shutdown_grace: Duration::from_secs(10),
+            max_watch_streams_per_tenant: 1_000,
+            reflection: true,
+            tls: None,
+            max_connection_age: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The first setting out of range: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if self
+            .max_connection_age
+            .is_some_and(|age| age < Duration::from_secs(1))
+        {
+            return Some(("server.max_connection_age", "must be at least 1s"));
+        }
+        if self.shutdown_grace > Duration::from_secs(600) {
+            return Some(("server.shutdown_grace", "must be at most 10m"));
+        }
+        if self.max_watch_streams_per_tenant == 0 {
+            return Some(("server.max_watch_streams_per_tenant", "must be above zero"));
+        }
+        self.tls.as_ref().and_then(TlsConfig::problem)
+    }
+
+    /// Whether the gRPC listener verifies client certificates, which
+    /// `tenants.NAME.client_cert_sans` needs.
+    pub fn verifies_clients(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_path.is_some())
+    }
+}
+
+/// The public listener for providers' webhooks (delivery status callbacks,
+/// voice call instructions). It is what a telephony provider reaches
+/// through the ingress, apart from the API and the admin listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub addr: SocketAddr,
+    /// The URL providers use to reach `addr` (behind an ingress, not the
+    /// pod's address). Webhook signatures are checked against it. Unset: no
+    /// callbacks are requested.
+    pub public_base_url: Option<url::Url>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: None,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The problem with these settings: its key and why.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(url) = &self.public_base_url
+            && !matches!(url.scheme(), "https" | "http")
+        {
+            return Some(("webhooks.public_base_url", "must be an http(s) URL"));
+        }
+        None
+    }
+}
