@@ -10,7 +10,12 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-use tonic::transport::Channel;
+use tonic::{
+    Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
 use crate::proto::{self, verification_service_client::VerificationServiceClient};
 
@@ -155,25 +160,44 @@ fn describe(status: &tonic::Status) -> String {
     text
 }
 
-async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error>;
+
+/// Sends the API key, when there is one, as `authorization: Bearer`.
+#[derive(Debug, Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = VerificationServiceClient<InterceptedService<Channel, Bearer>>;
+
+async fn call(args: ClientArgs) -> Result<(), Error> {
     let channel = Channel::from_shared(args.addr)?.connect().await?;
-    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = args
+    let bearer = args
         .api_key
         .map(|key| format!("Bearer {key}").parse())
         .transpose()
         .map_err(|_| "the API key must be printable ASCII")?;
-    let mut client = VerificationServiceClient::with_interceptor(
-        channel,
-        move |mut request: tonic::Request<()>| {
-            if let Some(bearer) = &bearer {
-                request
-                    .metadata_mut()
-                    .insert("authorization", bearer.clone());
-            }
-            Ok(request)
-        },
-    );
+    let mut client = VerificationServiceClient::with_interceptor(channel, Bearer(bearer));
     match args.command {
+        command @ (ClientCommand::Start { .. } | ClientCommand::Resend { .. }) => {
+            send(&mut client, command).await
+        }
+        command => look(&mut client, command).await,
+    }
+}
+
+/// Start and Resend: a send, and its answer.
+async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> {
+    let response = match command {
         ClientCommand::Start {
             to,
             channel,
@@ -183,24 +207,22 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
             idempotency_key,
             end_user_ip,
         } => {
-            let response = client
-                .start_verification(proto::StartVerificationRequest {
-                    to,
-                    channel: proto::Channel::from(channel).into(),
-                    locale: locale.unwrap_or_default(),
-                    purpose: match purpose {
-                        PurposeArg::Enrollment => proto::Purpose::Enrollment,
-                        PurposeArg::PasswordReset => proto::Purpose::PasswordReset,
-                        PurposeArg::MethodUpdate => proto::Purpose::MethodUpdate,
-                    }
-                    .into(),
-                    voice_mode: voice_mode(mode).into(),
-                    idempotency_key: idempotency_key.unwrap_or_default(),
-                    end_user_ip: end_user_ip.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
-            print_sent(response.verification.as_ref(), &response.match_digits);
+            let request = proto::StartVerificationRequest {
+                to,
+                channel: proto::Channel::from(channel).into(),
+                locale: locale.unwrap_or_default(),
+                purpose: match purpose {
+                    PurposeArg::Enrollment => proto::Purpose::Enrollment,
+                    PurposeArg::PasswordReset => proto::Purpose::PasswordReset,
+                    PurposeArg::MethodUpdate => proto::Purpose::MethodUpdate,
+                }
+                .into(),
+                voice_mode: voice_mode(mode).into(),
+                idempotency_key: idempotency_key.unwrap_or_default(),
+                end_user_ip: end_user_ip.unwrap_or_default(),
+            };
+            let response = client.start_verification(request).await?.into_inner();
+            (response.verification, response.match_digits)
         }
         ClientCommand::Resend {
             id,
@@ -210,19 +232,26 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
             idempotency_key,
             end_user_ip,
         } => {
-            let response = client
-                .resend_verification(proto::ResendVerificationRequest {
-                    id,
-                    channel: proto::Channel::from(channel).into(),
-                    locale: locale.unwrap_or_default(),
-                    voice_mode: voice_mode(mode).into(),
-                    idempotency_key: idempotency_key.unwrap_or_default(),
-                    end_user_ip: end_user_ip.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
-            print_sent(response.verification.as_ref(), &response.match_digits);
+            let request = proto::ResendVerificationRequest {
+                id,
+                channel: proto::Channel::from(channel).into(),
+                locale: locale.unwrap_or_default(),
+                voice_mode: voice_mode(mode).into(),
+                idempotency_key: idempotency_key.unwrap_or_default(),
+                end_user_ip: end_user_ip.unwrap_or_default(),
+            };
+            let response = client.resend_verification(request).await?.into_inner();
+            (response.verification, response.match_digits)
         }
+        _ => unreachable!("call() passes only Start and Resend"),
+    };
+    print_sent(response.0.as_ref(), &response.1);
+    Ok(())
+}
+
+/// Check, Get, Cancel and Watch: what they answer about a verification.
+async fn look(client: &mut Client, command: ClientCommand) -> Result<(), Error> {
+    match command {
         ClientCommand::Check { id, code } => {
             let response = client
                 .check_verification(proto::CheckVerificationRequest { id, code })
@@ -254,6 +283,9 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 print(update.verification.as_ref());
                 out!();
             }
+        }
+        ClientCommand::Start { .. } | ClientCommand::Resend { .. } => {
+            unreachable!("call() passes sends to send()")
         }
     }
     Ok(())

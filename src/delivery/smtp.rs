@@ -165,34 +165,7 @@ impl SmtpSender {
         if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&config.timeout) {
             return Err("timeout must be 100ms to 5m".to_owned());
         }
-        let secret_var = format!(
-            "VERIFYD_PROVIDERS__{}__PASSWORD_FILE",
-            name.to_ascii_uppercase()
-        );
-        let credentials = match (&config.username, &config.password) {
-            (None, None) => None,
-            (Some(user), Some(password)) => {
-                if user.is_empty() {
-                    return Err("username is empty".to_owned());
-                }
-                if password.expose().is_empty() {
-                    return Err(format!("password is empty (check {secret_var})"));
-                }
-                if config.tls == SmtpTls::None && !is_loopback(host) {
-                    return Err(
-                        "username and password would cross the network in clear text: set tls = \"starttls\" or \"implicit\""
-                            .to_owned(),
-                    );
-                }
-                Some(Credentials::new(user.clone(), password.expose().to_owned()))
-            }
-            (Some(_), None) => {
-                return Err(format!(
-                    "username is set but password is not (set {secret_var} to a file holding it)"
-                ));
-            }
-            (None, Some(_)) => return Err("password is set but username is not".to_owned()),
-        };
+        let credentials = credentials(name, config, host)?;
 
         if tokio::runtime::Handle::try_current().is_err() {
             return Err("the SMTP sender must be set up inside a Tokio runtime".to_owned());
@@ -293,6 +266,40 @@ impl SmtpSender {
 
     fn failure(&self, kind: FailureKind, reason: String) -> SendError {
         SendError::new(&self.name, kind, reason)
+    }
+}
+/// The login, if any: a username and a password together, never in clear
+/// text across the network. `name` is the provider's, for the secret's
+/// variable.
+fn credentials(name: &str, config: &SmtpConfig, host: &str) -> Result<Option<Credentials>, String> {
+    let secret_var = format!(
+        "VERIFYD_PROVIDERS__{}__PASSWORD_FILE",
+        name.to_ascii_uppercase()
+    );
+    match (&config.username, &config.password) {
+        (None, None) => Ok(None),
+        (Some(user), Some(password)) => {
+            if user.is_empty() {
+                return Err("username is empty".to_owned());
+            }
+            if password.expose().is_empty() {
+                return Err(format!("password is empty (check {secret_var})"));
+            }
+            if config.tls == SmtpTls::None && !is_loopback(host) {
+                return Err(
+                    "username and password would cross the network in clear text: set tls = \"starttls\" or \"implicit\""
+                        .to_owned(),
+                );
+            }
+            Ok(Some(Credentials::new(
+                user.clone(),
+                password.expose().to_owned(),
+            )))
+        }
+        (Some(_), None) => Err(format!(
+            "username is set but password is not (set {secret_var} to a file holding it)"
+        )),
+        (None, Some(_)) => Err("password is set but username is not".to_owned()),
     }
 }
 

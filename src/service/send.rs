@@ -15,10 +15,11 @@ use tokio::time::Instant;
 use super::{Verifier, errors::StartError};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
-    domain::limit::{Budget, Limit},
     domain::{
-        Channel, Code, DeliveryStatus, Destination, SendAttempt, Status, TenantId, Verification,
+        Channel, Code, CodeHash, DeliveryStatus, Destination, SendAttempt, Status, TenantId,
+        Verification,
         destination::PhoneNumber,
+        limit::{Budget, Limit},
         verification::Delivery,
         voice::{CallToken, VoiceCall},
     },
@@ -240,18 +241,7 @@ impl Verifier {
         let code = Code::generate(self.policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
         let call_token = (delivery.channel == Channel::Voice).then(CallToken::generate);
-        let message = Message {
-            tenant: tenant.clone(),
-            verification_id: v.id.clone(),
-            to: v.to.clone(),
-            purpose: v.purpose,
-            delivery: delivery.clone(),
-            code,
-            match_digits: v.match_digits.clone(),
-            call_token: call_token.clone(),
-            valid_for: self.policy.code_ttl,
-            app_name: self.settings.tenants.get(tenant).app_name.clone(),
-        };
+        let message = self.message(tenant, &v, delivery, code, call_token.clone());
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.saturating_duration_since(Instant::now())
                 .min(self.settings.send_timeout)
@@ -265,55 +255,66 @@ impl Verifier {
         } else {
             self.give_back(tenant, shared).await;
         }
-
-        let sent_at = self.clock.now();
-        let attempts = dispatch
-            .attempts
-            .iter()
-            .map(|a| SendAttempt {
-                channel: delivery.channel,
-                status: match a.result {
-                    Ok(_) => DeliveryStatus::Accepted,
-                    Err(_) => DeliveryStatus::Failed,
-                },
-                provider: a.provider.clone(),
-                at: a.at,
-                error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
-                reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
-                provider_status: None,
-            })
-            .collect();
+        // Press-# and number-matching calls deliver no code, so none is
+        // kept: only the call can approve them.
+        let completed = completed_send(
+            delivery,
+            &dispatch,
+            carries_code.then_some(hash),
+            call_token.as_ref(),
+        );
         let recorded = self
             .store
-            .complete_send(
-                tenant,
-                &v.id,
-                CompletedSend {
-                    delivery: delivery.clone(),
-                    attempts,
-                    // Press-# and number-matching calls deliver no code, so
-                    // none is kept: only the call can approve them.
-                    new_hash: carries_code.then_some(hash),
-                    call: match (&dispatch.result, &call_token) {
-                        (Ok(receipt), Some(token)) => {
-                            let mut call = VoiceCall::new(token);
-                            call.call_sid.clone_from(&receipt.reference);
-                            Some(call)
-                        }
-                        _ => None,
-                    },
-                },
-                &self.policy,
-                sent_at,
-            )
+            .complete_send(tenant, &v.id, completed, &self.policy, self.clock.now())
             .await?
             .unwrap_or(v);
+        self.after_recorded(&recorded, &dispatch, call_token.is_some(), first);
+        sent(recorded, dispatch, first)
+    }
+
+    /// The message a send hands its providers: the only place the
+    /// plaintext code travels.
+    fn message(
+        &self,
+        tenant: &TenantId,
+        v: &Verification,
+        delivery: &Delivery,
+        code: Code,
+        call_token: Option<CallToken>,
+    ) -> Message {
+        Message {
+            tenant: tenant.clone(),
+            verification_id: v.id.clone(),
+            to: v.to.clone(),
+            purpose: v.purpose,
+            delivery: delivery.clone(),
+            code,
+            match_digits: v.match_digits.clone(),
+            call_token,
+            valid_for: self.policy.code_ttl,
+            app_name: self.settings.tenants.get(tenant).app_name.clone(),
+        }
+    }
+
+    /// What follows a recorded send: a pending verification's expiry is
+    /// scheduled; a call placed for a verification that ended meanwhile is
+    /// ended; a first send announces the start.
+    fn after_recorded(
+        &self,
+        recorded: &Verification,
+        dispatch: &Dispatch,
+        placed_a_call: bool,
+        first: bool,
+    ) {
         if recorded.status == Status::Pending {
             if !self.store.keeps_deadlines() {
-                self.expiry
-                    .schedule(recorded.expires_at, tenant.clone(), recorded.id.clone());
+                self.expiry.schedule(
+                    recorded.expires_at,
+                    recorded.tenant.clone(),
+                    recorded.id.clone(),
+                );
             }
-        } else if let (Ok(receipt), Some(_)) = (&dispatch.result, &call_token) {
+        } else if let (Ok(receipt), true) = (&dispatch.result, placed_a_call) {
             // The verification ended while its call was being placed
             // (superseded, canceled): nothing stored names the call, so it
             // is ended from the send's own receipt.
@@ -326,39 +327,13 @@ impl Verifier {
             // send ran (superseded, canceled) was started pending; whoever
             // ended it recorded that.
             if matches!(recorded.status, Status::Pending | Status::Failed) {
-                self.status_changed(&recorded, None, "started");
+                self.status_changed(recorded, None, "started");
             } else {
                 let started = Verification {
                     status: Status::Pending,
                     ..recorded.clone()
                 };
                 self.status_changed(&started, None, "started");
-            }
-        }
-        match dispatch.result {
-            Ok(receipt) => {
-                // The audit event says it started; metrics count sends.
-                tracing::debug!(
-                    verification = %recorded.id,
-                    provider = receipt.provider,
-                    tries = dispatch.attempts.len(),
-                    resend = !first,
-                    "code sent"
-                );
-                Ok(recorded)
-            }
-            Err(error) => {
-                tracing::warn!(
-                    verification = %recorded.id,
-                    %error,
-                    tries = dispatch.attempts.len(),
-                    status = recorded.status.as_str(),
-                    "send failed"
-                );
-                Err(StartError::Delivery {
-                    error,
-                    verification: recorded.id,
-                })
             }
         }
     }
@@ -391,6 +366,80 @@ impl Verifier {
                     self.clock.now(),
                 )
             }
+        }
+    }
+}
+
+/// The record of a send: each provider's try, the new code's hash if the
+/// message carried one, and the call a provider placed.
+fn completed_send(
+    delivery: &Delivery,
+    dispatch: &Dispatch,
+    new_hash: Option<CodeHash>,
+    call_token: Option<&CallToken>,
+) -> CompletedSend {
+    let attempts = dispatch
+        .attempts
+        .iter()
+        .map(|a| SendAttempt {
+            channel: delivery.channel,
+            status: match a.result {
+                Ok(_) => DeliveryStatus::Accepted,
+                Err(_) => DeliveryStatus::Failed,
+            },
+            provider: a.provider.clone(),
+            at: a.at,
+            error_reason: a.result.as_ref().err().map(|e| e.reason.clone()),
+            reference: a.result.as_ref().ok().and_then(|r| r.reference.clone()),
+            provider_status: None,
+        })
+        .collect();
+    CompletedSend {
+        delivery: delivery.clone(),
+        attempts,
+        new_hash,
+        call: match (&dispatch.result, call_token) {
+            (Ok(receipt), Some(token)) => {
+                let mut call = VoiceCall::new(token);
+                call.call_sid.clone_from(&receipt.reference);
+                Some(call)
+            }
+            _ => None,
+        },
+    }
+}
+
+/// What a send answers: the verification as recorded, or why no provider
+/// took it.
+fn sent(
+    recorded: Verification,
+    dispatch: Dispatch,
+    first: bool,
+) -> Result<Verification, StartError> {
+    match dispatch.result {
+        Ok(receipt) => {
+            // The audit event says it started; metrics count sends.
+            tracing::debug!(
+                verification = %recorded.id,
+                provider = receipt.provider,
+                tries = dispatch.attempts.len(),
+                resend = !first,
+                "code sent"
+            );
+            Ok(recorded)
+        }
+        Err(error) => {
+            tracing::warn!(
+                verification = %recorded.id,
+                %error,
+                tries = dispatch.attempts.len(),
+                status = recorded.status.as_str(),
+                "send failed"
+            );
+            Err(StartError::Delivery {
+                error,
+                verification: recorded.id,
+            })
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 use super::{
     Verifier,
     errors::StartError,
-    send::{SendPlan, leave_time_to_record, until},
+    send::{SendPlan, SharedCells, leave_time_to_record, until},
     start_request::{IdempotencyKey, StartRequest},
 };
 use crate::{
@@ -222,12 +222,35 @@ impl Verifier {
         }
     }
 
+    /// One start: reserve (the gates, then a new verification with its
+    /// first send reserved), then send, which records how it went.
     async fn start_once(
         &self,
         tenant: &TenantId,
         request: &StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
+        let (verification, shared) = self.reserve_start(tenant, request).await?;
+        self.send(SendPlan {
+            tenant,
+            verification,
+            delivery: &request.delivery,
+            shared,
+            first: true,
+            deadline,
+        })
+        .await
+    }
+
+    /// Everything before the send: the gates, then the store step that
+    /// creates the verification (the least gap, the destination's budget,
+    /// the one it supersedes). What it superseded is announced and its call
+    /// ended here; a refusal gives the shared cells back.
+    async fn reserve_start(
+        &self,
+        tenant: &TenantId,
+        request: &StartRequest,
+    ) -> Result<(Verification, SharedCells), StartError> {
         let now = self.clock.now();
         let channel = request.delivery.channel;
         let gate = self
@@ -272,15 +295,7 @@ impl Verifier {
             );
             self.end_live_call(old);
         }
-        self.send(SendPlan {
-            tenant,
-            verification: v,
-            delivery: &request.delivery,
-            shared: gate.shared,
-            first: true,
-            deadline,
-        })
-        .await
+        Ok((v, gate.shared))
     }
 }
 

@@ -18,7 +18,7 @@ use prometheus_client::{
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
-    registry::{Registry, Unit},
+    registry::{Metric, Registry, Unit},
 };
 
 use crate::domain::{Channel, Status, TenantId};
@@ -153,111 +153,69 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("verifyd");
-        let rpc_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register_with_unit(
-            "rpc_duration",
-            "VerificationService RPCs by method and gRPC status code, from request to answer",
-            Unit::Seconds,
-            rpc_duration.clone(),
-        );
-        let started = Family::default();
-        registry.register(
-            "verifications_started",
-            "Verifications created",
-            started.clone(),
-        );
-        let ended = Family::default();
-        registry.register(
-            "verifications_ended",
-            "Verifications that reached a final status (approved, canceled, expired, denied, \
-             max_attempts_reached, failed)",
-            ended.clone(),
-        );
-        let checks = Family::default();
-        registry.register(
-            "checks",
-            "CheckVerification calls by outcome",
-            checks.clone(),
-        );
-        let sends = Family::default();
-        registry.register(
-            "sends",
-            "Tries to hand a message or call to a provider, by result",
-            sends.clone(),
-        );
-        let provider_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register_with_unit(
-            "provider_request_duration",
-            "Requests to a provider's API, each try on its own",
-            Unit::Seconds,
-            provider_duration.clone(),
-        );
-        let circuit_open = Family::default();
-        registry.register(
-            "provider_circuit_open",
-            "1 while a provider's circuit breaker skips it (open or probing), else 0",
-            circuit_open.clone(),
-        );
-        let rate_limited = Family::default();
-        registry.register(
-            "rate_limited",
-            "Requests refused by a rate limit, by limit",
-            rate_limited.clone(),
-        );
-        let webhooks_refused = Family::default();
-        registry.register(
-            "webhooks_refused",
-            "Provider webhooks refused unread: signature missing or bad (signature), or a \
-             provider that is not configured (provider)",
-            webhooks_refused.clone(),
-        );
-        let prefix_blocks = Family::default();
-        registry.register(
-            "prefix_blocks",
-            "Number prefixes blocked after tripping starts_per_prefix (SMS pumping guard)",
-            prefix_blocks.clone(),
-        );
-        let store_duration = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
-        registry.register_with_unit(
-            "store_operation_duration",
-            "Store operations (Redis scripts and commands), errors included",
-            Unit::Seconds,
-            store_duration.clone(),
-        );
-        let store_errors = Family::default();
-        registry.register(
-            "store_errors",
-            "Store operations that failed or timed out",
-            store_errors.clone(),
-        );
-        let watch_streams = Family::default();
-        registry.register(
-            "watch_streams",
-            "Open WatchVerification streams",
-            watch_streams.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 while serving (the store answers), 0 otherwise",
-            ready.clone(),
-        );
+        let r = &mut registry;
         Self {
+            rpc_duration: latencies(
+                r,
+                "rpc_duration",
+                "VerificationService RPCs by method and gRPC status code, from request to answer",
+            ),
+            started: registered(r, "verifications_started", "Verifications created"),
+            ended: registered(
+                r,
+                "verifications_ended",
+                "Verifications that reached a final status (approved, canceled, expired, denied, \
+             max_attempts_reached, failed)",
+            ),
+            checks: registered(r, "checks", "CheckVerification calls by outcome"),
+            sends: registered(
+                r,
+                "sends",
+                "Tries to hand a message or call to a provider, by result",
+            ),
+            provider_duration: latencies(
+                r,
+                "provider_request_duration",
+                "Requests to a provider's API, each try on its own",
+            ),
+            circuit_open: registered(
+                r,
+                "provider_circuit_open",
+                "1 while a provider's circuit breaker skips it (open or probing), else 0",
+            ),
+            rate_limited: registered(
+                r,
+                "rate_limited",
+                "Requests refused by a rate limit, by limit",
+            ),
+            webhooks_refused: registered(
+                r,
+                "webhooks_refused",
+                "Provider webhooks refused unread: signature missing or bad (signature), or a \
+             provider that is not configured (provider)",
+            ),
+            prefix_blocks: registered(
+                r,
+                "prefix_blocks",
+                "Number prefixes blocked after tripping starts_per_prefix (SMS pumping guard)",
+            ),
+            store_duration: latencies(
+                r,
+                "store_operation_duration",
+                "Store operations (Redis scripts and commands), errors included",
+            ),
+            store_errors: registered(
+                r,
+                "store_errors",
+                "Store operations that failed or timed out",
+            ),
+            watch_streams: registered(r, "watch_streams", "Open WatchVerification streams"),
+            ready: registered(
+                r,
+                "ready",
+                "1 while serving (the store answers), 0 otherwise",
+            ),
             registry,
-            rpc_duration,
-            started,
-            ended,
-            checks,
-            sends,
-            provider_duration,
-            circuit_open,
-            rate_limited,
-            webhooks_refused,
-            prefix_blocks,
-            store_duration,
-            store_errors,
-            watch_streams,
-            ready,
         }
     }
 
@@ -428,6 +386,24 @@ fn code_name(code: tonic::Code) -> &'static str {
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
+}
+
+/// A new metric, registered under `name`, for the caller to keep.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A new family of latency histograms in seconds, registered under `name`.
+fn latencies<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Histogram>
+where
+    L: Clone + std::hash::Hash + Eq,
+    Family<L, Histogram>: Metric,
+{
+    let metric = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
 }
 
 #[cfg(test)]

@@ -83,37 +83,8 @@ impl RedisConfig {
             }
             _ => {}
         }
-        let urls: Vec<&String> = self.url.iter().chain(&self.cluster).collect();
-        if urls.is_empty() {
-            return Some((
-                "store.redis.url",
-                "is required when store.backend is \"redis\" (or list store.redis.cluster seed URLs)".to_owned(),
-            ));
-        }
-        if self.url.is_some() && !self.cluster.is_empty() {
-            return Some((
-                "store.redis.cluster",
-                "cannot be set together with store.redis.url".to_owned(),
-            ));
-        }
-        for raw in urls {
-            let key = if self.url.is_some() {
-                "store.redis.url"
-            } else {
-                "store.redis.cluster"
-            };
-            let Ok(url) = url::Url::parse(raw) else {
-                return Some((key, "must be a redis:// or rediss:// URL".to_owned()));
-            };
-            if !matches!(url.scheme(), "redis" | "rediss") {
-                return Some((key, "must be a redis:// or rediss:// URL".to_owned()));
-            }
-            if url.password().is_some() {
-                return Some((
-                    key,
-                    "must not hold a password: set store.redis.password (or VERIFYD_STORE__REDIS__PASSWORD_FILE)".to_owned(),
-                ));
-            }
+        if let Some(problem) = self.urls_problem() {
+            return Some(problem);
         }
         if let Some(pem) = &self.ca_cert {
             if let Err(problem) = check_ca(pem) {
@@ -148,6 +119,44 @@ impl RedisConfig {
                 "store.redis.key_prefix",
                 "must be 1 to 64 of [A-Za-z0-9_.:-]".to_owned(),
             ));
+        }
+        None
+    }
+
+    /// The problem with the Redis URLs: none, both kinds, or one that is
+    /// not a password-free redis:// or rediss:// URL.
+    fn urls_problem(&self) -> Option<(&'static str, String)> {
+        let urls: Vec<&String> = self.url.iter().chain(&self.cluster).collect();
+        if urls.is_empty() {
+            return Some((
+                "store.redis.url",
+                "is required when store.backend is \"redis\" (or list store.redis.cluster seed URLs)".to_owned(),
+            ));
+        }
+        if self.url.is_some() && !self.cluster.is_empty() {
+            return Some((
+                "store.redis.cluster",
+                "cannot be set together with store.redis.url".to_owned(),
+            ));
+        }
+        for raw in urls {
+            let key = if self.url.is_some() {
+                "store.redis.url"
+            } else {
+                "store.redis.cluster"
+            };
+            let Ok(url) = url::Url::parse(raw) else {
+                return Some((key, "must be a redis:// or rediss:// URL".to_owned()));
+            };
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Some((key, "must be a redis:// or rediss:// URL".to_owned()));
+            }
+            if url.password().is_some() {
+                return Some((
+                    key,
+                    "must not hold a password: set store.redis.password (or VERIFYD_STORE__REDIS__PASSWORD_FILE)".to_owned(),
+                ));
+            }
         }
         None
     }
