@@ -35,6 +35,6 @@ if ! command -v h2load >/dev/null 2>&1; then
     echo "compare.sh: h2load is not installed (Debian: nghttp2-client): no runs from an independent client" >&2
 fi
 
-echo "==> cargo build --release --locked --bin verifyd --bin verifyd-bench" >&2
-cargo build --release --locked --bin verifyd --bin verifyd-bench
+echo "==> cargo build --release --locked -p verifyd -p verifyd-bench --bins" >&2
+cargo build --release --locked -p verifyd -p verifyd-bench --bins
 exec python3 loadtest/compare.py

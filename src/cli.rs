@@ -163,8 +163,18 @@ fn describe(status: &tonic::Status) -> String {
 type Error = Box<dyn std::error::Error>;
 
 /// Sends the API key, when there is one, as `authorization: Bearer`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(<redacted>)"
+        } else {
+            "Bearer(None)"
+        })
+    }
+}
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {

@@ -11,10 +11,14 @@
 use prost::Message as _;
 use verifyd::{
     config::Config,
-    delivery::twilio::{signature, webhook::verified_form},
+    delivery::twilio::{
+        signature,
+        webhook::{self, Refused, Request, Route, WebhookTokens, verified_form},
+    },
     domain::{Channel, Destination, VerificationId, verification::Locale},
     grpc::convert,
     proto,
+    secret::Secret,
     service::IdempotencyKey,
 };
 
@@ -177,6 +181,28 @@ pub fn webhook(data: &[u8]) {
     let first = if tampered.starts_with('A') { "B" } else { "A" };
     tampered.replace_range(..1, first);
     assert!(verified_form(&[TOKEN], &url, &tampered, body.as_bytes()).is_none());
+
+    // Read as a webhook on every route: the signed request is never refused
+    // for its signature (only, perhaps, for a field, which is named); the
+    // tampered one always is, before any field is read.
+    let tokens: WebhookTokens = [("p".to_owned(), vec![Secret::new(TOKEN)])].into();
+    for route in Route::ALL {
+        let request = |signature| Request {
+            provider: "p",
+            url: &url,
+            signature: Some(signature),
+            body: body.as_bytes(),
+        };
+        match webhook::read(&tokens, route, &request(&signed)) {
+            Ok(_) => {}
+            Err(Refused::Invalid { field, .. }) => assert!(!field.is_empty()),
+            Err(other) => panic!("a signed request was refused: {other:?}"),
+        }
+        assert_eq!(
+            webhook::read(&tokens, route, &request(&tampered)).err(),
+            Some(Refused::Signature)
+        );
+    }
 }
 
 /// The config loader on TOML text: any input is a valid configuration or

@@ -594,6 +594,37 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_base_with_a_query_fragment_or_user_info_is_refused() {
+        for base in [
+            "https://hooks.example.com/verifyd/?x=1",
+            "https://hooks.example.com/verifyd/#top",
+            "https://user:pass@hooks.example.com/verifyd/",
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env("VERIFYD_HMAC__KEY", KEY);
+                jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+                jail.set_env("VERIFYD_WEBHOOKS__PUBLIC_BASE_URL", base);
+                let err = load_err();
+                assert_eq!(err.key, "webhooks.public_base_url", "{base}");
+                assert!(err.to_string().contains("no query"), "{err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_quota_past_what_a_budget_holds_is_refused_naming_its_limit() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_LIMITS__STARTS_PER_IP__BURST", "4294967295");
+            let err = load_err();
+            assert_eq!(err.key, "limits.starts_per_ip");
+            assert!(err.to_string().contains("at most"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_client_endpoint_variable_is_not_server_configuration() {
         Jail::expect_with(|jail| {
             jail.set_env(CLIENT_ADDR_VAR, "http://127.0.0.1:50051");

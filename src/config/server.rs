@@ -96,10 +96,24 @@ impl Default for WebhooksConfig {
 impl WebhooksConfig {
     /// The problem with these settings: its key and why.
     pub fn problem(&self) -> Option<(&'static str, &'static str)> {
-        if let Some(url) = &self.public_base_url
-            && !matches!(url.scheme(), "https" | "http")
-        {
+        let Some(url) = &self.public_base_url else {
+            return None;
+        };
+        if !matches!(url.scheme(), "https" | "http") {
             return Some(("webhooks.public_base_url", "must be an http(s) URL"));
+        }
+        // Providers sign the URL they request: the base is joined with
+        // each webhook's path and query, and anything else in it would
+        // make every signature fail.
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Some((
+                "webhooks.public_base_url",
+                "must be a scheme, host and path only: no query, fragment or user info",
+            ));
         }
         None
     }

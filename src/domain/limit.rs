@@ -23,10 +23,28 @@ pub struct Quota {
     pub period: Duration,
 }
 
+/// The largest burst a quota may allow.
+pub const MAX_BURST: u32 = 1_000_000_000;
+/// The longest period a quota may have. With [`MAX_BURST`], a budget's
+/// arithmetic stays far inside what time values hold.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+
 impl Quota {
-    /// A quota allows something: at least one cell, refilling.
+    /// Why this quota cannot be enforced: it allows nothing (no cell, or
+    /// none refilling), or its burst or period is past what a budget's
+    /// arithmetic holds ([`MAX_BURST`], [`MAX_PERIOD`]).
+    pub fn problem(self) -> Option<&'static str> {
+        if self.burst == 0 || self.period.is_zero() {
+            return Some("burst and period must both be above zero");
+        }
+        if self.burst > MAX_BURST || self.period > MAX_PERIOD {
+            return Some("burst must be at most 1000000000 and period at most 366 days");
+        }
+        None
+    }
+
     pub fn is_valid(self) -> bool {
-        self.burst > 0 && !self.period.is_zero()
+        self.problem().is_none()
     }
 }
 
@@ -242,6 +260,26 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(budget.wait(&"+1212555", QUOTA, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_quota_allows_something_and_stays_within_what_time_holds() {
+        let zero = Quota { burst: 0, ..QUOTA };
+        assert!(zero.problem().is_some_and(|p| p.contains("above zero")));
+        let huge = Quota {
+            burst: u32::MAX,
+            period: Duration::from_secs(u64::MAX / 4),
+        };
+        assert!(huge.problem().is_some_and(|p| p.contains("at most")));
+        let largest = Quota {
+            burst: MAX_BURST,
+            period: MAX_PERIOD,
+        };
+        assert_eq!(largest.problem(), None);
+        // The largest allowed quota's arithmetic does not overflow.
+        let mut budget = BudgetTable::default();
+        budget.take("+1415555", largest, start()).expect("a cell");
+        assert_eq!(budget.wait(&"+1415555", largest, start()), Duration::ZERO);
     }
 
     #[test]

@@ -180,15 +180,22 @@ const FINAL_RANK: u8 = 4;
 pub struct DeliveryReport {
     /// The provider's id for the message or call.
     pub reference: String,
-    /// The provider's own status word, e.g. `delivered`.
+    /// The status, as a word of verifyd's status vocabulary ([`Self::rank`]),
+    /// e.g. `delivered`. It is recorded as given, even when unknown.
     pub status: String,
     pub error_code: Option<String>,
 }
 
 impl DeliveryReport {
-    /// Where a provider status sits in a message's life, and what it means
+    /// Where a status sits in a message's or call's life, and what it means
     /// here. Callbacks arrive late, repeated and out of order; a report only
     /// applies when it moves the attempt forward. Unknown words rank 0.
+    ///
+    /// These words are verifyd's status vocabulary, stored in every
+    /// attempt's `provider_status` (and so shared by every version of a
+    /// fleet). They are the Messages and Calls API's words, so the Twilio
+    /// adapter passes its words through as they come; another provider's
+    /// adapter maps its own words onto them at its edge.
     pub fn rank(status: &str) -> (u8, Option<DeliveryStatus>) {
         match status {
             "accepted" | "scheduled" | "queued" => (1, Some(DeliveryStatus::Accepted)),

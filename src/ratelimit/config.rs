@@ -118,13 +118,11 @@ impl PartialLimits {
     }
 }
 
-/// The first of `quotas` that allows nothing, named by its limit.
+/// The first of `quotas` that cannot be enforced, named by its limit.
 fn quota_problem(
     mut quotas: impl Iterator<Item = (Limit, Quota)>,
 ) -> Option<(&'static str, &'static str)> {
-    quotas
-        .find(|(_, quota)| !quota.is_valid())
-        .map(|(limit, _)| (limit.as_str(), "burst and period must both be above zero"))
+    quotas.find_map(|(limit, quota)| quota.problem().map(|problem| (limit.as_str(), problem)))
 }
 
 /// The server's quotas and each tenant's overrides of them.

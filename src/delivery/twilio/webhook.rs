@@ -105,12 +105,24 @@ fn invalid(field: &'static str, problem: &'static str) -> Refused {
 /// A webhook request as received: the provider named in its path, the URL
 /// Twilio requested (the public base and the path and query as received),
 /// its `X-Twilio-Signature` and its form body.
-#[derive(Debug)]
 pub struct Request<'a> {
     pub provider: &'a str,
     pub url: &'a str,
     pub signature: Option<&'a str>,
     pub body: &'a [u8],
+}
+
+/// The URL carries a call's token and the body a code's digits: neither is
+/// shown.
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("provider", &self.provider)
+            .field("url", &"<redacted>")
+            .field("signature", &self.signature.map(|_| "<redacted>"))
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// Reads a request to `route`: its signature first, under `tokens`, then

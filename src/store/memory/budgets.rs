@@ -1,10 +1,16 @@
-//! The memory store's budgets: every budget of every tenant in one GCRA
-//! table ([`BudgetTable`]), under a lock of its own so that a take from an
-//! IP's or a prefix's budget never waits on the verifications' lock. The
-//! steps that take a destination's cell with a verification (create,
-//! resend, check) hold the verifications' lock first, then this one.
+//! The memory store's budgets: every budget of every tenant in GCRA tables
+//! ([`BudgetTable`]), under locks of their own so that a take from an IP's
+//! or a prefix's budget never waits on the verifications' lock. The steps
+//! that take a destination's cell with a verification (create, resend,
+//! check) hold the verifications' lock first, then one shard's; nothing
+//! takes them the other way round.
+//!
+//! The budgets are split into shards by key, so the purge, which sweeps
+//! them for budgets that are full again, holds one shard at a time: a step
+//! waits on at most a sixteenth of the sweep.
 
 use std::{
+    hash::{BuildHasher, RandomState},
     net::IpAddr,
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
@@ -18,9 +24,23 @@ use crate::{
     store::port::BudgetKey,
 };
 
-#[derive(Debug, Default)]
+const SHARDS: usize = 16;
+
+type Key = (TenantId, Owned);
+
+#[derive(Debug)]
 pub(super) struct Budgets {
-    table: Mutex<BudgetTable<(TenantId, Owned)>>,
+    hasher: RandomState,
+    shards: [Mutex<BudgetTable<Key>>; SHARDS],
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
 }
 
 /// A [`BudgetKey`] the table can keep.
@@ -45,10 +65,22 @@ impl From<BudgetKey<'_>> for Owned {
     }
 }
 
+/// A poisoned lock is safe to keep using: each change is one insert.
+fn locked(shard: &Mutex<BudgetTable<Key>>) -> MutexGuard<'_, BudgetTable<Key>> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Budgets {
-    /// A poisoned lock is safe to keep using: each change is one insert.
-    fn table(&self) -> MutexGuard<'_, BudgetTable<(TenantId, Owned)>> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The key, and the shard that holds it.
+    fn find(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+    ) -> (Key, MutexGuard<'_, BudgetTable<Key>>) {
+        let key = (tenant.clone(), Owned::from(key));
+        // The modulo keeps the index below SHARDS, whatever usize's width.
+        let shard = (self.hasher.hash_one(&key) % SHARDS as u64) as usize;
+        (key, locked(&self.shards[shard]))
     }
 
     /// `None` when a cell was taken, else the wait until one frees up.
@@ -59,9 +91,8 @@ impl Budgets {
         quota: Quota,
         now: SystemTime,
     ) -> Option<Duration> {
-        self.table()
-            .take((tenant.clone(), key.into()), quota, now)
-            .err()
+        let (key, mut table) = self.find(tenant, key);
+        table.take(key, quota, now).err()
     }
 
     pub(super) fn give_back(
@@ -71,8 +102,8 @@ impl Budgets {
         quota: Quota,
         now: SystemTime,
     ) {
-        self.table()
-            .give_back(&(tenant.clone(), key.into()), quota, now);
+        let (key, mut table) = self.find(tenant, key);
+        table.give_back(&key, quota, now);
     }
 
     pub(super) fn wait(
@@ -82,17 +113,20 @@ impl Budgets {
         quota: Quota,
         now: SystemTime,
     ) -> Duration {
-        self.table().wait(&(tenant.clone(), key.into()), quota, now)
+        let (key, table) = self.find(tenant, key);
+        table.wait(&key, quota, now)
     }
 
-    /// Drops the budgets that are full again.
+    /// Drops the budgets that are full again, one shard at a time.
     pub(super) fn retain_recent(&self, now: SystemTime) {
-        self.table().retain_recent(now);
+        for shard in &self.shards {
+            locked(shard).retain_recent(now);
+        }
     }
 
     /// The budgets that are not full.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.table().len()
+        self.shards.iter().map(|shard| locked(shard).len()).sum()
     }
 }
