@@ -13,7 +13,14 @@ For each rendered deployment (base and overlays):
   reads as configuration and refuses);
 - every VERIFYD_*_FILE path lies in a mounted volume, and for a Secret
   volume names a key the Secret has (the rendered Secret, or the overlay's
-  secret-example.yaml).
+  secret-example.yaml);
+- a deployment on the Redis store (several replicas, real users: the prod
+  overlay) serves gRPC over TLS from a mounted Secret that the overlay
+  provides (a Secret, or a cert-manager Certificate example naming it),
+  and reaches Redis over rediss:// with its CA mounted: API keys, typed
+  codes, code MACs and destinations never cross the pod network in clear.
+  `--self-test` also shows the rule refusing each overlay it applies to
+  with TLS taken out.
 For the alert rules: each has a severity, a summary, a description and a
 runbook pointing at a heading of docs/operations.md.
 """
@@ -123,7 +130,99 @@ def check_deployment(name: str, docs: list[dict], overlay: Path | None) -> list[
                 f"{name}: {env['name']} reads key {key!r}, which Secret "
                 f"{source['secretName']} does not have ({', '.join(sorted(keys))})"
             )
+    errors += check_transport(name, config, container, mounts, volumes, secrets, overlay)
     return errors
+
+
+def mounted_volume(path: str, mounts: dict[str, str]) -> str | None:
+    return next((v for v, m in mounts.items() if path.startswith(m + "/")), None)
+
+
+def provided_secrets(overlay: Path | None) -> set[str]:
+    """Secrets an overlay documents instead of shipping: its Secret example,
+    and the Secrets its cert-manager Certificate examples fill."""
+    names: set[str] = set()
+    if overlay is None:
+        return names
+    for example in sorted(overlay.glob("*-example.yaml")):
+        for d in load(example):
+            if d.get("kind") == "Secret":
+                names.add(d["metadata"]["name"])
+            elif d.get("kind") == "Certificate":
+                names.add(d["spec"]["secretName"])
+    return names
+
+
+def check_transport(name, config, container, mounts, volumes, secrets, overlay) -> list[str]:
+    """A Redis-backed deployment: gRPC over TLS, Redis over rediss://."""
+    store = config.get("store", {})
+    if store.get("backend") != "redis":
+        return []
+    errors = []
+    tls = config.get("server", {}).get("tls")
+    if not tls or not tls.get("cert_path") or not tls.get("key_path"):
+        errors.append(
+            f"{name}: on the Redis store (production) gRPC must be served over TLS: "
+            "set [server.tls] cert_path and key_path (docs/operations.md#tls-in-production)"
+        )
+    else:
+        provided = set(secrets) | provided_secrets(overlay)
+        for key in ("cert_path", "key_path"):
+            volume = mounted_volume(tls[key], mounts)
+            source = volumes.get(volume, {}).get("secret") if volume else None
+            if source is None:
+                errors.append(f"{name}: server.tls.{key} {tls[key]} is not in a mounted Secret")
+            elif source["secretName"] not in provided:
+                errors.append(
+                    f"{name}: server.tls.{key} reads Secret {source['secretName']}, which the "
+                    "overlay neither ships nor documents (a Secret or Certificate example)"
+                )
+    redis = store.get("redis", {})
+    urls = [u for u in [redis.get("url"), *redis.get("cluster", [])] if u]
+    if not urls or any(not u.startswith("rediss://") for u in urls):
+        errors.append(
+            f"{name}: on the Redis store (production) Redis must be reached over TLS: "
+            "use rediss:// URLs (docs/redis.md)"
+        )
+    ca_env = any(e["name"] == "VERIFYD_STORE__REDIS__CA_CERT_FILE" for e in container.get("env", []))
+    if not ca_env and not redis.get("ca_cert"):
+        errors.append(
+            f"{name}: mount Redis's CA and set VERIFYD_STORE__REDIS__CA_CERT_FILE, "
+            "so replicas verify the server they send codes' MACs to"
+        )
+    return errors
+
+
+def without_transport_security(docs: list[dict]) -> list[dict]:
+    """The same manifests with [server.tls] taken out and rediss:// made
+    redis://: what the rule must refuse."""
+    import copy
+
+    docs = copy.deepcopy(docs)
+    for d in docs:
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("verifyd-config"):
+            text = d["data"]["verifyd.toml"]
+            text = re.sub(r"(?ms)^\[server\.tls\]\n.*?(?=^\[)", "", text)
+            d["data"]["verifyd.toml"] = text.replace("rediss://", "redis://")
+    return docs
+
+
+def self_test(name: str, docs: list[dict], overlay: Path | None) -> list[str]:
+    """The transport rule refuses this deployment without TLS, if it is one
+    the rule applies to."""
+    configs = [d for d in docs if d["kind"] == "ConfigMap"
+               and d["metadata"]["name"].startswith("verifyd-config")]
+    if not configs:
+        return []
+    config = tomllib.loads(configs[0]["data"]["verifyd.toml"])
+    if config.get("store", {}).get("backend") != "redis":
+        return []
+    errors = check_deployment(name, without_transport_security(docs), overlay)
+    wanted = ("served over TLS", "reached over TLS")
+    missing = [w for w in wanted if not any(w in e for e in errors)]
+    if missing:
+        return [f"{name}: self-test: without TLS the transport rule did not refuse ({missing})"]
+    return []
 
 
 def anchors(markdown: Path) -> set[str]:
@@ -169,13 +268,19 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=Path, required=True, help="docs/operations.md")
     parser.add_argument("--rules", type=Path, action="append", default=[])
+    parser.add_argument("--self-test", action="store_true",
+                        help="also show the transport rule refusing each deployment without TLS")
     parser.add_argument("rendered", nargs="+", help="RENDERED.yaml[:OVERLAY_DIR]")
     args = parser.parse_args()
 
     errors = []
     for item in args.rendered:
         path, _, overlay = item.partition(":")
-        errors += check_deployment(path, load(Path(path)), Path(overlay) if overlay else None)
+        docs = load(Path(path))
+        overlay_dir = Path(overlay) if overlay else None
+        errors += check_deployment(path, docs, overlay_dir)
+        if args.self_test:
+            errors += self_test(path, docs, overlay_dir)
     for path in args.rules:
         errors += check_rules(str(path), load(path), args.docs)
     for error in errors:
