@@ -105,6 +105,7 @@ def config_toml(grpc, admin, store):
             "failed_checks_per_destination",
             "starts_per_prefix",
             "starts_per_country",
+            "sends_per_tenant",
         ]
     )
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()

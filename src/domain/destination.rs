@@ -143,7 +143,14 @@ pub enum LineType {
     SharedCost,
     Voip,
     Unknown,
-    /// Personal, pager, UAN, voicemail and the like.
+    /// A number that follows its holder to whichever line they choose.
+    PersonalNumber,
+    Pager,
+    /// A company's universal access number, routed on to its offices.
+    Uan,
+    /// A voicemail access number.
+    Voicemail,
+    /// Emergency, short codes, carrier-specific and the like.
     Other,
 }
 
@@ -180,6 +187,10 @@ impl PhoneNumber {
             PhoneType::SharedCost => LineType::SharedCost,
             PhoneType::Voip => LineType::Voip,
             PhoneType::Unknown => LineType::Unknown,
+            PhoneType::PersonalNumber => LineType::PersonalNumber,
+            PhoneType::Pager => LineType::Pager,
+            PhoneType::Uan => LineType::Uan,
+            PhoneType::Voicemail => LineType::Voicemail,
             _ => LineType::Other,
         };
         Some(NumberPlan {

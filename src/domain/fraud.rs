@@ -22,6 +22,33 @@ pub struct FraudRules {
     /// stays blocked.
     #[serde(with = "humantime_serde")]
     pub prefix_block: std::time::Duration,
+    /// Special number types that may get codes after all; none by default.
+    pub allow_line_types: Vec<SpecialLine>,
+}
+
+/// Number types refused by default: they forward to lines nobody vetted
+/// (personal numbers, company numbers), reach no person who could use a
+/// code (pagers, voicemail access), and are where toll-fraud and SMS
+/// pumping schemes rent ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecialLine {
+    PersonalNumber,
+    Pager,
+    Uan,
+    Voicemail,
+}
+
+impl SpecialLine {
+    fn of(line: LineType) -> Option<Self> {
+        match line {
+            LineType::PersonalNumber => Some(Self::PersonalNumber),
+            LineType::Pager => Some(Self::Pager),
+            LineType::Uan => Some(Self::Uan),
+            LineType::Voicemail => Some(Self::Voicemail),
+            _ => None,
+        }
+    }
 }
 
 impl Default for FraudRules {
@@ -30,6 +57,7 @@ impl Default for FraudRules {
             sms_calling_codes: Vec::new(),
             voice_calling_codes: Vec::new(),
             prefix_block: std::time::Duration::from_secs(60 * 60),
+            allow_line_types: Vec::new(),
         }
     }
 }
@@ -53,6 +81,10 @@ fn line_name(line: LineType) -> &'static str {
         LineType::SharedCost => "shared-cost",
         LineType::Voip => "VoIP",
         LineType::Unknown => "unknown-type",
+        LineType::PersonalNumber => "personal",
+        LineType::Pager => "pager",
+        LineType::Uan => "universal-access",
+        LineType::Voicemail => "voicemail-access",
         LineType::Other => "special-service",
     }
 }
@@ -76,10 +108,12 @@ impl FraudRules {
 
     /// Checks a destination before anything is spent or sent. Email has no
     /// numbering plan to abuse; phone numbers must be in an allowed country
-    /// and of a type that cannot bill the sender: premium-rate, shared-cost
-    /// and unknown types never, landlines not for SMS (they cannot receive
-    /// it, and are a favourite of pumping schemes). Returns the phone
-    /// number's plan, which the prefix and country budgets need.
+    /// and of a type that cannot bill the sender: premium-rate, shared-cost,
+    /// unknown and other special services never; personal, pager, UAN and
+    /// voicemail numbers only when `allow_line_types` names them ([`SpecialLine`]);
+    /// landlines not for SMS (they cannot receive it, and are a favourite
+    /// of pumping schemes). Returns the phone number's plan, which the
+    /// prefix and country budgets need.
     pub fn screen(
         &self,
         channel: Channel,
@@ -105,9 +139,12 @@ impl FraudRules {
             });
         }
         let refused = match plan.line {
-            LineType::PremiumRate | LineType::SharedCost | LineType::Unknown => true,
+            LineType::PremiumRate | LineType::SharedCost | LineType::Unknown | LineType::Other => {
+                true
+            }
             LineType::FixedLine => channel == Channel::Sms,
-            _ => false,
+            special => SpecialLine::of(special)
+                .is_some_and(|special| !self.allow_line_types.contains(&special)),
         };
         if refused {
             return Err(Refusal::LineType {
@@ -125,6 +162,43 @@ mod tests {
 
     fn phone(n: &str) -> Destination {
         Destination::parse(n).expect("valid")
+    }
+
+    #[test]
+    fn personal_pager_uan_and_voicemail_numbers_are_refused_unless_allowed() {
+        let cases = [
+            (
+                "+447012345678",
+                LineType::PersonalNumber,
+                SpecialLine::PersonalNumber,
+            ),
+            ("+447640123456", LineType::Pager, SpecialLine::Pager),
+            ("+445512345678", LineType::Uan, SpecialLine::Uan),
+            (
+                "+49177991234567",
+                LineType::Voicemail,
+                SpecialLine::Voicemail,
+            ),
+        ];
+        for (number, line, special) in cases {
+            for channel in [Channel::Sms, Channel::Voice] {
+                assert_eq!(
+                    FraudRules::default().screen(channel, &phone(number)),
+                    Err(Refusal::LineType { channel, line }),
+                    "{number} by {}",
+                    channel.as_str()
+                );
+                let allowing = FraudRules {
+                    allow_line_types: vec![special],
+                    ..FraudRules::default()
+                };
+                let plan = allowing
+                    .screen(channel, &phone(number))
+                    .expect("allowed")
+                    .expect("a phone number has a plan");
+                assert_eq!(plan.line, line);
+            }
+        }
     }
 
     #[test]

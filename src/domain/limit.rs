@@ -58,16 +58,18 @@ pub enum Limit {
     RequestsPerTenant,
     StartsPerPrefix,
     StartsPerCountry,
+    SendsPerTenant,
 }
 
 impl Limit {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::StartsPerDestination,
         Self::StartsPerIp,
         Self::FailedChecksPerDestination,
         Self::RequestsPerTenant,
         Self::StartsPerPrefix,
         Self::StartsPerCountry,
+        Self::SendsPerTenant,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -78,6 +80,7 @@ impl Limit {
             Self::StartsPerCountry => "starts_per_country",
             Self::FailedChecksPerDestination => "failed_checks_per_destination",
             Self::RequestsPerTenant => "requests_per_tenant",
+            Self::SendsPerTenant => "sends_per_tenant",
         }
     }
 }

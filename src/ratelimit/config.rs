@@ -20,6 +20,9 @@ pub struct LimitsConfig {
     pub starts_per_prefix: Quota,
     /// SMS and voice starts per country calling code.
     pub starts_per_country: Quota,
+    /// Starts and resends that send, per tenant, across every channel and
+    /// country: a spray over many prefixes and countries is bounded too.
+    pub sends_per_tenant: Quota,
 }
 
 impl Default for LimitsConfig {
@@ -50,6 +53,11 @@ impl Default for LimitsConfig {
                 burst: 1_000,
                 period: Duration::from_millis(3_600),
             },
+            // 10,000 an hour.
+            sends_per_tenant: Quota {
+                burst: 10_000,
+                period: Duration::from_millis(360),
+            },
         }
     }
 }
@@ -63,6 +71,7 @@ impl LimitsConfig {
             Limit::RequestsPerTenant => self.requests_per_tenant,
             Limit::StartsPerPrefix => self.starts_per_prefix,
             Limit::StartsPerCountry => self.starts_per_country,
+            Limit::SendsPerTenant => self.sends_per_tenant,
         }
     }
 
@@ -90,6 +99,7 @@ pub struct PartialLimits {
     pub requests_per_tenant: Option<Quota>,
     pub starts_per_prefix: Option<Quota>,
     pub starts_per_country: Option<Quota>,
+    pub sends_per_tenant: Option<Quota>,
 }
 
 impl PartialLimits {
@@ -114,6 +124,7 @@ impl PartialLimits {
             Limit::RequestsPerTenant => self.requests_per_tenant,
             Limit::StartsPerPrefix => self.starts_per_prefix,
             Limit::StartsPerCountry => self.starts_per_country,
+            Limit::SendsPerTenant => self.sends_per_tenant,
         }
     }
 }

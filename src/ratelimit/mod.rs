@@ -124,6 +124,19 @@ impl<B: BudgetStore> RateLimits<B> {
             .await
     }
 
+    /// Takes one send from the tenant's own budget (every channel and
+    /// country together), so that a spray over many prefixes and countries
+    /// is bounded too. Give it back with [`Self::give_back_tenant_send`]
+    /// when nothing is sent.
+    pub async fn tenant_send(&self, tenant: &TenantId) -> Result<(), LimitError> {
+        let taken = self.budgets.take_tenant_send(tenant).await;
+        self.counted(tenant, taken)
+    }
+
+    pub async fn give_back_tenant_send(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.budgets.give_back_tenant_send(tenant).await
+    }
+
     /// Counts a send to `prefix` that may have gone out (a provider took
     /// it, or its outcome is unknown), under the prefix's quota. A prefix
     /// is blocked on these, not on the starts its budget refuses: cells

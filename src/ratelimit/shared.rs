@@ -130,6 +130,18 @@ impl<B: BudgetStore> SharedBudgets<B> {
             .await
     }
 
+    /// Takes one send from the tenant's own budget, across every channel
+    /// and country.
+    pub(super) async fn take_tenant_send(&self, tenant: &TenantId) -> Result<(), LimitError> {
+        self.take(Limit::SendsPerTenant, tenant, BudgetKey::Tenant)
+            .await
+    }
+
+    pub(super) async fn give_back_tenant_send(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.give_back(Limit::SendsPerTenant, tenant, BudgetKey::Tenant)
+            .await
+    }
+
     /// Counts a send to `prefix` that may have gone out, under the prefix's
     /// quota; past the quota, the count stays at its fullest.
     pub(super) async fn count_prefix_send(

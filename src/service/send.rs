@@ -4,9 +4,10 @@
 //! The order: the delivery's policy
 //! (channel, voice mode), then the refusals that write nothing (the fraud
 //! screen, blocks) and the IP budget, then the budgets other users share
-//! (number prefix, country), which are given back if the store step
-//! refuses or nothing is sent, so refused starts cannot trip a prefix
-//! block on numbers that were never sent to.
+//! (number prefix, country, and the tenant's own sends across every
+//! channel and country), which are given back if the store step refuses
+//! or nothing is sent, so refused starts cannot trip a prefix block on
+//! numbers that were never sent to.
 
 use std::time::{Duration, SystemTime};
 
@@ -49,9 +50,13 @@ pub(super) struct Gate {
 }
 
 /// The cells taken from the budgets other users share, to give back if
-/// nothing is sent: a number prefix's and its country's.
+/// nothing is sent: a number prefix's and its country's, and the tenant's
+/// own send budget.
 #[derive(Debug)]
-pub(super) struct SharedCells(Option<(String, u16)>);
+pub(super) struct SharedCells {
+    phone: Option<(String, u16)>,
+    tenant: bool,
+}
 
 /// One send to make on a verification whose send is reserved.
 pub(super) struct SendPlan<'a> {
@@ -128,16 +133,29 @@ impl Verifier {
             _ => None,
         };
         let start_budget = self.limits.start(tenant, ip).await?;
-        let shared = match phone {
+        let phone = match phone {
             Some((phone, calling_code)) => {
                 self.take_phone_start(tenant, phone, calling_code, now)
                     .await?
             }
-            None => SharedCells(None),
+            None => None,
         };
+        let shared = SharedCells {
+            phone,
+            tenant: false,
+        };
+        // Last of the budgets other users share: the tenant's own, every
+        // channel and country together.
+        if let Err(refused) = self.limits.tenant_send(tenant).await {
+            self.give_back(tenant, shared).await;
+            return Err(refused.into());
+        }
         Ok(Gate {
             start_budget,
-            shared,
+            shared: SharedCells {
+                tenant: true,
+                ..shared
+            },
         })
     }
 
@@ -170,10 +188,10 @@ impl Verifier {
         phone: &PhoneNumber,
         calling_code: u16,
         now: SystemTime,
-    ) -> Result<SharedCells, StartError> {
+    ) -> Result<Option<(String, u16)>, StartError> {
         let prefix = phone.prefix();
         match self.limits.phone_start(tenant, prefix, calling_code).await {
-            Ok(()) => Ok(SharedCells(Some((prefix.to_owned(), calling_code)))),
+            Ok(()) => Ok(Some((prefix.to_owned(), calling_code))),
             Err(LimitError::Limited(limited)) if limited.limit == Limit::StartsPerPrefix => {
                 if !self.limits.prefix_sends_spent(tenant, prefix).await? {
                     return Err(limited.into());
@@ -202,15 +220,18 @@ impl Verifier {
     /// store that cannot take them back leaves the budget a cell short
     /// until it refills.
     pub(super) async fn give_back(&self, tenant: &TenantId, cells: SharedCells) {
-        let Some((prefix, calling_code)) = cells.0 else {
-            return;
-        };
-        if let Err(error) = self
-            .limits
-            .give_back_phone_start(tenant, &prefix, calling_code)
-            .await
+        if let Some((prefix, calling_code)) = cells.phone
+            && let Err(error) = self
+                .limits
+                .give_back_phone_start(tenant, &prefix, calling_code)
+                .await
         {
             tracing::warn!(%error, "could not give back a start's prefix and country cells");
+        }
+        if cells.tenant
+            && let Err(error) = self.limits.give_back_tenant_send(tenant).await
+        {
+            tracing::warn!(%error, "could not give back a start's tenant send cell");
         }
     }
 
@@ -218,7 +239,7 @@ impl Verifier {
     /// prefix block. Best effort: a count the store misses only delays a
     /// block.
     async fn count_prefix_send(&self, tenant: &TenantId, cells: &SharedCells) {
-        let Some((prefix, _)) = &cells.0 else {
+        let Some((prefix, _)) = &cells.phone else {
             return;
         };
         if let Err(error) = self.limits.prefix_sent(tenant, prefix).await {

@@ -126,3 +126,72 @@ async fn refused_starts_and_resends_spend_nothing_of_the_prefix_budget() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn personal_pager_uan_and_voicemail_numbers_get_nothing_unless_allowed() {
+    let app = spawn_app().await;
+    for (number, what) in [
+        ("+447012345678", "personal"),
+        ("+447640123456", "pager"),
+        ("+445512345678", "universal-access"),
+        ("+49177991234567", "voicemail-access"),
+    ] {
+        for request in [sms_to(number), call(number)] {
+            let refused = app.start(request).await.expect_err(what);
+            assert_eq!(refused.code(), Code::PermissionDenied, "{what}");
+            assert!(refused.message().contains(what), "{}", refused.message());
+        }
+    }
+    assert_eq!(app.outbox.total_sent(), 0);
+    app.stop().await;
+
+    let app = spawn_app_with(|c| {
+        c.fraud.allow_line_types = vec![verifyd::domain::fraud::SpecialLine::PersonalNumber];
+    })
+    .await;
+    app.started(sms_to("+447012345678")).await;
+    let refused = app.start(sms_to("+447640123456")).await.expect_err("pager");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenants_sends_are_bounded_across_channels_and_countries() {
+    let app = spawn_app_with(|c| {
+        c.limits.sends_per_tenant = verifyd::domain::limit::Quota {
+            burst: 3,
+            period: Duration::from_secs(3_600),
+        };
+    })
+    .await;
+    let email = proto::StartVerificationRequest {
+        channel: proto::Channel::Email.into(),
+        ..sms_to("user@example.com")
+    };
+    app.started(sms_to("+14155550100")).await;
+    app.started(email).await;
+    // Refused by the least gap: its cell of the tenant's budget comes back.
+    let too_soon = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("inside the least gap");
+    assert!(
+        !too_soon.message().contains("sends_per_tenant"),
+        "{too_soon:?}"
+    );
+    // Another country, another channel: the same budget.
+    app.started(call("+447911123456")).await;
+    let refused = app
+        .start(sms_to("+33612345678"))
+        .await
+        .expect_err("the tenant's sends are spent");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("sends_per_tenant"),
+        "{}",
+        refused.message()
+    );
+    assert!(retry_after(&refused).is_some_and(|wait| wait > Duration::ZERO));
+    assert_eq!(app.outbox.total_sent(), 3);
+    app.stop().await;
+}

@@ -18,7 +18,8 @@ For each rendered deployment (base and overlays):
   overlay) serves gRPC over TLS from a mounted Secret that the overlay
   provides (a Secret, or a cert-manager Certificate example naming it),
   and reaches Redis over rediss:// with its CA mounted: API keys, typed
-  codes, code MACs and destinations never cross the pod network in clear.
+  codes, code MACs and destinations never cross the pod network in clear;
+  and it lists the countries codes may go to (fraud.*_calling_codes).
   `--self-test` also shows the rule refusing each overlay it applies to
   with TLS taken out.
 For the alert rules: each has a severity, a summary, a description and a
@@ -184,6 +185,14 @@ def check_transport(name, config, container, mounts, volumes, secrets, overlay) 
             f"{name}: on the Redis store (production) Redis must be reached over TLS: "
             "use rediss:// URLs (docs/redis.md)"
         )
+    fraud = config.get("fraud", {})
+    for key in ("sms_calling_codes", "voice_calling_codes"):
+        if not fraud.get(key):
+            errors.append(
+                f"{name}: on the Redis store (production) fraud.{key} must list the "
+                "countries codes may go to: empty allows every country, toll-fraud ranges "
+                "included (docs/configuration.md#fraud)"
+            )
     ca_env = any(e["name"] == "VERIFYD_STORE__REDIS__CA_CERT_FILE" for e in container.get("env", []))
     if not ca_env and not redis.get("ca_cert"):
         errors.append(

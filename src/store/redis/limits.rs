@@ -103,6 +103,8 @@ impl RedisStore {
                 keys.budget(name, tenant, prefix)
             }
             BudgetKey::Country(code) => keys.budget(name, tenant, &code.to_string()),
+            // The tenant is already in the key: the subject is the tenant.
+            BudgetKey::Tenant => keys.budget(name, tenant, tenant.as_str()),
         }
     }
 }
