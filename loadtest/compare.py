@@ -106,6 +106,8 @@ def config_toml(grpc, admin, store):
             "starts_per_prefix",
             "starts_per_country",
             "sends_per_tenant",
+            "starts_per_tenant",
+            "emails_per_tenant",
         ]
     )
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()

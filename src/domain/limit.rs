@@ -59,10 +59,12 @@ pub enum Limit {
     StartsPerPrefix,
     StartsPerCountry,
     SendsPerTenant,
+    StartsPerTenant,
+    EmailsPerTenant,
 }
 
 impl Limit {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::StartsPerDestination,
         Self::StartsPerIp,
         Self::FailedChecksPerDestination,
@@ -70,6 +72,8 @@ impl Limit {
         Self::StartsPerPrefix,
         Self::StartsPerCountry,
         Self::SendsPerTenant,
+        Self::StartsPerTenant,
+        Self::EmailsPerTenant,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -81,6 +85,8 @@ impl Limit {
             Self::FailedChecksPerDestination => "failed_checks_per_destination",
             Self::RequestsPerTenant => "requests_per_tenant",
             Self::SendsPerTenant => "sends_per_tenant",
+            Self::StartsPerTenant => "starts_per_tenant",
+            Self::EmailsPerTenant => "emails_per_tenant",
         }
     }
 }

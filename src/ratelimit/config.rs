@@ -23,6 +23,11 @@ pub struct LimitsConfig {
     /// Starts and resends that send, per tenant, across every channel and
     /// country: a spray over many prefixes and countries is bounded too.
     pub sends_per_tenant: Quota,
+    /// New verifications (starts, not resends) per tenant.
+    pub starts_per_tenant: Quota,
+    /// Emails (starts and resends) per tenant: email escapes the prefix and
+    /// country budgets.
+    pub emails_per_tenant: Quota,
 }
 
 impl Default for LimitsConfig {
@@ -58,6 +63,16 @@ impl Default for LimitsConfig {
                 burst: 10_000,
                 period: Duration::from_millis(360),
             },
+            // 10,000 an hour.
+            starts_per_tenant: Quota {
+                burst: 10_000,
+                period: Duration::from_millis(360),
+            },
+            // 5,000 an hour.
+            emails_per_tenant: Quota {
+                burst: 5_000,
+                period: Duration::from_millis(720),
+            },
         }
     }
 }
@@ -72,6 +87,8 @@ impl LimitsConfig {
             Limit::StartsPerPrefix => self.starts_per_prefix,
             Limit::StartsPerCountry => self.starts_per_country,
             Limit::SendsPerTenant => self.sends_per_tenant,
+            Limit::StartsPerTenant => self.starts_per_tenant,
+            Limit::EmailsPerTenant => self.emails_per_tenant,
         }
     }
 
@@ -100,6 +117,8 @@ pub struct PartialLimits {
     pub starts_per_prefix: Option<Quota>,
     pub starts_per_country: Option<Quota>,
     pub sends_per_tenant: Option<Quota>,
+    pub starts_per_tenant: Option<Quota>,
+    pub emails_per_tenant: Option<Quota>,
 }
 
 impl PartialLimits {
@@ -125,6 +144,8 @@ impl PartialLimits {
             Limit::StartsPerPrefix => self.starts_per_prefix,
             Limit::StartsPerCountry => self.starts_per_country,
             Limit::SendsPerTenant => self.sends_per_tenant,
+            Limit::StartsPerTenant => self.starts_per_tenant,
+            Limit::EmailsPerTenant => self.emails_per_tenant,
         }
     }
 }

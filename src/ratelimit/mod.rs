@@ -124,17 +124,31 @@ impl<B: BudgetStore> RateLimits<B> {
             .await
     }
 
-    /// Takes one send from the tenant's own budget (every channel and
-    /// country together), so that a spray over many prefixes and countries
-    /// is bounded too. Give it back with [`Self::give_back_tenant_send`]
-    /// when nothing is sent.
-    pub async fn tenant_send(&self, tenant: &TenantId) -> Result<(), LimitError> {
-        let taken = self.budgets.take_tenant_send(tenant).await;
-        self.counted(tenant, taken)
+    /// Takes the cells of the tenant's own budgets a send spends, across
+    /// every destination: every send (`sends_per_tenant`), a new
+    /// verification (`starts_per_tenant`), an email (`emails_per_tenant`).
+    /// So a spray over many prefixes, countries or addresses is bounded
+    /// too. On a refusal, the cells already taken are given back; else give
+    /// them back with [`Self::give_back_tenant`] when nothing is sent.
+    pub async fn tenant(&self, tenant: &TenantId, limits: &[Limit]) -> Result<(), LimitError> {
+        for (i, &limit) in limits.iter().enumerate() {
+            if let Err(refused) = self.budgets.take_tenant(limit, tenant).await {
+                self.give_back_tenant(tenant, &limits[..i]).await?;
+                return self.counted(tenant, Err(refused));
+            }
+        }
+        Ok(())
     }
 
-    pub async fn give_back_tenant_send(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.budgets.give_back_tenant_send(tenant).await
+    pub async fn give_back_tenant(
+        &self,
+        tenant: &TenantId,
+        limits: &[Limit],
+    ) -> Result<(), StoreError> {
+        for &limit in limits.iter().rev() {
+            self.budgets.give_back_tenant(limit, tenant).await?;
+        }
+        Ok(())
     }
 
     /// Counts a send to `prefix` that may have gone out (a provider took

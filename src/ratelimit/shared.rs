@@ -130,15 +130,22 @@ impl<B: BudgetStore> SharedBudgets<B> {
             .await
     }
 
-    /// Takes one send from the tenant's own budget, across every channel
-    /// and country.
-    pub(super) async fn take_tenant_send(&self, tenant: &TenantId) -> Result<(), LimitError> {
-        self.take(Limit::SendsPerTenant, tenant, BudgetKey::Tenant)
-            .await
+    /// Takes one cell of the tenant's own budget `limit`, across every
+    /// destination.
+    pub(super) async fn take_tenant(
+        &self,
+        limit: Limit,
+        tenant: &TenantId,
+    ) -> Result<(), LimitError> {
+        self.take(limit, tenant, BudgetKey::Tenant(limit)).await
     }
 
-    pub(super) async fn give_back_tenant_send(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.give_back(Limit::SendsPerTenant, tenant, BudgetKey::Tenant)
+    pub(super) async fn give_back_tenant(
+        &self,
+        limit: Limit,
+        tenant: &TenantId,
+    ) -> Result<(), StoreError> {
+        self.give_back(limit, tenant, BudgetKey::Tenant(limit))
             .await
     }
 

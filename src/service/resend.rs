@@ -107,7 +107,14 @@ impl Verifier {
             return Err(StartError::ChannelUnreachable(channel));
         }
         let gate = self
-            .pass_gates(tenant, &current.to, channel, request.end_user_ip, now)
+            .pass_gates(
+                tenant,
+                &current.to,
+                channel,
+                request.end_user_ip,
+                false,
+                now,
+            )
             .await?;
         let reserved = self
             .store

@@ -55,7 +55,20 @@ pub(super) struct Gate {
 #[derive(Debug)]
 pub(super) struct SharedCells {
     phone: Option<(String, u16)>,
-    tenant: bool,
+    /// The tenant's own budgets a cell was taken from.
+    tenant: &'static [Limit],
+}
+
+/// The tenant's own budgets a send spends: every send, a new
+/// verification's, an email's.
+fn tenant_limits(first: bool, channel: Channel) -> &'static [Limit] {
+    use Limit::{EmailsPerTenant, SendsPerTenant, StartsPerTenant};
+    match (first, channel) {
+        (true, Channel::Email) => &[SendsPerTenant, StartsPerTenant, EmailsPerTenant],
+        (true, Channel::Sms | Channel::Voice) => &[SendsPerTenant, StartsPerTenant],
+        (false, Channel::Email) => &[SendsPerTenant, EmailsPerTenant],
+        (false, Channel::Sms | Channel::Voice) => &[SendsPerTenant],
+    }
 }
 
 /// One send to make on a verification whose send is reserved.
@@ -103,13 +116,14 @@ impl Verifier {
     }
 
     /// Everything a send to `to` on `channel` must pass before the store
-    /// is asked for it.
+    /// is asked for it; `first` for a new verification's (a start).
     pub(super) async fn pass_gates(
         &self,
         tenant: &TenantId,
         to: &Destination,
         channel: Channel,
         ip: Option<std::net::IpAddr>,
+        first: bool,
         now: SystemTime,
     ) -> Result<Gate, StartError> {
         // Countries and number types that must never get a code.
@@ -140,20 +154,18 @@ impl Verifier {
             }
             None => None,
         };
-        let shared = SharedCells {
-            phone,
-            tenant: false,
-        };
-        // Last of the budgets other users share: the tenant's own, every
-        // channel and country together.
-        if let Err(refused) = self.limits.tenant_send(tenant).await {
+        let shared = SharedCells { phone, tenant: &[] };
+        // Last of the budgets other users share: the tenant's own, across
+        // every destination.
+        let limits = tenant_limits(first, channel);
+        if let Err(refused) = self.limits.tenant(tenant, limits).await {
             self.give_back(tenant, shared).await;
             return Err(refused.into());
         }
         Ok(Gate {
             start_budget,
             shared: SharedCells {
-                tenant: true,
+                tenant: limits,
                 ..shared
             },
         })
@@ -228,10 +240,8 @@ impl Verifier {
         {
             tracing::warn!(%error, "could not give back a start's prefix and country cells");
         }
-        if cells.tenant
-            && let Err(error) = self.limits.give_back_tenant_send(tenant).await
-        {
-            tracing::warn!(%error, "could not give back a start's tenant send cell");
+        if let Err(error) = self.limits.give_back_tenant(tenant, cells.tenant).await {
+            tracing::warn!(%error, "could not give back a start's tenant cells");
         }
     }
 

@@ -254,7 +254,7 @@ impl Verifier {
         let now = self.clock.now();
         let channel = request.delivery.channel;
         let gate = self
-            .pass_gates(tenant, &request.to, channel, request.end_user_ip, now)
+            .pass_gates(tenant, &request.to, channel, request.end_user_ip, true, now)
             .await?;
         let candidate = Verification::new(
             self.store.new_id(tenant, &request.to),

@@ -156,9 +156,9 @@ pub enum BudgetKey<'a> {
     /// Sends to a number prefix that may have gone out, under the prefix's
     /// quota: what a prefix block is decided on.
     PrefixSends(&'a str),
-    /// Starts and resends that send, the tenant's own: every channel and
-    /// country together.
-    Tenant,
+    /// One of the tenant's own budgets, across every destination
+    /// (`sends_per_tenant`, `starts_per_tenant`, `emails_per_tenant`).
+    Tenant(Limit),
 }
 
 impl BudgetKey<'_> {
@@ -170,7 +170,7 @@ impl BudgetKey<'_> {
             Self::Prefix(_) => Limit::StartsPerPrefix.as_str(),
             Self::Country(_) => Limit::StartsPerCountry.as_str(),
             Self::PrefixSends(_) => "sends_per_prefix",
-            Self::Tenant => Limit::SendsPerTenant.as_str(),
+            Self::Tenant(limit) => limit.as_str(),
         }
     }
 }

@@ -195,3 +195,46 @@ async fn a_tenants_sends_are_bounded_across_channels_and_countries() {
     assert_eq!(app.outbox.total_sent(), 3);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenants_new_verifications_and_emails_have_budgets_of_their_own() {
+    let hourly = |burst| verifyd::domain::limit::Quota {
+        burst,
+        period: Duration::from_secs(3_600),
+    };
+    let app = spawn_app_with(|c| {
+        c.limits.starts_per_tenant = hourly(2);
+        c.limits.emails_per_tenant = hourly(1);
+    })
+    .await;
+    let email = |to: &str| proto::StartVerificationRequest {
+        channel: proto::Channel::Email.into(),
+        ..sms_to(to)
+    };
+    app.started(email("first@example.com")).await;
+    // Email bombing across many addresses: the tenant's email budget.
+    let refused = app
+        .start(email("second@example.com"))
+        .await
+        .expect_err("the tenant's emails are spent");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("emails_per_tenant"),
+        "{}",
+        refused.message()
+    );
+    // That refusal gave its new-verification cell back: one is left.
+    app.started(sms_to("+14155550100")).await;
+    let refused = app
+        .start(sms_to("+14155550101"))
+        .await
+        .expect_err("the tenant's new verifications are spent");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("starts_per_tenant"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(app.outbox.total_sent(), 2);
+    app.stop().await;
+}

@@ -51,7 +51,7 @@ enum Owned {
     Prefix(String),
     Country(u16),
     PrefixSends(String),
-    Tenant,
+    Tenant(Limit),
 }
 
 impl From<BudgetKey<'_>> for Owned {
@@ -62,7 +62,7 @@ impl From<BudgetKey<'_>> for Owned {
             BudgetKey::Prefix(prefix) => Self::Prefix(prefix.to_owned()),
             BudgetKey::Country(code) => Self::Country(code),
             BudgetKey::PrefixSends(prefix) => Self::PrefixSends(prefix.to_owned()),
-            BudgetKey::Tenant => Self::Tenant,
+            BudgetKey::Tenant(limit) => Self::Tenant(limit),
         }
     }
 }

@@ -104,7 +104,7 @@ impl RedisStore {
             }
             BudgetKey::Country(code) => keys.budget(name, tenant, &code.to_string()),
             // The tenant is already in the key: the subject is the tenant.
-            BudgetKey::Tenant => keys.budget(name, tenant, tenant.as_str()),
+            BudgetKey::Tenant(_) => keys.budget(name, tenant, tenant.as_str()),
         }
     }
 }
