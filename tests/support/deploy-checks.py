@@ -19,7 +19,9 @@ For each rendered deployment (base and overlays):
   provides (a Secret, or a cert-manager Certificate example naming it),
   and reaches Redis over rediss:// with its CA mounted: API keys, typed
   codes, code MACs and destinations never cross the pod network in clear;
-  and it lists the countries codes may go to (fraud.*_calling_codes).
+  and it lists the countries codes may go to (fraud.*_calling_codes);
+- an overlay on the memory store fits its pod at store.max_entries (from
+  the documented bytes per pending verification).
   `--self-test` also shows the rule refusing each overlay it applies to
   with TLS taken out.
 For the alert rules: each has a severity, a summary, a description and a
@@ -40,6 +42,14 @@ MIN_MARGIN_SECONDS = 5
 # verifyd's defaults (docs/configuration.md), for keys a file leaves out.
 DEFAULT_SHUTDOWN_GRACE = "10s"
 DEFAULT_DELIVERY_TIMEOUT = "10s"
+DEFAULT_MAX_ENTRIES = 1_000_000
+# What one pending verification costs the memory store, with the budgets
+# it spends (docs/performance.md, "Memory per pending verification":
+# 354 to 432 bytes measured), rounded up; and what the process needs
+# besides (runtime, buffers, templates, metrics).
+BYTES_PER_VERIFICATION = 450
+RUNTIME_BYTES = 64 * 1024 * 1024
+MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3, "": 1}
 
 UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -132,7 +142,35 @@ def check_deployment(name: str, docs: list[dict], overlay: Path | None) -> list[
                 f"{source['secretName']} does not have ({', '.join(sorted(keys))})"
             )
     errors += check_transport(name, config, container, mounts, volumes, secrets, overlay)
+    if overlay is not None:
+        errors += check_memory_ceiling(name, config, container)
     return errors
+
+
+def memory_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([KMG]i?)?", quantity).groups()
+    return int(number) * MEMORY_UNITS[unit or ""]
+
+
+def check_memory_ceiling(name, config, container) -> list[str]:
+    """A memory store must fit its pod at store.max_entries: past the
+    container's memory limit the pod is OOM-killed, every pending
+    verification with it, before the store's own cap refuses anything."""
+    store = config.get("store", {})
+    if store.get("backend", "memory") != "memory":
+        return []
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if limit is None:
+        return [f"{name}: the memory store needs a memory limit on the container to size against"]
+    entries = store.get("max_entries", DEFAULT_MAX_ENTRIES)
+    needed = entries * BYTES_PER_VERIFICATION + RUNTIME_BYTES
+    if needed > memory_bytes(limit):
+        return [
+            f"{name}: store.max_entries {entries} can outgrow the pod: {entries} x "
+            f"{BYTES_PER_VERIFICATION} B + {RUNTIME_BYTES // 2**20} MiB = {needed // 2**20} MiB "
+            f"> the container's memory limit {limit}; lower max_entries or raise the limit"
+        ]
+    return []
 
 
 def mounted_volume(path: str, mounts: dict[str, str]) -> str | None:
@@ -216,14 +254,33 @@ def without_transport_security(docs: list[dict]) -> list[dict]:
     return docs
 
 
+def without_max_entries(docs: list[dict]) -> list[dict]:
+    """The same manifests with store.max_entries left at its default."""
+    import copy
+
+    docs = copy.deepcopy(docs)
+    for d in docs:
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("verifyd-config"):
+            d["data"]["verifyd.toml"] = re.sub(
+                r"(?m)^max_entries\s*=.*$", "", d["data"]["verifyd.toml"]
+            )
+    return docs
+
+
 def self_test(name: str, docs: list[dict], overlay: Path | None) -> list[str]:
-    """The transport rule refuses this deployment without TLS, if it is one
-    the rule applies to."""
+    """Each rule refuses this deployment with what it guards taken out: the
+    transport rule without TLS (on the Redis store), the memory ceiling
+    with store.max_entries at its default (on the memory store)."""
     configs = [d for d in docs if d["kind"] == "ConfigMap"
                and d["metadata"]["name"].startswith("verifyd-config")]
-    if not configs:
+    if not configs or overlay is None:
         return []
     config = tomllib.loads(configs[0]["data"]["verifyd.toml"])
+    if config.get("store", {}).get("backend", "memory") == "memory":
+        errors = check_deployment(name, without_max_entries(docs), overlay)
+        if not any("can outgrow the pod" in e for e in errors):
+            return [f"{name}: self-test: the memory ceiling did not refuse the default max_entries"]
+        return []
     if config.get("store", {}).get("backend") != "redis":
         return []
     errors = check_deployment(name, without_transport_security(docs), overlay)
