@@ -270,9 +270,11 @@ fn open_store(
     metrics: &Arc<Metrics>,
 ) -> Result<Store, RunError> {
     Ok(match config.store.backend {
-        StoreBackend::Memory => {
-            Store::Memory(MemoryStore::new(config.store.max_entries, policy.retention))
-        }
+        // Each tenant gets its share, so none can fill the store for all.
+        StoreBackend::Memory => Store::Memory(
+            MemoryStore::new(config.store.max_entries, policy.retention)
+                .shared_by(config.tenants.len()),
+        ),
         StoreBackend::Redis => {
             // Dev mode may leave the index key out: one is derived from the
             // (ephemeral) HMAC key.

@@ -46,7 +46,11 @@ impl MemoryStore {
                 }
             }
             Entry::Vacant(entry) => {
-                if entries >= self.max_entries {
+                let held = state
+                    .idempotency_per_tenant
+                    .entry(tenant.clone())
+                    .or_default();
+                if entries >= self.max_entries || *held >= self.per_tenant {
                     return Err(StoreError::Full);
                 }
                 let expires_at = now + IDEMPOTENCY_WINDOW;
@@ -56,6 +60,7 @@ impl MemoryStore {
                     Purgeable::Idempotency(tenant.clone(), key.to_owned()),
                 ));
                 entry.insert(record);
+                *held += 1;
                 Ok(Idempotency::Started)
             }
         }
@@ -94,7 +99,7 @@ impl MemoryStore {
                 Purgeable::Idempotency(key.0.clone(), key.1.clone()),
             );
             state.purge_queue.remove(&queued);
-            state.idempotency.remove(&key);
+            state.drop_idempotency(&key);
         }
         Ok(())
     }

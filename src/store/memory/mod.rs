@@ -55,6 +55,9 @@ pub struct MemoryStore {
     budgets: Budgets,
     /// The most verifications (and, separately, idempotency records) held.
     max_entries: usize,
+    /// The most of those one tenant may hold: its share, so no tenant can
+    /// fill the store and make every other's starts UNAVAILABLE.
+    per_tenant: usize,
     /// How long a verification stays readable after it expires.
     retention: Duration,
     /// Tells watchers of each change.
@@ -81,9 +84,20 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             budgets: Budgets::default(),
             max_entries: max_entries.min(MAX_RECORDS),
+            per_tenant: max_entries.min(MAX_RECORDS),
             retention,
             feed: Arc::default(),
             deadline_moved: Notify::new(),
+        }
+    }
+
+    /// Splits the store between `tenants` tenants: each may hold an equal
+    /// share of `max_entries` (verifications, and idempotency records).
+    #[must_use]
+    pub fn shared_by(self, tenants: usize) -> Self {
+        Self {
+            per_tenant: (self.max_entries / tenants.max(1)).max(1),
+            ..self
         }
     }
 
@@ -711,5 +725,43 @@ mod tests {
         assert_eq!(store.budgets.len(), 2);
         store.purge(T0 + Duration::from_secs(240));
         assert_eq!(store.budgets.len(), 0, "full again, forgotten");
+    }
+
+    #[test]
+    fn each_tenant_holds_at_most_its_share_of_the_store() {
+        let policy = Policy::default();
+        let store = MemoryStore::new(4, policy.retention).shared_by(2);
+        let other = TenantId::parse("other").expect("valid");
+        let of = |tenant: &TenantId, to: &str| Verification {
+            tenant: tenant.clone(),
+            ..candidate(&policy, to)
+        };
+        let default = TenantId::default_tenant();
+        for to in ["+14155550100", "+14155550101"] {
+            let created = store.create(of(&default, to), &policy, STARTS, T0);
+            assert!(
+                matches!(created, Ok(Creation::Created { .. })),
+                "{created:?}"
+            );
+        }
+        let full = store.create(of(&default, "+14155550102"), &policy, STARTS, T0);
+        assert!(
+            matches!(full, Err(StoreError::Full)),
+            "its share is spent: {full:?}"
+        );
+        let created = store.create(of(&other, "+14155550102"), &policy, STARTS, T0);
+        assert!(
+            matches!(created, Ok(Creation::Created { .. })),
+            "the other's is not"
+        );
+        // Idempotency records are shared out the same way.
+        for key in ["a", "b"] {
+            let begun = store.begin_idempotent(&default, key, [0; 32], T0);
+            assert!(matches!(begun, Ok(Idempotency::Started)), "{begun:?}");
+        }
+        let full = store.begin_idempotent(&default, "c", [0; 32], T0);
+        assert!(matches!(full, Err(StoreError::Full)), "{full:?}");
+        let begun = store.begin_idempotent(&other, "c", [0; 32], T0);
+        assert!(matches!(begun, Ok(Idempotency::Started)), "{begun:?}");
     }
 }

@@ -37,7 +37,7 @@ impl MemoryStore {
                             .insert((due, Purgeable::Idempotency(key.0, key.1)));
                         continue;
                     }
-                    state.idempotency.remove(&key);
+                    state.drop_idempotency(&key);
                 }
                 Purgeable::Block(tenant, to) => {
                     let key = (tenant, to);

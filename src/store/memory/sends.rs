@@ -33,7 +33,8 @@ impl MemoryStore {
             Ok(started) => started,
             Err(retry_at) => return Ok(Creation::TooSoon { retry_at }),
         };
-        if table.len() >= self.max_entries {
+        if table.len() >= self.max_entries || table.tenant_len(&candidate.tenant) >= self.per_tenant
+        {
             return Err(StoreError::Full);
         }
         // The budget after the gap: a start the gap refuses spends nothing.

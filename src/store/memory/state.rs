@@ -19,6 +19,8 @@ pub(super) struct State {
     pub(super) verifications: Table,
     pub(super) names: Names,
     pub(super) idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    /// How many idempotency records each tenant holds, for its share.
+    pub(super) idempotency_per_tenant: HashMap<TenantId, usize>,
     /// Destinations blocked after a fraud report, per tenant, until when.
     pub(super) blocks: HashMap<(TenantId, String), SystemTime>,
     /// Idempotency records and blocks by the time they may be dropped. A
@@ -47,4 +49,19 @@ pub(super) struct IdempotencyRecord {
 pub(super) enum IdempotencyState {
     InFlight { lease_until: SystemTime },
     Done(Box<Verification>),
+}
+
+impl State {
+    /// Drops an idempotency record, and counts it out of its tenant's.
+    pub(super) fn drop_idempotency(&mut self, key: &IdempotencyKey) {
+        if self.idempotency.remove(key).is_none() {
+            return;
+        }
+        if let Some(held) = self.idempotency_per_tenant.get_mut(&key.0) {
+            *held -= 1;
+            if *held == 0 {
+                self.idempotency_per_tenant.remove(&key.0);
+            }
+        }
+    }
 }

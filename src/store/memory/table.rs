@@ -11,7 +11,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, HashMap},
     hash::{BuildHasher, RandomState},
 };
 
@@ -51,6 +51,8 @@ pub(super) struct Table {
     /// least gap. Dropped with the record, after its retention.
     latest: HashTable<Slot>,
     deadlines: BinaryHeap<Reverse<Deadline>>,
+    /// How many records each tenant holds, for its share of the store.
+    per_tenant: HashMap<TenantId, usize>,
     /// SipHash with a key of this process's: destinations are the callers'
     /// choice, so the pending index must resist hash flooding (ids are
     /// random, but share the hasher rather than need a reason not to).
@@ -90,6 +92,11 @@ fn tag(record: &Record) -> u32 {
 impl Table {
     pub(super) fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// The records `tenant` holds.
+    pub(super) fn tenant_len(&self, tenant: &TenantId) -> usize {
+        self.per_tenant.get(tenant).copied().unwrap_or(0)
     }
 
     /// The slot of verification `id`, if it is the tenant's.
@@ -157,6 +164,7 @@ impl Table {
             entry.remove();
         }
         let expires_at = record.expires_at;
+        *self.per_tenant.entry(record.tenant.clone()).or_default() += 1;
         let slot = Slot::try_from(self.records.insert(record)).expect("the store caps its records");
         let (records, hasher) = (&self.records, &self.hasher);
         self.by_id
@@ -194,7 +202,13 @@ impl Table {
         if let Ok(entry) = self.latest.find_entry(destination, |&s| s == slot) {
             entry.remove();
         }
-        self.records.remove(index(slot));
+        let record = self.records.remove(index(slot));
+        if let Some(held) = self.per_tenant.get_mut(&record.tenant) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_tenant.remove(&record.tenant);
+            }
+        }
     }
 
     /// Queues a deadline for `slot`. Returns whether it is now the earliest.
