@@ -71,6 +71,21 @@ fn tenant_limits(first: bool, channel: Channel) -> &'static [Limit] {
     }
 }
 
+impl SharedCells {
+    /// The cells a send that went nowhere gives back: all but the new
+    /// verification's (`starts_per_tenant`), which was created and stays
+    /// stored (FAILED) for its retention, so it keeps its cell.
+    fn of_a_send_that_went_nowhere(self) -> Self {
+        use Limit::{EmailsPerTenant, SendsPerTenant};
+        let tenant: &'static [Limit] = match self.tenant {
+            [_, Limit::StartsPerTenant, EmailsPerTenant] => &[SendsPerTenant, EmailsPerTenant],
+            [_, Limit::StartsPerTenant] => &[SendsPerTenant],
+            other => other,
+        };
+        Self { tenant, ..self }
+    }
+}
+
 /// One send to make on a verification whose send is reserved.
 pub(super) struct SendPlan<'a> {
     pub(super) tenant: &'a TenantId,
@@ -284,7 +299,8 @@ impl Verifier {
         if may_have_sent(&dispatch) {
             self.count_prefix_send(tenant, &shared).await;
         } else {
-            self.give_back(tenant, shared).await;
+            self.give_back(tenant, shared.of_a_send_that_went_nowhere())
+                .await;
         }
         // Press-# and number-matching calls deliver no code, so none is
         // kept: only the call can approve them.
@@ -493,4 +509,30 @@ fn may_have_sent(dispatch: &Dispatch) -> bool {
 fn mask_prefix(prefix: &str) -> String {
     let shown: String = prefix.chars().take(4).collect();
     format!("{shown}{}", "*".repeat(prefix.len().saturating_sub(4)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_that_went_nowhere_keeps_only_its_new_verifications_cell() {
+        for first in [true, false] {
+            for channel in [Channel::Sms, Channel::Voice, Channel::Email] {
+                let taken = tenant_limits(first, channel);
+                assert_eq!(taken.contains(&Limit::StartsPerTenant), first);
+                let cells = SharedCells {
+                    phone: None,
+                    tenant: taken,
+                };
+                let given_back = cells.of_a_send_that_went_nowhere().tenant;
+                assert!(!given_back.contains(&Limit::StartsPerTenant), "{taken:?}");
+                assert!(given_back.contains(&Limit::SendsPerTenant));
+                assert_eq!(
+                    given_back.contains(&Limit::EmailsPerTenant),
+                    channel == Channel::Email
+                );
+            }
+        }
+    }
 }

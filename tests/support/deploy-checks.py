@@ -49,7 +49,11 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 # besides (runtime, buffers, templates, metrics).
 BYTES_PER_VERIFICATION = 450
 RUNTIME_BYTES = 64 * 1024 * 1024
-MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3, "": 1}
+# Kubernetes quantity suffixes (binary and decimal).
+MEMORY_UNITS = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "": 1,
+}
 
 UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -147,9 +151,14 @@ def check_deployment(name: str, docs: list[dict], overlay: Path | None) -> list[
     return errors
 
 
-def memory_bytes(quantity: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)([KMG]i?)?", quantity).groups()
-    return int(number) * MEMORY_UNITS[unit or ""]
+def memory_bytes(quantity) -> int | None:
+    """A Kubernetes memory quantity in bytes (`256Mi`, `1.5Gi`, `512k`,
+    `5e8`, a bare number); None when it is not one."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?(?:[eE]\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity))
+    if match is None:
+        return None
+    number, unit = match.groups()
+    return int(float(number) * MEMORY_UNITS[unit or ""])
 
 
 def check_memory_ceiling(name, config, container) -> list[str]:
@@ -162,15 +171,26 @@ def check_memory_ceiling(name, config, container) -> list[str]:
     limit = container.get("resources", {}).get("limits", {}).get("memory")
     if limit is None:
         return [f"{name}: the memory store needs a memory limit on the container to size against"]
+    limit_bytes = memory_bytes(limit)
+    if limit_bytes is None:
+        return [f"{name}: the container's memory limit {limit!r} is not a Kubernetes quantity"]
     entries = store.get("max_entries", DEFAULT_MAX_ENTRIES)
-    needed = entries * BYTES_PER_VERIFICATION + RUNTIME_BYTES
-    if needed > memory_bytes(limit):
+    needed = memory_needed(entries)
+    if needed > limit_bytes:
         return [
-            f"{name}: store.max_entries {entries} can outgrow the pod: {entries} x "
-            f"{BYTES_PER_VERIFICATION} B + {RUNTIME_BYTES // 2**20} MiB = {needed // 2**20} MiB "
-            f"> the container's memory limit {limit}; lower max_entries or raise the limit"
+            f"{name}: store.max_entries {entries} can outgrow the pod: {entries} verifications "
+            f"and as many idempotency records at {BYTES_PER_VERIFICATION} B each + "
+            f"{RUNTIME_BYTES // 2**20} MiB = {needed // 2**20} MiB > the container's memory "
+            f"limit {limit}; lower max_entries or raise the limit"
         ]
     return []
+
+
+def memory_needed(entries: int) -> int:
+    """What a memory store of `entries` may grow to: max_entries caps the
+    verifications and, separately, the idempotency records (each holds a
+    verification as answered)."""
+    return 2 * entries * BYTES_PER_VERIFICATION + RUNTIME_BYTES
 
 
 def mounted_volume(path: str, mounts: dict[str, str]) -> str | None:
@@ -254,32 +274,40 @@ def without_transport_security(docs: list[dict]) -> list[dict]:
     return docs
 
 
-def without_max_entries(docs: list[dict]) -> list[dict]:
-    """The same manifests with store.max_entries left at its default."""
+def with_max_entries_past_the_limit(docs: list[dict]) -> list[dict]:
+    """The same manifests with store.max_entries one past what the pod's
+    memory limit holds."""
     import copy
 
     docs = copy.deepcopy(docs)
+    container = next(
+        c for d in docs if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "verifyd"
+    )
+    limit = memory_bytes(container["resources"]["limits"]["memory"]) or 0
+    entries = max(0, limit - RUNTIME_BYTES) // (2 * BYTES_PER_VERIFICATION) + 1
     for d in docs:
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("verifyd-config"):
-            d["data"]["verifyd.toml"] = re.sub(
-                r"(?m)^max_entries\s*=.*$", "", d["data"]["verifyd.toml"]
-            )
+            text = re.sub(r"(?m)^max_entries\s*=.*$", "", d["data"]["verifyd.toml"])
+            text = re.sub(r"(?m)^\[store\]$", f"[store]\nmax_entries = {entries}", text)
+            d["data"]["verifyd.toml"] = text
     return docs
 
 
 def self_test(name: str, docs: list[dict], overlay: Path | None) -> list[str]:
     """Each rule refuses this deployment with what it guards taken out: the
     transport rule without TLS (on the Redis store), the memory ceiling
-    with store.max_entries at its default (on the memory store)."""
+    with store.max_entries one past what the pod holds (on the memory
+    store)."""
     configs = [d for d in docs if d["kind"] == "ConfigMap"
                and d["metadata"]["name"].startswith("verifyd-config")]
     if not configs or overlay is None:
         return []
     config = tomllib.loads(configs[0]["data"]["verifyd.toml"])
     if config.get("store", {}).get("backend", "memory") == "memory":
-        errors = check_deployment(name, without_max_entries(docs), overlay)
+        errors = check_deployment(name, with_max_entries_past_the_limit(docs), overlay)
         if not any("can outgrow the pod" in e for e in errors):
-            return [f"{name}: self-test: the memory ceiling did not refuse the default max_entries"]
+            return [f"{name}: self-test: the memory ceiling did not refuse max_entries past the limit"]
         return []
     if config.get("store", {}).get("backend") != "redis":
         return []

@@ -58,7 +58,8 @@ impl State {
             return;
         }
         if let Some(held) = self.idempotency_per_tenant.get_mut(&key.0) {
-            *held -= 1;
+            debug_assert!(*held > 0, "a tenant's count follows its records");
+            *held = held.saturating_sub(1);
             if *held == 0 {
                 self.idempotency_per_tenant.remove(&key.0);
             }

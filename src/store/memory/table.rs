@@ -204,7 +204,8 @@ impl Table {
         }
         let record = self.records.remove(index(slot));
         if let Some(held) = self.per_tenant.get_mut(&record.tenant) {
-            *held -= 1;
+            debug_assert!(*held > 0, "a tenant's count follows its records");
+            *held = held.saturating_sub(1);
             if *held == 0 {
                 self.per_tenant.remove(&record.tenant);
             }
