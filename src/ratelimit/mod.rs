@@ -128,16 +128,11 @@ impl<B: BudgetStore> RateLimits<B> {
     /// every destination: every send (`sends_per_tenant`), a new
     /// verification (`starts_per_tenant`), an email (`emails_per_tenant`).
     /// So a spray over many prefixes, countries or addresses is bounded
-    /// too. On a refusal, the cells already taken are given back; else give
-    /// them back with [`Self::give_back_tenant`] when nothing is sent.
+    /// too. All or none, in one step (one script on Redis); give them back
+    /// with [`Self::give_back_tenant`] when nothing is sent.
     pub async fn tenant(&self, tenant: &TenantId, limits: &[Limit]) -> Result<(), LimitError> {
-        for (i, &limit) in limits.iter().enumerate() {
-            if let Err(refused) = self.budgets.take_tenant(limit, tenant).await {
-                self.give_back_tenant(tenant, &limits[..i]).await?;
-                return self.counted(tenant, Err(refused));
-            }
-        }
-        Ok(())
+        let taken = self.budgets.take_tenant(limits, tenant).await;
+        self.counted(tenant, taken)
     }
 
     pub async fn give_back_tenant(

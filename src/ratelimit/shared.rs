@@ -130,14 +130,25 @@ impl<B: BudgetStore> SharedBudgets<B> {
             .await
     }
 
-    /// Takes one cell of the tenant's own budget `limit`, across every
-    /// destination.
+    /// Takes one cell of each of the tenant's own budgets `limits`, across
+    /// every destination: all or none, in one step (one script on Redis).
     pub(super) async fn take_tenant(
         &self,
-        limit: Limit,
+        limits: &[Limit],
         tenant: &TenantId,
     ) -> Result<(), LimitError> {
-        self.take(limit, tenant, BudgetKey::Tenant(limit)).await
+        let cells: Vec<(BudgetKey<'_>, _)> = limits
+            .iter()
+            .map(|&limit| (BudgetKey::Tenant(limit), self.quotas.get(limit, tenant)))
+            .collect();
+        match self
+            .store
+            .take_cells(tenant, &cells, self.clock.now())
+            .await?
+        {
+            None => Ok(()),
+            Some((i, wait)) => Err(self.budget(limits[i], tenant).refused(wait).into()),
+        }
     }
 
     pub(super) async fn give_back_tenant(

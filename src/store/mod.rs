@@ -444,6 +444,18 @@ impl BudgetStore for Store {
         }
     }
 
+    async fn take_cells(
+        &self,
+        tenant: &TenantId,
+        cells: &[(BudgetKey<'_>, Quota)],
+        now: SystemTime,
+    ) -> Result<Option<(usize, Duration)>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.take_cells(tenant, cells, now)),
+            Self::Redis(r) => r.take_cells(tenant, cells, now).await,
+        }
+    }
+
     async fn give_back_cell(
         &self,
         tenant: &TenantId,
@@ -484,6 +496,15 @@ impl<S: BudgetStore> BudgetStore for std::sync::Arc<S> {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send {
         (**self).take_cell(tenant, key, quota, now)
+    }
+
+    fn take_cells(
+        &self,
+        tenant: &TenantId,
+        cells: &[(BudgetKey<'_>, Quota)],
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<(usize, Duration)>, StoreError>> + Send {
+        (**self).take_cells(tenant, cells, now)
     }
 
     fn give_back_cell(

@@ -190,6 +190,30 @@ pub trait BudgetStore: Send + Sync {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
 
+    /// Takes one cell of each of `cells`, all or none: `None` when all were
+    /// taken, else the first that is spent and how long until a cell of
+    /// it frees up (nothing taken). On Redis the cells must be of budgets
+    /// that share a slot: one tenant's own ([`BudgetKey::Tenant`]), taken
+    /// in one script.
+    fn take_cells(
+        &self,
+        tenant: &TenantId,
+        cells: &[(BudgetKey<'_>, Quota)],
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<(usize, Duration)>, StoreError>> + Send {
+        async move {
+            for (i, &(key, quota)) in cells.iter().enumerate() {
+                if let Some(wait) = self.take_cell(tenant, key, quota, now).await? {
+                    for &(key, quota) in cells[..i].iter().rev() {
+                        self.give_back_cell(tenant, key, quota, now).await?;
+                    }
+                    return Ok(Some((i, wait)));
+                }
+            }
+            Ok(None)
+        }
+    }
+
     /// Gives back one cell [`Self::take_cell`] took, for a send that did
     /// not happen.
     fn give_back_cell(

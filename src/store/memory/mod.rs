@@ -129,6 +129,25 @@ impl MemoryStore {
         self.budgets.take(tenant, key, budget.quota, now)
     }
 
+    /// Cells of several budgets, all or none: `Some((i, wait))` when
+    /// `cells[i]` is spent, with the cells before it given back.
+    pub(super) fn take_cells(
+        &self,
+        tenant: &TenantId,
+        cells: &[(BudgetKey<'_>, Quota)],
+        now: SystemTime,
+    ) -> Option<(usize, Duration)> {
+        for (i, &(key, quota)) in cells.iter().enumerate() {
+            if let Some(wait) = self.budgets.take(tenant, key, quota, now) {
+                for &(key, quota) in cells[..i].iter().rev() {
+                    self.budgets.give_back(tenant, key, quota, now);
+                }
+                return Some((i, wait));
+            }
+        }
+        None
+    }
+
     /// Takes one cell of a budget kept apart from any verification.
     pub(super) fn take_cell(
         &self,

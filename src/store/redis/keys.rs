@@ -137,6 +137,18 @@ impl Keys {
         self.budget_in(digest, limit, tenant, digest)
     }
 
+    /// One of a tenant's own budgets. They share the tenant's slot, so a
+    /// send takes all of its tenant's cells in one script.
+    pub(super) fn tenant_budget(&self, limit: &str, tenant: &TenantId) -> String {
+        let slot = self.digest("tenant", tenant, "");
+        self.budget_in(
+            slot,
+            limit,
+            tenant,
+            self.digest(limit, tenant, tenant.as_str()),
+        )
+    }
+
     /// A budget per destination (its starts, its failed checks). Unlike
     /// the other budgets it carries the destination's hash tag, so the
     /// reserve and check scripts take from it in the verification's slot.

@@ -75,6 +75,34 @@ impl RedisStore {
         Ok(Duration::from_millis(wait))
     }
 
+    /// Cells of several of the tenant's own budgets, all or none, in one
+    /// script: `Some((i, wait))` when `cells[i]` is spent.
+    pub(in crate::store) async fn take_cells(
+        &self,
+        tenant: &TenantId,
+        cells: &[(BudgetKey<'_>, Quota)],
+        now: SystemTime,
+    ) -> Result<Option<(usize, Duration)>, StoreError> {
+        debug_assert!(
+            cells
+                .iter()
+                .all(|(key, _)| matches!(key, BudgetKey::Tenant(_))),
+            "one script takes only budgets of one slot: the tenant's own"
+        );
+        let mut invocation = SCRIPTS.gcra_all.prepare_invoke();
+        for (key, _) in cells {
+            invocation.key(self.budget_key(tenant, *key));
+        }
+        invocation.arg(millis(now));
+        for (_, quota) in cells {
+            quota_args(&mut invocation, Some(*quota));
+        }
+        let (refused, wait): (usize, u64) = self.run("gcra_all", invocation).await?;
+        Ok(refused
+            .checked_sub(1)
+            .map(|i| (i, Duration::from_millis(wait))))
+    }
+
     pub(in crate::store) async fn give_back_cell(
         &self,
         tenant: &TenantId,
@@ -103,8 +131,7 @@ impl RedisStore {
                 keys.budget(name, tenant, prefix)
             }
             BudgetKey::Country(code) => keys.budget(name, tenant, &code.to_string()),
-            // The tenant is already in the key: the subject is the tenant.
-            BudgetKey::Tenant(_) => keys.budget(name, tenant, tenant.as_str()),
+            BudgetKey::Tenant(_) => keys.tenant_budget(name, tenant),
         }
     }
 }

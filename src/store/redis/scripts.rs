@@ -29,6 +29,7 @@ pub(super) struct Scripts {
     pub(super) gcra: Script,
     pub(super) gcra_return: Script,
     pub(super) gcra_wait: Script,
+    pub(super) gcra_all: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -50,6 +51,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         gcra: Script::new(&with_budget(include_str!("lua/gcra.lua"))),
         gcra_return: Script::new(&with_budget(include_str!("lua/gcra_return.lua"))),
         gcra_wait: Script::new(&with_budget(include_str!("lua/gcra_wait.lua"))),
+        gcra_all: Script::new(&with_budget(include_str!("lua/gcra_all.lua"))),
     }
 });
 
