@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use smallvec::SmallVec;
+
 use super::config::Quotas;
 use crate::{
     clock::Clock,
@@ -137,7 +139,8 @@ impl<B: BudgetStore> SharedBudgets<B> {
         limits: &[Limit],
         tenant: &TenantId,
     ) -> Result<(), LimitError> {
-        let cells: Vec<(BudgetKey<'_>, _)> = limits
+        // At most three (sends, starts, emails): no allocation per start.
+        let cells: SmallVec<[(BudgetKey<'_>, _); 3]> = limits
             .iter()
             .map(|&limit| (BudgetKey::Tenant(limit), self.quotas.get(limit, tenant)))
             .collect();
