@@ -8,6 +8,8 @@ pub mod listener;
 #[doc(hidden)]
 pub mod convert;
 mod status;
+
+pub use status::DESTINATION_BUSY;
 pub mod tls;
 
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -155,7 +157,11 @@ impl Api {
         let tenant = self.auth.tenant(&request)?;
         let deadline = deadline(&request);
         let start = convert::start_request(request.get_ref()).map_err(status::invalid_argument)?;
-        let v = self.verifier.start(tenant, start, deadline).await?;
+        let v = self
+            .verifier
+            .start(tenant, start, deadline)
+            .await
+            .map_err(status::start_refused)?;
         Ok(Response::new(proto::StartVerificationResponse {
             match_digits: digits_to_show(&v),
             verification: Some(convert::verification(&v)),

@@ -9,7 +9,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::convert::{Violations, status as status_name};
 use crate::{
     delivery::FailureKind,
-    domain::{Status as VerificationStatus, limit::RateLimited},
+    domain::{
+        Status as VerificationStatus,
+        limit::{Limit, RateLimited},
+    },
     service::{CheckError, LookupError, StartError},
     store::StoreError,
 };
@@ -54,6 +57,33 @@ fn store(e: StoreError) -> Status {
     match e {
         StoreError::Full => Status::unavailable("verifyd is at capacity; retry later"),
         StoreError::Unavailable(_) => Status::unavailable("the store is unavailable"),
+    }
+}
+
+/// What a start answers when its destination's state refuses it: one
+/// status and one message for every such cause, so a caller without a
+/// verification for the number cannot tell which.
+pub const DESTINATION_BUSY: &str =
+    "this destination cannot get a new verification now; retry after the delay given";
+
+/// A start's refusal. The refusals that come from the destination's own
+/// state (the least gap after its latest new verification, its start
+/// budget, a fraud report's block) answer alike, RESOURCE_EXHAUSTED with
+/// [`DESTINATION_BUSY`] and the delay: told apart, they would say whether
+/// someone was sent a code lately, and whether its user reported a call
+/// as fraud, to a caller who may not even know them. The delay itself
+/// still says something; `docs/security.md` says what. Every other refusal
+/// answers as [`From<StartError>`] does. A resend's caller holds the
+/// verification already and gets the detail.
+pub fn start_refused(e: StartError) -> Status {
+    match e {
+        StartError::TooSoon { retry_after } | StartError::Blocked { retry_after } => {
+            retry_later(DESTINATION_BUSY, retry_after)
+        }
+        StartError::RateLimited(limited) if limited.limit == Limit::StartsPerDestination => {
+            retry_later(DESTINATION_BUSY, limited.retry_after)
+        }
+        other => other.into(),
     }
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use tonic::Code;
-use verifyd::proto;
+use tonic_types::StatusExt as _;
+use verifyd::{grpc::DESTINATION_BUSY, proto};
 
 use crate::helpers::{resend_on, retry_after, sms_to, spawn_app, spawn_app_with};
 
@@ -28,12 +29,14 @@ async fn starts_per_destination_are_limited_with_retry_info() {
         .await
         .expect_err("burst spent");
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(err.message().contains("starts_per_destination"), "{err:?}");
+    // A start does not say which of its destination's states refused it.
+    assert_eq!(err.message(), DESTINATION_BUSY);
     assert_eq!(retry_after(&err), Some(Duration::from_secs(120)));
     let err = app
         .resend(resend_on(&last.id, proto::Channel::Sms))
         .await
         .expect_err("burst spent");
+    // A resend's caller holds the verification: it is told which budget.
     assert!(err.message().contains("starts_per_destination"), "{err:?}");
     assert_eq!(app.outbox.sent_count(&v.id), 1);
     assert_eq!(
@@ -44,6 +47,34 @@ async fn starts_per_destination_are_limited_with_retry_info() {
 
     app.clock.advance(Duration::from_secs(120));
     app.started(sms_to("+14155550100")).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_start_answers_alike_whichever_state_of_its_destination_refuses_it() {
+    // The least gap (30 s after a first start) refuses the second start;
+    // a burst of one, the third, past the gap.
+    let app = spawn_app_with(|c| c.limits.starts_per_destination.burst = 1).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let too_soon = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("inside the least gap");
+    app.clock.advance(Duration::from_secs(30));
+    let spent = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("the destination's burst is spent");
+    for refused in [&too_soon, &spent] {
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert_eq!(refused.message(), DESTINATION_BUSY);
+        assert!(retry_after(refused).is_some(), "{refused:?}");
+        // Nothing else tells them apart: the details hold only RetryInfo.
+        let details = refused.get_error_details();
+        assert!(details.bad_request().is_none() && details.resource_info().is_none());
+        assert!(details.error_info().is_none() && details.quota_failure().is_none());
+    }
+    assert_eq!(app.outbox.sent_count(&v.id), 1);
     app.stop().await;
 }
 

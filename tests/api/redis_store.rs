@@ -250,7 +250,8 @@ async fn the_destination_budget_is_one_budget_across_replicas() {
             .start(sms_to("+14155550100"))
             .await
             .expect_err("budget spent on both replicas together");
-        assert_eq!(refused_by(&refused), "starts_per_destination");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(refused.message(), verifyd::grpc::DESTINATION_BUSY);
     }
 }
 

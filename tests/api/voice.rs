@@ -508,16 +508,23 @@ async fn a_fraud_report_denies_and_blocks_the_destination() {
         VerificationStatus::Denied
     );
 
+    // A start to the blocked number answers as any busy destination does:
+    // whoever starts it is not told the user reported a call.
     let err = app
         .start(call(proto::VoiceMode::Confirm))
         .await
         .expect_err("blocked");
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(err.message(), verifyd::grpc::DESTINATION_BUSY);
+    assert_eq!(
+        crate::helpers::retry_after(&err),
+        Some(Duration::from_secs(24 * 3600))
+    );
     let mut sms = call(proto::VoiceMode::Unspecified);
     sms.channel = proto::Channel::Sms.into();
     assert_eq!(
-        app.start(sms).await.expect_err("blocked").code(),
-        Code::PermissionDenied
+        app.start(sms).await.expect_err("blocked").message(),
+        verifyd::grpc::DESTINATION_BUSY
     );
     app.clock.advance(Duration::from_secs(24 * 3600));
     assert!(
