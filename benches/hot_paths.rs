@@ -22,7 +22,7 @@ use verifyd::{
     delivery::{Message, Templates},
     domain::{
         Channel, Code, CodeHash, CodeLength, DeliveryStatus, Destination, KeyRing, MatchDigits,
-        Policy, Purpose, SendAttempt, TenantId, Verification, VerificationId,
+        Policy, Purpose, SendAttempt, SendOutcome, TenantId, Verification, VerificationId,
         code::{HmacKey, KeyId},
         limit::{Budget, Limit, Quota},
         verification::Delivery,
@@ -116,6 +116,7 @@ fn sent(new_hash: Option<CodeHash>, at: SystemTime) -> CompletedSend {
             reference: None,
             provider_status: None,
         }],
+        outcome: SendOutcome::Accepted,
         new_hash,
         call: None,
     }
@@ -316,7 +317,14 @@ fn grpc_conversion(c: &mut Criterion) {
         now,
     );
     let send = sent(None, now);
-    v.record_send(send.delivery, send.attempts, None, &Policy::default(), now);
+    v.record_send(
+        send.delivery,
+        send.attempts,
+        None,
+        send.outcome,
+        &Policy::default(),
+        now,
+    );
 
     let mut group = c.benchmark_group("grpc_conversion");
     group.bench_function("start_request/email", |b| {

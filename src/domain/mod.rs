@@ -18,7 +18,7 @@ pub use destination::Destination;
 pub use policy::Policy;
 pub use tenant::TenantId;
 pub use verification::{
-    Channel, CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt, Status,
-    Verification, VoiceMode,
+    Channel, CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt,
+    SendOutcome, Status, Verification, VoiceMode,
 };
 pub use verification_id::VerificationId;

@@ -297,6 +297,19 @@ pub struct Verification {
     pub accepted_once: bool,
 }
 
+/// How a send ended, as far as verifyd can know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A provider took it.
+    Accepted,
+    /// No provider took it, yet one may have sent it all the same: a
+    /// timeout, a dropped connection, a 5xx, an answer verifyd cannot use.
+    /// The user may hold its code.
+    Unknown,
+    /// Nothing went out: every provider refused, or none was tried.
+    Refused,
+}
+
 /// Why a send on a verification is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendRefused {
@@ -400,24 +413,26 @@ impl Verification {
         Ok(())
     }
 
-    /// Records how a reserved send went: every provider try, the last one
-    /// deciding. An accepted send makes its delivery the verification's and
+    /// Records how a reserved send went: every provider try, and its
+    /// `outcome`. An accepted send makes its delivery the verification's and
     /// restarts the validity window (the store swaps in the new code's hash
-    /// in the same step). A first send that no provider took fails the
-    /// verification; a failed resend leaves it as it was, so the previous
-    /// code stays valid. Retries and failover inside one send use one send
-    /// from the budget, which `reserve_send` already took.
+    /// in the same step). A send whose outcome is unknown may have reached
+    /// the user, so it fails nothing: the verification stays pending, its
+    /// window restarts, and the store keeps the send's code beside the last
+    /// accepted one until the next accepted send. A first send that surely
+    /// went nowhere fails the verification; a refused resend leaves it as
+    /// it was, so the previous code stays valid. Retries and failover
+    /// inside one send use one send from the budget, which `reserve_send`
+    /// already took.
     pub fn record_send(
         &mut self,
         delivery: Delivery,
         attempts: Vec<SendAttempt>,
         call: Option<super::call::VoiceCall>,
+        outcome: SendOutcome,
         policy: &Policy,
         now: SystemTime,
     ) {
-        let accepted = attempts
-            .last()
-            .is_some_and(|a| a.status == DeliveryStatus::Accepted);
         let first_send = !self.accepted_once;
         self.sending_until = None;
         // Exactly what is needed: a pending verification is usually held
@@ -428,7 +443,10 @@ impl Verification {
         if self.settle(now) || self.status != Status::Pending {
             return;
         }
-        if accepted {
+        if outcome == SendOutcome::Unknown {
+            // The code may be on its way: give the user its full window.
+            self.expires_at = now + policy.code_ttl;
+        } else if outcome == SendOutcome::Accepted {
             self.accepted_once = true;
             // A resend may switch to number matching; the digits are made
             // once and kept across later resends.
@@ -560,6 +578,7 @@ mod tests {
             sms(),
             vec![attempt(DeliveryStatus::Accepted, T0)],
             None,
+            SendOutcome::Accepted,
             policy,
             T0,
         );
@@ -662,6 +681,7 @@ mod tests {
             sms(),
             vec![attempt(DeliveryStatus::Accepted, T0)],
             None,
+            SendOutcome::Accepted,
             &policy,
             T0,
         );
@@ -684,6 +704,7 @@ mod tests {
             voice.clone(),
             vec![attempt(DeliveryStatus::Accepted, later)],
             None,
+            SendOutcome::Accepted,
             &policy,
             later,
         );
@@ -702,6 +723,7 @@ mod tests {
             sms(),
             vec![attempt(DeliveryStatus::Failed, later)],
             None,
+            SendOutcome::Refused,
             &policy,
             later,
         );
@@ -722,10 +744,39 @@ mod tests {
             sms(),
             vec![attempt(DeliveryStatus::Failed, T0)],
             None,
+            SendOutcome::Refused,
             &policy,
             T0,
         );
         assert_eq!(fresh.status, Status::Failed);
+    }
+
+    #[test]
+    fn a_send_whose_outcome_is_unknown_fails_nothing_and_restarts_the_window() {
+        let policy = Policy::default();
+        let mut fresh = Verification::new(
+            VerificationId::generate(),
+            TenantId::default_tenant(),
+            Destination::parse("+14155550100").expect("valid"),
+            Purpose::Enrollment,
+            sms(),
+            &policy,
+            T0,
+        );
+        fresh.reserve_send(&policy, T0).expect("first send");
+        let later = T0 + Duration::from_secs(5);
+        fresh.record_send(
+            sms(),
+            vec![attempt(DeliveryStatus::Failed, later)],
+            None,
+            SendOutcome::Unknown,
+            &policy,
+            later,
+        );
+        assert_eq!(fresh.status, Status::Pending, "the SMS may have arrived");
+        assert_eq!(fresh.expires_at, later + policy.code_ttl);
+        assert!(!fresh.accepted_once, "nothing was accepted");
+        assert_eq!(fresh.sending_until, None, "the send is over");
     }
 
     #[test]
@@ -788,6 +839,7 @@ mod tests {
             matching.clone(),
             vec![attempt(DeliveryStatus::Accepted, later)],
             None,
+            SendOutcome::Accepted,
             &policy,
             later,
         );
@@ -798,6 +850,7 @@ mod tests {
             matching,
             vec![attempt(DeliveryStatus::Accepted, later)],
             None,
+            SendOutcome::Accepted,
             &policy,
             later,
         );
@@ -821,6 +874,7 @@ mod tests {
             sms(),
             vec![attempt(DeliveryStatus::Failed, later)],
             None,
+            SendOutcome::Refused,
             &policy,
             later,
         );

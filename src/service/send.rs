@@ -17,8 +17,8 @@ use super::{Verifier, errors::StartError};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
-        Channel, Code, CodeHash, DeliveryStatus, Destination, SendAttempt, Status, TenantId,
-        Verification,
+        Channel, Code, CodeHash, DeliveryStatus, Destination, SendAttempt, SendOutcome, Status,
+        TenantId, Verification,
         destination::PhoneNumber,
         limit::{Budget, Limit},
         verification::Delivery,
@@ -310,6 +310,12 @@ impl Verifier {
             carries_code.then_some(hash),
             call_token.as_ref(),
         );
+        if completed.outcome == SendOutcome::Unknown {
+            tracing::warn!(
+                verification = %v.id,
+                "a send's outcome is unknown: the verification stays pending, and its code checks beside the last accepted one"
+            );
+        }
         let recorded = self
             .store
             .complete_send(tenant, &v.id, completed, &self.policy, self.clock.now())
@@ -444,6 +450,7 @@ fn completed_send(
     CompletedSend {
         delivery: delivery.clone(),
         attempts,
+        outcome: outcome(dispatch),
         new_hash,
         call: match (&dispatch.result, call_token) {
             (Ok(receipt), Some(token)) => {
@@ -502,6 +509,21 @@ fn may_have_sent(dispatch: &Dispatch) -> bool {
             .attempts
             .iter()
             .any(|a| matches!(&a.result, Err(e) if e.kind.may_have_sent()))
+}
+
+/// How a send ended, for its record: accepted; refused, when every provider
+/// refused it, the destination was refused, or no provider was tried; else
+/// unknown, when some try ended in a way that may have sent it (a timeout,
+/// a dropped connection, a 5xx, an answer verifyd cannot use). Retries and
+/// failover within the send carried the one message, so an unknown send
+/// left at most one code the user may hold.
+fn outcome(dispatch: &Dispatch) -> SendOutcome {
+    match &dispatch.result {
+        Ok(_) => SendOutcome::Accepted,
+        Err(error) if error.kind == FailureKind::Destination => SendOutcome::Refused,
+        Err(_) if may_have_sent(dispatch) => SendOutcome::Unknown,
+        Err(_) => SendOutcome::Refused,
+    }
 }
 
 /// A prefix for logs: its first four characters (the country code and a

@@ -12,7 +12,7 @@ use std::{
 
 pub use crate::domain::call::CallKey;
 use crate::domain::{
-    CheckOutcome, CodeHash, Destination, SendAttempt, TenantId, Verification,
+    CheckOutcome, CodeHash, Destination, SendAttempt, SendOutcome, TenantId, Verification,
     limit::{Limit, Quota, RateLimited},
     verification::{Delivery, SendRefused},
     voice::VoiceCall,
@@ -74,10 +74,14 @@ pub enum Reservation {
 pub struct CompletedSend {
     /// The channel and wording the send used.
     pub delivery: Delivery,
-    /// Every provider try, in order; the last one decides.
+    /// Every provider try, in order.
     pub attempts: Vec<SendAttempt>,
+    /// How the send ended.
+    pub outcome: SendOutcome,
     /// The hash of the code this send delivers (none for calls that ask
-    /// for keys); it replaces the stored one only if a provider accepted.
+    /// for keys). An accepted send's replaces the stored codes; an unknown
+    /// one's is kept beside the last accepted one (the user may hold
+    /// either) until the next accepted send; a refused one's is dropped.
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,

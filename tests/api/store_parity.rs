@@ -8,7 +8,8 @@
 //! expiry, the least gap between new verifications, superseding the one
 //! pending per (destination, purpose), the resend cooldown and send lease,
 //! the send budget, the destination's start budget (taken after the gap),
-//! the code swap on accepted sends only, delivery reports
+//! the code swap (accepted sends replace the codes, sends whose outcome is
+//! unknown add theirs beside the last accepted one), delivery reports
 //! moving attempts forward only, call keypresses, blocks, idempotency keys
 //! and purging after retention.
 //!
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use verifyd::{
     domain::{
         Channel, CheckOutcome, Code, DeliveryReport, DeliveryStatus, Destination, KeyRing, Locale,
-        MatchDigits, Policy, Purpose, SendAttempt, TenantId, Verification, VerificationId,
-        VoiceMode,
+        MatchDigits, Policy, Purpose, SendAttempt, SendOutcome, TenantId, Verification,
+        VerificationId, VoiceMode,
         code::{HmacKey, KeyId},
         limit::{Budget, Limit, Quota},
         verification::Delivery,
@@ -307,9 +308,17 @@ impl Side {
                     let token_hash = VoiceCall::hash_token(&format!("token-{n}"));
                     VoiceCall::from_stored(token_hash, Some(format!("CA{n}")), 0)
                 });
+                // A send no provider took may have gone out all the same
+                // (here: after a retry), or surely not.
+                let outcome = match (tries.last(), tries.len()) {
+                    (Some(true), _) => SendOutcome::Accepted,
+                    (_, 2..) => SendOutcome::Unknown,
+                    _ => SendOutcome::Refused,
+                };
                 let send = CompletedSend {
                     new_hash: (!keys).then(|| ring().hash(&tenant, id, &code(Some(n)))),
                     attempts: attempts.collect(),
+                    outcome,
                     delivery,
                     call,
                 };

@@ -69,11 +69,7 @@ async fn a_code_goes_out_as_twilio_documents_the_request() {
             v.id
         )
     );
-    let code: String = form["Body"]
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a 6-digit code in the body")
-        .into();
+    let code = code_in(form);
     assert_eq!(v.send_attempts.len(), 1);
     assert_eq!(v.send_attempts[0].provider, "twilio");
     assert_eq!(
@@ -233,8 +229,116 @@ async fn the_circuit_breaker_skips_a_failing_provider_then_probes_it() {
     app.stop().await;
 }
 
+/// The 6-digit code in a message body Twilio received.
+fn code_in(form: &BTreeMap<String, String>) -> String {
+    form["Body"]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a 6-digit code in the body")
+        .into()
+}
+
+/// The verification a send error names.
+fn named(err: &tonic::Status) -> String {
+    tonic_types::StatusExt::get_details_resource_info(err)
+        .expect("the error names the verification")
+        .resource_name
+}
+
 #[tokio::test]
-async fn every_provider_failing_on_the_first_send_fails_the_verification() {
+async fn a_send_whose_outcome_is_unknown_locks_no_one_out() {
+    // Three verifications, each first sent and accepted (code A), then
+    // resent into three 5xx in a row: Twilio may have sent that one (code
+    // B) all the same.
+    let fake = FakeTwilio::start().await;
+    fake.accept(&sid("SM", 1)).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        c.delivery.retry.backoff = Duration::from_millis(1);
+    })
+    .await;
+    let mut held = Vec::new();
+    for to in ["+14155550100", "+14155550101", "+14155550102"] {
+        let v = app.started(sms_to(to)).await;
+        let a = code_in(fake.sent().await.last().expect("sent"));
+        held.push((v.id, a));
+    }
+    app.clock.advance(Duration::from_secs(30));
+    let mut codes = Vec::new();
+    for (id, a) in held {
+        let before = fake.sent().await.len();
+        fake.fail(500, 20500, "Internal Server Error", 3).await;
+        let err = app
+            .resend(crate::helpers::resend_on(&id, proto::Channel::Sms))
+            .await
+            .expect_err("no answer verifyd can trust");
+        // As before: UNAVAILABLE, naming the verification.
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert_eq!(named(&err), id);
+        // The retries carried one message: one code the user may hold.
+        let tries = fake.sent().await.split_off(before);
+        assert_eq!(tries.len(), 3);
+        let b = code_in(&tries[0]);
+        assert!(tries.iter().all(|t| code_in(t) == b), "the same code");
+        assert_ne!(a, b);
+        let v = app.get(&id).await.expect("get");
+        assert_eq!(status(&v), VerificationStatus::Pending);
+        codes.push((id, a, b));
+    }
+    let [(first, a1, _), (second, _, b2), (third, a3, b3)] = &codes[..] else {
+        unreachable!("three verifications");
+    };
+    // Whichever code the user got checks: the last accepted or the one
+    // whose send's outcome is unknown.
+    assert!(app.check(first, a1).await.expect("check").approved);
+    assert!(app.check(second, b2).await.expect("check").approved);
+    // Until the next accepted send: then only its code does.
+    app.clock.advance(Duration::from_secs(60));
+    app.resent(crate::helpers::resend_on(third, proto::Channel::Sms))
+        .await;
+    let c3 = code_in(fake.sent().await.last().expect("sent"));
+    for old in [a3, b3] {
+        let checked = app.check(third, old).await.expect("check");
+        assert!(!checked.approved, "an earlier code after an accepted send");
+    }
+    assert!(app.check(third, &c3).await.expect("check").approved);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_first_send_whose_outcome_is_unknown_leaves_the_verification_pending() {
+    let fake = FakeTwilio::start().await;
+    fake.fail(500, 20500, "Internal Server Error", 100).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        c.delivery.retry.backoff = Duration::from_millis(1);
+    })
+    .await;
+    let err = app.start(sms_to("+14155550100")).await.expect_err("5xx");
+    assert_eq!(err.code(), Code::Unavailable);
+    let id = named(&err);
+    let v = app.get(&id).await.expect("get");
+    assert_eq!(
+        status(&v),
+        VerificationStatus::Pending,
+        "the SMS may be there"
+    );
+    let code = code_in(fake.sent().await.last().expect("sent"));
+    assert!(app.check(&id, &code).await.expect("check").approved);
+
+    // A refusal is no unknown outcome: the destination's first send fails.
+    let fake = FakeTwilio::start().await;
+    fake.fail(400, 20003, "Authenticate", 100).await;
+    let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
+    let err = app.start(sms_to("+14155550100")).await.expect_err("4xx");
+    assert_eq!(err.code(), Code::Unavailable);
+    let v = app.get(&named(&err)).await.expect("get");
+    assert_eq!(status(&v), VerificationStatus::Failed);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_provider_failing_on_the_first_send_answers_unavailable() {
     let fake = FakeTwilio::start().await;
     fake.fail(500, 20500, "Internal Server Error", 100).await;
     let app = spawn_app_with(|c| with_twilio(c, &[("twilio", &fake)])).await;
@@ -478,12 +582,10 @@ async fn a_provider_that_drops_the_connection_or_answers_garbage_loses_nothing()
         err.message().contains("HTTP 502: unreadable error body"),
         "{err:?}"
     );
-    // The verification is there, FAILED, with both tries on record.
-    let id = tonic_types::StatusExt::get_details_resource_info(&err)
-        .expect("the error names the verification")
-        .resource_name;
-    let v = app.get(&id).await.expect("get");
-    assert_eq!(status(&v), VerificationStatus::Failed);
+    // The verification is there with both tries on record, PENDING: a
+    // dropped connection and a 502 may each have sent the message.
+    let v = app.get(&named(&err)).await.expect("get");
+    assert_eq!(status(&v), VerificationStatus::Pending);
     let reasons: Vec<_> = v
         .send_attempts
         .iter()
@@ -560,11 +662,9 @@ async fn the_callers_deadline_bounds_the_send() {
     // verifyd's own answer, sent before the deadline, not the transport's
     // DEADLINE_EXCEEDED: the send stopped in time and was recorded.
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    let id = tonic_types::StatusExt::get_details_resource_info(&err)
-        .expect("names the verification")
-        .resource_name;
-    let v = app.get(&id).await.expect("get");
-    assert_eq!(status(&v), VerificationStatus::Failed);
+    let v = app.get(&named(&err)).await.expect("get");
+    // Twilio may have sent it after all: the verification stays pending.
+    assert_eq!(status(&v), VerificationStatus::Pending);
     assert!(
         v.send_attempts[0]
             .error_reason

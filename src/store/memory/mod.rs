@@ -233,7 +233,7 @@ mod tests {
     use crate::{
         domain::{
             Channel, CheckOutcome, CodeHash, DeliveryStatus, Destination, Policy, Purpose,
-            SendAttempt, Status,
+            SendAttempt, SendOutcome, Status,
             limit::{Limit, RateLimited},
             verification::{Delivery, SendRefused},
         },
@@ -461,6 +461,7 @@ mod tests {
                         reference: None,
                         provider_status: None,
                     }],
+                    outcome: SendOutcome::Refused,
                     new_hash: None,
                     call: None,
                 },
@@ -480,6 +481,54 @@ mod tests {
         assert_eq!(v.status, Status::Approved);
     }
 
+    #[test]
+    fn after_a_send_whose_outcome_is_unknown_both_codes_check_until_the_next_accepted_one() {
+        let policy = Policy {
+            resend_cooldown: Duration::ZERO,
+            max_send_attempts: 10,
+            ..Policy::default()
+        };
+        let store = MemoryStore::new(10, policy.retention);
+        let checks = |v: &Verification, b: u8| {
+            store.apply(&v.tenant, &v.id, |_, record, names| {
+                (record.code_matches(&[code(b)], names), Written::Nothing)
+            })
+        };
+        let v = new_verification(created(&store, &policy, "+14155550100", T0));
+        completed(&store, &v, &policy, T0, SendOutcome::Unknown, 1);
+        assert_eq!(checks(&v, 1).map(|(m, _)| m), Some(true), "a first send");
+        resent(&store, &v, &policy, T0);
+        completed(&store, &v, &policy, T0, SendOutcome::Accepted, 2);
+        resent(&store, &v, &policy, T0);
+        completed(&store, &v, &policy, T0, SendOutcome::Unknown, 3);
+        resent(&store, &v, &policy, T0);
+        completed(&store, &v, &policy, T0, SendOutcome::Unknown, 4);
+        let held: Vec<bool> = (1..=4).map(|b| checks(&v, b).expect("found").0).collect();
+        assert_eq!(
+            held,
+            [false, true, false, true],
+            "the last accepted code and the latest unknown one"
+        );
+        resent(&store, &v, &policy, T0);
+        completed(&store, &v, &policy, T0, SendOutcome::Refused, 5);
+        assert!(
+            checks(&v, 4).expect("found").0,
+            "a refused send changes nothing"
+        );
+        resent(&store, &v, &policy, T0);
+        completed(&store, &v, &policy, T0, SendOutcome::Accepted, 6);
+        let held: Vec<bool> = (1..=6).map(|b| checks(&v, b).expect("found").0).collect();
+        assert_eq!(held, [false, false, false, false, false, true]);
+        let (outcome, v) = store
+            .check(&v.tenant, &v.id, &[code(6)], T0)
+            .expect("ok")
+            .expect("found");
+        assert_eq!(outcome, CheckOutcome::Approved);
+        record_of(&store, &v, |r| {
+            assert!(!r.has_code(), "finished: none kept")
+        });
+    }
+
     fn code(b: u8) -> CodeHash {
         CodeHash {
             key_id: crate::domain::code::KeyId::parse("k1").expect("id"),
@@ -488,6 +537,21 @@ mod tests {
     }
 
     fn sent(store: &MemoryStore, v: &Verification, policy: &Policy, at: SystemTime, b: u8) {
+        completed(store, v, policy, at, SendOutcome::Accepted, b);
+    }
+
+    fn completed(
+        store: &MemoryStore,
+        v: &Verification,
+        policy: &Policy,
+        at: SystemTime,
+        outcome: SendOutcome,
+        b: u8,
+    ) {
+        let status = match outcome {
+            SendOutcome::Accepted => DeliveryStatus::Accepted,
+            SendOutcome::Unknown | SendOutcome::Refused => DeliveryStatus::Failed,
+        };
         store
             .complete_send(
                 &v.tenant,
@@ -496,13 +560,14 @@ mod tests {
                     delivery: v.delivery.clone(),
                     attempts: vec![SendAttempt {
                         channel: Channel::Sms,
-                        status: DeliveryStatus::Accepted,
+                        status,
                         provider: "console".into(),
                         at,
                         error_reason: None,
                         reference: None,
                         provider_status: None,
                     }],
+                    outcome,
                     new_hash: Some(code(b)),
                     call: None,
                 },

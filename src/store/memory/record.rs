@@ -108,17 +108,31 @@ struct Rare {
     locale: Option<Locale>,
     match_digits: Option<MatchDigits>,
     call: Option<VoiceCall>,
+    /// The code of a later send whose outcome is unknown (a timeout, a
+    /// 5xx: the user may hold it), checked beside the record's code until
+    /// the next accepted send.
+    unconfirmed: Option<(Name, [u8; 32])>,
 }
 
 impl Rare {
-    fn of(v: &Verification) -> Option<Box<Self>> {
-        let rare = Self {
+    /// What `v` has of these, with the store's own `unconfirmed` code.
+    fn of(v: &Verification, unconfirmed: Option<(Name, [u8; 32])>) -> Option<Box<Self>> {
+        Self {
             locale: v.delivery.locale.clone(),
             match_digits: v.match_digits.clone(),
             call: v.call.clone(),
-        };
-        let any = rare.locale.is_some() || rare.match_digits.is_some() || rare.call.is_some();
-        any.then(|| Box::new(rare))
+            unconfirmed,
+        }
+        .boxed()
+    }
+
+    /// Boxed if it holds anything: a record without any keeps no box.
+    fn boxed(self) -> Option<Box<Self>> {
+        let any = self.locale.is_some()
+            || self.match_digits.is_some()
+            || self.call.is_some()
+            || self.unconfirmed.is_some();
+        any.then(|| Box::new(self))
     }
 }
 
@@ -197,7 +211,8 @@ impl Record {
         self.attempts.reserve_exact(v.send_attempts.len());
         self.attempts
             .extend(v.send_attempts.iter().map(|a| Attempt::of(a, names)));
-        self.rare = Rare::of(v);
+        let unconfirmed = self.rare.as_ref().and_then(|r| r.unconfirmed);
+        self.rare = Rare::of(v, unconfirmed);
         self.channel = v.delivery.channel;
         self.voice_mode = v.delivery.voice_mode;
         self.accepted_once = v.accepted_once;
@@ -262,33 +277,60 @@ impl Record {
         self.status.as_of(self.expires_at.time(), now)
     }
 
+    /// The code an accepted send delivered: the one the user holds now,
+    /// and the only one.
     pub(super) fn set_code(&mut self, hash: CodeHash, names: &mut Names) {
         self.code_key = Some(names.intern(hash.key_id.as_str()));
         self.code_mac = hash.mac;
+        self.set_unconfirmed(None);
     }
 
-    /// Forgets the code: a finished verification can never approve again,
-    /// so its hash is not kept for the retention period.
+    fn set_unconfirmed(&mut self, unconfirmed: Option<(Name, [u8; 32])>) {
+        let mut rare = self.rare.take().map_or_else(Rare::default, |r| *r);
+        rare.unconfirmed = unconfirmed;
+        self.rare = rare.boxed();
+    }
+
+    /// The code of a send whose outcome is unknown: kept beside the last
+    /// accepted one (replacing an earlier unknown one), so that whichever
+    /// the user got checks.
+    pub(super) fn set_unconfirmed_code(&mut self, hash: CodeHash, names: &mut Names) {
+        let key = names.intern(hash.key_id.as_str());
+        self.set_unconfirmed(Some((key, hash.mac)));
+    }
+
+    /// Forgets the codes: after a press-# call, which delivers none, and
+    /// once the verification has finished, since it can never approve
+    /// again and its hashes are not kept for the retention period.
     pub(super) fn drop_code(&mut self) {
         self.code_key = None;
         self.code_mac = [0; 32];
+        self.set_unconfirmed(None);
     }
 
-    /// Whether the stored code's hash is one of `candidates` (one per key
-    /// in the ring), compared in constant time in the MAC.
+    /// Whether a stored code's hash is one of `candidates` (one per key in
+    /// the ring), compared in constant time in the MAC. Both stored codes
+    /// are always compared, so the time does not tell which matched.
     pub(super) fn code_matches(&self, candidates: &[CodeHash], names: &Names) -> bool {
-        self.code_key.is_some_and(|key| {
+        let matches = |key: Name, mac: &[u8; 32]| {
             let key = names.get(key);
-            candidates
-                .iter()
-                .any(|c| c.matches_parts(key, &self.code_mac))
-        })
+            candidates.iter().any(|c| c.matches_parts(key, mac))
+        };
+        let accepted = self
+            .code_key
+            .is_some_and(|key| matches(key, &self.code_mac));
+        let unconfirmed = self
+            .rare
+            .as_ref()
+            .and_then(|r| r.unconfirmed.as_ref())
+            .is_some_and(|(key, mac)| matches(*key, mac));
+        accepted | unconfirmed
     }
 
     /// Whether a hash is held, for tests.
     #[cfg(test)]
     pub(super) fn has_code(&self) -> bool {
-        self.code_key.is_some()
+        self.code_key.is_some() || self.rare.as_ref().is_some_and(|r| r.unconfirmed.is_some())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::{MemoryStore, Written, record::Record};
 use crate::{
     domain::{
-        DeliveryStatus, Policy, Status, TenantId, Verification, VerificationId, limit::Budget,
+        Policy, SendOutcome, Status, TenantId, Verification, VerificationId, limit::Budget,
         starts::RecentStarts, verification::SendRefused,
     },
     store::port::{CompletedSend, Creation, Reservation, StoreError},
@@ -131,19 +131,26 @@ impl MemoryStore {
     ) -> Result<Option<Verification>, StoreError> {
         let updated = self.apply(tenant, id, |v, record, names| {
             let was_pending = v.status == Status::Pending;
-            let accepted = send
-                .attempts
-                .last()
-                .is_some_and(|a| a.status == DeliveryStatus::Accepted);
-            v.record_send(send.delivery, send.attempts, send.call, policy, now);
-            // The user now has the new send's code (or, after a press-#
-            // call, none): swap it in only if a provider took the send and
-            // the verification is still open, so a check that approved
-            // meanwhile stands and a failed resend keeps the old code.
-            if accepted && was_pending && v.status == Status::Pending {
-                match send.new_hash {
-                    Some(hash) => record.set_code(hash, names),
-                    None => record.drop_code(),
+            let outcome = send.outcome;
+            v.record_send(
+                send.delivery,
+                send.attempts,
+                send.call,
+                outcome,
+                policy,
+                now,
+            );
+            // Only while the verification is still open, so that a check
+            // that approved meanwhile stands. An accepted send's code (or,
+            // after a press-# call, none) is the one the user has now; an
+            // unknown one's may be, beside the last accepted; a refused
+            // resend keeps the old code alone.
+            if was_pending && v.status == Status::Pending {
+                match (outcome, send.new_hash) {
+                    (SendOutcome::Accepted, Some(hash)) => record.set_code(hash, names),
+                    (SendOutcome::Accepted, None) => record.drop_code(),
+                    (SendOutcome::Unknown, Some(hash)) => record.set_unconfirmed_code(hash, names),
+                    (SendOutcome::Unknown, None) | (SendOutcome::Refused, _) => {}
                 }
             }
             ((), Written::Everything)

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Destination, Policy, TenantId, Verification, VerificationId,
+        Destination, Policy, SendOutcome, TenantId, Verification, VerificationId,
         limit::{Budget, Limit},
         verification::SendRefused,
     },
@@ -127,10 +127,6 @@ impl RedisStore {
         policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<Verification>, StoreError> {
-        let accepted = send
-            .attempts
-            .last()
-            .is_some_and(|a| a.status == crate::domain::DeliveryStatus::Accepted);
         let match_digits = crate::domain::MatchDigits::generate(policy.match_digits);
         let mut invocation = self.on_verification(&SCRIPTS.complete, tenant, id);
         let (code_key, code_mac) = send.new_hash.as_ref().map_or_else(Default::default, |h| {
@@ -145,7 +141,11 @@ impl RedisStore {
         invocation
             .arg(millis(now))
             .arg(millis_of(policy.code_ttl))
-            .arg(if accepted { "1" } else { "0" })
+            .arg(match send.outcome {
+                SendOutcome::Accepted => "accepted",
+                SendOutcome::Unknown => "unknown",
+                SendOutcome::Refused => "refused",
+            })
             .arg(send.delivery.channel.as_str())
             .arg(send.delivery.voice_mode.map_or("", |m| m.as_str()))
             .arg(send.delivery.locale.as_ref().map_or("", |l| l.as_str()))

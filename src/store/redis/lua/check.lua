@@ -2,7 +2,8 @@
 -- budget (budget.lua) taken in the same step. ARGV: now, the budget's
 -- period (ms) and burst, or two empty strings when the caller took the
 -- cell itself, then (key id, MAC hex) pairs: the typed code's hash under
--- each key still accepted.
+-- each key still accepted, compared with the stored codes' (code_mac, and
+-- unconfirmed_mac after a send whose outcome is unknown).
 -- Replies nil when there is no such verification, else
 -- { outcome, detail, verification ('' when limited or unbudgeted) },
 -- outcome one of
@@ -27,9 +28,14 @@ else
   if wait > 0 then
     outcome, detail = 'limited', wait
   else
+    -- The last accepted code, and a later send's whose outcome is unknown
+    -- (complete.lua): both are compared every time.
     local matches = false
     for i = 4, #ARGV, 2 do
       if v.code_key == ARGV[i] and same(v.code_mac, ARGV[i + 1]) then
+        matches = true
+      end
+      if v.unconfirmed_key == ARGV[i] and same(v.unconfirmed_mac, ARGV[i + 1]) then
         matches = true
       end
     end

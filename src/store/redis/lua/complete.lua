@@ -1,12 +1,13 @@
 -- Store::complete_send (Verification::record_send, then the code swap).
--- ARGV: now, code ttl (ms), 1 when a provider accepted the send else 0,
+-- ARGV: now, code ttl (ms), the send's outcome ('accepted', 'unknown' or
+-- 'refused'),
 -- the send's channel, voice mode, locale, new code key id and MAC, call
 -- token hash and CallSid, match digits to use if the verification needs
 -- some and has none ('' for none of these), then each attempt as JSON.
 -- Replies nil or { verification }.
 local now = num(ARGV[1])
 local ttl = num(ARGV[2])
-local accepted = ARGV[3] == '1'
+local outcome = ARGV[3]
 local function opt(value)
   if value == '' then
     return false
@@ -26,7 +27,16 @@ for i = 12, #ARGV do
   began_attempts = true
 end
 if not settle(v, now) and v.status == 'pending' then
-  if accepted then
+  if outcome == 'unknown' then
+    -- It may have reached the user: its code checks beside the last
+    -- accepted one (replacing an earlier unknown one) until the next
+    -- accepted send, and the user gets the code's full window.
+    v.expires_at = tostring(now + ttl)
+    if was_pending and ARGV[8] ~= '' then
+      v.unconfirmed_key = ARGV[7]
+      v.unconfirmed_mac = ARGV[8]
+    end
+  elseif outcome == 'accepted' then
     v.accepted_once = '1'
     -- A resend may switch to number matching; the digits are made once
     -- and kept across later resends.
@@ -45,6 +55,8 @@ if not settle(v, now) and v.status == 'pending' then
     if was_pending then
       v.code_key = opt(ARGV[7])
       v.code_mac = opt(ARGV[8])
+      v.unconfirmed_key = false
+      v.unconfirmed_mac = false
     end
   elseif first_send then
     v.status = 'failed'

@@ -81,8 +81,9 @@ local function spend_attempt(v)
 end
 
 -- What stays in Redis: the code's MAC and the bookkeeping of key names.
-local INTERNAL = { code_key = true, code_mac = true, pending_key = true, watch = true,
-  retention = true, check_budget = true }
+local INTERNAL = { code_key = true, code_mac = true, unconfirmed_key = true,
+  unconfirmed_mac = true, pending_key = true, watch = true, retention = true,
+  check_budget = true }
 
 -- The verification as the reply carries it: one JSON text, an array of its
 -- fields (names and values alternating), then an array of its attempts (each
@@ -109,9 +110,11 @@ end
 -- replica hear of the change in the same atomic step.
 local function save(key, attempts_key, v, now, changed)
   if v.status ~= 'pending' then
-    if v.code_mac then
+    if v.code_mac or v.unconfirmed_mac then
       v.code_key = false
       v.code_mac = false
+      v.unconfirmed_key = false
+      v.unconfirmed_mac = false
       changed = true
     end
     if v.pending_key and redis.call('GET', v.pending_key) == v.id then
