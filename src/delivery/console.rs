@@ -72,8 +72,10 @@ impl ConsoleSender {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.write_all(line.as_bytes())
             .and_then(|()| out.flush())
+            // A line that could not be written is no delivery: a developer
+            // reads whole lines.
             .map_err(|e| {
-                SendError::new(Self::PROVIDER, FailureKind::Transient, e.kind().to_string())
+                SendError::new(Self::PROVIDER, FailureKind::Unsent, e.kind().to_string())
             })?;
         Ok(Receipt {
             provider: Self::PROVIDER.to_owned(),

@@ -18,7 +18,7 @@ use url::Url;
 
 use super::{
     message::{Content, FailureKind, Message, Receipt, SendError},
-    web::exchange,
+    web::{exchange, retried_status},
 };
 use crate::{clock::Clock, secret::Secret};
 
@@ -120,7 +120,7 @@ impl HttpSms {
             .body(body);
         let (status, answer) = exchange(request)
             .await
-            .map_err(|reason| self.error(FailureKind::Transient, reason))?;
+            .map_err(|(kind, reason)| self.error(kind, reason))?;
         if status.is_success() {
             return Ok(Receipt {
                 provider: self.name.clone(),
@@ -131,8 +131,7 @@ impl HttpSms {
         }
         let kind = match status.as_u16() {
             422 => FailureKind::Destination,
-            429 | 500..=599 => FailureKind::Transient,
-            _ => FailureKind::Rejected,
+            _ => retried_status(status).unwrap_or(FailureKind::Rejected),
         };
         Err(self.error(kind, format!("HTTP {}", status.as_u16())))
     }

@@ -106,6 +106,11 @@ pub enum FailureKind {
     /// A timeout, a 5xx, a dropped connection: retry with backoff, then fail
     /// over. The provider may have sent it all the same.
     Transient,
+    /// Retried like [`Self::Transient`], but surely nothing went out: the
+    /// provider was never reached (connection refused, name not resolved,
+    /// TLS handshake failed), or it answered that it took nothing for now
+    /// (HTTP 429, an SMTP 4xx reply).
+    Unsent,
     /// The provider answered that it took the request, in a way verifyd
     /// cannot use (a call with no CallSid to bind its webhooks to): no
     /// retry, the next provider may work, and it may have gone out.

@@ -1,7 +1,8 @@
 //! A channel's route: its providers in order of preference, each behind a
 //! circuit breaker, with bounded retries.
 //!
-//! Timeouts and 5xx are retried with exponential backoff and jitter, then
+//! Timeouts, 5xx, 429 and unreachable providers are retried with
+//! exponential backoff and jitter, then
 //! the next provider is tried; a provider's refusal (4xx) goes straight to
 //! the next provider; a refused destination ends the send, since no provider
 //! will do better. Everything happens within the caller's budget.
@@ -344,7 +345,7 @@ impl Route {
                     breaker.released(self.clock.now());
                     return Tried::Next(error);
                 }
-                FailureKind::Transient => {
+                FailureKind::Transient | FailureKind::Unsent => {
                     let pause = RetryPolicy::jittered(backoff);
                     let fits = Instant::now() + pause < until;
                     if retry == self.retry.retries || !fits {

@@ -337,15 +337,42 @@ fn kind_of(e: &lettre::transport::smtp::Error) -> FailureKind {
             let text = server_text(e);
             permanent_kind(code.to_string().parse().unwrap_or(554), &text)
         }
-        Some(_) => FailureKind::Transient,
+        // A 4xx reply: the command it answers, the message's end included,
+        // was not taken, for now.
+        Some(_) => FailureKind::Unsent,
         // A client error is lettre refusing before it sends (no STARTTLS
         // on offer, a non-ASCII address the relay cannot take); a TLS error
         // is a certificate or protocol mismatch. Retrying will not help;
         // another provider might.
         None if e.is_client() || e.is_tls() || rustls_error(e).is_some() => FailureKind::Rejected,
-        // Timeouts, refused or dropped connections, garbled replies.
+        // The relay was never reached: nothing was sent.
+        None if never_connected(e) => FailureKind::Unsent,
+        // Timeouts, dropped connections, garbled replies: the message may
+        // have been taken before the reply was lost.
         None => FailureKind::Transient,
     }
+}
+
+/// Whether the connection to the relay never came up: refused, or no
+/// route to it. lettre has no kind for it that it makes public; the I/O
+/// error inside says it.
+fn never_connected(e: &lettre::transport::smtp::Error) -> bool {
+    use std::io::ErrorKind::{
+        AddrNotAvailable, ConnectionRefused, HostUnreachable, NetworkUnreachable,
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// lettre reports a failed TLS handshake (a certificate that does not

@@ -3,7 +3,20 @@
 
 use std::time::Duration;
 
-/// What went wrong on the wire, without the URL (which holds the account).
+use super::message::FailureKind;
+
+/// What went wrong on the wire, without the URL (which holds the account),
+/// and whether the request may have reached the provider: a failure to
+/// connect (refused, name not resolved, TLS handshake) sent nothing.
+fn transport_failure(e: &reqwest::Error) -> (FailureKind, String) {
+    let kind = if e.is_connect() {
+        FailureKind::Unsent
+    } else {
+        FailureKind::Transient
+    };
+    (kind, transport_reason(e))
+}
+
 fn transport_reason(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".to_owned()
@@ -48,15 +61,29 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 }
 
 /// Sends a request and reads its answer, bounded. A failure on the wire
-/// comes back as a reason that names no URL.
+/// comes back as its kind ([`FailureKind::Unsent`] or
+/// [`FailureKind::Transient`]) and a reason that names no URL.
 pub async fn exchange(
     request: reqwest::RequestBuilder,
-) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+) -> Result<(reqwest::StatusCode, Vec<u8>), (FailureKind, String)> {
     let request = crate::telemetry::inject_trace_context(request);
-    let response = request.send().await.map_err(|e| transport_reason(&e))?;
+    let response = request.send().await.map_err(|e| transport_failure(&e))?;
     let status = response.status();
+    // The request went out: a body that breaks off is no proof it was not
+    // taken.
     let body = read_limited(response)
         .await
-        .map_err(|e| transport_reason(&e))?;
+        .map_err(|e| (FailureKind::Transient, transport_reason(&e)))?;
     Ok((status, body))
+}
+
+/// How an HTTP provider's error status is retried: 429 took nothing for
+/// now; a 5xx may have come after the message was taken (a gateway timing
+/// out behind a proxy).
+pub fn retried_status(status: reqwest::StatusCode) -> Option<FailureKind> {
+    match status.as_u16() {
+        429 => Some(FailureKind::Unsent),
+        500..=599 => Some(FailureKind::Transient),
+        _ => None,
+    }
 }

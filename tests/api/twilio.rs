@@ -338,6 +338,32 @@ async fn a_first_send_whose_outcome_is_unknown_leaves_the_verification_pending()
 }
 
 #[tokio::test]
+async fn a_provider_that_cannot_be_reached_sent_nothing_so_a_first_send_fails() {
+    let closed = crate::smtp_sink::closed_port();
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[]);
+        c.providers.insert(
+            "twilio".into(),
+            twilio(&format!("http://127.0.0.1:{closed}")),
+        );
+        c.delivery.sms = vec!["twilio".into()];
+        c.delivery.retry.backoff = Duration::from_millis(1);
+    })
+    .await;
+    let err = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::Unavailable);
+    let v = app.get(&named(&err)).await.expect("get");
+    assert_eq!(v.send_attempts.len(), 3, "retried: it may come up");
+    assert_eq!(v.send_attempts[0].error_reason, "connection failed");
+    // No connection, no message: nothing the user could hold.
+    assert_eq!(status(&v), VerificationStatus::Failed);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn every_provider_failing_on_the_first_send_answers_unavailable() {
     let fake = FakeTwilio::start().await;
     fake.fail(500, 20500, "Internal Server Error", 100).await;

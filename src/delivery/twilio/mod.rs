@@ -19,7 +19,7 @@ use url::Url;
 use self::webhook::Route;
 use super::{
     message::{Content, FailureKind, Message, Receipt, SendError},
-    web::exchange,
+    web::{exchange, retried_status},
 };
 use crate::{
     domain::{Channel, VoiceMode},
@@ -318,7 +318,7 @@ impl Twilio {
             .form(form);
         let (status, body) = exchange(request)
             .await
-            .map_err(|reason| self.error(FailureKind::Transient, reason))?;
+            .map_err(|(kind, reason)| self.error(kind, reason))?;
         if status.is_success() {
             return Ok(Receipt {
                 provider: self.name.clone(),
@@ -337,8 +337,8 @@ impl Twilio {
             Some(code) => format!("HTTP {} (Twilio error {code}): {detail}", status.as_u16()),
             None => format!("HTTP {}: {detail}", status.as_u16()),
         };
-        let kind = if status.is_server_error() || status.as_u16() == 429 {
-            FailureKind::Transient
+        let kind = if let Some(retried) = retried_status(status) {
+            retried
         } else if code.is_some_and(|c| DESTINATION_ERRORS.contains(&c)) {
             FailureKind::Destination
         } else {
