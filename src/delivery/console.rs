@@ -80,6 +80,7 @@ impl ConsoleSender {
         Ok(Receipt {
             provider: Self::PROVIDER.to_owned(),
             reference: None,
+            code_withheld: false,
         })
     }
 }

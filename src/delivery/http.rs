@@ -15,10 +15,11 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::{
     message::{Content, FailureKind, Message, Receipt, SendError},
-    web::{exchange, retried_status},
+    web::{exchange, retried_status, wiped},
 };
 use crate::{clock::Clock, secret::Secret};
 
@@ -32,13 +33,28 @@ pub struct HttpConfig {
     pub signing_secret: Secret,
 }
 
-#[derive(Debug, Serialize)]
+/// What the gateway is sent. It holds the code, so it has no `Debug`.
+#[derive(Serialize)]
 struct Request<'a> {
     to: &'a str,
     channel: &'static str,
     body: &'a str,
     verification_id: &'a str,
     locale: Option<&'a str>,
+}
+
+impl Request<'_> {
+    /// The longest this can be as JSON: every byte of its texts escaped
+    /// (at most six bytes, `\u00XX`), and room for the names and
+    /// punctuation.
+    fn most_json_bytes(&self) -> usize {
+        let texts = self.to.len()
+            + self.channel.len()
+            + self.body.len()
+            + self.verification_id.len()
+            + self.locale.map_or(0, str::len);
+        texts * 6 + 128
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,14 +114,17 @@ impl HttpSms {
     }
 
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
-        let body = serde_json::to_vec(&Request {
+        let request = Request {
             to: message.to.as_str(),
             channel: message.delivery.channel.as_str(),
             body: content.text(),
             verification_id: message.verification_id.as_str(),
             locale: message.delivery.locale.as_ref().map(|l| l.as_str()),
-        })
-        .map_err(|e| {
+        };
+        // The JSON carries the code: written into a buffer reserved for the
+        // most it can take, so that it never moves, and wiped once sent.
+        let mut body = Zeroizing::new(Vec::with_capacity(request.most_json_bytes()));
+        serde_json::to_writer(&mut *body, &request).map_err(|e| {
             self.error(
                 FailureKind::Rejected,
                 format!("cannot encode the request: {e}"),
@@ -117,7 +136,7 @@ impl HttpSms {
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
-            .body(body);
+            .body(wiped(body));
         let (status, answer) = exchange(request)
             .await
             .map_err(|(kind, reason)| self.error(kind, reason))?;
@@ -127,6 +146,7 @@ impl HttpSms {
                 reference: serde_json::from_slice::<Accepted>(&answer)
                     .ok()
                     .and_then(|a| a.id),
+                code_withheld: false,
             });
         }
         let kind = match status.as_u16() {

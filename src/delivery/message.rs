@@ -31,8 +31,10 @@ pub struct Message {
 }
 
 impl Message {
-    /// Whether the user gets the code: every channel but press-# and
-    /// number-matching calls, which ask for keys instead.
+    /// Whether the message carries the code: every channel but press-# and
+    /// number-matching calls, which ask for keys instead. A provider that
+    /// has a read-aloud call fetch its instructions leaves it out and says
+    /// so ([`Receipt::code_withheld`]).
     pub fn carries_code(&self) -> bool {
         self.delivery.channel != Channel::Voice
             || self.delivery.voice_mode.unwrap_or_default() == VoiceMode::Code
@@ -92,6 +94,11 @@ pub struct Receipt {
     /// The provider's id for the message or call (a Twilio SID), used to
     /// match status callbacks.
     pub reference: Option<String>,
+    /// The message went without its code: a read-aloud call that fetches
+    /// its instructions says a code only once a person presses a key for
+    /// it (drawn then, in the same step as its hash is stored), so the
+    /// send keeps none.
+    pub code_withheld: bool,
 }
 
 /// How a failure should be handled.

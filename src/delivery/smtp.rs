@@ -259,6 +259,7 @@ impl SmtpSender {
             Ok(_) => Ok(Receipt {
                 provider: self.name.clone(),
                 reference: Some(message_id),
+                code_withheld: false,
             }),
             Err(e) => Err(self.failure(kind_of(&e), reason_of(&e, message))),
         }

@@ -53,8 +53,11 @@ impl TemplateError {
 /// What a live call says at one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallPrompt {
-    /// The opening question: press # (confirm) or key in the digits (match).
+    /// The opening question: press # (confirm), key in the digits (match),
+    /// or press a key to hear the code (code).
     Ask(VoiceMode),
+    /// After a read-aloud call said a code: press a key for a new one.
+    CodeAgain,
     Retry,
     WrongDigits,
     Goodbye,

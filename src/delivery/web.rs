@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
 use super::message::FailureKind;
 
 /// What went wrong on the wire, without the URL (which holds the account),
@@ -77,6 +80,31 @@ pub async fn exchange(
     Ok((status, body))
 }
 
+/// A request body that is wiped once reqwest and hyper let go of it: the
+/// body of a message carries its code. It must be written in place (a
+/// buffer that grew would leave copies behind); what the TLS and kernel
+/// layers copy on the way out is theirs (docs/security.md).
+pub fn wiped(bytes: Zeroizing<Vec<u8>>) -> reqwest::Body {
+    reqwest::Body::from(Bytes::from_owner(bytes))
+}
+
+/// `fields` urlencoded into one buffer reserved for the most they can take
+/// (every byte escaped as `%XX`), wiped as [`wiped`] is.
+pub fn form_body(fields: &[(&str, &str)]) -> reqwest::Body {
+    wiped(urlencoded(fields))
+}
+
+fn urlencoded(fields: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
+    let room = fields
+        .iter()
+        .map(|(name, value)| 3 * (name.len() + value.len()) + 2)
+        .sum();
+    let form = url::form_urlencoded::Serializer::new(String::with_capacity(room))
+        .extend_pairs(fields)
+        .finish();
+    Zeroizing::new(form.into_bytes())
+}
+
 /// How an HTTP provider's error status is retried: 429 took nothing for
 /// now; a 5xx may have come after the message was taken (a gateway timing
 /// out behind a proxy).
@@ -85,5 +113,36 @@ pub fn retried_status(status: reqwest::StatusCode) -> Option<FailureKind> {
         429 => Some(FailureKind::Unsent),
         500..=599 => Some(FailureKind::Transient),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_is_encoded_in_place_in_the_room_reserved_for_it() {
+        let fields = [
+            ("To", "+14155550100"),
+            ("Body", "Your code: 123456 & \u{e9}\u{263a}"),
+        ];
+        let room: usize = fields
+            .iter()
+            .map(|(k, v)| 3 * (k.len() + v.len()) + 2)
+            .sum();
+        let form = urlencoded(&fields);
+        // A buffer that grew would have left the code in the one it left.
+        assert_eq!(form.capacity(), room);
+        let decoded: Vec<(String, String)> =
+            url::form_urlencoded::parse(&form).into_owned().collect();
+        let expected: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(decoded, expected);
+        // Every byte escaped: the most a form can take fits too.
+        let worst = urlencoded(&[("\u{1}", "\u{ff}\u{ff}")]);
+        assert_eq!(worst.len(), 3 * 5 + 1);
+        assert_eq!(worst.capacity(), 3 * 5 + 2);
     }
 }

@@ -4,11 +4,20 @@
 //! pressed; these rules decide what each press means. Every webhook URL of a
 //! call carries a random token whose hash the call keeps (`call`), so only
 //! the live call of this verification can act on it.
+//!
+//! A read-aloud (CODE) call says no code until a person presses a key: only
+//! then is a code drawn, its HMAC swapped into the store in the same step
+//! as the press, and the code said. An answering machine, which presses
+//! nothing, never hears one, and no code exists before someone asks.
 
 // The call's own data lives in `call`, which `Verification` holds; named
 // here too, with the rest of what callers of the voice rules use.
 pub use super::call::{CallKey, CallToken, VoiceCall};
-use super::verification::{Status, Verification, VoiceMode};
+use super::{
+    code::CodeHash,
+    verification::{Status, Verification, VoiceMode},
+};
+use zeroize::Zeroizing;
 
 /// Which question the keys answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,16 +38,32 @@ pub struct KeyPress<'a> {
     pub menu: Menu,
     pub digits: &'a str,
     pub max_reprompts: u8,
+    /// The hash of the code a read-aloud call would say if this press
+    /// reveals one ([`KeyOutcome::Reveal`]): drawn before the store step,
+    /// so that the store swaps it in within the same step as the press.
+    pub reveal: &'a CodeHash,
 }
 
 /// What the call says, then what it does: what the voice use cases answer
 /// each call webhook with. The provider's adapter turns it into its own
-/// call instructions (Twilio: TwiML).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// call instructions (Twilio: TwiML). A read-aloud call's step says the
+/// code, so what it says is wiped when the step is dropped.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CallStep {
     pub locale: Option<String>,
-    pub say: Vec<String>,
+    pub say: Vec<Zeroizing<String>>,
     pub next: Next,
+}
+
+/// What is said may be a code: `Debug` counts it only.
+impl std::fmt::Debug for CallStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallStep")
+            .field("locale", &self.locale)
+            .field("says", &self.say.len())
+            .field("next", &self.next)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +101,9 @@ pub enum KeyOutcome {
     WrongDigits,
     /// Out of re-prompts or attempts: say goodbye, nothing approved.
     Hangup,
+    /// A read-aloud call's key: the store swapped in the code the press
+    /// carried ([`KeyPress::reveal`]); say it.
+    Reveal,
     FraudMenu,
     BackToMain,
     /// Reported as fraud: the verification is DENIED.
@@ -208,8 +236,7 @@ impl Verification {
                     }
                     self.reprompt(max_reprompts, KeyOutcome::WrongDigits)
                 }
-                // A read-aloud call asks for no keys.
-                VoiceMode::Code => KeyOutcome::Hangup,
+                VoiceMode::Code => self.reveal(max_reprompts),
                 VoiceMode::Confirm => self.reprompt(max_reprompts, KeyOutcome::Reprompt),
             },
         }
@@ -218,6 +245,28 @@ impl Verification {
     fn approve(&mut self) -> KeyOutcome {
         self.status = Status::Approved;
         KeyOutcome::Approved
+    }
+
+    /// A read-aloud call says a new code for any key: each code said spends
+    /// a re-prompt, the first being the answer to the opening question, so
+    /// a call says at most `1 + max_reprompts` codes, each replacing the
+    /// last.
+    fn reveal(&mut self, max_reprompts: u8) -> KeyOutcome {
+        let Some(call) = &mut self.call else {
+            return KeyOutcome::Hangup;
+        };
+        if call.reprompts > max_reprompts {
+            return KeyOutcome::Hangup;
+        }
+        call.reprompts += 1;
+        KeyOutcome::Reveal
+    }
+
+    /// Whether a read-aloud call may still say another code.
+    pub fn may_reveal_again(&self, max_reprompts: u8) -> bool {
+        self.call
+            .as_ref()
+            .is_some_and(|call| call.reprompts <= max_reprompts)
     }
 
     fn reprompt(&mut self, max_reprompts: u8, outcome: KeyOutcome) -> KeyOutcome {
@@ -326,6 +375,22 @@ mod tests {
         // Whatever was spent, the user can still report the call.
         assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
         assert_eq!(v.press(Menu::Fraud, "#", 2, T0), KeyOutcome::Denied);
+    }
+
+    #[test]
+    fn a_read_aloud_call_reveals_a_code_per_key_and_each_spends_a_reprompt() {
+        let (mut v, _) = call(VoiceMode::Code);
+        for _ in 0..3 {
+            assert_eq!(v.press(Menu::Main, "5", 2, T0), KeyOutcome::Reveal);
+        }
+        assert!(!v.may_reveal_again(2));
+        assert_eq!(v.press(Menu::Main, "#", 2, T0), KeyOutcome::Hangup);
+        assert_eq!(v.status, Status::Pending, "only a typed code approves");
+        // 0 still opens the fraud report.
+        assert_eq!(v.press(Menu::Main, "0", 2, T0), KeyOutcome::FraudMenu);
+        let (mut none, _) = call(VoiceMode::Code);
+        assert_eq!(none.press(Menu::Main, "1", 0, T0), KeyOutcome::Reveal);
+        assert_eq!(none.press(Menu::Main, "1", 0, T0), KeyOutcome::Hangup);
     }
 
     #[test]

@@ -10,13 +10,14 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, StatusCode, Uri, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
     routing::post,
 };
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::{
     delivery::twilio::webhook::{self, CallRef, Event, Refused, Request, Route, WebhookTokens},
@@ -166,12 +167,25 @@ impl Webhooks {
     fn speak(&self, provider: &str, call: &CallRef, step: Result<CallStep, CallError>) -> Response {
         match step {
             Ok(step) => {
-                let twiml = webhook::render(&self.public_base, provider, call, step);
-                ([(CONTENT_TYPE, "text/xml; charset=utf-8")], twiml).into_response()
+                let twiml = webhook::render(&self.public_base, provider, call, &step);
+                (
+                    [(CONTENT_TYPE, "text/xml; charset=utf-8")],
+                    wiped_body(twiml),
+                )
+                    .into_response()
             }
             Err(e) => call_error(&e),
         }
     }
+}
+
+/// A response body that is wiped once the server is done with it: a
+/// read-aloud call's TwiML says the code. The body's bytes are the
+/// document's own (no copy); what hyper and the kernel copy on the way out
+/// is theirs (docs/security.md).
+fn wiped_body(mut document: Zeroizing<String>) -> Body {
+    let bytes = Zeroizing::new(std::mem::take(&mut *document).into_bytes());
+    Body::from(Bytes::from_owner(bytes))
 }
 
 fn call_error(error: &CallError) -> Response {

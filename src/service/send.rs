@@ -302,12 +302,10 @@ impl Verifier {
             self.give_back(tenant, shared.of_a_send_that_went_nowhere())
                 .await;
         }
-        // Press-# and number-matching calls deliver no code, so none is
-        // kept: only the call can approve them.
         let completed = completed_send(
             delivery,
             &dispatch,
-            carries_code.then_some(hash),
+            kept_code(carries_code, delivery.channel, &dispatch).then_some(hash),
             call_token.as_ref(),
         );
         if completed.outcome == SendOutcome::Unknown {
@@ -509,6 +507,19 @@ fn may_have_sent(dispatch: &Dispatch) -> bool {
             .attempts
             .iter()
             .any(|a| matches!(&a.result, Err(e) if e.kind.may_have_sent()))
+}
+
+/// Whether a send keeps the hash of the code its message carried: only if
+/// the code went out with it. Press-# and number-matching calls deliver
+/// none (only the call can approve them); a read-aloud call that fetches
+/// its instructions says one only once a person asks for it, drawn then
+/// (`Verifier::call_keys`). A call no provider took was bound to no
+/// webhook, so no one can hear a code on it: none is kept.
+fn kept_code(carries_code: bool, channel: Channel, dispatch: &Dispatch) -> bool {
+    match &dispatch.result {
+        Ok(receipt) => carries_code && !receipt.code_withheld,
+        Err(_) => carries_code && channel != Channel::Voice,
+    }
 }
 
 /// How a send ended, for its record: accepted; refused, when every provider

@@ -5,6 +5,7 @@
 //! webhook layer turns it into the provider's call instructions.
 
 use tracing::Instrument as _;
+use zeroize::Zeroizing;
 
 use super::{
     Verifier,
@@ -14,7 +15,7 @@ use super::{
 use crate::{
     delivery::CallPrompt,
     domain::{
-        DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
+        Code, DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
         call::CallKey,
         voice::{AnsweredBy, CallStep, KeyOutcome, KeyPress, Menu, Next},
     },
@@ -72,7 +73,7 @@ impl Verifier {
         )?)
     }
 
-    fn step(&self, v: &Verification, say: Vec<String>, next: Next) -> CallStep {
+    fn step(&self, v: &Verification, say: Vec<Zeroizing<String>>, next: Next) -> CallStep {
         CallStep {
             locale: v.delivery.locale.as_ref().map(|l| l.as_str().to_owned()),
             say,
@@ -100,6 +101,7 @@ impl Verifier {
         let say = prompt
             .map(|p| self.say(v, p))
             .transpose()?
+            .map(Zeroizing::new)
             .into_iter()
             .collect();
         Ok(self.step(v, say, Next::Hangup))
@@ -134,6 +136,35 @@ impl Verifier {
         self.ask(&v, CallPrompt::Ask(mode))
     }
 
+    /// Says the code a read-aloud call's press swapped in, then offers a
+    /// new one while the call may say another.
+    fn reveal(&self, v: &Verification, code: &Code) -> Result<CallStep, CallError> {
+        let tenant = self.settings.tenants.get(&v.tenant);
+        let speech = tenant
+            .templates(&self.dispatcher.templates)
+            .render_code_call(
+                v.delivery.locale.as_ref().map(|l| l.as_str()),
+                v.purpose,
+                &tenant.app_name,
+                self.policy.code_ttl,
+                code,
+            )?;
+        let voice = self.voice(&v.tenant);
+        let next = if v.may_reveal_again(voice.max_reprompts) {
+            Next::Gather {
+                menu: Menu::Main,
+                one_key: true,
+                prompt: self.say(v, CallPrompt::CodeAgain)?,
+                // The prompt says goodbye itself.
+                goodbye: String::new(),
+                timeout_secs: voice.gather_timeout_secs,
+            }
+        } else {
+            Next::Hangup
+        };
+        Ok(self.step(v, vec![speech], next))
+    }
+
     /// The user pressed keys in answer to `menu`.
     #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
     pub async fn call_keys(
@@ -144,6 +175,12 @@ impl Verifier {
         menu: Menu,
         digits: &str,
     ) -> Result<CallStep, CallError> {
+        // The code a read-aloud call says if this press reveals one: drawn
+        // now, so that the store swaps its hash in within the press's own
+        // step, and wiped when this returns. A press on another call draws
+        // one for nothing (the mode is known only in that step).
+        let code = Code::generate(self.policy.code_length);
+        let reveal = self.keys.hash(tenant, id, &code);
         let (outcome, v) = self
             .store
             .press(
@@ -154,6 +191,7 @@ impl Verifier {
                     menu,
                     digits,
                     max_reprompts: self.voice(tenant).max_reprompts,
+                    reveal: &reveal,
                 },
                 self.clock.now(),
             )
@@ -175,7 +213,12 @@ impl Verifier {
             // verification's own attempts already bound this call.
             let _ = self.limits.check(tenant, &v.to).await;
         }
+        let read_aloud = v.delivery.voice_mode == Some(VoiceMode::Code);
         match outcome {
+            KeyOutcome::Reveal => self.reveal(&v, &code),
+            // A read-aloud call that may say no more codes just ends: it
+            // asked to confirm nothing.
+            KeyOutcome::Hangup if read_aloud => self.hangup(&v, None),
             KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
             KeyOutcome::Reprompt => self.ask(&v, CallPrompt::Retry),
             KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
@@ -231,9 +274,10 @@ impl Verifier {
             // Once the verification has ended, late callbacks change nothing.
             return Ok(());
         }
-        // A read-aloud call runs inline instructions, so no fetch sees
-        // `AnsweredBy`; the answered callback does. Hang up on a machine
-        // rather than leave the code on a voicemail.
+        // Every call fetches its instructions once detection has concluded,
+        // and a machine presses no key, so none hears a code; a callback
+        // that says a machine answered still ends the call, so that it
+        // costs nothing more.
         let machine = answered_by.is_some_and(|a| is_machine(a, self.voice(tenant).unknown_answer));
         if machine {
             tracing::info!("call answered by a machine: ending it");

@@ -9,7 +9,8 @@
 //! pending per (destination, purpose), the resend cooldown and send lease,
 //! the send budget, the destination's start budget (taken after the gap),
 //! the code swap (accepted sends replace the codes, sends whose outcome is
-//! unknown add theirs beside the last accepted one), delivery reports
+//! unknown add theirs beside the last accepted one, a read-aloud call's key
+//! swaps in the code it says), delivery reports
 //! moving attempts forward only, call keypresses, blocks, idempotency keys
 //! and purging after retention.
 //!
@@ -365,11 +366,15 @@ impl Side {
                 };
                 let menu = if *fraud_menu { Menu::Fraud } else { Menu::Main };
                 let call = CallKey { token, call_sid };
+                // What a read-aloud call says if the press reveals a code:
+                // the next send's, as the world numbers them.
+                let reveal = ring().hash(&tenant, id, &code(Some(w.sends)));
                 let press = KeyPress {
                     call: &call,
                     menu,
                     digits,
                     max_reprompts: 1,
+                    reveal: &reveal,
                 };
                 let found = ok(store.press(&tenant, id, press, now).await)?;
                 let approved = matches!(found, Some((Some(KeyOutcome::Approved), _)));
@@ -459,6 +464,11 @@ async fn run_case(redis: &RedisStore, ops: &[Op]) -> Result<(), TestCaseError> {
                 for k in (0..tries.len()).filter(|&k| tries[k]) {
                     world.references[i].push(format!("SM{n}x{k}"));
                 }
+                world.sends += 1;
+            }
+            // A read-aloud call said a new code: it checks from now on.
+            Op::Press(v, ..) if started > 0 && observed[0].0 == "Some(Reveal)" => {
+                world.sent[v % started].push(world.sends);
                 world.sends += 1;
             }
             _ => {}

@@ -59,6 +59,8 @@ async fn a_code_goes_out_as_twilio_documents_the_request() {
     let sent = fake.sent().await;
     assert_eq!(sent.len(), 1);
     let form = &sent[0];
+    let fields: Vec<(String, String)> = form.clone().into_iter().collect();
+    crate::fake_twilio::assert_conforms("CreateMessage", &fields);
     assert_eq!(form["To"], "+14155550100");
     assert_eq!(form["From"], FROM);
     assert!(!form.contains_key("MessagingServiceSid"));

@@ -454,28 +454,149 @@ async fn a_resend_to_a_number_reported_as_fraud_is_refused_as_a_start_is() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_read_aloud_code_goes_inline_and_checking_it_ends_the_call() {
-    let (app, fake) = voice_app().await;
-    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
-    let id = started.verification.expect("v").id;
-    assert!(phone.field("Url").is_none(), "nothing to fetch later");
-    let twiml = parse(phone.field("Twiml").expect("inline instructions"));
-    assert!(twiml.hangup);
+/// The code a read-aloud step says: the digits between "code is" and the
+/// sentence's end.
+fn said_code(twiml: &Twiml) -> Option<String> {
     let spoken = twiml.says.join(" ");
     let code: String = spoken
         .split("code is")
-        .nth(1)
-        .expect("the code is read")
+        .nth(1)?
         .chars()
         .take_while(|c| *c != '.')
         .filter(char::is_ascii_digit)
         .collect();
-    assert_eq!(code.len(), 6, "{spoken}");
-    assert!(app.check(&id, &code).await.expect("check").approved);
+    Some(code)
+}
 
-    // The call is still live, so verifyd ends it.
+/// Whether anything a step says or prompts holds a digit.
+fn says_a_digit(twiml: &Twiml) -> bool {
+    let prompt = twiml.gather.as_ref().map(|g| g.prompt.as_str());
+    twiml
+        .says
+        .iter()
+        .map(String::as_str)
+        .chain(prompt)
+        .any(|text| text.chars().any(|c| c.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn a_read_aloud_call_says_a_code_only_once_a_key_asks_and_each_key_says_a_new_one() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
+    let id = started.verification.expect("v").id;
+    // The call fetches its instructions, as Twilio's description allows,
+    // and carries nothing a code could be in.
+    crate::fake_twilio::assert_conforms("CreateCall", &phone.form);
+    assert!(phone.field("Twiml").is_none(), "nothing inline");
+    assert!(phone.field("Url").is_some());
+    let run_of_six = |v: &str| {
+        v.as_bytes()
+            .windows(6)
+            .any(|w| w.iter().all(u8::is_ascii_digit))
+    };
+    assert!(
+        !phone
+            .form
+            .iter()
+            .any(|(k, v)| k != "To" && k != "From" && run_of_six(v)),
+        "{:?}",
+        phone.form
+    );
+
+    // Answered by a person: asked to press a key, told no code yet.
+    let asked = phone.answer("human").await;
+    assert!(!says_a_digit(&asked), "{asked:?}");
+    let gather = asked.gather.expect("a key is asked for");
+    assert_eq!(gather.num_digits.as_deref(), Some("1"));
+    assert!(
+        gather.prompt.contains("hear your verification code"),
+        "{}",
+        gather.prompt
+    );
+
+    // Each key says a new code, swapped in as it is said; each spends a
+    // re-prompt: the opening question's answer and two more (the default).
+    let mut codes = Vec::new();
+    let mut next = gather;
+    loop {
+        let step = phone.press(&next, "#").await;
+        let code = said_code(&step).expect("a code is said");
+        assert_eq!(code.len(), 6, "{step:?}");
+        codes.push(code);
+        match step.gather {
+            Some(again) => {
+                assert!(again.prompt.contains("new code"), "{}", again.prompt);
+                next = again;
+            }
+            None => {
+                assert!(step.hangup);
+                break;
+            }
+        }
+    }
+    assert_eq!(codes.len(), 3, "1 + voice.max_reprompts codes");
+    if let Some(redis) = &app.redis {
+        // The control for the answering-machine test: a said code is
+        // stored, as its MAC.
+        let dump = redis.dump();
+        assert!(
+            dump.iter()
+                .any(|(key, _, value)| key.ends_with(&format!(":v:{id}"))
+                    && value.contains("code_mac")),
+            "{dump:?}"
+        );
+    }
+    let latest = codes.last().expect("said").clone();
+    for earlier in codes.iter().filter(|c| **c != latest) {
+        let checked = app.check(&id, earlier).await.expect("check");
+        assert!(!checked.approved, "a code said before the latest one");
+    }
+    assert!(app.check(&id, &latest).await.expect("check").approved);
+    // The call is still live, so verifyd ends it, as Twilio describes.
     assert_call_ended(&fake, &phone).await;
+    for update in fake.call_updates(&phone.call_sid).await {
+        crate::fake_twilio::assert_conforms("UpdateCall", &update);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_answering_machine_never_hears_a_code_and_none_is_stored() {
+    for answered_by in ["machine_end_beep", "machine_start", "fax"] {
+        let (app, fake) = voice_app().await;
+        let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
+        let id = started.verification.expect("v").id;
+        let machine = phone.answer(answered_by).await;
+        assert!(machine.hangup && machine.gather.is_none(), "{answered_by}");
+        assert!(
+            machine.says.is_empty() && !says_a_digit(&machine),
+            "{machine:?}"
+        );
+        let v = app.get(&id).await.expect("get");
+        assert_eq!(v.send_attempts[0].provider_status, "answered-by-machine");
+        assert_eq!(status(&v), VerificationStatus::Pending);
+        // Nothing was drawn, so nothing is stored: on Redis, the
+        // verification's hash holds no code's MAC.
+        if let Some(redis) = &app.redis {
+            let dump = redis.dump();
+            let verification = dump
+                .iter()
+                .find(|(key, kind, _)| kind == "hash" && key.ends_with(&format!(":v:{id}")))
+                .unwrap_or_else(|| panic!("the verification is stored: {dump:?}"));
+            assert!(!verification.2.contains("code_mac"), "{verification:?}");
+            assert!(
+                !verification.2.contains("unconfirmed_mac"),
+                "{verification:?}"
+            );
+        }
+        app.stop().await;
+    }
+    // Detection off, or undecided: a voicemail greeting presses no key, so
+    // the call asks and hears nothing, and says no code.
+    let (app, fake) = voice_app().await;
+    let (_, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
+    let asked = phone.answer("unknown").await;
+    assert!(asked.gather.is_some() && !says_a_digit(&asked), "{asked:?}");
     app.stop().await;
 }
 

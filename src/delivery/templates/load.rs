@@ -41,6 +41,8 @@ macro_rules! built_in {
                 built_in!(@part $locale, "voice_confirm.txt"),
                 built_in!(@part $locale, "voice_match.txt"),
                 built_in!(@part $locale, "voice_code.txt"),
+                built_in!(@part $locale, "voice_code_ask.txt"),
+                built_in!(@part $locale, "voice_code_again.txt"),
                 built_in!(@part $locale, "voice_retry.txt"),
                 built_in!(@part $locale, "voice_wrong_digits.txt"),
                 built_in!(@part $locale, "voice_goodbye.txt"),

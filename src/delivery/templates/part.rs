@@ -20,6 +20,10 @@ pub(super) enum Part {
     VoiceConfirm,
     VoiceMatch,
     VoiceCode,
+    /// A read-aloud call's opening: press a key to hear the code.
+    VoiceCodeAsk,
+    /// After a read-aloud call said a code: press a key for a new one.
+    VoiceCodeAgain,
     VoiceRetry,
     VoiceWrongDigits,
     VoiceGoodbye,
@@ -29,7 +33,7 @@ pub(super) enum Part {
 }
 
 impl Part {
-    pub(super) const ALL: [Self; 13] = [
+    pub(super) const ALL: [Self; 15] = [
         Self::Sms,
         Self::EmailSubject,
         Self::EmailText,
@@ -37,6 +41,8 @@ impl Part {
         Self::VoiceConfirm,
         Self::VoiceMatch,
         Self::VoiceCode,
+        Self::VoiceCodeAsk,
+        Self::VoiceCodeAgain,
         Self::VoiceRetry,
         Self::VoiceWrongDigits,
         Self::VoiceGoodbye,
@@ -54,6 +60,8 @@ impl Part {
             Self::VoiceConfirm => "voice_confirm.txt",
             Self::VoiceMatch => "voice_match.txt",
             Self::VoiceCode => "voice_code.txt",
+            Self::VoiceCodeAsk => "voice_code_ask.txt",
+            Self::VoiceCodeAgain => "voice_code_again.txt",
             Self::VoiceRetry => "voice_retry.txt",
             Self::VoiceWrongDigits => "voice_wrong_digits.txt",
             Self::VoiceGoodbye => "voice_goodbye.txt",

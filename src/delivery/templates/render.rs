@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::{CallPrompt, DEFAULT_LOCALE, TemplateError, Templates, part::Part, skeleton::Kind};
 use crate::{
     delivery::message::{Content, Message},
-    domain::{Channel, Locale, Purpose, VoiceMode},
+    domain::{Channel, Code, Locale, Purpose, VoiceMode},
 };
 
 /// What one template sees.
@@ -100,7 +100,9 @@ impl Templates {
         };
         let part = match prompt {
             CallPrompt::Ask(VoiceMode::Match) => Part::VoiceMatch,
-            CallPrompt::Ask(_) => Part::VoiceConfirm,
+            CallPrompt::Ask(VoiceMode::Confirm) => Part::VoiceConfirm,
+            CallPrompt::Ask(VoiceMode::Code) => Part::VoiceCodeAsk,
+            CallPrompt::CodeAgain => Part::VoiceCodeAgain,
             CallPrompt::Retry => Part::VoiceRetry,
             CallPrompt::WrongDigits => Part::VoiceWrongDigits,
             CallPrompt::Goodbye => Part::VoiceGoodbye,
@@ -110,6 +112,26 @@ impl Templates {
         };
         self.render_part(locale, part, &vars)
             .map(|(_, text)| text.to_string())
+    }
+
+    /// What a read-aloud call says once a person asked for the code: the
+    /// same speech a console call shows, wiped when dropped.
+    pub fn render_code_call(
+        &self,
+        locale: Option<&str>,
+        purpose: Purpose,
+        app_name: &str,
+        valid_for: std::time::Duration,
+        code: &Code,
+    ) -> Result<Zeroizing<String>, TemplateError> {
+        let vars = Vars {
+            app_name,
+            code: code.expose(),
+            minutes: minutes(valid_for),
+            purpose,
+        };
+        self.render_part(locale, Part::VoiceCode, &vars)
+            .map(|(_, text)| text)
     }
 
     /// The template for `part`: the first of the locale chain that has one,

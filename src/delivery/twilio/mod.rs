@@ -13,18 +13,16 @@ pub mod webhook;
 
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use self::webhook::Route;
 use super::{
     message::{Content, FailureKind, Message, Receipt, SendError},
-    web::{exchange, retried_status},
+    web::{exchange, form_body, retried_status},
 };
-use crate::{
-    domain::{Channel, VoiceMode},
-    secret::Secret,
-};
+use crate::{domain::Channel, secret::Secret};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
@@ -222,10 +220,12 @@ impl Twilio {
         }
     }
 
-    /// Places a call. Press-# and number-matching calls fetch their
-    /// instructions from verifyd; a read-aloud call carries them inline, so
-    /// the code goes to Twilio exactly as an SMS body does and is never kept
-    /// for a later fetch.
+    /// Places a call. A verification's call, in every mode, fetches its
+    /// instructions from verifyd once it is answered, so that `AnsweredBy`
+    /// is known before anything is said; a read-aloud call's code is drawn
+    /// only when a person presses a key for it, so no code travels with the
+    /// call. A test call (`verifyd send-test`) has no token to sign webhooks
+    /// with and no secret to say: it carries its text inline.
     async fn call(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         let from = self
             .from
@@ -240,31 +240,29 @@ impl Twilio {
         if self.machine_detection {
             form.push(("MachineDetection", "Enable".to_owned()));
         }
-        match message.delivery.voice_mode.unwrap_or_default() {
-            VoiceMode::Code => {
-                let locale = message.delivery.locale.as_ref().map(|l| l.as_str());
-                let twiml = twiml::response(
-                    twiml::say_language(locale),
-                    &[
-                        twiml::Verb::Pause(1),
-                        twiml::Verb::Say(content.text().to_owned()),
-                        twiml::Verb::Hangup,
-                    ],
-                );
-                if twiml.len() > MAX_INLINE_TWIML {
-                    return Err(self.error(
-                        FailureKind::Rejected,
-                        "call instructions longer than 4,000 characters",
-                    ));
-                }
-                form.push(("Twiml", twiml));
+        let fetches = message.call_token.is_some();
+        if fetches {
+            let url = self.webhook(Route::CallTwiml, message).ok_or_else(|| {
+                self.error(FailureKind::Rejected, "no public webhook URL for the call")
+            })?;
+            form.push(("Url", url));
+        } else {
+            let locale = message.delivery.locale.as_ref().map(|l| l.as_str());
+            let twiml = twiml::response(
+                twiml::say_language(locale),
+                &[
+                    twiml::Verb::Pause(1),
+                    twiml::Verb::Say(content.text()),
+                    twiml::Verb::Hangup,
+                ],
+            );
+            if twiml.len() > MAX_INLINE_TWIML {
+                return Err(self.error(
+                    FailureKind::Rejected,
+                    "call instructions longer than 4,000 characters",
+                ));
             }
-            VoiceMode::Confirm | VoiceMode::Match => {
-                let url = self.webhook(Route::CallTwiml, message).ok_or_else(|| {
-                    self.error(FailureKind::Rejected, "no public webhook URL for the call")
-                })?;
-                form.push(("Url", url));
-            }
+            form.push(("Twiml", twiml.as_str().to_owned()));
         }
         if let Some(callback) = self.webhook(Route::CallStatus, message) {
             form.push(("StatusCallback", callback));
@@ -273,14 +271,18 @@ impl Twilio {
                 form.push(("StatusCallbackEvent", event.to_owned()));
             }
         }
-        let receipt = self.post("Calls.json", &form).await?;
+        let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let receipt = self.post("Calls.json", &fields).await?;
         // Webhooks are bound to this CallSid: without a well-formed one the
         // call cannot be checked, so it does not count as placed (though
         // Twilio may have placed it).
         if !receipt.reference.as_deref().is_some_and(is_call_sid) {
             return Err(self.error(FailureKind::Unconfirmed, "Twilio's answer has no call SID"));
         }
-        Ok(receipt)
+        Ok(Receipt {
+            code_withheld: fetches,
+            ..receipt
+        })
     }
 
     /// Ends a live call (its verification was decided, canceled or resent).
@@ -288,25 +290,30 @@ impl Twilio {
         if !is_call_sid(call_sid) {
             return Err(self.error(FailureKind::Rejected, "not a call SID"));
         }
-        let form = [("Status", "completed".to_owned())];
-        self.post(&format!("Calls/{call_sid}.json"), &form)
-            .await
-            .map(|_| ())
+        self.post(
+            &format!("Calls/{call_sid}.json"),
+            &[("Status", "completed")],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn text(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        // The body is borrowed from the content, which wipes itself; the
+        // form it goes into is wiped too (`post`).
+        let callback = self.webhook(Route::MessageStatus, message);
         let mut form = vec![
-            ("To", message.to.as_str().to_owned()),
-            (self.sender.0, self.sender.1.clone()),
-            ("Body", content.text().to_owned()),
+            ("To", message.to.as_str()),
+            (self.sender.0, self.sender.1.as_str()),
+            ("Body", content.text()),
         ];
-        if let Some(callback) = self.webhook(Route::MessageStatus, message) {
+        if let Some(callback) = &callback {
             form.push(("StatusCallback", callback));
         }
         self.post("Messages.json", &form).await
     }
 
-    async fn post(&self, resource: &str, form: &[(&str, String)]) -> Result<Receipt, SendError> {
+    async fn post(&self, resource: &str, form: &[(&str, &str)]) -> Result<Receipt, SendError> {
         let url = self
             .account_url
             .join(resource)
@@ -315,7 +322,8 @@ impl Twilio {
             .http
             .post(url)
             .basic_auth(&self.user, Some(self.password.expose()))
-            .form(form);
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form_body(form));
         let (status, body) = exchange(request)
             .await
             .map_err(|(kind, reason)| self.error(kind, reason))?;
@@ -325,6 +333,7 @@ impl Twilio {
                 // A 2xx means Twilio took the message; an unreadable body
                 // only costs the id for status callbacks.
                 reference: serde_json::from_slice::<Created>(&body).ok().map(|c| c.sid),
+                code_withheld: false,
             });
         }
         let api_error: Option<ApiError> = serde_json::from_slice(&body).ok();

@@ -1,25 +1,30 @@
 //! TwiML, the call instructions Twilio runs: built with an XML writer, so
 //! every text and URL is escaped.
+//!
+//! A read-aloud call's TwiML says a code, so the document is written into
+//! one buffer sized up front (no reallocation leaves a copy behind) and
+//! handed back wiped on drop.
 
 use quick_xml::{
     Writer,
     events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event},
 };
+use zeroize::Zeroizing;
 
-/// One verb of a `<Response>`.
+/// One verb of a `<Response>`, borrowing its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verb {
+pub enum Verb<'a> {
     /// `<Say language="..">text</Say>`
-    Say(String),
+    Say(&'a str),
     /// `<Pause length="n"/>`
     Pause(u8),
     /// `<Gather input="dtmf" ...>` with a spoken prompt inside.
-    Gather(Gather),
+    Gather(Gather<'a>),
     Hangup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gather {
+pub struct Gather<'a> {
     /// Where Twilio posts the keys.
     pub action: String,
     /// `Some(1)`: one key, sent at once. `None`: keys until `finish_on_key`.
@@ -27,13 +32,27 @@ pub struct Gather {
     /// Empty disables it, so `#` arrives as a key of its own.
     pub finish_on_key: &'static str,
     pub timeout_secs: u8,
-    pub prompt: String,
+    pub prompt: &'a str,
 }
 
+/// Room for any document Twilio takes inline (4,000 characters) and for
+/// any a call step renders, once its texts are escaped: reserved up front
+/// so that the buffer never moves.
+const DOCUMENT_ROOM: usize = 16 * 1024;
+
 /// A `<Response>` document speaking `language` (a Twilio voice language
-/// such as `en-US`).
-pub fn response(language: &str, verbs: &[Verb]) -> String {
-    let mut w = Writer::new(Vec::new());
+/// such as `en-US`), wiped when dropped.
+pub fn response(language: &str, verbs: &[Verb<'_>]) -> Zeroizing<String> {
+    let texts: usize = verbs
+        .iter()
+        .map(|verb| match verb {
+            Verb::Say(text) => text.len(),
+            Verb::Gather(g) => g.action.len() + g.prompt.len(),
+            Verb::Pause(_) | Verb::Hangup => 0,
+        })
+        .sum();
+    // Escaping grows a text by at most six times (`"` becomes `&quot;`).
+    let mut w = Writer::new(Vec::with_capacity(DOCUMENT_ROOM.max(texts * 6 + 1024)));
     let write = |w: &mut Writer<Vec<u8>>, event: Event<'_>| {
         w.write_event(event).expect("writing to memory cannot fail");
     };
@@ -64,14 +83,14 @@ pub fn response(language: &str, verbs: &[Verb]) -> String {
                     start.push_attribute(("numDigits", digits.as_str()));
                 }
                 write(&mut w, Event::Start(start));
-                say(&mut w, language, &g.prompt);
+                say(&mut w, language, g.prompt);
                 write(&mut w, Event::End(BytesEnd::new("Gather")));
             }
             Verb::Hangup => write(&mut w, Event::Empty(BytesStart::new("Hangup"))),
         }
     }
     write(&mut w, Event::End(BytesEnd::new("Response")));
-    String::from_utf8(w.into_inner()).expect("the writer writes UTF-8")
+    Zeroizing::new(String::from_utf8(w.into_inner()).expect("the writer writes UTF-8"))
 }
 
 fn say(w: &mut Writer<Vec<u8>>, language: &str, text: &str) {
@@ -105,25 +124,40 @@ mod tests {
         let xml = response(
             "en-US",
             &[
-                Verb::Say("Tom & Jerry <script>".into()),
+                Verb::Say("Tom & Jerry <script>"),
                 Verb::Gather(Gather {
                     action: "https://x.example/g?a=1&b=\"2\"".into(),
                     num_digits: Some(1),
                     finish_on_key: "",
                     timeout_secs: 5,
-                    prompt: "press #".into(),
+                    prompt: "press #",
                 }),
                 Verb::Hangup,
             ],
         );
-        assert!(xml.contains("Tom &amp; Jerry &lt;script&gt;"), "{xml}");
+        assert!(
+            xml.contains("Tom &amp; Jerry &lt;script&gt;"),
+            "{}",
+            xml.as_str()
+        );
         assert!(
             xml.contains("action=\"https://x.example/g?a=1&amp;b=&quot;2&quot;\""),
-            "{xml}"
+            "{}",
+            xml.as_str()
         );
         assert!(xml.contains("finishOnKey=\"\""));
         assert!(xml.contains("numDigits=\"1\""));
         assert!(xml.ends_with("<Hangup/></Response>"));
+    }
+
+    #[test]
+    fn a_document_is_written_in_the_buffer_reserved_for_it() {
+        let xml = response("en-US", &[Verb::Say("Your code is 1, 2, 3"), Verb::Hangup]);
+        // A buffer that grew would have left the text in the one it left.
+        assert_eq!(xml.capacity(), DOCUMENT_ROOM);
+        let long = "x".repeat(5_000);
+        let xml = response("en-US", &[Verb::Say(&long)]);
+        assert_eq!(xml.capacity(), 5_000 * 6 + 1024);
     }
 
     #[test]

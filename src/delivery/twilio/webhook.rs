@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::{
     signature,
@@ -337,17 +338,23 @@ fn is_sid(sid: &str, prefixes: &[&str]) -> bool {
 }
 
 /// The TwiML of a call step; a gather posts back to `provider`'s gather
-/// route with the same verification and token.
-pub fn render(public_base: &Url, provider: &str, call: &CallRef, step: CallStep) -> String {
+/// route with the same verification and token. It may say a code, so it is
+/// wiped when dropped.
+pub fn render(
+    public_base: &Url,
+    provider: &str,
+    call: &CallRef,
+    step: &CallStep,
+) -> Zeroizing<String> {
     let language = twiml::say_language(step.locale.as_deref());
-    let mut verbs: Vec<Verb> = step.say.into_iter().map(Verb::Say).collect();
-    match step.next {
+    let mut verbs: Vec<Verb<'_>> = step.say.iter().map(|s| Verb::Say(s.as_str())).collect();
+    match &step.next {
         Next::Hangup => verbs.push(Verb::Hangup),
-        Next::Gather {
+        &Next::Gather {
             menu,
             one_key,
-            prompt,
-            goodbye,
+            ref prompt,
+            ref goodbye,
             timeout_secs,
         } => {
             let action = url(
@@ -369,7 +376,9 @@ pub fn render(public_base: &Url, provider: &str, call: &CallRef, step: CallStep)
                 prompt,
             }));
             // Reached only when the gather timed out without a key.
-            verbs.push(Verb::Say(goodbye));
+            if !goodbye.is_empty() {
+                verbs.push(Verb::Say(goodbye));
+            }
             verbs.push(Verb::Hangup);
         }
     }

@@ -120,7 +120,8 @@ impl MemoryStore {
     }
 
     /// Applies keys pressed on a verification's live call, if the webhook's
-    /// token and CallSid belong to that call.
+    /// token and CallSid belong to that call. A press that reveals a code
+    /// swaps in the code the press carries, in the same step.
     pub(in crate::store) fn press(
         &self,
         tenant: &TenantId,
@@ -133,8 +134,9 @@ impl MemoryStore {
             menu,
             digits,
             max_reprompts,
+            reveal,
         } = press;
-        Ok(self.apply(tenant, id, |v, _, _| {
+        Ok(self.apply(tenant, id, |v, record, names| {
             let admitted = v
                 .call
                 .as_ref()
@@ -151,6 +153,9 @@ impl MemoryStore {
             };
             let before = seen(v);
             let outcome = v.press(menu, digits, max_reprompts, now);
+            if outcome == KeyOutcome::Reveal {
+                record.set_code(reveal.clone(), names);
+            }
             let written = if seen(v) == before {
                 Written::Nothing
             } else {

@@ -529,6 +529,83 @@ mod tests {
         });
     }
 
+    #[test]
+    fn a_read_aloud_calls_code_is_stored_only_when_a_key_reveals_it() {
+        use crate::domain::{
+            VoiceMode,
+            voice::{CallKey, CallToken, KeyOutcome, KeyPress, Menu, VoiceCall},
+        };
+        let policy = Policy::default();
+        let store = MemoryStore::new(10, policy.retention);
+        let candidate = Verification {
+            delivery: Delivery {
+                channel: Channel::Voice,
+                voice_mode: Some(VoiceMode::Code),
+                locale: None,
+            },
+            ..candidate(&policy, "+14155550100")
+        };
+        let Creation::Created {
+            verification: v, ..
+        } = store.create(candidate, &policy, STARTS, T0).expect("room")
+        else {
+            panic!("created");
+        };
+        let token = CallToken::generate();
+        let mut call = VoiceCall::new(&token);
+        call.call_sid = Some("CA1".into());
+        let placed = CompletedSend {
+            delivery: v.delivery.clone(),
+            attempts: vec![SendAttempt {
+                channel: Channel::Voice,
+                status: DeliveryStatus::Accepted,
+                provider: "twilio".into(),
+                at: T0,
+                error_reason: None,
+                reference: Some("CA1".into()),
+                provider_status: None,
+            }],
+            outcome: SendOutcome::Accepted,
+            // The call went without a code.
+            new_hash: None,
+            call: Some(call),
+        };
+        store
+            .complete_send(&v.tenant, &v.id, placed, &policy, T0)
+            .expect("ok");
+        record_of(&store, &v, |r| {
+            assert!(!r.has_code(), "no code before a key")
+        });
+        let press = |token: &str, b: u8| {
+            let key = CallKey {
+                token: token.to_owned(),
+                call_sid: "CA1".into(),
+            };
+            let press = KeyPress {
+                call: &key,
+                menu: Menu::Main,
+                digits: "#",
+                max_reprompts: 2,
+                reveal: &code(b),
+            };
+            store.press(&v.tenant, &v.id, press, T0).expect("ok")
+        };
+        let (forged, _) = press(CallToken::generate().as_str(), 1).expect("found");
+        assert_eq!(forged, None, "not this call's token");
+        record_of(&store, &v, |r| assert!(!r.has_code()));
+        let (revealed, _) = press(token.as_str(), 2).expect("found");
+        assert_eq!(revealed, Some(KeyOutcome::Reveal));
+        let (outcome, _) = store
+            .check(&v.tenant, &v.id, &[code(2)], T0)
+            .expect("ok")
+            .expect("found");
+        assert_eq!(
+            outcome,
+            CheckOutcome::Approved,
+            "the code said is the one stored"
+        );
+    }
+
     fn code(b: u8) -> CodeHash {
         CodeHash {
             key_id: crate::domain::code::KeyId::parse("k1").expect("id"),

@@ -180,6 +180,7 @@ impl RedisStore {
             menu,
             digits,
             max_reprompts,
+            reveal,
         } = press;
         let mut invocation = self.on_verification(&SCRIPTS.press, tenant, id);
         invocation
@@ -191,7 +192,9 @@ impl RedisStore {
                 Menu::Fraud => "fraud",
             })
             .arg(digits)
-            .arg(max_reprompts);
+            .arg(max_reprompts)
+            .arg(reveal.key_id.as_str())
+            .arg(hex::encode(reveal.mac));
         let reply: Option<(String, Reply)> = self.run("press", invocation).await?;
         let Some((outcome, reply)) = reply else {
             return Ok(None);
@@ -203,6 +206,7 @@ impl RedisStore {
             "reprompt" => Some(KeyOutcome::Reprompt),
             "wrong_digits" => Some(KeyOutcome::WrongDigits),
             "hangup" => Some(KeyOutcome::Hangup),
+            "reveal" => Some(KeyOutcome::Reveal),
             "fraud_menu" => Some(KeyOutcome::FraudMenu),
             "back_to_main" => Some(KeyOutcome::BackToMain),
             "denied" => Some(KeyOutcome::Denied),

@@ -1,8 +1,9 @@
 -- Store::press (Verification::press). ARGV: now, the SHA-256 (hex) of the
 -- webhook's token, its CallSid, the menu ('main' or 'fraud'), the digits,
--- and the most re-prompts a call may use. Replies nil when there is no such
--- verification, { 'forbidden', verification } when the token or CallSid is
--- not its live call's, else { outcome, verification }.
+-- the most re-prompts a call may use, then the key id and MAC (hex) of the
+-- code a read-aloud call says if this press reveals one. Replies nil when
+-- there is no such verification, { 'forbidden', verification } when the
+-- token or CallSid is not its live call's, else { outcome, verification }.
 local now = num(ARGV[1])
 local menu, digits, max_reprompts = ARGV[4], ARGV[5], num(ARGV[6])
 local v = load(KEYS[1])
@@ -58,8 +59,18 @@ local function press()
     end
     return reprompt('wrong_digits')
   end
-  -- A read-aloud call asks for no keys.
-  return 'hangup'
+  -- A read-aloud call says a new code for any key, swapped in here: each
+  -- spends a re-prompt, the first answering the opening question.
+  local used = num(v.call_reprompts or '0')
+  if used > max_reprompts then
+    return 'hangup'
+  end
+  v.call_reprompts = tostring(used + 1)
+  v.code_key = ARGV[7]
+  v.code_mac = ARGV[8]
+  v.unconfirmed_key = false
+  v.unconfirmed_mac = false
+  return 'reveal'
 end
 
 local before = { v.status, v.checks_remaining, v.call_reprompts }
