@@ -47,10 +47,11 @@ pub enum Event {
         call: CallRef,
         answered_by: Option<AnsweredBy>,
     },
-    /// Keys pressed in answer to `menu`.
+    /// Keys pressed in answer to `menu`, at the call's step `step`.
     KeysPressed {
         call: CallRef,
         menu: Menu,
+        step: u8,
         digits: String,
     },
     /// The call's progress (ringing, answered, completed, busy…).

@@ -59,6 +59,11 @@ pub struct VoiceCall {
     pub call_sid: Option<String>,
     /// Re-prompts used on this call.
     pub reprompts: u8,
+    /// Key presses acted on so far. Each gather's URL carries the count it
+    /// expects ([`VoiceCall::expects`]), and acting on a press moves it on,
+    /// so a signed gather request replayed later (Twilio's signature has no
+    /// timestamp) is refused rather than acted on twice.
+    pub presses: u8,
 }
 
 impl VoiceCall {
@@ -67,6 +72,7 @@ impl VoiceCall {
             token_hash: CallToken::hash(token.as_str()),
             call_sid: None,
             reprompts: 0,
+            presses: 0,
         }
     }
 
@@ -76,12 +82,24 @@ impl VoiceCall {
     }
 
     /// Rebuilds a call from what a store kept.
-    pub fn from_stored(token_hash: [u8; 32], call_sid: Option<String>, reprompts: u8) -> Self {
+    pub fn from_stored(
+        token_hash: [u8; 32],
+        call_sid: Option<String>,
+        reprompts: u8,
+        presses: u8,
+    ) -> Self {
         Self {
             token_hash,
             call_sid,
             reprompts,
+            presses,
         }
+    }
+
+    /// Whether a gather answering step `step` is the one the call waits
+    /// for now.
+    pub fn expects(&self, step: u8) -> bool {
+        self.presses == step
     }
 
     /// What a store compares a webhook's token with: its SHA-256.

@@ -38,6 +38,9 @@ pub struct KeyPress<'a> {
     pub menu: Menu,
     pub digits: &'a str,
     pub max_reprompts: u8,
+    /// The step the gather answered, from its URL: the call's presses when
+    /// the gather was asked ([`VoiceCall::expects`]).
+    pub step: u8,
     /// The hash of the code a read-aloud call would say if this press
     /// reveals one ([`KeyOutcome::Reveal`]): drawn before the store step,
     /// so that the store swaps it in within the same step as the press.
@@ -72,6 +75,9 @@ pub enum Next {
     /// call with `goodbye`.
     Gather {
         menu: Menu,
+        /// The call's presses when it is asked: its URL carries it, and only
+        /// the next press answers it.
+        step: u8,
         one_key: bool,
         prompt: String,
         goodbye: String,
@@ -205,6 +211,9 @@ impl Verification {
         self.settle(now);
         if self.status != Status::Pending {
             return KeyOutcome::NotPending(self.status);
+        }
+        if let Some(call) = &mut self.call {
+            call.presses = call.presses.saturating_add(1);
         }
         match menu {
             Menu::Fraud if digits == "#" => {

@@ -105,9 +105,14 @@ async fn twilio_webhook(
                 .await;
             hooks.speak(&provider, &call, step)
         }
-        Event::KeysPressed { call, menu, digits } => {
+        Event::KeysPressed {
+            call,
+            menu,
+            step,
+            digits,
+        } => {
             let step = verifier
-                .call_keys(&call.tenant, &call.id, &call.key, menu, &digits)
+                .call_keys(&call.tenant, &call.id, &call.key, (menu, step), &digits)
                 .await;
             hooks.speak(&provider, &call, step)
         }

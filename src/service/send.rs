@@ -3,11 +3,11 @@
 //!
 //! The order: the delivery's policy
 //! (channel, voice mode), then the refusals that write nothing (the fraud
-//! screen, blocks) and the IP budget, then the budgets other users share
-//! (number prefix, country, and the tenant's own sends across every
-//! channel and country), which are given back if the store step refuses
-//! or nothing is sent, so refused starts cannot trip a prefix block on
-//! numbers that were never sent to.
+//! screen, a prefix block) and the IP budget, then the budgets other users
+//! share (number prefix, country, and the tenant's own sends across every
+//! channel and country), which are given back if a destination block or
+//! the store step refuses or nothing is sent, so refused starts cannot
+//! trip a prefix block on numbers that were never sent to.
 
 use std::time::{Duration, SystemTime};
 
@@ -143,17 +143,6 @@ impl Verifier {
     ) -> Result<Gate, StartError> {
         // Countries and number types that must never get a code.
         let plan = self.settings.fraud.screen(channel, to)?;
-        // A destination whose user reported a call as fraud gets nothing
-        // more for a while.
-        if let Some(blocked_until) = self
-            .store
-            .blocked_until(tenant, Blocked::Destination(to), now)
-            .await?
-        {
-            return Err(StartError::Blocked {
-                retry_after: until(blocked_until, now),
-            });
-        }
         let phone = match (plan, to) {
             (Some(plan), Destination::Phone(phone)) => {
                 self.refuse_blocked_prefix(tenant, phone, now).await?;
@@ -177,13 +166,40 @@ impl Verifier {
             self.give_back(tenant, shared).await;
             return Err(refused.into());
         }
+        let shared = SharedCells {
+            tenant: limits,
+            ..shared
+        };
+        // A destination whose user reported a call as fraud gets nothing
+        // more for a while. Checked last, where the store step decides the
+        // least gap and the destination's budget, and refused the way they
+        // are (the shared cells given back, the IP's kept), so that a start
+        // cannot tell a block from them by which budgets it spent.
+        if let Some(blocked_until) = self
+            .store
+            .blocked_until(tenant, Blocked::Destination(to), now)
+            .await?
+        {
+            self.give_back(tenant, shared).await;
+            let left = until(blocked_until, now);
+            return Err(StartError::Blocked {
+                retry_after: if first { self.start_wait(left) } else { left },
+            });
+        }
         Ok(Gate {
             start_budget,
-            shared: SharedCells {
-                tenant: limits,
-                ..shared
-            },
+            shared,
         })
+    }
+
+    /// The wait a start refused by a block is told: at most the longest
+    /// least gap (4 minutes by default; a minute when the gap is off), so
+    /// that it reads as one. A caller that retries then is refused again.
+    /// A resend's caller holds the verification and is told the block's
+    /// whole time.
+    fn start_wait(&self, left: Duration) -> Duration {
+        let longest_gap = self.policy.resend_wait(u32::MAX);
+        left.min(longest_gap.max(Duration::from_secs(60)))
     }
 
     async fn refuse_blocked_prefix(
@@ -522,16 +538,16 @@ fn kept_code(carries_code: bool, channel: Channel, dispatch: &Dispatch) -> bool 
     }
 }
 
-/// How a send ended, for its record: accepted; refused, when every provider
-/// refused it, the destination was refused, or no provider was tried; else
-/// unknown, when some try ended in a way that may have sent it (a timeout,
-/// a dropped connection, a 5xx, an answer verifyd cannot use). Retries and
+/// How a send ended, for its record: accepted; unknown, when no provider
+/// took it but some try ended in a way that may have sent it (a timeout, a
+/// dropped connection, a 5xx, an answer verifyd cannot use), even if a
+/// later provider refused the destination; else refused (every provider
+/// refused, or none was tried). Retries and
 /// failover within the send carried the one message, so an unknown send
 /// left at most one code the user may hold.
 fn outcome(dispatch: &Dispatch) -> SendOutcome {
     match &dispatch.result {
         Ok(_) => SendOutcome::Accepted,
-        Err(error) if error.kind == FailureKind::Destination => SendOutcome::Refused,
         Err(_) if may_have_sent(dispatch) => SendOutcome::Unknown,
         Err(_) => SendOutcome::Refused,
     }

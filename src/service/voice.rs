@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use super::{
     Verifier,
     errors::CallError,
+    send::until,
     voice_settings::{UnknownAnswer, VoiceSettings},
 };
 use crate::{
@@ -30,6 +31,11 @@ fn is_machine(answered_by: AnsweredBy, unknown: UnknownAnswer) -> bool {
         AnsweredBy::Unknown => unknown == UnknownAnswer::Machine,
         AnsweredBy::Person => false,
     }
+}
+
+/// The step the call's next gather is: the presses acted on so far.
+fn next_step(v: &Verification) -> u8 {
+    v.call.as_ref().map_or(0, |call| call.presses)
 }
 
 impl Verifier {
@@ -89,6 +95,7 @@ impl Verifier {
             Vec::new(),
             Next::Gather {
                 menu: Menu::Main,
+                step: next_step(v),
                 one_key: mode != VoiceMode::Match,
                 prompt: self.say(v, prompt)?,
                 goodbye: self.say(v, CallPrompt::Goodbye)?,
@@ -137,7 +144,10 @@ impl Verifier {
     }
 
     /// Says the code a read-aloud call's press swapped in, then offers a
-    /// new one while the call may say another.
+    /// new one while the call may say another. A code said spends nothing
+    /// of the verification's window, so the call says how much of it is
+    /// left. (Templates are checked when they load, so the rendering that
+    /// follows the store step does not fail in practice.)
     fn reveal(&self, v: &Verification, code: &Code) -> Result<CallStep, CallError> {
         let tenant = self.settings.tenants.get(&v.tenant);
         let speech = tenant
@@ -146,13 +156,14 @@ impl Verifier {
                 v.delivery.locale.as_ref().map(|l| l.as_str()),
                 v.purpose,
                 &tenant.app_name,
-                self.policy.code_ttl,
+                until(v.expires_at, self.clock.now()),
                 code,
             )?;
         let voice = self.voice(&v.tenant);
         let next = if v.may_reveal_again(voice.max_reprompts) {
             Next::Gather {
                 menu: Menu::Main,
+                step: next_step(v),
                 one_key: true,
                 prompt: self.say(v, CallPrompt::CodeAgain)?,
                 // The prompt says goodbye itself.
@@ -165,14 +176,16 @@ impl Verifier {
         Ok(self.step(v, vec![speech], next))
     }
 
-    /// The user pressed keys in answer to `menu`.
+    /// The user pressed keys in answer to `menu`, asked at the call's
+    /// `step` (a replayed press answers a step the call has moved past, and
+    /// is refused).
     #[tracing::instrument(skip_all, fields(%tenant, verification = %id))]
     pub async fn call_keys(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         call: &CallKey,
-        menu: Menu,
+        (menu, step): (Menu, u8),
         digits: &str,
     ) -> Result<CallStep, CallError> {
         // The code a read-aloud call says if this press reveals one: drawn
@@ -191,6 +204,7 @@ impl Verifier {
                     menu,
                     digits,
                     max_reprompts: self.voice(tenant).max_reprompts,
+                    step,
                     reveal: &reveal,
                 },
                 self.clock.now(),
@@ -198,7 +212,7 @@ impl Verifier {
             .await?
             .ok_or(CallError::NotFound)?;
         let Some(outcome) = outcome else {
-            tracing::warn!("call keys refused: token or CallSid does not match");
+            tracing::warn!("call keys refused: token, CallSid or step does not match");
             return Err(CallError::Forbidden);
         };
         tracing::info!(outcome = ?outcome, status = v.status.as_str(), "call keys");
@@ -233,6 +247,7 @@ impl Verifier {
                 Vec::new(),
                 Next::Gather {
                     menu: Menu::Fraud,
+                    step: next_step(&v),
                     one_key: true,
                     prompt: self.say(&v, CallPrompt::FraudMenu)?,
                     goodbye: self.say(&v, CallPrompt::Goodbye)?,

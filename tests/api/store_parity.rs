@@ -307,7 +307,7 @@ impl Side {
                 );
                 let call = (delivery.channel == Channel::Voice).then(|| {
                     let token_hash = VoiceCall::hash_token(&format!("token-{n}"));
-                    VoiceCall::from_stored(token_hash, Some(format!("CA{n}")), 0)
+                    VoiceCall::from_stored(token_hash, Some(format!("CA{n}")), 0, 0)
                 });
                 // A send no provider took may have gone out all the same
                 // (here: after a retry), or surely not.
@@ -369,11 +369,23 @@ impl Side {
                 // What a read-aloud call says if the press reveals a code:
                 // the next send's, as the world numbers them.
                 let reveal = ring().hash(&tenant, id, &code(Some(w.sends)));
+                // The step the call waits for, as this side last saw it; one
+                // in four "5"s replays the step before.
+                let expected = self.last[i]
+                    .as_ref()
+                    .and_then(|v| v.call.as_ref())
+                    .map_or(0, |call| call.presses);
+                let step = if *keys == 3 {
+                    expected.wrapping_sub(1)
+                } else {
+                    expected
+                };
                 let press = KeyPress {
                     call: &call,
                     menu,
                     digits,
                     max_reprompts: 1,
+                    step,
                     reveal: &reveal,
                 };
                 let found = ok(store.press(&tenant, id, press, now).await)?;

@@ -312,9 +312,10 @@ async fn pound_approves_and_watchers_see_it_at_once() {
         .expect("v");
     assert_eq!(status(&update), VerificationStatus::Approved);
 
-    // A replayed or late keypress after the end changes nothing.
-    let replay = phone.press(&gather, "0").await;
-    assert!(replay.hangup && replay.gather.is_none() && replay.says.is_empty());
+    // A replayed keypress after the end is refused and changes nothing.
+    let press = [("Digits", "0"), ("CallStatus", "in-progress")];
+    let (replayed, _) = phone.post(&gather.action, &press, Some(AUTH_TOKEN)).await;
+    assert_eq!(replayed, 403, "the call has moved past that gather");
     assert_eq!(
         status(&app.get(&v.id).await.expect("get")),
         VerificationStatus::Approved
@@ -494,11 +495,14 @@ async fn a_read_aloud_call_says_a_code_only_once_a_key_asks_and_each_key_says_a_
             .windows(6)
             .any(|w| w.iter().all(u8::is_ascii_digit))
     };
+    // Six digits in a row anywhere but the numbers, the id and the token
+    // (random hex, which may hold such a run) could be a code.
+    let token = phone.call_token();
     assert!(
-        !phone
-            .form
-            .iter()
-            .any(|(k, v)| k != "To" && k != "From" && run_of_six(v)),
+        !phone.form.iter().any(|(k, v)| {
+            let v = v.replace(&id, "").replace(&token, "");
+            k != "To" && k != "From" && run_of_six(&v)
+        }),
         "{:?}",
         phone.form
     );
@@ -557,6 +561,27 @@ async fn a_read_aloud_call_says_a_code_only_once_a_key_asks_and_each_key_says_a_
     for update in fake.call_updates(&phone.call_sid).await {
         crate::fake_twilio::assert_conforms("UpdateCall", &update);
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_gather_is_refused_and_says_no_code() {
+    let (app, fake) = voice_app().await;
+    let (started, phone) = ring(&app, &fake, call(proto::VoiceMode::Code)).await;
+    let id = started.verification.expect("v").id;
+    let gather = phone.answer("human").await.gather.expect("gather");
+    assert!(gather.action.contains("step=0"), "{}", gather.action);
+    let said = phone.press(&gather, "#").await;
+    let code = said_code(&said).expect("a code");
+    let next = said.gather.expect("a new code is offered");
+    assert!(next.action.contains("step=1"), "{}", next.action);
+    // Twilio signs no timestamp: the same signed request, posted again by
+    // whoever logged it, is refused, says nothing, and draws no code.
+    let press = [("Digits", "#"), ("CallStatus", "in-progress")];
+    let (replayed, body) = phone.post(&gather.action, &press, Some(AUTH_TOKEN)).await;
+    assert_eq!(replayed, 403, "{body}");
+    assert!(!body.chars().any(|c| c.is_ascii_digit()), "{body}");
+    assert!(app.check(&id, &code).await.expect("check").approved);
     app.stop().await;
 }
 
@@ -637,9 +662,11 @@ async fn a_fraud_report_denies_and_blocks_the_destination() {
         .expect_err("blocked");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert_eq!(err.message(), verifyd::grpc::DESTINATION_BUSY);
+    // The wait is the longest least gap's (30 s doubled three times), not
+    // the block's 24 hours, which would say what refused it.
     assert_eq!(
         crate::helpers::retry_after(&err),
-        Some(Duration::from_secs(24 * 3600))
+        Some(Duration::from_secs(240))
     );
     let mut sms = call(proto::VoiceMode::Unspecified);
     sms.channel = proto::Channel::Sms.into();
@@ -652,6 +679,44 @@ async fn a_fraud_report_denies_and_blocks_the_destination() {
         app.start(call(proto::VoiceMode::Confirm)).await.is_ok(),
         "the block lifts"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_blocked_number_spends_and_meets_the_ip_budget_as_any_number_does() {
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let app = spawn_app_with(|c| {
+        with_voice(c, &fake);
+        c.limits.starts_per_ip.burst = 1;
+    })
+    .await;
+    let (_, phone) = ring(&app, &fake, call(proto::VoiceMode::Confirm)).await;
+    let gather = phone.answer("human").await.gather.expect("gather");
+    let menu = phone.press(&gather, "0").await.gather.expect("fraud menu");
+    assert!(phone.press(&menu, "#").await.hangup, "reported: blocked");
+
+    let from = |ip: &str, to: &str| proto::StartVerificationRequest {
+        end_user_ip: ip.into(),
+        to: to.into(),
+        ..call(proto::VoiceMode::Confirm)
+    };
+    // Refused as busy, spending the address's cell as a refusal by the
+    // least gap does...
+    let blocked = app
+        .start(from("203.0.113.7", TO))
+        .await
+        .expect_err("blocked");
+    assert_eq!(blocked.message(), verifyd::grpc::DESTINATION_BUSY);
+    let other = app
+        .start(from("203.0.113.7", "+14155550101"))
+        .await
+        .expect_err("the address's budget is spent");
+    assert!(other.message().contains("starts_per_ip"), "{other:?}");
+    // ... and an address whose budget is spent is told so, as it would be
+    // for any number: nothing tells the blocked one apart.
+    let spent = app.start(from("203.0.113.7", TO)).await.expect_err("spent");
+    assert!(spent.message().contains("starts_per_ip"), "{spent:?}");
     app.stop().await;
 }
 

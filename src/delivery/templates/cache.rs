@@ -129,7 +129,7 @@ impl Templates {
     ) -> Option<Zeroizing<String>> {
         let mark_a: String = std::iter::repeat_n(MARK_A, vars.code.chars().count()).collect();
         self.skeleton(name, found, part, vars)
-            .map(|s| Zeroizing::new(s.replace(&mark_a, vars.code)))
+            .map(|s| Zeroizing::new(Pieces::cut(&s, &mark_a).fill(vars.code)))
     }
 
     /// The skeleton of template `name` for codes as long as `vars.code`:

@@ -68,8 +68,15 @@ impl Templates {
             Channel::Sms => {
                 let body = part(Part::Sms)?;
                 Content::Text(match &self.webotp_domain {
-                    // WebOTP wants it as the last line, exactly so.
-                    Some(domain) => format!("{}\n\n@{domain} #{code}", body.as_str()),
+                    // WebOTP wants it as the last line, exactly so. Written
+                    // in place: a buffer that grew would leave the code
+                    // behind.
+                    Some(domain) => {
+                        let parts = [body.as_str(), "\n\n@", domain, " #", code];
+                        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+                        parts.iter().for_each(|part| text.push_str(part));
+                        text
+                    }
                     None => body.to_string(),
                 })
             }

@@ -33,7 +33,9 @@ impl Pieces {
         Self(skeleton.split(mark).map(Box::from).collect())
     }
 
-    fn fill(&self, code: &str) -> String {
+    /// The pieces joined by `code`, in one allocation of exactly the
+    /// text's size: no buffer that grew is left behind with the code in it.
+    pub(super) fn fill(&self, code: &str) -> String {
         let len = self.0.iter().map(|p| p.len()).sum::<usize>()
             + code.len() * self.0.len().saturating_sub(1);
         let mut text = String::with_capacity(len);

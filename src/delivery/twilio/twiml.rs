@@ -11,8 +11,9 @@ use quick_xml::{
 };
 use zeroize::Zeroizing;
 
-/// One verb of a `<Response>`, borrowing its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One verb of a `<Response>`, borrowing its text (which may be a code:
+/// no `Debug`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Verb<'a> {
     /// `<Say language="..">text</Say>`
     Say(&'a str),
@@ -23,7 +24,7 @@ pub enum Verb<'a> {
     Hangup,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Gather<'a> {
     /// Where Twilio posts the keys.
     pub action: String,
@@ -33,6 +34,27 @@ pub struct Gather<'a> {
     pub finish_on_key: &'static str,
     pub timeout_secs: u8,
     pub prompt: &'a str,
+}
+
+/// What is said may be a code: it is counted, not shown.
+impl std::fmt::Debug for Verb<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Say(text) => write!(f, "Say(<{} bytes>)", text.len()),
+            Self::Pause(secs) => write!(f, "Pause({secs})"),
+            Self::Gather(gather) => gather.fmt(f),
+            Self::Hangup => f.write_str("Hangup"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Gather<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gather")
+            .field("num_digits", &self.num_digits)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Room for any document Twilio takes inline (4,000 characters) and for
@@ -96,10 +118,30 @@ pub fn response(language: &str, verbs: &[Verb<'_>]) -> Zeroizing<String> {
 fn say(w: &mut Writer<Vec<u8>>, language: &str, text: &str) {
     let start = BytesStart::new("Say").with_attributes([("language", language)]);
     w.write_event(Event::Start(start)).expect("in memory");
-    w.write_event(Event::Text(BytesText::new(text)))
+    // Escaped here, into room reserved for it and wiped after: quick-xml's
+    // own escaping would build an unwiped copy of a text that says a code.
+    let escaped = escape(text);
+    w.write_event(Event::Text(BytesText::from_escaped(escaped.as_str())))
         .expect("in memory");
     w.write_event(Event::End(BytesEnd::new("Say")))
         .expect("in memory");
+}
+
+/// `text` with XML's five special characters escaped, in one buffer sized
+/// for the most it can take (`&quot;` is six bytes) and wiped when dropped.
+fn escape(text: &str) -> Zeroizing<String> {
+    let mut escaped = Zeroizing::new(String::with_capacity(text.len() * 6));
+    for c in text.chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '\'' => escaped.push_str("&apos;"),
+            '"' => escaped.push_str("&quot;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The Twilio `<Say>` language for a locale's language, defaulting to US
@@ -147,6 +189,12 @@ mod tests {
         );
         assert!(xml.contains("finishOnKey=\"\""));
         assert!(xml.contains("numDigits=\"1\""));
+        let escaped = escape("AT&T's \"code\" <1>");
+        assert_eq!(
+            escaped.as_str(),
+            "AT&amp;T&apos;s &quot;code&quot; &lt;1&gt;"
+        );
+        assert_eq!(escaped.capacity(), 19 * 6, "written in the room reserved");
         assert!(xml.ends_with("<Hangup/></Response>"));
     }
 

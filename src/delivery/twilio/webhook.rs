@@ -64,8 +64,8 @@ impl Route {
 }
 
 /// The webhook URL of `provider`'s `route` for one verification (and, for
-/// a call, its token and the menu a gather answers), under the public base
-/// URL (which ends in `/`).
+/// a call, its token, and for a gather the menu it answers and the step it
+/// is), under the public base URL (which ends in `/`).
 pub(super) fn url(
     public_base: &Url,
     provider: &str,
@@ -73,7 +73,7 @@ pub(super) fn url(
     tenant: &TenantId,
     verification: &VerificationId,
     call_token: Option<&str>,
-    menu: Option<Menu>,
+    gather: Option<(Menu, u8)>,
 ) -> Option<Url> {
     let mut url = public_base
         .join(&format!("webhooks/twilio/{provider}/{}", route.path()))
@@ -86,7 +86,7 @@ pub(super) fn url(
         if let Some(token) = call_token {
             query.append_pair("token", token);
         }
-        if let Some(menu) = menu {
+        if let Some((menu, step)) = gather {
             query.append_pair(
                 "menu",
                 match menu {
@@ -94,6 +94,7 @@ pub(super) fn url(
                     Menu::Fraud => "fraud",
                 },
             );
+            query.append_pair("step", &step.to_string());
         }
     }
     Some(url)
@@ -271,10 +272,15 @@ fn keys_pressed(fields: &Fields<'_>) -> Result<Event, Refused> {
         Some("fraud") => Menu::Fraud,
         _ => return Err(invalid("menu", "must be main or fraud")),
     };
+    let step = fields
+        .query("step")
+        .filter(|s| (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid("step", "missing or malformed"))?;
     let digits = fields
         .form("Digits")
         .filter(|d| {
-            d.len() <= 16
+            (1..=16).contains(&d.len())
                 && d.bytes()
                     .all(|b| b.is_ascii_digit() || b == b'#' || b == b'*')
         })
@@ -282,6 +288,7 @@ fn keys_pressed(fields: &Fields<'_>) -> Result<Event, Refused> {
     Ok(Event::KeysPressed {
         call,
         menu,
+        step,
         digits: digits.to_owned(),
     })
 }
@@ -352,6 +359,7 @@ pub fn render(
         Next::Hangup => verbs.push(Verb::Hangup),
         &Next::Gather {
             menu,
+            step,
             one_key,
             ref prompt,
             ref goodbye,
@@ -364,7 +372,7 @@ pub fn render(
                 &call.tenant,
                 &call.id,
                 Some(&call.key.token),
-                Some(menu),
+                Some((menu, step)),
             )
             .expect("the public base URL is an absolute http(s) URL");
             verbs.push(Verb::Gather(Gather {

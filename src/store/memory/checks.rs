@@ -134,13 +134,16 @@ impl MemoryStore {
             menu,
             digits,
             max_reprompts,
+            step,
             reveal,
         } = press;
         Ok(self.apply(tenant, id, |v, record, names| {
+            // This call's, answering the gather it waits for: a replayed
+            // press answers one it has moved past.
             let admitted = v
                 .call
                 .as_ref()
-                .is_some_and(|live| live.admits(&call.token, &call.call_sid));
+                .is_some_and(|live| live.admits(&call.token, &call.call_sid) && live.expects(step));
             if !admitted {
                 return (None, Written::Nothing);
             }
@@ -148,7 +151,7 @@ impl MemoryStore {
                 (
                     v.status,
                     v.checks_remaining,
-                    v.call.as_ref().map(|c| c.reprompts),
+                    v.call.as_ref().map(|c| (c.reprompts, c.presses)),
                 )
             };
             let before = seen(v);

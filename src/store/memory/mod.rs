@@ -576,7 +576,7 @@ mod tests {
         record_of(&store, &v, |r| {
             assert!(!r.has_code(), "no code before a key")
         });
-        let press = |token: &str, b: u8| {
+        let press = |token: &str, step: u8, b: u8| {
             let key = CallKey {
                 token: token.to_owned(),
                 call_sid: "CA1".into(),
@@ -586,15 +586,19 @@ mod tests {
                 menu: Menu::Main,
                 digits: "#",
                 max_reprompts: 2,
+                step,
                 reveal: &code(b),
             };
             store.press(&v.tenant, &v.id, press, T0).expect("ok")
         };
-        let (forged, _) = press(CallToken::generate().as_str(), 1).expect("found");
+        let (forged, _) = press(CallToken::generate().as_str(), 0, 1).expect("found");
         assert_eq!(forged, None, "not this call's token");
         record_of(&store, &v, |r| assert!(!r.has_code()));
-        let (revealed, _) = press(token.as_str(), 2).expect("found");
+        let (revealed, _) = press(token.as_str(), 0, 2).expect("found");
         assert_eq!(revealed, Some(KeyOutcome::Reveal));
+        // The same signed gather, replayed: the call has moved past it.
+        let (replayed, _) = press(token.as_str(), 0, 3).expect("found");
+        assert_eq!(replayed, None, "a replayed press is refused");
         let (outcome, _) = store
             .check(&v.tenant, &v.id, &[code(2)], T0)
             .expect("ok")

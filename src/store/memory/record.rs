@@ -21,6 +21,7 @@ use std::{
 };
 
 use smallvec::SmallVec;
+use zeroize::Zeroize as _;
 
 use crate::domain::{
     Channel, CodeHash, DeliveryStatus, Destination, MatchDigits, Purpose, SendAttempt, Status,
@@ -287,6 +288,9 @@ impl Record {
 
     fn set_unconfirmed(&mut self, unconfirmed: Option<(Name, [u8; 32])>) {
         let mut rare = self.rare.take().map_or_else(Rare::default, |r| *r);
+        if let Some((_, mac)) = &mut rare.unconfirmed {
+            mac.zeroize();
+        }
         rare.unconfirmed = unconfirmed;
         self.rare = rare.boxed();
     }

@@ -180,6 +180,7 @@ impl RedisStore {
             menu,
             digits,
             max_reprompts,
+            step,
             reveal,
         } = press;
         let mut invocation = self.on_verification(&SCRIPTS.press, tenant, id);
@@ -193,6 +194,7 @@ impl RedisStore {
             })
             .arg(digits)
             .arg(max_reprompts)
+            .arg(step)
             .arg(reveal.key_id.as_str())
             .arg(hex::encode(reveal.mac));
         let reply: Option<(String, Reply)> = self.run("press", invocation).await?;

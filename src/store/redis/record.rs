@@ -88,6 +88,7 @@ pub(super) fn fields(
     if let Some(call) = &v.call {
         out.push(("call_token", hex::encode(call.token_hash())));
         out.push(("call_reprompts", call.reprompts.to_string()));
+        out.push(("call_presses", call.presses.to_string()));
         if let Some(sid) = &call.call_sid {
             out.push(("call_sid", sid.clone()));
         }
@@ -170,7 +171,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
 
 /// The fields a plain read (`read_of`) asks for, in its order: everything
 /// a reply carries, and the retention to tell a purged verification.
-pub(super) const READ_FIELDS: [&str; 20] = [
+pub(super) const READ_FIELDS: [&str; 21] = [
     "id",
     "tenant",
     "to",
@@ -190,6 +191,7 @@ pub(super) const READ_FIELDS: [&str; 20] = [
     "accepted_once",
     "call_token",
     "call_reprompts",
+    "call_presses",
     "call_sid",
 ];
 
@@ -253,10 +255,15 @@ fn from_fields<'a>(
                 .unwrap_or("0")
                 .parse()
                 .map_err(|_| bad("call_reprompts"))?;
+            let presses = text("call_presses")
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| bad("call_presses"))?;
             Some(VoiceCall::from_stored(
                 token_hash,
                 text("call_sid").map(str::to_owned),
                 reprompts,
+                presses,
             ))
         }
         None => None,
@@ -482,7 +489,7 @@ mod tests {
             locale: Locale::parse("pt-BR"),
         };
         v.match_digits = Some(MatchDigits::from_stored("42"));
-        v.call = Some(VoiceCall::from_stored([9; 32], Some("CA1".into()), 1));
+        v.call = Some(VoiceCall::from_stored([9; 32], Some("CA1".into()), 1, 3));
         v.accepted_once = true;
         let written = fields(&v, Duration::from_secs(60), "watch-channel");
         let values: Vec<Option<String>> = READ_FIELDS

@@ -50,6 +50,7 @@ if not settle(v, now) and v.status == 'pending' then
     v.call_token = opt(ARGV[9])
     v.call_sid = opt(ARGV[10])
     v.call_reprompts = v.call_token and '0'
+    v.call_presses = v.call_token and '0'
     v.expires_at = tostring(now + ttl)
     -- The user now has this send's code, or none after a press-# call.
     if was_pending then

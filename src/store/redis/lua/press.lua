@@ -1,16 +1,20 @@
 -- Store::press (Verification::press). ARGV: now, the SHA-256 (hex) of the
 -- webhook's token, its CallSid, the menu ('main' or 'fraud'), the digits,
--- the most re-prompts a call may use, then the key id and MAC (hex) of the
+-- the most re-prompts a call may use, the step the gather answers (the
+-- call's presses when it was asked), then the key id and MAC (hex) of the
 -- code a read-aloud call says if this press reveals one. Replies nil when
 -- there is no such verification, { 'forbidden', verification } when the
--- token or CallSid is not its live call's, else { outcome, verification }.
+-- token or CallSid is not its live call's or the step is not the one it
+-- waits for (a replayed press), else { outcome, verification }.
 local now = num(ARGV[1])
 local menu, digits, max_reprompts = ARGV[4], ARGV[5], num(ARGV[6])
 local v = load(KEYS[1])
 if not v or purged(v, now) then
   return nil
 end
-if not (same(v.call_token, ARGV[2]) and v.call_sid == ARGV[3]) then
+local presses = num(v.call_presses or '0')
+if not (same(v.call_token, ARGV[2]) and v.call_sid == ARGV[3])
+    or presses ~= num(ARGV[7]) then
   return { 'forbidden', reply(v, KEYS[2]) }
 end
 
@@ -28,6 +32,8 @@ local function press()
   if v.status ~= 'pending' then
     return 'not_pending'
   end
+  -- Acted on: the next gather waits for the next step.
+  v.call_presses = tostring(math.min(presses + 1, 255))
   if menu == 'fraud' then
     if digits == '#' then
       v.status = 'denied'
@@ -66,16 +72,16 @@ local function press()
     return 'hangup'
   end
   v.call_reprompts = tostring(used + 1)
-  v.code_key = ARGV[7]
-  v.code_mac = ARGV[8]
+  v.code_key = ARGV[8]
+  v.code_mac = ARGV[9]
   v.unconfirmed_key = false
   v.unconfirmed_mac = false
   return 'reveal'
 end
 
-local before = { v.status, v.checks_remaining, v.call_reprompts }
+local before = { v.status, v.checks_remaining, v.call_reprompts, v.call_presses }
 local outcome = press()
 local changed = v.status ~= before[1] or v.checks_remaining ~= before[2]
-  or v.call_reprompts ~= before[3]
+  or v.call_reprompts ~= before[3] or v.call_presses ~= before[4]
 save(KEYS[1], KEYS[2], v, now, changed)
 return { outcome, reply(v, KEYS[2]) }
