@@ -171,19 +171,20 @@ impl Verifier {
             ..shared
         };
         // A destination whose user reported a call as fraud gets nothing
-        // more for a while. Checked last, where the store step decides the
-        // least gap and the destination's budget, and refused the way they
-        // are (the shared cells given back, the IP's kept), so that a start
-        // cannot tell a block from them by which budgets it spent.
-        if let Some(blocked_until) = self
-            .store
-            .blocked_until(tenant, Blocked::Destination(to), now)
-            .await?
+        // more for a while. A start meets the block in the store step that
+        // creates, with the least gap and the destination's budget, and is
+        // refused as they refuse (the shared cells given back, the IP's
+        // kept): nothing tells them apart. A resend's caller holds the
+        // verification, and is told here.
+        if !first
+            && let Some(blocked_until) = self
+                .store
+                .blocked_until(tenant, Blocked::Destination(to), now)
+                .await?
         {
             self.give_back(tenant, shared).await;
-            let left = until(blocked_until, now);
             return Err(StartError::Blocked {
-                retry_after: if first { self.start_wait(left) } else { left },
+                retry_after: until(blocked_until, now),
             });
         }
         Ok(Gate {
@@ -197,7 +198,7 @@ impl Verifier {
     /// that it reads as one. A caller that retries then is refused again.
     /// A resend's caller holds the verification and is told the block's
     /// whole time.
-    fn start_wait(&self, left: Duration) -> Duration {
+    pub(super) fn start_wait(&self, left: Duration) -> Duration {
         let longest_gap = self.policy.resend_wait(u32::MAX);
         left.min(longest_gap.max(Duration::from_secs(60)))
     }

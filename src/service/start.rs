@@ -278,6 +278,11 @@ impl Verifier {
                 // Nothing was created, so nothing will be sent.
                 self.give_back(tenant, gate.shared).await;
                 return Err(match refused? {
+                    Creation::Blocked {
+                        until: blocked_until,
+                    } => StartError::Blocked {
+                        retry_after: self.start_wait(until(blocked_until, now)),
+                    },
                     Creation::TooSoon { retry_at } => StartError::TooSoon {
                         retry_after: until(retry_at, now),
                     },

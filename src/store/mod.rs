@@ -112,7 +112,8 @@ impl Changes {
 
 impl Store {
     /// Creates `candidate` with its first send reserved, in one step with
-    /// what bounds it: the least gap since the destination's latest new
+    /// what bounds it: a block of the destination after a fraud report,
+    /// the least gap since the destination's latest new
     /// verification ([`crate::domain::starts::RecentStarts`]), then one
     /// cell of the destination's start budget (`budget`; a start the gap
     /// refuses spends none). The verification still pending for the same

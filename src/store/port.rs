@@ -46,6 +46,11 @@ pub enum Creation {
         verification: Verification,
         superseded: Option<Verification>,
     },
+    /// The destination is blocked after a fraud report
+    /// ([`Blocked::Destination`]) until `until`: nothing changed. Decided in
+    /// this step, before the least gap, so that a start meets a block where
+    /// it meets the gap and the destination's budget.
+    Blocked { until: SystemTime },
     /// Too soon after the destination's latest new verification
     /// ([`crate::domain::starts::RecentStarts`]): nothing changed, the
     /// start budget included (it is taken after the gap).

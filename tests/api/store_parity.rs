@@ -268,6 +268,7 @@ impl Side {
                         });
                         (format!("created, superseding {superseded:?}"), Some(v))
                     }
+                    Creation::Blocked { until } => (format!("blocked until {until:?}"), None),
                     Creation::TooSoon { retry_at } => (format!("too soon {retry_at:?}"), None),
                     Creation::Limited(limited) => (format!("limited {limited:?}"), None),
                 }

@@ -124,11 +124,6 @@ impl MemoryStore {
         what: Blocked<'_>,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
-        let state = self.state();
-        Ok(state
-            .blocks
-            .get(&(tenant.clone(), what.subject()))
-            .copied()
-            .filter(|until| *until > now))
+        Ok(self.state().blocked_until(tenant, what, now))
     }
 }

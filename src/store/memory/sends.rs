@@ -9,7 +9,7 @@ use crate::{
         Policy, SendOutcome, Status, TenantId, Verification, VerificationId, limit::Budget,
         starts::RecentStarts, verification::SendRefused,
     },
-    store::port::{CompletedSend, Creation, Reservation, StoreError},
+    store::port::{Blocked, CompletedSend, Creation, Reservation, StoreError},
 };
 
 impl MemoryStore {
@@ -22,6 +22,12 @@ impl MemoryStore {
     ) -> Result<Creation, StoreError> {
         let mut guard = self.state();
         let state = &mut *guard;
+        // A block first: it refuses where the gap does, with nothing spent.
+        if let Some(until) =
+            state.blocked_until(&candidate.tenant, Blocked::Destination(&candidate.to), now)
+        {
+            return Ok(Creation::Blocked { until });
+        }
         let table = &mut state.verifications;
         // The destination's run of starts is its latest verification's: a
         // run is forgotten a code's lifetime after its latest start, and at

@@ -9,7 +9,7 @@ use std::{
 use super::{record::Names, table::Table};
 use crate::{
     domain::{TenantId, Verification},
-    store::port::Fingerprint,
+    store::port::{Blocked, Fingerprint},
 };
 
 pub(super) type IdempotencyKey = (TenantId, String);
@@ -52,6 +52,19 @@ pub(super) enum IdempotencyState {
 }
 
 impl State {
+    /// When `what` is blocked until for the tenant, if it still is.
+    pub(super) fn blocked_until(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        self.blocks
+            .get(&(tenant.clone(), what.subject()))
+            .copied()
+            .filter(|until| *until > now)
+    }
+
     /// Drops an idempotency record, and counts it out of its tenant's.
     pub(super) fn drop_idempotency(&mut self, key: &IdempotencyKey) {
         if self.idempotency.remove(key).is_none() {

@@ -14,7 +14,7 @@ use crate::{
         limit::{Budget, Limit},
         verification::SendRefused,
     },
-    store::port::{CompletedSend, Creation, Reservation, StoreError},
+    store::port::{Blocked, CompletedSend, Creation, Reservation, StoreError},
 };
 
 impl RedisStore {
@@ -40,6 +40,7 @@ impl RedisStore {
             .key(attempts)
             .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
             .key(keys.recent_starts(tenant, to))
+            .key(keys.block(tenant, Blocked::Destination(to)))
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), tenant))
             .arg(millis_of(policy.resend_cooldown))
@@ -57,6 +58,9 @@ impl RedisStore {
             "created" => Creation::Created {
                 verification: candidate,
                 superseded: (!detail.is_empty()).then(|| decode(&detail)).transpose()?,
+            },
+            "blocked" => Creation::Blocked {
+                until: SystemTime::UNIX_EPOCH + millis_in(&detail)?,
             },
             "too_soon" => Creation::TooSoon {
                 retry_at: SystemTime::UNIX_EPOCH + millis_in(&detail)?,

@@ -2,7 +2,7 @@
 -- the one it supersedes. KEYS: the pending slot of (tenant, destination,
 -- purpose), the candidate's hash and attempts list, the destination's start
 -- budget, the destination's recent starts (RecentStarts: a hash of `last`
--- and `count`). ARGV: now, the key prefix of this tenant's verifications in
+-- and `count`), the destination's block (block.lua). ARGV: now, the key prefix of this tenant's verifications in
 -- this shard, the resend cooldown and code ttl (ms), the key of the
 -- destination's failed-check budget (check.lua), the start budget's period
 -- (ms) and burst (two empty strings: take none), then the candidate's
@@ -10,8 +10,8 @@
 -- reserved (verifyd ran Verification::reserve_send on it, as the memory
 -- store does).
 -- Replies { 'created', the superseded verification or '' },
--- { 'too_soon', retry_at } or { 'limited', ms until a cell frees up }, the
--- last two with nothing changed.
+-- { 'blocked', until }, { 'too_soon', retry_at } or { 'limited', ms until a
+-- cell frees up }, the last three with nothing changed.
 local now = num(ARGV[1])
 local prefix = ARGV[2]
 local cooldown = num(ARGV[3])
@@ -23,6 +23,13 @@ local check_budget = ARGV[5]
 local function wait_after(count)
   local doublings = math.min(math.max(count - 1, 0), 3)
   return cooldown * 2 ^ doublings
+end
+
+-- A block after a fraud report refuses first, with nothing spent, where
+-- the gap and the budget refuse too.
+local blocked = num(redis.call('GET', KEYS[6]) or '0')
+if blocked > now then
+  return { 'blocked', tostring(blocked) }
 end
 
 -- RecentStarts::admit; Redis forgets the run at RecentStarts::forgotten_at.
