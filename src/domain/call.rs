@@ -97,9 +97,11 @@ impl VoiceCall {
     }
 
     /// Whether a gather answering step `step` is the one the call waits
-    /// for now.
+    /// for now. A call that has run out of steps (255 presses, far past
+    /// what its re-prompts allow) waits for none: the count never wraps or
+    /// sticks, so a replay can never match.
     pub fn expects(&self, step: u8) -> bool {
-        self.presses == step
+        self.presses == step && self.presses < u8::MAX
     }
 
     /// What a store compares a webhook's token with: its SHA-256.

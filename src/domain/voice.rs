@@ -213,6 +213,7 @@ impl Verification {
             return KeyOutcome::NotPending(self.status);
         }
         if let Some(call) = &mut self.call {
+            // Stores admit no press at 255 (`VoiceCall::expects`).
             call.presses = call.presses.saturating_add(1);
         }
         match menu {
@@ -225,6 +226,9 @@ impl Verification {
             // open for as long as the caller cares to pay for.
             Menu::Fraud => self.reprompt(max_reprompts, KeyOutcome::BackToMain),
             Menu::Main if digits == FRAUD_KEY => KeyOutcome::FraudMenu,
+            // No key before the gather ended (Twilio may post that): ask
+            // again, spending a re-prompt but no attempt, revealing nothing.
+            Menu::Main if digits.is_empty() => self.reprompt(max_reprompts, KeyOutcome::Reprompt),
             Menu::Main => match self.delivery.voice_mode.unwrap_or_default() {
                 VoiceMode::Confirm if digits == "#" => self.approve(),
                 VoiceMode::Match
@@ -400,6 +404,35 @@ mod tests {
         let (mut none, _) = call(VoiceMode::Code);
         assert_eq!(none.press(Menu::Main, "1", 0, T0), KeyOutcome::Reveal);
         assert_eq!(none.press(Menu::Main, "1", 0, T0), KeyOutcome::Hangup);
+    }
+
+    #[test]
+    fn no_key_asks_again_spending_a_reprompt_but_no_attempt_and_revealing_nothing() {
+        for mode in [VoiceMode::Confirm, VoiceMode::Match, VoiceMode::Code] {
+            let (mut v, _) = call(mode);
+            assert_eq!(
+                v.press(Menu::Main, "", 1, T0),
+                KeyOutcome::Reprompt,
+                "{mode:?}"
+            );
+            assert_eq!(
+                v.press(Menu::Main, "", 1, T0),
+                KeyOutcome::Hangup,
+                "{mode:?}"
+            );
+            assert_eq!(v.checks_remaining, 5, "{mode:?}");
+            assert_eq!(v.call.as_ref().map(|c| c.presses), Some(2));
+        }
+    }
+
+    #[test]
+    fn a_call_out_of_steps_admits_no_press() {
+        let token = CallToken::generate();
+        let call = VoiceCall::from_stored([0; 32], Some("CA1".into()), 0, 7);
+        assert!(call.expects(7) && !call.expects(6) && !call.expects(8));
+        let spent = VoiceCall::from_stored([0; 32], Some("CA1".into()), 0, u8::MAX);
+        assert!(!spent.expects(u8::MAX), "never sticks at the last step");
+        assert!(!VoiceCall::new(&token).expects(1));
     }
 
     #[test]

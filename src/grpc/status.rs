@@ -127,6 +127,7 @@ impl From<StartError> for Status {
             StartError::Delivery {
                 ref error,
                 ref verification,
+                may_have_sent,
             } => {
                 let mut details = ErrorDetails::new();
                 // Names the verification, so the caller can read its send
@@ -137,7 +138,10 @@ impl From<StartError> for Status {
                     "",
                     "the verification this send was for",
                 );
-                if error.kind == FailureKind::Destination {
+                // A refused destination is the caller's to fix, unless an
+                // earlier try may have reached it: then the verification is
+                // pending, and the caller should keep it.
+                if error.kind == FailureKind::Destination && !may_have_sent {
                     details.add_bad_request_violation(
                         "to",
                         format!("refused by the provider: {}", error.reason),

@@ -53,6 +53,9 @@ pub enum StartError {
         /// The verification the send was for, so the caller can read its
         /// send attempts.
         verification: VerificationId,
+        /// Whether the message may have gone out all the same (the send's
+        /// outcome is unknown): the verification is still pending.
+        may_have_sent: bool,
     },
     #[error("verifyd is shutting down")]
     Interrupted,

@@ -176,16 +176,22 @@ impl Verifier {
         // refused as they refuse (the shared cells given back, the IP's
         // kept): nothing tells them apart. A resend's caller holds the
         // verification, and is told here.
-        if !first
-            && let Some(blocked_until) = self
+        if !first {
+            let refused = match self
                 .store
                 .blocked_until(tenant, Blocked::Destination(to), now)
-                .await?
-        {
-            self.give_back(tenant, shared).await;
-            return Err(StartError::Blocked {
-                retry_after: until(blocked_until, now),
-            });
+                .await
+            {
+                Ok(None) => None,
+                Ok(Some(blocked_until)) => Some(StartError::Blocked {
+                    retry_after: until(blocked_until, now),
+                }),
+                Err(error) => Some(error.into()),
+            };
+            if let Some(refused) = refused {
+                self.give_back(tenant, shared).await;
+                return Err(refused);
+            }
         }
         Ok(Gate {
             start_budget,
@@ -193,14 +199,17 @@ impl Verifier {
         })
     }
 
-    /// The wait a start refused by a block is told: at most the longest
-    /// least gap (4 minutes by default; a minute when the gap is off), so
-    /// that it reads as one. A caller that retries then is refused again.
-    /// A resend's caller holds the verification and is told the block's
-    /// whole time.
+    /// The wait a start refused by a block is told: a wait that counts down
+    /// within the longest least gap (4 minutes by default; a minute when
+    /// the gap is off), so that it reads as a gap or a budget refilling.
+    /// A caller that retries then is refused again. A resend's caller
+    /// holds the verification and is told the block's whole time.
     pub(super) fn start_wait(&self, left: Duration) -> Duration {
-        let longest_gap = self.policy.resend_wait(u32::MAX);
-        left.min(longest_gap.max(Duration::from_secs(60)))
+        let cycle = self
+            .policy
+            .resend_wait(u32::MAX)
+            .max(Duration::from_secs(60));
+        countdown_within(left, cycle)
     }
 
     async fn refuse_blocked_prefix(
@@ -325,7 +334,8 @@ impl Verifier {
             kept_code(carries_code, delivery.channel, &dispatch).then_some(hash),
             call_token.as_ref(),
         );
-        if completed.outcome == SendOutcome::Unknown {
+        let completed_outcome = completed.outcome;
+        if completed_outcome == SendOutcome::Unknown {
             tracing::warn!(
                 verification = %v.id,
                 "a send's outcome is unknown: the verification stays pending, and its code checks beside the last accepted one"
@@ -337,7 +347,8 @@ impl Verifier {
             .await?
             .unwrap_or(v);
         self.after_recorded(&recorded, &dispatch, call_token.is_some(), first);
-        sent(recorded, dispatch, first)
+        let may_have_sent = completed_outcome == SendOutcome::Unknown;
+        sent(recorded, dispatch, first, may_have_sent)
     }
 
     /// The message a send hands its providers: the only place the
@@ -484,6 +495,7 @@ fn sent(
     recorded: Verification,
     dispatch: Dispatch,
     first: bool,
+    may_have_sent: bool,
 ) -> Result<Verification, StartError> {
     match dispatch.result {
         Ok(receipt) => {
@@ -508,6 +520,7 @@ fn sent(
             Err(StartError::Delivery {
                 error,
                 verification: recorded.id,
+                may_have_sent,
             })
         }
     }
@@ -554,6 +567,18 @@ fn outcome(dispatch: &Dispatch) -> SendOutcome {
     }
 }
 
+/// `left`, folded into a countdown no longer than `cycle`: it falls as
+/// `left` does, from `cycle` to nothing, then starts again from `cycle`,
+/// and ends when `left` does.
+fn countdown_within(left: Duration, cycle: Duration) -> Duration {
+    if left <= cycle || cycle.is_zero() {
+        return left;
+    }
+    let (left_ms, cycle_ms) = (left.as_millis(), cycle.as_millis());
+    let wait = (left_ms - 1) % cycle_ms + 1;
+    Duration::from_millis(u64::try_from(wait).unwrap_or(u64::MAX))
+}
+
 /// A prefix for logs: its first four characters (the country code and a
 /// digit or two), the rest hidden.
 fn mask_prefix(prefix: &str) -> String {
@@ -564,6 +589,28 @@ fn mask_prefix(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocks_wait_counts_down_within_the_cycle_as_a_gap_would() {
+        let cycle = Duration::from_secs(240);
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(countdown_within(day, cycle), cycle);
+        let later = countdown_within(day - Duration::from_secs(3), cycle);
+        assert_eq!(later, cycle - Duration::from_secs(3), "it counts down");
+        assert_eq!(
+            countdown_within(day - cycle, cycle),
+            cycle,
+            "then starts over"
+        );
+        assert_eq!(
+            countdown_within(Duration::from_secs(90), cycle),
+            Duration::from_secs(90)
+        );
+        for secs in [1, 239, 241, 86_399] {
+            let wait = countdown_within(Duration::from_secs(secs), cycle);
+            assert!(!wait.is_zero() && wait <= cycle, "{secs}: {wait:?}");
+        }
+    }
 
     #[test]
     fn a_send_that_went_nowhere_keeps_only_its_new_verifications_cell() {

@@ -234,7 +234,11 @@ impl Verifier {
             // asked to confirm nothing.
             KeyOutcome::Hangup if read_aloud => self.hangup(&v, None),
             KeyOutcome::Approved => self.hangup(&v, Some(CallPrompt::Approved)),
-            KeyOutcome::Reprompt => self.ask(&v, CallPrompt::Retry),
+            KeyOutcome::Reprompt => match v.delivery.voice_mode.unwrap_or_default() {
+                VoiceMode::Confirm => self.ask(&v, CallPrompt::Retry),
+                // No key at all: the question again.
+                mode => self.ask(&v, CallPrompt::Ask(mode)),
+            },
             KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
             KeyOutcome::BackToMain => self.ask(
                 &v,

@@ -340,6 +340,42 @@ async fn a_first_send_whose_outcome_is_unknown_leaves_the_verification_pending()
 }
 
 #[tokio::test]
+async fn a_destination_refused_after_a_try_that_may_have_sent_leaves_the_code_usable() {
+    // The first provider's answer is lost (a 5xx: it may have sent the
+    // SMS); the second refuses the number.
+    let lost = FakeTwilio::start().await;
+    lost.fail(500, 20500, "Internal Server Error", 100).await;
+    let refusing = FakeTwilio::start().await;
+    refusing
+        .fail(
+            400,
+            21211,
+            "The 'To' number is not a valid phone number.",
+            100,
+        )
+        .await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("lost", &lost), ("refusing", &refusing)]);
+        c.delivery.retry.retries = 0;
+    })
+    .await;
+    let err = app
+        .start(sms_to("+14155550100"))
+        .await
+        .expect_err("no one took it");
+    // Not "invalid to": the caller should keep the verification.
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let id = named(&err);
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Pending
+    );
+    let code = code_in(lost.sent().await.last().expect("sent"));
+    assert!(app.check(&id, &code).await.expect("check").approved);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_provider_that_cannot_be_reached_sent_nothing_so_a_first_send_fails() {
     let closed = crate::smtp_sink::closed_port();
     let app = spawn_app_with(|c| {

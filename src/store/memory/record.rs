@@ -213,6 +213,7 @@ impl Record {
         self.attempts
             .extend(v.send_attempts.iter().map(|a| Attempt::of(a, names)));
         let unconfirmed = self.rare.as_ref().and_then(|r| r.unconfirmed);
+        self.wipe_unconfirmed();
         self.rare = Rare::of(v, unconfirmed);
         self.channel = v.delivery.channel;
         self.voice_mode = v.delivery.voice_mode;
@@ -287,12 +288,22 @@ impl Record {
     }
 
     fn set_unconfirmed(&mut self, unconfirmed: Option<(Name, [u8; 32])>) {
+        // The old MAC is wiped where it lies, on the heap, before the box
+        // can be freed.
+        self.wipe_unconfirmed();
         let mut rare = self.rare.take().map_or_else(Rare::default, |r| *r);
-        if let Some((_, mac)) = &mut rare.unconfirmed {
-            mac.zeroize();
-        }
         rare.unconfirmed = unconfirmed;
         self.rare = rare.boxed();
+    }
+
+    fn wipe_unconfirmed(&mut self) {
+        if let Some((_, mac)) = self
+            .rare
+            .as_deref_mut()
+            .and_then(|r| r.unconfirmed.as_mut())
+        {
+            mac.zeroize();
+        }
     }
 
     /// The code of a send whose outcome is unknown: kept beside the last

@@ -14,7 +14,7 @@ if not v or purged(v, now) then
 end
 local presses = num(v.call_presses or '0')
 if not (same(v.call_token, ARGV[2]) and v.call_sid == ARGV[3])
-    or presses ~= num(ARGV[7]) then
+    or presses ~= num(ARGV[7]) or presses >= 255 then
   return { 'forbidden', reply(v, KEYS[2]) }
 end
 
@@ -32,8 +32,8 @@ local function press()
   if v.status ~= 'pending' then
     return 'not_pending'
   end
-  -- Acted on: the next gather waits for the next step.
-  v.call_presses = tostring(math.min(presses + 1, 255))
+  -- Acted on: the next gather waits for the next step (at 255, none).
+  v.call_presses = tostring(presses + 1)
   if menu == 'fraud' then
     if digits == '#' then
       v.status = 'denied'
@@ -45,6 +45,10 @@ local function press()
   -- The lone key that opens the fraud report.
   if digits == '0' then
     return 'fraud_menu'
+  end
+  -- No key before the gather ended: ask again, spending no attempt.
+  if digits == '' then
+    return reprompt('reprompt')
   end
   local mode = v.voice_mode or 'confirm'
   if mode == 'confirm' then
