@@ -556,9 +556,9 @@ fn kept_code(carries_code: bool, channel: Channel, dispatch: &Dispatch) -> bool 
 /// took it but some try ended in a way that may have sent it (a timeout, a
 /// dropped connection, a 5xx, an answer verifyd cannot use), even if a
 /// later provider refused the destination; else refused (every provider
-/// refused, or none was tried). Retries and
-/// failover within the send carried the one message, so an unknown send
-/// left at most one code the user may hold.
+/// refused, or none was tried). Retries and failover within the send
+/// carried the one message, so an unknown send left at most one code the
+/// user may hold.
 fn outcome(dispatch: &Dispatch) -> SendOutcome {
     match &dispatch.result {
         Ok(_) => SendOutcome::Accepted,
