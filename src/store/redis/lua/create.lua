@@ -2,7 +2,8 @@
 -- the one it supersedes. KEYS: the pending slot of (tenant, destination,
 -- purpose), the candidate's hash and attempts list, the destination's start
 -- budget, the destination's recent starts (RecentStarts: a hash of `last`
--- and `count`), the destination's block (block.lua). ARGV: now, the key prefix of this tenant's verifications in
+-- and `count`), the destination's block (block.lua). ARGV: now, the key
+-- prefix of this tenant's verifications in
 -- this shard, the resend cooldown and code ttl (ms), the key of the
 -- destination's failed-check budget (check.lua), the start budget's period
 -- (ms) and burst (two empty strings: take none), then the candidate's
