@@ -254,6 +254,7 @@ fn assemble(
             fraud: config.fraud.clone(),
             send_timeout: config.delivery.timeout,
             max_watch_streams_per_tenant: config.server.max_watch_streams_per_tenant,
+            max_sends_in_flight: config.delivery.max_sends_in_flight,
             metrics,
         },
         clock,

@@ -433,6 +433,11 @@ mod tests {
             jail.set_env("VERIFYD_CODE__TTLL", "5m");
             let err = load_err();
             assert!(err.to_string().contains("ttll"), "{err}");
+            jail.clear_env();
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.set_env("VERIFYD_DELIVERY__MAX_SENDS_IN_FLIGHT", "0");
+            assert_eq!(load_err().key, "delivery.max_sends_in_flight");
             Ok(())
         });
     }

@@ -24,6 +24,10 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub breaker: BreakerConfig,
+    /// The most starts and resends this process runs at once. Past it, a
+    /// start is refused before it takes anything, so a provider that hangs
+    /// ties up at most this many requests, not every caller.
+    pub max_sends_in_flight: u32,
     /// A directory of templates that replace the built-in ones.
     pub templates_dir: Option<PathBuf>,
     /// When set, SMS bodies end with the WebOTP line `@domain #code`, so
@@ -42,6 +46,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            max_sends_in_flight: 1000,
             templates_dir: None,
             webotp_domain: None,
             sms: Vec::new(),
@@ -70,6 +75,9 @@ impl DeliveryConfig {
         }
         if self.retry.retries > 10 {
             return Some(("delivery.retry.retries", "must be at most 10"));
+        }
+        if !(1..=100_000).contains(&self.max_sends_in_flight) {
+            return Some(("delivery.max_sends_in_flight", "must be from 1 to 100000"));
         }
         if self.breaker.failures == 0 {
             return Some(("delivery.breaker.failures", "must be above zero"));

@@ -114,6 +114,7 @@ impl From<StartError> for Status {
             }
             StartError::Cooldown { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::SendLimitReached { retry_after } => retry_later(e.to_string(), retry_after),
+            StartError::SendsInFlight { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::IdempotencyMismatch => {
                 invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
                     "idempotency_key",

@@ -57,6 +57,12 @@ pub enum StartError {
         /// outcome is unknown): the verification is still pending.
         may_have_sent: bool,
     },
+    /// This process runs as many starts and resends as it may at once
+    /// (`delivery.max_sends_in_flight`); nothing was taken or claimed.
+    #[error(
+        "this server is sending as many messages as it may at once; retry after the delay given"
+    )]
+    SendsInFlight { retry_after: Duration },
     #[error("verifyd is shutting down")]
     Interrupted,
     #[error(transparent)]

@@ -24,6 +24,7 @@ use std::{sync::Arc, time::Duration};
 pub use errors::{CallError, CheckError, LookupError, StartError};
 pub use start_request::{IdempotencyKey, ResendRequest, StartRequest};
 pub use tenants::{TenantConfig, Tenants};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 pub use voice_settings::{UnknownAnswer, VoiceSettings};
 pub use watch_streams::WatchStream;
@@ -49,6 +50,8 @@ pub struct ServiceSettings {
     /// The longest a send may take, whatever the caller's deadline.
     pub send_timeout: Duration,
     pub max_watch_streams_per_tenant: u32,
+    /// The most starts and resends this process runs at once.
+    pub max_sends_in_flight: u32,
     /// Where the service counts what it does.
     pub metrics: Arc<Metrics>,
 }
@@ -65,6 +68,9 @@ pub struct Verifier {
     clock: Clock,
     expiry: ExpiryQueue,
     watch_slots: Arc<WatchSlots>,
+    /// One permit per start or resend running, its send included: a
+    /// provider that hangs ties up this many requests at most.
+    send_slots: Arc<Semaphore>,
     /// Cancelled when the server begins to shut down: watch streams send
     /// the current state and end.
     shutdown: CancellationToken,
@@ -103,6 +109,7 @@ impl Verifier {
                 settings.max_watch_streams_per_tenant,
                 Arc::clone(&settings.metrics),
             )),
+            send_slots: Arc::new(Semaphore::new(settings.max_sends_in_flight as usize)),
             settings,
             clock,
             expiry: ExpiryQueue::default(),

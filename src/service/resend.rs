@@ -49,9 +49,12 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let deadline = leave_time_to_record(deadline);
+        let slot = self.send_slot(&tenant)?;
         let this = Arc::clone(self);
-        self.in_own_task(async move { this.resend_idempotent(&tenant, &request, deadline).await })
-            .await
+        self.in_own_task(slot, async move {
+            this.resend_idempotent(&tenant, &request, deadline).await
+        })
+        .await
     }
 
     #[tracing::instrument(

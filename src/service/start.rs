@@ -5,7 +5,7 @@
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
+use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::Instrument as _;
 
 use super::{
@@ -18,6 +18,10 @@ use crate::{
     domain::{Status, TenantId, Verification, VoiceMode},
     store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
 };
+
+/// The wait a start refused for want of a send slot is told: sends end
+/// within `delivery.timeout`, and most far sooner.
+const SEND_SLOT_RETRY: Duration = Duration::from_secs(1);
 
 impl StartRequest {
     /// Everything the request asks for, so a reused key with another
@@ -67,17 +71,42 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let deadline = leave_time_to_record(deadline);
+        let slot = self.send_slot(&tenant)?;
         let this = Arc::clone(self);
-        self.in_own_task(async move { this.start_idempotent(&tenant, &request, deadline).await })
-            .await
+        self.in_own_task(slot, async move {
+            this.start_idempotent(&tenant, &request, deadline).await
+        })
+        .await
+    }
+
+    /// A place among the starts and resends this process runs at once,
+    /// taken before anything else (idempotency key, budgets), so a refusal
+    /// leaves nothing behind and a retry finds everything as it was.
+    pub(super) fn send_slot(&self, tenant: &TenantId) -> Result<OwnedSemaphorePermit, StartError> {
+        Arc::clone(&self.send_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.settings
+                    .metrics
+                    .rate_limited(tenant, "sends_in_flight");
+                StartError::SendsInFlight {
+                    retry_after: SEND_SLOT_RETRY,
+                }
+            })
     }
 
     /// Runs a start or a resend to its end in a task of its own, in the
-    /// RPC's span (and so in the caller's trace).
+    /// RPC's span (and so in the caller's trace), holding its send slot
+    /// until the end.
     pub(super) async fn in_own_task(
         &self,
+        slot: OwnedSemaphorePermit,
         work: impl Future<Output = Result<Verification, StartError>> + Send + 'static,
     ) -> Result<Verification, StartError> {
+        let work = async move {
+            let _slot = slot;
+            work.await
+        };
         match tokio::spawn(work.in_current_span()).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

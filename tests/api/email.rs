@@ -2,6 +2,8 @@
 //! loopback: what arrives, in which language, and what happens when the
 //! server is down or refuses.
 
+use std::time::Duration;
+
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use verifyd::{
@@ -12,7 +14,7 @@ use verifyd::{
 
 use crate::{
     helpers::{TestApp, spawn_app_with, status, violated_fields},
-    smtp_sink::{SmtpSink, closed_port, smtp_provider},
+    smtp_sink::{SmtpSink, SmtpTarpit, closed_port, smtp_provider},
 };
 
 fn email_to(to: &str, locale: &str) -> proto::StartVerificationRequest {
@@ -213,6 +215,44 @@ async fn with_the_server_down_the_start_fails_unavailable_and_the_verification_i
         assert!(!attempt.error_reason.is_empty());
         assert_no_full_address(&attempt.error_reason, address);
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tarpitting_relay_holds_a_start_no_longer_than_the_delivery_timeout() {
+    let tarpit = SmtpTarpit::start().await;
+    let app = spawn_app_with(|config| {
+        // The relay's own timeout (10 s by default) is longer than the
+        // send's: `delivery.timeout` bounds the whole send.
+        config
+            .providers
+            .insert("mail".into(), smtp_provider(tarpit.port));
+        config.delivery.email = vec!["mail".into()];
+        config.delivery.timeout = Duration::from_secs(1);
+    })
+    .await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.start(email_to("ana.lopez@example.com", "en")),
+    )
+    .await
+    .expect("verifyd answers while the relay still stalls");
+    let err = answer.expect_err("the relay never takes the message");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(tarpit.connections() >= 1, "the relay was tried");
+    let v = failed_verification(&app, &err).await;
+    assert!(!v.send_attempts.is_empty());
+    for attempt in &v.send_attempts {
+        assert_eq!(attempt.status, i32::from(proto::DeliveryStatus::Failed));
+        assert!(
+            attempt.error_reason.starts_with("timed out"),
+            "{:#?}",
+            v.send_attempts
+        );
+    }
+    // A timeout cannot tell whether the relay took the message: the
+    // verification stays pending, as after any send of unknown outcome.
+    assert_eq!(status(&v), VerificationStatus::Pending);
     app.stop().await;
 }
 

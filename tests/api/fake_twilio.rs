@@ -128,6 +128,17 @@ impl FakeTwilio {
             .await;
     }
 
+    /// Takes longer than any sane attempt timeout over the next `times`
+    /// messages; later ones go on to the other answers mounted.
+    pub async fn hang_next(&self, times: u64) {
+        Self::messages()
+            .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(30)))
+            .up_to_n_times(times)
+            .with_priority(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// The form fields of every message request received.
     pub async fn sent(&self) -> Vec<BTreeMap<String, String>> {
         self.server

@@ -12,7 +12,13 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
+
+use tokio::io::AsyncWriteExt as _;
 
 use serde_json::Value;
 use verifyd::delivery::{
@@ -168,6 +174,51 @@ pub fn smtp_config(port: u16) -> SmtpConfig {
 pub fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
+}
+
+/// A relay that tarpits: it greets, then never answers a command, the way
+/// a tarpit stalls senders it distrusts. Each connection is held open until
+/// the tarpit is dropped.
+pub struct SmtpTarpit {
+    pub port: u16,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpTarpit {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                // A greeting, then silence.
+                let _ = socket.write_all(b"220 tarpit.example ESMTP\r\n").await;
+                held.push(socket);
+            }
+        });
+        Self {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    /// The connections the relay has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SmtpTarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl ReceivedMail {

@@ -738,6 +738,85 @@ async fn the_callers_deadline_bounds_the_send() {
 }
 
 #[tokio::test]
+async fn past_the_cap_on_sends_in_flight_a_start_is_refused_and_takes_nothing() {
+    let fake = FakeTwilio::start().await;
+    fake.hang_next(2).await;
+    fake.accept(&sid("SM", 1)).await;
+    let app = spawn_app_with(|c| {
+        with_twilio(c, &[("twilio", &fake)]);
+        c.delivery.max_sends_in_flight = 2;
+        c.delivery.timeout = Duration::from_secs(1);
+        c.delivery.retry.retries = 0;
+        // One start per end-user IP: a refusal that took the IP's cell
+        // would leave its retry nothing.
+        c.limits.starts_per_ip.burst = 1;
+    })
+    .await;
+    let from = |ip: &str, to: &str| proto::StartVerificationRequest {
+        end_user_ip: ip.into(),
+        idempotency_key: format!("start-{to}"),
+        ..sms_to(to)
+    };
+
+    // Two starts hang on the provider and fill the cap.
+    let hung: Vec<_> = ["+14155550100", "+14155550101"]
+        .into_iter()
+        .enumerate()
+        .map(|(n, to)| {
+            let mut client = app.client.clone();
+            let req = from(&format!("203.0.113.{n}"), to);
+            tokio::spawn(async move { client.start_verification(req).await })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while fake.sent().await.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("both hanging sends reached the provider");
+
+    let third = from("198.51.100.7", "+14155550102");
+    let err = app
+        .start(third.clone())
+        .await
+        .expect_err("the cap on sends in flight is reached");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("sending as many messages"),
+        "{err:?}"
+    );
+    assert_eq!(
+        crate::helpers::retry_after(&err),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(fake.sent().await.len(), 2, "nothing was sent");
+    // Everything else is still served.
+    let missing = app
+        .get("VE0123456789abcdef0123456789abcdef")
+        .await
+        .expect_err("no such verification");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    assert_eq!(
+        app.metrics()
+            .await
+            .value(r#"verifyd_rate_limited_total{tenant="default",limit="sends_in_flight"}"#),
+        Some(1.0)
+    );
+
+    for start in hung {
+        let answer = start.await.expect("task");
+        assert_eq!(answer.expect_err("timed out").code(), Code::Unavailable);
+    }
+    // The refused start claimed no idempotency key and took no cell (the
+    // IP's, the destination's, the least gap): its retry runs afresh.
+    let v = app.started(third).await;
+    assert_eq!(v.send_attempts.len(), 1);
+    assert_eq!(fake.sent().await.len(), 3);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn numbers_the_provider_refuses_give_their_prefix_cells_back() {
     let fake = FakeTwilio::start().await;
     fake.accept(&sid("SM", 1)).await;
