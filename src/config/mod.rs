@@ -487,6 +487,48 @@ mod tests {
                 Some("s3cret")
             );
             assert!(!format!("{config:?}").contains("s3cret"));
+
+            // Sentinel instead of a URL: its own credentials, and TLS to
+            // the primary it names.
+            jail.set_env(
+                "VERIFYD_STORE__REDIS__SENTINEL__NODES",
+                "[redis://s1:26379]",
+            );
+            assert_eq!(load_err().key, "store.redis.sentinel.nodes", "and a URL");
+            jail.clear_env();
+            jail.set_env("VERIFYD_HMAC__KEY", KEY);
+            jail.set_env("VERIFYD_DELIVERY__SMS", "[console]");
+            jail.set_env("VERIFYD_STORE__BACKEND", "redis");
+            jail.set_env("VERIFYD_STORE__REDIS__INDEX_KEY", KEY);
+            jail.set_env("VERIFYD_STORE__REDIS__CA_CERT_FILE", "ca.pem");
+            jail.set_env(
+                "VERIFYD_STORE__REDIS__SENTINEL__NODES",
+                "[redis://s1:26379]",
+            );
+            assert_eq!(load_err().key, "store.redis.sentinel.master_name");
+            jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__MASTER_NAME", "my primary");
+            assert_eq!(load_err().key, "store.redis.sentinel.master_name");
+            jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__MASTER_NAME", "verifyd");
+            assert_eq!(load_err().key, "store.redis.ca_cert", "CA without TLS");
+            jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__TLS", "true");
+            jail.create_file("sentinel.pass", "s3ntinel")?;
+            jail.set_env(
+                "VERIFYD_STORE__REDIS__SENTINEL__PASSWORD_FILE",
+                "sentinel.pass",
+            );
+            let config = Config::load(None).expect("valid");
+            let sentinel = &config.store.redis.sentinel;
+            assert_eq!(sentinel.nodes, ["redis://s1:26379"]);
+            assert_eq!(
+                sentinel.password.as_ref().map(Secret::expose),
+                Some("s3ntinel")
+            );
+            assert!(!format!("{config:?}").contains("s3ntinel"));
+            jail.set_env(
+                "VERIFYD_STORE__REDIS__SENTINEL__NODES",
+                "[redis://:pw@s1:26379]",
+            );
+            assert_eq!(load_err().key, "store.redis.sentinel.nodes");
             Ok(())
         });
     }

@@ -33,7 +33,7 @@ use crate::domain::{
 };
 
 // From the module that defines it, which imports nothing from `store`.
-use self::redis::connection::RedisConfig;
+use self::redis::config::RedisConfig;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

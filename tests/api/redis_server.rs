@@ -45,7 +45,7 @@ impl RedisServer {
 
     /// Retries on a fresh port when Redis exits at startup: the port picked
     /// may have been taken between our probe and Redis's bind.
-    fn start_with(extra_args: &[String]) -> Self {
+    pub fn start_with(extra_args: &[String]) -> Self {
         let mut server = Self {
             port: 0,
             child: None,
@@ -113,21 +113,7 @@ impl RedisServer {
     /// `redis-cli -p PORT ARGS…`'s output, trimmed. Error replies are
     /// output too (`ERR …`); only a failure to connect panics.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
-        assert!(
-            output.status.success(),
-            "redis-cli -p {} {args:?} failed ({}): {}",
-            self.port,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        cli(self.port, args)
     }
 
     /// The ids of the connections signed in as `user`: a connection that
@@ -341,10 +327,266 @@ impl RedisCluster {
     }
 }
 
+/// The name the sentinels monitor the primary by.
+pub const SENTINEL_MASTER: &str = "verifyd";
+
+/// One primary, one replica and three sentinels (quorum two), the
+/// topology the usual Helm charts run: the sentinels call the primary
+/// down after a second without an answer and promote the replica.
+#[derive(Debug)]
+pub struct RedisSentinels {
+    pub nodes: [RedisServer; 2],
+    sentinels: Vec<Sentinel>,
+}
+
+#[derive(Debug)]
+struct Sentinel {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinels {
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica = RedisServer::start_with(&[
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ]);
+        // A full resync (the old primary rejoining as a replica) starts at
+        // once rather than after Redis's 5 s wait for more replicas.
+        for node in [&primary, &replica] {
+            node.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+        }
+        let sentinels = (0..3).map(|_| Sentinel::start(primary.port)).collect();
+        let deployment = Self {
+            nodes: [primary, replica],
+            sentinels,
+        };
+        // Ready for a failover: the replica in sync, and every sentinel
+        // knowing the replica and the two other sentinels.
+        wait_for(STARTUP, "the replica to sync", || {
+            deployment.nodes[1]
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+        });
+        for sentinel in &deployment.sentinels {
+            wait_for(STARTUP, "the sentinels to find each other", || {
+                let master = sentinel.cli(&["SENTINEL", "MASTER", SENTINEL_MASTER]);
+                let field = |name: &str| {
+                    let mut lines = master.lines();
+                    lines.find(|line| *line == name)?;
+                    lines.next().map(str::to_owned)
+                };
+                field("num-other-sentinels").as_deref() == Some("2")
+                    && field("num-slaves").as_deref() == Some("1")
+            });
+        }
+        deployment
+    }
+
+    /// `redis://127.0.0.1:PORT` of each sentinel.
+    pub fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("redis://127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// Runs `redis-cli ARGS…` on every sentinel; their answers.
+    pub fn on_each_sentinel(&self, args: &[&str]) -> Vec<String> {
+        self.sentinels.iter().map(|s| s.cli(args)).collect()
+    }
+
+    /// The port of the node the sentinels name primary now.
+    pub fn primary_port(&self) -> u16 {
+        let answer =
+            self.sentinels[0].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER]);
+        answer
+            .lines()
+            .nth(1)
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("the sentinels name no primary: {answer:?}"))
+    }
+
+    /// The node the sentinels name primary now.
+    pub fn primary(&mut self) -> &mut RedisServer {
+        let port = self.primary_port();
+        self.nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("the primary is one of the nodes")
+    }
+
+    /// Waits until every write the primary took has reached the replica.
+    pub fn replicate(&mut self) {
+        let acknowledged = self.primary().cli(&["WAIT", "1", "5000"]);
+        assert_eq!(acknowledged, "1", "the replica acknowledged the writes");
+    }
+
+    /// Waits until the sentinels name a primary other than `port`, and it
+    /// says it is one.
+    pub fn wait_for_failover_from(&self, port: u16) -> u16 {
+        let mut promoted = 0;
+        wait_for(
+            Duration::from_secs(60),
+            "the sentinels to promote the replica",
+            || {
+                promoted = self.primary_port();
+                promoted != port
+                    && self
+                        .nodes
+                        .iter()
+                        .find(|node| node.port == promoted)
+                        .is_some_and(|node| node.cli(&["ROLE"]).starts_with("master"))
+            },
+        );
+        promoted
+    }
+
+    /// Waits until the node on `port`, alive through a switchover, says
+    /// it is a replica: until then it still takes writes, which the
+    /// new primary never sees.
+    pub fn wait_for_demotion_of(&self, port: u16) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .expect("a node");
+        wait_for(
+            Duration::from_secs(60),
+            "the old primary to become a replica",
+            || node.cli(&["ROLE"]).starts_with("slave"),
+        );
+    }
+
+    /// Waits until nothing but the sentinels, its replicas and this
+    /// harness is connected to the node on `port`: verifyd has left it.
+    pub fn wait_until_left(&self, port: u16, limit: Duration) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .expect("a node");
+        wait_for(limit, "verifyd to leave the old primary", || {
+            node.cli(&["CLIENT", "LIST"]).lines().all(|client| {
+                let field = |name: &str| {
+                    client
+                        .split(' ')
+                        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                        .unwrap_or_default()
+                };
+                field("name").starts_with("sentinel-")
+                    || field("cmd") == "client|list"
+                    || field("flags").contains('S')
+            })
+        });
+    }
+
+    /// `SENTINEL FAILOVER`: the replica is promoted without waiting for
+    /// the primary to fail, and the old primary becomes its replica.
+    pub fn fail_over(&self) {
+        let answer = self.sentinels[0].cli(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
+        assert_eq!(answer, "OK", "SENTINEL FAILOVER");
+    }
+}
+
+impl Sentinel {
+    fn start(primary: u16) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir for a sentinel");
+            let port = free_port();
+            // Sentinel rewrites its configuration file, so it gets its own.
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                    dir = dir.path().display(),
+                ),
+            )
+            .expect("write sentinel.conf");
+            let log = std::fs::File::create(dir.path().join("sentinel.log")).expect("log");
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run redis-server --sentinel: {e}; {INSTALL_HINT}")
+                });
+            let deadline = Instant::now() + STARTUP;
+            loop {
+                if ping(port, Duration::from_millis(500)) {
+                    return Self {
+                        port,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = std::fs::read_to_string(dir.path().join("sentinel.log"))
+                        .unwrap_or_default();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("redis-server --sentinel did not start: {last_error}");
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        cli(self.port, args)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` until it holds, failing the test after `limit`.
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A loopback port nothing listened on a moment ago.
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// `redis-cli -p PORT ARGS…`'s output, trimmed.
+fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
+    assert!(
+        output.status.success(),
+        "redis-cli -p {port} {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// `kill -SIGNAL pid`, without a libc dependency.

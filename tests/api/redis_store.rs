@@ -406,14 +406,15 @@ async fn a_record_without_its_check_budget_spends_the_same_budget_in_separate_st
     assert_eq!(redis.cli(&["HEXISTS", &hash, "check_budget"]), "1");
 }
 
-/// The commands docs/redis.md says the Redis ACL user needs, in ACL syntax
+/// The commands docs/redis.md says an ACL user needs, in ACL syntax
 /// (`SCRIPT LOAD` is `script|load`): every upper-case word or pair in
-/// backticks in the paragraph that begins "The Redis ACL user needs".
-fn documented_acl_commands() -> Vec<String> {
+/// backticks in the paragraph that begins with `opening` ("The Redis ACL
+/// user needs").
+pub fn documented_acl_commands(opening: &str) -> Vec<String> {
     let doc = include_str!("../../docs/redis.md");
     let start = doc
-        .find("The Redis ACL user needs")
-        .expect("docs/redis.md lists the ACL user's commands");
+        .find(opening)
+        .unwrap_or_else(|| panic!("docs/redis.md has a paragraph \"{opening}…\""));
     let paragraph = doc[start..].split("\n\n").next().unwrap_or_default();
     paragraph
         .split('`')
@@ -424,10 +425,14 @@ fn documented_acl_commands() -> Vec<String> {
         .collect()
 }
 
+/// How docs/redis.md opens its list of what verifyd's user on the Redis
+/// nodes needs.
+pub const DATA_NODE_ACL: &str = "The Redis ACL user needs";
+
 /// Makes the ACL user `verifyd` with the commands docs/redis.md lists,
 /// less `without`, and a verifyd that signs in as that user.
 async fn app_as_acl_user(redis: &RedisServer, without: &[&str]) -> TestApp {
-    let commands = documented_acl_commands();
+    let commands = documented_acl_commands(DATA_NODE_ACL);
     assert!(commands.contains(&"evalsha".to_owned()), "{commands:?}");
     let mut acl = vec![
         "ACL",

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::RedisConfig;
+use super::{config::RedisConfig, sentinel::Switches};
 use crate::store::{
     feed::{Feed, Subscription},
     port::StoreError,
@@ -41,7 +41,13 @@ pub(super) struct Changes {
 
 impl Changes {
     /// Starts the subscriber task; it ends when `stop` is cancelled.
-    pub(super) fn start(config: &RedisConfig, stop: CancellationToken) -> Self {
+    /// `switches`, with Sentinel, are its announcements of a new primary:
+    /// the subscriber leaves the old one at each.
+    pub(super) fn start(
+        config: &RedisConfig,
+        switches: Option<Switches>,
+        stop: CancellationToken,
+    ) -> Self {
         let (unwatched_tx, unwatched_rx) = mpsc::unbounded_channel();
         let feed = Arc::new(Feed::reporting_unwatched(unwatched_tx));
         let (commands, commands_rx) = mpsc::channel(1024);
@@ -50,6 +56,7 @@ impl Changes {
             feed: Arc::clone(&feed),
             commands: commands_rx,
             unwatched: unwatched_rx,
+            switches,
         };
         tokio::spawn(task.run(stop));
         Self {
@@ -87,6 +94,7 @@ struct Subscriber {
     feed: Arc<Feed<Channel>>,
     commands: mpsc::Receiver<Command>,
     unwatched: mpsc::UnboundedReceiver<Channel>,
+    switches: Option<Switches>,
 }
 
 impl Subscriber {
@@ -133,15 +141,30 @@ impl Subscriber {
         }
     }
 
-    /// Connects to the first node that answers (in a cluster, messages
-    /// published on any node reach every node) and subscribes to every
+    /// The nodes to try, in order: the standalone server, the cluster's
+    /// seeds (messages published on any node reach every node), or the
+    /// primary the sentinels name now, so that after a failover the
+    /// subscription follows the new primary.
+    async fn clients(&self) -> redis::RedisResult<Vec<redis::Client>> {
+        if self.config.sentinel.is_used() {
+            let mut sentinels = super::sentinel::client(&self.config)?;
+            return Ok(vec![sentinels.async_get_client().await?]);
+        }
+        let urls = self.config.url.iter().chain(&self.config.cluster);
+        urls.map(|url| self.config.client(url)).collect()
+    }
+
+    /// Connects to the first node that answers and subscribes to every
     /// watched channel.
     async fn connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
-        let urls = self.config.url.iter().chain(&self.config.cluster);
+        let deadline = self.config.connect_timeout + self.config.timeout;
+        let clients = match tokio::time::timeout(deadline, self.clients()).await {
+            Ok(clients) => clients?,
+            Err(_) => return Err(timed_out()),
+        };
         let mut last_error = None;
-        for url in urls {
+        for client in clients {
             let attempt = async {
-                let client = self.config.client(url)?;
                 let (mut sink, stream) = client.get_async_pubsub().await?.split();
                 let watched = self.feed.watched();
                 if !watched.is_empty() {
@@ -149,15 +172,10 @@ impl Subscriber {
                 }
                 Ok::<_, redis::RedisError>((sink, stream))
             };
-            let deadline = self.config.connect_timeout + self.config.timeout;
             match tokio::time::timeout(deadline, attempt).await {
                 Ok(Ok(connected)) => return Ok(connected),
                 Ok(Err(error)) => last_error = Some(error),
-                Err(_) => {
-                    last_error = Some(redis::RedisError::from(std::io::Error::from(
-                        std::io::ErrorKind::TimedOut,
-                    )));
-                }
+                Err(_) => last_error = Some(timed_out()),
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -173,6 +191,8 @@ impl Subscriber {
         heartbeat.tick().await;
         loop {
             tokio::select! {
+                // The sentinels named a new primary: subscribe there.
+                () = switched(self.switches.as_mut()) => return,
                 _ = heartbeat.tick() => {
                     let pong = tokio::time::timeout(self.config.timeout, sink.ping::<String>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
@@ -208,4 +228,19 @@ impl Subscriber {
             }
         }
     }
+}
+
+/// Resolves at the next announcement of a new primary; never without
+/// Sentinel, or once its follower has stopped.
+async fn switched(switches: Option<&mut Switches>) {
+    if let Some(switches) = switches
+        && switches.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }

@@ -19,17 +19,19 @@
 
 mod changes;
 mod checks;
-pub(super) mod connection;
+pub(super) mod config;
+mod connection;
 mod idempotency;
 mod keys;
 mod limits;
 mod record;
 mod scripts;
 mod sends;
+mod sentinel;
 
 use std::{sync::Arc, time::Duration};
 
-pub use connection::RedisConfig;
+pub use config::{RedisConfig, SentinelConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation, aio::ConnectionLike as _};
 use tokio_util::sync::CancellationToken;
 
@@ -70,13 +72,17 @@ impl RedisStore {
         // rediss:// speaks rustls, with the one crypto provider used
         // everywhere: ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let connection = Connection::open(config)
+        let switches = config
+            .sentinel
+            .is_used()
+            .then(|| sentinel::follow_switches(config, stop.clone()));
+        let connection = Connection::open(config, switches.clone())
             .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 connection,
                 keys: Keys::new(&config.key_prefix, index_key),
-                changes: Changes::start(config, stop),
+                changes: Changes::start(config, switches, stop),
                 timeout: config.timeout,
                 retention,
                 metrics,
