@@ -21,6 +21,7 @@ mod limits;
 mod loadtest;
 mod metrics;
 mod model;
+mod redis_cluster;
 mod redis_sentinel;
 mod redis_store;
 mod rotation;

@@ -321,6 +321,75 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// The hash slot of `key`, and the index of the node serving it.
+    pub fn slot_of(&self, key: &str) -> (u16, usize) {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .expect("a slot number");
+        let owner = self
+            .nodes
+            .iter()
+            .position(|node| node.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]) != "0")
+            .expect("a node holds the slot's keys");
+        (slot, owner)
+    }
+
+    /// Starts moving `slot` from node `from` to node `to`, as
+    /// `redis-cli --cluster reshard` does: the target imports, the source
+    /// migrates, and the slot's keys move. `keys` limits which (`None`:
+    /// all). The source then answers ASK for the keys it no longer has.
+    pub fn migrate(&self, slot: u16, from: usize, to: usize, keys: Option<&[String]>) {
+        let slot = slot.to_string();
+        let id = |node: usize| self.nodes[node].cli(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from), id(to));
+        let set = |node: usize, state: &str, other: &str| {
+            let answer = self.nodes[node].cli(&["CLUSTER", "SETSLOT", &slot, state, other]);
+            assert_eq!(answer, "OK", "CLUSTER SETSLOT {slot} {state}");
+        };
+        set(to, "IMPORTING", &from_id);
+        set(from, "MIGRATING", &to_id);
+        let all = self.nodes[from]
+            .cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "1000"])
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let moving = keys.map_or(all, <[String]>::to_vec);
+        let port = self.nodes[to].port.to_string();
+        let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        migrate.extend(moving.iter().map(String::as_str));
+        assert_eq!(self.nodes[from].cli(&migrate), "OK", "MIGRATE {moving:?}");
+    }
+
+    /// How many `kind` errors (`TRYAGAIN`, `ASK`, `MOVED`) node `node`
+    /// has answered.
+    pub fn errors(&self, node: usize, kind: &str) -> u64 {
+        let stats = self.nodes[node].cli(&["INFO", "errorstats"]);
+        let prefix = format!("errorstat_{kind}:count=");
+        stats
+            .lines()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix(&prefix)?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Ends a migration: every node learns that `slot` is served by node
+    /// `to`. A client with the old map now gets MOVED from the source.
+    pub fn assign(&self, slot: u16, to: usize) {
+        let to_id = self.nodes[to].cli(&["CLUSTER", "MYID"]);
+        let slot = slot.to_string();
+        for node in &self.nodes {
+            let answer = node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            assert_eq!(answer, "OK", "CLUSTER SETSLOT {slot} NODE");
+        }
+    }
+
     /// Every node's [`RedisServer::dump`] (they are all masters).
     pub fn dump(&self) -> Vec<(String, String, String)> {
         self.nodes.iter().flat_map(RedisServer::dump).collect()
@@ -557,7 +626,7 @@ impl Drop for Sentinel {
 }
 
 /// Polls `done` until it holds, failing the test after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "waited {limit:?} for {what}");

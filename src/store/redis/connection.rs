@@ -11,10 +11,10 @@ use redis::{
     Cmd, Pipeline, RedisFuture, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClientBuilder, ClusterConfig},
-    cluster_async::ClusterConnection,
 };
 
 use super::{
+    cluster::FollowingCluster,
     config::RedisConfig,
     sentinel::{SentinelConnection, Switches},
 };
@@ -22,7 +22,7 @@ use super::{
 #[derive(Clone)]
 pub(super) enum Connection {
     Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(FollowingCluster),
     Sentinel(SentinelConnection),
 }
 
@@ -65,22 +65,23 @@ impl Connection {
         let mut builder = ClusterClientBuilder::new(nodes)
             .response_timeout(config.timeout)
             .connection_timeout(config.connect_timeout)
-            // No resending: a script whose reply was lost may have run, and
-            // running it again would spend a second attempt or budget cell.
-            // A request caught by a failover or a slot move fails with
-            // UNAVAILABLE instead, and the caller retries.
+            // No resending by the crate, whose one retry counter covers
+            // broken connections too: a script whose reply was lost may
+            // have run, and running it again would spend a second attempt
+            // or budget cell. `FollowingCluster` follows the redirects,
+            // which say the command did not run; the rest fail closed.
             .retries(0);
         if let Some(certificates) = config.certificates() {
             builder = builder.certs(certificates);
         }
         let client = builder.build()?;
-        Ok(Self::Cluster(
+        Ok(Self::Cluster(FollowingCluster::new(
             client.get_pending_async_connection_with_config(
                 ClusterConfig::new()
                     .set_response_timeout(config.timeout)
                     .set_connection_timeout(config.connect_timeout),
             ),
-        ))
+        )))
     }
 }
 

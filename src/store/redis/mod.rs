@@ -19,6 +19,7 @@
 
 mod changes;
 mod checks;
+mod cluster;
 pub(super) mod config;
 mod connection;
 mod idempotency;
