@@ -524,11 +524,15 @@ mod tests {
                 Some("s3ntinel")
             );
             assert!(!format!("{config:?}").contains("s3ntinel"));
-            jail.set_env(
-                "VERIFYD_STORE__REDIS__SENTINEL__NODES",
-                "[redis://:pw@s1:26379]",
-            );
-            assert_eq!(load_err().key, "store.redis.sentinel.nodes");
+            for with_credentials in ["[redis://:pw@s1:26379]", "[redis://user@s1:26379]"] {
+                jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__NODES", with_credentials);
+                let err = load_err();
+                assert_eq!(err.key, "store.redis.sentinel.nodes");
+                assert!(
+                    err.problem.contains("store.redis.sentinel.password"),
+                    "{err}"
+                );
+            }
             Ok(())
         });
     }

@@ -190,3 +190,31 @@ async fn a_watcher_and_the_commands_follow_a_switchover() {
     assert_eq!(status(&approved), VerificationStatus::Approved);
     app.stop().await;
 }
+
+/// A "sentinel" that accepts connections and never answers, as one whose
+/// node vanished behind a firewall does. Listed first, it holds up a
+/// lookup past the command timeout (the `redis` crate reads the
+/// sentinels' answers in order): the lookup must outlive the requests
+/// that started it, or none would ever find the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_never_answers_costs_one_lookup_not_every_request() {
+    let redis = tokio::task::block_in_place(RedisSentinels::start);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("redis://{}", silent.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            connections.push(socket);
+        }
+    });
+    let mut config = sentinel_config(&redis);
+    config.store.redis.sentinel.nodes.insert(0, silent_url);
+    let app = spawn(config, test_clock()).await;
+    let v = once_served(|| app.start(sms_to("+14155550100"))).await;
+    let id = v.verification.expect("verification").id;
+    app.get(&id).await.expect("served from then on");
+    held.abort();
+    app.stop().await;
+}

@@ -53,6 +53,7 @@ impl Changes {
         let (commands, commands_rx) = mpsc::channel(1024);
         let task = Subscriber {
             config: config.clone(),
+            failed_connects: 0,
             feed: Arc::clone(&feed),
             commands: commands_rx,
             unwatched: unwatched_rx,
@@ -91,6 +92,9 @@ impl Changes {
 
 struct Subscriber {
     config: RedisConfig,
+    /// Connections that failed so far (Sentinel: how far to rotate the
+    /// sentinels' list, so one that does not answer is asked last).
+    failed_connects: usize,
     feed: Arc<Feed<Channel>>,
     commands: mpsc::Receiver<Command>,
     unwatched: mpsc::UnboundedReceiver<Channel>,
@@ -147,7 +151,7 @@ impl Subscriber {
     /// subscription follows the new primary.
     async fn clients(&self) -> redis::RedisResult<Vec<redis::Client>> {
         if self.config.sentinel.is_used() {
-            let mut sentinels = super::sentinel::client(&self.config)?;
+            let mut sentinels = super::sentinel::client(&self.config, self.failed_connects)?;
             return Ok(vec![sentinels.async_get_client().await?]);
         }
         let urls = self.config.url.iter().chain(&self.config.cluster);
@@ -156,9 +160,21 @@ impl Subscriber {
 
     /// Connects to the first node that answers and subscribes to every
     /// watched channel.
-    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+    async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        let connected = self.try_connect().await;
+        if connected.is_err() {
+            // With Sentinel, the next try starts with the next sentinel.
+            self.failed_connects = self.failed_connects.wrapping_add(1);
+        }
+        connected
+    }
+
+    async fn try_connect(&self) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        // With Sentinel, a lookup: asking the sentinels, then the primary
+        // its role.
+        let lookup = 2 * (self.config.connect_timeout + self.config.timeout);
         let deadline = self.config.connect_timeout + self.config.timeout;
-        let clients = match tokio::time::timeout(deadline, self.clients()).await {
+        let clients = match tokio::time::timeout(lookup, self.clients()).await {
             Ok(clients) => clients?,
             Err(_) => return Err(timed_out()),
         };

@@ -12,8 +12,12 @@
 //!   the target already. The command goes there, after `ASKING`, in one
 //!   pipeline on one connection.
 //! - `TRYAGAIN`: some of the command's keys have moved and some not (or do
-//!   not exist yet), in a migration under way. It is sent again after a
-//!   short pause, until the migration ends.
+//!   not exist yet), in a migration under way. It is sent again to the
+//!   same node (after an ASK, the target, with `ASKING`) after a short
+//!   pause, until the migration ends.
+//! - No connection to the node a redirect names (one added to the cluster
+//!   since the map was read): sent again by the slot map after a pause,
+//!   once the crate has connected (it reconnects from the seed nodes).
 //! - `CLUSTERDOWN`: the cluster refuses every command for now (a primary
 //!   lost and not yet replaced). Sent again after a short pause.
 //!
@@ -46,11 +50,20 @@ pub(super) struct FollowingCluster {
     connection: ClusterConnection,
 }
 
-/// Where Redis said to send a command again.
+/// Where a command is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// The slot's node in the crate's map.
+    BySlot,
+    /// The node a MOVED named.
+    Node { host: String, port: u16 },
+    /// The node an ASK named, after `ASKING`.
+    Asking { host: String, port: u16 },
+}
+
+/// What an error says about a command that did not run.
 #[derive(Debug, PartialEq, Eq)]
 enum Redirect {
-    /// By the slot map, which the crate rebuilds after a MOVED.
-    BySlot,
     Moved {
         host: String,
         port: u16,
@@ -59,8 +72,14 @@ enum Redirect {
         host: String,
         port: u16,
     },
-    /// By the slot map, after a pause.
+    /// TRYAGAIN, CLUSTERDOWN: the same place, after a pause. After an ASK
+    /// that is the migration's target, which refuses until its keys are
+    /// all there.
     Later,
+    /// No connection to the node named (one added to the cluster since the
+    /// map was read): by the slot map, after a pause for the crate to
+    /// connect.
+    Remap,
 }
 
 impl Redirect {
@@ -74,7 +93,7 @@ impl Redirect {
         };
         match error.kind() {
             ErrorKind::Server(ServerErrorKind::Moved) => {
-                Some(node().map_or(Self::BySlot, |(host, port)| Self::Moved { host, port }))
+                Some(node().map_or(Self::Remap, |(host, port)| Self::Moved { host, port }))
             }
             ErrorKind::Server(ServerErrorKind::Ask) => {
                 node().map(|(host, port)| Self::Ask { host, port })
@@ -82,17 +101,11 @@ impl Redirect {
             ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown) => {
                 Some(Self::Later)
             }
+            // The crate found no connection for the route: nothing was
+            // sent.
+            ErrorKind::ClusterConnectionNotFound => Some(Self::Remap),
             _ => None,
         }
-    }
-
-    /// The first redirect among a transaction's replies. A MULTI whose
-    /// commands were redirected is aborted by its EXEC, so none of it ran.
-    fn in_replies(replies: &[Value]) -> Option<Self> {
-        replies.iter().find_map(|reply| match reply {
-            Value::ServerError(error) => Self::of(&RedisError::from(error.clone())),
-            _ => None,
-        })
     }
 }
 
@@ -101,11 +114,45 @@ impl FollowingCluster {
         Self { connection }
     }
 
-    /// Sends `cmd` as Redis last said to.
-    async fn send(&mut self, cmd: &Cmd, redirect: &Redirect) -> RedisResult<Value> {
-        match redirect {
-            Redirect::BySlot | Redirect::Later => self.connection.req_packed_command(cmd).await,
-            Redirect::Moved { host, port } => {
+    /// `commands` on the node an ASK named, after `ASKING`, in one
+    /// pipeline on one connection; their replies, ASKING's left out.
+    async fn asking(
+        &mut self,
+        commands: impl IntoIterator<Item = Cmd>,
+        host: &str,
+        port: u16,
+    ) -> RedisResult<Vec<Value>> {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("ASKING");
+        for command in commands {
+            pipeline.add_command(command);
+        }
+        let count = pipeline.len();
+        let node = SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        };
+        let mut replies = self
+            .connection
+            .route_pipeline(pipeline, 0, count, node)
+            .await?;
+        // Refused (an ACL without ASKING): the command ran without it and
+        // was redirected again, or refused; either way it did not run.
+        match replies.first() {
+            Some(Value::Okay) => Ok(replies.split_off(1)),
+            Some(Value::ServerError(error)) => Err(error.clone().into()),
+            _ => Err(RedisError::from((
+                ErrorKind::Client,
+                "ASKING got an unexpected reply",
+            ))),
+        }
+    }
+
+    /// Sends `cmd` to `place`.
+    async fn send(&mut self, cmd: &Cmd, place: &Place) -> RedisResult<Value> {
+        match place {
+            Place::BySlot => self.connection.req_packed_command(cmd).await,
+            Place::Node { host, port } => {
                 let node = SingleNodeRoutingInfo::ByAddress {
                     host: host.clone(),
                     port: *port,
@@ -114,68 +161,61 @@ impl FollowingCluster {
                     .route_command(cmd.clone(), RoutingInfo::SingleNode(node))
                     .await
             }
-            Redirect::Ask { host, port } => {
-                let mut asking = redis::pipe();
-                asking.cmd("ASKING").add_command(cmd.clone());
-                let node = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                let mut replies = self.connection.route_pipeline(asking, 0, 2, node).await?;
-                let reply = replies.pop().unwrap_or(Value::Nil);
+            Place::Asking { host, port } => {
+                let reply = self.asking([cmd.clone()], host, *port).await?.pop();
                 match reply {
-                    Value::ServerError(error) => Err(error.into()),
-                    value => Ok(value),
+                    Some(Value::ServerError(error)) => Err(error.into()),
+                    Some(value) => Ok(value),
+                    None => Err(RedisError::from((ErrorKind::Client, "no reply"))),
                 }
             }
         }
     }
 
-    /// Sends a transaction (MULTI … EXEC) as Redis last said to.
+    /// Sends a plain pipeline (`store::redis::transaction`'s MULTI … EXEC,
+    /// every reply wanted) to `place`.
     async fn send_all(
         &mut self,
         pipeline: &Pipeline,
         offset: usize,
         count: usize,
-        redirect: &Redirect,
+        place: &Place,
     ) -> RedisResult<Vec<Value>> {
-        let node = |host: &String, port: &u16| SingleNodeRoutingInfo::ByAddress {
-            host: host.clone(),
-            port: *port,
-        };
-        match redirect {
-            Redirect::BySlot | Redirect::Later => {
+        match place {
+            Place::BySlot => {
                 self.connection
                     .req_packed_commands(pipeline, offset, count)
                     .await
             }
-            Redirect::Moved { host, port } => {
+            Place::Node { host, port } => {
+                let node = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
                 self.connection
-                    .route_pipeline(pipeline.clone(), offset, count, node(host, port))
+                    .route_pipeline(pipeline.clone(), offset, count, node)
                     .await
             }
-            Redirect::Ask { host, port } => {
-                let mut asking = redis::pipe();
-                asking.cmd("ASKING");
-                for command in pipeline.cmd_iter() {
-                    asking.add_command(command.clone());
-                }
-                let mut replies = self
-                    .connection
-                    .route_pipeline(asking, offset + 1, count, node(host, port))
-                    .await?;
-                // ASKING's OK is not among the replies asked for: the
-                // offset skipped it. Keep the shape the caller expects.
-                replies.truncate(count);
-                Ok(replies)
+            // Rebuilt with ASKING in front, which keeps a plain pipeline's
+            // shape only: an atomic one (`.atomic()`, whose replies are
+            // sliced by offset) would lose its MULTI. verifyd sends none.
+            Place::Asking { host, port }
+                if !pipeline.is_transaction() && offset == 0 && count == pipeline.len() =>
+            {
+                self.asking(pipeline.cmd_iter().cloned(), host, *port).await
             }
+            Place::Asking { .. } => Err(RedisError::from((
+                ErrorKind::Client,
+                "cannot follow ASK with this pipeline",
+            ))),
         }
     }
 }
 
-/// Where the next try of one command goes, and how many are left.
+/// Where the next try of one command goes, and how many redirects are
+/// left.
 struct Follower {
-    redirect: Redirect,
+    place: Place,
     left: u32,
     pause: Duration,
 }
@@ -183,25 +223,36 @@ struct Follower {
 impl Follower {
     fn new() -> Self {
         Self {
-            redirect: Redirect::BySlot,
+            place: Place::BySlot,
             left: MAX_REDIRECTS,
             pause: FIRST_PAUSE,
         }
     }
 
     /// Whether to try again, as `found` (the redirect in the last answer)
-    /// says; pauses first for a `Later`.
+    /// says; pauses first for a `Later` or a `Remap`.
     async fn again(&mut self, found: Option<Redirect>) -> bool {
-        match found {
+        let next = match found {
             None => return false,
-            Some(Redirect::Later) => {
-                tokio::time::sleep(self.pause).await;
-                self.pause = (self.pause * 2).min(LONGEST_PAUSE);
-            }
+            Some(Redirect::Later) => None,
+            Some(Redirect::Remap) => Some(Place::BySlot),
             Some(_) if self.left == 0 => return false,
-            Some(_) => self.left -= 1,
+            Some(Redirect::Moved { host, port }) => {
+                self.left -= 1;
+                self.place = Place::Node { host, port };
+                return true;
+            }
+            Some(Redirect::Ask { host, port }) => {
+                self.left -= 1;
+                self.place = Place::Asking { host, port };
+                return true;
+            }
+        };
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+        if let Some(place) = next {
+            self.place = place;
         }
-        self.redirect = found.unwrap_or(Redirect::BySlot);
         true
     }
 }
@@ -211,7 +262,7 @@ impl ConnectionLike for FollowingCluster {
         Box::pin(async move {
             let mut follower = Follower::new();
             loop {
-                let result = self.send(cmd, &follower.redirect).await;
+                let result = self.send(cmd, &follower.place).await;
                 let found = result.as_ref().err().and_then(Redirect::of);
                 if !follower.again(found).await {
                     return result;
@@ -220,6 +271,9 @@ impl ConnectionLike for FollowingCluster {
         })
     }
 
+    /// A redirect inside a MULTI comes back as an error too: the crate
+    /// reads the replies and returns the first that needs acting on, and
+    /// EXEC aborted the transaction, so none of it ran.
     fn req_packed_commands<'a>(
         &'a mut self,
         pipeline: &'a Pipeline,
@@ -230,12 +284,9 @@ impl ConnectionLike for FollowingCluster {
             let mut follower = Follower::new();
             loop {
                 let result = self
-                    .send_all(pipeline, offset, count, &follower.redirect)
+                    .send_all(pipeline, offset, count, &follower.place)
                     .await;
-                let found = match &result {
-                    Ok(replies) => Redirect::in_replies(replies),
-                    Err(error) => Redirect::of(error),
-                };
+                let found = result.as_ref().err().and_then(Redirect::of);
                 if !follower.again(found).await {
                     return result;
                 }
@@ -276,6 +327,11 @@ mod tests {
             Redirect::of(&server_error(ServerErrorKind::TryAgain, "")),
             Some(Redirect::Later)
         );
+        let unknown_node = RedisError::from((
+            ErrorKind::ClusterConnectionNotFound,
+            "Requested connection not found",
+        ));
+        assert_eq!(Redirect::of(&unknown_node), Some(Redirect::Remap));
         // A broken connection, a script's own error: may have run.
         let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(Redirect::of(&dropped), None);

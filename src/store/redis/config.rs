@@ -168,6 +168,12 @@ impl RedisConfig {
             if !matches!(url.scheme(), "redis" | "rediss") {
                 return Some((key, "must be a redis:// or rediss:// URL".to_owned()));
             }
+            if self.sentinel.is_used() && (url.password().is_some() || !url.username().is_empty()) {
+                return Some((
+                    key,
+                    "must not hold credentials: set store.redis.sentinel.username and store.redis.sentinel.password (or VERIFYD_STORE__REDIS__SENTINEL__PASSWORD_FILE)".to_owned(),
+                ));
+            }
             if url.password().is_some() {
                 return Some((
                     key,

@@ -5,10 +5,10 @@
 //! verifyd asks the sentinels for the primary, checks that it says it is
 //! one (`ROLE`), and keeps one multiplexed connection to it. It leaves
 //! that connection, and asks the sentinels again on the next request:
-//! - when the sentinels announce a new primary (`+switch-master`, followed
-//!   on one sentinel at a time), since an old primary that is still alive
-//!   keeps taking writes until the sentinels demote it, and those writes
-//!   are lost when it resyncs from the new one;
+//! - when the sentinels announce a new primary (`+switch-master`, heard on
+//!   every sentinel), since an old primary that is still alive keeps
+//!   taking writes until the sentinels demote it, and those writes are
+//!   lost when it resyncs from the new one;
 //! - when the connection fails: an I/O error, or no answer within the
 //!   command timeout (a frozen or partitioned node);
 //! - when the node answers `READONLY` (it was demoted).
@@ -18,10 +18,21 @@
 //! the command and fails the request (UNAVAILABLE, fail closed) rather
 //! than run it twice. The pub/sub connection (`changes`) follows the same
 //! announcements.
+//!
+//! One lookup runs at a time, in a task of its own bounded by the connect
+//! and command timeouts, and every request waiting for a primary waits for
+//! it: a request that gives up does not cancel it, so a slow sentinel
+//! costs one lookup rather than every request's. The `redis` crate reads
+//! the sentinels' answers in the order they are listed, so a lookup that
+//! fails moves the first sentinel to the end of the list: one that does
+//! not answer cannot hold up every lookup.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, Weak},
-    time::{Duration, Instant},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use redis::{
@@ -30,17 +41,18 @@ use redis::{
     aio::{ConnectionLike, MultiplexedConnection},
     sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
 
-/// A client that asks the sentinels for the primary: for the commands'
-/// connection and for the pub/sub one, each with its own.
-pub(super) fn client(config: &RedisConfig) -> RedisResult<SentinelClient> {
+/// A client that asks the sentinels for the primary (the commands'
+/// connection and the pub/sub one each have their own), starting with the
+/// sentinel `rotation` places down the list.
+pub(super) fn client(config: &RedisConfig, rotation: usize) -> RedisResult<SentinelClient> {
     let sentinel = &config.sentinel;
-    let addresses = sentinel
+    let mut addresses = sentinel
         .nodes
         .iter()
         .map(|url| {
@@ -48,6 +60,10 @@ pub(super) fn client(config: &RedisConfig) -> RedisResult<SentinelClient> {
                 .map(|info| info.addr().clone())
         })
         .collect::<RedisResult<Vec<_>>>()?;
+    if !addresses.is_empty() {
+        let first = rotation % addresses.len();
+        addresses.rotate_left(first);
+    }
     let mut builder =
         SentinelClientBuilder::new(addresses, &sentinel.master_name, SentinelServerType::Master)?;
     if let Some(user) = &sentinel.username {
@@ -80,56 +96,105 @@ pub(super) fn client(config: &RedisConfig) -> RedisResult<SentinelClient> {
 /// verifyd started; it changes at each announcement.
 pub(super) type Switches = watch::Receiver<u64>;
 
+/// How often an idle subscription to a sentinel is checked.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// Follows the sentinels' `+switch-master` announcements for the
-/// configured master, until `stop`.
+/// configured master, on every sentinel at once, until `stop`: one that
+/// is gone or frozen cannot make verifyd miss a switch the others
+/// announce.
 pub(super) fn follow_switches(config: &RedisConfig, stop: CancellationToken) -> Switches {
     let (announce, switches) = watch::channel(0);
-    let config = config.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = listen_for_switches(&config, &announce) => {}
-        }
+    let announcer = Arc::new(Announcer {
+        announce,
+        last: Mutex::new(String::new()),
     });
+    for url in &config.sentinel.nodes {
+        let (config, url, announcer, stop) = (
+            config.clone(),
+            url.clone(),
+            Arc::clone(&announcer),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    heard = listen_on(&config, &url, &announcer) => {
+                        if heard {
+                            pause = Duration::from_millis(50);
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
     switches
 }
 
-/// Subscribes on the first sentinel that answers, and on another when it
-/// goes. An announcement missed while no sentinel was listened to is made
-/// up for: each new subscription counts as one, so the connections are
-/// made anew.
-async fn listen_for_switches(config: &RedisConfig, announce: &watch::Sender<u64>) {
-    let sentinel = &config.sentinel;
-    let mut pause = Duration::from_millis(50);
-    let mut listened_before = false;
+/// Counts each new primary once, however many sentinels announce it.
+struct Announcer {
+    announce: watch::Sender<u64>,
+    /// The address of the primary last announced.
+    last: Mutex<String>,
+}
+
+impl Announcer {
+    fn switched(&self, to: &str) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if *last != to {
+            to.clone_into(&mut last);
+            drop(last);
+            tracing::warn!("the sentinels announced a new Redis primary");
+            self.announce.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// Subscribes to `+switch-master` on one sentinel and relays what it
+/// announces until the connection drops or a ping goes unanswered;
+/// whether it subscribed at all.
+async fn listen_on(config: &RedisConfig, url: &str, announcer: &Announcer) -> bool {
+    let subscribed = async {
+        let (mut sink, stream) = sentinel_node(config, url)?
+            .get_async_pubsub()
+            .await?
+            .split();
+        sink.subscribe("+switch-master").await?;
+        Ok::<_, RedisError>((sink, stream))
+    };
+    let deadline = config.connect_timeout + config.timeout;
+    let Ok(Ok((mut sink, mut stream))) = tokio::time::timeout(deadline, subscribed).await else {
+        return false;
+    };
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
     loop {
-        for url in &sentinel.nodes {
-            let subscribed = async {
-                let mut pubsub = sentinel_node(config, url)?.get_async_pubsub().await?;
-                pubsub.subscribe("+switch-master").await?;
-                Ok::<_, RedisError>(pubsub)
-            };
-            let deadline = config.connect_timeout + config.timeout;
-            let Ok(Ok(pubsub)) = tokio::time::timeout(deadline, subscribed).await else {
-                continue;
-            };
-            pause = Duration::from_millis(50);
-            if listened_before {
-                announce.send_modify(|n| *n += 1);
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                let pong = tokio::time::timeout(config.timeout, sink.ping::<String>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return true;
+                }
             }
-            listened_before = true;
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
+            message = stream.next() => {
+                let Some(message) = message else { return true };
                 // "<master name> <old ip> <old port> <new ip> <new port>"
                 let payload: String = message.get_payload().unwrap_or_default();
-                if payload.split(' ').next() == Some(sentinel.master_name.as_str()) {
-                    tracing::warn!("the sentinels announced a new Redis primary");
-                    announce.send_modify(|n| *n += 1);
+                let fields: Vec<&str> = payload.split(' ').collect();
+                if let [name, _, _, ip, port] = fields[..]
+                    && name == config.sentinel.master_name
+                {
+                    announcer.switched(&format!("{ip}:{port}"));
                 }
             }
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -160,19 +225,29 @@ pub(super) struct SentinelConnection {
 }
 
 struct Inner {
-    /// Asking the sentinels is serialized: one lookup at a time, and the
-    /// requests that wait for it use what it found.
-    sentinels: tokio::sync::Mutex<SentinelClient>,
+    config: RedisConfig,
+    /// The sentinels' client, and how far its list is rotated. Only the
+    /// lookup in flight holds it.
+    sentinels: tokio::sync::Mutex<(SentinelClient, usize)>,
     primary: Mutex<Option<Primary>>,
+    /// Numbers each connection made, so a late failure on an old one
+    /// cannot drop a newer one.
+    generations: AtomicU64,
+    /// Whether a lookup is in flight; `looked_up` wakes its waiters.
+    looking_up: AtomicBool,
+    looked_up: Notify,
+    /// Why the last lookup failed, for the requests that waited on it.
+    lookup_failure: Mutex<String>,
     connection_config: AsyncConnectionConfig,
     /// How long a command may take before its node is presumed gone.
     timeout: Duration,
+    /// How long one lookup may take: asking the sentinels, then connecting
+    /// to the primary they name and asking it its role.
+    lookup_timeout: Duration,
 }
 
 #[derive(Clone)]
 struct Primary {
-    /// Tells this connection from the one a later lookup makes, so a late
-    /// failure cannot drop a newer connection.
     generation: u64,
     connection: MultiplexedConnection,
 }
@@ -182,12 +257,18 @@ impl SentinelConnection {
     /// `switches`.
     pub(super) fn open(config: &RedisConfig, mut switches: Switches) -> RedisResult<Self> {
         let inner = Arc::new(Inner {
-            sentinels: tokio::sync::Mutex::new(client(config)?),
+            config: config.clone(),
+            sentinels: tokio::sync::Mutex::new((client(config, 0)?, 0)),
             primary: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            looking_up: AtomicBool::new(false),
+            looked_up: Notify::new(),
+            lookup_failure: Mutex::new(String::new()),
             connection_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.timeout)),
             timeout: config.timeout,
+            lookup_timeout: 2 * config.connect_timeout + 2 * config.timeout,
         });
         // Leaves the old primary at once, not at the next request: until
         // then it would hold the connection open for nothing.
@@ -204,30 +285,74 @@ impl SentinelConnection {
         Ok(Self { inner })
     }
 
-    /// The connection to the primary, asking the sentinels for it first if
-    /// there is none.
+    /// The connection to the primary, waiting for a lookup if there is
+    /// none (and starting one if none is in flight).
     async fn primary(&self) -> RedisResult<Primary> {
         if let Some(primary) = self.current() {
             return Ok(primary);
         }
-        let mut sentinels = self.inner.sentinels.lock().await;
-        // Another request may have looked it up while this one waited.
-        if let Some(primary) = self.current() {
-            return Ok(primary);
+        let looked_up = self.inner.looked_up.notified();
+        tokio::pin!(looked_up);
+        // Registered before the flag is read, so a lookup that ends in
+        // between still wakes this request.
+        looked_up.as_mut().enable();
+        if !self.inner.looking_up.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move { this.look_up().await });
         }
-        let client = sentinels.async_get_client().await?;
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
-            .await?;
-        let mut slot = self.lock();
-        let generation = slot.as_ref().map_or(0, |p| p.generation + 1);
-        let primary = Primary {
-            generation,
-            connection,
-        };
-        *slot = Some(primary.clone());
-        tracing::info!("connected to the Redis primary the sentinels name");
-        Ok(primary)
+        looked_up.await;
+        self.current().ok_or_else(|| {
+            let why = self
+                .inner
+                .lookup_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            RedisError::from((ErrorKind::Io, "no Redis primary found", why))
+        })
+    }
+
+    /// Asks the sentinels for the primary and connects to it, within the
+    /// lookup timeout, then wakes every request waiting.
+    async fn look_up(&self) {
+        let inner = &self.inner;
+        let mut sentinels = inner.sentinels.lock().await;
+        let (sentinel_client, rotation) = &mut *sentinels;
+        let found = tokio::time::timeout(inner.lookup_timeout, async {
+            let node = sentinel_client.async_get_client().await?;
+            node.get_multiplexed_async_connection_with_config(&inner.connection_config)
+                .await
+        })
+        .await;
+        match found {
+            Ok(Ok(connection)) => {
+                let generation = inner.generations.fetch_add(1, Ordering::Relaxed);
+                *self.lock() = Some(Primary {
+                    generation,
+                    connection,
+                });
+                tracing::info!("connected to the Redis primary the sentinels name");
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {:?}", inner.lookup_timeout),
+                };
+                tracing::warn!(%why, "cannot find the Redis primary through the sentinels");
+                *inner
+                    .lookup_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = why;
+                // The next lookup starts with the next sentinel.
+                *rotation += 1;
+                if let Ok(rotated) = client(&inner.config, *rotation) {
+                    *sentinel_client = rotated;
+                }
+            }
+        }
+        drop(sentinels);
+        inner.looking_up.store(false, Ordering::Release);
+        inner.looked_up.notify_waiters();
     }
 
     fn current(&self) -> Option<Primary> {
@@ -246,7 +371,6 @@ impl SentinelConnection {
     fn forget(&self, generation: u64) {
         let mut slot = self.lock();
         if slot.as_ref().is_some_and(|p| p.generation == generation) {
-            // Keep the generation counting up past the dropped connection.
             *slot = None;
             drop(slot);
             tracing::warn!("dropped the Redis primary connection; asking the sentinels again");
@@ -255,25 +379,27 @@ impl SentinelConnection {
 
     /// Runs `request` on the primary. A failure that says the node is gone
     /// or no longer the primary drops the connection; `READONLY`, which
-    /// ran nothing, is sent again once to the primary found anew.
-    /// `failure_in` reads a failure out of a reply that is not an error
-    /// (a pipeline's).
+    /// ran nothing, is sent again once to the primary found anew. No
+    /// answer within most of the command timeout counts as the node gone
+    /// (frozen or cut off): the request would fail anyway, and the next
+    /// one should not wait on the same node. `failure_in` reads a failure
+    /// out of a reply that is not an error (a pipeline's).
     async fn on_primary<'a, T>(
         &self,
         request: impl Fn(MultiplexedConnection) -> RedisFuture<'a, T>,
         failure_in: impl Fn(&T) -> Option<Failure>,
     ) -> RedisResult<T> {
+        let stalled_after = self.inner.timeout.mul_f64(STALL_SHARE);
         let mut resent = false;
         loop {
             let primary = self.primary().await?;
-            let mut unanswered = Unanswered {
-                connection: self,
-                generation: primary.generation,
-                since: Instant::now(),
-                answered: false,
-            };
-            let result = request(primary.connection).await;
-            unanswered.answered = true;
+            let result = tokio::time::timeout(stalled_after, request(primary.connection))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                });
             let failure = match &result {
                 Ok(value) => failure_in(value),
                 Err(error) => Some(Failure::of(error)),
@@ -296,24 +422,10 @@ impl SentinelConnection {
     }
 }
 
-/// Drops the connection when a request on it is given up after the
-/// command timeout without an answer: the node is frozen or cut off, and
-/// the sentinels may have promoted another. A request dropped sooner (its
-/// caller left) says nothing about the node.
-struct Unanswered<'a> {
-    connection: &'a SentinelConnection,
-    generation: u64,
-    since: Instant,
-    answered: bool,
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if !self.answered && self.since.elapsed() >= self.connection.inner.timeout {
-            self.connection.forget(self.generation);
-        }
-    }
-}
+/// The share of the command timeout after which a command without an
+/// answer counts its node as gone: less than the whole, so that it is
+/// seen here before the store's own timeout cancels the request.
+const STALL_SHARE: f64 = 0.9;
 
 /// What a failed command says about the node it ran on.
 #[derive(Debug, PartialEq, Eq)]
