@@ -138,6 +138,29 @@ pub fn use_redis(config: &mut Config, urls: &[String]) {
     config.store.redis.connect_timeout = Duration::from_millis(300);
 }
 
+/// Retries `request` until it is served, within `limit` (a dependency
+/// coming back: Redis restarted, a failover); every answer before that
+/// must be UNAVAILABLE, failing closed.
+pub async fn once_served<T, F: Future<Output = Result<T, tonic::Status>>>(
+    limit: Duration,
+    mut request: impl FnMut() -> F,
+) -> T {
+    let began = std::time::Instant::now();
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "fail closed: {e:?}");
+                assert!(
+                    began.elapsed() < limit,
+                    "not served within {limit:?}: {e:?}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A round start time keeps timestamps readable in failures.
 pub fn test_clock() -> Clock {
     Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))

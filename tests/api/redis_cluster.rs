@@ -9,7 +9,9 @@ use tonic::Code;
 use verifyd::proto::{self, VerificationStatus};
 
 use crate::{
-    helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis, wrong},
+    helpers::{
+        TestApp, once_served, sms_to, spawn, status, test_clock, test_config, use_redis, wrong,
+    },
     redis_server::{RedisCluster, wait_for},
 };
 
@@ -108,4 +110,36 @@ async fn keys_already_migrated_are_reached_on_the_target_with_asking() {
     assert_eq!(slot_of(&cluster, &newer), (slot, to));
     let newer_code = app.outbox.code_for(&newer.id);
     checks_once(&app, &newer, &newer_code).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_is_followed_to_the_replica_that_took_over() {
+    let mut cluster =
+        tokio::task::block_in_place(|| RedisCluster::with_replicas(Duration::from_secs(1)));
+    let mut config = test_config();
+    use_redis(&mut config, &cluster.urls());
+    let app = spawn(config, test_clock()).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+    assert!(
+        !app.check(&v.id, &wrong(&code))
+            .await
+            .expect("check")
+            .approved
+    );
+    let (slot, _) = slot_of(&cluster, &v);
+    tokio::task::block_in_place(|| {
+        let master = cluster.master_of(slot);
+        cluster.replicate(master);
+        cluster.kill(master);
+        cluster.wait_until_ok();
+    });
+    // Fail closed until verifyd reaches the promoted replica, then served:
+    // the spent attempt was replicated, so it survived.
+    let after = once_served(Duration::from_secs(20), || app.get(&v.id)).await;
+    assert_eq!(after.check_attempts_remaining, 4);
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    let again = app.check(&v.id, &code).await.expect_err("single use");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    app.started(sms_to("+14155550101")).await;
 }

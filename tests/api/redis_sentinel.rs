@@ -3,7 +3,7 @@
 //! failover, its commands and its watchers alike, failing closed in
 //! between.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -15,7 +15,9 @@ use verifyd::{
 };
 
 use crate::{
-    helpers::{TestApp, sms_to, spawn, status, test_clock, test_config, use_redis, wrong},
+    helpers::{
+        TestApp, once_served, sms_to, spawn, status, test_clock, test_config, use_redis, wrong,
+    },
     redis_server::{RedisSentinels, SENTINEL_MASTER},
     redis_store::{DATA_NODE_ACL, documented_acl_commands},
 };
@@ -87,27 +89,6 @@ async fn on_sentinels_as_acl_users(redis: &RedisSentinels) -> TestApp {
     spawn(config, test_clock()).await
 }
 
-/// Retries `request` until it is served, within [`RECOVERY`]; every
-/// answer before that must be UNAVAILABLE (fail closed).
-async fn once_served<T, F: Future<Output = Result<T, tonic::Status>>>(
-    mut request: impl FnMut() -> F,
-) -> T {
-    let began = Instant::now();
-    loop {
-        match request().await {
-            Ok(answer) => return answer,
-            Err(e) => {
-                assert_eq!(e.code(), Code::Unavailable, "fail closed: {e:?}");
-                assert!(
-                    began.elapsed() < RECOVERY,
-                    "not served {RECOVERY:?} after the failover: {e:?}"
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn next_status(
     stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
 ) -> proto::Verification {
@@ -144,7 +125,7 @@ async fn the_primary_is_found_through_the_sentinels_and_followed_when_it_dies() 
         redis.primary().stop();
         redis.wait_for_failover_from(old);
     });
-    let after = once_served(|| app.get(&v.id)).await;
+    let after = once_served(RECOVERY, || app.get(&v.id)).await;
     // Replicated before the failover, so the spent attempt survived it.
     assert_eq!(after.check_attempts_remaining, 4);
     assert!(app.check(&v.id, &code).await.expect("check").approved);
@@ -177,7 +158,7 @@ async fn a_watcher_and_the_commands_follow_a_switchover() {
         redis.wait_for_failover_from(old);
         redis.wait_until_left(old, Duration::from_secs(5));
     });
-    let checked = once_served(|| app.check(&v.id, &code)).await;
+    let checked = once_served(RECOVERY, || app.check(&v.id, &code)).await;
     assert!(checked.approved);
     while status(&next_status(&mut stream).await) != VerificationStatus::Approved {}
     // The approval went to the new primary: it outlives the old one's
@@ -212,7 +193,7 @@ async fn a_sentinel_that_never_answers_costs_one_lookup_not_every_request() {
     let mut config = sentinel_config(&redis);
     config.store.redis.sentinel.nodes.insert(0, silent_url);
     let app = spawn(config, test_clock()).await;
-    let v = once_served(|| app.start(sms_to("+14155550100"))).await;
+    let v = once_served(RECOVERY, || app.start(sms_to("+14155550100"))).await;
     let id = v.verification.expect("verification").id;
     app.get(&id).await.expect("served from then on");
     held.abort();

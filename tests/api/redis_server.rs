@@ -256,7 +256,9 @@ impl TlsRedis {
     }
 }
 
-/// A Redis Cluster of three masters, no replicas, every slot assigned.
+/// A Redis Cluster of three masters, every slot assigned; with
+/// [`RedisCluster::with_replicas`], each master has a replica that takes
+/// over when it fails.
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -264,7 +266,17 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(0, Duration::from_secs(5))
+    }
+
+    /// Three masters and a replica each; a master unanswered for
+    /// `node_timeout` is failed over.
+    pub fn with_replicas(node_timeout: Duration) -> Self {
+        Self::start_with(1, node_timeout)
+    }
+
+    fn start_with(replicas: usize, node_timeout: Duration) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 // Explicit: the default bus port, port + 10000, overflows
                 // for high ephemeral ports. `nodes.conf` lands in `--dir`.
@@ -276,7 +288,9 @@ impl RedisCluster {
                     "--cluster-port".to_owned(),
                     free_port().to_string(),
                     "--cluster-node-timeout".to_owned(),
-                    "5000".to_owned(),
+                    node_timeout.as_millis().to_string(),
+                    "--repl-diskless-sync-delay".to_owned(),
+                    "0".to_owned(),
                 ])
             })
             .collect();
@@ -288,7 +302,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
@@ -299,22 +313,56 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let deadline = Instant::now() + STARTUP;
-        for node in &nodes {
-            loop {
-                let info = node.cli(&["CLUSTER", "INFO"]);
-                if info.lines().any(|line| line.trim() == "cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the cluster did not reach cluster_state:ok within {STARTUP:?}; node {}: {info}",
-                    node.port
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let cluster = Self { nodes };
+        cluster.wait_until_ok();
+        if replicas > 0 {
+            wait_for(STARTUP, "every replica to sync", || {
+                cluster
+                    .nodes
+                    .iter()
+                    .filter(|node| node.cli(&["ROLE"]).starts_with("slave"))
+                    .all(|node| {
+                        node.cli(&["INFO", "replication"])
+                            .contains("master_link_status:up")
+                    })
+            });
         }
-        Self { nodes }
+        cluster
+    }
+
+    /// Waits until every live node says `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+            wait_for(STARTUP * 3, "cluster_state:ok", || {
+                node.cli(&["CLUSTER", "INFO"])
+                    .lines()
+                    .any(|line| line.trim() == "cluster_state:ok")
+            });
+        }
+    }
+
+    /// The index of the live master holding `slot`'s keys.
+    pub fn master_of(&self, slot: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| {
+                node.child.is_some()
+                    && node.cli(&["ROLE"]).starts_with("master")
+                    && node.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]) != "0"
+            })
+            .expect("a master holds the slot's keys")
+    }
+
+    /// Waits until node `node`'s replica has acknowledged every write it
+    /// took.
+    pub fn replicate(&self, node: usize) {
+        let acknowledged = self.nodes[node].cli(&["WAIT", "1", "5000"]);
+        assert_eq!(acknowledged, "1", "the replica acknowledged the writes");
+    }
+
+    /// SIGKILLs node `node`.
+    pub fn kill(&mut self, node: usize) {
+        self.nodes[node].stop();
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -390,9 +438,14 @@ impl RedisCluster {
         }
     }
 
-    /// Every node's [`RedisServer::dump`] (they are all masters).
+    /// Every live node's [`RedisServer::dump`] (a replica's repeats its
+    /// master's).
     pub fn dump(&self) -> Vec<(String, String, String)> {
-        self.nodes.iter().flat_map(RedisServer::dump).collect()
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .flat_map(RedisServer::dump)
+            .collect()
     }
 }
 
