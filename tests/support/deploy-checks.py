@@ -237,11 +237,20 @@ def check_transport(name, config, container, mounts, volumes, secrets, overlay) 
                     "overlay neither ships nor documents (a Secret or Certificate example)"
                 )
     redis = store.get("redis", {})
-    urls = [u for u in [redis.get("url"), *redis.get("cluster", [])] if u]
-    if not urls or any(not u.startswith("rediss://") for u in urls):
+    sentinel = redis.get("sentinel", {})
+    sentinels = sentinel.get("nodes", [])
+    urls = [u for u in [redis.get("url"), *redis.get("cluster", []), *sentinels] if u]
+    # Behind Sentinel, the sentinels report only host and port: TLS to the
+    # primary is store.redis.sentinel.tls.
+    if (
+        not urls
+        or any(not u.startswith("rediss://") for u in urls)
+        or (sentinels and sentinel.get("tls") is not True)
+    ):
         errors.append(
             f"{name}: on the Redis store (production) Redis must be reached over TLS: "
-            "use rediss:// URLs (docs/redis.md)"
+            "use rediss:// URLs (behind Sentinel, rediss:// sentinels and "
+            "store.redis.sentinel.tls = true; docs/redis.md)"
         )
     fraud = config.get("fraud", {})
     for key in ("sms_calling_codes", "voice_calling_codes"):
