@@ -112,6 +112,37 @@ async fn keys_already_migrated_are_reached_on_the_target_with_asking() {
     checks_once(&app, &newer, &newer_code).await;
 }
 
+/// A scale-out: a slot moves onto a node added since verifyd read the
+/// map, which the crate has no connection to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moving_to_a_node_added_since_is_followed_there() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
+    let app = on_cluster(&cluster).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+    let (slot, from) = slot_of(&cluster, &v);
+    let added = tokio::task::block_in_place(|| {
+        let added = cluster.add_node();
+        cluster.migrate(slot, from, added, None);
+        added
+    });
+    // ASK, to the new node.
+    let rejected = app
+        .check(&v.id, &wrong(&code))
+        .await
+        .expect("the check follows ASK to the new node");
+    assert!(!rejected.approved);
+    tokio::task::block_in_place(|| cluster.assign(slot, added));
+    // MOVED, to the new node.
+    assert!(app.check(&v.id, &code).await.expect("check").approved);
+    assert_eq!(
+        app.get(&v.id).await.expect("get").check_attempts_remaining,
+        4,
+        "each check ran once"
+    );
+    assert_eq!(slot_of(&cluster, &v), (slot, added));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_primary_is_followed_to_the_replica_that_took_over() {
     let mut cluster =

@@ -262,6 +262,7 @@ impl TlsRedis {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    node_timeout: Duration,
 }
 
 impl RedisCluster {
@@ -277,22 +278,7 @@ impl RedisCluster {
 
     fn start_with(replicas: usize, node_timeout: Duration) -> Self {
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|_| {
-                // Explicit: the default bus port, port + 10000, overflows
-                // for high ephemeral ports. `nodes.conf` lands in `--dir`.
-                RedisServer::start_with(&[
-                    "--cluster-enabled".to_owned(),
-                    "yes".to_owned(),
-                    "--cluster-config-file".to_owned(),
-                    "nodes.conf".to_owned(),
-                    "--cluster-port".to_owned(),
-                    free_port().to_string(),
-                    "--cluster-node-timeout".to_owned(),
-                    node_timeout.as_millis().to_string(),
-                    "--repl-diskless-sync-delay".to_owned(),
-                    "0".to_owned(),
-                ])
-            })
+            .map(|_| cluster_node(node_timeout).0)
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
@@ -313,7 +299,10 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = Self { nodes };
+        let cluster = Self {
+            nodes,
+            node_timeout,
+        };
         cluster.wait_until_ok();
         if replicas > 0 {
             wait_for(STARTUP, "every replica to sync", || {
@@ -328,6 +317,29 @@ impl RedisCluster {
             });
         }
         cluster
+    }
+
+    /// Adds an empty master, serving no slot, as a scale-out does before
+    /// its reshard; its index.
+    pub fn add_node(&mut self) -> usize {
+        let (node, bus_port) = cluster_node(self.node_timeout);
+        let meet = self.nodes[0].cli(&[
+            "CLUSTER",
+            "MEET",
+            "127.0.0.1",
+            &node.port.to_string(),
+            &bus_port.to_string(),
+        ]);
+        assert_eq!(meet, "OK", "CLUSTER MEET");
+        self.nodes.push(node);
+        let count = self.nodes.len();
+        for node in &self.nodes {
+            wait_for(STARTUP, "every node to know the new one", || {
+                node.cli(&["CLUSTER", "NODES"]).lines().count() == count
+            });
+        }
+        self.wait_until_ok();
+        count - 1
     }
 
     /// Waits until every live node says `cluster_state:ok`.
@@ -685,6 +697,26 @@ pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A cluster-enabled server and its cluster bus port.
+fn cluster_node(node_timeout: Duration) -> (RedisServer, u16) {
+    // Explicit: the default bus port, port + 10000, overflows for high
+    // ephemeral ports. `nodes.conf` lands in `--dir`.
+    let bus_port = free_port();
+    let node = RedisServer::start_with(&[
+        "--cluster-enabled".to_owned(),
+        "yes".to_owned(),
+        "--cluster-config-file".to_owned(),
+        "nodes.conf".to_owned(),
+        "--cluster-port".to_owned(),
+        bus_port.to_string(),
+        "--cluster-node-timeout".to_owned(),
+        node_timeout.as_millis().to_string(),
+        "--repl-diskless-sync-delay".to_owned(),
+        "0".to_owned(),
+    ]);
+    (node, bus_port)
 }
 
 /// A loopback port nothing listened on a moment ago.

@@ -202,7 +202,9 @@ impl Subscriber {
     /// Relays messages and (un)subscribes until the connection drops.
     async fn serve(&mut self, mut sink: PubSubSink, mut stream: PubSubStream) {
         // A connection can die without a word (a frozen server, a lost
-        // network path): a ping that goes unanswered ends it.
+        // network path): a ping that goes unanswered ends it. Subscribed,
+        // RESP2 answers PING with ["pong", ""], not a simple string: any
+        // reply will do.
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
         loop {
@@ -210,7 +212,7 @@ impl Subscriber {
                 // The sentinels named a new primary: subscribe there.
                 () = switched(self.switches.as_mut()) => return,
                 _ = heartbeat.tick() => {
-                    let pong = tokio::time::timeout(self.config.timeout, sink.ping::<String>()).await;
+                    let pong = tokio::time::timeout(self.config.timeout, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         return;
                     }
@@ -259,4 +261,21 @@ async fn switched(switches: Option<&mut Switches>) {
 
 fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{FromRedisValue as _, Value};
+
+    #[test]
+    fn the_heartbeat_takes_a_subscribed_connections_pong_in_any_shape() {
+        // Subscribed, RESP2 answers PING with ["pong", ""]: read as a
+        // string it fails, and every ping would end the connection.
+        let pong = Value::Array(vec![
+            Value::BulkString(b"pong".to_vec()),
+            Value::BulkString(Vec::new()),
+        ]);
+        assert!(String::from_redis_value(pong.clone()).is_err());
+        assert!(Value::from_redis_value(pong).is_ok());
+    }
 }

@@ -15,9 +15,10 @@
 //!   not exist yet), in a migration under way. It is sent again to the
 //!   same node (after an ASK, the target, with `ASKING`) after a short
 //!   pause, until the migration ends.
-//! - No connection to the node a redirect names (one added to the cluster
-//!   since the map was read): sent again by the slot map after a pause,
-//!   once the crate has connected (it reconnects from the seed nodes).
+//!
+//! MOVED and ASK targets are reached over verifyd's own connections: the
+//! crate routes by address only to nodes already in its slot map, and a
+//! migration's target may be a node added since.
 //! - `CLUSTERDOWN`: the cluster refuses every command for now (a primary
 //!   lost and not yet replaced). Sent again after a short pause.
 //!
@@ -26,14 +27,20 @@
 //! this runs within the store's command timeout, which the caller's
 //! deadline bounds.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
-    aio::ConnectionLike,
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
     cluster_async::ClusterConnection,
-    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
+
+use super::config::RedisConfig;
 
 /// The most MOVED and ASK one command follows: a slot moves once per
 /// migration, so more means the map is flapping.
@@ -48,6 +55,57 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 pub(super) struct FollowingCluster {
     connection: ClusterConnection,
+    targets: Arc<Targets>,
+}
+
+/// verifyd's own connections to the nodes that redirects name. The crate
+/// routes by address only to the nodes of its slot map, and a migration's
+/// target may be a node added to the cluster since, which owns no slot
+/// yet; asking the crate for one it lacks makes it reconnect from the seed
+/// nodes, stalling every request.
+struct Targets {
+    config: RedisConfig,
+    connection_config: AsyncConnectionConfig,
+    /// `rediss` when the seeds are: every node speaks what they speak.
+    scheme: &'static str,
+    open: Mutex<HashMap<(String, u16), MultiplexedConnection>>,
+}
+
+impl Targets {
+    /// The connection to `host:port`, made on first use.
+    async fn to(&self, host: &str, port: u16) -> RedisResult<MultiplexedConnection> {
+        let key = (host.to_owned(), port);
+        if let Some(connection) = self.lock().get(&key) {
+            return Ok(connection.clone());
+        }
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let client = self
+            .config
+            .client(&format!("{}://{host}:{port}", self.scheme))?;
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&self.connection_config)
+            .await?;
+        self.lock().insert(key, connection.clone());
+        Ok(connection)
+    }
+
+    /// Every connection open now.
+    fn all(&self) -> Vec<MultiplexedConnection> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Forgets the connection to `host:port` after it failed.
+    fn broke(&self, host: &str, port: u16) {
+        self.lock().remove(&(host.to_owned(), port));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), MultiplexedConnection>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Where a command is sent.
@@ -76,9 +134,8 @@ enum Redirect {
     /// that is the migration's target, which refuses until its keys are
     /// all there.
     Later,
-    /// No connection to the node named (one added to the cluster since the
-    /// map was read): by the slot map, after a pause for the crate to
-    /// connect.
+    /// A MOVED without a node verifyd can read: by the slot map, which
+    /// the crate refreshes after a MOVED, after a pause.
     Remap,
 }
 
@@ -101,74 +158,99 @@ impl Redirect {
             ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown) => {
                 Some(Self::Later)
             }
-            // The crate found no connection for the route: nothing was
-            // sent.
-            ErrorKind::ClusterConnectionNotFound => Some(Self::Remap),
             _ => None,
         }
     }
 }
 
 impl FollowingCluster {
-    pub(super) fn new(connection: ClusterConnection) -> Self {
-        Self { connection }
+    pub(super) fn new(connection: ClusterConnection, config: &RedisConfig) -> Self {
+        let tls = config
+            .cluster
+            .iter()
+            .any(|url| url.starts_with("rediss://"));
+        Self {
+            connection,
+            targets: Arc::new(Targets {
+                config: config.clone(),
+                connection_config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.timeout)),
+                scheme: if tls { "rediss" } else { "redis" },
+                open: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
-    /// `commands` on the node an ASK named, after `ASKING`, in one
-    /// pipeline on one connection; their replies, ASKING's left out.
-    async fn asking(
-        &mut self,
-        commands: impl IntoIterator<Item = Cmd>,
+    /// `pipeline` on `host:port`, over verifyd's own connection to it, with
+    /// `ASKING` in front when `asking`; every reply but ASKING's.
+    async fn on_node(
+        &self,
+        pipeline: &Pipeline,
         host: &str,
         port: u16,
+        asking: bool,
     ) -> RedisResult<Vec<Value>> {
-        let mut pipeline = redis::pipe();
-        pipeline.cmd("ASKING");
-        for command in commands {
-            pipeline.add_command(command);
+        let mut sent = redis::pipe();
+        if asking {
+            sent.cmd("ASKING");
         }
-        let count = pipeline.len();
-        let node = SingleNodeRoutingInfo::ByAddress {
-            host: host.to_owned(),
-            port,
+        for command in pipeline.cmd_iter() {
+            sent.add_command(command.clone());
+        }
+        let mut connection = self.targets.to(host, port).await?;
+        let mut replies = match connection.req_packed_commands(&sent, 0, sent.len()).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                if error.is_io_error() || error.is_connection_dropped() {
+                    self.targets.broke(host, port);
+                }
+                return Err(error);
+            }
         };
-        let mut replies = self
-            .connection
-            .route_pipeline(pipeline, 0, count, node)
-            .await?;
-        // Refused (an ACL without ASKING): the command ran without it and
-        // was redirected again, or refused; either way it did not run.
-        match replies.first() {
-            Some(Value::Okay) => Ok(replies.split_off(1)),
-            Some(Value::ServerError(error)) => Err(error.clone().into()),
-            _ => Err(RedisError::from((
-                ErrorKind::Client,
-                "ASKING got an unexpected reply",
-            ))),
+        if asking {
+            // Refused (an ACL without ASKING): the command then ran without
+            // it and was redirected or refused; either way it did not run.
+            match replies.first() {
+                Some(Value::Okay) => {
+                    replies.remove(0);
+                }
+                Some(Value::ServerError(error)) => return Err(error.clone().into()),
+                _ => {
+                    return Err(RedisError::from((
+                        ErrorKind::Client,
+                        "ASKING got an unexpected reply",
+                    )));
+                }
+            }
         }
+        // A redirect or refusal among the replies, as the crate reports
+        // one (a MULTI whose command was redirected is aborted by EXEC).
+        if let Some(error) = replies.iter().find_map(|reply| match reply {
+            Value::ServerError(error) if error.kind().is_some_and(is_redirect) => {
+                Some(error.clone())
+            }
+            _ => None,
+        }) {
+            return Err(error.into());
+        }
+        Ok(replies)
     }
 
     /// Sends `cmd` to `place`.
     async fn send(&mut self, cmd: &Cmd, place: &Place) -> RedisResult<Value> {
-        match place {
-            Place::BySlot => self.connection.req_packed_command(cmd).await,
-            Place::Node { host, port } => {
-                let node = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                self.connection
-                    .route_command(cmd.clone(), RoutingInfo::SingleNode(node))
-                    .await
-            }
-            Place::Asking { host, port } => {
-                let reply = self.asking([cmd.clone()], host, *port).await?.pop();
-                match reply {
-                    Some(Value::ServerError(error)) => Err(error.into()),
-                    Some(value) => Ok(value),
-                    None => Err(RedisError::from((ErrorKind::Client, "no reply"))),
-                }
-            }
+        let (host, port, asking) = match place {
+            Place::BySlot => return self.connection.req_packed_command(cmd).await,
+            Place::Node { host, port } => (host, *port, false),
+            Place::Asking { host, port } => (host, *port, true),
+        };
+        let mut one = redis::pipe();
+        one.add_command(cmd.clone());
+        let reply = self.on_node(&one, host, port, asking).await?.pop();
+        match reply {
+            Some(Value::ServerError(error)) => Err(error.into()),
+            Some(value) => Ok(value),
+            None => Err(RedisError::from((ErrorKind::Client, "no reply"))),
         }
     }
 
@@ -181,35 +263,39 @@ impl FollowingCluster {
         count: usize,
         place: &Place,
     ) -> RedisResult<Vec<Value>> {
-        match place {
+        let (host, port, asking) = match place {
             Place::BySlot => {
-                self.connection
+                return self
+                    .connection
                     .req_packed_commands(pipeline, offset, count)
-                    .await
+                    .await;
             }
-            Place::Node { host, port } => {
-                let node = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                self.connection
-                    .route_pipeline(pipeline.clone(), offset, count, node)
-                    .await
-            }
-            // Rebuilt with ASKING in front, which keeps a plain pipeline's
-            // shape only: an atomic one (`.atomic()`, whose replies are
-            // sliced by offset) would lose its MULTI. verifyd sends none.
-            Place::Asking { host, port }
-                if !pipeline.is_transaction() && offset == 0 && count == pipeline.len() =>
-            {
-                self.asking(pipeline.cmd_iter().cloned(), host, *port).await
-            }
-            Place::Asking { .. } => Err(RedisError::from((
+            Place::Node { host, port } => (host, *port, false),
+            Place::Asking { host, port } => (host, *port, true),
+        };
+        // Rebuilt on verifyd's own connection, which keeps a plain
+        // pipeline's shape only: an atomic one (`.atomic()`, whose replies
+        // are sliced by offset) would lose its MULTI. verifyd sends none.
+        if pipeline.is_transaction() || offset != 0 || count != pipeline.len() {
+            return Err(RedisError::from((
                 ErrorKind::Client,
-                "cannot follow ASK with this pipeline",
-            ))),
+                "cannot follow a redirect with this pipeline",
+            )));
         }
+        self.on_node(pipeline, host, port, asking).await
     }
+}
+
+/// Whether a reply's error is one the crate would have turned into an
+/// error needing action (a redirect, or a refusal for now).
+fn is_redirect(kind: ServerErrorKind) -> bool {
+    matches!(
+        kind,
+        ServerErrorKind::Moved
+            | ServerErrorKind::Ask
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+    )
 }
 
 /// Where the next try of one command goes, and how many redirects are
@@ -257,9 +343,29 @@ impl Follower {
     }
 }
 
+/// Whether `cmd` is `SCRIPT LOAD`.
+fn loads_a_script(cmd: &Cmd) -> bool {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        redis::Arg::Simple(bytes) => bytes.to_ascii_uppercase(),
+        _ => Vec::new(),
+    });
+    args.next().as_deref() == Some(b"SCRIPT") && args.next().as_deref() == Some(b"LOAD")
+}
+
 impl ConnectionLike for FollowingCluster {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
+            // A script missing on a redirect's target (NOSCRIPT, which ran
+            // nothing) is loaded by the `redis` crate through here: on the
+            // nodes of its map, and on the targets verifyd reaches itself,
+            // which may not be in the map.
+            if loads_a_script(cmd) {
+                let loaded = self.connection.req_packed_command(cmd).await;
+                for mut target in self.targets.all() {
+                    let _ = target.req_packed_command(cmd).await;
+                }
+                return loaded;
+            }
             let mut follower = Follower::new();
             loop {
                 let result = self.send(cmd, &follower.place).await;
@@ -308,6 +414,17 @@ mod tests {
     }
 
     #[test]
+    fn a_script_load_is_told_apart() {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg("return 1");
+        assert!(loads_a_script(&load));
+        let mut flush = redis::cmd("script");
+        flush.arg("flush");
+        assert!(!loads_a_script(&flush));
+        assert!(!loads_a_script(&redis::cmd("EVALSHA")));
+    }
+
+    #[test]
     fn only_what_redis_says_did_not_run_is_sent_again() {
         assert_eq!(
             Redirect::of(&server_error(ServerErrorKind::Moved, "3999 127.0.0.1:6381")),
@@ -327,11 +444,10 @@ mod tests {
             Redirect::of(&server_error(ServerErrorKind::TryAgain, "")),
             Some(Redirect::Later)
         );
-        let unknown_node = RedisError::from((
-            ErrorKind::ClusterConnectionNotFound,
-            "Requested connection not found",
-        ));
-        assert_eq!(Redirect::of(&unknown_node), Some(Redirect::Remap));
+        // The crate's "no connection" may follow a send it gave up on.
+        let no_connection =
+            RedisError::from((ErrorKind::ClusterConnectionNotFound, "No connections found"));
+        assert_eq!(Redirect::of(&no_connection), None);
         // A broken connection, a script's own error: may have run.
         let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(Redirect::of(&dropped), None);

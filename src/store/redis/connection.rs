@@ -81,6 +81,7 @@ impl Connection {
                     .set_response_timeout(config.timeout)
                     .set_connection_timeout(config.connect_timeout),
             ),
+            config,
         )))
     }
 }

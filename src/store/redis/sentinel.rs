@@ -138,18 +138,20 @@ pub(super) fn follow_switches(config: &RedisConfig, stop: CancellationToken) -> 
     switches
 }
 
-/// Counts each new primary once, however many sentinels announce it.
+/// Counts each switch once, however many sentinels announce it.
 struct Announcer {
     announce: watch::Sender<u64>,
-    /// The address of the primary last announced.
+    /// The switch last announced, "old address new address": the whole
+    /// of it, so a switch back to an earlier primary is a new one even if
+    /// the switch between was missed.
     last: Mutex<String>,
 }
 
 impl Announcer {
-    fn switched(&self, to: &str) {
+    fn switched(&self, switch: &str) {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if *last != to {
-            to.clone_into(&mut last);
+        if *last != switch {
+            switch.clone_into(&mut last);
             drop(last);
             tracing::warn!("the sentinels announced a new Redis primary");
             self.announce.send_modify(|n| *n += 1);
@@ -178,7 +180,7 @@ async fn listen_on(config: &RedisConfig, url: &str, announcer: &Announcer) -> bo
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
-                let pong = tokio::time::timeout(config.timeout, sink.ping::<String>()).await;
+                let pong = tokio::time::timeout(config.timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
                     return true;
                 }
@@ -188,10 +190,10 @@ async fn listen_on(config: &RedisConfig, url: &str, announcer: &Announcer) -> bo
                 // "<master name> <old ip> <old port> <new ip> <new port>"
                 let payload: String = message.get_payload().unwrap_or_default();
                 let fields: Vec<&str> = payload.split(' ').collect();
-                if let [name, _, _, ip, port] = fields[..]
+                if let [name, old_ip, old_port, ip, port] = fields[..]
                     && name == config.sentinel.master_name
                 {
-                    announcer.switched(&format!("{ip}:{port}"));
+                    announcer.switched(&format!("{old_ip}:{old_port} {ip}:{port}"));
                 }
             }
         }
@@ -238,6 +240,8 @@ struct Inner {
     looked_up: Notify,
     /// Why the last lookup failed, for the requests that waited on it.
     lookup_failure: Mutex<String>,
+    /// The sentinels' announcements of a new primary.
+    switches: Switches,
     connection_config: AsyncConnectionConfig,
     /// How long a command may take before its node is presumed gone.
     timeout: Duration,
@@ -249,13 +253,18 @@ struct Inner {
 #[derive(Clone)]
 struct Primary {
     generation: u64,
+    /// The count of switches announced when its lookup began: a primary
+    /// looked up before the latest switch is not used, since a sentinel
+    /// that had not heard of it yet may have named the old one.
+    switches: u64,
     connection: MultiplexedConnection,
 }
 
 impl SentinelConnection {
     /// A connection made on the first request; it is left at each of
     /// `switches`.
-    pub(super) fn open(config: &RedisConfig, mut switches: Switches) -> RedisResult<Self> {
+    pub(super) fn open(config: &RedisConfig, switches: Switches) -> RedisResult<Self> {
+        let mut announced = switches.clone();
         let inner = Arc::new(Inner {
             config: config.clone(),
             sentinels: tokio::sync::Mutex::new((client(config, 0)?, 0)),
@@ -264,6 +273,7 @@ impl SentinelConnection {
             looking_up: AtomicBool::new(false),
             looked_up: Notify::new(),
             lookup_failure: Mutex::new(String::new()),
+            switches,
             connection_config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.timeout)),
@@ -274,11 +284,12 @@ impl SentinelConnection {
         // then it would hold the connection open for nothing.
         let left: Weak<Inner> = Arc::downgrade(&inner);
         tokio::spawn(async move {
-            while switches.changed().await.is_ok() {
+            while announced.changed().await.is_ok() {
                 let Some(inner) = left.upgrade() else { return };
                 let this = Self { inner };
-                if let Some(primary) = this.current() {
-                    this.forget(primary.generation);
+                let held = this.lock().as_ref().map(|p| p.generation);
+                if let Some(generation) = held {
+                    this.forget(generation);
                 }
             }
         });
@@ -296,6 +307,10 @@ impl SentinelConnection {
         // Registered before the flag is read, so a lookup that ends in
         // between still wakes this request.
         looked_up.as_mut().enable();
+        // A lookup may have ended since the first look.
+        if let Some(primary) = self.current() {
+            return Ok(primary);
+        }
         if !self.inner.looking_up.swap(true, Ordering::AcqRel) {
             let this = self.clone();
             tokio::spawn(async move { this.look_up().await });
@@ -316,6 +331,10 @@ impl SentinelConnection {
     /// lookup timeout, then wakes every request waiting.
     async fn look_up(&self) {
         let inner = &self.inner;
+        // However the lookup ends (a panic in the crate included), the
+        // next request may start another, and every waiter wakes.
+        let _done = LookupDone(inner);
+        let switches = *inner.switches.borrow();
         let mut sentinels = inner.sentinels.lock().await;
         let (sentinel_client, rotation) = &mut *sentinels;
         let found = tokio::time::timeout(inner.lookup_timeout, async {
@@ -329,6 +348,7 @@ impl SentinelConnection {
                 let generation = inner.generations.fetch_add(1, Ordering::Relaxed);
                 *self.lock() = Some(Primary {
                     generation,
+                    switches,
                     connection,
                 });
                 tracing::info!("connected to the Redis primary the sentinels name");
@@ -350,13 +370,13 @@ impl SentinelConnection {
                 }
             }
         }
-        drop(sentinels);
-        inner.looking_up.store(false, Ordering::Release);
-        inner.looked_up.notify_waiters();
     }
 
+    /// The primary to use: none before the first lookup, after a failure,
+    /// or when it was looked up before the latest announced switch.
     fn current(&self) -> Option<Primary> {
-        self.lock().clone()
+        let switches = *self.inner.switches.borrow();
+        self.lock().clone().filter(|p| p.switches == switches)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Primary>> {
@@ -419,6 +439,16 @@ impl SentinelConnection {
                 None | Some(Failure::Other) => return result,
             }
         }
+    }
+}
+
+/// Ends a lookup: clears the flag, then wakes the requests waiting.
+struct LookupDone<'a>(&'a Inner);
+
+impl Drop for LookupDone<'_> {
+    fn drop(&mut self) {
+        self.0.looking_up.store(false, Ordering::Release);
+        self.0.looked_up.notify_waiters();
     }
 }
 
