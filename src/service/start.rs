@@ -17,11 +17,25 @@ use super::{
 use crate::{
     domain::{Status, TenantId, Verification, VoiceMode},
     store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
+    telemetry::Metrics,
 };
 
 /// The wait a start refused for want of a send slot is told: sends end
 /// within `delivery.timeout`, and most far sooner.
 const SEND_SLOT_RETRY: Duration = Duration::from_secs(1);
+
+/// A place among the starts and resends this process runs at once, held
+/// to the end of one, and counted in `verifyd_sends_in_flight` meanwhile.
+pub(super) struct SendSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for SendSlot {
+    fn drop(&mut self) {
+        self.metrics.send_ended();
+    }
+}
 
 impl StartRequest {
     /// Everything the request asks for, so a reused key with another
@@ -82,17 +96,19 @@ impl Verifier {
     /// A place among the starts and resends this process runs at once,
     /// taken before anything else (idempotency key, budgets), so a refusal
     /// leaves nothing behind and a retry finds everything as it was.
-    pub(super) fn send_slot(&self, tenant: &TenantId) -> Result<OwnedSemaphorePermit, StartError> {
-        Arc::clone(&self.send_slots)
-            .try_acquire_owned()
-            .map_err(|_| {
-                self.settings
-                    .metrics
-                    .rate_limited(tenant, "sends_in_flight");
-                StartError::SendsInFlight {
-                    retry_after: SEND_SLOT_RETRY,
-                }
-            })
+    pub(super) fn send_slot(&self, tenant: &TenantId) -> Result<SendSlot, StartError> {
+        let metrics = &self.settings.metrics;
+        let Ok(permit) = Arc::clone(&self.send_slots).try_acquire_owned() else {
+            metrics.rate_limited(tenant, "sends_in_flight");
+            return Err(StartError::SendsInFlight {
+                retry_after: SEND_SLOT_RETRY,
+            });
+        };
+        metrics.send_began();
+        Ok(SendSlot {
+            _permit: permit,
+            metrics: Arc::clone(metrics),
+        })
     }
 
     /// Runs a start or a resend to its end in a task of its own, in the
@@ -100,7 +116,7 @@ impl Verifier {
     /// until the end.
     pub(super) async fn in_own_task(
         &self,
-        slot: OwnedSemaphorePermit,
+        slot: SendSlot,
         work: impl Future<Output = Result<Verification, StartError>> + Send + 'static,
     ) -> Result<Verification, StartError> {
         let work = async move {

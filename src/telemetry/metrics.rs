@@ -141,6 +141,7 @@ pub struct Metrics {
     store_duration: Family<StoreLabels, Histogram>,
     store_errors: Family<StoreLabels, Counter>,
     watch_streams: Family<TenantLabel, Gauge>,
+    sends_in_flight: Gauge,
     ready: Gauge,
 }
 
@@ -210,6 +211,12 @@ impl Metrics {
                 "Store operations that failed or timed out",
             ),
             watch_streams: registered(r, "watch_streams", "Open WatchVerification streams"),
+            sends_in_flight: registered(
+                r,
+                "sends_in_flight",
+                "Starts and resends running in this process, sends included \
+             (delivery.max_sends_in_flight caps them)",
+            ),
             ready: registered(
                 r,
                 "ready",
@@ -357,6 +364,16 @@ impl Metrics {
                 tenant: tenant.clone(),
             })
             .set(i64::from(open));
+    }
+
+    /// A start or resend took a send slot.
+    pub fn send_began(&self) {
+        self.sends_in_flight.inc();
+    }
+
+    /// A start or resend gave its send slot back.
+    pub fn send_ended(&self) {
+        self.sends_in_flight.dec();
     }
 
     pub fn set_ready(&self, ready: bool) {

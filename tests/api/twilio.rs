@@ -797,12 +797,12 @@ async fn past_the_cap_on_sends_in_flight_a_start_is_refused_and_takes_nothing() 
         .await
         .expect_err("no such verification");
     assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let metrics = app.metrics().await;
     assert_eq!(
-        app.metrics()
-            .await
-            .value(r#"verifyd_rate_limited_total{tenant="default",limit="sends_in_flight"}"#),
+        metrics.value(r#"verifyd_rate_limited_total{tenant="default",limit="sends_in_flight"}"#),
         Some(1.0)
     );
+    assert_eq!(metrics.value("verifyd_sends_in_flight"), Some(2.0));
 
     for start in hung {
         let answer = start.await.expect("task");
@@ -813,6 +813,11 @@ async fn past_the_cap_on_sends_in_flight_a_start_is_refused_and_takes_nothing() 
     let v = app.started(third).await;
     assert_eq!(v.send_attempts.len(), 1);
     assert_eq!(fake.sent().await.len(), 3);
+    assert_eq!(
+        app.metrics().await.value("verifyd_sends_in_flight"),
+        Some(0.0),
+        "every slot given back"
+    );
     app.stop().await;
 }
 
