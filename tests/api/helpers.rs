@@ -161,6 +161,21 @@ pub async fn once_served<T, F: Future<Output = Result<T, tonic::Status>>>(
     }
 }
 
+/// The next verification a watch stream sends, within `limit`.
+pub async fn next_status_within(
+    limit: Duration,
+    stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
+) -> proto::Verification {
+    use tokio_stream::StreamExt as _;
+    tokio::time::timeout(limit, stream.next())
+        .await
+        .expect("the change arrives without polling")
+        .expect("stream open")
+        .expect("ok")
+        .verification
+        .expect("verification")
+}
+
 /// A round start time keeps timestamps readable in failures.
 pub fn test_clock() -> Clock {
     Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use tokio_stream::StreamExt as _;
 use tonic::Code;
 use verifyd::{
     config::Config,
@@ -16,7 +15,8 @@ use verifyd::{
 
 use crate::{
     helpers::{
-        TestApp, once_served, sms_to, spawn, status, test_clock, test_config, use_redis, wrong,
+        TestApp, next_status_within, once_served, sms_to, spawn, status, test_clock, test_config,
+        use_redis, wrong,
     },
     redis_server::{RedisSentinels, SENTINEL_MASTER},
     redis_store::{DATA_NODE_ACL, documented_acl_commands},
@@ -92,13 +92,7 @@ async fn on_sentinels_as_acl_users(redis: &RedisSentinels) -> TestApp {
 async fn next_status(
     stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
 ) -> proto::Verification {
-    tokio::time::timeout(RECOVERY, stream.next())
-        .await
-        .expect("the change arrives")
-        .expect("stream open")
-        .expect("ok")
-        .verification
-        .expect("verification")
+    next_status_within(RECOVERY, stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

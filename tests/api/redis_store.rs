@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -18,7 +17,8 @@ use verifyd::{
 
 use crate::{
     helpers::{
-        TestApp, resend_on, sms_to, spawn, status, test_clock, test_config, use_redis, wrong,
+        TestApp, next_status_within, resend_on, sms_to, spawn, status, test_clock, test_config,
+        use_redis, wrong,
     },
     redis_server::{RedisCluster, RedisServer, TlsRedis},
     server::http_get,
@@ -547,13 +547,7 @@ async fn a_redis_that_refuses_multi_fails_a_get_closed_and_nothing_else() {
 async fn next_status(
     stream: &mut tonic::Streaming<proto::WatchVerificationResponse>,
 ) -> proto::Verification {
-    tokio::time::timeout(NOTICE, stream.next())
-        .await
-        .expect("the change arrives without polling")
-        .expect("stream open")
-        .expect("ok")
-        .verification
-        .expect("verification")
+    next_status_within(NOTICE, stream).await
 }
 
 #[tokio::test]

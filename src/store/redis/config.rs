@@ -204,19 +204,45 @@ impl RedisConfig {
         })
     }
 
-    /// The connection details of one URL, with the credentials set apart.
+    /// The connection details of one data node's URL, with the
+    /// credentials set apart.
     pub(super) fn connection_info(&self, url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
-        let mut redis_info = info.redis_settings().clone();
-        if let Some(user) = &self.username {
-            redis_info = redis_info.set_username(user);
-        }
-        if let Some(password) = &self.password {
-            redis_info = redis_info.set_password(password.expose());
-        }
-        info = info.set_redis_settings(redis_info);
-        Ok(info)
+        signed_in(url, self.username.as_deref(), self.password.as_ref())
     }
+
+    /// A client for one sentinel, with the sentinels' own credentials.
+    pub(super) fn sentinel_client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        let sentinel = &self.sentinel;
+        let info = signed_in(
+            url,
+            sentinel.username.as_deref(),
+            sentinel.password.as_ref(),
+        )?;
+        match self.certificates() {
+            Some(certificates) if url.starts_with("rediss://") => {
+                redis::Client::build_with_tls(info, certificates)
+            }
+            _ => redis::Client::open(info),
+        }
+    }
+}
+
+/// The connection details of `url`, signed in as `username` with
+/// `password` (which never go in a URL, where they would reach logs).
+fn signed_in(
+    url: &str,
+    username: Option<&str>,
+    password: Option<&Secret>,
+) -> redis::RedisResult<redis::ConnectionInfo> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = username {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    Ok(info.set_redis_settings(settings))
 }
 
 /// The shortest index key accepted, as for the HMAC key.

@@ -164,7 +164,8 @@ impl Announcer {
 /// whether it subscribed at all.
 async fn listen_on(config: &RedisConfig, url: &str, announcer: &Announcer) -> bool {
     let subscribed = async {
-        let (mut sink, stream) = sentinel_node(config, url)?
+        let (mut sink, stream) = config
+            .sentinel_client(url)?
             .get_async_pubsub()
             .await?
             .split();
@@ -197,26 +198,6 @@ async fn listen_on(config: &RedisConfig, url: &str, announcer: &Announcer) -> bo
                 }
             }
         }
-    }
-}
-
-/// A client for one sentinel, with the sentinels' own credentials.
-fn sentinel_node(config: &RedisConfig, url: &str) -> RedisResult<redis::Client> {
-    let sentinel = &config.sentinel;
-    let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
-    let mut settings = info.redis_settings().clone();
-    if let Some(user) = &sentinel.username {
-        settings = settings.set_username(user);
-    }
-    if let Some(password) = &sentinel.password {
-        settings = settings.set_password(password.expose());
-    }
-    info = info.set_redis_settings(settings);
-    match config.certificates() {
-        Some(certificates) if url.starts_with("rediss://") => {
-            redis::Client::build_with_tls(info, certificates)
-        }
-        _ => redis::Client::open(info),
     }
 }
 
