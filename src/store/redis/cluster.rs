@@ -15,12 +15,12 @@
 //!   not exist yet), in a migration under way. It is sent again to the
 //!   same node (after an ASK, the target, with `ASKING`) after a short
 //!   pause, until the migration ends.
+//! - `CLUSTERDOWN`: the cluster refuses every command for now (a primary
+//!   lost and not yet replaced). Sent again after a short pause.
 //!
 //! MOVED and ASK targets are reached over verifyd's own connections: the
 //! crate routes by address only to nodes already in its slot map, and a
 //! migration's target may be a node added since.
-//! - `CLUSTERDOWN`: the cluster refuses every command for now (a primary
-//!   lost and not yet replaced). Sent again after a short pause.
 //!
 //! Every other error, a broken connection above all, is returned: the
 //! request fails closed (UNAVAILABLE) and is never sent again. All of
