@@ -23,6 +23,15 @@ async fn on_cluster(cluster: &RedisCluster) -> TestApp {
     spawn(config, test_clock()).await
 }
 
+/// Three masters, verifyd on them, and one verification with its code.
+async fn a_verification_on_a_cluster() -> (RedisCluster, TestApp, proto::Verification, String) {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let app = on_cluster(&cluster).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+    (cluster, app, v, code)
+}
+
 /// The slot of a verification's keys, and the node serving it.
 fn slot_of(cluster: &RedisCluster, v: &proto::Verification) -> (u16, usize) {
     let hash = cluster
@@ -55,10 +64,7 @@ async fn checks_once(app: &TestApp, v: &proto::Verification, code: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_that_moved_after_the_map_was_read_is_followed() {
-    let cluster = tokio::task::block_in_place(RedisCluster::start);
-    let app = on_cluster(&cluster).await;
-    let v = app.started(sms_to("+14155550100")).await;
-    let code = app.outbox.code_for(&v.id);
+    let (cluster, app, v, code) = a_verification_on_a_cluster().await;
     let (slot, from) = slot_of(&cluster, &v);
     let to = (from + 1) % 3;
     tokio::task::block_in_place(|| {
@@ -72,10 +78,7 @@ async fn a_slot_that_moved_after_the_map_was_read_is_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_already_migrated_are_reached_on_the_target_with_asking() {
-    let cluster = tokio::task::block_in_place(RedisCluster::start);
-    let app = on_cluster(&cluster).await;
-    let v = app.started(sms_to("+14155550100")).await;
-    let code = app.outbox.code_for(&v.id);
+    let (cluster, app, v, code) = a_verification_on_a_cluster().await;
     let (slot, from) = slot_of(&cluster, &v);
     let to = (from + 1) % 3;
     // Mid-migration: the keys are on the target, the slot still the
@@ -116,10 +119,7 @@ async fn keys_already_migrated_are_reached_on_the_target_with_asking() {
 /// map, which the crate has no connection to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moving_to_a_node_added_since_is_followed_there() {
-    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
-    let app = on_cluster(&cluster).await;
-    let v = app.started(sms_to("+14155550100")).await;
-    let code = app.outbox.code_for(&v.id);
+    let (mut cluster, app, v, code) = a_verification_on_a_cluster().await;
     let (slot, from) = slot_of(&cluster, &v);
     let added = tokio::task::block_in_place(|| {
         let added = cluster.add_node();

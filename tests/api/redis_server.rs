@@ -284,21 +284,11 @@ impl RedisCluster {
             .iter()
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
-        let output = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed ({}): {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let replicas_each = replicas.to_string();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addresses.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", &replicas_each, "--cluster-yes"]);
+        redis_cli(&create);
         let cluster = Self {
             nodes,
             node_timeout,
@@ -727,17 +717,25 @@ fn free_port() -> u16 {
 
 /// `redis-cli -p PORT ARGS…`'s output, trimmed.
 fn cli(port: u16, args: &[&str]) -> String {
+    let port = port.to_string();
+    let mut with_port = vec!["-p", port.as_str()];
+    with_port.extend_from_slice(args);
+    redis_cli(&with_port)
+}
+
+/// `redis-cli ARGS…`'s output, trimmed. Error replies are output too;
+/// only a failure to run or connect panics.
+fn redis_cli(args: &[&str]) -> String {
     let output = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
         .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}; {INSTALL_HINT}"));
     assert!(
         output.status.success(),
-        "redis-cli -p {port} {args:?} failed ({}): {}",
+        "redis-cli {args:?} failed ({}): {}{}",
         output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr).trim()
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
