@@ -533,6 +533,25 @@ mod tests {
                     "{err}"
                 );
             }
+
+            // Durable acknowledgements: a wait that fits in the command
+            // timeout, for a plausible number of replicas.
+            jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__NODES", "[redis://s1:26379]");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_REPLICAS", "1");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_TIMEOUT", "401ms");
+            assert_eq!(
+                load_err().key,
+                "store.redis.wait_timeout",
+                "no room left in the timeout"
+            );
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_TIMEOUT", "0s");
+            assert_eq!(load_err().key, "store.redis.wait_timeout");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_TIMEOUT", "100ms");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_REPLICAS", "17");
+            assert_eq!(load_err().key, "store.redis.wait_replicas");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_REPLICAS", "2");
+            let config = Config::load(None).expect("valid");
+            assert_eq!(config.store.redis.wait_replicas, 2);
             Ok(())
         });
     }

@@ -59,6 +59,9 @@ pub enum CallPrompt {
     /// After a read-aloud call said a code: press a key for a new one.
     CodeAgain,
     Retry,
+    /// The keys' effect could not be made durable in time (Redis's
+    /// `wait_replicas`): press # again.
+    PressAgain,
     WrongDigits,
     Goodbye,
     Approved,

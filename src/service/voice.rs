@@ -240,6 +240,8 @@ impl Verifier {
                 mode => self.ask(&v, CallPrompt::Ask(mode)),
             },
             KeyOutcome::WrongDigits => self.ask(&v, CallPrompt::WrongDigits),
+            // Any key asks the store again (press.lua).
+            KeyOutcome::Unacknowledged => self.ask(&v, CallPrompt::PressAgain),
             KeyOutcome::BackToMain => self.ask(
                 &v,
                 CallPrompt::Ask(v.delivery.voice_mode.unwrap_or_default()),

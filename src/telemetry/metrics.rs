@@ -140,6 +140,7 @@ pub struct Metrics {
     prefix_blocks: Family<TenantLabel, Counter>,
     store_duration: Family<StoreLabels, Histogram>,
     store_errors: Family<StoreLabels, Counter>,
+    store_unacknowledged: Family<StoreLabels, Counter>,
     watch_streams: Family<TenantLabel, Gauge>,
     sends_in_flight: Gauge,
     ready: Gauge,
@@ -209,6 +210,12 @@ impl Metrics {
                 r,
                 "store_errors",
                 "Store operations that failed or timed out",
+            ),
+            store_unacknowledged: registered(
+                r,
+                "store_unacknowledged",
+                "Changes Redis made that fewer replicas than \
+             store.redis.wait_replicas acknowledged in time (the caller got UNAVAILABLE)",
             ),
             watch_streams: registered(r, "watch_streams", "Open WatchVerification streams"),
             sends_in_flight: registered(
@@ -356,6 +363,17 @@ impl Metrics {
         if !ok {
             self.store_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// A change stood on the Redis primary without the replicas'
+    /// acknowledgement asked for.
+    pub fn store_unacknowledged(&self, operation: &'static str) {
+        self.store_unacknowledged
+            .get_or_create(&StoreLabels {
+                backend: "redis",
+                operation,
+            })
+            .inc();
     }
 
     pub fn set_watch_streams(&self, tenant: &TenantId, open: u32) {

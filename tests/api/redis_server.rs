@@ -454,6 +454,27 @@ impl RedisCluster {
 /// The name the sentinels monitor the primary by.
 pub const SENTINEL_MASTER: &str = "verifyd";
 
+/// A primary and its replica, in sync.
+pub fn replicated() -> [RedisServer; 2] {
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_with(&[
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        primary.port.to_string(),
+    ]);
+    // A full resync (the old primary rejoining as a replica) starts at
+    // once rather than after Redis's 5 s wait for more replicas.
+    for node in [&primary, &replica] {
+        node.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    }
+    wait_for(STARTUP, "the replica to sync", || {
+        replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    });
+    [primary, replica]
+}
+
 /// One primary, one replica and three sentinels (quorum two), the
 /// topology the usual Helm charts run: the sentinels call the primary
 /// down after a second without an answer and promote the replica.
@@ -472,29 +493,14 @@ struct Sentinel {
 
 impl RedisSentinels {
     pub fn start() -> Self {
-        let primary = RedisServer::start();
-        let replica = RedisServer::start_with(&[
-            "--replicaof".to_owned(),
-            "127.0.0.1".to_owned(),
-            primary.port.to_string(),
-        ]);
-        // A full resync (the old primary rejoining as a replica) starts at
-        // once rather than after Redis's 5 s wait for more replicas.
-        for node in [&primary, &replica] {
-            node.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
-        }
+        let [primary, replica] = replicated();
         let sentinels = (0..3).map(|_| Sentinel::start(primary.port)).collect();
         let deployment = Self {
             nodes: [primary, replica],
             sentinels,
         };
-        // Ready for a failover: the replica in sync, and every sentinel
-        // knowing the replica and the two other sentinels.
-        wait_for(STARTUP, "the replica to sync", || {
-            deployment.nodes[1]
-                .cli(&["INFO", "replication"])
-                .contains("master_link_status:up")
-        });
+        // Ready for a failover: every sentinel knowing the replica and the
+        // two other sentinels.
         for sentinel in &deployment.sentinels {
             wait_for(STARTUP, "the sentinels to find each other", || {
                 let master = sentinel.cli(&["SENTINEL", "MASTER", SENTINEL_MASTER]);

@@ -44,6 +44,7 @@ macro_rules! built_in {
                 built_in!(@part $locale, "voice_code_ask.txt"),
                 built_in!(@part $locale, "voice_code_again.txt"),
                 built_in!(@part $locale, "voice_retry.txt"),
+                built_in!(@part $locale, "voice_press_again.txt"),
                 built_in!(@part $locale, "voice_wrong_digits.txt"),
                 built_in!(@part $locale, "voice_goodbye.txt"),
                 built_in!(@part $locale, "voice_approved.txt"),

@@ -25,6 +25,8 @@ pub(super) enum Part {
     /// After a read-aloud call said a code: press a key for a new one.
     VoiceCodeAgain,
     VoiceRetry,
+    /// A key the store could not make durable in time: press again.
+    VoicePressAgain,
     VoiceWrongDigits,
     VoiceGoodbye,
     VoiceApproved,
@@ -33,7 +35,7 @@ pub(super) enum Part {
 }
 
 impl Part {
-    pub(super) const ALL: [Self; 15] = [
+    pub(super) const ALL: [Self; 16] = [
         Self::Sms,
         Self::EmailSubject,
         Self::EmailText,
@@ -44,6 +46,7 @@ impl Part {
         Self::VoiceCodeAsk,
         Self::VoiceCodeAgain,
         Self::VoiceRetry,
+        Self::VoicePressAgain,
         Self::VoiceWrongDigits,
         Self::VoiceGoodbye,
         Self::VoiceApproved,
@@ -63,6 +66,7 @@ impl Part {
             Self::VoiceCodeAsk => "voice_code_ask.txt",
             Self::VoiceCodeAgain => "voice_code_again.txt",
             Self::VoiceRetry => "voice_retry.txt",
+            Self::VoicePressAgain => "voice_press_again.txt",
             Self::VoiceWrongDigits => "voice_wrong_digits.txt",
             Self::VoiceGoodbye => "voice_goodbye.txt",
             Self::VoiceApproved => "voice_approved.txt",

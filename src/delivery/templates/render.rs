@@ -111,6 +111,7 @@ impl Templates {
             CallPrompt::Ask(VoiceMode::Code) => Part::VoiceCodeAsk,
             CallPrompt::CodeAgain => Part::VoiceCodeAgain,
             CallPrompt::Retry => Part::VoiceRetry,
+            CallPrompt::PressAgain => Part::VoicePressAgain,
             CallPrompt::WrongDigits => Part::VoiceWrongDigits,
             CallPrompt::Goodbye => Part::VoiceGoodbye,
             CallPrompt::Approved => Part::VoiceApproved,

@@ -60,17 +60,27 @@ impl RedisStore {
         let mut invocation = self.on_verification(&SCRIPTS.check, tenant, id);
         invocation.arg(millis(now));
         quota_args(&mut invocation, budget.map(|b| b.quota));
+        invocation.arg(if self.durable() { "1" } else { "" });
         for c in candidates {
             invocation.arg(c.key_id.as_str()).arg(hex::encode(c.mac));
         }
         let bad_check = || StoreError::Unavailable("unexpected reply from the check script".into());
-        let reply: Option<(String, u64, Reply)> = self.run("check", invocation).await?;
+        let (reply, acknowledged): (Option<(String, u64, Reply)>, bool) =
+            self.run_durably("check", invocation).await?;
         let Some((outcome, detail, reply)) = reply else {
             return Ok(None);
         };
         let checked = |outcome, reply: &str| Ok(BudgetedCheck::Checked(outcome, decode(reply)?));
         Ok(Some(match outcome.as_str() {
+            "approved" if !acknowledged => return Err(unacknowledged(UNACKNOWLEDGED_APPROVAL)),
+            "approved" if self.durable() => match self.acknowledge(tenant, id, now).await? {
+                Some((true, v)) => BudgetedCheck::Checked(CheckOutcome::Approved, v),
+                // Another check acknowledged it first, and told its caller.
+                Some((false, v)) => BudgetedCheck::Checked(CheckOutcome::NotPending(v.status), v),
+                None => return Ok(None),
+            },
             "approved" => checked(CheckOutcome::Approved, &reply)?,
+            "rejected" if !acknowledged => return Err(unacknowledged(UNACKNOWLEDGED_ATTEMPT)),
             "rejected" => checked(CheckOutcome::Rejected, &reply)?,
             "not_pending" => {
                 let v = decode(&reply)?;
@@ -85,6 +95,26 @@ impl RedisStore {
             "unbudgeted" => BudgetedCheck::Unbudgeted,
             _ => return Err(bad_check()),
         }))
+    }
+
+    /// Ends an approval's wait for its replicas (acknowledge.lua), once a
+    /// WAIT has covered it: `true` when this call ended it (its caller is
+    /// the one told), `false` when another had.
+    async fn acknowledge(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        now: SystemTime,
+    ) -> Result<Option<(bool, Verification)>, StoreError> {
+        let mut invocation = self.on_verification(&SCRIPTS.acknowledge, tenant, id);
+        invocation.arg(millis(now));
+        // Waited for too, so that a failover seldom undoes the end of the
+        // wait; the approval itself is durable already, so the caller is
+        // told of it either way (a failover that undoes this lets the same
+        // code approve once more, and nothing else).
+        let (reply, _): (Option<(u8, Reply)>, bool) =
+            self.run_durably("acknowledge", invocation).await?;
+        reply.map(|(ended, r)| Ok((ended == 1, decode(&r)?))).transpose()
     }
 
     pub(in crate::store) async fn get(
@@ -196,14 +226,28 @@ impl RedisStore {
             .arg(max_reprompts)
             .arg(step)
             .arg(reveal.key_id.as_str())
-            .arg(hex::encode(reveal.mac));
-        let reply: Option<(String, Reply)> = self.run("press", invocation).await?;
+            .arg(hex::encode(reveal.mac))
+            .arg(if self.durable() { "1" } else { "" });
+        let (reply, acknowledged): (Option<(String, Reply)>, bool) =
+            self.run_durably("press", invocation).await?;
         let Some((outcome, reply)) = reply else {
             return Ok(None);
         };
         let v = decode(&reply)?;
         let outcome = match outcome.as_str() {
             "forbidden" => None,
+            // An approval or a wrong guess the replicas did not hold in
+            // time: the user is asked to press again, and the approval
+            // waits for that press (a fraud report is told at once: it
+            // only ever ends a verification).
+            "approved" | "wrong_digits" if !acknowledged => Some(KeyOutcome::Unacknowledged),
+            "approved" if self.durable() => {
+                return match self.acknowledge(tenant, id, now).await? {
+                    Some((true, v)) => Ok(Some((Some(KeyOutcome::Approved), v))),
+                    Some((false, v)) => Ok(Some((Some(KeyOutcome::NotPending(v.status)), v))),
+                    None => Ok(None),
+                };
+            }
             "approved" => Some(KeyOutcome::Approved),
             "reprompt" => Some(KeyOutcome::Reprompt),
             "wrong_digits" => Some(KeyOutcome::WrongDigits),
@@ -221,4 +265,14 @@ impl RedisStore {
         };
         Ok(Some((outcome, v)))
     }
+}
+
+/// What a check is told when its change stands on the primary but fewer
+/// replicas than `store.redis.wait_replicas` acknowledged it in time.
+const UNACKNOWLEDGED_APPROVAL: &str = "the approval is stored but the Redis replicas did not acknowledge it in time; check the same code again";
+const UNACKNOWLEDGED_ATTEMPT: &str =
+    "the attempt is counted but the Redis replicas did not acknowledge it in time";
+
+pub(super) fn unacknowledged(what: &str) -> StoreError {
+    StoreError::Unavailable(what.to_owned())
 }

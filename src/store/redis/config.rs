@@ -39,6 +39,16 @@ pub struct RedisConfig {
     pub timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Durable acknowledgements: how many replicas must hold a change a
+    /// caller is told about (an approval, a spent attempt, a fraud report,
+    /// a new or superseding send) before it is told. 0 (the default): none,
+    /// Redis's asynchronous replication as it is. See docs/redis.md.
+    pub wait_replicas: u32,
+    /// How long a change waits for `wait_replicas` before the request
+    /// answers UNAVAILABLE (an approval is kept unacknowledged until a
+    /// retry's wait covers it). Below `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
     /// Starts every key, so several deployments can share one Redis.
     pub key_prefix: String,
 }
@@ -55,6 +65,8 @@ impl Default for RedisConfig {
             index_key: None,
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(200),
             key_prefix: "verifyd".to_owned(),
         }
     }
@@ -105,6 +117,9 @@ impl RedisConfig {
                 "store.redis.timeout",
                 "timeouts must be above zero".to_owned(),
             ));
+        }
+        if let Some(problem) = self.wait_problem() {
+            return Some(problem);
         }
         let prefix_ok = !self.key_prefix.is_empty()
             && self.key_prefix.len() <= 64
@@ -187,6 +202,39 @@ impl RedisConfig {
         None
     }
 
+    /// The problem with the durable acknowledgement settings.
+    fn wait_problem(&self) -> Option<(&'static str, String)> {
+        if self.wait_replicas > MAX_WAIT_REPLICAS {
+            return Some((
+                "store.redis.wait_replicas",
+                format!("must be 0 to {MAX_WAIT_REPLICAS}"),
+            ));
+        }
+        // The script and its WAIT share one command timeout, and Redis
+        // notices a WAIT's timeout only at its next tick (`hz`, 10 a
+        // second by default): the wait leaves room for both.
+        let room = self.timeout.saturating_sub(WAIT_LATENESS);
+        let wait_ok =
+            self.wait_timeout >= Duration::from_millis(1) && self.wait_timeout <= room;
+        if self.wait_replicas > 0 && !wait_ok {
+            return Some((
+                "store.redis.wait_timeout",
+                format!(
+                    "must be at least 1ms and at most store.redis.timeout less {WAIT_LATENESS:?} ({room:?}): Redis may answer a WAIT that much late"
+                ),
+            ));
+        }
+        None
+    }
+
+    /// The durable acknowledgement settings, when used.
+    pub(super) fn durability(&self) -> Option<Durability> {
+        (self.wait_replicas > 0).then_some(Durability {
+            replicas: self.wait_replicas,
+            timeout: self.wait_timeout,
+        })
+    }
+
     /// A client for one node.
     pub(super) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
         let info = self.connection_info(url)?;
@@ -244,6 +292,21 @@ fn signed_in(
     }
     Ok(info.set_redis_settings(settings))
 }
+
+/// What a change a caller is told about waits for: `WAIT replicas
+/// timeout` after its script.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Durability {
+    pub(super) replicas: u32,
+    pub(super) timeout: Duration,
+}
+
+/// How late Redis may answer a WAIT past its timeout: one tick at the
+/// default `hz` of 10.
+const WAIT_LATENESS: Duration = Duration::from_millis(100);
+
+/// More replicas than any deployment runs: a typo, not a setting.
+const MAX_WAIT_REPLICAS: u32 = 16;
 
 /// The shortest index key accepted, as for the HMAC key.
 const MIN_INDEX_KEY_LEN: usize = 32;

@@ -7,7 +7,7 @@ use redis::FromRedisValue;
 use super::{
     RedisStore, record,
     record::{decode, millis, millis_of},
-    scripts::SCRIPTS,
+    scripts::{Invocation, SCRIPTS},
 };
 use crate::{
     domain::{TenantId, Verification},
@@ -22,7 +22,7 @@ impl RedisStore {
         fingerprint: Fingerprint,
         now: SystemTime,
     ) -> Result<Idempotency, StoreError> {
-        let mut invocation = SCRIPTS.idempotency_begin.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.idempotency_begin);
         invocation
             .key(self.inner.keys.idempotency(tenant, key))
             .arg(millis(now))
@@ -52,7 +52,7 @@ impl RedisStore {
         response: &Verification,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut invocation = SCRIPTS.idempotency_finish.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.idempotency_finish);
         invocation
             .key(self.inner.keys.idempotency(tenant, key))
             .arg(millis(now))
@@ -68,7 +68,7 @@ impl RedisStore {
         tenant: &TenantId,
         key: &str,
     ) -> Result<(), StoreError> {
-        let mut invocation = SCRIPTS.idempotency_abandon.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.idempotency_abandon);
         invocation.key(self.inner.keys.idempotency(tenant, key));
         self.run::<u8>("idempotency_abandon", invocation)
             .await

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::{
     RedisStore,
     record::{millis, millis_of},
-    scripts::{SCRIPTS, quota_args},
+    scripts::{Invocation, SCRIPTS, quota_args},
 };
 use crate::{
     domain::{TenantId, limit::Quota},
@@ -21,12 +21,17 @@ impl RedisStore {
         until: SystemTime,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut invocation = SCRIPTS.block.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.block);
         invocation
             .key(self.inner.keys.block(tenant, what))
             .arg(millis(until))
             .arg(millis(now));
-        self.run::<u8>("block", invocation).await.map(drop)
+        // Waited for like any change a user is told of; one the replicas
+        // did not acknowledge still stands (and is counted in the store
+        // metrics): the user has been told the report is taken.
+        self.run_durably::<u8>("block", invocation)
+            .await
+            .map(drop)
     }
 
     pub(in crate::store) async fn blocked_until(
@@ -50,7 +55,7 @@ impl RedisStore {
         quota: Quota,
         now: SystemTime,
     ) -> Result<Option<Duration>, StoreError> {
-        let mut invocation = SCRIPTS.gcra.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.gcra);
         invocation
             .key(self.budget_key(tenant, key))
             .arg(millis(now));
@@ -66,7 +71,7 @@ impl RedisStore {
         quota: Quota,
         now: SystemTime,
     ) -> Result<Duration, StoreError> {
-        let mut invocation = SCRIPTS.gcra_wait.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.gcra_wait);
         invocation
             .key(self.budget_key(tenant, key))
             .arg(millis(now));
@@ -89,7 +94,7 @@ impl RedisStore {
                 .all(|(key, _)| matches!(key, BudgetKey::Tenant(_))),
             "one script takes only budgets of one slot: the tenant's own"
         );
-        let mut invocation = SCRIPTS.gcra_all.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.gcra_all);
         for (key, _) in cells {
             invocation.key(self.budget_key(tenant, *key));
         }
@@ -110,7 +115,7 @@ impl RedisStore {
         quota: Quota,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let mut invocation = SCRIPTS.gcra_return.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.gcra_return);
         invocation
             .key(self.budget_key(tenant, key))
             .arg(millis(now))

@@ -33,10 +33,16 @@ mod sentinel;
 use std::{sync::Arc, time::Duration};
 
 pub use config::{RedisConfig, SentinelConfig};
-use redis::{FromRedisValue, Script, ScriptInvocation, aio::ConnectionLike as _};
+use redis::{
+    ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind, Value,
+    aio::ConnectionLike as _,
+};
 use tokio_util::sync::CancellationToken;
 
-use self::{changes::Changes, connection::Connection, keys::Keys};
+use self::{
+    changes::Changes, config::Durability, connection::Connection, keys::Keys,
+    record::millis_of, scripts::Invocation,
+};
 use super::{feed::Subscription, port::StoreError};
 use crate::domain::{Destination, TenantId, VerificationId};
 use crate::telemetry::Metrics;
@@ -49,6 +55,8 @@ pub struct RedisStore {
 #[derive(Debug)]
 struct Inner {
     connection: Connection,
+    /// Durable acknowledgements (`store.redis.wait_replicas`), when used.
+    durable: Option<Durable>,
     keys: Keys,
     changes: Changes,
     timeout: Duration,
@@ -77,11 +85,22 @@ impl RedisStore {
             .sentinel
             .is_used()
             .then(|| sentinel::follow_switches(config, stop.clone()));
-        let connection = Connection::open(config, switches.clone())
-            .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))?;
+        let open = || {
+            Connection::open(config, switches.clone())
+                .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))
+        };
+        let connection = open()?;
+        let durable = match config.durability() {
+            Some(settings) => Some(Durable {
+                connection: open()?,
+                settings,
+            }),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 connection,
+                durable,
                 keys: Keys::new(&config.key_prefix, index_key),
                 changes: Changes::start(config, switches, stop),
                 timeout: config.timeout,
@@ -96,11 +115,53 @@ impl RedisStore {
     async fn run<T: FromRedisValue>(
         &self,
         operation: &'static str,
-        invocation: ScriptInvocation<'_>,
+        invocation: Invocation<'_>,
     ) -> Result<T, StoreError> {
         let mut connection = self.inner.connection.clone();
-        self.bounded(operation, invocation.invoke_async(&mut connection))
+        self.bounded(operation, evaluate(&mut connection, &invocation))
             .await
+    }
+
+    /// Runs a script whose change a caller is told about, then, with
+    /// durable acknowledgements, waits for the replicas to hold it: `true`
+    /// when they do (or none are asked for). Its reply either way: the
+    /// change stands on the primary, acknowledged or not.
+    async fn run_durably<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        invocation: Invocation<'_>,
+    ) -> Result<(T, bool), StoreError> {
+        let Some(durable) = &self.inner.durable else {
+            return Ok((self.run(operation, invocation).await?, true));
+        };
+        let pipeline = durable.pipeline(&invocation);
+        let mut sent = self.bounded(operation, durable.send(&pipeline)).await?;
+        if sent.is_none() {
+            // The WAIT behind a NOSCRIPT may have used its whole wait (a
+            // replica down acknowledges nothing), so the second try has a
+            // timeout of its own.
+            let mut connection = durable.connection.clone();
+            self.bounded(operation, invocation.script().load_async(&mut connection))
+                .await?;
+            sent = self.bounded(operation, durable.send(&pipeline)).await?;
+        }
+        let Some((reply, acknowledged)) = sent else {
+            return Err(StoreError::Unavailable(
+                "Redis lost a script as soon as it was loaded".into(),
+            ));
+        };
+        let reply = T::from_redis_value(reply)
+            .map_err(|error| StoreError::Unavailable(describe(&error.into())))?;
+        if !acknowledged {
+            self.inner.metrics.store_unacknowledged(operation);
+        }
+        Ok((reply, acknowledged))
+    }
+
+    /// Whether a script's change must be acknowledged by replicas: the
+    /// scripts keep an approval unacknowledged until then (check.lua).
+    fn durable(&self) -> bool {
+        self.inner.durable.is_some()
     }
 
     /// Runs one plain command within the command timeout.
@@ -143,8 +204,8 @@ impl RedisStore {
         script: &'a Script,
         tenant: &TenantId,
         id: &VerificationId,
-    ) -> ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
+    ) -> Invocation<'a> {
+        let mut invocation = Invocation::of(script);
         for key in self.inner.keys.verification(tenant, id) {
             invocation.key(key);
         }
@@ -215,6 +276,92 @@ impl RedisStore {
         self.query::<String>("ping", &redis::cmd("PING"))
             .await
             .is_ok()
+    }
+}
+
+/// Runs a script: EVALSHA, and when the node does not have it (fresh,
+/// restarted, or just promoted), SCRIPT LOAD and EVALSHA again; NOSCRIPT
+/// ran nothing.
+async fn evaluate<T: FromRedisValue>(
+    connection: &mut Connection,
+    invocation: &Invocation<'_>,
+) -> RedisResult<T> {
+    let command = invocation.command();
+    match command.query_async(connection).await {
+        Err(error) if is_no_script(&error) => {
+            invocation.script().load_async(connection).await?;
+            command.query_async(connection).await
+        }
+        result => result,
+    }
+}
+
+fn is_no_script(error: &redis::RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+/// Durable acknowledgements: `WAIT` after each script whose change a
+/// caller is told about.
+#[derive(Debug)]
+struct Durable {
+    /// A connection of their own: Redis answers nothing else on a
+    /// connection while a WAIT on it waits, so reads, budgets and
+    /// idempotency keys never queue behind one.
+    connection: Connection,
+    settings: Durability,
+}
+
+impl Durable {
+    /// The script and `WAIT replicas timeout` in one pipeline, so that
+    /// both travel on one connection: WAIT counts the writes of its own
+    /// connection only, and a reconnect between the two would make it
+    /// count none and answer at once.
+    fn pipeline(&self, invocation: &Invocation<'_>) -> redis::Pipeline {
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(invocation.command());
+        pipeline
+            .cmd("WAIT")
+            .arg(self.settings.replicas)
+            .arg(millis_of(self.settings.timeout));
+        pipeline
+    }
+
+    /// Sends `pipeline`: the script's reply and whether enough replicas
+    /// acknowledged it, or `None` when the node did not have the script
+    /// (NOSCRIPT ran nothing). A pipeline that fails may have run the
+    /// script, and is not sent again.
+    async fn send(&self, pipeline: &redis::Pipeline) -> RedisResult<Option<(Value, bool)>> {
+        let mut connection = self.connection.clone();
+        let replies = match connection.req_packed_commands(pipeline, 0, 2).await {
+            Err(error) if is_no_script(&error) => return Ok(None),
+            result => result?,
+        };
+        let mut replies = replies.into_iter();
+        let (Some(script), Some(wait)) = (replies.next(), replies.next()) else {
+            return Err(redis::RedisError::from((
+                ErrorKind::Client,
+                "Redis answered a script and its WAIT in part",
+            )));
+        };
+        if let Value::ServerError(error) = script {
+            let error = redis::RedisError::from(error);
+            return if is_no_script(&error) {
+                Ok(None)
+            } else {
+                Err(error)
+            };
+        }
+        let acknowledged = match wait {
+            Value::Int(count) => count >= i64::from(self.settings.replicas),
+            // An ACL without WAIT, or a node that is a replica now: the
+            // change stands unacknowledged, which fails the caller closed.
+            Value::ServerError(error) => {
+                tracing::warn!(%error, "WAIT refused: changes cannot be acknowledged");
+                false
+            }
+            _ => false,
+        };
+        Ok(Some((script, acknowledged)))
     }
 }
 

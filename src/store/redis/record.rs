@@ -171,7 +171,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
 
 /// The fields a plain read (`read_of`) asks for, in its order: everything
 /// a reply carries, and the retention to tell a purged verification.
-pub(super) const READ_FIELDS: [&str; 21] = [
+pub(super) const READ_FIELDS: [&str; 22] = [
     "id",
     "tenant",
     "to",
@@ -193,6 +193,7 @@ pub(super) const READ_FIELDS: [&str; 21] = [
     "call_reprompts",
     "call_presses",
     "call_sid",
+    "unacked",
 ];
 
 /// A verification as of `now` from an HMGET of `READ_FIELDS` and its
@@ -218,7 +219,7 @@ pub(super) fn read_of(
         .ok_or_else(|| bad("retention"))?;
     let mut v = from_fields(&f, attempts.iter().map(String::as_str))?;
     let Some(status) = standing(
-        v.status,
+        shown(v.status, f.contains_key("unacked")),
         v.expires_at,
         Duration::from_millis(retention),
         now,
@@ -297,13 +298,14 @@ fn from_fields<'a>(
 }
 
 /// The fields `status_of` reads, in its order.
-pub(super) const STATUS_FIELDS: [&str; 4] = ["status", "to", "expires_at", "retention"];
+pub(super) const STATUS_FIELDS: [&str; 5] =
+    ["status", "to", "expires_at", "retention", "unacked"];
 
 /// A verification's status at `now` and its destination, from its
 /// `STATUS_FIELDS`, without the rest: `None` when there is none, or it is
 /// past its retention (as prelude.lua's `current` reads it).
 pub(super) fn status_of(
-    [stored, to, expires_at, retention]: [Option<String>; 4],
+    [stored, to, expires_at, retention, unacked]: [Option<String>; 5],
     now: SystemTime,
 ) -> Result<Option<(Status, Destination)>, StoreError> {
     let Some(stored) = stored else {
@@ -314,9 +316,22 @@ pub(super) fn status_of(
     };
     let expires_at = time(number(expires_at, "expires_at")?);
     let retention = Duration::from_millis(number(retention, "retention")?);
-    let status = status(&stored).ok_or_else(|| bad("status"))?;
+    let status = shown(
+        status(&stored).ok_or_else(|| bad("status"))?,
+        unacked.is_some(),
+    );
     let to = Destination::from_stored(&to.ok_or_else(|| bad("to"))?);
     Ok(standing(status, expires_at, retention, now).map(|status| (status, to)))
+}
+
+/// The status a reader is shown: an approval the replicas have not
+/// acknowledged yet (`unacked`, prelude.lua's `approve`) is pending.
+fn shown(status: Status, unacknowledged: bool) -> Status {
+    if unacknowledged {
+        Status::Pending
+    } else {
+        status
+    }
 }
 
 /// A stored status as it stands at `now`: `None` past the retention (the
@@ -452,8 +467,10 @@ mod tests {
     #[test]
     fn the_status_read_settles_expiry_and_forgets_what_is_past_retention() {
         let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        let stored =
-            |status: &str| [status, "+14155550100", "1000", "500"].map(|f| Some(f.to_owned()));
+        let stored = |status: &str| {
+            [Some(status), Some("+14155550100"), Some("1000"), Some("500"), None]
+                .map(|f| f.map(str::to_owned))
+        };
         let read = |fields, now| status_of(fields, at(now)).expect("readable");
         assert_eq!(
             read(stored("pending"), 999).map(|s| s.0),
@@ -468,8 +485,20 @@ mod tests {
             Some(Status::Approved)
         );
         assert_eq!(read(stored("approved"), 1500), None, "past its retention");
+        // An approval the replicas have not acknowledged reads as pending,
+        // and expires as a pending verification does.
+        let mut unacknowledged = stored("approved");
+        unacknowledged[4] = Some("1".to_owned());
         assert_eq!(
-            read([None, None, None, None], 0),
+            read(unacknowledged.clone(), 999).map(|s| s.0),
+            Some(Status::Pending)
+        );
+        assert_eq!(
+            read(unacknowledged, 1000).map(|s| s.0),
+            Some(Status::Expired)
+        );
+        assert_eq!(
+            read([None, None, None, None, None], 0),
             None,
             "no such verification"
         );

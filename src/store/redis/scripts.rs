@@ -1,9 +1,10 @@
 //! The Lua scripts, each with the prelude (and budget.lua where it takes
-//! from a budget) prepended, loaded once per process.
+//! from a budget) prepended, loaded once per process, and their
+//! invocations.
 
 use std::sync::LazyLock;
 
-use redis::{Script, ScriptInvocation};
+use redis::{Cmd, Script, ToRedisArgs};
 
 use super::record::millis_of;
 use crate::domain::limit::Quota;
@@ -11,8 +12,9 @@ use crate::domain::limit::Quota;
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const BUDGET: &str = include_str!("lua/budget.lua");
 
-/// The scripts. `Script` runs EVALSHA and, when a node answers NOSCRIPT
-/// (fresh or restarted), loads the script with SCRIPT LOAD and runs it again.
+/// The scripts. Each runs as EVALSHA and, when a node answers NOSCRIPT
+/// (fresh or restarted), is loaded with SCRIPT LOAD and run again
+/// (`RedisStore::run`).
 pub(super) struct Scripts {
     pub(super) create: Script,
     pub(super) resend: Script,
@@ -22,6 +24,7 @@ pub(super) struct Scripts {
     pub(super) cancel: Script,
     pub(super) delivery: Script,
     pub(super) press: Script,
+    pub(super) acknowledge: Script,
     pub(super) block: Script,
     pub(super) idempotency_begin: Script,
     pub(super) idempotency_finish: Script,
@@ -44,6 +47,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         cancel: with_prelude(include_str!("lua/cancel.lua")),
         delivery: with_prelude(include_str!("lua/delivery.lua")),
         press: with_prelude(include_str!("lua/press.lua")),
+        acknowledge: with_prelude(include_str!("lua/acknowledge.lua")),
         block: Script::new(include_str!("lua/block.lua")),
         idempotency_begin: Script::new(include_str!("lua/idempotency_begin.lua")),
         idempotency_finish: Script::new(include_str!("lua/idempotency_finish.lua")),
@@ -57,9 +61,67 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
 
 /// A budget's quota as budget.lua takes it: the period (ms) and the burst,
 /// or two empty strings for no budget.
-pub(super) fn quota_args(invocation: &mut ScriptInvocation<'_>, quota: Option<Quota>) {
+pub(super) fn quota_args(invocation: &mut Invocation<'_>, quota: Option<Quota>) {
     match quota {
         Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
         None => invocation.arg("").arg(""),
     };
+}
+
+/// One run of a script: its keys and arguments. The `redis` crate's own
+/// `ScriptInvocation` sends itself and keeps its EVALSHA command to itself;
+/// verifyd also sends a script in a pipeline, followed by `WAIT` on the
+/// same connection (`RedisStore::run_durably`), so it builds the command.
+pub(super) struct Invocation<'a> {
+    script: &'a Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'a> Invocation<'a> {
+    pub(super) fn of(script: &'a Script) -> Self {
+        Self {
+            script,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds a key: `KEYS[i]` in the script.
+    pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Adds an argument: `ARGV[i]` in the script.
+    pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    pub(super) fn script(&self) -> &'a Script {
+        self.script
+    }
+
+    /// `EVALSHA sha numkeys keys… args…`.
+    pub(super) fn command(&self) -> Cmd {
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.script.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        command
+    }
+}
+
+// Keys and arguments carry MACs and destinations: never printed.
+impl std::fmt::Debug for Invocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("script", &self.script.get_hash())
+            .field("keys", &self.keys.len())
+            .field("args", &self.args.len())
+            .finish()
+    }
 }

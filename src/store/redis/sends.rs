@@ -4,9 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use super::{
-    RedisStore, record,
+    RedisStore,
+    checks::unacknowledged,
+    record,
     record::{Reply, attempt_json, decode, millis, millis_of},
-    scripts::{SCRIPTS, quota_args},
+    scripts::{Invocation, SCRIPTS, quota_args},
 };
 use crate::{
     domain::{
@@ -33,7 +35,7 @@ impl RedisStore {
         let keys = &self.inner.keys;
         let (tenant, to) = (&candidate.tenant, &candidate.to);
         let [hash, attempts] = keys.verification(tenant, &candidate.id);
-        let mut invocation = SCRIPTS.create.prepare_invoke();
+        let mut invocation = Invocation::of(&SCRIPTS.create);
         invocation
             .key(keys.pending(tenant, to, candidate.purpose))
             .key(hash)
@@ -161,7 +163,16 @@ impl RedisStore {
         for attempt in &send.attempts {
             invocation.arg(attempt_json(attempt));
         }
-        let reply: Option<(Reply,)> = self.run("complete", invocation).await?;
+        // The caller is told of the send, and of the verification it
+        // superseded (create.lua, on the primary before this: a WAIT
+        // counts every write up to its connection's last).
+        let (reply, acknowledged): (Option<(Reply,)>, bool) =
+            self.run_durably("complete", invocation).await?;
+        if !acknowledged {
+            return Err(unacknowledged(
+                "the send is recorded but the Redis replicas did not acknowledge it in time",
+            ));
+        }
         reply.map(|(r,)| decode(&r)).transpose()
     }
 }

@@ -5,6 +5,7 @@ local v, changed = current(now)
 if not v then
   return nil
 end
+refuse_if_unacknowledged(v)
 local canceled = 0
 if v.status == 'pending' then
   v.status = 'canceled'

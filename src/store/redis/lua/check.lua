@@ -1,17 +1,21 @@
 -- Store::check (Verification::check), with the destination's failed-check
 -- budget (budget.lua) taken in the same step. ARGV: now, the budget's
 -- period (ms) and burst, or two empty strings when the caller took the
--- cell itself, then (key id, MAC hex) pairs: the typed code's hash under
--- each key still accepted, compared with the stored codes' (code_mac, and
--- unconfirmed_mac after a send whose outcome is unknown).
+-- cell itself, '1' when verifyd WAITs for replicas after this script
+-- (prelude.lua's `approve`) else '', then (key id, MAC hex) pairs: the
+-- typed code's hash under each key still accepted, compared with the
+-- stored codes' (code_mac, and unconfirmed_mac after a send whose outcome
+-- is unknown).
 -- Replies nil when there is no such verification, else
 -- { outcome, detail, verification ('' when limited or unbudgeted) },
 -- outcome one of
---   'approved', 'rejected', 'not_pending' (nothing is taken),
+--   'approved' (or approved again while unacknowledged), 'rejected',
+--   'not_pending' (nothing is taken),
 --   'limited': the budget is spent; detail is the milliseconds until a
 --     cell frees up, and nothing else changes,
 --   'unbudgeted': the verification predates `check_budget` (resend.lua
 --     names it now); the caller takes the cell and asks again without one.
+-- An unacknowledged approval and another code is an UNACKNOWLEDGED error.
 local now = num(ARGV[1])
 local v, changed = current(now)
 if not v then
@@ -19,7 +23,30 @@ if not v then
 end
 local outcome, detail = nil, 0
 local budgeted = ARGV[2] ~= ''
-if v.status ~= 'pending' then
+local durable = ARGV[4] == '1'
+-- The last accepted code, and a later send's whose outcome is unknown
+-- (complete.lua): both are compared every time.
+local function matches()
+  local found = false
+  for i = 5, #ARGV, 2 do
+    if v.code_key == ARGV[i] and same(v.code_mac, ARGV[i + 1]) then
+      found = true
+    end
+    if v.unconfirmed_key == ARGV[i] and same(v.unconfirmed_mac, ARGV[i + 1]) then
+      found = true
+    end
+  end
+  return found
+end
+if v.unacked then
+  -- Spends no attempt and takes no cell: the verification was approved.
+  if not matches() then
+    refuse_if_unacknowledged(v)
+  end
+  approve(v, durable)
+  outcome = 'approved'
+  changed = true
+elseif v.status ~= 'pending' then
   outcome = 'not_pending'
 elseif budgeted and not v.check_budget then
   outcome = 'unbudgeted'
@@ -28,19 +55,8 @@ else
   if wait > 0 then
     outcome, detail = 'limited', wait
   else
-    -- The last accepted code, and a later send's whose outcome is unknown
-    -- (complete.lua): both are compared every time.
-    local matches = false
-    for i = 4, #ARGV, 2 do
-      if v.code_key == ARGV[i] and same(v.code_mac, ARGV[i + 1]) then
-        matches = true
-      end
-      if v.unconfirmed_key == ARGV[i] and same(v.unconfirmed_mac, ARGV[i + 1]) then
-        matches = true
-      end
-    end
-    if matches then
-      v.status = 'approved'
+    if matches() then
+      approve(v, durable)
       outcome = 'approved'
     else
       spend_attempt(v)

@@ -40,13 +40,43 @@ local function purged(v, now)
   return now >= num(v.expires_at) + num(v.retention)
 end
 
--- Verification::settle
+-- Verification::settle. An approval the replicas have not acknowledged
+-- (`unacked`, below) is still pending to every reader, and expires as a
+-- pending verification does.
 local function settle(v, now)
-  if v.status == 'pending' and now >= num(v.expires_at) then
+  if (v.status == 'pending' or v.unacked) and now >= num(v.expires_at) then
     v.status = 'expired'
+    v.unacked = false
     return true
   end
   return false
+end
+
+-- Durable acknowledgements (store.redis.wait_replicas): verifyd sends WAIT
+-- after the script, and tells the caller of an approval only once enough
+-- replicas hold it. Until then the approval is `unacked`: it reads as
+-- pending, keeps its code's MAC and is not published. The same code (or
+-- the call's next key) approves it again, writing `unacked` anew so that
+-- the next WAIT has a write of its own connection to count;
+-- acknowledge.lua ends it once a WAIT covers it. `durable` is whether
+-- verifyd will WAIT (ARGV): without it an approval is acknowledged at
+-- once, as one left unacknowledged by an earlier setting is.
+local function approve(v, durable)
+  v.status = 'approved'
+  if durable then
+    v.unacked = tostring(num(v.unacked or '0') + 1)
+  else
+    v.unacked = false
+  end
+end
+
+-- Refuses a change to an approval awaiting its acknowledgement: what the
+-- caller would be told could not be made to agree with what the replicas
+-- hold. The caller fails closed (UNAVAILABLE).
+local function refuse_if_unacknowledged(v)
+  if v.unacked then
+    error({ err = 'UNACKNOWLEDGED an approval awaits its replicas: check the same code again' })
+  end
 end
 
 -- The verification at KEYS[1] as it stands at `now`, expiry settled, and
@@ -83,17 +113,20 @@ end
 -- What stays in Redis: the code's MAC and the bookkeeping of key names.
 local INTERNAL = { code_key = true, code_mac = true, unconfirmed_key = true,
   unconfirmed_mac = true, pending_key = true, watch = true, retention = true,
-  check_budget = true }
+  check_budget = true, unacked = true }
 
 -- The verification as the reply carries it: one JSON text, an array of its
 -- fields (names and values alternating), then an array of its attempts (each
 -- a JSON text, as stored). One bulk string parses far faster in verifyd
 -- than a nested reply of forty; it is also the shape idempotent replays
--- keep (record.rs).
+-- keep (record.rs). An unacknowledged approval shows pending.
 local function reply(v, attempts_key)
   local flat = {}
   for field, value in pairs(v) do
     if value and not INTERNAL[field] then
+      if field == 'status' and v.unacked then
+        value = 'pending'
+      end
       flat[#flat + 1] = field
       flat[#flat + 1] = value
     end
@@ -106,11 +139,13 @@ end
 
 -- Writes `v` back when `changed`. Whatever leaves the verification finished
 -- also drops its code hash (it can never approve again) and frees its
--- pending slot, as the memory store's `update` does. Watchers on any
--- replica hear of the change in the same atomic step.
+-- pending slot, as the memory store's `update` does; an unacknowledged
+-- approval keeps its hash for the same code to ask again. Watchers on any
+-- replica hear of the change in the same atomic step, except of an
+-- unacknowledged approval, which they hear of from acknowledge.lua.
 local function save(key, attempts_key, v, now, changed)
   if v.status ~= 'pending' then
-    if v.code_mac or v.unconfirmed_mac then
+    if (v.code_mac or v.unconfirmed_mac) and not v.unacked then
       v.code_key = false
       v.code_mac = false
       v.unconfirmed_key = false
@@ -156,7 +191,9 @@ local function save(key, attempts_key, v, now, changed)
       redis.call('PEXPIRE', v.pending_key, ttl)
     end
   end
-  redis.call('PUBLISH', v.watch, v.status)
+  if not v.unacked then
+    redis.call('PUBLISH', v.watch, v.status)
+  end
   -- What was loaded no longer says what the hash holds.
   loaded[key] = nil
 end

@@ -2,7 +2,10 @@
 -- webhook's token, its CallSid, the menu ('main' or 'fraud'), the digits,
 -- the most re-prompts a call may use, the step the gather answers (the
 -- call's presses when it was asked), then the key id and MAC (hex) of the
--- code a read-aloud call says if this press reveals one. Replies nil when
+-- code a read-aloud call says if this press reveals one, and '1' when
+-- verifyd WAITs for replicas after this script (prelude.lua's `approve`)
+-- else ''. Any key on a call whose approval is unacknowledged approves it
+-- again. Replies nil when
 -- there is no such verification, { 'forbidden', verification } when the
 -- token or CallSid is not its live call's or the step is not the one it
 -- waits for (a replayed press), else { outcome, verification }.
@@ -27,8 +30,15 @@ local function reprompt(outcome)
   return outcome
 end
 
+local durable = ARGV[10] == '1'
+
 local function press()
   settle(v, now)
+  if v.unacked then
+    v.call_presses = tostring(presses + 1)
+    approve(v, durable)
+    return 'approved'
+  end
   if v.status ~= 'pending' then
     return 'not_pending'
   end
@@ -53,13 +63,13 @@ local function press()
   local mode = v.voice_mode or 'confirm'
   if mode == 'confirm' then
     if digits == '#' then
-      v.status = 'approved'
+      approve(v, durable)
       return 'approved'
     end
     return reprompt('reprompt')
   elseif mode == 'match' then
     if v.match_digits and digits == v.match_digits then
-      v.status = 'approved'
+      approve(v, durable)
       return 'approved'
     end
     -- A guess at the digits costs an attempt like a wrong code.
@@ -83,9 +93,10 @@ local function press()
   return 'reveal'
 end
 
-local before = { v.status, v.checks_remaining, v.call_reprompts, v.call_presses }
+local before = { v.status, v.checks_remaining, v.call_reprompts, v.call_presses, v.unacked }
 local outcome = press()
 local changed = v.status ~= before[1] or v.checks_remaining ~= before[2]
   or v.call_reprompts ~= before[3] or v.call_presses ~= before[4]
+  or v.unacked ~= before[5]
 save(KEYS[1], KEYS[2], v, now, changed)
 return { outcome, reply(v, KEYS[2]) }

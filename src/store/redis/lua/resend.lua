@@ -18,6 +18,7 @@ local v, changed = current(now)
 if not v then
   return nil
 end
+refuse_if_unacknowledged(v)
 if v.status ~= 'pending' then
   save(KEYS[1], KEYS[2], v, now, changed)
   return { 'not_pending', v.status, reply(v, KEYS[2]) }

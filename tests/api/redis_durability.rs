@@ -1,0 +1,250 @@
+//! Durable acknowledgements (`store.redis.wait_replicas`): a caller is told
+//! of an approval, a spent attempt or a send only once a replica holds it,
+//! so a failover cannot undo what a caller was told. The replica is frozen
+//! (SIGSTOP) to make it miss its acknowledgement.
+
+use std::time::Duration;
+
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+use verifyd::{config::Config, proto, proto::VerificationStatus};
+
+use crate::{
+    fake_twilio::{FakeTwilio, sid},
+    helpers::{
+        TestApp, next_status_within, once_served, sms_to, spawn, status, test_clock, test_config,
+        use_redis, wrong,
+    },
+    redis_server::{RedisSentinels, replicated, wait_for},
+    voice::{Phone, call, with_voice},
+};
+
+/// How long verifyd may take to answer again once the sentinels have
+/// promoted the replica (as in the Sentinel tests).
+const RECOVERY: Duration = Duration::from_secs(10);
+
+fn durable(config: &mut Config) {
+    config.store.redis.wait_replicas = 1;
+    config.store.redis.wait_timeout = Duration::from_millis(100);
+}
+
+async fn on_primary(url: String) -> TestApp {
+    let mut config = test_config();
+    use_redis(&mut config, &[url]);
+    durable(&mut config);
+    spawn(config, test_clock()).await
+}
+
+fn unavailable<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, what: &str) {
+    let error = answer.expect_err(what);
+    assert_eq!(error.code(), Code::Unavailable, "{what}: {error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_no_replica_acknowledged_stays_pending_until_the_same_code_checks_again() {
+    let [primary, replica] = tokio::task::block_in_place(replicated);
+    let app = on_primary(primary.url()).await;
+    let v = app.started(sms_to("+14155550100")).await;
+    let code = app.outbox.code_for(&v.id);
+    let mut watch = app.watch(&v.id).await.expect("watch");
+    let first = next_status_within(RECOVERY, &mut watch).await;
+    assert_eq!(status(&first), VerificationStatus::Pending);
+
+    replica.freeze();
+    unavailable(
+        app.check(&v.id, &wrong(&code)).await,
+        "a spent attempt is told only once a replica holds it",
+    );
+    unavailable(
+        app.check(&v.id, &code).await,
+        "an approval is told only once a replica holds it",
+    );
+    let held = app.get(&v.id).await.expect("get");
+    assert_eq!(
+        status(&held),
+        VerificationStatus::Pending,
+        "an unacknowledged approval reads as pending"
+    );
+    assert_eq!(held.check_attempts_remaining, 4, "the attempt was spent");
+    unavailable(
+        app.check(&v.id, &wrong(&code)).await,
+        "another code meets an approval awaiting its replicas",
+    );
+    unavailable(app.cancel(&v.id).await, "nor can it be canceled meanwhile");
+    assert_eq!(
+        app.get(&v.id).await.expect("get").check_attempts_remaining,
+        4,
+        "and that spent nothing"
+    );
+
+    replica.thaw();
+    assert!(
+        app.check(&v.id, &code).await.expect("check").approved,
+        "the same code, once the replica is back, is told approved"
+    );
+    // Watchers heard of the spent attempt; of the approval only now.
+    let pushed = loop {
+        let next = next_status_within(RECOVERY, &mut watch).await;
+        if status(&next) != VerificationStatus::Pending {
+            break next;
+        }
+    };
+    assert_eq!(status(&pushed), VerificationStatus::Approved);
+    let again = app.check(&v.id, &code).await.expect_err("told once");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status(&app.get(&v.id).await.expect("get")),
+        VerificationStatus::Approved
+    );
+    let replica_holds = replica.cli(&["DBSIZE"]);
+    assert_ne!(replica_holds, "0", "the replica holds the verification");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_told_to_its_caller_survives_a_failover_only_with_wait_replicas() {
+    let mut redis = tokio::task::block_in_place(RedisSentinels::start);
+    let on_sentinels = |wait: bool| {
+        let mut config = test_config();
+        use_redis(&mut config, &[]);
+        config.store.redis.sentinel.master_name = crate::redis_server::SENTINEL_MASTER.into();
+        config.store.redis.sentinel.nodes = redis.urls();
+        if wait {
+            durable(&mut config);
+        }
+        spawn(config, test_clock())
+    };
+    let waiting = on_sentinels(true).await;
+    let asynchronous = on_sentinels(false).await;
+    let told = waiting.started(sms_to("+14155550100")).await;
+    let held_back = waiting.started(sms_to("+14155550101")).await;
+    let lost = asynchronous.started(sms_to("+14155550102")).await;
+    let code_of = |app: &TestApp, v: &proto::Verification| app.outbox.code_for(&v.id);
+    assert!(
+        waiting
+            .check(&told.id, &code_of(&waiting, &told))
+            .await
+            .expect("check")
+            .approved
+    );
+    let old = redis.primary_port();
+    tokio::task::block_in_place(|| redis.replicate());
+
+    // The replica stops taking the primary's writes (it follows a
+    // primary that is not there: a frozen one would still read what its
+    // kernel buffered); then the primary dies, and the replica is
+    // promoted with what it had.
+    let replica = &redis.nodes[1];
+    assert_eq!(replica.cli(&["REPLICAOF", "127.0.0.1", "1"]), "OK");
+    unavailable(
+        waiting
+            .check(&held_back.id, &code_of(&waiting, &held_back))
+            .await,
+        "not acknowledged: the caller is not told",
+    );
+    assert!(
+        asynchronous
+            .check(&lost.id, &code_of(&asynchronous, &lost))
+            .await
+            .expect("check")
+            .approved,
+        "without wait_replicas the caller is told at once"
+    );
+    tokio::task::block_in_place(|| {
+        redis.primary().stop();
+        let replica = &redis.nodes[1];
+        let rejoined = replica.cli(&["REPLICAOF", "127.0.0.1", &old.to_string()]);
+        assert_eq!(rejoined, "OK");
+        redis.wait_for_failover_from(old);
+    });
+
+    let after = once_served(RECOVERY, || waiting.get(&told.id)).await;
+    assert_eq!(
+        status(&after),
+        VerificationStatus::Approved,
+        "an acknowledged approval survives the failover"
+    );
+    let after = once_served(RECOVERY, || asynchronous.get(&lost.id)).await;
+    assert_eq!(
+        status(&after),
+        VerificationStatus::Pending,
+        "the approval its caller was told of is gone: replication is asynchronous"
+    );
+    // The approval never told is lost too. With no replica left, nothing
+    // can be acknowledged; once the old primary is back as a replica, the
+    // same code approves it, once.
+    unavailable(
+        waiting
+            .check(&held_back.id, &code_of(&waiting, &held_back))
+            .await,
+        "no replica left to acknowledge",
+    );
+    tokio::task::block_in_place(|| {
+        redis.nodes[0].restart();
+        wait_for(RECOVERY * 6, "the old primary to rejoin as a replica", || {
+            redis.primary().cli(&["WAIT", "1", "100"]) == "1"
+        });
+    });
+    assert!(
+        waiting
+            .check(&held_back.id, &code_of(&waiting, &held_back))
+            .await
+            .expect("check")
+            .approved
+    );
+    let again = waiting
+        .check(&held_back.id, &code_of(&waiting, &held_back))
+        .await
+        .expect_err("told once");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    waiting.stop().await;
+    asynchronous.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_press_no_replica_acknowledged_asks_for_the_key_again() {
+    let [primary, replica] = tokio::task::block_in_place(replicated);
+    let fake = FakeTwilio::start().await;
+    fake.accept_calls(&sid("CA", 1)).await;
+    let mut config = test_config();
+    use_redis(&mut config, &[primary.url()]);
+    durable(&mut config);
+    with_voice(&mut config, &fake);
+    let app = spawn(config, test_clock()).await;
+    let started = app
+        .start(call(proto::VoiceMode::Confirm))
+        .await
+        .expect("start");
+    let id = started.verification.expect("v").id;
+    let phone = Phone::picked_up(&app, &fake).await;
+    let gather = phone.answer("human").await.gather.expect("a gather");
+
+    replica.freeze();
+    let again = phone.press(&gather, "#").await;
+    let retry = again.gather.expect("asked again");
+    assert!(
+        retry.prompt.contains("press the pound key again"),
+        "{}",
+        retry.prompt
+    );
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Pending
+    );
+
+    replica.thaw();
+    let done = phone.press(&retry, "#").await;
+    assert!(done.hangup && done.gather.is_none(), "{done:?}");
+    assert!(
+        done.says.iter().any(|s| s.contains("verified")),
+        "{:?}",
+        done.says
+    );
+    let mut watch = app.watch(&id).await.expect("watch");
+    let now = watch.next().await.expect("current").expect("ok");
+    assert_eq!(
+        status(&now.verification.expect("v")),
+        VerificationStatus::Approved
+    );
+    app.stop().await;
+}
