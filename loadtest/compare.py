@@ -435,20 +435,42 @@ class RedisServer:
     core: the server's core stays verifyd's alone, as it would with Redis on
     its own machine."""
 
+    def __init__(self, replica=False):
+        """`replica`: with one replica (on the same core), and verifyd
+        waiting for it (`store.redis.wait_replicas = 1`)."""
+        self.with_replica = replica
+        self.replica = None
+
     def __enter__(self):
         self.port = free_port()
         index_key = OUT / "redis-index.key"
         index_key.write_text(secrets.token_hex(32))
         self.store = f'backend = "redis"\n\n[store.redis]\nurl = "redis://127.0.0.1:{self.port}"'
         self.env = {"VERIFYD_STORE__REDIS__INDEX_KEY_FILE": str(index_key)}
-        self.process = subprocess.Popen(
-            ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.process = self.redis_server(self.port, "--repl-diskless-sync-delay", "0")
         self.pid = self.process.pid
         time.sleep(0.5)
+        if self.with_replica:
+            self.store += "\nwait_replicas = 1"
+            self.replica = self.redis_server(
+                free_port(), "--replicaof", "127.0.0.1", str(self.port)
+            )
+            for _ in range(100):
+                if "connected_slaves:1" in self.cli("INFO", "replication") and \
+                        self.cli("WAIT", "1", "100").strip() == "1":
+                    break
+                time.sleep(0.1)
+            else:
+                raise SystemExit("the Redis replica did not sync")
         return self
+
+    @staticmethod
+    def redis_server(port, *args):
+        return subprocess.Popen(
+            ["taskset", "-c", LOADGEN_CPU, "redis-server", "--port", str(port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
 
     def cli(self, *args):
         """redis-cli against this server; its output."""
@@ -458,8 +480,36 @@ class RedisServer:
         ).stdout
 
     def __exit__(self, *_):
-        self.process.terminate()
-        self.process.wait()
+        for process in (self.replica, self.process):
+            if process:
+                process.terminate()
+                process.wait()
+
+
+def redis_table(rows, key):
+    """Says one Redis store's table; the targets it missed."""
+    misses = []
+    rb = rows["baseline"]
+    say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req "
+        "| Redis CPU µs/req | server core busy | load generator's core busy | target |")
+    say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, row in rows.items():
+        ratio = row["rps"] / row.get("baseline", rb)["rps"]
+        target = ""
+        # The targets are the plain store's: waiting for a replica is a
+        # cost the table measures, not one held to them.
+        if name in TARGETS and key == "redis":
+            good = ratio >= TARGETS[name][2]
+            target = f"rps ≥ {TARGETS[name][2]}: {verdict(good)}"
+            if not good:
+                misses.append(f"{name} (Redis)")
+        label = "Health/Check (baseline)" if name == "baseline" else name
+        say(f"| {label} | {row['rps']:,.0f} | {ratio:.2f} | {row['p50_ms']:.3f} | "
+            f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | "
+            f"{row['redis_cpu_us_per_request']:.1f} | {row['server_busy']:.0%} | "
+            f"{row['loadgen_core_busy']:.0%} | "
+            f"{target} |")
+    return misses
 
 
 def memory_per_verification():
@@ -597,35 +647,23 @@ def main():
 
     all_rows = list(memory.values()) + list(opened.values()) + list(h2.values())
     if shutil.which("redis-server"):
-        with RedisServer() as redis:
-            rows, _ = run_store(
-                "redis", redis.store, redis.env, open_loop=False, redis_pid=redis.pid,
-            )
-        results["redis"] = rows
-        all_rows += list(rows.values())
-        rb = rows["baseline"]
-        say("## Redis store (redis-server on the load generator's core)")
-        say()
-        say("| RPC | rps | × baseline | p50 ms | p99 ms | server CPU µs/req "
-            "| Redis CPU µs/req | server core busy | load generator's core busy | target |")
-        say("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-        for name, row in rows.items():
-            ratio = row["rps"] / row.get("baseline", rb)["rps"]
-            target = ""
-            if name in TARGETS:
-                good = ratio >= TARGETS[name][2]
-                target = f"rps ≥ {TARGETS[name][2]}: {verdict(good)}"
-                if not good:
-                    misses.append(f"{name} (Redis)")
-            label = "Health/Check (baseline)" if name == "baseline" else name
-            say(f"| {label} | {row['rps']:,.0f} | {ratio:.2f} | {row['p50_ms']:.3f} | "
-                f"{row['p99_ms']:.3f} | {row['cpu_us_per_request']:.1f} | "
-                f"{row['redis_cpu_us_per_request']:.1f} | {row['server_busy']:.0%} | "
-                f"{row['loadgen_core_busy']:.0%} | "
-                f"{target} |")
-        say()
-        say(drift_line(rb))
-        say()
+        for key, title, replica in [
+            ("redis", "## Redis store (redis-server on the load generator's core)", False),
+            ("redis-wait", "## Redis store with one replica and `wait_replicas = 1` "
+             "(both on the load generator's core)", True),
+        ]:
+            with RedisServer(replica=replica) as redis:
+                rows, _ = run_store(
+                    key, redis.store, redis.env, open_loop=False, redis_pid=redis.pid,
+                )
+            results[key] = rows
+            all_rows += list(rows.values())
+            say(title)
+            say()
+            misses += redis_table(rows, key)
+            say()
+            say(drift_line(rows["baseline"]))
+            say()
     else:
         say("## Redis store: skipped (redis-server is not installed)")
         say()

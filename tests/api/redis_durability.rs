@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt as _;
 use tonic::Code;
-use verifyd::{config::Config, proto, proto::VerificationStatus};
+use verifyd::{config::Config, proto, proto::VerificationStatus, secret::Secret};
 
 use crate::{
     fake_twilio::{FakeTwilio, sid},
@@ -15,7 +15,8 @@ use crate::{
         TestApp, next_status_within, once_served, sms_to, spawn, status, test_clock, test_config,
         use_redis, wrong,
     },
-    redis_server::{RedisSentinels, replicated, wait_for},
+    redis_server::{RedisServer, RedisSentinels, replicated, wait_for},
+    redis_store::{DATA_NODE_ACL, documented_acl_commands},
     voice::{Phone, call, with_voice},
 };
 
@@ -28,10 +29,23 @@ fn durable(config: &mut Config) {
     config.store.redis.wait_timeout = Duration::from_millis(100);
 }
 
-async fn on_primary(url: String) -> TestApp {
+/// A verifyd that waits for one replica, signed in to `primary` as an
+/// ACL user with exactly the commands docs/redis.md lists.
+async fn on_primary_as_acl_user(primary: &RedisServer) -> TestApp {
+    let commands = documented_acl_commands(DATA_NODE_ACL);
+    assert!(commands.contains(&"wait".to_owned()), "{commands:?}");
+    let mut acl = ["ACL", "SETUSER", "verifyd", "reset", "on", ">node-password"]
+        .map(str::to_owned)
+        .to_vec();
+    acl.extend(["~verifyd:*", "&verifyd:watch:*"].map(str::to_owned));
+    acl.extend(commands.iter().map(|c| format!("+{c}")));
+    let acl: Vec<&str> = acl.iter().map(String::as_str).collect();
+    assert_eq!(primary.cli(&acl), "OK");
     let mut config = test_config();
-    use_redis(&mut config, &[url]);
+    use_redis(&mut config, &[primary.url()]);
     durable(&mut config);
+    config.store.redis.username = Some("verifyd".to_owned());
+    config.store.redis.password = Some(Secret::new("node-password"));
     spawn(config, test_clock()).await
 }
 
@@ -43,7 +57,7 @@ fn unavailable<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, what: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_no_replica_acknowledged_stays_pending_until_the_same_code_checks_again() {
     let [primary, replica] = tokio::task::block_in_place(replicated);
-    let app = on_primary(primary.url()).await;
+    let app = on_primary_as_acl_user(&primary).await;
     let v = app.started(sms_to("+14155550100")).await;
     let code = app.outbox.code_for(&v.id);
     let mut watch = app.watch(&v.id).await.expect("watch");
