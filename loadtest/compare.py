@@ -486,7 +486,7 @@ class RedisServer:
                 process.wait()
 
 
-def redis_table(rows, key):
+def redis_table(say, rows, key):
     """Says one Redis store's table; the targets it missed."""
     misses = []
     rb = rows["baseline"]
@@ -660,7 +660,7 @@ def main():
             all_rows += list(rows.values())
             say(title)
             say()
-            misses += redis_table(rows, key)
+            misses += redis_table(say, rows, key)
             say()
             say(drift_line(rows["baseline"]))
             say()

@@ -536,9 +536,12 @@ mod tests {
 
             // Durable acknowledgements: a wait that fits in the command
             // timeout, for a plausible number of replicas.
-            jail.set_env("VERIFYD_STORE__REDIS__SENTINEL__NODES", "[redis://s1:26379]");
+            jail.set_env(
+                "VERIFYD_STORE__REDIS__SENTINEL__NODES",
+                "[redis://s1:26379]",
+            );
             jail.set_env("VERIFYD_STORE__REDIS__WAIT_REPLICAS", "1");
-            jail.set_env("VERIFYD_STORE__REDIS__WAIT_TIMEOUT", "401ms");
+            jail.set_env("VERIFYD_STORE__REDIS__WAIT_TIMEOUT", "351ms");
             assert_eq!(
                 load_err().key,
                 "store.redis.wait_timeout",

@@ -116,9 +116,9 @@ pub enum KeyOutcome {
     Denied,
     /// The verification has ended: the keys change nothing.
     NotPending(Status),
-    /// The store kept what the keys did (an approval, a wrong guess) but
-    /// could not make it durable in time (Redis's `wait_replicas`): ask for
-    /// a key again, which approves an approval again.
+    /// The store kept the approval the keys made but could not make it
+    /// durable in time (Redis's `wait_replicas`): ask for a key again,
+    /// which approves it again.
     Unacknowledged,
 }
 

@@ -6,7 +6,6 @@ mod audit;
 mod cancel;
 mod check;
 mod errors;
-mod expiry;
 mod get;
 mod housekeeping;
 mod resend;
@@ -29,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use voice_settings::{UnknownAnswer, VoiceSettings};
 pub use watch_streams::WatchStream;
 
-use self::{expiry::ExpiryQueue, watch_streams::WatchSlots};
+use self::watch_streams::WatchSlots;
 use crate::{
     clock::Clock,
     delivery::Dispatcher,
@@ -66,7 +65,6 @@ pub struct Verifier {
     policy: Policy,
     settings: ServiceSettings,
     clock: Clock,
-    expiry: ExpiryQueue,
     watch_slots: Arc<WatchSlots>,
     /// One permit per start or resend running, its send included: a
     /// provider that hangs ties up this many requests at most.
@@ -112,7 +110,6 @@ impl Verifier {
             send_slots: Arc::new(Semaphore::new(settings.max_sends_in_flight as usize)),
             settings,
             clock,
-            expiry: ExpiryQueue::default(),
             shutdown,
         })
     }

@@ -375,9 +375,8 @@ impl Verifier {
         }
     }
 
-    /// What follows a recorded send: a pending verification's expiry is
-    /// scheduled; a call placed for a verification that ended meanwhile is
-    /// ended; a first send announces the start.
+    /// What follows a recorded send: a call placed for a verification that
+    /// ended meanwhile is ended; a first send announces the start.
     fn after_recorded(
         &self,
         recorded: &Verification,
@@ -385,15 +384,9 @@ impl Verifier {
         placed_a_call: bool,
         first: bool,
     ) {
-        if recorded.status == Status::Pending {
-            if !self.store.keeps_deadlines() {
-                self.expiry.schedule(
-                    recorded.expires_at,
-                    recorded.tenant.clone(),
-                    recorded.id.clone(),
-                );
-            }
-        } else if let (Ok(receipt), true) = (&dispatch.result, placed_a_call) {
+        if recorded.status != Status::Pending
+            && let (Ok(receipt), true) = (&dispatch.result, placed_a_call)
+        {
             // The verification ended while its call was being placed
             // (superseded, canceled): nothing stored names the call, so it
             // is ended from the send's own receipt.

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use port::{
-    Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, Fingerprint,
-    IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+    Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, DueExpiry,
+    Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
 };
 pub use redis::RedisStore;
 
@@ -364,25 +364,18 @@ impl Store {
         }
     }
 
-    /// Whether the store keeps each verification's deadlines itself: the
-    /// memory store queues every verification's expiry and the end of its
-    /// retention in one queue, so the service queues nothing for it and
-    /// asks [`Store::expire_due`] instead. Redis keeps no timers; the
-    /// service queues expiries for it.
-    pub fn keeps_deadlines(&self) -> bool {
-        matches!(self, Self::Memory(_))
-    }
-
-    /// When the store's next deadline falls, if it keeps any.
+    /// When the store's next deadline falls: the memory store's earliest
+    /// expiry or end of retention, Redis's next scan of its shared
+    /// deadline index (`redis::deadlines`).
     pub fn next_deadline(&self) -> Option<SystemTime> {
         match self {
             Self::Memory(m) => m.next_deadline(),
-            Self::Redis(_) => None,
+            Self::Redis(r) => Some(r.next_deadline()),
         }
     }
 
     /// Resolves when the store queued a deadline earlier than all others
-    /// (never, for a store that keeps none).
+    /// (never on Redis, which scans on a schedule).
     pub async fn deadline_moved(&self) {
         match self {
             Self::Memory(m) => m.deadline_moved().await,
@@ -391,12 +384,36 @@ impl Store {
     }
 
     /// Works through the store's deadlines due at `now` (settling expiries,
-    /// dropping what is past retention) and returns the verifications that
-    /// reached their expiry, for the service to announce.
-    pub fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
+    /// dropping what is past retention; on Redis, claiming the due entries
+    /// of this replica's share of the index) and returns the verifications
+    /// that reached their expiry, for the service to announce and then to
+    /// hand back with [`Store::expiry_announced`].
+    ///
+    /// # Errors
+    /// When Redis cannot be read: the next scan tries again.
+    pub async fn expire_due(&self, now: SystemTime) -> Result<Vec<DueExpiry>, StoreError> {
         match self {
-            Self::Memory(m) => m.expire_due(now),
-            Self::Redis(_) => Vec::new(),
+            Self::Memory(m) => Ok(m
+                .expire_due(now)
+                .into_iter()
+                .map(|(tenant, id)| DueExpiry {
+                    tenant,
+                    id,
+                    claim: None,
+                })
+                .collect()),
+            Self::Redis(r) => r.expire_due(now).await,
+        }
+    }
+
+    /// `due`'s expiry was announced: Redis removes its entry from the
+    /// index (unless the expiry moved since). One not handed back is
+    /// claimed again once its claim runs out.
+    pub async fn expiry_announced(&self, due: &DueExpiry) {
+        if let (Self::Redis(r), Some(claim)) = (self, &due.claim)
+            && let Err(error) = r.release(claim).await
+        {
+            tracing::warn!(%error, verification = %due.id, "could not release an announced expiry; it may be announced again");
         }
     }
 

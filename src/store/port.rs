@@ -13,6 +13,7 @@ use std::{
 pub use crate::domain::call::CallKey;
 use crate::domain::{
     CheckOutcome, CodeHash, Destination, SendAttempt, SendOutcome, TenantId, Verification,
+    VerificationId,
     limit::{Limit, Quota, RateLimited},
     verification::{Delivery, SendRefused},
     voice::VoiceCall,
@@ -90,6 +91,27 @@ pub struct CompletedSend {
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,
+}
+
+/// A verification whose expiry fell due, for the service to announce
+/// (its `expired` event, its call ended) and then to hand back with
+/// [`Store::expiry_announced`](super::Store::expiry_announced).
+#[derive(Debug)]
+pub struct DueExpiry {
+    pub tenant: TenantId,
+    pub id: VerificationId,
+    /// Redis: the claimed entry of the shared deadline index, released
+    /// once announced (a replica that dies first leaves it to another).
+    pub(super) claim: Option<DeadlineClaim>,
+}
+
+/// An entry of Redis's deadline index, as claimed: its index, itself, and
+/// the score the claim gave it.
+#[derive(Debug)]
+pub(super) struct DeadlineClaim {
+    pub(super) index: String,
+    pub(super) entry: String,
+    pub(super) score: u64,
 }
 
 /// What a block holds back: one destination (after a fraud report) or a

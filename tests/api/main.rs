@@ -22,6 +22,7 @@ mod loadtest;
 mod metrics;
 mod model;
 mod redis_cluster;
+mod redis_deadlines;
 mod redis_durability;
 mod redis_sentinel;
 mod redis_store;

@@ -12,12 +12,12 @@ use verifyd::{config::Config, proto, proto::VerificationStatus, secret::Secret};
 use crate::{
     fake_twilio::{FakeTwilio, sid},
     helpers::{
-        TestApp, next_status_within, once_served, sms_to, spawn, status, test_clock, test_config,
-        use_redis, wrong,
+        TestApp, next_status_within, once_served, resend_on, sms_to, spawn, status, test_clock,
+        test_config, use_redis, wrong,
     },
-    redis_server::{RedisServer, RedisSentinels, replicated, wait_for},
+    redis_server::{RedisSentinels, RedisServer, replicated, wait_for},
     redis_store::{DATA_NODE_ACL, documented_acl_commands},
-    voice::{Phone, call, with_voice},
+    voice::{GatherEl, Phone, call, with_voice},
 };
 
 /// How long verifyd may take to answer again once the sentinels have
@@ -84,7 +84,10 @@ async fn an_approval_no_replica_acknowledged_stays_pending_until_the_same_code_c
         app.check(&v.id, &wrong(&code)).await,
         "another code meets an approval awaiting its replicas",
     );
-    unavailable(app.cancel(&v.id).await, "nor can it be canceled meanwhile");
+    unavailable(
+        app.resend(resend_on(&v.id, proto::Channel::Sms)).await,
+        "nor can it be sent again meanwhile",
+    );
     assert_eq!(
         app.get(&v.id).await.expect("get").check_attempts_remaining,
         4,
@@ -195,9 +198,11 @@ async fn an_approval_told_to_its_caller_survives_a_failover_only_with_wait_repli
     );
     tokio::task::block_in_place(|| {
         redis.nodes[0].restart();
-        wait_for(RECOVERY * 6, "the old primary to rejoin as a replica", || {
-            redis.primary().cli(&["WAIT", "1", "100"]) == "1"
-        });
+        wait_for(
+            RECOVERY * 6,
+            "the old primary to rejoin as a replica",
+            || redis.primary().cli(&["WAIT", "1", "100"]) == "1",
+        );
     });
     assert!(
         waiting
@@ -215,23 +220,30 @@ async fn an_approval_told_to_its_caller_survives_a_failover_only_with_wait_repli
     asynchronous.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_press_no_replica_acknowledged_asks_for_the_key_again() {
-    let [primary, replica] = tokio::task::block_in_place(replicated);
-    let fake = FakeTwilio::start().await;
+/// A verifyd waiting for one replica of `primary`, placing calls through
+/// `fake`; a press-# call to the user, answered, and its first question.
+async fn on_a_call(primary: &RedisServer, fake: &FakeTwilio) -> (TestApp, String, Phone, GatherEl) {
     fake.accept_calls(&sid("CA", 1)).await;
     let mut config = test_config();
     use_redis(&mut config, &[primary.url()]);
     durable(&mut config);
-    with_voice(&mut config, &fake);
+    with_voice(&mut config, fake);
     let app = spawn(config, test_clock()).await;
     let started = app
         .start(call(proto::VoiceMode::Confirm))
         .await
         .expect("start");
     let id = started.verification.expect("v").id;
-    let phone = Phone::picked_up(&app, &fake).await;
+    let phone = Phone::picked_up(&app, fake).await;
     let gather = phone.answer("human").await.gather.expect("a gather");
+    (app, id, phone, gather)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_press_no_replica_acknowledged_asks_for_the_key_again() {
+    let [primary, replica] = tokio::task::block_in_place(replicated);
+    let fake = FakeTwilio::start().await;
+    let (app, id, phone, gather) = on_a_call(&primary, &fake).await;
 
     replica.freeze();
     let again = phone.press(&gather, "#").await;
@@ -259,6 +271,67 @@ async fn a_key_press_no_replica_acknowledged_asks_for_the_key_again() {
     assert_eq!(
         status(&now.verification.expect("v")),
         VerificationStatus::Approved
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_approval_told_to_no_one_can_be_canceled_or_superseded() {
+    let [primary, replica] = tokio::task::block_in_place(replicated);
+    let mut config = test_config();
+    use_redis(&mut config, &[primary.url()]);
+    durable(&mut config);
+    let app = spawn(config, test_clock()).await;
+    let canceled = app.started(sms_to("+14155550100")).await;
+    let superseded = app.started(sms_to("+14155550101")).await;
+
+    replica.freeze();
+    for v in [&canceled, &superseded] {
+        unavailable(
+            app.check(&v.id, &app.outbox.code_for(&v.id)).await,
+            "not acknowledged",
+        );
+    }
+    let after = app.cancel(&canceled.id).await.expect("cancel");
+    assert_eq!(status(&after), VerificationStatus::Canceled);
+    replica.thaw();
+
+    // A new start for the destination supersedes the approval no one was
+    // told of, as it would a pending verification.
+    app.clock.advance(Duration::from_secs(120));
+    app.started(sms_to("+14155550101")).await;
+    assert_eq!(
+        status(&app.get(&superseded.id).await.expect("get")),
+        VerificationStatus::Superseded
+    );
+    for v in [&canceled, &superseded] {
+        let late = app
+            .check(&v.id, &app.outbox.code_for(&v.id))
+            .await
+            .expect_err("ended");
+        assert_eq!(late.code(), Code::FailedPrecondition, "{}", v.id);
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fraud_key_still_reports_an_approval_told_to_no_one() {
+    let [primary, replica] = tokio::task::block_in_place(replicated);
+    let fake = FakeTwilio::start().await;
+    let (app, id, phone, gather) = on_a_call(&primary, &fake).await;
+    replica.freeze();
+    let again = phone.press(&gather, "#").await.gather.expect("asked again");
+    replica.thaw();
+    let menu = phone
+        .press(&again, "0")
+        .await
+        .gather
+        .expect("the fraud menu");
+    let reported = phone.press(&menu, "#").await;
+    assert!(reported.hangup, "{reported:?}");
+    assert_eq!(
+        status(&app.get(&id).await.expect("get")),
+        VerificationStatus::Denied
     );
     app.stop().await;
 }

@@ -207,7 +207,7 @@ impl Phone {
 
 /// Waits (bounded) for verifyd to end the call through the Calls API: it
 /// does so in the background, after answering the RPC.
-async fn assert_call_ended(fake: &FakeTwilio, phone: &Phone) {
+pub(crate) async fn assert_call_ended(fake: &FakeTwilio, phone: &Phone) {
     let ended = vec![("Status".to_owned(), "completed".to_owned())];
     for _ in 0..200 {
         let updates = fake.call_updates(&phone.call_sid).await;

@@ -80,6 +80,7 @@ impl RedisStore {
                 None => return Ok(None),
             },
             "approved" => checked(CheckOutcome::Approved, &reply)?,
+            "unacknowledged" => return Err(unacknowledged(UNACKNOWLEDGED_APPROVAL)),
             "rejected" if !acknowledged => return Err(unacknowledged(UNACKNOWLEDGED_ATTEMPT)),
             "rejected" => checked(CheckOutcome::Rejected, &reply)?,
             "not_pending" => {
@@ -114,7 +115,9 @@ impl RedisStore {
         // code approve once more, and nothing else).
         let (reply, _): (Option<(u8, Reply)>, bool) =
             self.run_durably("acknowledge", invocation).await?;
-        reply.map(|(ended, r)| Ok((ended == 1, decode(&r)?))).transpose()
+        reply
+            .map(|(ended, r)| Ok((ended == 1, decode(&r)?)))
+            .transpose()
     }
 
     pub(in crate::store) async fn get(
@@ -236,11 +239,12 @@ impl RedisStore {
         let v = decode(&reply)?;
         let outcome = match outcome.as_str() {
             "forbidden" => None,
-            // An approval or a wrong guess the replicas did not hold in
-            // time: the user is asked to press again, and the approval
-            // waits for that press (a fraud report is told at once: it
-            // only ever ends a verification).
-            "approved" | "wrong_digits" if !acknowledged => Some(KeyOutcome::Unacknowledged),
+            // An approval the replicas did not hold in time: the user is
+            // asked to press again, and the approval waits for that press.
+            // The other keys' outcomes are told at once: a wrong guess
+            // asks again anyway, and a fraud report only ever ends a
+            // verification.
+            "approved" if !acknowledged => Some(KeyOutcome::Unacknowledged),
             "approved" if self.durable() => {
                 return match self.acknowledge(tenant, id, now).await? {
                     Some((true, v)) => Ok(Some((Some(KeyOutcome::Approved), v))),

@@ -212,15 +212,16 @@ impl RedisConfig {
         }
         // The script and its WAIT share one command timeout, and Redis
         // notices a WAIT's timeout only at its next tick (`hz`, 10 a
-        // second by default): the wait leaves room for both.
-        let room = self.timeout.saturating_sub(WAIT_LATENESS);
-        let wait_ok =
-            self.wait_timeout >= Duration::from_millis(1) && self.wait_timeout <= room;
+        // second by default): the wait leaves room for both, within the
+        // 90 % of the timeout after which Sentinel mode gives a silent
+        // primary up (`sentinel::STALL_SHARE`).
+        let room = (self.timeout * 9 / 10).saturating_sub(WAIT_LATENESS);
+        let wait_ok = self.wait_timeout >= Duration::from_millis(1) && self.wait_timeout <= room;
         if self.wait_replicas > 0 && !wait_ok {
             return Some((
                 "store.redis.wait_timeout",
                 format!(
-                    "must be at least 1ms and at most store.redis.timeout less {WAIT_LATENESS:?} ({room:?}): Redis may answer a WAIT that much late"
+                    "must be at least 1ms and at most 90% of store.redis.timeout less {WAIT_LATENESS:?} ({room:?}): Redis may answer a WAIT that much late"
                 ),
             ));
         }

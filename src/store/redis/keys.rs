@@ -171,6 +171,25 @@ impl Keys {
         )
     }
 
+    /// The deadline index of one hash tag (prelude.lua's
+    /// `index_deadline` names it from a verification's key).
+    pub(super) fn deadlines(&self, tag: u16) -> String {
+        format!(
+            "{}:{{{}}}:deadlines",
+            self.prefix,
+            hex::encode(tag.to_be_bytes())
+        )
+    }
+
+    /// The leases of the deadline index's buckets, and the replicas alive
+    /// that share them (deadlines_lease.lua): one slot for both.
+    pub(super) fn deadline_leases(&self) -> [String; 2] {
+        [
+            format!("{}:{{deadlines}}:leases", self.prefix),
+            format!("{}:{{deadlines}}:replicas", self.prefix),
+        ]
+    }
+
     /// The pub/sub channel a verification's changes are published on.
     pub(super) fn watch(&self, tenant: &TenantId, id: &VerificationId) -> String {
         format!("{}:watch:{}:{id}", self.prefix, tenant.as_str())

@@ -29,9 +29,7 @@ impl RedisStore {
         // Waited for like any change a user is told of; one the replicas
         // did not acknowledge still stands (and is counted in the store
         // metrics): the user has been told the report is taken.
-        self.run_durably::<u8>("block", invocation)
-            .await
-            .map(drop)
+        self.run_durably::<u8>("block", invocation).await.map(drop)
     }
 
     pub(in crate::store) async fn blocked_until(

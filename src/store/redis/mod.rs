@@ -14,7 +14,8 @@
 //!
 //! The operations, by what they do: [`sends`] (create, resend, record a
 //! send), [`checks`] (reads, checks, cancels, delivery reports, key
-//! presses), [`idempotency`], [`limits`] (blocks and shared budgets); the
+//! presses), [`idempotency`], [`limits`] (blocks and shared budgets),
+//! [`deadlines`] (expiries announced by whichever replica is alive); the
 //! scripts themselves in [`scripts`].
 
 mod changes;
@@ -22,6 +23,7 @@ mod checks;
 mod cluster;
 pub(super) mod config;
 mod connection;
+mod deadlines;
 mod idempotency;
 mod keys;
 mod limits;
@@ -30,22 +32,26 @@ mod scripts;
 mod sends;
 mod sentinel;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 pub use config::{RedisConfig, SentinelConfig};
 use redis::{
     ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind, Value,
     aio::ConnectionLike as _,
 };
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    changes::Changes, config::Durability, connection::Connection, keys::Keys,
+    changes::Changes, config::Durability, connection::Connection, deadlines::Deadlines, keys::Keys,
     record::millis_of, scripts::Invocation,
 };
 use super::{feed::Subscription, port::StoreError};
 use crate::domain::{Destination, TenantId, VerificationId};
-use crate::telemetry::Metrics;
+use crate::telemetry::{LogThrottle, Metrics};
 
 #[derive(Debug, Clone)]
 pub struct RedisStore {
@@ -59,6 +65,7 @@ struct Inner {
     durable: Option<Durable>,
     keys: Keys,
     changes: Changes,
+    deadlines: Deadlines,
     timeout: Duration,
     retention: Duration,
     metrics: Arc<Metrics>,
@@ -90,19 +97,17 @@ impl RedisStore {
                 .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))
         };
         let connection = open()?;
-        let durable = match config.durability() {
-            Some(settings) => Some(Durable {
-                connection: open()?,
-                settings,
-            }),
-            None => None,
-        };
+        let durable = config
+            .durability()
+            .map(|settings| Durable::open(settings, open))
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 connection,
                 durable,
                 keys: Keys::new(&config.key_prefix, index_key),
                 changes: Changes::start(config, switches, stop),
+                deadlines: Deadlines::new(),
                 timeout: config.timeout,
                 retention,
                 metrics,
@@ -139,8 +144,9 @@ impl RedisStore {
         if sent.is_none() {
             // The WAIT behind a NOSCRIPT may have used its whole wait (a
             // replica down acknowledges nothing), so the second try has a
-            // timeout of its own.
-            let mut connection = durable.connection.clone();
+            // timeout of its own. Scripts are loaded node-wide: any
+            // connection will do.
+            let mut connection = self.inner.connection.clone();
             self.bounded(operation, invocation.script().load_async(&mut connection))
                 .await?;
             sent = self.bounded(operation, durable.send(&pipeline)).await?;
@@ -300,18 +306,75 @@ fn is_no_script(error: &redis::RedisError) -> bool {
     error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
 }
 
+/// How many scripts with their WAIT one process runs at once.
+const DURABLE_CONNECTIONS: usize = 8;
+
 /// Durable acknowledgements: `WAIT` after each script whose change a
 /// caller is told about.
+///
+/// Redis reads nothing more from a connection while a WAIT on it waits.
+/// So these scripts have connections of their own, and reads, budgets and
+/// idempotency keys never queue behind a WAIT; and each of those carries
+/// one script and its WAIT at a time, so the scripts queue here, each
+/// within its command timeout, rather than on the server, where a script
+/// queued behind a slow WAIT would run late with the `now` it was sent.
 #[derive(Debug)]
 struct Durable {
-    /// A connection of their own: Redis answers nothing else on a
-    /// connection while a WAIT on it waits, so reads, budgets and
-    /// idempotency keys never queue behind one.
-    connection: Connection,
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per idle connection.
+    lendable: Semaphore,
     settings: Durability,
 }
 
+/// A durable connection lent to one script and its WAIT, given back when
+/// dropped (a request cut short by its timeout gives it back while its
+/// WAIT may still run: the next one waits that out on the server).
+struct Lent<'a> {
+    durable: &'a Durable,
+    connection: Option<Connection>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.durable.idle().push(connection);
+        }
+    }
+}
+
 impl Durable {
+    fn open(
+        settings: Durability,
+        mut open: impl FnMut() -> Result<Connection, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let idle = (0..DURABLE_CONNECTIONS)
+            .map(|_| open())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            idle: Mutex::new(idle),
+            lendable: Semaphore::new(DURABLE_CONNECTIONS),
+            settings,
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle connection, once one is.
+    async fn lend(&self) -> RedisResult<Lent<'_>> {
+        let permit =
+            self.lendable.acquire().await.map_err(|_| {
+                redis::RedisError::from((ErrorKind::Client, "no durable connection"))
+            })?;
+        Ok(Lent {
+            durable: self,
+            connection: self.idle().pop(),
+            _permit: permit,
+        })
+    }
+
     /// The script and `WAIT replicas timeout` in one pipeline, so that
     /// both travel on one connection: WAIT counts the writes of its own
     /// connection only, and a reconnect between the two would make it
@@ -331,7 +394,13 @@ impl Durable {
     /// (NOSCRIPT ran nothing). A pipeline that fails may have run the
     /// script, and is not sent again.
     async fn send(&self, pipeline: &redis::Pipeline) -> RedisResult<Option<(Value, bool)>> {
-        let mut connection = self.connection.clone();
+        let mut lent = self.lend().await?;
+        let Some(connection) = lent.connection.as_mut() else {
+            return Err(redis::RedisError::from((
+                ErrorKind::Client,
+                "no durable connection",
+            )));
+        };
         let replies = match connection.req_packed_commands(pipeline, 0, 2).await {
             Err(error) if is_no_script(&error) => return Ok(None),
             result => result?,
@@ -356,7 +425,9 @@ impl Durable {
             // An ACL without WAIT, or a node that is a replica now: the
             // change stands unacknowledged, which fails the caller closed.
             Value::ServerError(error) => {
-                tracing::warn!(%error, "WAIT refused: changes cannot be acknowledged");
+                if let Some(held_back) = REFUSED_WAITS.admit(std::time::SystemTime::now()) {
+                    tracing::warn!(%error, held_back, "WAIT refused: changes cannot be acknowledged");
+                }
                 false
             }
             _ => false,
@@ -364,6 +435,10 @@ impl Durable {
         Ok(Some((script, acknowledged)))
     }
 }
+
+/// A refused WAIT (an ACL without it) is logged once a minute, not once a
+/// request; the metric counts each.
+static REFUSED_WAITS: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 /// What a store error says of a reply that did not convert. redis-rs's
 /// own message quotes the whole reply, and a verification's holds its

@@ -298,8 +298,7 @@ fn from_fields<'a>(
 }
 
 /// The fields `status_of` reads, in its order.
-pub(super) const STATUS_FIELDS: [&str; 5] =
-    ["status", "to", "expires_at", "retention", "unacked"];
+pub(super) const STATUS_FIELDS: [&str; 5] = ["status", "to", "expires_at", "retention", "unacked"];
 
 /// A verification's status at `now` and its destination, from its
 /// `STATUS_FIELDS`, without the rest: `None` when there is none, or it is
@@ -468,8 +467,14 @@ mod tests {
     fn the_status_read_settles_expiry_and_forgets_what_is_past_retention() {
         let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         let stored = |status: &str| {
-            [Some(status), Some("+14155550100"), Some("1000"), Some("500"), None]
-                .map(|f| f.map(str::to_owned))
+            [
+                Some(status),
+                Some("+14155550100"),
+                Some("1000"),
+                Some("500"),
+                None,
+            ]
+            .map(|f| f.map(str::to_owned))
         };
         let read = |fields, now| status_of(fields, at(now)).expect("readable");
         assert_eq!(

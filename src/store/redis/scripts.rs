@@ -33,6 +33,9 @@ pub(super) struct Scripts {
     pub(super) gcra_return: Script,
     pub(super) gcra_wait: Script,
     pub(super) gcra_all: Script,
+    pub(super) deadlines_lease: Script,
+    pub(super) deadlines_claim: Script,
+    pub(super) deadlines_release: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -56,6 +59,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         gcra_return: Script::new(&with_budget(include_str!("lua/gcra_return.lua"))),
         gcra_wait: Script::new(&with_budget(include_str!("lua/gcra_wait.lua"))),
         gcra_all: Script::new(&with_budget(include_str!("lua/gcra_all.lua"))),
+        deadlines_lease: Script::new(include_str!("lua/deadlines_lease.lua")),
+        deadlines_claim: Script::new(include_str!("lua/deadlines_claim.lua")),
+        deadlines_release: Script::new(include_str!("lua/deadlines_release.lua")),
     }
 });
 

@@ -5,10 +5,11 @@ local v, changed = current(now)
 if not v then
   return nil
 end
-refuse_if_unacknowledged(v)
 local canceled = 0
-if v.status == 'pending' then
+-- An approval awaiting its replicas was told to no one: it cancels.
+if v.status == 'pending' or v.unacked then
   v.status = 'canceled'
+  v.unacked = false
   canceled = 1
   changed = true
 end

@@ -15,7 +15,8 @@
 --     cell frees up, and nothing else changes,
 --   'unbudgeted': the verification predates `check_budget` (resend.lua
 --     names it now); the caller takes the cell and asks again without one.
--- An unacknowledged approval and another code is an UNACKNOWLEDGED error.
+--   'unacknowledged': another code than the one an approval awaiting its
+--     replicas was made with; only a budget cell is taken.
 local now = num(ARGV[1])
 local v, changed = current(now)
 if not v then
@@ -39,13 +40,21 @@ local function matches()
   return found
 end
 if v.unacked then
-  -- Spends no attempt and takes no cell: the verification was approved.
-  if not matches() then
-    refuse_if_unacknowledged(v)
+  -- The verification was approved: the same code asks the replicas again;
+  -- another spends no attempt (there are none to spend) but takes a cell
+  -- of the destination's budget, as any wrong code does.
+  if matches() then
+    approve(v, durable)
+    outcome = 'approved'
+    changed = true
+  else
+    local wait = budgeted and v.check_budget and take(v.check_budget, now, num(ARGV[2]), num(ARGV[3])) or 0
+    if wait > 0 then
+      outcome, detail = 'limited', wait
+    else
+      outcome = 'unacknowledged'
+    end
   end
-  approve(v, durable)
-  outcome = 'approved'
-  changed = true
 elseif v.status ~= 'pending' then
   outcome = 'not_pending'
 elseif budgeted and not v.check_budget then
@@ -65,7 +74,7 @@ else
     changed = true
   end
 end
-if outcome == 'limited' or outcome == 'unbudgeted' then
+if outcome == 'limited' or outcome == 'unbudgeted' or outcome == 'unacknowledged' then
   -- Nothing changed, and the caller needs no verification.
   return { outcome, detail, '' }
 end

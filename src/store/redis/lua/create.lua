@@ -65,8 +65,10 @@ if pending_id then
   local v = load(key)
   if v and not purged(v, now) then
     local changed = settle(v, now)
-    if v.status == 'pending' then
+    -- An approval awaiting its replicas was told to no one: superseded.
+    if v.status == 'pending' or v.unacked then
       v.status = 'superseded'
+      v.unacked = false
       changed = true
     end
     save(key, attempts_key, v, now, changed)

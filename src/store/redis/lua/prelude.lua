@@ -137,15 +137,33 @@ local function reply(v, attempts_key)
   return '[' .. cjson.encode(flat) .. ',' .. listed .. ']'
 end
 
+-- The deadline index (deadlines.rs): one sorted set per hash tag, in the
+-- verification's slot, holding "id tenant" scored by its expires_at while
+-- it may still expire (pending, or an approval awaiting its replicas).
+-- An expired verification's entry stays until a replica has announced the
+-- expiry; any other end removes it.
+local function index_deadline(key, v, before)
+  local deadlines = string.match(key, '^[^{]*{%x+}') .. ':deadlines'
+  local member = v.id .. ' ' .. v.tenant
+  if v.status == 'pending' or v.unacked then
+    if v.expires_at ~= before.expires_at then
+      redis.call('ZADD', deadlines, v.expires_at, member)
+    end
+  elseif v.status ~= 'expired' and (before.status == 'pending' or before.unacked) then
+    redis.call('ZREM', deadlines, member)
+  end
+end
+
 -- Writes `v` back when `changed`. Whatever leaves the verification finished
 -- also drops its code hash (it can never approve again) and frees its
 -- pending slot, as the memory store's `update` does; an unacknowledged
--- approval keeps its hash for the same code to ask again. Watchers on any
+-- approval keeps both, for the same code to ask again and for a new start
+-- to supersede it. Watchers on any
 -- replica hear of the change in the same atomic step, except of an
 -- unacknowledged approval, which they hear of from acknowledge.lua.
 local function save(key, attempts_key, v, now, changed)
-  if v.status ~= 'pending' then
-    if (v.code_mac or v.unconfirmed_mac) and not v.unacked then
+  if v.status ~= 'pending' and not v.unacked then
+    if v.code_mac or v.unconfirmed_mac then
       v.code_key = false
       v.code_mac = false
       v.unconfirmed_key = false
@@ -191,6 +209,7 @@ local function save(key, attempts_key, v, now, changed)
       redis.call('PEXPIRE', v.pending_key, ttl)
     end
   end
+  index_deadline(key, v, before)
   if not v.unacked then
     redis.call('PUBLISH', v.watch, v.status)
   end

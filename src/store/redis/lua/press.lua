@@ -4,8 +4,8 @@
 -- call's presses when it was asked), then the key id and MAC (hex) of the
 -- code a read-aloud call says if this press reveals one, and '1' when
 -- verifyd WAITs for replicas after this script (prelude.lua's `approve`)
--- else ''. Any key on a call whose approval is unacknowledged approves it
--- again. Replies nil when
+-- else ''. Any key but the fraud menu's on a call whose approval is
+-- unacknowledged approves it again. Replies nil when
 -- there is no such verification, { 'forbidden', verification } when the
 -- token or CallSid is not its live call's or the step is not the one it
 -- waits for (a replayed press), else { outcome, verification }.
@@ -34,12 +34,9 @@ local durable = ARGV[10] == '1'
 
 local function press()
   settle(v, now)
-  if v.unacked then
-    v.call_presses = tostring(presses + 1)
-    approve(v, durable)
-    return 'approved'
-  end
-  if v.status ~= 'pending' then
+  -- An approval awaiting its replicas is still pending to the user, who
+  -- was told nothing: the menus work as for one.
+  if v.status ~= 'pending' and not v.unacked then
     return 'not_pending'
   end
   -- Acted on: the next gather waits for the next step (at 255, none).
@@ -47,6 +44,7 @@ local function press()
   if menu == 'fraud' then
     if digits == '#' then
       v.status = 'denied'
+      v.unacked = false
       return 'denied'
     end
     -- Going back is a round of the menu like any re-prompt.
@@ -55,6 +53,11 @@ local function press()
   -- The lone key that opens the fraud report.
   if digits == '0' then
     return 'fraud_menu'
+  end
+  -- Any other key asks the replicas again (prelude.lua's `approve`).
+  if v.unacked then
+    approve(v, durable)
+    return 'approved'
   end
   -- No key before the gather ended: ask again, spending no attempt.
   if digits == '' then
