@@ -1,10 +1,15 @@
 //! The service's timers: expiries settled and announced as they fall due,
 //! and the periodic purge of what has outlived its retention.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
+
+use tokio::task::JoinSet;
 
 use super::Verifier;
-use crate::domain::Status;
+use crate::{domain::Status, store::DueExpiry};
+
+/// How many expiries are announced at once.
+const ANNOUNCED_AT_ONCE: usize = 32;
 
 impl Verifier {
     /// Moves each verification to EXPIRED when the clock reaches its
@@ -18,7 +23,10 @@ impl Verifier {
         loop {
             let next = self.store.next_deadline();
             tokio::select! {
-                () = self.shutdown.cancelled() => return,
+                () = self.shutdown.cancelled() => {
+                    self.store.stop_keeping_deadlines().await;
+                    return;
+                }
                 () = self.store.deadline_moved() => continue,
                 () = async {
                     match next {
@@ -35,25 +43,42 @@ impl Verifier {
                     continue;
                 }
             };
+            // Announced a few at a time: ending a call waits on its provider.
+            let mut announcing = JoinSet::new();
             for due in due {
-                let (tenant, id) = (&due.tenant, &due.id);
-                match self.store.get(tenant, id, now).await {
-                    Ok(Some(v)) if v.status == Status::Expired => {
-                        tracing::info!(%tenant, verification = %id, "verification expired");
-                        self.status_changed(&v, Some(Status::Pending), "expired");
-                        self.end_live_call(&v);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        // Still expired for every reader (transitions settle
-                        // expiry first); only the announcement is late: the
-                        // claim runs out and a scan takes it again.
-                        tracing::warn!(%error, verification = %id, "could not expire verification");
-                        continue;
-                    }
+                if announcing.len() >= ANNOUNCED_AT_ONCE {
+                    announcing.join_next().await;
                 }
-                self.store.expiry_announced(&due).await;
+                let this = Arc::clone(&self);
+                announcing.spawn(async move { this.announce_expiry(due, now).await });
             }
+            while announcing.join_next().await.is_some() {}
+        }
+    }
+
+    /// Announces one expiry: settled (watchers told), the `expired` event
+    /// logged, the live call ended; then handed back to the store, which
+    /// forgets it. One not handed back (Redis unreachable, the provider not
+    /// ending the call) is announced again later, by this replica or
+    /// another.
+    async fn announce_expiry(&self, due: DueExpiry, now: SystemTime) {
+        let (tenant, id) = (&due.tenant, &due.id);
+        let done = match self.store.get(tenant, id, now).await {
+            Ok(Some(v)) if v.status == Status::Expired => {
+                tracing::info!(%tenant, verification = %id, "verification expired");
+                self.status_changed(&v, Some(Status::Pending), "expired");
+                self.hang_up_live_call(&v).await
+            }
+            Ok(_) => true,
+            Err(error) => {
+                // Still expired for every reader (transitions settle expiry
+                // first); only the announcement is late.
+                tracing::warn!(%error, verification = %id, "could not expire verification");
+                false
+            }
+        };
+        if done {
+            self.store.expiry_announced(&due).await;
         }
     }
 

@@ -317,27 +317,30 @@ impl Verifier {
 
     /// Ends the verification's call if it is still live: its outcome is
     /// decided (or a new send replaces it), and a user should not be left
-    /// on a call that can no longer do anything.
+    /// on a call that can no longer do anything. In the background.
     pub(super) fn end_live_call(&self, v: &Verification) {
-        let Some(sid) = v.call.as_ref().and_then(|c| c.call_sid.clone()) else {
-            return;
-        };
-        let Some(attempt) = v
-            .send_attempts
-            .iter()
-            .rev()
-            .find(|a| a.reference.as_deref() == Some(sid.as_str()))
-        else {
-            return;
-        };
-        let ended = attempt
-            .provider_status
-            .as_deref()
-            .is_some_and(DeliveryReport::is_final);
-        if ended {
-            return;
+        if let Some((provider, sid)) = live_call(v) {
+            self.end_call(&provider, &sid, &v.id);
         }
-        self.end_call(&attempt.provider, &sid, &v.id);
+    }
+
+    /// Ends the verification's call if it is still live, and says whether
+    /// that is done (no call, or the provider ended it): the expiry timer
+    /// hands an expiry back only then.
+    pub(super) async fn hang_up_live_call(&self, v: &Verification) -> bool {
+        let Some((provider, sid)) = live_call(v) else {
+            return true;
+        };
+        let Some(provider) = self.dispatcher.voice_provider(&provider) else {
+            return true;
+        };
+        match provider.end_call(&sid).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(verification = %v.id, %error, "could not end the live call");
+                false
+            }
+        }
     }
 
     /// Ends the call `sid` that `provider` placed for `verification`, in
@@ -356,4 +359,20 @@ impl Verifier {
             .in_current_span(),
         );
     }
+}
+
+/// The provider and CallSid of the verification's call, while the call
+/// may still be live (no final status reported yet).
+fn live_call(v: &Verification) -> Option<(String, String)> {
+    let sid = v.call.as_ref()?.call_sid.clone()?;
+    let attempt = v
+        .send_attempts
+        .iter()
+        .rev()
+        .find(|a| a.reference.as_deref() == Some(sid.as_str()))?;
+    let ended = attempt
+        .provider_status
+        .as_deref()
+        .is_some_and(DeliveryReport::is_final);
+    (!ended).then(|| (attempt.provider.clone(), sid))
 }

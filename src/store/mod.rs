@@ -365,8 +365,9 @@ impl Store {
     }
 
     /// When the store's next deadline falls: the memory store's earliest
-    /// expiry or end of retention, Redis's next scan of its shared
-    /// deadline index (`redis::deadlines`).
+    /// expiry or end of retention, Redis's next read of its shared
+    /// deadline index (`redis::deadlines`; at once while a scan is under
+    /// way).
     pub fn next_deadline(&self) -> Option<SystemTime> {
         match self {
             Self::Memory(m) => m.next_deadline(),
@@ -385,12 +386,13 @@ impl Store {
 
     /// Works through the store's deadlines due at `now` (settling expiries,
     /// dropping what is past retention; on Redis, claiming the due entries
-    /// of this replica's share of the index) and returns the verifications
-    /// that reached their expiry, for the service to announce and then to
-    /// hand back with [`Store::expiry_announced`].
+    /// of the next bucket of this replica's share of the index) and returns
+    /// the verifications that reached their expiry, for the service to
+    /// announce and then to hand back with [`Store::expiry_announced`].
     ///
     /// # Errors
-    /// When Redis cannot be read: the next scan tries again.
+    /// When Redis cannot renew this replica's share: the next scan tries
+    /// again.
     pub async fn expire_due(&self, now: SystemTime) -> Result<Vec<DueExpiry>, StoreError> {
         match self {
             Self::Memory(m) => Ok(m
@@ -403,6 +405,14 @@ impl Store {
                 })
                 .collect()),
             Self::Redis(r) => r.expire_due(now).await,
+        }
+    }
+
+    /// This replica stops: Redis passes its share of the deadline index to
+    /// the others at once.
+    pub async fn stop_keeping_deadlines(&self) {
+        if let Self::Redis(r) = self {
+            r.leave_deadlines().await;
         }
     }
 

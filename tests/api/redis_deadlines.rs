@@ -14,9 +14,10 @@ use crate::{
     voice::{Phone, assert_call_ended, call, with_voice},
 };
 
-/// The longest a tag waits to be read once its replica is gone: its
-/// lease lapses (20 s) and another replica's next scan (10 s) takes it.
-const READ_WITHIN: Duration = Duration::from_secs(30);
+/// The longest a tag waits to be read once its replica is gone: read and
+/// renewed a period apart (10 s), its lease lapses (20 s), and another
+/// replica's next scan (10 s) takes it.
+const READ_WITHIN: Duration = Duration::from_secs(40);
 
 fn on(redis: &RedisServer, fake: &FakeTwilio) -> Config {
     let mut config = test_config();
@@ -68,27 +69,22 @@ async fn a_call_is_ended_at_its_expiry_by_a_replica_other_than_the_one_that_plac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_replicas_alive_share_the_index_buckets_and_take_over_a_stopped_ones() {
+async fn the_replicas_alive_share_the_index_buckets_and_take_a_stopped_ones_at_once() {
     let redis = tokio::task::block_in_place(RedisServer::start);
     let fake = FakeTwilio::start().await;
     let clock = test_clock();
     let first = spawn(on(&redis, &fake), clock.clone()).await;
-    let scan = Duration::from_secs(10);
-    // The first replica's scan at startup takes every bucket.
-    let holders =
-        wait_for_holders(&redis, |h| h.len() == 256 && h.iter().all(|o| *o == h[0])).await;
-    let first_id = holders[0].clone();
-
-    let second = spawn(on(&redis, &fake), clock.clone()).await;
-    // The first gives half up at its next scan, the second takes them at
-    // its own: by the second scan of each, whichever scans first.
-    clock.advance(scan);
-    wait_for_holders(&redis, |h| {
-        h.iter().filter(|o| **o == first_id).count() == 128
+    // The first replica's first scan, a period after it started, takes
+    // every bucket.
+    let holders = scan_until(&clock, &redis, 3, |h| {
+        h.len() == 256 && h.iter().all(|o| *o == h[0])
     })
     .await;
-    clock.advance(scan);
-    let holders = wait_for_holders(&redis, |h| {
+    let first_id = holders[0].clone();
+
+    // The first gives half up at a scan, the second takes them at its own.
+    let second = spawn(on(&redis, &fake), clock.clone()).await;
+    let holders = scan_until(&clock, &redis, 4, |h| {
         h.len() == 256 && h.iter().filter(|o| **o == first_id).count() == 128
     })
     .await;
@@ -98,25 +94,34 @@ async fn the_replicas_alive_share_the_index_buckets_and_take_over_a_stopped_ones
         .expect("the second replica holds the other half")
         .clone();
 
-    // The first goes; once its leases lapse, the second holds them all.
+    // The first stops and gives its buckets up: the second takes them all
+    // at its next scan, without waiting for the leases to lapse.
     first.stop().await;
-    clock.advance(READ_WITHIN);
-    wait_for_holders(&redis, |h| {
+    scan_until(&clock, &redis, 1, |h| {
         h.len() == 256 && h.iter().all(|o| *o == second_id)
     })
     .await;
     second.stop().await;
 }
 
-/// Waits (bounded) until the lease holders satisfy `done`: each replica
-/// scans in its own task once the clock says so.
-async fn wait_for_holders(redis: &RedisServer, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    for _ in 0..500 {
-        let holders = lease_holders(redis);
-        if done(&holders) {
-            return holders;
+/// Moves the clock a scan period on, up to `scans` times, until the lease
+/// holders satisfy `done`; each replica scans in its own task once the
+/// clock says so, and is given a moment to.
+async fn scan_until(
+    clock: &verifyd::clock::Clock,
+    redis: &RedisServer,
+    scans: u32,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    for _ in 0..scans {
+        clock.advance(Duration::from_secs(10));
+        for _ in 0..100 {
+            let holders = lease_holders(redis);
+            if done(&holders) {
+                return holders;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the leases never settled: {:?}", lease_holders(redis));
 }

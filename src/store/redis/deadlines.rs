@@ -9,11 +9,17 @@
 //!   verification.
 //! - **Buckets by lease.** The tags are read in [`BUCKETS`] buckets, which
 //!   the replicas alive share fairly by lease (deadlines_lease.lua). Each
-//!   replica renews its buckets and reads all their tags every
+//!   replica renews its buckets, then reads all their tags, every
 //!   [`SCAN_EVERY`]; a replica's buckets pass to the others once its leases
-//!   lapse ([`LEASE`]). So each tag is read at least every
-//!   `SCAN_EVERY + LEASE` (30 s), whichever replica is lost, and every
-//!   `SCAN_EVERY` (10 s) while none is.
+//!   lapse ([`LEASE`]), or at once when it stops. So each tag is read at
+//!   least every `2 × SCAN_EVERY + LEASE` (40 s: read, renewed, then the
+//!   replica lost), whichever replica is lost, and every `SCAN_EVERY`
+//!   (10 s) while none is.
+//! - **Reads.** On one Redis (standalone or Sentinel), one script per
+//!   bucket reads and claims its 256 tags; on a cluster, where each tag is
+//!   in its own slot, each tag is read alone and claimed by a script of
+//!   its own when it has anything due. A scan hands back one bucket's
+//!   expiries at a time, so each is announced well within its claim.
 //! - **Claims.** A due entry is claimed (scored at now + [`CLAIM`]) and
 //!   removed only once its expiry was announced (deadlines_release.lua),
 //!   unless its expiry moved meanwhile; a replica that dies in between
@@ -38,10 +44,11 @@ use super::{
 use crate::{
     domain::{TenantId, VerificationId},
     store::port::{DeadlineClaim, DueExpiry, StoreError},
+    telemetry::LogThrottle,
 };
 
 /// How often each replica renews its buckets and reads their tags.
-pub(super) const SCAN_EVERY: Duration = Duration::from_secs(10);
+const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// How long a bucket stays a replica's without a renewal: two scans, so
 /// one late scan does not lose it.
 const LEASE: Duration = Duration::from_secs(20);
@@ -49,82 +56,112 @@ const LEASE: Duration = Duration::from_secs(20);
 /// replica may claim it.
 const CLAIM: Duration = Duration::from_secs(30);
 /// The buckets the 65,536 tags are read in, 256 tags each.
-const BUCKETS: u16 = 256;
-const TAGS_PER_BUCKET: u16 = 256;
+const BUCKETS: u32 = 256;
+const TAGS_PER_BUCKET: u32 = 256;
 /// The most entries one tag gives per scan; the rest wait for the next.
 const CLAIMS_PER_TAG: u32 = 100;
+
+/// Failed reads are logged once a minute; the next scan reads again.
+static FAILED_READS: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 /// This replica's part in the shared deadlines.
 #[derive(Debug)]
 pub(super) struct Deadlines {
     /// Names this replica in the leases.
     owner: String,
-    /// When the next scan is due (the epoch: at once).
-    next_scan: Mutex<SystemTime>,
+    /// Each tag is read alone (Redis Cluster) rather than a bucket at once.
+    cluster: bool,
+    scan: Mutex<Scan>,
+}
+
+#[derive(Debug)]
+struct Scan {
+    /// When the next scan is due; `None` until the first call, which
+    /// schedules the first scan a period on (a replica starting has
+    /// nothing of its own due, and the others read meanwhile).
+    next: Option<SystemTime>,
+    /// The buckets of the scan under way still to read.
+    left: Vec<u32>,
 }
 
 impl Deadlines {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(cluster: bool) -> Self {
         let mut id = [0u8; 8];
         rand::rngs::OsRng.unwrap_err().fill_bytes(&mut id);
         Self {
             owner: hex::encode(id),
-            next_scan: Mutex::new(SystemTime::UNIX_EPOCH),
+            cluster,
+            scan: Mutex::new(Scan {
+                next: None,
+                left: Vec::new(),
+            }),
         }
     }
 
-    pub(super) fn next_scan(&self) -> SystemTime {
-        *self
-            .next_scan
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether a scan is due at `now`; if so, the next one is scheduled.
-    fn scan_due(&self, now: SystemTime) -> bool {
-        let mut next = self
-            .next_scan
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if now < *next {
-            return false;
-        }
-        *next = now + SCAN_EVERY;
-        true
+    fn scan(&self) -> std::sync::MutexGuard<'_, Scan> {
+        self.scan.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// The tags of one bucket.
+fn tags_of(bucket: u32) -> impl Iterator<Item = u16> {
+    let first = bucket * TAGS_PER_BUCKET;
+    (first..first + TAGS_PER_BUCKET).filter_map(|tag| u16::try_from(tag).ok())
+}
+
 impl RedisStore {
-    /// When the next scan of the deadline index is due.
+    /// When the deadline index is next to be read: at once while a scan
+    /// is under way, else at the next scan.
     pub(in crate::store) fn next_deadline(&self) -> SystemTime {
-        self.inner.deadlines.next_scan()
+        let scan = self.inner.deadlines.scan();
+        match scan.next {
+            Some(next) if scan.left.is_empty() => next,
+            _ => SystemTime::UNIX_EPOCH,
+        }
     }
 
-    /// The expiries due at `now` in this replica's buckets, claimed, when
-    /// a scan is due (else none).
+    /// The expiries due at `now` in the next bucket of this replica's
+    /// scan, claimed; a scan begins (renewing the buckets) when one is due.
+    /// Nothing when neither is.
     pub(in crate::store) async fn expire_due(
         &self,
         now: SystemTime,
     ) -> Result<Vec<DueExpiry>, StoreError> {
-        if !self.inner.deadlines.scan_due(now) {
+        let deadlines = &self.inner.deadlines;
+        let begins = {
+            let mut scan = deadlines.scan();
+            let Some(next) = scan.next else {
+                scan.next = Some(now + SCAN_EVERY);
+                return Ok(Vec::new());
+            };
+            let begins = scan.left.is_empty() && now >= next;
+            if begins {
+                scan.next = Some(now + SCAN_EVERY);
+            }
+            begins
+        };
+        if begins {
+            let mut held = self.lease_buckets(now).await?;
+            held.reverse();
+            deadlines.scan().left = held;
+        }
+        let Some(bucket) = deadlines.scan().left.pop() else {
             return Ok(Vec::new());
-        }
-        let mut due = Vec::new();
-        for bucket in self.lease_buckets(now).await? {
-            // A bucket's tags are read at once: the connection pipelines
-            // the reads (on a cluster, each to its tag's node).
-            let first = bucket.saturating_mul(TAGS_PER_BUCKET);
-            let mut peeks = tokio::task::JoinSet::new();
-            for tag in first..first.saturating_add(TAGS_PER_BUCKET) {
-                let store = self.clone();
-                peeks.spawn(async move { store.peek(tag, now).await });
+        };
+        let claimed = if deadlines.cluster {
+            self.claim_tag_by_tag(bucket, now).await
+        } else {
+            let keys: Vec<String> = tags_of(bucket)
+                .map(|t| self.inner.keys.deadlines(t))
+                .collect();
+            self.claim(keys, now).await
+        };
+        claimed.or_else(|error| {
+            if let Some(held_back) = FAILED_READS.admit(SystemTime::now()) {
+                tracing::warn!(%error, held_back, "could not read the deadline index; the next scan reads it again");
             }
-            let waiting: Vec<u16> = peeks.join_all().await.into_iter().flatten().collect();
-            for tag in waiting {
-                due.extend(self.claim(tag, now).await?);
-            }
-        }
-        Ok(due)
+            Ok(Vec::new())
+        })
     }
 
     /// Releases an announced expiry's claim.
@@ -139,8 +176,21 @@ impl RedisStore {
             .map(drop)
     }
 
+    /// Gives this replica's buckets up, as it stops.
+    pub(in crate::store) async fn leave_deadlines(&self) {
+        let [leases, replicas] = self.inner.keys.deadline_leases();
+        let mut invocation = Invocation::of(&SCRIPTS.deadlines_leave);
+        invocation
+            .key(leases)
+            .key(replicas)
+            .arg(&self.inner.deadlines.owner);
+        if let Err(error) = self.run::<u32>("deadlines_leave", invocation).await {
+            tracing::warn!(%error, "could not give the deadline buckets up; they pass on when their leases lapse");
+        }
+    }
+
     /// Renews this replica's fair share of the buckets: the ones it holds.
-    async fn lease_buckets(&self, now: SystemTime) -> Result<Vec<u16>, StoreError> {
+    async fn lease_buckets(&self, now: SystemTime) -> Result<Vec<u32>, StoreError> {
         let [leases, replicas] = self.inner.keys.deadline_leases();
         let mut invocation = Invocation::of(&SCRIPTS.deadlines_lease);
         invocation
@@ -153,10 +203,35 @@ impl RedisStore {
         self.run("deadlines_lease", invocation).await
     }
 
-    /// `Some(tag)` when the tag's index has an entry due at `now` (a
-    /// plain read: most have none). A tag that cannot be read is read at
-    /// the next scan.
-    async fn peek(&self, tag: u16, now: SystemTime) -> Option<u16> {
+    /// A bucket on Redis Cluster: each tag read alone, all at once (the
+    /// connection pipelines them to their nodes), and claimed when it has
+    /// anything due.
+    async fn claim_tag_by_tag(
+        &self,
+        bucket: u32,
+        now: SystemTime,
+    ) -> Result<Vec<DueExpiry>, StoreError> {
+        let mut peeks = tokio::task::JoinSet::new();
+        for tag in tags_of(bucket) {
+            let store = self.clone();
+            peeks.spawn(async move { (tag, store.has_due(tag, now).await) });
+        }
+        let mut due = Vec::new();
+        while let Some(peeked) = peeks.join_next().await {
+            let (tag, has_due) = peeked.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            if has_due? {
+                due.extend(
+                    self.claim(vec![self.inner.keys.deadlines(tag)], now)
+                        .await?,
+                );
+            }
+        }
+        Ok(due)
+    }
+
+    /// Whether the tag's index has an entry due at `now`: a plain read,
+    /// and most have none.
+    async fn has_due(&self, tag: u16, now: SystemTime) -> Result<bool, StoreError> {
         let mut command = redis::cmd("ZRANGEBYSCORE");
         command
             .arg(self.inner.keys.deadlines(tag))
@@ -165,35 +240,70 @@ impl RedisStore {
             .arg("LIMIT")
             .arg(0)
             .arg(1);
-        let due: Vec<String> = self.query("deadlines_peek", &command).await.ok()?;
-        (!due.is_empty()).then_some(tag)
+        let due: Vec<String> = self.query("deadlines_peek", &command).await?;
+        Ok(!due.is_empty())
     }
 
-    /// Claims the tag's due entries.
-    async fn claim(&self, tag: u16, now: SystemTime) -> Result<Vec<DueExpiry>, StoreError> {
-        let index = self.inner.keys.deadlines(tag);
+    /// Claims the due entries of the indexes `keys`.
+    async fn claim(
+        &self,
+        keys: Vec<String>,
+        now: SystemTime,
+    ) -> Result<Vec<DueExpiry>, StoreError> {
         let mut invocation = Invocation::of(&SCRIPTS.deadlines_claim);
+        for key in &keys {
+            invocation.key(key);
+        }
         invocation
-            .key(&index)
             .arg(millis(now))
             .arg(millis_of(CLAIM))
             .arg(CLAIMS_PER_TAG);
-        let (score, entries): (u64, Vec<String>) = self.run("deadlines_claim", invocation).await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| {
-                let (id, tenant) = entry.split_once(' ')?;
-                let (id, tenant) = (VerificationId::parse(id)?, TenantId::parse(tenant)?);
-                Some(DueExpiry {
+        let (score, flat): (u64, Vec<String>) = self.run("deadlines_claim", invocation).await?;
+        let mut due = Vec::new();
+        for pair in flat.chunks_exact(2) {
+            let [position, entry] = pair else { continue };
+            let Some(index) = position
+                .parse::<usize>()
+                .ok()
+                .and_then(|p| keys.get(p.checked_sub(1)?))
+            else {
+                continue;
+            };
+            let claim = DeadlineClaim {
+                index: index.clone(),
+                entry: entry.clone(),
+                score,
+            };
+            let parsed = entry.split_once(' ').and_then(|(id, tenant)| {
+                Some((VerificationId::parse(id)?, TenantId::parse(tenant)?))
+            });
+            match parsed {
+                Some((id, tenant)) => due.push(DueExpiry {
                     tenant,
                     id,
-                    claim: Some(DeadlineClaim {
-                        index: index.clone(),
-                        entry,
-                        score,
-                    }),
-                })
-            })
-            .collect())
+                    claim: Some(claim),
+                }),
+                // Not one verifyd wrote: dropped, not claimed forever.
+                None => self.release(&claim).await?,
+            }
+        }
+        Ok(due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buckets_cover_every_tag_once() {
+        let mut seen = vec![false; 1 << 16];
+        for bucket in 0..BUCKETS {
+            for tag in tags_of(bucket) {
+                assert!(!seen[usize::from(tag)], "tag {tag} in two buckets");
+                seen[usize::from(tag)] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every tag, 0xffff included");
     }
 }

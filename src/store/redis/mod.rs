@@ -107,7 +107,7 @@ impl RedisStore {
                 durable,
                 keys: Keys::new(&config.key_prefix, index_key),
                 changes: Changes::start(config, switches, stop),
-                deadlines: Deadlines::new(),
+                deadlines: Deadlines::new(!config.cluster.is_empty()),
                 timeout: config.timeout,
                 retention,
                 metrics,

@@ -36,6 +36,7 @@ pub(super) struct Scripts {
     pub(super) deadlines_lease: Script,
     pub(super) deadlines_claim: Script,
     pub(super) deadlines_release: Script,
+    pub(super) deadlines_leave: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
@@ -62,6 +63,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         deadlines_lease: Script::new(include_str!("lua/deadlines_lease.lua")),
         deadlines_claim: Script::new(include_str!("lua/deadlines_claim.lua")),
         deadlines_release: Script::new(include_str!("lua/deadlines_release.lua")),
+        deadlines_leave: Script::new(include_str!("lua/deadlines_leave.lua")),
     }
 });
 

@@ -8,7 +8,11 @@
 -- buckets up to it. Replies the buckets it holds now.
 local me, now, lease, buckets = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], now + lease, me)
+-- A heartbeat or lease further ahead than one lease came from a clock
+-- that ran ahead: it counts as lapsed, or a replica gone with such a
+-- clock would hold its buckets for as long as its clock was off.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. (now + lease), '+inf')
 local share = math.ceil(buckets / redis.call('ZCARD', KEYS[2]))
 
 local mine, free = {}, {}
@@ -20,9 +24,10 @@ for i = 1, #flat, 2 do
 end
 for b = 0, buckets - 1 do
   local h = held[b]
-  if h and h[1] == me and h[2] > now then
+  local lapsed = not h or h[2] <= now or h[2] > now + lease
+  if h and h[1] == me and not lapsed then
     mine[#mine + 1] = b
-  elseif not h or h[2] <= now then
+  elseif lapsed then
     free[#free + 1] = b
   end
 end
@@ -53,4 +58,8 @@ end
 if #set > 0 then
   redis.call('HSET', KEYS[1], unpack(set))
 end
+-- Cleaning up only, on Redis's clock: gone once no replica has renewed
+-- for three leases.
+redis.call('PEXPIRE', KEYS[1], 3 * lease)
+redis.call('PEXPIRE', KEYS[2], 3 * lease)
 return kept

@@ -140,14 +140,26 @@ end
 -- The deadline index (deadlines.rs): one sorted set per hash tag, in the
 -- verification's slot, holding "id tenant" scored by its expires_at while
 -- it may still expire (pending, or an approval awaiting its replicas).
--- An expired verification's entry stays until a replica has announced the
--- expiry; any other end removes it.
-local function index_deadline(key, v, before)
+-- One written before the index existed joins it at its next save. An
+-- expired verification's entry stays until a replica has announced the
+-- expiry; any other end removes it. The set lives as long as its latest
+-- verification.
+local function index_deadline(key, v, before, now)
   local deadlines = string.match(key, '^[^{]*{%x+}') .. ':deadlines'
   local member = v.id .. ' ' .. v.tenant
   if v.status == 'pending' or v.unacked then
+    local added
     if v.expires_at ~= before.expires_at then
       redis.call('ZADD', deadlines, v.expires_at, member)
+      added = true
+    else
+      added = redis.call('ZADD', deadlines, 'NX', v.expires_at, member) == 1
+    end
+    if added then
+      local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
+      if redis.call('PTTL', deadlines) < ttl then
+        redis.call('PEXPIRE', deadlines, ttl)
+      end
     end
   elseif v.status ~= 'expired' and (before.status == 'pending' or before.unacked) then
     redis.call('ZREM', deadlines, member)
@@ -209,7 +221,7 @@ local function save(key, attempts_key, v, now, changed)
       redis.call('PEXPIRE', v.pending_key, ttl)
     end
   end
-  index_deadline(key, v, before)
+  index_deadline(key, v, before, now)
   if not v.unacked then
     redis.call('PUBLISH', v.watch, v.status)
   end
