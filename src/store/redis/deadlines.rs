@@ -38,6 +38,8 @@ use rand::{RngCore as _, TryRngCore as _};
 
 use super::{
     RedisStore,
+    connection::Connection,
+    evaluate,
     record::{millis, millis_of},
     scripts::{Invocation, SCRIPTS},
 };
@@ -60,6 +62,8 @@ const BUCKETS: u32 = 256;
 const TAGS_PER_BUCKET: u32 = 256;
 /// The most entries one tag gives per scan; the rest wait for the next.
 const CLAIMS_PER_TAG: u32 = 100;
+/// How many tags a cluster scan reads at once.
+const READS_AT_ONCE: usize = 32;
 
 /// Failed reads are logged once a minute; the next scan reads again.
 static FAILED_READS: LogThrottle = LogThrottle::new(Duration::from_secs(60));
@@ -71,6 +75,9 @@ pub(super) struct Deadlines {
     owner: String,
     /// Each tag is read alone (Redis Cluster) rather than a bucket at once.
     cluster: bool,
+    /// A connection of its own, so that requests never queue behind a
+    /// scan's reads.
+    connection: Connection,
     scan: Mutex<Scan>,
 }
 
@@ -85,12 +92,13 @@ struct Scan {
 }
 
 impl Deadlines {
-    pub(super) fn new(cluster: bool) -> Self {
+    pub(super) fn new(cluster: bool, connection: Connection) -> Self {
         let mut id = [0u8; 8];
         rand::rngs::OsRng.unwrap_err().fill_bytes(&mut id);
         Self {
             owner: hex::encode(id),
             cluster,
+            connection,
             scan: Mutex::new(Scan {
                 next: None,
                 left: Vec::new(),
@@ -212,19 +220,29 @@ impl RedisStore {
         now: SystemTime,
     ) -> Result<Vec<DueExpiry>, StoreError> {
         let mut peeks = tokio::task::JoinSet::new();
-        for tag in tags_of(bucket) {
-            let store = self.clone();
-            peeks.spawn(async move { (tag, store.has_due(tag, now).await) });
-        }
-        let mut due = Vec::new();
-        while let Some(peeked) = peeks.join_next().await {
+        let mut waiting = Vec::new();
+        let mut tags = tags_of(bucket);
+        loop {
+            while peeks.len() < READS_AT_ONCE
+                && let Some(tag) = tags.next()
+            {
+                let store = self.clone();
+                peeks.spawn(async move { (tag, store.has_due(tag, now).await) });
+            }
+            let Some(peeked) = peeks.join_next().await else {
+                break;
+            };
             let (tag, has_due) = peeked.map_err(|e| StoreError::Unavailable(e.to_string()))?;
             if has_due? {
-                due.extend(
-                    self.claim(vec![self.inner.keys.deadlines(tag)], now)
-                        .await?,
-                );
+                waiting.push(tag);
             }
+        }
+        let mut due = Vec::new();
+        for tag in waiting {
+            due.extend(
+                self.claim(vec![self.inner.keys.deadlines(tag)], now)
+                    .await?,
+            );
         }
         Ok(due)
     }
@@ -240,7 +258,10 @@ impl RedisStore {
             .arg("LIMIT")
             .arg(0)
             .arg(1);
-        let due: Vec<String> = self.query("deadlines_peek", &command).await?;
+        let mut connection = self.inner.deadlines.connection.clone();
+        let due: Vec<String> = self
+            .bounded("deadlines_peek", command.query_async(&mut connection))
+            .await?;
         Ok(!due.is_empty())
     }
 
@@ -258,7 +279,10 @@ impl RedisStore {
             .arg(millis(now))
             .arg(millis_of(CLAIM))
             .arg(CLAIMS_PER_TAG);
-        let (score, flat): (u64, Vec<String>) = self.run("deadlines_claim", invocation).await?;
+        let mut connection = self.inner.deadlines.connection.clone();
+        let (score, flat): (u64, Vec<String>) = self
+            .bounded("deadlines_claim", evaluate(&mut connection, &invocation))
+            .await?;
         let mut due = Vec::new();
         for pair in flat.chunks_exact(2) {
             let [position, entry] = pair else { continue };

@@ -174,11 +174,12 @@ impl Keys {
     /// The deadline index of one hash tag (prelude.lua's
     /// `index_deadline` names it from a verification's key).
     pub(super) fn deadlines(&self, tag: u16) -> String {
-        format!(
-            "{}:{{{}}}:deadlines",
-            self.prefix,
-            hex::encode(tag.to_be_bytes())
-        )
+        self.deadlines_in(&hex::encode(tag.to_be_bytes()))
+    }
+
+    /// The deadline index of the shard `ssss` (a verification id's).
+    pub(super) fn deadlines_in(&self, shard: &str) -> String {
+        format!("{}:{{{shard}}}:deadlines", self.prefix)
     }
 
     /// The leases of the deadline index's buckets, and the replicas alive

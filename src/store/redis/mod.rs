@@ -97,6 +97,7 @@ impl RedisStore {
                 .map_err(|e| StoreError::Unavailable(format!("cannot configure Redis: {e}")))
         };
         let connection = open()?;
+        let deadlines = Deadlines::new(!config.cluster.is_empty(), open()?);
         let durable = config
             .durability()
             .map(|settings| Durable::open(settings, open))
@@ -107,7 +108,7 @@ impl RedisStore {
                 durable,
                 keys: Keys::new(&config.key_prefix, index_key),
                 changes: Changes::start(config, switches, stop),
-                deadlines: Deadlines::new(!config.cluster.is_empty()),
+                deadlines,
                 timeout: config.timeout,
                 retention,
                 metrics,
@@ -204,7 +205,7 @@ impl RedisStore {
     }
 
     /// An invocation of a script on one verification: its hash and its
-    /// attempts list are the keys.
+    /// attempts list are the keys, and its deadline index is declared.
     fn on_verification<'a>(
         &self,
         script: &'a Script,
@@ -215,6 +216,7 @@ impl RedisStore {
         for key in self.inner.keys.verification(tenant, id) {
             invocation.key(key);
         }
+        invocation.declare(self.inner.keys.deadlines_in(id.shard()));
         invocation
     }
 

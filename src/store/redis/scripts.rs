@@ -83,6 +83,11 @@ pub(super) fn quota_args(invocation: &mut Invocation<'_>, quota: Option<Quota>) 
 pub(super) struct Invocation<'a> {
     script: &'a Script,
     keys: Vec<Vec<u8>>,
+    /// Keys the script reaches by name rather than by `KEYS` (the
+    /// deadline index), declared after the others so that Redis Cluster
+    /// checks them before the script runs: a script never stops halfway
+    /// on a key that moved.
+    declared: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
 }
 
@@ -91,6 +96,7 @@ impl<'a> Invocation<'a> {
         Self {
             script,
             keys: Vec::new(),
+            declared: Vec::new(),
             args: Vec::new(),
         }
     }
@@ -98,6 +104,12 @@ impl<'a> Invocation<'a> {
     /// Adds a key: `KEYS[i]` in the script.
     pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
         key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Declares a key the script reaches by name, after every `key`.
+    pub(super) fn declare(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.declared);
         self
     }
 
@@ -116,8 +128,9 @@ impl<'a> Invocation<'a> {
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.script.get_hash())
-            .arg(self.keys.len())
+            .arg(self.keys.len() + self.declared.len())
             .arg(&self.keys)
+            .arg(&self.declared)
             .arg(&self.args);
         command
     }

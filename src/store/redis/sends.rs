@@ -43,6 +43,7 @@ impl RedisStore {
             .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
             .key(keys.recent_starts(tenant, to))
             .key(keys.block(tenant, Blocked::Destination(to)))
+            .declare(keys.deadlines_in(candidate.id.shard()))
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), tenant))
             .arg(millis_of(policy.resend_cooldown))

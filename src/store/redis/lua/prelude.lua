@@ -148,12 +148,15 @@ local function index_deadline(key, v, before, now)
   local deadlines = string.match(key, '^[^{]*{%x+}') .. ':deadlines'
   local member = v.id .. ' ' .. v.tenant
   if v.status == 'pending' or v.unacked then
+    -- '~' at +inf is never due: it keeps the set from emptying, since the
+    -- scripts declare it (Invocation::declare) and a declared key missing
+    -- mid-migration would hold them back (TRYAGAIN) until it ends.
     local added
     if v.expires_at ~= before.expires_at then
-      redis.call('ZADD', deadlines, v.expires_at, member)
+      redis.call('ZADD', deadlines, v.expires_at, member, '+inf', '~')
       added = true
     else
-      added = redis.call('ZADD', deadlines, 'NX', v.expires_at, member) == 1
+      added = redis.call('ZADD', deadlines, 'NX', v.expires_at, member, '+inf', '~') > 0
     end
     if added then
       local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
