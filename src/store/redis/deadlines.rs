@@ -29,17 +29,10 @@
 //! Times are the service clock's, as everywhere in the store: the leases
 //! and claims are decided against the `now` each script is given.
 
-use std::{
-    sync::{Mutex, PoisonError},
-    time::{Duration, SystemTime},
-};
-
-use rand::{RngCore as _, TryRngCore as _};
+use std::time::{Duration, SystemTime};
 
 use super::{
-    RedisStore,
-    connection::Connection,
-    evaluate,
+    RedisStore, evaluate,
     record::{millis, millis_of},
     scripts::{Invocation, SCRIPTS},
 };
@@ -67,49 +60,6 @@ const READS_AT_ONCE: usize = 32;
 
 /// Failed reads are logged once a minute; the next scan reads again.
 static FAILED_READS: LogThrottle = LogThrottle::new(Duration::from_secs(60));
-
-/// This replica's part in the shared deadlines.
-#[derive(Debug)]
-pub(super) struct Deadlines {
-    /// Names this replica in the leases.
-    owner: String,
-    /// Each tag is read alone (Redis Cluster) rather than a bucket at once.
-    cluster: bool,
-    /// A connection of its own, so that requests never queue behind a
-    /// scan's reads.
-    connection: Connection,
-    scan: Mutex<Scan>,
-}
-
-#[derive(Debug)]
-struct Scan {
-    /// When the next scan is due; `None` until the first call, which
-    /// schedules the first scan a period on (a replica starting has
-    /// nothing of its own due, and the others read meanwhile).
-    next: Option<SystemTime>,
-    /// The buckets of the scan under way still to read.
-    left: Vec<u32>,
-}
-
-impl Deadlines {
-    pub(super) fn new(cluster: bool, connection: Connection) -> Self {
-        let mut id = [0u8; 8];
-        rand::rngs::OsRng.unwrap_err().fill_bytes(&mut id);
-        Self {
-            owner: hex::encode(id),
-            cluster,
-            connection,
-            scan: Mutex::new(Scan {
-                next: None,
-                left: Vec::new(),
-            }),
-        }
-    }
-
-    fn scan(&self) -> std::sync::MutexGuard<'_, Scan> {
-        self.scan.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// The tags of one bucket.
 fn tags_of(bucket: u32) -> impl Iterator<Item = u16> {

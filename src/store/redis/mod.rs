@@ -28,6 +28,7 @@ mod idempotency;
 mod keys;
 mod limits;
 mod record;
+mod scanner;
 mod scripts;
 mod sends;
 mod sentinel;
@@ -46,7 +47,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    changes::Changes, config::Durability, connection::Connection, deadlines::Deadlines, keys::Keys,
+    changes::Changes, config::Durability, connection::Connection, scanner::Deadlines, keys::Keys,
     record::millis_of, scripts::Invocation,
 };
 use super::{feed::Subscription, port::StoreError};
