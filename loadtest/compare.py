@@ -480,6 +480,10 @@ class RedisServer:
         ).stdout
 
     def __exit__(self, *_):
+        # Where Redis spent its time, command by command (calls, µs per
+        # call), beside the raw reports.
+        stats = OUT / f"redis-commandstats{'-wait' if self.with_replica else ''}.txt"
+        stats.write_text(self.cli("INFO", "commandstats"))
         for process in (self.replica, self.process):
             if process:
                 process.terminate()

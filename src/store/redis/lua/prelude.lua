@@ -113,7 +113,7 @@ end
 -- What stays in Redis: the code's MAC and the bookkeeping of key names.
 local INTERNAL = { code_key = true, code_mac = true, unconfirmed_key = true,
   unconfirmed_mac = true, pending_key = true, watch = true, retention = true,
-  check_budget = true, unacked = true }
+  check_budget = true, unacked = true, indexed = true }
 
 -- The verification as the reply carries it: one JSON text, an array of its
 -- fields (names and values alternating), then an array of its attempts (each
@@ -140,32 +140,28 @@ end
 -- The deadline index (deadlines.rs): one sorted set per hash tag, in the
 -- verification's slot, holding "id tenant" scored by its expires_at while
 -- it may still expire (pending, or an approval awaiting its replicas).
--- One written before the index existed joins it at its next save. An
--- expired verification's entry stays until a replica has announced the
--- expiry; any other end removes it. The set lives as long as its latest
--- verification, and up to a day more.
+-- `indexed` marks a verification in it, so that one written before the
+-- index existed joins it at its next change, and others cost no write.
+-- An expired verification's entry stays until a replica has announced
+-- the expiry; any other end removes it. The set lives as long as its
+-- latest verification, and up to a day more.
 local function index_deadline(key, v, before, now)
   local deadlines = string.match(key, '^[^{]*{%x+}') .. ':deadlines'
   local member = v.id .. ' ' .. v.tenant
   if v.status == 'pending' or v.unacked then
+    if v.expires_at == before.expires_at and v.indexed then
+      return
+    end
     -- '~' at +inf is never due: it keeps the set from emptying, since the
     -- scripts declare it (Invocation::declare) and a declared key missing
     -- mid-migration would hold them back (TRYAGAIN) until it ends.
-    local added
-    if v.expires_at ~= before.expires_at then
-      redis.call('ZADD', deadlines, v.expires_at, member, '+inf', '~')
-      added = true
-    else
-      added = redis.call('ZADD', deadlines, 'NX', v.expires_at, member, '+inf', '~') > 0
-    end
-    -- The set outlives its latest verification by up to a day: PEXPIRE
-    -- costs a script more than the rest of this (measured), so it is
-    -- renewed about once a day per set, not with every verification.
-    if added then
-      local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
-      if redis.call('PTTL', deadlines) < ttl then
-        redis.call('PEXPIRE', deadlines, ttl + 86400000)
-      end
+    redis.call('ZADD', deadlines, v.expires_at, member, '+inf', '~')
+    v.indexed = '1'
+    -- PEXPIRE costs a script more than the rest of this (measured), so
+    -- the set's life is renewed about once a day, not with every entry.
+    local ttl = math.max(num(v.expires_at) + num(v.retention) - now, 1000)
+    if redis.call('PTTL', deadlines) < ttl then
+      redis.call('PEXPIRE', deadlines, ttl + 86400000)
     end
   elseif v.status ~= 'expired' and (before.status == 'pending' or before.unacked) then
     redis.call('ZREM', deadlines, member)
@@ -199,6 +195,7 @@ local function save(key, attempts_key, v, now, changed)
   -- every field marked false.
   local known = loaded[key]
   local before = known or {}
+  index_deadline(key, v, before, now)
   local set, gone = {}, {}
   for field, value in pairs(v) do
     if not value then
@@ -227,7 +224,6 @@ local function save(key, attempts_key, v, now, changed)
       redis.call('PEXPIRE', v.pending_key, ttl)
     end
   end
-  index_deadline(key, v, before, now)
   if not v.unacked then
     redis.call('PUBLISH', v.watch, v.status)
   end
