@@ -47,8 +47,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use self::{
-    changes::Changes, config::Durability, connection::Connection, scanner::Deadlines, keys::Keys,
-    record::millis_of, scripts::Invocation,
+    changes::Changes, config::Durability, connection::Connection, keys::Keys, record::millis_of,
+    scanner::Deadlines, scripts::Invocation,
 };
 use super::{feed::Subscription, port::StoreError};
 use crate::domain::{Destination, TenantId, VerificationId};

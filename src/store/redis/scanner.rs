@@ -52,4 +52,3 @@ impl Deadlines {
         self.scan.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
