@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     RedisStore,
-    record::{millis, millis_of},
-    scripts::{Invocation, SCRIPTS, quota_args},
+    record::millis,
+    scripts::{Invocation, SCRIPTS, period_millis, quota_args},
 };
 use crate::{
     domain::{TenantId, limit::Quota},
@@ -117,7 +117,7 @@ impl RedisStore {
         invocation
             .key(self.budget_key(tenant, key))
             .arg(millis(now))
-            .arg(millis_of(quota.period));
+            .arg(period_millis(quota.period));
         self.run::<u8>("gcra_return", invocation).await.map(|_| ())
     }
 

@@ -6,7 +6,6 @@ use std::sync::LazyLock;
 
 use redis::{Cmd, Script, ToRedisArgs};
 
-use super::record::millis_of;
 use crate::domain::limit::Quota;
 
 const PRELUDE: &str = include_str!("lua/prelude.lua");
@@ -71,9 +70,21 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
 /// or two empty strings for no budget.
 pub(super) fn quota_args(invocation: &mut Invocation<'_>, quota: Option<Quota>) {
     match quota {
-        Some(q) => invocation.arg(millis_of(q.period)).arg(q.burst),
+        Some(q) => invocation.arg(period_millis(q.period)).arg(q.burst),
         None => invocation.arg("").arg(""),
     };
+}
+
+/// A quota's period in the whole milliseconds budget.lua counts in,
+/// rounded up. Truncated, a period under 1 ms (valid configuration, e.g.
+/// `1us` to take a budget out of a load test's way) became 0, and a
+/// budget of period 0 has no burst at all: a replica whose clock read 1 ms
+/// behind another's was refused. Rounded up, a budget never refills
+/// faster than configured.
+pub(super) fn period_millis(period: std::time::Duration) -> u64 {
+    u64::try_from(period.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// One run of a script: its keys and arguments. The `redis` crate's own
@@ -144,5 +155,20 @@ impl std::fmt::Debug for Invocation<'_> {
             .field("keys", &self.keys.len())
             .field("args", &self.args.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::period_millis;
+
+    #[test]
+    fn a_period_is_whole_milliseconds_rounded_up_and_never_zero() {
+        assert_eq!(period_millis(Duration::from_micros(1)), 1);
+        assert_eq!(period_millis(Duration::from_micros(1_500)), 2);
+        assert_eq!(period_millis(Duration::from_millis(360)), 360);
+        assert_eq!(period_millis(Duration::MAX), u64::MAX);
     }
 }
