@@ -159,6 +159,9 @@ class Ledger:
     acknowledged: list[str] = field(default_factory=list)
     # Started, but the right code never sent: none may read APPROVED.
     unchecked: list[str] = field(default_factory=list)
+    # Approvals whose answer was lost (UNAVAILABLE, a deadline) and the
+    # user's retry then found already approved (FAILED_PRECONDITION).
+    approved_unanswered: int = 0
     lost: int = 0
     lost_statuses: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -248,6 +251,9 @@ class Checker:
             if code == "OK" and answer.approved:
                 approvals += 1
                 break
+            if code == "FAILED_PRECONDITION" and attempt > 1:
+                with ledger.lock:
+                    ledger.approved_unanswered += 1
             if code not in RETRYABLE or time.monotonic() > give_up:
                 break
             time.sleep(0.1)

@@ -361,6 +361,7 @@ def run_fault(ctx: Context, scenario: str, durable: bool, fault) -> dict:
         "wrong_approvals": ledger.wrong_approvals,
         "double_approvals": ledger.double_approvals,
         "acknowledged_lost": ledger.lost,
+        "approved_unanswered": ledger.approved_unanswered,
         "lost_statuses": dict(ledger.lost_statuses),
         "durable": durable,
         "not_fail_closed": ledger.not_fail_closed + sum(not_closed_bench.values()),
@@ -396,8 +397,9 @@ def verdict(result: dict, full: bool) -> list[str]:
     return list(dict.fromkeys(broken))
 
 
-def described(notes: dict) -> str:
+def described(result: dict) -> str:
     """A fault's own figures, in words, for the table."""
+    notes = result["notes"]
     parts = [f"{notes['lasted_s']:.1f} s"]
     if "failover_s" in notes:
         parts.append(f"promoted after {notes['failover_s']:.1f} s")
@@ -407,6 +409,10 @@ def described(notes: dict) -> str:
         parts.append(f"drained in {notes['drain_s']:.2f} s")
     if "flood_answers" in notes:
         parts.append(", ".join(f"{n} {code}" for code, n in sorted(notes["flood_answers"].items())))
+    if result.get("approved_unanswered"):
+        parts.append(
+            f"{result['approved_unanswered']} approvals answered only by a retry's FAILED_PRECONDITION"
+        )
     if notes.get("get_during_hang_s") is not None:
         parts.append(f"a Get answered in {notes['get_during_hang_s'] * 1000:.0f} ms meanwhile")
     return "; ".join(parts)
@@ -438,7 +444,7 @@ def table(results: list[dict]) -> str:
         recovery = ", ".join("none" if s is None else f"{s:.2f}" for s in r["recovery_s"])
         counts = " | ".join(str(r[key]) for key in COUNTS)
         fault = r["fault"].replace("_", " ")
-        lines.append(f"| {scenario} | {fault} | {counts} | {recovery} | {described(r['notes'])} |")
+        lines.append(f"| {scenario} | {fault} | {counts} | {recovery} | {described(r)} |")
         totals.update({key: r[key] for key in COUNTS})
     lines.append("| **total** | | " + " | ".join(str(totals[key]) for key in COUNTS) + " | | |")
     return "\n".join(lines)
@@ -486,7 +492,10 @@ def main() -> int:
                 result = run_fault(ctx, scenario, durable, fault)
                 result["broken"] = verdict(result, not args.short)
                 results.append(result)
-                status = "ok" if not result["broken"] else "BROKEN: " + "; ".join(result["broken"])
+                broken = result["broken"]
+                status = "ok" if not broken else "BROKEN: " + "; ".join(broken[:3])
+                if len(broken) > 3:
+                    status += f"; and {len(broken) - 3} more in report.json"
                 print(
                     f"  {fault.__name__}: {result['operations']} operations, "
                     f"{result['acknowledged']} approvals acknowledged, {result['acknowledged_lost']} lost, "
