@@ -10,26 +10,96 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+use std::path::{Path, PathBuf};
+
 use tonic::{
     Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
-use crate::proto::{self, verification_service_client::VerificationServiceClient};
+use crate::{
+    config::{CLIENT_ADDR_VAR, CLIENT_API_KEY_VAR, CLIENT_CA_VAR, CLIENT_CERT_VAR, CLIENT_KEY_VAR},
+    proto::{self, verification_service_client::VerificationServiceClient},
+};
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The gRPC endpoint of a running verifyd.
-    #[arg(long, env = "VERIFYD_ADDR", default_value = "http://127.0.0.1:50051")]
+    /// The gRPC endpoint of a running verifyd: http://HOST:PORT, or
+    /// https://HOST:PORT for a listener with TLS.
+    #[arg(long, env = CLIENT_ADDR_VAR, default_value = "http://127.0.0.1:50051")]
     addr: String,
     /// The caller's API key, sent as `authorization: Bearer`. Best through
     /// the environment, so it stays out of the shell history.
-    #[arg(long, env = crate::config::CLIENT_API_KEY_VAR, hide_env_values = true)]
+    #[arg(long, env = CLIENT_API_KEY_VAR, hide_env_values = true)]
     api_key: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: ClientCommand,
+}
+
+/// TLS for an `https://` address.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// PEM file of the CA(s) that signed the server's certificate; without
+    /// it, the system's trusted roots.
+    #[arg(long, env = CLIENT_CA_VAR, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// PEM certificate (chain) to present, for a listener that
+    /// authenticates callers by client certificate (mutual TLS); with
+    /// --key.
+    #[arg(long, env = CLIENT_CERT_VAR, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = CLIENT_KEY_VAR, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when not the
+    /// address's host (e.g. through a port-forward to 127.0.0.1).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.server_name.is_some()
+    }
+
+    /// The endpoint for `addr`: TLS for https://, as these arguments say;
+    /// plaintext for http://, where they make no sense and are refused.
+    fn endpoint(&self, addr: String) -> Result<Endpoint, Error> {
+        let tls = addr.starts_with("https://");
+        let endpoint = Channel::from_shared(addr)?;
+        if !tls {
+            if self.any() {
+                return Err(
+                    "--ca, --cert, --key and --server-name need an https:// address".into(),
+                );
+            }
+            return Ok(endpoint);
+        }
+        let mut config = match &self.ca {
+            Some(ca) => {
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "--ca")?))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.identity(Identity::from_pem(
+                read(cert, "--cert")?,
+                read(key, "--key")?,
+            ));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name);
+        }
+        Ok(endpoint.tls_config(config)?)
+    }
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()).into())
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +212,20 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         .await
         .map_err(|e| match e.downcast::<tonic::Status>() {
             Ok(status) => describe(&status),
-            Err(e) => e.to_string(),
+            Err(e) => with_causes(e.as_ref()),
         })
+}
+
+/// An error and its causes: tonic's own text for a failed connection is
+/// only "transport error"; the certificate problem is in its sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }
 
 fn describe(status: &tonic::Status) -> String {
@@ -190,7 +272,7 @@ impl Interceptor for Bearer {
 type Client = VerificationServiceClient<InterceptedService<Channel, Bearer>>;
 
 async fn call(args: ClientArgs) -> Result<(), Error> {
-    let channel = Channel::from_shared(args.addr)?.connect().await?;
+    let channel = args.tls.endpoint(args.addr)?.connect().await?;
     let bearer = args
         .api_key
         .map(|key| format!("Bearer {key}").parse())

@@ -57,6 +57,22 @@ pub const CONFIG_PATH_VAR: &str = "VERIFYD_CONFIG";
 pub const CLIENT_ADDR_VAR: &str = "VERIFYD_ADDR";
 /// The API key `verifyd client` sends; not a server setting either.
 pub const CLIENT_API_KEY_VAR: &str = "VERIFYD_API_KEY";
+/// The PEM file of the CA `verifyd client` trusts for `https://`.
+pub const CLIENT_CA_VAR: &str = "VERIFYD_CLIENT_CA";
+/// The PEM certificate and key `verifyd client` presents (mutual TLS).
+pub const CLIENT_CERT_VAR: &str = "VERIFYD_CLIENT_CERT";
+pub const CLIENT_KEY_VAR: &str = "VERIFYD_CLIENT_KEY";
+/// Every `VERIFYD_` variable that is not a server setting. Set in the
+/// shell that also runs `verifyd serve`, none may become one (the config
+/// refuses unknown keys).
+const NOT_SETTINGS: [&str; 6] = [
+    CONFIG_PATH_VAR,
+    CLIENT_ADDR_VAR,
+    CLIENT_API_KEY_VAR,
+    CLIENT_CA_VAR,
+    CLIENT_CERT_VAR,
+    CLIENT_KEY_VAR,
+];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,7 +140,7 @@ impl Config {
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
                 k.starts_with(ENV_PREFIX)
-                    && ![CONFIG_PATH_VAR, CLIENT_ADDR_VAR, CLIENT_API_KEY_VAR].contains(&k.as_str())
+                    && !NOT_SETTINGS.contains(&k.as_str())
                     && !is_service_link(&k[ENV_PREFIX.len()..])
             })
             .collect();
@@ -145,9 +161,10 @@ impl Config {
         }
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
-                .ignore(&["CONFIG", "ADDR"])
                 .filter(|k| {
-                    !k.as_str().to_ascii_uppercase().ends_with("_FILE")
+                    let name = k.as_str().to_ascii_uppercase();
+                    !name.ends_with("_FILE")
+                        && !NOT_SETTINGS.contains(&format!("{ENV_PREFIX}{name}").as_str())
                         && !is_service_link(k.as_str())
                 })
                 .split("__"),
@@ -331,6 +348,25 @@ mod tests {
             assert!(config.dev_mode);
             assert_eq!(config.delivery.sms, [CONSOLE_PROVIDER]);
             assert!(config.server.grpc_addr.ip().is_loopback());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_clients_variables_are_no_settings() {
+        Jail::expect_with(|jail| {
+            // A shell that runs both `verifyd client` and `verifyd serve`.
+            for var in [
+                CLIENT_ADDR_VAR,
+                CLIENT_API_KEY_VAR,
+                CLIENT_CA_VAR,
+                CLIENT_CERT_VAR,
+                CLIENT_KEY_VAR,
+            ] {
+                jail.set_env(var, "/etc/verifyd/client.pem");
+            }
+            let config = Config::load(None).expect("the client's variables are ignored");
+            assert!(config.dev_mode, "and do not count as configuration");
             Ok(())
         });
     }

@@ -160,7 +160,7 @@ impl Server {
         .await
     }
 
-    async fn code_for(&self, id: &str) -> String {
+    pub(crate) async fn code_for(&self, id: &str) -> String {
         let needle = format!("verification={id} ");
         wait_for(&self.stdout, "a console message", |line| {
             line.contains(&needle)

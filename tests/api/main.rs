@@ -9,6 +9,7 @@ mod smtp_sink;
 
 mod auth;
 mod binary;
+mod cli;
 mod drain;
 mod email;
 mod flows;
