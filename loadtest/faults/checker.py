@@ -44,6 +44,10 @@ METHODS = ["StartVerification", "CheckVerification", "GetVerification"]
 # Retryable: verifyd could not reach what it needs, or ran out of time or
 # budget; nothing was granted, and the same request may be sent again.
 RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+# How grpcio reports a request whose connection died under it (a replica
+# killed, or closing its connections as it drains): no answer from verifyd
+# at all. Excused only while the fault kills or drains a replica.
+CONNECTION_LOST = {"UNKNOWN", "CANCELLED"}
 # Final answers about a verification that exists no more, or is finished.
 FINISHED = {"FAILED_PRECONDITION", "NOT_FOUND"}
 
@@ -162,7 +166,13 @@ class Ledger:
     # Approvals whose answer was lost (UNAVAILABLE, a deadline) and the
     # user's retry then found already approved (FAILED_PRECONDITION).
     approved_unanswered: int = 0
+    # The right code answered `approved = false`: its send's record is gone
+    # (a failover that lost it) or the verification ended meanwhile.
+    right_code_refused: int = 0
     lost: int = 0
+    # Acknowledged approvals the audit could not read (verifyd kept
+    # answering UNAVAILABLE): neither kept nor lost, and a breach.
+    unread: int = 0
     lost_statuses: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -181,14 +191,26 @@ class Ledger:
 
 
 class Checker:
-    """`workers` threads running flows across `replicas` until stopped."""
+    """`workers` threads running flows across `replicas` until stopped.
+    `connections_may_drop`: the fault kills or drains a replica."""
 
+    # Shared by every Checker of a run, on purpose: each flow has a number
+    # of its own, so no two flows of a run share a destination.
     numbers = itertools.count()
 
-    def __init__(self, api: Api, addrs: list[str], gateway, ledger: Ledger, workers: int = 6):
+    def __init__(
+        self,
+        api: Api,
+        addrs: list[str],
+        gateway,
+        ledger: Ledger,
+        connections_may_drop: bool,
+        workers: int = 6,
+    ):
         self.clients = [Client(api, addr) for addr in addrs]
         self.gateway = gateway
         self.ledger = ledger
+        self.connections_may_drop = connections_may_drop
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.work, args=(i,), daemon=True) for i in range(workers)]
         for thread in self.threads:
@@ -204,22 +226,28 @@ class Checker:
 
     def work(self, worker: int) -> None:
         rng = random.Random(worker)
+        # The last code this worker was sent: the next flow's wrong code, so
+        # that another verification's code is tried too, not only a random one.
+        previous = None
         while not self.stopping.is_set():
             n = next(self.numbers)
             to = f"+1{AREA_CODES[n // 10000 % len(AREA_CODES)]}555{n % 10000:04d}"
-            self.flow(to, n, rng)
+            previous = self.flow(to, n, rng, previous) or previous
 
-    def called(self, client: Client, method: str, **fields):
-        code, response, message = client.call(method, **fields)
-        self.ledger.answer(method, code, message)
-        if code != "OK" and code not in RETRYABLE | FINISHED:
+    def called(self, client: Client, method: str, **fields) -> Answer:
+        answer = client.call(method, **fields)
+        code = answer.code
+        lost = code in CONNECTION_LOST and self.connections_may_drop
+        self.ledger.answer(method, "no answer (connection lost)" if lost else code, answer.message)
+        if code != "OK" and code not in RETRYABLE | FINISHED and not lost:
             self.ledger.breach("not_fail_closed", f"{method} on {client.addr} answered {code}")
-        return code, response
+        return answer
 
-    def flow(self, to: str, n: int, rng: random.Random) -> None:
+    def flow(self, to: str, n: int, rng: random.Random, previous: str | None) -> str | None:
+        """One user's verification; the code it was sent, if any."""
         ledger = self.ledger
         clients = self.clients
-        code, started = self.called(
+        code, started, _ = self.called(
             clients[n % len(clients)],
             "StartVerification",
             to=to,
@@ -227,38 +255,46 @@ class Checker:
             purpose="PURPOSE_PASSWORD_RESET",
         )
         if code != "OK":
-            return
+            return None
         vid = started.verification.id
         sent = self.gateway.code_for(vid)
         if sent is None:
             ledger.breach("not_fail_closed", f"Start OK for {vid} but the gateway received no code")
-            return
-        wrong = f"{(int(sent) + rng.randrange(1, 999_999)) % 1_000_000:06d}"
-        code, answer = self.called(clients[(n + 1) % len(clients)], "CheckVerification", id=vid, code=wrong)
+            return None
+        wrong = previous
+        if wrong is None or wrong == sent:
+            wrong = f"{(int(sent) + rng.randrange(1, 999_999)) % 1_000_000:06d}"
+        code, answer, _ = self.called(
+            clients[(n + 1) % len(clients)], "CheckVerification", id=vid, code=wrong
+        )
         if code == "OK" and answer.approved:
             ledger.breach("wrong_approvals", f"{vid} approved with a wrong code")
         if rng.random() < ABANDONED:
             with ledger.lock:
                 ledger.unchecked.append(vid)
-            return
+            return sent
         # The right code, on another replica each try, until verifyd knows.
         give_up = time.monotonic() + RIGHT_CODE_PATIENCE_S
         approvals = 0
         for attempt in itertools.count(1):
-            code, answer = self.called(
+            code, answer, message = self.called(
                 clients[(n + attempt) % len(clients)], "CheckVerification", id=vid, code=sent
             )
-            if code == "OK" and answer.approved:
-                approvals += 1
+            if code == "OK":
+                if answer.approved:
+                    approvals += 1
+                else:
+                    with ledger.lock:
+                        ledger.right_code_refused += 1
                 break
-            if code == "FAILED_PRECONDITION" and attempt > 1:
+            if code == "FAILED_PRECONDITION" and attempt > 1 and "APPROVED" in (message or ""):
                 with ledger.lock:
                     ledger.approved_unanswered += 1
             if code not in RETRYABLE or time.monotonic() > give_up:
                 break
             time.sleep(0.1)
         # The same code once more: never a second approval.
-        code, again = self.called(clients[(n + 2) % len(clients)], "CheckVerification", id=vid, code=sent)
+        code, again, _ = self.called(clients[(n + 2) % len(clients)], "CheckVerification", id=vid, code=sent)
         if code == "OK" and again.approved:
             approvals += 1
         if approvals > 1:
@@ -266,6 +302,7 @@ class Checker:
         if approvals >= 1:
             with ledger.lock:
                 ledger.acknowledged.append(vid)
+        return sent
 
 
 def audit(api: Api, addrs: list[str], ledger: Ledger, limit: float = 60) -> None:
@@ -288,18 +325,27 @@ def audit(api: Api, addrs: list[str], ledger: Ledger, limit: float = 60) -> None
     try:
         for vid in ledger.acknowledged:
             now = status(vid)
-            if now != "APPROVED":
+            if now in RETRYABLE:
+                ledger.unread += 1
+            elif now != "APPROVED":
                 ledger.lost += 1
                 ledger.lost_statuses[now] += 1
         for vid in ledger.unchecked:
-            if status(vid) == "APPROVED":
-                ledger.breach("not_fail_closed", f"{vid} reads APPROVED; its code was never checked")
+            now = status(vid)
+            if now == "APPROVED":
+                ledger.breach(
+                    "not_fail_closed", f"{vid} reads APPROVED; its code was never checked (a phantom)"
+                )
+            elif now in RETRYABLE:
+                ledger.unread += 1
     finally:
         for client in clients:
             client.close()
 
 
-def answers_again(api: Api, addr: str, limit: float, channel: str | None = None) -> float | None:
+def answers_again(
+    api: Api, addr: str, limit: float, channel: str | None = None, replica: int = 0
+) -> float | None:
     """Seconds until the replica at `addr` answers again; None if it did not
     within `limit`. Answering is a store read (a Get of an id that does not
     exist: NOT_FOUND) or, with `channel`, a start that sends on it (OK)."""
@@ -313,7 +359,7 @@ def answers_again(api: Api, addr: str, limit: float, channel: str | None = None)
                 answered = client.call("GetVerification", timeout=0.5, id="VE" + "0" * 32).code == "NOT_FOUND"
             else:
                 to = (
-                    f"+1907555{n % 10000:04d}"
+                    f"+1907555{replica}{n % 1000:03d}"
                     if channel == "CHANNEL_SMS"
                     else f"probe-{time.monotonic_ns()}@example.com"
                 )

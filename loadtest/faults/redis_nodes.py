@@ -73,7 +73,11 @@ def fields(answer: str) -> dict[str, str]:
 
 
 class Process:
-    """A child process with its log in the work directory."""
+    """A child process with its log in the work directory. Every one the
+    harness spawns is listed, so that `kill_all` leaves none behind,
+    whatever failed half-way."""
+
+    spawned: list[Process] = []
 
     def __init__(self, argv: list[str], log: Path):
         self.argv = argv
@@ -89,6 +93,7 @@ class Process:
                 )
             except FileNotFoundError as e:
                 raise HarnessError(f"cannot run {self.argv[0]}: {e}; {INSTALL_HINT}") from e
+        Process.spawned.append(self)
 
     def signal(self, sig: int) -> None:
         if self.child and self.child.poll() is None:
@@ -99,6 +104,11 @@ class Process:
             self.child.send_signal(signal.SIGCONT)
             self.child.kill()
             self.child.wait()
+
+
+def kill_all() -> None:
+    for process in Process.spawned:
+        process.kill()
 
 
 class RedisNode(Process):

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
 
 from redis_nodes import HarnessError, Process, free_port
 
-# Harness-only secrets: loopback processes that live for one run.
-HMAC_KEY = "fault-harness-hmac-key-0123456789abcdef"
-INDEX_KEY = "fault-harness-index-key-0123456789abcdef"
-GATEWAY_SECRET = "fault-harness-gateway-secret-0123456789"
+# Secrets of one run, shared by its replicas (loopback processes only).
+HMAC_KEY = secrets.token_hex(32)
+INDEX_KEY = secrets.token_hex(32)
+GATEWAY_SECRET = secrets.token_hex(32)
 
-# Every budget out of the way: a burst of a million, refilled at once.
+# Every budget out of the way: a burst of a million, then a thousand cells
+# a second (Redis counts budgets in whole milliseconds).
 LIMITS = [
     "starts_per_destination",
     "starts_per_ip",

@@ -28,9 +28,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
+
 import checker as chk
 from fakes import SmsGateway, SmtpServer
-from redis_nodes import Cluster, HarnessError, Sentinels, Standalone, must_have_redis, wait_for
+from redis_nodes import Cluster, HarnessError, Sentinels, Standalone, kill_all, must_have_redis, wait_for
 from replicas import MAX_SENDS_IN_FLIGHT, Replicas, child_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,13 +42,15 @@ RECOVERY_LIMIT_S = 5.0
 RECOVERY_PATIENCE_S = 30.0
 # Go's names, as verifyd-bench reports them, of the answers a start may get
 # while a dependency fails.
-BENCH_FAIL_CLOSED = {"OK", "Unavailable", "DeadlineExceeded", "ResourceExhausted", "Aborted"}
+BENCH_FAIL_CLOSED = {"Unavailable", "DeadlineExceeded", "ResourceExhausted", "Aborted"}
 # No answer from verifyd at all: the connection died under the request (a
 # replica SIGKILLed; tonic says Unknown), or the client gave the request up
-# as a draining replica closed the connection (Canceled).
+# as a draining replica closed the connection (Canceled). Excused only
+# while the fault kills or drains a replica (DROPS_CONNECTIONS).
 CONNECTION_LOST = re.compile(
     r"^rpc error: code = "
-    r"(Unknown desc = (transport error|connection error)|Canceled desc = operation was canceled)"
+    r"(Unknown desc = (transport error|connection error|h2 protocol error)"
+    r"|Canceled desc = operation was canceled)"
 )
 FLOOD_STARTS = 200
 TARPIT_STARTS = 50
@@ -76,13 +80,19 @@ class Volume:
         argv += ["--cpus", "1", "-O", "json", "-o", str(report), addr]
         while not self.stopping.is_set():
             report.unlink(missing_ok=True)
-            subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=child_env(),
-            )
+            try:
+                subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=child_env(),
+                    # A 2 s run whose requests time out at 5 s.
+                    timeout=30,
+                )
+            except subprocess.TimeoutExpired:
+                self.stopping.wait(0.2)
+                continue
             try:
                 run = json.loads(report.read_text())
                 codes, errors = run["statusCodeDistribution"], run["errorDistribution"]
@@ -101,11 +111,13 @@ class Volume:
         return self.answers
 
 
-def fail_closed(error: str) -> bool:
+def fail_closed(error: str, connections_may_drop: bool) -> bool:
     """Whether an error verifyd-bench reports (ghz's `rpc error: code = X
-    desc = Y`) is fail-closed, or no answer at all."""
+    desc = Y`) is fail-closed, or, while a replica is killed or drained, no
+    answer at all."""
     code = error.removeprefix("rpc error: code = ").split(" ", 1)[0]
-    return code in BENCH_FAIL_CLOSED or CONNECTION_LOST.match(error) is not None
+    lost = connections_may_drop and CONNECTION_LOST.match(error) is not None
+    return code in BENCH_FAIL_CLOSED or lost
 
 
 class Context:
@@ -116,6 +128,9 @@ class Context:
         self.workdir = workdir
         self.topology = topology
         self.wait_replicas = wait_replicas
+        # What puts the deployment back after a fault, when its own end
+        # does not (set by the fault; run after the recovery is measured).
+        self.heal = None
         self.gateway = SmsGateway()
         self.smtp = SmtpServer()
         self.replicas = Replicas(
@@ -141,11 +156,17 @@ class Context:
 
 
 def probe_grpc(addr: str) -> bool:
-    try:
-        chk.Api(addr)
-        return True
-    except Exception:  # noqa: BLE001 - not up yet, whatever the reason
-        return False
+    """Whether the replica at `addr` serves: its gRPC health says SERVING
+    (its store answers), within a second. Reflection, which builds the
+    checker's API, has no deadline of its own: it is asked only then."""
+    with grpc.insecure_channel(addr) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        try:
+            # An empty HealthCheckRequest; field 1 of the answer is the status
+            # (08 01: SERVING).
+            return check(b"", timeout=1.0) == b"\x08\x01"
+        except grpc.RpcError:
+            return False
 
 
 def flood(ctx: Context, replica: int, count: int, channel: str) -> Counter:
@@ -213,9 +234,11 @@ def provider_hang(ctx: Context, notes: dict) -> None:
         flooding.join()
         notes["flood_answers"] = dict(answers)
         if notes["get_during_hang_s"] is None:
-            notes["breaches"] = ["the replica did not answer a Get while its sends hung"]
+            notes.setdefault("breaches", []).append("the replica did not answer a Get while its sends hung")
         if answers.get("OK"):
-            notes["breaches"] = [f"{answers['OK']} starts answered OK while the provider accepted nothing"]
+            notes.setdefault("breaches", []).append(
+                f"{answers['OK']} starts answered OK while the provider accepted nothing"
+            )
     finally:
         ctx.gateway.release()
 
@@ -226,7 +249,9 @@ def smtp_tarpit(ctx: Context, notes: dict) -> None:
         answers = flood(ctx, 1, TARPIT_STARTS, "CHANNEL_EMAIL")
         notes["flood_answers"] = dict(answers)
         if answers.get("OK"):
-            notes["breaches"] = [f"{answers['OK']} email starts answered OK through a tarpit"]
+            notes.setdefault("breaches", []).append(
+                f"{answers['OK']} email starts answered OK through a tarpit"
+            )
     finally:
         ctx.smtp.tarpitting.clear()
 
@@ -319,11 +344,17 @@ SHORT = {
 }
 
 
+# The faults that kill or drain a replica: requests on its connections may
+# get no answer at all.
+DROPS_CONNECTIONS = {"replica_sigkill", "replica_drain"}
+
+
 def run_fault(ctx: Context, scenario: str, durable: bool, fault) -> dict:
     args = ctx.args
-    panics_before = sum(replica.panics() for replica in ctx.replicas)
+    panics_before = [replica.panics() for replica in ctx.replicas]
+    drops = fault.__name__ in DROPS_CONNECTIONS
     ledger = chk.Ledger()
-    checker = chk.Checker(ctx.api, ctx.addrs, ctx.gateway, ledger)
+    checker = chk.Checker(ctx.api, ctx.addrs, ctx.gateway, ledger, connections_may_drop=drops)
     volume = Volume(args.bin_dir / "verifyd-bench", ctx.addrs, ctx.workdir, args.rps)
     time.sleep(args.before)
     notes: dict = {}
@@ -335,7 +366,10 @@ def run_fault(ctx: Context, scenario: str, durable: bool, fault) -> dict:
     channel = PROBE_CHANNEL.get(fault.__name__)
     with ThreadPoolExecutor(len(ctx.addrs)) as pool:
         recovery = list(
-            pool.map(lambda addr: chk.answers_again(ctx.api, addr, RECOVERY_PATIENCE_S, channel), ctx.addrs)
+            pool.map(
+                lambda i: chk.answers_again(ctx.api, ctx.addrs[i], RECOVERY_PATIENCE_S, channel, i),
+                range(len(ctx.addrs)),
+            )
         )
     if ctx.heal:
         ctx.heal()
@@ -343,13 +377,19 @@ def run_fault(ctx: Context, scenario: str, durable: bool, fault) -> dict:
     checker.stop()
     bench = volume.stop()
     chk.audit(ctx.api, ctx.addrs, ledger)
+    # A panic in a replica's log, or a replica that exited by itself
+    # without one: each counts once.
     crashed = [replica.name for replica in ctx.replicas if replica.crashed()]
-    for replica in ctx.replicas:
+    panics = 0
+    for replica, before in zip(ctx.replicas, panics_before, strict=True):
+        new = replica.panics() - before
+        panics += new or int(replica.crashed())
         if replica.crashed():
             replica.start()
-    panics = sum(replica.panics() for replica in ctx.replicas) - panics_before + len(crashed)
-    not_closed_bench = {error: n for error, n in volume.errors.items() if not fail_closed(error)}
+    not_closed_bench = {error: n for error, n in volume.errors.items() if not fail_closed(error, drops)}
     breaches = list(ledger.examples) + notes.pop("breaches", [])
+    if ledger.unread:
+        breaches.append(f"{ledger.unread} verifications could not be read back (UNAVAILABLE to the end)")
     breaches += [f"verifyd-bench got {n} x {error}" for error, n in not_closed_bench.items()]
     breaches += [f"{name} exited by itself" for name in crashed]
     return {
@@ -362,6 +402,7 @@ def run_fault(ctx: Context, scenario: str, durable: bool, fault) -> dict:
         "double_approvals": ledger.double_approvals,
         "acknowledged_lost": ledger.lost,
         "approved_unanswered": ledger.approved_unanswered,
+        "right_code_refused": ledger.right_code_refused,
         "lost_statuses": dict(ledger.lost_statuses),
         "durable": durable,
         "not_fail_closed": ledger.not_fail_closed + sum(not_closed_bench.values()),
@@ -388,12 +429,11 @@ def verdict(result: dict, full: bool) -> list[str]:
         )
     if result["acknowledged"] == 0:
         broken.append("no approval was acknowledged: the checker measured nothing")
-    if full:
-        for replica, seconds in enumerate(result["recovery_s"]):
-            if seconds is None or seconds > RECOVERY_LIMIT_S:
-                broken.append(
-                    f"replica {replica} answered again after {seconds} s (limit {RECOVERY_LIMIT_S} s)"
-                )
+    for replica, seconds in enumerate(result["recovery_s"]):
+        if seconds is None:
+            broken.append(f"replica {replica} did not answer again within {RECOVERY_PATIENCE_S:.0f} s")
+        elif full and seconds > RECOVERY_LIMIT_S:
+            broken.append(f"replica {replica} answered again after {seconds} s (limit {RECOVERY_LIMIT_S} s)")
     return list(dict.fromkeys(broken))
 
 
@@ -409,6 +449,8 @@ def described(result: dict) -> str:
         parts.append(f"drained in {notes['drain_s']:.2f} s")
     if "flood_answers" in notes:
         parts.append(", ".join(f"{n} {code}" for code, n in sorted(notes["flood_answers"].items())))
+    if result.get("right_code_refused"):
+        parts.append(f"{result['right_code_refused']} right codes refused")
     if result.get("approved_unanswered"):
         parts.append(
             f"{result['approved_unanswered']} approvals answered only by a retry's FAILED_PRECONDITION"
@@ -450,6 +492,25 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Written into --out: only a directory holding it is emptied for a new run.
+OUT_MARKER = ".verifyd-fault-harness"
+
+
+DEFAULT_OUT = ROOT / "target/faults"
+
+
+def fresh_out(out: Path) -> None:
+    """Empties `out` for this run's logs and report, if the harness made it
+    (or it is the default, under target/)."""
+    if out.exists():
+        ours = (out / OUT_MARKER).exists() or out.resolve() == DEFAULT_OUT
+        if not ours and any(out.iterdir()):
+            raise HarnessError(f"{out} is not empty and not the harness's own: give --out a new directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / OUT_MARKER).write_text("loadtest/faults/run.py empties this directory on each run\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin-dir", type=Path, required=True, help="where verifyd and verifyd-bench are")
@@ -458,7 +519,7 @@ def main() -> int:
     parser.add_argument("--rps", type=int, default=40, help="verifyd-bench starts per second, per replica")
     parser.add_argument("--before", type=float, default=3.0, help="seconds of load before each fault")
     parser.add_argument("--after", type=float, default=4.0, help="seconds of load after each recovery")
-    parser.add_argument("--out", type=Path, default=ROOT / "target/faults", help="logs and the report")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="logs and the report")
     args = parser.parse_args()
     if args.short:
         args.before, args.after = min(args.before, 2.0), min(args.after, 2.0)
@@ -469,8 +530,7 @@ def main() -> int:
                 f"{args.bin_dir / binary} is missing: build it first "
                 "(cargo build -p verifyd -p verifyd-bench --bins)"
             )
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    fresh_out(args.out)
 
     results = []
     started = time.monotonic()
@@ -484,9 +544,9 @@ def main() -> int:
         workdir = args.out / f"{scenario}-wait{wait_replicas}"
         workdir.mkdir()
         print(f"{scenario} (wait_replicas = {wait_replicas}), logs in {workdir}", flush=True)
-        deployment = topology(workdir)
         ctx = None
         try:
+            deployment = topology(workdir)
             ctx = Context(args, workdir, deployment, wait_replicas)
             for fault in faults:
                 result = run_fault(ctx, scenario, durable, fault)
@@ -505,8 +565,7 @@ def main() -> int:
         finally:
             if ctx:
                 ctx.stop()
-            else:
-                deployment.stop()
+            kill_all()
 
     report = table(results)
     (args.out / "report.json").write_text(json.dumps(results, indent=2))
@@ -522,8 +581,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # CI's timeout or a Ctrl-C: unwind, so that every child is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     except HarnessError as e:
         print(f"loadtest/faults: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        kill_all()

@@ -162,7 +162,23 @@ impl std::fmt::Debug for Invocation<'_> {
 mod tests {
     use std::time::Duration;
 
-    use super::period_millis;
+    use super::{Invocation, SCRIPTS, period_millis, quota_args};
+    use crate::domain::limit::Quota;
+
+    #[test]
+    fn a_budget_script_is_never_given_a_period_of_zero() {
+        // `1us` is valid configuration: truncated, budget.lua got 0 and the
+        // budget no burst at all.
+        let mut invocation = Invocation::of(&SCRIPTS.gcra);
+        quota_args(
+            &mut invocation,
+            Some(Quota {
+                burst: 5,
+                period: Duration::from_micros(1),
+            }),
+        );
+        assert_eq!(invocation.args, [b"1".to_vec(), b"5".to_vec()]);
+    }
 
     #[test]
     fn a_period_is_whole_milliseconds_rounded_up_and_never_zero() {
