@@ -243,13 +243,13 @@ fn assemble(
             dispatcher,
         },
         config.hmac.key_ring(),
-        policy,
         ServiceSettings {
             tenants: Tenants::new(
                 &config.tenants,
                 &config.app_name,
                 &config.voice,
                 &tenant_templates,
+                (&policy, &config.code),
             ),
             fraud: config.fraud.clone(),
             send_timeout: config.delivery.timeout,

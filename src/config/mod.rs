@@ -247,7 +247,7 @@ impl Config {
         check(self.server.problem())?;
         check(self.log.problem())?;
         check_under("voice", self.voice.problem())?;
-        tenants::validate(&self.tenants, &self.server, &self.voice)?;
+        tenants::validate(&self.tenants, &self.server, &self.voice, &self.code)?;
         self.validate_credentials()?;
         check(self.fraud.problem())?;
         self.validate_dev_mode()
@@ -313,6 +313,7 @@ impl Config {
         Policy {
             code_length: CodeLength::new(c.length).unwrap_or(Policy::default().code_length),
             code_ttl: c.ttl,
+            ttl_by_channel: c.ttl_by_channel,
             max_check_attempts: c.max_check_attempts,
             max_send_attempts: c.max_send_attempts,
             resend_cooldown: c.resend_cooldown,

@@ -2,7 +2,8 @@
 //! (`TenantConfig::problem`); here are the rules that span tenants (a key
 //! digest or a certificate name belongs to one of them only) or reach
 //! other sections (certificate names need the server to verify client
-//! certificates; a tenant's voice settings are checked over the server's).
+//! certificates; a tenant's voice and code settings are checked over the
+//! server's).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -11,7 +12,7 @@ use super::{
     server::ServerConfig,
 };
 use crate::{
-    domain::TenantId,
+    domain::{TenantId, policy::CodeConfig},
     grpc::ClientName,
     service::{TenantConfig, VoiceSettings},
 };
@@ -22,6 +23,7 @@ pub(super) fn validate(
     tenants: &BTreeMap<String, TenantConfig>,
     server: &ServerConfig,
     voice: &VoiceSettings,
+    code: &CodeConfig,
 ) -> Result<(), ConfigError> {
     let mut digests = HashSet::new();
     let mut cert_names = HashSet::new();
@@ -61,6 +63,8 @@ pub(super) fn validate(
             }
         }
         check_under(&key("voice"), tenant.voice.over(voice).problem())?;
+        // Named as the server's keys are (`code.ttl`), under the tenant's.
+        check_under(&prefix, code.overridden(&tenant.code).problem())?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! unit-tested without a runtime.
 
 pub mod call;
+pub mod channel;
 pub mod code;
 pub mod destination;
 pub mod fraud;

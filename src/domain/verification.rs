@@ -6,35 +6,11 @@
 
 use std::time::SystemTime;
 
+pub use super::channel::Channel;
 use super::{
     code::MatchDigits, destination::Destination, policy::Policy, tenant::TenantId,
     verification_id::VerificationId,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Sms,
-    Voice,
-    Email,
-}
-
-impl Channel {
-    /// Whether this channel can reach the destination at all.
-    pub fn reaches(self, to: &Destination) -> bool {
-        matches!(
-            (self, to),
-            (Self::Sms | Self::Voice, Destination::Phone(_)) | (Self::Email, Destination::Email(_))
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sms => "sms",
-            Self::Voice => "voice",
-            Self::Email => "email",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {

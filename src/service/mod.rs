@@ -33,7 +33,8 @@ use crate::{
     clock::Clock,
     delivery::Dispatcher,
     domain::{
-        KeyRing, Policy, Status, TenantId, Verification, fraud::FraudRules, limit::RateLimited,
+        Channel, KeyRing, Policy, Status, TenantId, Verification, fraud::FraudRules,
+        limit::RateLimited,
     },
     ratelimit::RateLimits,
     store::Store,
@@ -62,7 +63,6 @@ pub struct Verifier {
     limits: RateLimits<Arc<Store>>,
     dispatcher: Dispatcher,
     keys: KeyRing,
-    policy: Policy,
     settings: ServiceSettings,
     clock: Clock,
     watch_slots: Arc<WatchSlots>,
@@ -87,7 +87,6 @@ impl Verifier {
     pub fn new(
         ports: Ports,
         keys: KeyRing,
-        policy: Policy,
         settings: ServiceSettings,
         clock: Clock,
         shutdown: CancellationToken,
@@ -102,7 +101,6 @@ impl Verifier {
             limits,
             dispatcher,
             keys,
-            policy,
             watch_slots: Arc::new(WatchSlots::new(
                 settings.max_watch_streams_per_tenant,
                 Arc::clone(&settings.metrics),
@@ -112,6 +110,16 @@ impl Verifier {
             clock,
             shutdown,
         })
+    }
+
+    /// The tenant's policy (its own code settings over the server's) for a
+    /// send on `channel`.
+    fn policy(&self, tenant: &TenantId, channel: Channel) -> Policy {
+        self.settings
+            .tenants
+            .get(tenant)
+            .policy
+            .for_channel(channel)
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -125,7 +125,7 @@ impl Verifier {
                 tenant,
                 &request.id,
                 &current.to,
-                &self.policy,
+                &self.policy(tenant, channel),
                 gate.start_budget,
                 now,
             )

@@ -17,8 +17,8 @@ use super::{Verifier, errors::StartError};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
-        Channel, Code, CodeHash, DeliveryStatus, Destination, SendAttempt, SendOutcome, Status,
-        TenantId, Verification,
+        Channel, Code, CodeHash, DeliveryStatus, Destination, Policy, SendAttempt, SendOutcome,
+        Status, TenantId, Verification,
         destination::PhoneNumber,
         limit::{Budget, Limit},
         verification::Delivery,
@@ -204,11 +204,8 @@ impl Verifier {
     /// the gap is off), so that it reads as a gap or a budget refilling.
     /// A caller that retries then is refused again. A resend's caller
     /// holds the verification and is told the block's whole time.
-    pub(super) fn start_wait(&self, left: Duration) -> Duration {
-        let cycle = self
-            .policy
-            .resend_wait(u32::MAX)
-            .max(Duration::from_secs(60));
+    pub(super) fn start_wait(&self, policy: &Policy, left: Duration) -> Duration {
+        let cycle = policy.resend_wait(u32::MAX).max(Duration::from_secs(60));
         countdown_within(left, cycle)
     }
 
@@ -310,10 +307,17 @@ impl Verifier {
             first,
             deadline,
         } = send;
-        let code = Code::generate(self.policy.code_length);
+        let policy = self.policy(tenant, delivery.channel);
+        let code = Code::generate(policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
         let call_token = (delivery.channel == Channel::Voice).then(CallToken::generate);
-        let message = self.message(tenant, &v, delivery, code, call_token.clone());
+        let message = self.message(
+            tenant,
+            &v,
+            (delivery, policy.code_ttl),
+            code,
+            call_token.clone(),
+        );
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.saturating_duration_since(Instant::now())
                 .min(self.settings.send_timeout)
@@ -343,7 +347,7 @@ impl Verifier {
         }
         let recorded = self
             .store
-            .complete_send(tenant, &v.id, completed, &self.policy, self.clock.now())
+            .complete_send(tenant, &v.id, completed, &policy, self.clock.now())
             .await?
             .unwrap_or(v);
         self.after_recorded(&recorded, &dispatch, call_token.is_some(), first);
@@ -357,7 +361,7 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         v: &Verification,
-        delivery: &Delivery,
+        (delivery, valid_for): (&Delivery, Duration),
         code: Code,
         call_token: Option<CallToken>,
     ) -> Message {
@@ -370,7 +374,7 @@ impl Verifier {
             code,
             match_digits: v.match_digits.clone(),
             call_token,
-            valid_for: self.policy.code_ttl,
+            valid_for,
             app_name: self.settings.tenants.get(tenant).app_name.clone(),
         }
     }

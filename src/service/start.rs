@@ -298,6 +298,7 @@ impl Verifier {
     ) -> Result<(Verification, SharedCells), StartError> {
         let now = self.clock.now();
         let channel = request.delivery.channel;
+        let policy = self.policy(tenant, channel);
         let gate = self
             .pass_gates(tenant, &request.to, channel, request.end_user_ip, true, now)
             .await?;
@@ -307,12 +308,12 @@ impl Verifier {
             request.to.clone(),
             request.purpose,
             request.delivery.clone(),
-            &self.policy,
+            &policy,
             now,
         );
         let created = self
             .store
-            .create(candidate, &self.policy, gate.start_budget, now)
+            .create(candidate, &policy, gate.start_budget, now)
             .await;
         let (v, superseded) = match created {
             Ok(Creation::Created {
@@ -326,7 +327,7 @@ impl Verifier {
                     Creation::Blocked {
                         until: blocked_until,
                     } => StartError::Blocked {
-                        retry_after: self.start_wait(until(blocked_until, now)),
+                        retry_after: self.start_wait(&policy, until(blocked_until, now)),
                     },
                     Creation::TooSoon { retry_at } => StartError::TooSoon {
                         retry_after: until(retry_at, now),

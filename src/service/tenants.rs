@@ -1,6 +1,6 @@
 //! Tenants: the services that call verifyd, each with its own credentials,
-//! channels and app name, and optionally its own rate limits, voice
-//! settings and message templates over the server's. A verification
+//! channels and app name, and optionally its own rate limits, code and
+//! voice settings and message templates over the server's. A verification
 //! belongs to the tenant that started it; the stores key everything by
 //! tenant, so another tenant's id is as unknown as an id that never
 //! existed.
@@ -17,7 +17,10 @@ pub use super::voice_settings::VoiceOverrides;
 use super::voice_settings::VoiceSettings;
 use crate::{
     delivery::Templates,
-    domain::{Channel, TenantId},
+    domain::{
+        Channel, Policy, TenantId,
+        policy::{CodeConfig, CodeOverrides},
+    },
     ratelimit::{LimitsConfig, PartialLimits, Quotas},
 };
 
@@ -45,6 +48,9 @@ pub struct TenantConfig {
     /// `[tenants.NAME.voice]`: voice settings replacing the server's
     /// `[voice]` ones for this tenant's calls.
     pub voice: VoiceOverrides,
+    /// `[tenants.NAME.code]`: code settings replacing the server's
+    /// `[code]` ones for this tenant's verifications.
+    pub code: CodeOverrides,
     /// Template overrides for this tenant's messages and calls, laid over
     /// the server's (`delivery.templates_dir`, then the built-in ones);
     /// same layout.
@@ -114,6 +120,9 @@ pub struct TenantSettings {
     pub app_name: String,
     /// The server's voice settings with the tenant's over them.
     pub voice: VoiceSettings,
+    /// The server's code settings with the tenant's over them; resolve it
+    /// for a send's channel with [`Policy::for_channel`].
+    pub policy: Policy,
     /// `None`: the server's templates.
     templates: Option<Arc<Templates>>,
 }
@@ -146,6 +155,7 @@ impl Tenants {
         app_name: &str,
         voice: &VoiceSettings,
         templates: &HashMap<TenantId, Arc<Templates>>,
+        (policy, code): (&Policy, &CodeConfig),
     ) -> Self {
         let configured = tenants
             .iter()
@@ -160,6 +170,7 @@ impl Tenants {
                         t.app_name.clone()
                     },
                     voice: t.voice.over(voice),
+                    policy: policy.with_code(&code.overridden(&t.code)),
                     templates: templates.get(&id).cloned(),
                 };
                 Some((id, settings))
@@ -171,6 +182,7 @@ impl Tenants {
                 channels: None,
                 app_name: app_name.to_owned(),
                 voice: *voice,
+                policy: policy.clone(),
                 templates: None,
             },
         }

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     delivery::CallPrompt,
     domain::{
-        Code, DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
+        Channel, Code, DeliveryReport, Status, TenantId, Verification, VerificationId, VoiceMode,
         call::CallKey,
         voice::{AnsweredBy, CallStep, KeyOutcome, KeyPress, Menu, Next},
     },
@@ -74,7 +74,7 @@ impl Verifier {
             locale,
             v.purpose,
             &tenant.app_name,
-            self.policy.code_ttl,
+            tenant.policy.for_channel(Channel::Voice).code_ttl,
             prompt,
         )?)
     }
@@ -192,7 +192,7 @@ impl Verifier {
         // now, so that the store swaps its hash in within the press's own
         // step, and wiped when this returns. A press on another call draws
         // one for nothing (the mode is known only in that step).
-        let code = Code::generate(self.policy.code_length);
+        let code = Code::generate(self.policy(tenant, Channel::Voice).code_length);
         let reveal = self.keys.hash(tenant, id, &code);
         let (outcome, v) = self
             .store

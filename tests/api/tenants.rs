@@ -1,7 +1,7 @@
 //! A tenant's own settings over the server's: rate limits
-//! (`[tenants.NAME.limits]`), voice settings (`[tenants.NAME.voice]`) and
-//! message templates (`tenants.NAME.templates_dir`). The other tenant keeps
-//! the server's.
+//! (`[tenants.NAME.limits]`), code settings (`[tenants.NAME.code]`), voice
+//! settings (`[tenants.NAME.voice]`) and message templates
+//! (`tenants.NAME.templates_dir`). The other tenant keeps the server's.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use verifyd::{
     app::Application,
     config::Config,
-    domain::limit::Quota,
+    domain::{limit::Quota, policy::CodeOverrides},
     proto,
     ratelimit::PartialLimits,
     service::{TenantConfig, tenants::VoiceOverrides},
@@ -126,6 +126,118 @@ async fn a_tenants_own_quota_limits_it_while_another_keeps_the_servers() {
         .await
         .expect("one more after acme's period");
     app.stop().await;
+}
+
+/// How long a verification's code lives, as its answer shows it.
+fn ttl(v: &proto::Verification) -> Duration {
+    let (created, expires) = (
+        v.created_at.expect("created_at"),
+        v.expires_at.expect("expires_at"),
+    );
+    Duration::from_secs(u64::try_from(expires.seconds - created.seconds).expect("expires later"))
+}
+
+fn email_to(to: &str) -> proto::StartVerificationRequest {
+    proto::StartVerificationRequest {
+        channel: proto::Channel::Email.into(),
+        ..sms_to(to)
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_code_settings_and_a_channels_ttl_replace_the_servers() {
+    let app = spawn_app_with(|c| {
+        c.code.ttl_by_channel.email = Some(Duration::from_secs(30 * 60));
+        c.code.ttl_by_channel.voice = Some(Duration::from_secs(2 * 60));
+        with_tenants(
+            c,
+            TenantConfig {
+                code: CodeOverrides {
+                    length: Some(8),
+                    ttl: Some(Duration::from_secs(5 * 60)),
+                    max_check_attempts: Some(3),
+                    ..CodeOverrides::default()
+                },
+                ..TenantConfig::default()
+            },
+        );
+    })
+    .await;
+    let mut acme = as_tenant(&app, ACME_KEY);
+    let mut globex = as_tenant(&app, GLOBEX_KEY);
+
+    // acme: its own length, life and attempts, on every channel (its ttl
+    // replaces the server's email ttl too).
+    let sms = start(&mut acme, sms_to(TO)).await.expect("acme's text");
+    assert_eq!(app.outbox.code_for(&sms.id).len(), 8);
+    assert_eq!(ttl(&sms), Duration::from_secs(5 * 60));
+    assert_eq!(sms.check_attempts_remaining, 3);
+    let email = start(&mut acme, email_to("ada@example.com"))
+        .await
+        .expect("acme's email");
+    assert_eq!(ttl(&email), Duration::from_secs(5 * 60));
+
+    // globex: the server's settings, and the server's email ttl.
+    let sms = start(&mut globex, sms_to("+14155550101"))
+        .await
+        .expect("globex's text");
+    assert_eq!(app.outbox.code_for(&sms.id).len(), 6);
+    assert_eq!(ttl(&sms), Duration::from_secs(10 * 60));
+    assert_eq!(sms.check_attempts_remaining, 5);
+    let email = start(&mut globex, email_to("grace@example.com"))
+        .await
+        .expect("globex's email");
+    assert_eq!(ttl(&email), Duration::from_secs(30 * 60));
+
+    // A resend on another channel takes that channel's life.
+    app.clock.advance(Duration::from_secs(31));
+    let called = globex
+        .resend_verification(proto::ResendVerificationRequest {
+            id: sms.id.clone(),
+            channel: proto::Channel::Voice.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a resend by call")
+        .into_inner()
+        .verification
+        .expect("a verification");
+    assert_eq!(ttl(&called), Duration::from_secs(31 + 2 * 60));
+    app.stop().await;
+}
+
+#[test]
+fn a_tenants_code_settings_are_checked_as_the_servers_are() {
+    let mut config = test_config();
+    config.tenants.insert(
+        "acme".into(),
+        TenantConfig {
+            api_key_sha256: vec![digest(ACME_KEY)],
+            code: CodeOverrides {
+                length: Some(5),
+                ..CodeOverrides::default()
+            },
+            ..TenantConfig::default()
+        },
+    );
+    let err = config.validate().expect_err("a 5-digit code");
+    assert_eq!(err.key, "tenants.acme.code.length");
+
+    let acme = config.tenants.get_mut("acme").expect("acme");
+    acme.code = CodeOverrides {
+        ttl: Some(Duration::from_secs(20)),
+        ..CodeOverrides::default()
+    };
+    let err = config.validate().expect_err("a cooldown past the life");
+    assert_eq!(err.key, "tenants.acme.code.resend_cooldown");
+
+    config.tenants.clear();
+    config.code.ttl_by_channel.voice = Some(Duration::from_secs(25 * 3600));
+    let err = config.validate().expect_err("a day and more");
+    assert_eq!(err.key, "code.ttl_by_channel.voice");
+    config.code.ttl_by_channel.voice = Some(Duration::from_secs(10));
+    let err = config.validate().expect_err("shorter than the cooldown");
+    assert_eq!(err.key, "code.resend_cooldown");
 }
 
 #[tokio::test]
