@@ -43,7 +43,7 @@ pub use self::{
 };
 use crate::{
     delivery::config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig, providers_problem},
-    domain::{CodeLength, Policy, code::HmacConfig, fraud::FraudRules, policy::CodeConfig},
+    domain::{Policy, code::HmacConfig, fraud::FraudRules, policy::CodeConfig},
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
     store::StoreConfig,
@@ -309,18 +309,13 @@ impl Config {
     }
 
     pub fn policy(&self) -> Policy {
-        let c = &self.code;
         Policy {
-            code_length: CodeLength::new(c.length).unwrap_or(Policy::default().code_length),
-            code_ttl: c.ttl,
-            ttl_by_channel: c.ttl_by_channel,
-            max_check_attempts: c.max_check_attempts,
-            max_send_attempts: c.max_send_attempts,
-            resend_cooldown: c.resend_cooldown,
-            match_digits: c.match_digits,
-            retention: c.retention,
+            match_digits: self.code.match_digits,
+            retention: self.code.retention,
             send_lease: self.delivery.timeout + Duration::from_secs(1),
+            ..Policy::default()
         }
+        .with_code(&self.code)
     }
 }
 

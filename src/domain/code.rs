@@ -394,7 +394,7 @@ impl HmacConfig {
             return Some((
                 "hmac.previous_keys".to_owned(),
                 format!(
-                    "at most {MAX_PREVIOUS_KEYS} keys (remove those older than code.ttl plus the longest resend window)"
+                    "at most {MAX_PREVIOUS_KEYS} keys (remove those older than the longest code ttl plus the longest resend window)"
                 ),
             ));
         }

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    channel::Channel,
     destination::{Destination, LineType, NumberPlan},
-    verification::Channel,
 };
 
 /// `[fraud]`.

@@ -14,12 +14,13 @@ pub mod verification;
 pub mod verification_id;
 pub mod voice;
 
+pub use channel::Channel;
 pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
 pub use destination::Destination;
 pub use policy::Policy;
 pub use tenant::TenantId;
 pub use verification::{
-    Channel, CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt,
-    SendOutcome, Status, Verification, VoiceMode,
+    CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt, SendOutcome,
+    Status, Verification, VoiceMode,
 };
 pub use verification_id::VerificationId;

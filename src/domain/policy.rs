@@ -16,6 +16,12 @@ pub struct Policy {
     /// A code's life by the channel that sent it, in place of `code_ttl`
     /// (see [`Policy::for_channel`]).
     pub ttl_by_channel: ChannelTtls,
+    /// How long a run of new verifications for one destination is
+    /// remembered (the least gap doubles within it): the longest a code
+    /// can live, by any channel. Judged by the channel of the start at
+    /// hand, a run of starts on a short-lived channel would be forgotten
+    /// before its gap could grow.
+    pub starts_window: Duration,
     /// Wrong codes allowed per verification, across resends.
     pub max_check_attempts: u32,
     /// Sends (first and resends) allowed per verification.
@@ -54,9 +60,10 @@ impl Policy {
     /// the send lease stay the server's.
     pub fn with_code(&self, code: &CodeConfig) -> Self {
         Self {
-            code_length: CodeLength::new(code.length).unwrap_or(self.code_length),
+            code_length: CodeLength::new(code.length).expect("a validated code length"),
             code_ttl: code.ttl,
             ttl_by_channel: code.ttl_by_channel,
+            starts_window: code.ttl_by_channel.longest(code.ttl),
             max_check_attempts: code.max_check_attempts,
             max_send_attempts: code.max_send_attempts,
             resend_cooldown: code.resend_cooldown,
@@ -80,6 +87,7 @@ impl Default for Policy {
             code_length: CodeLength::new(6).expect("6 is a valid code length"),
             code_ttl: Duration::from_secs(10 * 60),
             ttl_by_channel: ChannelTtls::default(),
+            starts_window: Duration::from_secs(10 * 60),
             max_check_attempts: 5,
             max_send_attempts: 5,
             resend_cooldown: Duration::from_secs(30),

@@ -47,10 +47,10 @@ impl RecentStarts {
         })
     }
 
-    /// When the run is forgotten: a code's lifetime after the latest, and
-    /// never before its gap has ended.
+    /// When the run is forgotten: the longest a code can live after the
+    /// latest, and never before its gap has ended.
     pub fn forgotten_at(&self, policy: &Policy) -> SystemTime {
-        self.last_at + policy.code_ttl.max(policy.resend_wait(self.count))
+        self.last_at + policy.starts_window.max(policy.resend_wait(self.count))
     }
 }
 
@@ -61,6 +61,25 @@ mod tests {
     use super::*;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    #[test]
+    fn a_run_is_remembered_for_the_longest_code_life_whatever_the_starts_channel() {
+        // A 2-minute channel (voice) in a policy whose longest code lives
+        // 10 minutes: the run must not be forgotten after 2 minutes, or
+        // starts on that channel would never wait more than 2 minutes.
+        let policy = Policy {
+            code_ttl: Duration::from_secs(120),
+            starts_window: Duration::from_secs(600),
+            ..Policy::default()
+        };
+        let s = |secs| T0 + Duration::from_secs(secs);
+        let mut run = RecentStarts::admit(None, &policy, T0).expect("the first");
+        for at in [30, 90, 210] {
+            run = RecentStarts::admit(Some(run), &policy, s(at)).expect("after its gap");
+        }
+        assert_eq!(run.count, 4);
+        assert_eq!(RecentStarts::admit(Some(run), &policy, s(449)), Err(s(450)));
+    }
 
     #[test]
     fn the_gap_is_the_cooldown_doubling_in_a_row_and_forgotten_after_a_codes_lifetime() {

@@ -6,10 +6,9 @@
 
 use std::time::SystemTime;
 
-pub use super::channel::Channel;
 use super::{
-    code::MatchDigits, destination::Destination, policy::Policy, tenant::TenantId,
-    verification_id::VerificationId,
+    channel::Channel, code::MatchDigits, destination::Destination, policy::Policy,
+    tenant::TenantId, verification_id::VerificationId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -304,10 +304,11 @@ mod tests {
 
     use super::*;
     use crate::domain::{
+        channel::Channel,
         destination::Destination,
         policy::Policy,
         tenant::TenantId,
-        verification::{Channel, Delivery, Purpose},
+        verification::{Delivery, Purpose},
         verification_id::VerificationId,
     };
 

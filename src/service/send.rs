@@ -311,13 +311,7 @@ impl Verifier {
         let code = Code::generate(policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
         let call_token = (delivery.channel == Channel::Voice).then(CallToken::generate);
-        let message = self.message(
-            tenant,
-            &v,
-            (delivery, policy.code_ttl),
-            code,
-            call_token.clone(),
-        );
+        let message = self.message(tenant, &v, delivery, code, call_token.clone());
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.saturating_duration_since(Instant::now())
                 .min(self.settings.send_timeout)
@@ -361,7 +355,7 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         v: &Verification,
-        (delivery, valid_for): (&Delivery, Duration),
+        delivery: &Delivery,
         code: Code,
         call_token: Option<CallToken>,
     ) -> Message {
@@ -374,7 +368,7 @@ impl Verifier {
             code,
             match_digits: v.match_digits.clone(),
             call_token,
-            valid_for,
+            valid_for: self.policy(tenant, delivery.channel).code_ttl,
             app_name: self.settings.tenants.get(tenant).app_name.clone(),
         }
     }

@@ -155,7 +155,8 @@ impl Tenants {
         app_name: &str,
         voice: &VoiceSettings,
         templates: &HashMap<TenantId, Arc<Templates>>,
-        (policy, code): (&Policy, &CodeConfig),
+        policy: &Policy,
+        code: &CodeConfig,
     ) -> Self {
         let configured = tenants
             .iter()

@@ -9,7 +9,10 @@ use tonic::{Code, Status};
 use verifyd::{
     app::Application,
     config::Config,
-    domain::{limit::Quota, policy::CodeOverrides},
+    domain::{
+        limit::Quota,
+        policy::{ChannelTtls, CodeOverrides},
+    },
     proto,
     ratelimit::PartialLimits,
     service::{TenantConfig, tenants::VoiceOverrides},
@@ -155,8 +158,13 @@ async fn a_tenants_code_settings_and_a_channels_ttl_replace_the_servers() {
                 code: CodeOverrides {
                     length: Some(8),
                     ttl: Some(Duration::from_secs(5 * 60)),
+                    ttl_by_channel: ChannelTtls {
+                        voice: Some(Duration::from_secs(60)),
+                        ..ChannelTtls::default()
+                    },
                     max_check_attempts: Some(3),
-                    ..CodeOverrides::default()
+                    max_send_attempts: Some(2),
+                    resend_cooldown: Some(Duration::from_secs(10)),
                 },
                 ..TenantConfig::default()
             },
@@ -172,6 +180,37 @@ async fn a_tenants_code_settings_and_a_channels_ttl_replace_the_servers() {
     assert_eq!(app.outbox.code_for(&sms.id).len(), 8);
     assert_eq!(ttl(&sms), Duration::from_secs(5 * 60));
     assert_eq!(sms.check_attempts_remaining, 3);
+    // Its cooldown, its own voice ttl, its send attempts.
+    let by_call = || proto::ResendVerificationRequest {
+        id: sms.id.clone(),
+        channel: proto::Channel::Voice.into(),
+        ..Default::default()
+    };
+    app.clock.advance(Duration::from_secs(5));
+    let soon = acme
+        .resend_verification(by_call())
+        .await
+        .expect_err("within acme's cooldown");
+    assert_eq!(retry_after(&soon), Some(Duration::from_secs(5)));
+    app.clock.advance(Duration::from_secs(5));
+    let called = acme
+        .resend_verification(by_call())
+        .await
+        .expect("after acme's cooldown")
+        .into_inner()
+        .verification
+        .expect("a verification");
+    assert_eq!(
+        ttl(&called),
+        Duration::from_secs(10 + 60),
+        "acme's voice ttl"
+    );
+    app.clock.advance(Duration::from_secs(20));
+    let spent = acme
+        .resend_verification(by_call())
+        .await
+        .expect_err("acme's two sends are spent");
+    assert_eq!(spent.message(), "this verification has used all its sends");
     let email = start(&mut acme, email_to("ada@example.com"))
         .await
         .expect("acme's email");

@@ -47,7 +47,7 @@ impl RedisStore {
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), tenant))
             .arg(millis_of(policy.resend_cooldown))
-            .arg(millis_of(policy.code_ttl))
+            .arg(millis_of(policy.starts_window))
             .arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
         quota_args(&mut invocation, Some(budget.quota));
         let watch = keys.watch(tenant, &candidate.id);

@@ -4,7 +4,8 @@
 -- budget, the destination's recent starts (RecentStarts: a hash of `last`
 -- and `count`), the destination's block (block.lua). ARGV: now, the key
 -- prefix of this tenant's verifications in
--- this shard, the resend cooldown and code ttl (ms), the key of the
+-- this shard, the resend cooldown and the starts window (ms: the longest
+-- a code can live, Policy::starts_window), the key of the
 -- destination's failed-check budget (check.lua), the start budget's period
 -- (ms) and burst (two empty strings: take none), then the candidate's
 -- fields as (name, value) pairs. The candidate comes with its first send
