@@ -60,7 +60,9 @@ impl Policy {
     /// the send lease stay the server's.
     pub fn with_code(&self, code: &CodeConfig) -> Self {
         Self {
-            code_length: CodeLength::new(code.length).expect("a validated code length"),
+            // Validated; an unvalidated one keeps this policy's length, as
+            // Config::policy did before tenants had their own.
+            code_length: CodeLength::new(code.length).unwrap_or(self.code_length),
             code_ttl: code.ttl,
             ttl_by_channel: code.ttl_by_channel,
             starts_window: code.ttl_by_channel.longest(code.ttl),

@@ -311,7 +311,14 @@ impl Verifier {
         let code = Code::generate(policy.code_length);
         let hash = self.keys.hash(tenant, &v.id, &code);
         let call_token = (delivery.channel == Channel::Voice).then(CallToken::generate);
-        let message = self.message(tenant, &v, delivery, code, call_token.clone());
+        let message = self.message(
+            tenant,
+            &v,
+            delivery,
+            policy.code_ttl,
+            code,
+            call_token.clone(),
+        );
         let budget = deadline.map_or(self.settings.send_timeout, |d| {
             d.saturating_duration_since(Instant::now())
                 .min(self.settings.send_timeout)
@@ -356,6 +363,7 @@ impl Verifier {
         tenant: &TenantId,
         v: &Verification,
         delivery: &Delivery,
+        valid_for: Duration,
         code: Code,
         call_token: Option<CallToken>,
     ) -> Message {
@@ -368,7 +376,7 @@ impl Verifier {
             code,
             match_digits: v.match_digits.clone(),
             call_token,
-            valid_for: self.policy(tenant, delivery.channel).code_ttl,
+            valid_for,
             app_name: self.settings.tenants.get(tenant).app_name.clone(),
         }
     }
