@@ -123,6 +123,12 @@ enum ClientCommand {
         idempotency_key: Option<String>,
         #[arg(long)]
         end_user_ip: Option<String>,
+        /// What the verification is tied to, e.g. a reset session's id.
+        #[arg(long)]
+        reference: Option<String>,
+        /// A tag, KEY=VALUE; repeat for more.
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
+        tags: Vec<(String, String)>,
     },
     /// Send again on a pending verification, by id; the channel may
     /// change.
@@ -197,6 +203,13 @@ enum VoiceModeArg {
 }
 
 /// Unspecified: the server's default mode.
+/// A `--tag`: `KEY=VALUE`, split at the first `=`.
+fn tag(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "a tag is KEY=VALUE".to_owned())
+}
+
 fn voice_mode(mode: Option<VoiceModeArg>) -> proto::VoiceMode {
     mode.map_or(proto::VoiceMode::Unspecified, |m| match m {
         VoiceModeArg::Confirm => proto::VoiceMode::Confirm,
@@ -298,6 +311,8 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
             voice_mode: mode,
             idempotency_key,
             end_user_ip,
+            reference,
+            tags,
         } => {
             let request = proto::StartVerificationRequest {
                 to,
@@ -312,6 +327,8 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
                 voice_mode: voice_mode(mode).into(),
                 idempotency_key: idempotency_key.unwrap_or_default(),
                 end_user_ip: end_user_ip.unwrap_or_default(),
+                reference: reference.unwrap_or_default(),
+                tags: tags.into_iter().collect(),
             };
             let response = client.start_verification(request).await?.into_inner();
             (response.verification, response.match_digits)
@@ -417,6 +434,14 @@ fn print(v: Option<&proto::Verification>) {
     );
     if let Some(expires_at) = &v.expires_at {
         out!("expires_at: {expires_at}");
+    }
+    if !v.reference.is_empty() {
+        out!("reference: {}", v.reference);
+    }
+    let mut tags: Vec<_> = v.tags.iter().collect();
+    tags.sort();
+    for (key, value) in tags {
+        out!("tag: {key}={value}");
     }
     out!("check_attempts_remaining: {}", v.check_attempts_remaining);
     out!("send_attempts_remaining: {}", v.send_attempts_remaining);

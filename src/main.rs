@@ -20,7 +20,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Call a running verifyd.
-    Client(cli::ClientArgs),
+    Client(Box<cli::ClientArgs>),
     /// Send one test message (no code) through a channel's providers, to
     /// check credentials and routing.
     SendTest {
@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
             channel,
             to,
         } => send_test(config, &channel, &to).await,
-        Command::Client(args) => match cli::run(args).await {
+        Command::Client(args) => match cli::run(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

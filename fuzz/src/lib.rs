@@ -42,6 +42,8 @@ const START_FIELDS: &[&str] = &[
     "locale",
     "idempotency_key",
     "end_user_ip",
+    "reference",
+    "tags",
 ];
 
 /// The fields ResendVerificationRequest validation may name.
@@ -127,6 +129,16 @@ fn start_request(req: &proto::StartVerificationRequest) {
                 start.idempotency_key.as_ref().map(IdempotencyKey::as_str),
                 Some(req.idempotency_key.as_str()).filter(|k| !k.is_empty())
             );
+            // The caller's words are kept as given, and printable ASCII.
+            assert_eq!(
+                start.caller_ref.reference.as_deref(),
+                Some(req.reference.as_str()).filter(|r| !r.is_empty())
+            );
+            assert!(start.caller_ref.tags.len() == req.tags.len());
+            for (key, value) in &start.caller_ref.tags {
+                assert!(req.tags.get(key) == Some(value));
+                assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)));
+            }
         }
         Err(bad) => {
             assert!(!bad.0.is_empty());

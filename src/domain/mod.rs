@@ -2,6 +2,7 @@
 //! unit-tested without a runtime.
 
 pub mod call;
+pub mod caller_ref;
 pub mod channel;
 pub mod code;
 pub mod destination;
@@ -14,6 +15,7 @@ pub mod verification;
 pub mod verification_id;
 pub mod voice;
 
+pub use caller_ref::CallerRef;
 pub use channel::Channel;
 pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
 pub use destination::Destination;

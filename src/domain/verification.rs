@@ -7,8 +7,8 @@
 use std::time::SystemTime;
 
 use super::{
-    channel::Channel, code::MatchDigits, destination::Destination, policy::Policy,
-    tenant::TenantId, verification_id::VerificationId,
+    caller_ref::CallerRef, channel::Channel, code::MatchDigits, destination::Destination,
+    policy::Policy, tenant::TenantId, verification_id::VerificationId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -270,6 +270,9 @@ pub struct Verification {
     /// mark an accepted attempt failed; that does not make the next send
     /// the first.
     pub accepted_once: bool,
+    /// The caller's reference and tags, as the start gave them; never
+    /// changed.
+    pub caller_ref: CallerRef,
 }
 
 /// How a send ended, as far as verifyd can know.
@@ -335,6 +338,7 @@ impl Verification {
             match_digits,
             call: None,
             accepted_once: false,
+            caller_ref: CallerRef::default(),
         }
     }
 

@@ -8,8 +8,8 @@ use tonic_types::FieldViolation;
 
 use crate::{
     domain::{
-        Channel, Code, DeliveryStatus, Destination, Locale, Purpose, SendAttempt, Status,
-        Verification, VerificationId, VoiceMode, verification::Delivery,
+        CallerRef, Channel, Code, DeliveryStatus, Destination, Locale, Purpose, SendAttempt,
+        Status, Verification, VerificationId, VoiceMode, verification::Delivery,
     },
     proto,
     service::{IdempotencyKey, ResendRequest, StartRequest},
@@ -79,6 +79,7 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
     let locale = locale_field(&req.locale, &mut bad);
     let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
     let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
+    let caller_ref = caller_ref_fields(req, &mut bad);
     bad.into_result(|| StartRequest {
         to: to.expect("checked"),
         purpose: purpose.expect("checked"),
@@ -89,6 +90,7 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
         },
         idempotency_key,
         end_user_ip,
+        caller_ref,
     })
 }
 
@@ -209,6 +211,29 @@ fn end_user_ip_field(value: &str, bad: &mut Violations) -> Option<IpAddr> {
     ip
 }
 
+fn caller_ref_fields(req: &proto::StartVerificationRequest, bad: &mut Violations) -> CallerRef {
+    let reference = if req.reference.is_empty() {
+        None
+    } else {
+        let reference = CallerRef::parse_reference(&req.reference);
+        if reference.is_none() {
+            bad.add(
+                "reference",
+                format!(
+                    "must be at most {} printable ASCII characters",
+                    CallerRef::MAX_REFERENCE_LEN
+                ),
+            );
+        }
+        reference
+    };
+    let tags = CallerRef::parse_tags(req.tags.iter()).unwrap_or_else(|rule| {
+        bad.add("tags", rule);
+        Default::default()
+    });
+    CallerRef { reference, tags }
+}
+
 pub fn verification_id(field: &str, id: &str) -> Result<VerificationId, Violations> {
     let mut bad = Violations::default();
     let parsed = VerificationId::parse(id);
@@ -263,6 +288,13 @@ pub fn verification(v: &Verification) -> proto::Verification {
         check_attempts_remaining: v.checks_remaining,
         send_attempts_remaining: v.sends_remaining,
         send_attempts: v.send_attempts.iter().map(send_attempt).collect(),
+        reference: v.caller_ref.reference.clone().unwrap_or_default(),
+        tags: v
+            .caller_ref
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

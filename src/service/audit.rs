@@ -1,8 +1,9 @@
 //! The audit log: one structured event per status change, for security
 //! teams, under the `verifyd::audit` tracing target (so a log pipeline can
 //! route it apart). Each event names the tenant, the verification, the
-//! channel, the old and new status, the masked destination and why; never
-//! a code, key or full destination. Fields are recorded as strings, not
+//! channel, the old and new status, the masked destination and why, and
+//! the caller's reference and tags when the start gave some (the only line
+//! that carries them); never a code, key or full destination. Fields are recorded as strings, not
 //! through `Display`: the JSON formatter writes a string in one piece.
 
 use crate::domain::{Status, Verification};
@@ -13,6 +14,8 @@ pub fn status_changed(v: &Verification, from: Option<Status>, reason: &'static s
     if from == Some(v.status) {
         return;
     }
+    // Absent fields are left out of the line (tracing skips a `None`).
+    let tags = v.caller_ref.tags_json();
     tracing::info!(
         target: "verifyd::audit",
         event = "status_changed",
@@ -23,6 +26,8 @@ pub fn status_changed(v: &Verification, from: Option<Status>, reason: &'static s
         to = v.status.as_str(),
         destination = v.to.masked().as_str(),
         reason,
+        reference = v.caller_ref.reference.as_deref(),
+        tags = tags.as_deref(),
         "verification status changed"
     );
 }

@@ -45,6 +45,9 @@ impl StartRequest {
             .end_user_ip
             .map(|ip| ip.to_string())
             .unwrap_or_default();
+        // A reference is never empty, nor are tags' JSON: "" is "none".
+        let reference = self.caller_ref.reference.as_deref().unwrap_or_default();
+        let tags = self.caller_ref.tags_json().unwrap_or_default();
         fingerprint(&[
             self.to.as_str(),
             self.purpose.as_str(),
@@ -52,6 +55,8 @@ impl StartRequest {
             self.delivery.voice_mode.map_or("", VoiceMode::as_str),
             self.delivery.locale.as_ref().map_or("", |l| l.as_str()),
             &ip,
+            reference,
+            &tags,
         ])
     }
 }
@@ -302,15 +307,18 @@ impl Verifier {
         let gate = self
             .pass_gates(tenant, &request.to, channel, request.end_user_ip, true, now)
             .await?;
-        let candidate = Verification::new(
-            self.store.new_id(tenant, &request.to),
-            tenant.clone(),
-            request.to.clone(),
-            request.purpose,
-            request.delivery.clone(),
-            &policy,
-            now,
-        );
+        let candidate = Verification {
+            caller_ref: request.caller_ref.clone(),
+            ..Verification::new(
+                self.store.new_id(tenant, &request.to),
+                tenant.clone(),
+                request.to.clone(),
+                request.purpose,
+                request.delivery.clone(),
+                &policy,
+                now,
+            )
+        };
         let created = self
             .store
             .create(candidate, &policy, gate.start_budget, now)

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::domain::{Destination, Purpose, VerificationId, verification::Delivery};
+use crate::domain::{CallerRef, Destination, Purpose, VerificationId, verification::Delivery};
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,6 +33,7 @@ pub struct StartRequest {
     pub delivery: Delivery,
     pub idempotency_key: Option<IdempotencyKey>,
     pub end_user_ip: Option<IpAddr>,
+    pub caller_ref: CallerRef,
 }
 
 /// A validated ResendVerification.

@@ -207,6 +207,10 @@ fn occurs_as_number(haystack: &str, code: &str) -> bool {
     })
 }
 
+/// A caller's reference and tag value, logged only on the audit line.
+const REFERENCE: &str = "reset-session-7f3a";
+const TAG_VALUE: &str = "helpdesk-ticket-991";
+
 const LOGGED_NEVER_KEY: &str = "binary-test-hmac-key-5b0e9c1d7a3f4e2b8c6d";
 
 #[tokio::test]
@@ -216,9 +220,14 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
     let mut client = server.client().await;
     let mut codes = Vec::new();
 
-    // Success, after a wrong code.
+    // Success, after a wrong code; the caller's reference and tags go to
+    // the audit lines and nowhere else in the logs.
     let v = client
-        .start_verification(start(PHONE, proto::Channel::Sms))
+        .start_verification(proto::StartVerificationRequest {
+            reference: REFERENCE.into(),
+            tags: [("ticket".into(), TAG_VALUE.into())].into(),
+            ..start(PHONE, proto::Channel::Sms)
+        })
         .await
         .expect("start")
         .into_inner();
@@ -334,6 +343,25 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
                 .iter()
                 .any(|l| l.contains(&needle) && l.contains("\"destination\":\"+141******")),
             "no audit event {from} -> {to}: {audit:#?}"
+        );
+    }
+    for (from, to) in [("none", "pending"), ("pending", "approved")] {
+        let needle = format!("\"from\":\"{from}\",\"to\":\"{to}\"");
+        assert!(
+            audit.iter().any(|l| l.contains(&needle)
+                && l.contains(&format!("\"reference\":\"{REFERENCE}\""))
+                && l.contains(&format!(r#""tags":"{{\"ticket\":\"{TAG_VALUE}\"}}""#))),
+            "no audit event {from} -> {to} with the reference and tags: {audit:#?}"
+        );
+    }
+    for secret in [REFERENCE, TAG_VALUE] {
+        let elsewhere: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(secret) && !l.contains("\"target\":\"verifyd::audit\""))
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "{secret} logged off the audit line: {elsewhere:#?}"
         );
     }
     for code in &codes {

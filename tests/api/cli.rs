@@ -71,6 +71,48 @@ async fn the_quick_start_transcript_runs_as_written() {
         again.contains("FailedPrecondition: verification is VERIFICATION_STATUS_APPROVED"),
         "{again}"
     );
+
+    // A caller's reference and tags, given and shown back; a malformed tag
+    // is refused by the client itself.
+    let referenced = stdout(&client(
+        &addr,
+        &[
+            "start",
+            "--to",
+            "+14155550101",
+            "--channel",
+            "sms",
+            "--reference",
+            "reset-42",
+            "--tag",
+            "ticket=HD-1",
+            "--tag",
+            "app=sspr",
+        ],
+    ));
+    assert_eq!(line(&referenced, "reference"), "reset-42");
+    assert!(
+        referenced.contains("tag: app=sspr\ntag: ticket=HD-1\n"),
+        "{referenced}"
+    );
+    let bad = client(
+        &addr,
+        &[
+            "start",
+            "--to",
+            "+14155550102",
+            "--channel",
+            "sms",
+            "--tag",
+            "x",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("a tag is KEY=VALUE"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ mod redis_deadlines;
 mod redis_durability;
 mod redis_sentinel;
 mod redis_store;
+mod references;
 mod rotation;
 mod server;
 mod store_parity;

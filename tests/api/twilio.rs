@@ -36,7 +36,7 @@ fn twilio(base_url: &str) -> ProviderConfig {
 
 /// SMS through the named fakes, in order, with callbacks to the webhook
 /// listener.
-fn with_twilio(config: &mut Config, fakes: &[(&str, &FakeTwilio)]) {
+pub(crate) fn with_twilio(config: &mut Config, fakes: &[(&str, &FakeTwilio)]) {
     config.delivery.sms.clear();
     for (name, fake) in fakes {
         config

@@ -8,7 +8,8 @@
 //!   provider names and key ids interned ([`Names`]) and the rarely set
 //!   strings (error, provider reference and status) out of line;
 //! - what most verifications never have (a locale, number-matching
-//!   digits, a live call) out of line, behind one pointer.
+//!   digits, a live call, the caller's reference and tags) out of line,
+//!   behind one pointer.
 //!
 //! The domain's transitions run on a [`Verification`] made from a record
 //! ([`Record::verification`]) and are written back ([`Record::set`], or
@@ -24,8 +25,8 @@ use smallvec::SmallVec;
 use zeroize::Zeroize as _;
 
 use crate::domain::{
-    Channel, CodeHash, DeliveryStatus, Destination, MatchDigits, Purpose, SendAttempt, Status,
-    TenantId, Verification, VerificationId,
+    CallerRef, Channel, CodeHash, DeliveryStatus, Destination, MatchDigits, Purpose, SendAttempt,
+    Status, TenantId, Verification, VerificationId,
     starts::RecentStarts,
     verification::{Delivery, Locale, VoiceMode},
     voice::VoiceCall,
@@ -109,6 +110,7 @@ struct Rare {
     locale: Option<Locale>,
     match_digits: Option<MatchDigits>,
     call: Option<VoiceCall>,
+    caller_ref: Option<Box<CallerRef>>,
     /// The code of a later send whose outcome is unknown (a timeout, a
     /// 5xx: the user may hold it), checked beside the record's code until
     /// the next accepted send.
@@ -122,6 +124,7 @@ impl Rare {
             locale: v.delivery.locale.clone(),
             match_digits: v.match_digits.clone(),
             call: v.call.clone(),
+            caller_ref: (!v.caller_ref.is_empty()).then(|| Box::new(v.caller_ref.clone())),
             unconfirmed,
         }
         .boxed()
@@ -132,6 +135,7 @@ impl Rare {
         let any = self.locale.is_some()
             || self.match_digits.is_some()
             || self.call.is_some()
+            || self.caller_ref.is_some()
             || self.unconfirmed.is_some();
         any.then(|| Box::new(self))
     }
@@ -250,6 +254,9 @@ impl Record {
             match_digits: rare.and_then(|r| r.match_digits.clone()),
             call: rare.and_then(|r| r.call.clone()),
             accepted_once: self.accepted_once,
+            caller_ref: rare
+                .and_then(|r| r.caller_ref.as_deref().cloned())
+                .unwrap_or_default(),
         }
     }
 
@@ -440,6 +447,10 @@ mod tests {
         full.sends_remaining = 1;
         full.accepted_once = true;
         full.status = Status::Denied;
+        full.caller_ref = CallerRef {
+            reference: Some("reset-42".into()),
+            tags: [("ticket".into(), "HD-1".into())].into(),
+        };
         assert!(full.match_digits.is_some());
         let record = Record::new(&full, &mut names);
         assert_eq!(record.verification(&names), full);

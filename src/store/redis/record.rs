@@ -12,8 +12,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Channel, DeliveryStatus, Destination, Locale, MatchDigits, Purpose, SendAttempt, Status,
-    TenantId, Verification, VerificationId, VoiceMode, verification::Delivery, voice::VoiceCall,
+    CallerRef, Channel, DeliveryStatus, Destination, Locale, MatchDigits, Purpose, SendAttempt,
+    Status, TenantId, Verification, VerificationId, VoiceMode, verification::Delivery,
+    voice::VoiceCall,
 };
 
 use super::super::port::StoreError;
@@ -84,6 +85,12 @@ pub(super) fn fields(
     }
     if v.accepted_once {
         out.push(("accepted_once", "1".to_owned()));
+    }
+    if let Some(reference) = &v.caller_ref.reference {
+        out.push(("reference", reference.clone()));
+    }
+    if let Some(tags) = v.caller_ref.tags_json() {
+        out.push(("tags", tags));
     }
     if let Some(call) = &v.call {
         out.push(("call_token", hex::encode(call.token_hash())));
@@ -171,7 +178,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
 
 /// The fields a plain read (`read_of`) asks for, in its order: everything
 /// a reply carries, and the retention to tell a purged verification.
-pub(super) const READ_FIELDS: [&str; 22] = [
+pub(super) const READ_FIELDS: [&str; 24] = [
     "id",
     "tenant",
     "to",
@@ -194,6 +201,8 @@ pub(super) const READ_FIELDS: [&str; 22] = [
     "call_presses",
     "call_sid",
     "unacked",
+    "reference",
+    "tags",
 ];
 
 /// A verification as of `now` from an HMGET of `READ_FIELDS` and its
@@ -294,6 +303,13 @@ fn from_fields<'a>(
         match_digits: text("match_digits").map(MatchDigits::from_stored),
         call,
         accepted_once: text("accepted_once") == Some("1"),
+        caller_ref: CallerRef {
+            reference: text("reference").map(str::to_owned),
+            tags: text("tags")
+                .map(|t| serde_json::from_str(t).map_err(|_| bad("tags")))
+                .transpose()?
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -433,6 +449,10 @@ mod tests {
             reference: Some("SM1".into()),
             provider_status: None,
         });
+        v.caller_ref = CallerRef {
+            reference: Some("reset/42 \"a\"".into()),
+            tags: [("ticket".into(), "HD-1/2".into())].into(),
+        };
         v
     }
 
@@ -450,9 +470,16 @@ mod tests {
         v.send_attempts.clear();
         let flat: Vec<String> = fields(&v, Duration::ZERO, "")
             .into_iter()
-            .flat_map(|(k, v)| [k.to_owned(), v.replace('/', "\\/")])
+            .flat_map(|(k, v)| [k.to_owned(), v])
             .collect();
-        let reply = format!("[{},[]]", serde_json::to_string(&flat).expect("json"));
+        let flat = serde_json::to_string(&flat)
+            .expect("json")
+            .replace('/', "\\/");
+        assert!(
+            flat.contains(r"reset\/42"),
+            "the reference has a slash to escape"
+        );
+        let reply = format!("[{flat},[]]");
         assert_eq!(decode(&reply).expect("readable"), v);
     }
 
