@@ -347,6 +347,7 @@ fn message_text(c: &mut Criterion) {
             Channel::Email => email(1),
             _ => Destination::parse("+14155550100").expect("valid number"),
         },
+        extension: None,
         purpose: Purpose::PasswordReset,
         delivery: Delivery {
             channel,

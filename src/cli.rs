@@ -110,6 +110,10 @@ enum ClientCommand {
         /// E.164 phone number or email address.
         #[arg(long)]
         to: String,
+        /// An office phone's extension, dialed once a call connects (keys,
+        /// `w` for a half-second pause), e.g. ww4711.
+        #[arg(long)]
+        extension: Option<String>,
         #[arg(long, value_enum)]
         channel: ChannelArg,
         #[arg(long, value_enum, default_value = "password-reset")]
@@ -305,6 +309,7 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
     let response = match command {
         ClientCommand::Start {
             to,
+            extension,
             channel,
             purpose,
             locale,
@@ -316,6 +321,7 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
         } => {
             let request = proto::StartVerificationRequest {
                 to,
+                extension: extension.unwrap_or_default(),
                 channel: proto::Channel::from(channel).into(),
                 locale: locale.unwrap_or_default(),
                 purpose: match purpose {
@@ -414,6 +420,9 @@ fn print(v: Option<&proto::Verification>) {
     let name = |value: i32, f: fn(i32) -> Option<&'static str>| f(value).unwrap_or("UNKNOWN");
     out!("id: {}", v.id);
     out!("to: {}", v.to);
+    if !v.extension.is_empty() {
+        out!("extension: {}", v.extension);
+    }
     out!(
         "status: {}",
         name(v.status, |s| proto::VerificationStatus::try_from(s)

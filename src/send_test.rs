@@ -52,6 +52,7 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
         tenant: TenantId::default_tenant(),
         verification_id: VerificationId::generate(),
         to,
+        extension: None,
         purpose: Purpose::Enrollment,
         delivery: Delivery {
             channel,

@@ -44,6 +44,7 @@ const START_FIELDS: &[&str] = &[
     "end_user_ip",
     "reference",
     "tags",
+    "extension",
 ];
 
 /// The fields ResendVerificationRequest validation may name.
@@ -114,6 +115,11 @@ fn start_request(req: &proto::StartVerificationRequest) {
             let channel = start.delivery.channel;
             assert!(channel.reaches(&start.to));
             assert!(start.delivery.voice_mode.is_none() || channel == Channel::Voice);
+            assert!(start.extension.is_none() || channel == Channel::Voice);
+            assert_eq!(
+                start.extension.as_ref().map(|e| e.as_str()),
+                Some(req.extension.as_str()).filter(|e| !e.is_empty())
+            );
             // The canonical form is a fixed point: what verifyd stores and
             // answers with parses back to the same destination.
             assert!(

@@ -49,6 +49,9 @@ impl ConsoleSender {
         ] {
             push_field(&mut line, name, value);
         }
+        if let Some(extension) = &message.extension {
+            push_field(&mut line, "extension", extension.as_str());
+        }
         // Press-# and number-matching calls have no code to show.
         if message.carries_code() {
             push_field(&mut line, "code", message.code.expose());

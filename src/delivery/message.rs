@@ -9,8 +9,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::domain::destination::mask_phone_numbers;
 
 use crate::domain::{
-    Channel, Code, Destination, MatchDigits, Purpose, TenantId, VerificationId, VoiceMode,
-    verification::Delivery, voice::CallToken,
+    Channel, Code, Destination, Extension, MatchDigits, Purpose, TenantId, VerificationId,
+    VoiceMode, verification::Delivery, voice::CallToken,
 };
 
 /// What one send carries. `Debug` leaves the code out.
@@ -18,6 +18,8 @@ pub struct Message {
     pub tenant: TenantId,
     pub verification_id: VerificationId,
     pub to: Destination,
+    /// For a call: the extension to dial once it connects.
+    pub extension: Option<Extension>,
     pub purpose: Purpose,
     pub delivery: Delivery,
     pub code: Code,
@@ -154,5 +156,16 @@ impl SendError {
             kind,
             reason: mask_phone_numbers(&reason.into()),
         }
+    }
+
+    /// Masks `secret` in the reason too, where the provider may have echoed
+    /// a field of the request that [`mask_phone_numbers`] cannot know (an
+    /// extension).
+    #[must_use]
+    pub fn masking(mut self, secret: &str, masked: &str) -> Self {
+        if !secret.is_empty() {
+            self.reason = self.reason.replace(secret, masked);
+        }
+        self
     }
 }

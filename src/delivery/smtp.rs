@@ -513,6 +513,7 @@ mod tests {
             tenant: TenantId::default_tenant(),
             verification_id: VerificationId::generate(),
             to: Destination::parse(to).expect("destination"),
+            extension: None,
             purpose: Purpose::PasswordReset,
             delivery: Delivery {
                 channel: Channel::Email,

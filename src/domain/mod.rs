@@ -6,6 +6,7 @@ pub mod caller_ref;
 pub mod channel;
 pub mod code;
 pub mod destination;
+pub mod extension;
 pub mod fraud;
 pub mod limit;
 pub mod policy;
@@ -19,10 +20,11 @@ pub use caller_ref::CallerRef;
 pub use channel::Channel;
 pub use code::{Code, CodeHash, CodeLength, KeyRing, MatchDigits};
 pub use destination::Destination;
+pub use extension::Extension;
 pub use policy::Policy;
 pub use tenant::TenantId;
 pub use verification::{
-    CheckOutcome, DeliveryReport, DeliveryStatus, Locale, Purpose, SendAttempt, SendOutcome,
-    Status, Verification, VoiceMode,
+    CheckOutcome, DeliveryReport, DeliveryStatus, Locale, PendingKind, Purpose, SendAttempt,
+    SendOutcome, Status, Verification, VoiceMode,
 };
 pub use verification_id::VerificationId;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use super::{
     caller_ref::CallerRef, channel::Channel, code::MatchDigits, destination::Destination,
-    policy::Policy, tenant::TenantId, verification_id::VerificationId,
+    extension::Extension, policy::Policy, tenant::TenantId, verification_id::VerificationId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,6 +250,9 @@ pub struct Verification {
     pub id: VerificationId,
     pub tenant: TenantId,
     pub to: Destination,
+    /// An office phone's extension, dialed once the call connects; only
+    /// on verifications reached by voice.
+    pub extension: Option<Extension>,
     pub purpose: Purpose,
     pub delivery: Delivery,
     pub status: Status,
@@ -273,6 +276,16 @@ pub struct Verification {
     /// The caller's reference and tags, as the start gave them; never
     /// changed.
     pub caller_ref: CallerRef,
+}
+
+/// What a destination holds one pending verification of: a new one of the
+/// same kind supersedes it. An extension's keys (pauses stripped) make a
+/// kind of their own, so a verification to one desk of an office number
+/// never ends another desk's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PendingKind {
+    pub purpose: Purpose,
+    pub extension: Option<String>,
 }
 
 /// How a send ended, as far as verifyd can know.
@@ -325,6 +338,7 @@ impl Verification {
             id,
             tenant,
             to,
+            extension: None,
             purpose,
             delivery,
             status: Status::Pending,
@@ -340,6 +354,27 @@ impl Verification {
             accepted_once: false,
             caller_ref: CallerRef::default(),
         }
+    }
+
+    /// The kind of pending verification this is, for its destination.
+    pub fn pending_kind(&self) -> PendingKind {
+        PendingKind {
+            purpose: self.purpose,
+            extension: self.extension.as_ref().map(Extension::keys),
+        }
+    }
+
+    /// Whether a send on `channel` reaches this verification's user: the
+    /// channel must reach the destination, and an extension is dialed only
+    /// by a call (a text to the office number would reach someone else).
+    pub fn reachable_by(&self, channel: Channel) -> bool {
+        channel.reaches(&self.to) && (self.extension.is_none() || channel == Channel::Voice)
+    }
+
+    /// The destination as logs and audit lines show it: masked, with the
+    /// extension masked too.
+    pub fn masked_destination(&self) -> String {
+        super::extension::masked_destination(&self.to, self.extension.as_ref())
     }
 
     /// The status as of `now`: a pending verification past its expiry is

@@ -8,8 +8,8 @@ use tonic_types::FieldViolation;
 
 use crate::{
     domain::{
-        CallerRef, Channel, Code, DeliveryStatus, Destination, Locale, Purpose, SendAttempt,
-        Status, Verification, VerificationId, VoiceMode, verification::Delivery,
+        CallerRef, Channel, Code, DeliveryStatus, Destination, Extension, Locale, Purpose,
+        SendAttempt, Status, Verification, VerificationId, VoiceMode, verification::Delivery,
     },
     proto,
     service::{IdempotencyKey, ResendRequest, StartRequest},
@@ -76,12 +76,14 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
         }
     };
     let voice_mode = voice_mode_field(req.voice_mode, channel, &mut bad);
+    let extension = extension_field(&req.extension, channel, &mut bad);
     let locale = locale_field(&req.locale, &mut bad);
     let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
     let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
     let caller_ref = caller_ref_fields(req, &mut bad);
     bad.into_result(|| StartRequest {
         to: to.expect("checked"),
+        extension,
         purpose: purpose.expect("checked"),
         delivery: Delivery {
             channel: channel.expect("checked"),
@@ -165,6 +167,31 @@ fn voice_mode_field(
             None
         }
     }
+}
+
+fn extension_field(
+    value: &str,
+    channel: Option<Channel>,
+    bad: &mut Violations,
+) -> Option<Extension> {
+    if value.is_empty() {
+        return None;
+    }
+    if channel.is_some_and(|c| c != Channel::Voice) {
+        bad.add("extension", "applies to CHANNEL_VOICE only");
+        return None;
+    }
+    let extension = Extension::parse(value);
+    if extension.is_none() {
+        bad.add(
+            "extension",
+            format!(
+                "must be 1 to {} of 0-9, '*', '#' and 'w' (a pause), with at least one key",
+                Extension::MAX_LEN
+            ),
+        );
+    }
+    extension
 }
 
 fn locale_field(value: &str, bad: &mut Violations) -> Option<Locale> {
@@ -275,6 +302,11 @@ pub fn verification(v: &Verification) -> proto::Verification {
     proto::Verification {
         id: v.id.as_str().to_owned(),
         to: v.to.as_str().to_owned(),
+        extension: v
+            .extension
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
         channel: channel(v.delivery.channel).into(),
         purpose: purpose(v.purpose).into(),
         voice_mode: v

@@ -24,7 +24,7 @@ pub fn status_changed(v: &Verification, from: Option<Status>, reason: &'static s
         channel = v.delivery.channel.as_str(),
         from = from.map_or("none", Status::as_str),
         to = v.status.as_str(),
-        destination = v.to.masked().as_str(),
+        destination = v.masked_destination().as_str(),
         reason,
         reference = v.caller_ref.reference.as_deref(),
         tags = tags.as_deref(),

@@ -106,7 +106,7 @@ impl Verifier {
         if current.status != Status::Pending {
             return Err(StartError::NotPending(current.status));
         }
-        if !channel.reaches(&current.to) {
+        if !current.reachable_by(channel) {
             return Err(StartError::ChannelUnreachable(channel));
         }
         let gate = self

@@ -371,6 +371,12 @@ impl Verifier {
             tenant: tenant.clone(),
             verification_id: v.id.clone(),
             to: v.to.clone(),
+            // Only a call dials it; a resend on another channel is refused
+            // before it gets here.
+            extension: v
+                .extension
+                .clone()
+                .filter(|_| delivery.channel == Channel::Voice),
             purpose: v.purpose,
             delivery: delivery.clone(),
             code,

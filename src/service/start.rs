@@ -15,7 +15,7 @@ use super::{
     start_request::{IdempotencyKey, StartRequest},
 };
 use crate::{
-    domain::{Status, TenantId, Verification, VoiceMode},
+    domain::{Status, TenantId, Verification, VoiceMode, extension::masked_destination},
     store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
     telemetry::Metrics,
 };
@@ -50,6 +50,7 @@ impl StartRequest {
         let tags = self.caller_ref.tags_json().unwrap_or_default();
         fingerprint(&[
             self.to.as_str(),
+            self.extension.as_ref().map_or("", |e| e.as_str()),
             self.purpose.as_str(),
             self.delivery.channel.as_str(),
             self.delivery.voice_mode.map_or("", VoiceMode::as_str),
@@ -139,7 +140,10 @@ impl Verifier {
     #[tracing::instrument(
         level = "debug",
         skip_all,
-        fields(%tenant, to = %asked.to.masked(), channel = asked.delivery.channel.as_str())
+        fields(
+            %tenant,
+            to = %masked_destination(&asked.to, asked.extension.as_ref()),
+            channel = asked.delivery.channel.as_str())
     )]
     async fn start_idempotent(
         &self,
@@ -308,6 +312,7 @@ impl Verifier {
             .pass_gates(tenant, &request.to, channel, request.end_user_ip, true, now)
             .await?;
         let candidate = Verification {
+            extension: request.extension.clone(),
             caller_ref: request.caller_ref.clone(),
             ..Verification::new(
                 self.store.new_id(tenant, &request.to),

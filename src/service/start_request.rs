@@ -5,7 +5,9 @@
 
 use std::net::IpAddr;
 
-use crate::domain::{CallerRef, Destination, Purpose, VerificationId, verification::Delivery};
+use crate::domain::{
+    CallerRef, Destination, Extension, Purpose, VerificationId, verification::Delivery,
+};
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +31,7 @@ impl IdempotencyKey {
 #[derive(Debug, Clone)]
 pub struct StartRequest {
     pub to: Destination,
+    pub extension: Option<Extension>,
     pub purpose: Purpose,
     pub delivery: Delivery,
     pub idempotency_key: Option<IdempotencyKey>,

@@ -271,7 +271,7 @@ impl Verifier {
                     event = "fraud_reported",
                     %tenant,
                     verification = %id,
-                    to = %v.to.masked(),
+                    to = %v.masked_destination(),
                     blocked_for_secs = fraud_block.as_secs(),
                     "the user reported a verification call as fraud; the destination is blocked"
                 );

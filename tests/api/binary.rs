@@ -211,6 +211,9 @@ fn occurs_as_number(haystack: &str, code: &str) -> bool {
 const REFERENCE: &str = "reset-session-7f3a";
 const TAG_VALUE: &str = "helpdesk-ticket-991";
 
+/// An office extension (a pause, then ten keys), masked in the logs.
+const EXTENSION: &str = "w8642097531";
+
 const LOGGED_NEVER_KEY: &str = "binary-test-hmac-key-5b0e9c1d7a3f4e2b8c6d";
 
 #[tokio::test]
@@ -274,8 +277,17 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
         (EMAIL, proto::Channel::Email),
         ("+14155550101", proto::Channel::Voice),
     ] {
+        // The call dials an office extension, masked wherever the number is.
+        let extension = if channel == proto::Channel::Voice {
+            EXTENSION
+        } else {
+            ""
+        };
         let v = client
-            .start_verification(start(to, channel))
+            .start_verification(proto::StartVerificationRequest {
+                extension: extension.into(),
+                ..start(to, channel)
+            })
             .await
             .expect("start")
             .into_inner();
@@ -354,6 +366,17 @@ async fn no_code_or_destination_reaches_the_logs_on_any_path() {
             "no audit event {from} -> {to} with the reference and tags: {audit:#?}"
         );
     }
+    assert!(
+        audit.iter().any(
+            |l| l.contains("\"destination\":\"+141******01 ext. **********\"")
+                && l.contains("\"to\":\"canceled\"")
+        ),
+        "no audit event with the extension masked: {audit:#?}"
+    );
+    assert!(
+        !logs.contains(&EXTENSION[1..]),
+        "the extension reached the logs"
+    );
     for secret in [REFERENCE, TAG_VALUE] {
         let elsewhere: Vec<&str> = logs
             .lines()

@@ -12,6 +12,7 @@ mod binary;
 mod cli;
 mod drain;
 mod email;
+mod extensions;
 mod flows;
 mod fraud;
 mod fuzz_regressions;

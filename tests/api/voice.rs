@@ -107,7 +107,7 @@ fn parse(xml: &str) -> Twiml {
 pub(crate) struct Phone {
     webhooks: SocketAddr,
     call_sid: String,
-    form: Vec<(String, String)>,
+    pub(crate) form: Vec<(String, String)>,
 }
 
 impl Phone {
@@ -139,7 +139,7 @@ impl Phone {
             .expect("the URL carries the call token")
     }
 
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.form
             .iter()
             .find(|(k, _)| k == name)
@@ -231,9 +231,18 @@ async fn ring(
 }
 
 async fn voice_app() -> (TestApp, FakeTwilio) {
+    voice_app_with(|_| {}).await
+}
+
+/// A server that calls through a fake Twilio, configured further.
+pub(crate) async fn voice_app_with(configure: impl FnOnce(&mut Config)) -> (TestApp, FakeTwilio) {
     let fake = FakeTwilio::start().await;
     fake.accept_calls(&sid("CA", 1)).await;
-    let app = spawn_app_with(|c| with_voice(c, &fake)).await;
+    let app = spawn_app_with(|c| {
+        with_voice(c, &fake);
+        configure(c);
+    })
+    .await;
     (app, fake)
 }
 

@@ -27,6 +27,7 @@ fn message(channel: Channel, locale: Option<&str>) -> Message {
         tenant: TenantId::default_tenant(),
         verification_id: VerificationId::generate(),
         to: Destination::parse(to).expect("destination"),
+        extension: None,
         purpose: Purpose::PasswordReset,
         delivery: Delivery {
             channel,

@@ -237,7 +237,13 @@ impl Twilio {
             ("Timeout", self.ring_timeout.as_secs().to_string()),
             ("TimeLimit", self.call_time_limit.as_secs().to_string()),
         ];
-        if self.machine_detection {
+        if let Some(extension) = &message.extension {
+            // Dialed once the call connects. Machine detection would judge
+            // the office's switchboard, which answers first, not the
+            // person: it is left off, and a code is still said only after
+            // a person presses a key for it.
+            form.push(("SendDigits", extension.as_str().to_owned()));
+        } else if self.machine_detection {
             form.push(("MachineDetection", "Enable".to_owned()));
         }
         let fetches = message.call_token.is_some();
@@ -272,7 +278,17 @@ impl Twilio {
             }
         }
         let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let receipt = self.post("Calls.json", &fields).await?;
+        let receipt =
+            self.post("Calls.json", &fields)
+                .await
+                .map_err(|e| match &message.extension {
+                    // Twilio's error texts may echo the request's fields, as
+                    // sent or as keys.
+                    Some(extension) => e
+                        .masking(extension.as_str(), &extension.masked())
+                        .masking(&extension.keys(), &extension.masked()),
+                    None => e,
+                })?;
         // Webhooks are bound to this CallSid: without a well-formed one the
         // call cannot be checked, so it does not count as placed (though
         // Twilio may have placed it).

@@ -8,8 +8,8 @@
 //!   provider names and key ids interned ([`Names`]) and the rarely set
 //!   strings (error, provider reference and status) out of line;
 //! - what most verifications never have (a locale, number-matching
-//!   digits, a live call, the caller's reference and tags) out of line,
-//!   behind one pointer.
+//!   digits, a live call, an extension, the caller's reference and tags)
+//!   out of line, behind one pointer.
 //!
 //! The domain's transitions run on a [`Verification`] made from a record
 //! ([`Record::verification`]) and are written back ([`Record::set`], or
@@ -25,8 +25,8 @@ use smallvec::SmallVec;
 use zeroize::Zeroize as _;
 
 use crate::domain::{
-    CallerRef, Channel, CodeHash, DeliveryStatus, Destination, MatchDigits, Purpose, SendAttempt,
-    Status, TenantId, Verification, VerificationId,
+    CallerRef, Channel, CodeHash, DeliveryStatus, Destination, Extension, MatchDigits, PendingKind,
+    Purpose, SendAttempt, Status, TenantId, Verification, VerificationId,
     starts::RecentStarts,
     verification::{Delivery, Locale, VoiceMode},
     voice::VoiceCall,
@@ -110,6 +110,7 @@ struct Rare {
     locale: Option<Locale>,
     match_digits: Option<MatchDigits>,
     call: Option<VoiceCall>,
+    extension: Option<Extension>,
     caller_ref: Option<Box<CallerRef>>,
     /// The code of a later send whose outcome is unknown (a timeout, a
     /// 5xx: the user may hold it), checked beside the record's code until
@@ -124,6 +125,7 @@ impl Rare {
             locale: v.delivery.locale.clone(),
             match_digits: v.match_digits.clone(),
             call: v.call.clone(),
+            extension: v.extension.clone(),
             caller_ref: (!v.caller_ref.is_empty()).then(|| Box::new(v.caller_ref.clone())),
             unconfirmed,
         }
@@ -135,6 +137,7 @@ impl Rare {
         let any = self.locale.is_some()
             || self.match_digits.is_some()
             || self.call.is_some()
+            || self.extension.is_some()
             || self.caller_ref.is_some()
             || self.unconfirmed.is_some();
         any.then(|| Box::new(self))
@@ -237,6 +240,7 @@ impl Record {
             id: self.verification_id(),
             tenant: self.tenant.clone(),
             to: self.to.clone(),
+            extension: self.extension().cloned(),
             purpose: self.purpose,
             delivery: Delivery {
                 channel: self.channel,
@@ -257,6 +261,19 @@ impl Record {
             caller_ref: rare
                 .and_then(|r| r.caller_ref.as_deref().cloned())
                 .unwrap_or_default(),
+        }
+    }
+
+    pub(super) fn extension(&self) -> Option<&Extension> {
+        self.rare.as_deref().and_then(|r| r.extension.as_ref())
+    }
+
+    /// The kind of pending verification it is for its destination
+    /// ([`Verification::pending_kind`]).
+    pub(super) fn pending_kind(&self) -> PendingKind {
+        PendingKind {
+            purpose: self.purpose,
+            extension: self.extension().map(Extension::keys),
         }
     }
 
@@ -447,6 +464,7 @@ mod tests {
         full.sends_remaining = 1;
         full.accepted_once = true;
         full.status = Status::Denied;
+        full.extension = Extension::parse("ww4711");
         full.caller_ref = CallerRef {
             reference: Some("reset-42".into()),
             tags: [("ticket".into(), "HD-1".into())].into(),

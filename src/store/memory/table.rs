@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::record::{Record, Stamp};
-use crate::domain::{Destination, Purpose, TenantId};
+use crate::domain::{Destination, PendingKind, TenantId};
 
 /// Where a record lives in the slab.
 pub(super) type Slot = u32;
@@ -67,13 +67,13 @@ fn pending_hash(
     hasher: &RandomState,
     tenant: &TenantId,
     to: &Destination,
-    purpose: Purpose,
+    kind: &PendingKind,
 ) -> u64 {
-    hasher.hash_one((tenant, to, purpose))
+    hasher.hash_one((tenant, to, kind))
 }
 
 fn record_pending_hash(hasher: &RandomState, r: &Record) -> u64 {
-    pending_hash(hasher, &r.tenant, &r.to, r.purpose)
+    pending_hash(hasher, &r.tenant, &r.to, &r.pending_kind())
 }
 
 fn destination_hash(hasher: &RandomState, tenant: &TenantId, to: &Destination) -> u64 {
@@ -108,19 +108,19 @@ impl Table {
         (records[index(slot)].tenant == *tenant).then_some(slot)
     }
 
-    /// The slot of the pending verification for (tenant, to, purpose).
+    /// The slot of the pending verification of this kind for (tenant, to).
     pub(super) fn pending(
         &self,
         tenant: &TenantId,
         to: &Destination,
-        purpose: Purpose,
+        kind: &PendingKind,
     ) -> Option<Slot> {
         let records = &self.records;
-        let hash = pending_hash(&self.hasher, tenant, to, purpose);
+        let hash = pending_hash(&self.hasher, tenant, to, kind);
         self.pending
             .find(hash, |&s| {
                 let r = &records[index(s)];
-                r.tenant == *tenant && r.to == *to && r.purpose == purpose
+                r.tenant == *tenant && r.to == *to && r.pending_kind() == *kind
             })
             .copied()
     }

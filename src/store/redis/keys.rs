@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use crate::{
-    domain::{Destination, Purpose, TenantId, VerificationId},
+    domain::{Destination, PendingKind, TenantId, VerificationId},
     store::port::Blocked,
 };
 
@@ -97,15 +97,28 @@ impl Keys {
         [format!("{base}v:{id}"), format!("{base}a:{id}")]
     }
 
-    /// The one pending verification per (tenant, destination, purpose).
-    pub(super) fn pending(&self, tenant: &TenantId, to: &Destination, purpose: Purpose) -> String {
+    /// The one pending verification per (tenant, destination, kind). An
+    /// extension's keys extend the name, hashed with the destination as
+    /// the destination is, within the destination's hash tag.
+    pub(super) fn pending(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        kind: &PendingKind,
+    ) -> String {
         let digest = self.destination(tenant, to);
-        format!(
+        let mut key = format!(
             "{}p:{}:{}",
             self.base(&digest.tag(), tenant),
             digest.hex(),
-            purpose.as_str()
-        )
+            kind.purpose.as_str()
+        );
+        if let Some(keys) = &kind.extension {
+            let extension = self.digest("extension", tenant, &format!("{} {keys}", to.as_str()));
+            key.push_str(":x");
+            key.push_str(&extension.hex());
+        }
+        key
     }
 
     /// The destination's latest new verifications, whatever their purpose,
@@ -200,6 +213,7 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Purpose;
 
     #[test]
     fn a_verification_and_its_pending_slot_share_a_hash_tag_and_hide_the_destination() {
@@ -207,11 +221,20 @@ mod tests {
         let tenant = TenantId::default_tenant();
         let to = Destination::parse("+14155550100").expect("valid");
         let id = VerificationId::generate_in(keys.destination(&tenant, &to).shard());
-        let pending = keys.pending(&tenant, &to, Purpose::Enrollment);
+        let kind = |extension: Option<&str>| PendingKind {
+            purpose: Purpose::Enrollment,
+            extension: extension.map(str::to_owned),
+        };
+        let pending = keys.pending(&tenant, &to, &kind(None));
+        let desk = keys.pending(&tenant, &to, &kind(Some("4711")));
+        assert_ne!(desk, pending, "an extension has a slot of its own");
+        assert_ne!(desk, keys.pending(&tenant, &to, &kind(Some("4712"))));
+        assert!(!desk.contains("4711"), "{desk}");
         let [hash, attempts] = keys.verification(&tenant, &id);
         let tag =
             |key: &str| key[key.find('{').expect("tag")..=key.find('}').expect("tag")].to_owned();
         assert_eq!(tag(&pending), tag(&hash));
+        assert_eq!(tag(&desk), tag(&hash));
         assert_eq!(tag(&hash), tag(&attempts));
         assert_eq!(
             tag(&keys.block(&tenant, Blocked::Destination(&to))),

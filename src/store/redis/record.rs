@@ -12,8 +12,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    CallerRef, Channel, DeliveryStatus, Destination, Locale, MatchDigits, Purpose, SendAttempt,
-    Status, TenantId, Verification, VerificationId, VoiceMode, verification::Delivery,
+    CallerRef, Channel, DeliveryStatus, Destination, Extension, Locale, MatchDigits, Purpose,
+    SendAttempt, Status, TenantId, Verification, VerificationId, VoiceMode, verification::Delivery,
     voice::VoiceCall,
 };
 
@@ -66,6 +66,9 @@ pub(super) fn fields(
         ("sends_remaining", v.sends_remaining.to_string()),
         ("watch", watch.to_owned()),
     ];
+    if let Some(extension) = &v.extension {
+        out.push(("extension", extension.as_str().to_owned()));
+    }
     if let Some(mode) = v.delivery.voice_mode {
         out.push(("voice_mode", mode.as_str().to_owned()));
     }
@@ -178,7 +181,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
 
 /// The fields a plain read (`read_of`) asks for, in its order: everything
 /// a reply carries, and the retention to tell a purged verification.
-pub(super) const READ_FIELDS: [&str; 24] = [
+pub(super) const READ_FIELDS: [&str; 25] = [
     "id",
     "tenant",
     "to",
@@ -203,6 +206,7 @@ pub(super) const READ_FIELDS: [&str; 24] = [
     "unacked",
     "reference",
     "tags",
+    "extension",
 ];
 
 /// A verification as of `now` from an HMGET of `READ_FIELDS` and its
@@ -282,6 +286,9 @@ fn from_fields<'a>(
         id: VerificationId::parse(req("id")?).ok_or_else(|| bad("id"))?,
         tenant: TenantId::parse(req("tenant")?).ok_or_else(|| bad("tenant"))?,
         to: Destination::from_stored(req("to")?),
+        extension: text("extension")
+            .map(|e| Extension::parse(e).ok_or_else(|| bad("extension")))
+            .transpose()?,
         purpose: purpose(req("purpose")?).ok_or_else(|| bad("purpose"))?,
         delivery: Delivery {
             channel: channel(req("channel")?).ok_or_else(|| bad("channel"))?,
@@ -449,6 +456,7 @@ mod tests {
             reference: Some("SM1".into()),
             provider_status: None,
         });
+        v.extension = Extension::parse("ww4711#");
         v.caller_ref = CallerRef {
             reference: Some("reset/42 \"a\"".into()),
             tags: [("ticket".into(), "HD-1/2".into())].into(),
