@@ -10,7 +10,10 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use tonic::{
     Status,
@@ -206,7 +209,6 @@ enum VoiceModeArg {
     Code,
 }
 
-/// Unspecified: the server's default mode.
 /// A `--tag`: `KEY=VALUE`, split at the first `=`.
 fn tag(arg: &str) -> Result<(String, String), String> {
     arg.split_once('=')
@@ -214,6 +216,19 @@ fn tag(arg: &str) -> Result<(String, String), String> {
         .ok_or_else(|| "a tag is KEY=VALUE".to_owned())
 }
 
+/// The `--tag`s as the request's map; a key given twice is a mistake to
+/// say, not a value to drop.
+fn unique_tags(tags: Vec<(String, String)>) -> Result<HashMap<String, String>, Error> {
+    let mut map = HashMap::with_capacity(tags.len());
+    for (key, value) in tags {
+        if map.insert(key.clone(), value).is_some() {
+            return Err(format!("--tag {key} is given twice").into());
+        }
+    }
+    Ok(map)
+}
+
+/// Unspecified: the server's default mode.
 fn voice_mode(mode: Option<VoiceModeArg>) -> proto::VoiceMode {
     mode.map_or(proto::VoiceMode::Unspecified, |m| match m {
         VoiceModeArg::Confirm => proto::VoiceMode::Confirm,
@@ -334,7 +349,7 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
                 idempotency_key: idempotency_key.unwrap_or_default(),
                 end_user_ip: end_user_ip.unwrap_or_default(),
                 reference: reference.unwrap_or_default(),
-                tags: tags.into_iter().collect(),
+                tags: unique_tags(tags)?,
             };
             let response = client.start_verification(request).await?.into_inner();
             (response.verification, response.match_digits)

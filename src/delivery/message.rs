@@ -160,12 +160,49 @@ impl SendError {
 
     /// Masks `secret` in the reason too, where the provider may have echoed
     /// a field of the request that [`mask_phone_numbers`] cannot know (an
-    /// extension).
+    /// extension). Only whole words are masked: an extension `1` leaves the
+    /// `1` in `error 21211` alone.
     #[must_use]
     pub fn masking(mut self, secret: &str, masked: &str) -> Self {
-        if !secret.is_empty() {
-            self.reason = self.reason.replace(secret, masked);
+        if secret.is_empty() {
+            return self;
         }
+        let reason = &self.reason;
+        let mut out = String::with_capacity(reason.len());
+        let mut rest = 0;
+        for (at, _) in reason.match_indices(secret) {
+            let end = at + secret.len();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+            if at < rest
+                || word(reason[..at].chars().next_back())
+                || word(reason[end..].chars().next())
+            {
+                continue;
+            }
+            out.push_str(&reason[rest..at]);
+            out.push_str(masked);
+            rest = end;
+        }
+        out.push_str(&reason[rest..]);
+        self.reason = out;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_replaces_whole_words_only() {
+        let e = SendError::new(
+            "twilio",
+            FailureKind::Rejected,
+            "error 21211: SendDigits 1 or w1 (1)",
+        )
+        .masking("1", "ext. *");
+        assert_eq!(e.reason, "error 21211: SendDigits ext. * or w1 (ext. *)");
+        let e = SendError::new("twilio", FailureKind::Rejected, "4711/4711x").masking("4711", "*");
+        assert_eq!(e.reason, "*/4711x");
     }
 }

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 /// A caller's reference and tags; empty unless the start named some.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` says only whether there are any: they go to the audit line and
+/// nowhere else, so a log that formats a verification must not print them.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CallerRef {
     pub reference: Option<String>,
     /// Sorted by key, so that equal tags always store and fingerprint alike.
@@ -78,6 +80,15 @@ impl CallerRef {
     pub fn tags_json(&self) -> Option<String> {
         (!self.tags.is_empty())
             .then(|| serde_json::to_string(&self.tags).expect("string maps always serialize"))
+    }
+}
+
+impl std::fmt::Debug for CallerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerRef")
+            .field("reference", &self.reference.as_ref().map(|_| "<redacted>"))
+            .field("tags", &self.tags.len())
+            .finish()
     }
 }
 
@@ -154,6 +165,8 @@ mod tests {
         );
         assert_eq!(CallerRef::default().tags_json(), None);
         assert!(CallerRef::default().is_empty());
+        let shown = format!("{caller:?}");
+        assert!(!shown.contains('1') && !shown.contains('b'), "{shown}");
         assert_eq!(CallerRef::MAX_BYTES, 1728);
     }
 }

@@ -128,6 +128,9 @@ pub struct NumberPlan {
     /// E.g. 1 for NANP, 44 for the UK.
     pub calling_code: u16,
     pub line: LineType,
+    /// The country (region) the number belongs to, where the plan tells:
+    /// `+1 416` is Canada, `+1 212` the USA.
+    pub region: Option<phonenumber::country::Id>,
 }
 
 /// The line types the fraud rules tell apart (from libphonenumber's
@@ -196,6 +199,7 @@ impl PhoneNumber {
         Some(NumberPlan {
             calling_code: number.code().value(),
             line,
+            region: number.country().id(),
         })
     }
 

@@ -5,6 +5,7 @@ pub mod call;
 pub mod caller_ref;
 pub mod channel;
 pub mod code;
+pub mod country;
 pub mod destination;
 pub mod extension;
 pub mod fraud;

@@ -245,6 +245,18 @@ pub struct Delivery {
     pub locale: Option<Locale>,
 }
 
+impl Delivery {
+    /// This delivery, in `locale` if it names none (the number's country's
+    /// language, say).
+    #[must_use]
+    pub fn or_locale(self, locale: Option<Locale>) -> Self {
+        Self {
+            locale: self.locale.or(locale),
+            ..self
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub id: VerificationId,
@@ -282,10 +294,11 @@ pub struct Verification {
 /// same kind supersedes it. An extension's keys (pauses stripped) make a
 /// kind of their own, so a verification to one desk of an office number
 /// never ends another desk's.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PendingKind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingKind<'a> {
     pub purpose: Purpose,
-    pub extension: Option<String>,
+    /// The extension's digits ([`Extension::keys`]).
+    pub extension: Option<&'a str>,
 }
 
 /// How a send ended, as far as verifyd can know.
@@ -357,7 +370,7 @@ impl Verification {
     }
 
     /// The kind of pending verification this is, for its destination.
-    pub fn pending_kind(&self) -> PendingKind {
+    pub fn pending_kind(&self) -> PendingKind<'_> {
         PendingKind {
             purpose: self.purpose,
             extension: self.extension.as_ref().map(Extension::keys),

@@ -76,7 +76,7 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
         }
     };
     let voice_mode = voice_mode_field(req.voice_mode, channel, &mut bad);
-    let extension = extension_field(&req.extension, channel, &mut bad);
+    let extension = extension_field(&req.extension, channel, to.as_ref(), &mut bad);
     let locale = locale_field(&req.locale, &mut bad);
     let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
     let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
@@ -172,6 +172,7 @@ fn voice_mode_field(
 fn extension_field(
     value: &str,
     channel: Option<Channel>,
+    to: Option<&Destination>,
     bad: &mut Violations,
 ) -> Option<Extension> {
     if value.is_empty() {
@@ -181,17 +182,26 @@ fn extension_field(
         bad.add("extension", "applies to CHANNEL_VOICE only");
         return None;
     }
-    let extension = Extension::parse(value);
-    if extension.is_none() {
+    let Some(extension) = Extension::parse(value) else {
         bad.add(
             "extension",
             format!(
-                "must be 1 to {} of 0-9, '*', '#' and 'w' (a pause), with at least one key",
+                "must be 1 to {} digits, with 'w' for a pause, at most {} characters",
+                Extension::MAX_DIGITS,
                 Extension::MAX_LEN
             ),
         );
+        return None;
+    };
+    if let Some(Destination::Phone(phone)) = to
+        && !phone
+            .plan()
+            .is_some_and(|plan| Extension::dialable_on(plan.line))
+    {
+        bad.add("extension", "applies to fixed-line (office) numbers only");
+        return None;
     }
-    extension
+    Some(extension)
 }
 
 fn locale_field(value: &str, bad: &mut Violations) -> Option<Locale> {

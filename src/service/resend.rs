@@ -159,10 +159,11 @@ impl Verifier {
         tracing::debug!(verification = %v.id, "resend reserved");
         // A resend replaces any call still ringing or running.
         self.end_live_call(&v);
+        let delivery = request.delivery.clone().or_locale(gate.locale);
         self.send(SendPlan {
             tenant,
             verification: v,
-            delivery: &request.delivery,
+            delivery: &delivery,
             shared: gate.shared,
             first: false,
             deadline,

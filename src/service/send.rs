@@ -17,8 +17,8 @@ use super::{Verifier, errors::StartError};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
-        Channel, Code, CodeHash, DeliveryStatus, Destination, Policy, SendAttempt, SendOutcome,
-        Status, TenantId, Verification,
+        Channel, Code, CodeHash, DeliveryStatus, Destination, Locale, Policy, SendAttempt,
+        SendOutcome, Status, TenantId, Verification, country,
         destination::PhoneNumber,
         limit::{Budget, Limit},
         verification::Delivery,
@@ -47,6 +47,9 @@ pub(super) struct Gate {
     /// own step.
     pub(super) start_budget: Budget,
     pub(super) shared: SharedCells,
+    /// The language the number's country reads, for a send that names no
+    /// locale ([`Delivery::or_locale`]).
+    pub(super) locale: Option<Locale>,
 }
 
 /// The cells taken from the budgets other users share, to give back if
@@ -143,6 +146,7 @@ impl Verifier {
     ) -> Result<Gate, StartError> {
         // Countries and number types that must never get a code.
         let plan = self.settings.fraud.screen(channel, to)?;
+        let locale = plan.as_ref().and_then(country::locale_for);
         let phone = match (plan, to) {
             (Some(plan), Destination::Phone(phone)) => {
                 self.refuse_blocked_prefix(tenant, phone, now).await?;
@@ -196,6 +200,7 @@ impl Verifier {
         Ok(Gate {
             start_budget,
             shared,
+            locale,
         })
     }
 

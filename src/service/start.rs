@@ -45,20 +45,29 @@ impl StartRequest {
             .end_user_ip
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        // A reference is never empty, nor are tags' JSON: "" is "none".
-        let reference = self.caller_ref.reference.as_deref().unwrap_or_default();
-        let tags = self.caller_ref.tags_json().unwrap_or_default();
-        fingerprint(&[
+        let tags = self.caller_ref.tags_json();
+        let mut fields = vec![
             self.to.as_str(),
-            self.extension.as_ref().map_or("", |e| e.as_str()),
             self.purpose.as_str(),
             self.delivery.channel.as_str(),
             self.delivery.voice_mode.map_or("", VoiceMode::as_str),
             self.delivery.locale.as_ref().map_or("", |l| l.as_str()),
             &ip,
-            reference,
-            &tags,
-        ])
+        ];
+        // Fields added later come named, and only when given: a start
+        // without them keeps the fingerprint an earlier version stored, so
+        // its retry is still a retry across an upgrade.
+        let later = [
+            ("extension", self.extension.as_ref().map(|e| e.as_str())),
+            ("reference", self.caller_ref.reference.as_deref()),
+            ("tags", tags.as_deref()),
+        ];
+        for (name, value) in later {
+            if let Some(value) = value {
+                fields.extend([name, value]);
+            }
+        }
+        fingerprint(&fields)
     }
 }
 
@@ -285,10 +294,13 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let (verification, shared) = self.reserve_start(tenant, request).await?;
+        // The delivery the verification was created with: the request's,
+        // in the number's language if it named none.
+        let delivery = verification.delivery.clone();
         self.send(SendPlan {
             tenant,
             verification,
-            delivery: &request.delivery,
+            delivery: &delivery,
             shared,
             first: true,
             deadline,
@@ -319,7 +331,7 @@ impl Verifier {
                 tenant.clone(),
                 request.to.clone(),
                 request.purpose,
-                request.delivery.clone(),
+                request.delivery.clone().or_locale(gate.locale.clone()),
                 &policy,
                 now,
             )
@@ -366,4 +378,51 @@ impl Verifier {
 enum Claim {
     Fresh,
     Replay(Box<Verification>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{
+        CallerRef, Channel, Destination, Extension, Purpose, verification::Delivery,
+    };
+
+    fn request() -> StartRequest {
+        StartRequest {
+            to: Destination::parse("+14155550100").expect("valid"),
+            extension: None,
+            purpose: Purpose::PasswordReset,
+            delivery: Delivery {
+                channel: Channel::Voice,
+                voice_mode: Some(VoiceMode::Confirm),
+                locale: None,
+            },
+            idempotency_key: None,
+            end_user_ip: None,
+            caller_ref: CallerRef::default(),
+        }
+    }
+
+    #[test]
+    fn a_start_without_the_later_fields_keeps_its_earlier_fingerprint() {
+        let plain = request();
+        assert_eq!(
+            plain.fingerprint(),
+            fingerprint(&["+14155550100", "password_reset", "voice", "confirm", "", ""]),
+            "the six fields the earlier version stored"
+        );
+        let mut prints = vec![plain.fingerprint()];
+        let mut desk = request();
+        desk.extension = Extension::parse("4711");
+        prints.push(desk.fingerprint());
+        let mut referenced = request();
+        referenced.caller_ref.reference = Some("4711".into());
+        prints.push(referenced.fingerprint());
+        let mut tagged = request();
+        tagged.caller_ref.tags = [("extension".into(), "4711".into())].into();
+        prints.push(tagged.fingerprint());
+        prints.sort_unstable();
+        prints.dedup();
+        assert_eq!(prints.len(), 4, "each field is told apart from the others");
+    }
 }

@@ -23,11 +23,11 @@ fn desk(extension: &str) -> proto::StartVerificationRequest {
 #[tokio::test]
 async fn the_call_dials_the_extension_and_pound_approves() {
     let (app, fake) = voice_app_with(|_| {}).await;
-    let v = app.started(desk("ww4711#")).await;
-    assert_eq!(v.extension, "ww4711#");
+    let v = app.started(desk("ww4711")).await;
+    assert_eq!(v.extension, "ww4711");
     let phone = Phone::picked_up(&app, &fake).await;
     crate::fake_twilio::assert_conforms("CreateCall", &phone.form);
-    assert_eq!(phone.field("SendDigits"), Some("ww4711#"));
+    assert_eq!(phone.field("SendDigits"), Some("ww4711"));
     assert_eq!(
         phone.field("MachineDetection"),
         None,
@@ -38,7 +38,7 @@ async fn the_call_dials_the_extension_and_pound_approves() {
     assert!(phone.press(&gather, "#").await.hangup);
     let approved = app.get(&v.id).await.expect("get");
     assert_eq!(status(&approved), VerificationStatus::Approved);
-    assert_eq!(approved.extension, "ww4711#");
+    assert_eq!(approved.extension, "ww4711");
 
     // A call without one dials nothing more, with detection on.
     app.clock.advance(Duration::from_secs(60));
@@ -111,7 +111,17 @@ async fn an_extension_is_checked_by_name_and_reached_by_voice_only() {
     for (what, request) in [
         ("a letter", desk("12a4")),
         ("only pauses", desk("ww")),
-        ("too long", desk(&"1".repeat(33))),
+        ("a star, to work a switchboard's menus", desk("*72")),
+        ("a pound key", desk("4711#")),
+        ("nine digits, enough for an outside line", desk("123456789")),
+        ("too long", desk(&format!("{}1", "w".repeat(16)))),
+        (
+            "a mobile, which has no switchboard",
+            proto::StartVerificationRequest {
+                to: "+447400123456".into(),
+                ..desk("4711")
+            },
+        ),
         (
             "an SMS",
             proto::StartVerificationRequest {
@@ -168,16 +178,23 @@ async fn a_provider_error_that_echoes_the_extension_is_masked() {
     .respond_with(
         wiremock::ResponseTemplate::new(400).set_body_json(serde_json::json!({
             "code": 21211,
-            "message": "SendDigits 8642097531 cannot be dialed on +14155550100",
+            "message": "SendDigits 86420975 cannot be dialed on +14155550100 (error 21211)",
             "status": 400,
         })),
     )
     .with_priority(1)
     .mount(&fake.server)
     .await;
-    let err = app.start(desk("w8642097531")).await.expect_err("refused");
-    assert!(!err.message().contains("8642097531"), "{err:?}");
-    let stored = format!("{err:?}");
-    assert!(!stored.contains("8642097531"), "{stored}");
+    let err = app.start(desk("w86420975")).await.expect_err("refused");
+    let answer = format!("{err:?}");
+    assert!(!answer.contains("86420975"), "{answer}");
+    assert!(
+        answer.contains("SendDigits ext. ******** cannot"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("(error 21211)"),
+        "the rest of the text is kept: {answer}"
+    );
     app.stop().await;
 }

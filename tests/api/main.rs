@@ -21,6 +21,7 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod loadtest;
+mod locales;
 mod metrics;
 mod model;
 mod redis_cluster;

@@ -62,7 +62,10 @@ macro_rules! built_in {
 }
 
 /// The shipped templates, by name.
-const BUILT_IN: &[(&str, &str)] = built_in!("en", "es", "fr", "de", "pt");
+const BUILT_IN: &[(&str, &str)] = built_in!(
+    "en", "es", "fr", "de", "pt", "it", "nl", "pl", "sv", "da", "nb", "fi", "cs", "tr", "ru", "uk",
+    "ja", "zh", "ko", "id",
+);
 
 impl Templates {
     /// The built-in templates, with any in `overrides` taking their place,

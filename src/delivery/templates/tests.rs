@@ -15,7 +15,10 @@ use crate::{
 };
 
 const CODE: &str = "20481357";
-const SHIPPED: [&str; 5] = ["en", "es", "fr", "de", "pt"];
+const SHIPPED: [&str; 20] = [
+    "en", "es", "fr", "de", "pt", "it", "nl", "pl", "sv", "da", "nb", "fi", "cs", "tr", "ru", "uk",
+    "ja", "zh", "ko", "id",
+];
 const VOICE_MODES: [VoiceMode; 3] = [VoiceMode::Confirm, VoiceMode::Match, VoiceMode::Code];
 
 fn message(channel: Channel, locale: Option<&str>) -> Message {
@@ -215,6 +218,66 @@ fn the_english_sms_fits_one_segment_even_with_the_webotp_line() {
     }
 }
 
+/// One SMS segment: 160 characters if every one is in GSM 03.38's basic
+/// set, else 70 UTF-16 units (UCS-2). Returns the limit the text met, or
+/// why it did not fit.
+fn fits_one_segment(sms: &str) -> Result<&'static str, String> {
+    if sms.chars().all(is_gsm) {
+        let n = sms.chars().count();
+        (n <= 160)
+            .then_some("GSM-7")
+            .ok_or(format!("{n} GSM-7 characters"))
+    } else {
+        let n = sms.encode_utf16().count();
+        (n <= 70).then_some("UCS-2").ok_or(format!(
+            "{n} UCS-2 units, outside GSM-7 at {:?}",
+            sms.chars().find(|&c| !is_gsm(c))
+        ))
+    }
+}
+
+#[test]
+fn every_shipped_sms_fits_one_segment_in_its_encoding() {
+    let templates = built_in();
+    for locale in SHIPPED {
+        for purpose in PURPOSES {
+            let mut m = message(Channel::Sms, Some(locale));
+            m.purpose = purpose;
+            m.code = Code::parse("0123456789").expect("the longest code");
+            m.app_name = "Example Corp".to_owned();
+            let sms = text(&templates, &m);
+            assert!(sms.contains("0123456789"), "{locale} {purpose:?}: {sms}");
+            if let Err(why) = fits_one_segment(&sms) {
+                panic!("{locale} {purpose:?}: {why}: {sms}");
+            }
+        }
+    }
+    // The check can fail: a text one character too long, in each encoding.
+    assert!(fits_one_segment(&"a".repeat(161)).is_err());
+    assert!(fits_one_segment(&"я".repeat(71)).is_err());
+    assert_eq!(fits_one_segment(&"я".repeat(70)), Ok("UCS-2"));
+    assert!(fits_one_segment(&format!("{}ó", "a".repeat(70))).is_err());
+    assert_eq!(
+        fits_one_segment(&format!("{}ó", "a".repeat(69))),
+        Ok("UCS-2")
+    );
+}
+
+#[test]
+fn every_language_a_country_picks_is_shipped_and_spoken() {
+    use crate::delivery::twilio::twiml::say_language;
+    for (language, _) in crate::domain::country::LANGUAGES {
+        assert!(SHIPPED.contains(language), "{language} is not shipped");
+    }
+    for locale in SHIPPED {
+        let voice = say_language(Some(locale));
+        assert!(
+            voice.starts_with(locale) || (locale, voice) == ("zh", "cmn-CN"),
+            "{locale} is spoken as {voice}"
+        );
+    }
+}
+
 #[test]
 fn locales_fall_back_to_their_language_then_english() {
     let templates = built_in();
@@ -224,7 +287,8 @@ fn locales_fall_back_to_their_language_then_english() {
     assert_eq!(subject("pt-BR"), subject("pt"));
     assert!(subject("pt").contains("seu código"), "{}", subject("pt"));
     assert_eq!(subject("xx"), subject("en"));
-    assert_eq!(subject("zh-Hant-TW"), subject("en"));
+    assert_eq!(subject("el-GR"), subject("en"));
+    assert_eq!(subject("zh-Hant-TW"), subject("zh"), "along the chain");
     assert_eq!(
         email(&templates, &message(Channel::Email, None)).0,
         subject("en"),
@@ -300,7 +364,7 @@ fn an_override_replaces_one_template_and_the_rest_stay_built_in() {
             "en/password_reset/email_subject.txt",
             "Reset your {{ app_name }} password",
         ),
-        ("it/email_subject.txt", "Il tuo codice {{ app_name }}"),
+        ("el/email_subject.txt", "Ο κωδικός σας για {{ app_name }}"),
         (
             "..data/ignored.txt",
             "Kubernetes keeps its own entries here",
@@ -331,10 +395,10 @@ fn an_override_replaces_one_template_and_the_rest_stay_built_in() {
     assert!(email(&templates, &m).0.starts_with("Votre code"));
 
     // A new locale: its own subject, English for the rest.
-    let (subject, body, _) = email(&templates, &message(Channel::Email, Some("it")));
-    assert_eq!(subject, "Il tuo codice Acme");
+    let (subject, body, _) = email(&templates, &message(Channel::Email, Some("el")));
+    assert_eq!(subject, "Ο κωδικός σας για Acme");
     assert!(body.starts_with("Hello,"), "{body}");
-    assert!(templates.locales().any(|l| l == "it"));
+    assert!(templates.locales().any(|l| l == "el"));
 }
 
 #[test]

@@ -286,7 +286,7 @@ impl Twilio {
                     // sent or as keys.
                     Some(extension) => e
                         .masking(extension.as_str(), &extension.masked())
-                        .masking(&extension.keys(), &extension.masked()),
+                        .masking(extension.keys(), &extension.masked()),
                     None => e,
                 })?;
         // Webhooks are bound to this CallSid: without a well-formed one the

@@ -153,6 +153,22 @@ pub fn say_language(locale: Option<&str>) -> &'static str {
         "fr" => "fr-FR",
         "de" => "de-DE",
         "pt" => "pt-BR",
+        "it" => "it-IT",
+        "nl" => "nl-NL",
+        "pl" => "pl-PL",
+        "sv" => "sv-SE",
+        "da" => "da-DK",
+        "nb" => "nb-NO",
+        "fi" => "fi-FI",
+        "cs" => "cs-CZ",
+        "tr" => "tr-TR",
+        "ru" => "ru-RU",
+        "uk" => "uk-UA",
+        "ja" => "ja-JP",
+        // Mandarin, as Twilio's Polly and Google voices name it.
+        "zh" => "cmn-CN",
+        "ko" => "ko-KR",
+        "id" => "id-ID",
         _ => "en-US",
     }
 }

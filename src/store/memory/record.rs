@@ -270,7 +270,7 @@ impl Record {
 
     /// The kind of pending verification it is for its destination
     /// ([`Verification::pending_kind`]).
-    pub(super) fn pending_kind(&self) -> PendingKind {
+    pub(super) fn pending_kind(&self) -> PendingKind<'_> {
         PendingKind {
             purpose: self.purpose,
             extension: self.extension().map(Extension::keys),

@@ -53,7 +53,7 @@ impl MemoryStore {
         let mut superseded = None;
         let mut settled = None;
         if let Some(slot) =
-            table.pending(&candidate.tenant, &candidate.to, &candidate.pending_kind())
+            table.pending(&candidate.tenant, &candidate.to, candidate.pending_kind())
         {
             let record = table.get_mut(slot);
             let mut v = record.verification(&state.names);

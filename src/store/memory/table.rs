@@ -67,13 +67,13 @@ fn pending_hash(
     hasher: &RandomState,
     tenant: &TenantId,
     to: &Destination,
-    kind: &PendingKind,
+    kind: PendingKind<'_>,
 ) -> u64 {
     hasher.hash_one((tenant, to, kind))
 }
 
 fn record_pending_hash(hasher: &RandomState, r: &Record) -> u64 {
-    pending_hash(hasher, &r.tenant, &r.to, &r.pending_kind())
+    pending_hash(hasher, &r.tenant, &r.to, r.pending_kind())
 }
 
 fn destination_hash(hasher: &RandomState, tenant: &TenantId, to: &Destination) -> u64 {
@@ -113,14 +113,14 @@ impl Table {
         &self,
         tenant: &TenantId,
         to: &Destination,
-        kind: &PendingKind,
+        kind: PendingKind<'_>,
     ) -> Option<Slot> {
         let records = &self.records;
         let hash = pending_hash(&self.hasher, tenant, to, kind);
         self.pending
             .find(hash, |&s| {
                 let r = &records[index(s)];
-                r.tenant == *tenant && r.to == *to && r.pending_kind() == *kind
+                r.tenant == *tenant && r.to == *to && r.pending_kind() == kind
             })
             .copied()
     }

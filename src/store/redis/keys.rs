@@ -104,7 +104,7 @@ impl Keys {
         &self,
         tenant: &TenantId,
         to: &Destination,
-        kind: &PendingKind,
+        kind: PendingKind<'_>,
     ) -> String {
         let digest = self.destination(tenant, to);
         let mut key = format!(
@@ -113,7 +113,7 @@ impl Keys {
             digest.hex(),
             kind.purpose.as_str()
         );
-        if let Some(keys) = &kind.extension {
+        if let Some(keys) = kind.extension {
             let extension = self.digest("extension", tenant, &format!("{} {keys}", to.as_str()));
             key.push_str(":x");
             key.push_str(&extension.hex());
@@ -221,14 +221,16 @@ mod tests {
         let tenant = TenantId::default_tenant();
         let to = Destination::parse("+14155550100").expect("valid");
         let id = VerificationId::generate_in(keys.destination(&tenant, &to).shard());
-        let kind = |extension: Option<&str>| PendingKind {
-            purpose: Purpose::Enrollment,
-            extension: extension.map(str::to_owned),
-        };
-        let pending = keys.pending(&tenant, &to, &kind(None));
-        let desk = keys.pending(&tenant, &to, &kind(Some("4711")));
+        fn kind(extension: Option<&str>) -> PendingKind<'_> {
+            PendingKind {
+                purpose: Purpose::Enrollment,
+                extension,
+            }
+        }
+        let pending = keys.pending(&tenant, &to, kind(None));
+        let desk = keys.pending(&tenant, &to, kind(Some("4711")));
         assert_ne!(desk, pending, "an extension has a slot of its own");
-        assert_ne!(desk, keys.pending(&tenant, &to, &kind(Some("4712"))));
+        assert_ne!(desk, keys.pending(&tenant, &to, kind(Some("4712"))));
         assert!(!desk.contains("4711"), "{desk}");
         let [hash, attempts] = keys.verification(&tenant, &id);
         let tag =

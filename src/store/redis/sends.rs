@@ -37,7 +37,7 @@ impl RedisStore {
         let [hash, attempts] = keys.verification(tenant, &candidate.id);
         let mut invocation = Invocation::of(&SCRIPTS.create);
         invocation
-            .key(keys.pending(tenant, to, &candidate.pending_kind()))
+            .key(keys.pending(tenant, to, candidate.pending_kind()))
             .key(hash)
             .key(attempts)
             .key(keys.destination_budget(budget.limit.as_str(), tenant, to))

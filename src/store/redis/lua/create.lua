@@ -1,6 +1,6 @@
 -- Store::create: a new verification, in one step with what bounds it, and
 -- the one it supersedes. KEYS: the pending slot of (tenant, destination,
--- purpose), the candidate's hash and attempts list, the destination's start
+-- purpose, extension), the candidate's hash and attempts list, the destination's start
 -- budget, the destination's recent starts (RecentStarts: a hash of `last`
 -- and `count`), the destination's block (block.lua). ARGV: now, the key
 -- prefix of this tenant's verifications in
