@@ -26,6 +26,8 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
     let dispatcher = dispatcher(
         &config.delivery,
         &config.providers,
+        // A test message is no verification: no number lookup.
+        None,
         config.webhooks.public_base_url.as_ref(),
         &ConsoleSender::stdout(),
         &Clock::system(),

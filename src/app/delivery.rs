@@ -2,6 +2,7 @@
 //! tenant's `templates_dir`: the templates, every named provider, a route
 //! per channel, and the tokens Twilio's webhooks are signed with. Anything
 //! that cannot be set up stops startup with one line naming the provider.
+//! The number lookup (`[lookup]`) borrows a Twilio provider's account.
 //! `verifyd send-test` builds its routes here too.
 
 use std::{
@@ -18,8 +19,9 @@ use crate::{
         ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
         config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
         http::HttpSms,
+        lookup::{Lookup, LookupConfig},
         smtp::SmtpSender,
-        twilio::{Twilio, webhook::WebhookTokens},
+        twilio::{Twilio, lookup::TwilioLookup, webhook::WebhookTokens},
         web,
     },
     domain::TenantId,
@@ -47,6 +49,7 @@ pub enum SetupError {
 pub fn dispatcher(
     d: &DeliveryConfig,
     providers: &BTreeMap<String, ProviderConfig>,
+    lookup: Option<&LookupConfig>,
     callbacks: Option<&Url>,
     console: &ConsoleSender,
     clock: &Clock,
@@ -99,11 +102,24 @@ pub fn dispatcher(
                 })?;
         }
     }
+    let lookup = lookup
+        .map(|config| match providers.get(&config.provider) {
+            Some(ProviderConfig::Twilio(twilio)) => Ok(Lookup::new(
+                TwilioLookup::new(twilio, &config.base_url, http.clone()),
+                config,
+            )),
+            _ => Err(SetupError::Provider {
+                name: config.provider.clone(),
+                problem: "lookup.provider must name a [providers.NAME] of kind twilio".to_owned(),
+            }),
+        })
+        .transpose()?;
     Ok(Dispatcher {
         templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
         sms: route(&d.sms)?,
         voice,
         email: route(&d.email)?,
+        lookup,
     })
 }
 

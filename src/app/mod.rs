@@ -223,6 +223,10 @@ fn assemble(
     let dispatcher = dispatcher(
         &config.delivery,
         &config.providers,
+        config
+            .lookup
+            .in_use(config.tenants.values().map(|t| &t.lookup))
+            .then_some(&config.lookup),
         config.webhooks.public_base_url.as_ref(),
         &console,
         &clock,
@@ -251,6 +255,7 @@ fn assemble(
                 &tenant_templates,
                 &policy,
                 &config.code,
+                &config.lookup,
             ),
             fraud: config.fraud.clone(),
             send_timeout: config.delivery.timeout,

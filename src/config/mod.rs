@@ -42,8 +42,16 @@ pub use self::{
     server::{ServerConfig, WebhooksConfig},
 };
 use crate::{
-    delivery::config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig, providers_problem},
-    domain::{Policy, code::HmacConfig, fraud::FraudRules, policy::CodeConfig},
+    delivery::{
+        config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig, providers_problem},
+        lookup::LookupConfig,
+    },
+    domain::{
+        Policy,
+        code::HmacConfig,
+        fraud::FraudRules,
+        policy::{CodeConfig, MAX_RESEND_DOUBLINGS},
+    },
     ratelimit::LimitsConfig,
     service::{TenantConfig, VoiceSettings},
     store::StoreConfig,
@@ -101,6 +109,8 @@ pub struct Config {
     /// Who may receive codes at all: countries per channel, number types,
     /// the block after a prefix trips its budget.
     pub fraud: FraudRules,
+    /// Risk signals before phone sends: a live lookup of the number.
+    pub lookup: LookupConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -250,6 +260,7 @@ impl Config {
         tenants::validate(&self.tenants, &self.server, &self.voice, &self.code)?;
         self.validate_credentials()?;
         check(self.fraud.problem())?;
+        self.validate_lookup()?;
         self.validate_dev_mode()
     }
 
@@ -276,6 +287,34 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `[lookup]`, when any tenant is looked up: its own settings, a Twilio
+    /// provider to pay with, and a cache that outlasts every least gap.
+    fn validate_lookup(&self) -> Result<(), ConfigError> {
+        let lookup = &self.lookup;
+        if !lookup.in_use(self.tenants.values().map(|t| &t.lookup)) {
+            return Ok(());
+        }
+        let longest_gap = self
+            .tenants
+            .values()
+            .map(|t| self.code.overridden(&t.code).resend_cooldown)
+            .fold(self.code.resend_cooldown, Duration::max)
+            * 2u32.pow(MAX_RESEND_DOUBLINGS);
+        if let Some((key, problem)) = lookup.problem(longest_gap) {
+            return Err(invalid(&format!("lookup.{key}"), problem));
+        }
+        if !matches!(
+            self.providers.get(&lookup.provider),
+            Some(ProviderConfig::Twilio(_))
+        ) {
+            return Err(invalid(
+                "lookup.provider",
+                "name a [providers.NAME] of kind twilio: its account pays for the lookups",
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,9 @@ pub struct Dispatcher {
     pub sms: Option<Route>,
     pub voice: Option<Route>,
     pub email: Option<Route>,
+    /// Risk signals before phone sends (`[lookup]`), when any tenant uses
+    /// them.
+    pub lookup: Option<super::lookup::Lookup>,
 }
 
 impl Dispatcher {

@@ -10,6 +10,7 @@ mod console;
 mod dispatcher;
 pub mod http;
 pub mod inbound;
+pub mod lookup;
 mod message;
 mod provider;
 mod route;

@@ -61,10 +61,13 @@ pub enum Limit {
     SendsPerTenant,
     StartsPerTenant,
     EmailsPerTenant,
+    /// Live lookups of numbers per tenant (paid calls): never given back,
+    /// and when spent, the lookup's failure policy applies.
+    LookupsPerTenant,
 }
 
 impl Limit {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::StartsPerDestination,
         Self::StartsPerIp,
         Self::FailedChecksPerDestination,
@@ -74,6 +77,7 @@ impl Limit {
         Self::SendsPerTenant,
         Self::StartsPerTenant,
         Self::EmailsPerTenant,
+        Self::LookupsPerTenant,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Limit {
             Self::SendsPerTenant => "sends_per_tenant",
             Self::StartsPerTenant => "starts_per_tenant",
             Self::EmailsPerTenant => "emails_per_tenant",
+            Self::LookupsPerTenant => "lookups_per_tenant",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod destination;
 pub mod extension;
 pub mod fraud;
 pub mod limit;
+pub mod lookup;
 pub mod policy;
 pub mod starts;
 pub mod tenant;

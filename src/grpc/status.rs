@@ -104,7 +104,9 @@ impl From<StartError> for Status {
                 Status::permission_denied(e.to_string())
             }
             StartError::RateLimited(limited) => rate_limited(limited),
-            StartError::Refused(_) => Status::permission_denied(e.to_string()),
+            StartError::Refused(_) | StartError::LookupRefused(_) => {
+                Status::permission_denied(e.to_string())
+            }
             StartError::Blocked { retry_after } | StartError::PrefixBlocked { retry_after } => {
                 Status::with_error_details(
                     Code::PermissionDenied,

@@ -28,6 +28,18 @@ pub struct LimitsConfig {
     /// Emails (starts and resends) per tenant: email escapes the prefix and
     /// country budgets.
     pub emails_per_tenant: Quota,
+    /// Live lookups of numbers per tenant (`[lookup]`), paid calls: never
+    /// given back; when spent, the lookup's failure policy applies.
+    #[serde(default = "default_lookups_per_tenant")]
+    pub lookups_per_tenant: Quota,
+}
+
+/// 1,000 an hour.
+fn default_lookups_per_tenant() -> Quota {
+    Quota {
+        burst: 1_000,
+        period: Duration::from_millis(3_600),
+    }
 }
 
 impl Default for LimitsConfig {
@@ -73,6 +85,7 @@ impl Default for LimitsConfig {
                 burst: 5_000,
                 period: Duration::from_millis(720),
             },
+            lookups_per_tenant: default_lookups_per_tenant(),
         }
     }
 }
@@ -89,6 +102,7 @@ impl LimitsConfig {
             Limit::SendsPerTenant => self.sends_per_tenant,
             Limit::StartsPerTenant => self.starts_per_tenant,
             Limit::EmailsPerTenant => self.emails_per_tenant,
+            Limit::LookupsPerTenant => self.lookups_per_tenant,
         }
     }
 
@@ -119,6 +133,7 @@ pub struct PartialLimits {
     pub sends_per_tenant: Option<Quota>,
     pub starts_per_tenant: Option<Quota>,
     pub emails_per_tenant: Option<Quota>,
+    pub lookups_per_tenant: Option<Quota>,
 }
 
 impl PartialLimits {
@@ -146,6 +161,7 @@ impl PartialLimits {
             Limit::SendsPerTenant => self.sends_per_tenant,
             Limit::StartsPerTenant => self.starts_per_tenant,
             Limit::EmailsPerTenant => self.emails_per_tenant,
+            Limit::LookupsPerTenant => self.lookups_per_tenant,
         }
     }
 }

@@ -5,10 +5,26 @@ use std::time::Duration;
 
 use crate::{
     delivery::SendError,
-    domain::{Channel, Status, VerificationId, VoiceMode, fraud::Refusal, limit::RateLimited},
+    domain::{
+        Channel, Status, VerificationId, VoiceMode, fraud::Refusal, limit::RateLimited,
+        lookup::LookupRefusal,
+    },
     ratelimit::LimitError,
     store::StoreError,
 };
+
+fn lookup_refusal(refusal: LookupRefusal) -> &'static str {
+    match refusal {
+        LookupRefusal::LineType {
+            channel: Channel::Voice,
+            ..
+        } => "this number cannot take verification calls",
+        LookupRefusal::LineType { .. } => "this number cannot receive text messages",
+        LookupRefusal::SimSwapped | LookupRefusal::Unanswered => {
+            "this number cannot be used to verify now; use another method"
+        }
+    }
+}
 
 /// Why a start or a resend sent nothing.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +46,11 @@ pub enum StartError {
     Refused(#[from] Refusal),
     #[error("sends to this number range are paused after unusual volume")]
     PrefixBlocked { retry_after: Duration },
+    /// The number's lookup refused the send. What the caller reads is
+    /// what the SSPR page can show: a SIM change reads as a lookup that
+    /// could not answer, never as itself.
+    #[error("{}", lookup_refusal(*.0))]
+    LookupRefused(LookupRefusal),
     #[error("this caller may not use the {} channel", .0.as_str())]
     ChannelNotAllowed(Channel),
     /// Asked for, or the default where none was asked for.

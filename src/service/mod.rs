@@ -9,6 +9,7 @@ mod errors;
 mod get;
 mod housekeeping;
 mod resend;
+mod risk;
 mod send;
 mod start;
 mod start_request;

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{
     Verifier,
     errors::StartError,
+    risk::Screening,
     send::{SendPlan, leave_time_to_record, until},
     start::fingerprint,
     start_request::ResendRequest,
@@ -109,15 +110,16 @@ impl Verifier {
         if !current.reachable_by(channel) {
             return Err(StartError::ChannelUnreachable(channel));
         }
+        let screening = Screening {
+            tenant,
+            to: &current.to,
+            channel,
+            purpose: current.purpose,
+            deadline,
+            now,
+        };
         let gate = self
-            .pass_gates(
-                tenant,
-                &current.to,
-                channel,
-                request.end_user_ip,
-                false,
-                now,
-            )
+            .pass_gates(screening, request.end_user_ip, false)
             .await?;
         let reserved = self
             .store

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Verifier, errors::StartError};
+use super::{Verifier, errors::StartError, risk::Screening};
 use crate::{
     delivery::{Dispatch, FailureKind, Message},
     domain::{
@@ -137,13 +137,17 @@ impl Verifier {
     /// is asked for it; `first` for a new verification's (a start).
     pub(super) async fn pass_gates(
         &self,
-        tenant: &TenantId,
-        to: &Destination,
-        channel: Channel,
+        screening: Screening<'_>,
         ip: Option<std::net::IpAddr>,
         first: bool,
-        now: SystemTime,
     ) -> Result<Gate, StartError> {
+        let Screening {
+            tenant,
+            to,
+            channel,
+            now,
+            ..
+        } = screening;
         // Countries and number types that must never get a code.
         let plan = self.settings.fraud.screen(channel, to)?;
         let locale = plan.as_ref().and_then(country::locale_for);
@@ -196,6 +200,11 @@ impl Verifier {
                 self.give_back(tenant, shared).await;
                 return Err(refused);
             }
+        }
+        // Last: the one gate that may cost money.
+        if let Err(refused) = self.screen_by_lookup(screening).await {
+            self.give_back(tenant, shared).await;
+            return Err(StartError::LookupRefused(refused));
         }
         Ok(Gate {
             start_budget,

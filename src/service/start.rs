@@ -11,6 +11,7 @@ use tracing::Instrument as _;
 use super::{
     Verifier,
     errors::StartError,
+    risk::Screening,
     send::{SendPlan, SharedCells, leave_time_to_record, until},
     start_request::{IdempotencyKey, StartRequest},
 };
@@ -293,7 +294,7 @@ impl Verifier {
         request: &StartRequest,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
-        let (verification, shared) = self.reserve_start(tenant, request).await?;
+        let (verification, shared) = self.reserve_start(tenant, request, deadline).await?;
         // The delivery the verification was created with: the request's,
         // in the number's language if it named none.
         let delivery = verification.delivery.clone();
@@ -316,12 +317,21 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         request: &StartRequest,
+        deadline: Option<Instant>,
     ) -> Result<(Verification, SharedCells), StartError> {
         let now = self.clock.now();
         let channel = request.delivery.channel;
         let policy = self.policy(tenant, channel);
+        let screening = Screening {
+            tenant,
+            to: &request.to,
+            channel,
+            purpose: request.purpose,
+            deadline,
+            now,
+        };
         let gate = self
-            .pass_gates(tenant, &request.to, channel, request.end_user_ip, true, now)
+            .pass_gates(screening, request.end_user_ip, true)
             .await?;
         let candidate = Verification {
             extension: request.extension.clone(),

@@ -16,9 +16,13 @@ use serde::{Deserialize, Serialize};
 pub use super::voice_settings::VoiceOverrides;
 use super::voice_settings::VoiceSettings;
 use crate::{
-    delivery::Templates,
+    delivery::{
+        Templates,
+        lookup::{LookupConfig, LookupOverrides},
+    },
     domain::{
         Channel, Policy, TenantId,
+        lookup::LookupPolicy,
         policy::{CodeConfig, CodeOverrides},
     },
     ratelimit::{LimitsConfig, PartialLimits, Quotas},
@@ -51,6 +55,9 @@ pub struct TenantConfig {
     /// `[tenants.NAME.code]`: code settings replacing the server's
     /// `[code]` ones for this tenant's verifications.
     pub code: CodeOverrides,
+    /// `[tenants.NAME.lookup]`: whether this tenant's phone sends are
+    /// looked up, and its policy, over the server's `[lookup]`.
+    pub lookup: LookupOverrides,
     /// Template overrides for this tenant's messages and calls, laid over
     /// the server's (`delivery.templates_dir`, then the built-in ones);
     /// same layout.
@@ -125,6 +132,8 @@ pub struct TenantSettings {
     pub policy: Policy,
     /// `None`: the server's templates.
     templates: Option<Arc<Templates>>,
+    /// `None`: this tenant's sends are not looked up.
+    pub lookup: Option<LookupPolicy>,
 }
 
 impl TenantSettings {
@@ -157,6 +166,7 @@ impl Tenants {
         templates: &HashMap<TenantId, Arc<Templates>>,
         policy: &Policy,
         code: &CodeConfig,
+        lookup: &LookupConfig,
     ) -> Self {
         let configured = tenants
             .iter()
@@ -173,6 +183,7 @@ impl Tenants {
                     voice: t.voice.over(voice),
                     policy: policy.with_code(&code.overridden(&t.code)),
                     templates: templates.get(&id).cloned(),
+                    lookup: lookup.policy_for(&t.lookup),
                 };
                 Some((id, settings))
             })
@@ -185,6 +196,7 @@ impl Tenants {
                 voice: *voice,
                 policy: policy.clone(),
                 templates: None,
+                lookup: lookup.policy_for(&LookupOverrides::default()),
             },
         }
     }

@@ -29,6 +29,7 @@ use crate::domain::{
     CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId, Verification,
     VerificationId,
     limit::{Budget, Quota},
+    lookup::Signals,
     voice::{KeyOutcome, KeyPress},
 };
 
@@ -316,6 +317,37 @@ impl Store {
         match self {
             Self::Memory(m) => m.blocked_until(tenant, what, now),
             Self::Redis(r) => r.blocked_until(tenant, what, now).await,
+        }
+    }
+
+    /// A number's lookup signals, if cached and not expired.
+    pub async fn cached_lookup(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        now: SystemTime,
+    ) -> Result<Option<Signals>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.cached_lookup(tenant, to, now)),
+            Self::Redis(r) => r.cached_lookup(tenant, to).await,
+        }
+    }
+
+    /// Keeps a number's lookup signals for `ttl`.
+    pub async fn cache_lookup(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        signals: &Signals,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.cache_lookup(tenant, to, *signals, now + ttl, now);
+                Ok(())
+            }
+            Self::Redis(r) => r.cache_lookup(tenant, to, signals, ttl).await,
         }
     }
 

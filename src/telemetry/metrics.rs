@@ -86,6 +86,16 @@ struct TenantLabel {
     tenant: TenantId,
 }
 
+/// A number lookup: where its answer came from (`cached`, `fetched`,
+/// `failed`, `budget_spent`) and what it decided (`proceed`, or the
+/// refusal's reason).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabels {
+    tenant: TenantId,
+    source: &'static str,
+    decision: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StoreLabels {
     backend: &'static str,
@@ -138,6 +148,7 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     webhooks_refused: Family<WebhookRefusal, Counter>,
     prefix_blocks: Family<TenantLabel, Counter>,
+    lookups: Family<LookupLabels, Counter>,
     store_duration: Family<StoreLabels, Histogram>,
     store_errors: Family<StoreLabels, Counter>,
     store_unacknowledged: Family<StoreLabels, Counter>,
@@ -201,6 +212,7 @@ impl Metrics {
                 "prefix_blocks",
                 "Number prefixes blocked after tripping starts_per_prefix (SMS pumping guard)",
             ),
+            lookups: registered(r, "lookups", "Number lookups by answer source and decision"),
             store_duration: latencies(
                 r,
                 "store_operation_duration",
@@ -345,6 +357,16 @@ impl Metrics {
         self.prefix_blocks
             .get_or_create(&TenantLabel {
                 tenant: tenant.clone(),
+            })
+            .inc();
+    }
+
+    pub fn lookup(&self, tenant: &TenantId, source: &'static str, decision: &'static str) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                tenant: tenant.clone(),
+                source,
+                decision,
             })
             .inc();
     }

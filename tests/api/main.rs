@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod loadtest;
 mod locales;
+mod lookup;
 mod metrics;
 mod model;
 mod redis_cluster;

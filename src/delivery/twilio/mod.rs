@@ -7,6 +7,7 @@
 //! `Calls.json`), form-encoded, HTTP Basic auth with the Account SID and
 //! auth token, or an API key SID and secret.
 
+pub mod lookup;
 pub mod signature;
 pub mod twiml;
 pub mod webhook;

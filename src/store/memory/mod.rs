@@ -18,6 +18,7 @@
 mod budgets;
 mod checks;
 mod idempotency;
+mod lookups;
 mod record;
 mod retention;
 mod sends;
@@ -44,6 +45,7 @@ use super::{
 use crate::domain::{
     Destination, Status, TenantId, Verification, VerificationId,
     limit::{Budget, Quota},
+    lookup::Signals,
 };
 
 type VerificationKey = (TenantId, VerificationId);
@@ -53,6 +55,8 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// Every tenant's budgets: destinations', addresses', prefixes'...
     budgets: Budgets,
+    /// Numbers' lookup signals, for `[lookup]`'s cache.
+    lookups: lookups::Lookups,
     /// The most verifications (and, separately, idempotency records) held.
     max_entries: usize,
     /// The most of those one tenant may hold: its share, so no tenant can
@@ -83,6 +87,7 @@ impl MemoryStore {
         Self {
             state: Mutex::new(State::default()),
             budgets: Budgets::default(),
+            lookups: lookups::Lookups::default(),
             max_entries: max_entries.min(MAX_RECORDS),
             per_tenant: max_entries.min(MAX_RECORDS),
             retention,
@@ -99,6 +104,27 @@ impl MemoryStore {
             per_tenant: (self.max_entries / tenants.max(1)).max(1),
             ..self
         }
+    }
+
+    pub(super) fn cached_lookup(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        now: SystemTime,
+    ) -> Option<Signals> {
+        self.lookups.get(tenant, to, now)
+    }
+
+    pub(super) fn cache_lookup(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        signals: Signals,
+        until: SystemTime,
+        now: SystemTime,
+    ) {
+        self.lookups
+            .put(tenant, to, signals, until, now, self.max_entries);
     }
 
     pub(super) fn subscribe(

@@ -128,6 +128,12 @@ impl Keys {
         format!("{}s:{}", self.base(&digest.tag(), tenant), digest.hex())
     }
 
+    /// A number's cached lookup signals, in the number's slot.
+    pub(super) fn lookup(&self, tenant: &TenantId, to: &Destination) -> String {
+        let digest = self.destination(tenant, to);
+        format!("{}lk:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
     /// A destination's block shares the destination's hash tag; a
     /// prefix's has its own.
     pub(super) fn block(&self, tenant: &TenantId, what: Blocked<'_>) -> String {

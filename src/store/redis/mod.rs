@@ -27,6 +27,7 @@ mod deadlines;
 mod idempotency;
 mod keys;
 mod limits;
+mod lookups;
 mod record;
 mod scanner;
 mod scripts;
