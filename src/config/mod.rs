@@ -304,7 +304,7 @@ impl Config {
             .map(|t| self.code.overridden(&t.code).resend_cooldown)
             .fold(self.code.resend_cooldown, Duration::max)
             * 2u32.pow(MAX_RESEND_DOUBLINGS);
-        if let Some((key, problem)) = lookup.problem(longest_gap) {
+        if let Some((key, problem)) = lookup.problem(longest_gap, self.delivery.timeout) {
             return Err(invalid(&format!("lookup.{key}"), problem));
         }
         if !matches!(

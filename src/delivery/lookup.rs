@@ -6,7 +6,7 @@
 //! A tenant may turn it on or off and set its own policy
 //! (`[tenants.NAME.lookup]`, [`LookupOverrides`]).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -138,8 +138,19 @@ pub struct LookupOverrides {
     pub refuse_voice: Option<Vec<LineKind>>,
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub sim_swap_within: Option<Duration>,
+    pub on_failure: PartialFailurePolicy,
+}
+
+/// `[tenants.NAME.lookup.on_failure]`: each purpose over the server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialFailurePolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_failure: Option<FailurePolicy>,
+    pub enrollment: Option<OnFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_reset: Option<OnFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method_update: Option<OnFailure>,
 }
 
 impl LookupConfig {
@@ -160,7 +171,20 @@ impl LookupConfig {
                     .clone()
                     .unwrap_or_else(|| server.refuse_voice.clone()),
                 sim_swap_within: overrides.sim_swap_within.unwrap_or(server.sim_swap_within),
-                on_failure: overrides.on_failure.unwrap_or(server.on_failure),
+                on_failure: FailurePolicy {
+                    enrollment: overrides
+                        .on_failure
+                        .enrollment
+                        .unwrap_or(server.on_failure.enrollment),
+                    password_reset: overrides
+                        .on_failure
+                        .password_reset
+                        .unwrap_or(server.on_failure.password_reset),
+                    method_update: overrides
+                        .on_failure
+                        .method_update
+                        .unwrap_or(server.on_failure.method_update),
+                },
             }
             .policy(),
         )
@@ -173,12 +197,24 @@ impl LookupConfig {
 
     /// The first problem: its key under `[lookup]` and why. `longest_gap`
     /// is the longest least gap between starts any tenant can have.
-    pub fn problem(&self, longest_gap: Duration) -> Option<(&'static str, String)> {
+    pub fn problem(
+        &self,
+        longest_gap: Duration,
+        send_timeout: Duration,
+    ) -> Option<(&'static str, String)> {
         if !matches!(self.base_url.scheme(), "http" | "https") {
             return Some(("base_url", "must be http or https".to_owned()));
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(10)).contains(&self.timeout) {
             return Some(("timeout", "must be 100ms to 10s".to_owned()));
+        }
+        // A start's lookup and its send together must end well within the
+        // idempotency lease (60s), as a send alone must.
+        if self.timeout + send_timeout > Duration::from_secs(50) {
+            return Some((
+                "timeout",
+                "with delivery.timeout, must be at most 50s".to_owned(),
+            ));
         }
         if self.cache_ttl < longest_gap {
             return Some((
@@ -223,9 +259,10 @@ impl Lookup {
         phone: &PhoneNumber,
         sim_swap: bool,
         budget: Duration,
+        now: SystemTime,
     ) -> Result<Signals, String> {
         self.client
-            .signals(phone, sim_swap, budget.min(self.timeout))
+            .signals(phone, sim_swap, budget.min(self.timeout), now)
             .await
     }
 }
@@ -239,10 +276,11 @@ mod tests {
 
     use super::*;
 
-    fn load(toml: &str) -> Result<LookupConfig, figment::Error> {
+    fn load(toml: &str) -> Result<LookupConfig, String> {
         Figment::from(Serialized::defaults(LookupConfig::default()))
             .merge(Toml::string(toml))
             .extract()
+            .map_err(|e| e.to_string())
     }
 
     #[test]

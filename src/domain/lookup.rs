@@ -99,12 +99,49 @@ impl SimSwap {
     }
 }
 
-/// The signals a lookup gave for one number, as cached.
+/// The signals a lookup gave for one number, as cached. A lookup that
+/// failed is cached too, briefly, as signals that say nothing: a probe
+/// repeated at once costs no second paid call, and a refusal for a SIM
+/// change cannot be told from one for a failure by how fast it comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct Signals {
     pub line: Option<LineKind>,
-    /// Asked only where the policy checks SIM changes.
+    /// Whether the SIM change was asked (a reset's or method update's
+    /// lookup), whatever the answer.
+    pub sim_swap_asked: bool,
     pub sim_swap: Option<SimSwap>,
+    /// When the lookup answered.
+    pub at: SystemTime,
+}
+
+impl Signals {
+    /// How long a SIM answer holds: a "no change" read before a reset
+    /// started must not vouch for a swap made since, so a send after this
+    /// asks again (the line type holds for the cache's life).
+    pub const SIM_SWAP_FRESH: Duration = Duration::from_secs(60);
+
+    /// How long a failed lookup (signals that say nothing) is remembered.
+    pub const FAILURE_FRESH: Duration = Duration::from_secs(60);
+
+    /// Whether these signals answer a send that does (or does not) ask the
+    /// SIM change, at `now`.
+    pub fn answer(&self, asks_sim_swap: bool, now: SystemTime) -> bool {
+        let age = now.duration_since(self.at).unwrap_or_default();
+        if self.line.is_none() && self.sim_swap.is_none() && age > Self::FAILURE_FRESH {
+            return false;
+        }
+        !asks_sim_swap || (self.sim_swap_asked && age <= Self::SIM_SWAP_FRESH)
+    }
+
+    /// Signals that say nothing: a failed lookup's.
+    pub fn none(sim_swap_asked: bool, at: SystemTime) -> Self {
+        Self {
+            line: None,
+            sim_swap_asked,
+            sim_swap: None,
+            at,
+        }
+    }
 }
 
 /// What to do with a send when the lookup cannot answer: it failed, timed
@@ -193,10 +230,14 @@ impl LookupPolicy {
             Some(_) => {}
             None => unanswered()?,
         }
-        // Only a mobile's SIM can be swapped.
+        // A SIM can be swapped on a mobile, and on a line whose type
+        // cannot be told (unknown, or a personal number that forwards to
+        // one); a fixed line or a VoIP number has none.
         if let Some(window) = self.sim_swap_within
             && self.asks_sim_swap(purpose)
-            && signals.line.is_none_or(|l| l == LineKind::Mobile)
+            && signals.line.is_none_or(|l| {
+                matches!(l, LineKind::Mobile | LineKind::Personal | LineKind::Unknown)
+            })
         {
             match signals.sim_swap.and_then(|s| s.within(window, now)) {
                 Some(true) => return Err(LookupRefusal::SimSwapped),
@@ -267,7 +308,9 @@ mod tests {
     fn mobile(sim_swap: Option<SimSwap>) -> Signals {
         Signals {
             line: Some(LineKind::Mobile),
+            sim_swap_asked: true,
             sim_swap,
+            at: now(),
         }
     }
 
@@ -297,7 +340,7 @@ mod tests {
     fn a_line_the_channel_cannot_reach_is_refused_for_that_channel_only() {
         let landline = Signals {
             line: Some(LineKind::Landline),
-            sim_swap: None,
+            ..Signals::none(true, now())
         };
         let p = policy();
         assert_eq!(
@@ -378,14 +421,40 @@ mod tests {
             p.decide(None, Channel::Sms, Purpose::PasswordReset, now()),
             Err(LookupRefusal::Unanswered)
         );
-        let no_line = Signals {
-            line: None,
-            sim_swap: None,
-        };
+        let no_line = Signals::none(true, now());
         assert_eq!(
             p.decide(Some(&no_line), Channel::Voice, Purpose::MethodUpdate, now()),
             Err(LookupRefusal::Unanswered)
         );
+    }
+
+    #[test]
+    fn an_unknown_line_is_asked_its_sim_and_a_sim_answer_is_fresh_for_a_minute() {
+        let p = policy();
+        let unknown = Signals {
+            line: Some(LineKind::Unknown),
+            ..Signals::none(true, now())
+        };
+        assert_eq!(
+            p.decide(Some(&unknown), Channel::Sms, Purpose::PasswordReset, now()),
+            Err(LookupRefusal::Unanswered),
+            "no SIM answer for a line that may have a SIM"
+        );
+        let answered = mobile(Some(swapped(30 * DAY)));
+        assert!(answered.answer(true, now() + Signals::SIM_SWAP_FRESH));
+        assert!(!answered.answer(true, now() + Signals::SIM_SWAP_FRESH + HOUR));
+        assert!(
+            answered.answer(false, now() + 30 * DAY),
+            "the line type holds"
+        );
+        let line_only = Signals {
+            sim_swap_asked: false,
+            ..answered
+        };
+        assert!(!line_only.answer(true, now()));
+        let failed = Signals::none(false, now());
+        assert!(failed.answer(false, now() + Signals::FAILURE_FRESH));
+        assert!(!failed.answer(false, now() + Signals::FAILURE_FRESH + HOUR));
     }
 
     #[test]

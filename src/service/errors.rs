@@ -1,17 +1,38 @@
 //! One error enum per use case. The gRPC layer maps each to a status in one
 //! place (`grpc::status`); nothing here knows about transports.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::{
     delivery::SendError,
     domain::{
         Channel, Status, VerificationId, VoiceMode, fraud::Refusal, limit::RateLimited,
-        lookup::LookupRefusal,
+        lookup::LookupRefusal, verification::SendRefused,
     },
     ratelimit::LimitError,
     store::StoreError,
 };
+
+impl StartError {
+    /// What a resend its verification refuses (the store step, or a look
+    /// ahead at it) is told; `expires_at` is the verification's.
+    pub(super) fn of_send_refused(
+        refused: SendRefused,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Self {
+        let until = |at: SystemTime| at.duration_since(now).unwrap_or_default();
+        match refused {
+            SendRefused::NotPending(status) => Self::NotPending(status),
+            SendRefused::Cooldown { retry_at } => Self::Cooldown {
+                retry_after: until(retry_at),
+            },
+            SendRefused::SendLimitReached => Self::SendLimitReached {
+                retry_after: until(expires_at),
+            },
+        }
+    }
+}
 
 fn lookup_refusal(refusal: LookupRefusal) -> &'static str {
     match refusal {

@@ -12,12 +12,12 @@ use super::{
     Verifier,
     errors::StartError,
     risk::Screening,
-    send::{SendPlan, leave_time_to_record, until},
+    send::{SendPlan, leave_time_to_record},
     start::fingerprint,
     start_request::ResendRequest,
 };
 use crate::{
-    domain::{Status, TenantId, Verification, VoiceMode, verification::SendRefused},
+    domain::{Status, TenantId, Verification, VoiceMode},
     store::{Fingerprint, Reservation},
 };
 
@@ -117,6 +117,7 @@ impl Verifier {
             purpose: current.purpose,
             deadline,
             now,
+            resending: Some(&current),
         };
         let gate = self
             .pass_gates(screening, request.end_user_ip, false)
@@ -142,15 +143,7 @@ impl Verifier {
                     Some(Reservation::Refused {
                         reason,
                         verification,
-                    }) => match reason {
-                        SendRefused::NotPending(status) => StartError::NotPending(status),
-                        SendRefused::Cooldown { retry_at } => StartError::Cooldown {
-                            retry_after: until(retry_at, now),
-                        },
-                        SendRefused::SendLimitReached => StartError::SendLimitReached {
-                            retry_after: until(verification.expires_at, now),
-                        },
-                    },
+                    }) => StartError::of_send_refused(reason, verification.expires_at, now),
                     Some(Reservation::Limited(limited)) => {
                         self.refused_by_store(tenant, limited).into()
                     }

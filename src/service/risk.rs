@@ -3,22 +3,31 @@
 //! own lookup budget, and read by the tenant's [`LookupPolicy`].
 //!
 //! It runs last among the gates, after every refusal that costs nothing,
-//! and before the store step that reserves the send: a refusal here gives
-//! the shared cells back as any start that sends nothing does. The lookup
+//! and before the store step that reserves the send; before a start's
+//! lookup is paid for, a look that writes nothing at the least gap, the
+//! destination's block and its budget refuses the start those would
+//! refuse. A refusal here gives the shared cells back as any start that
+//! sends nothing does. The lookup
 //! budget is never given back (the call was paid for) and never blocks a
 //! prefix.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::Verifier;
-use crate::domain::{
-    Channel, Destination, Purpose, TenantId,
-    destination::PhoneNumber,
-    limit::Limit,
-    lookup::{LookupPolicy, LookupRefusal, Signals},
+use super::{Verifier, errors::StartError};
+use crate::{
+    domain::{
+        Channel, Destination, Purpose, TenantId, Verification,
+        destination::PhoneNumber,
+        limit::{Budget, Limit},
+        lookup::{LookupPolicy, LookupRefusal, Signals},
+    },
+    store::{BudgetKey, BudgetStore as _},
 };
+
+/// Less time than this left for a lookup, and none is made.
+const MIN_LOOKUP_TIME: Duration = Duration::from_millis(100);
 
 /// Where a lookup's answer came from, as counted and audited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +57,37 @@ pub(super) struct Screening<'a> {
     pub(super) purpose: Purpose,
     pub(super) deadline: Option<Instant>,
     pub(super) now: SystemTime,
+    /// The verification a resend sends on; `None` for a start.
+    pub(super) resending: Option<&'a Verification>,
 }
 
 impl Verifier {
     /// Screens an SMS or voice send to a phone number with the tenant's
     /// lookup policy, if it has one.
-    pub(super) async fn screen_by_lookup(&self, s: Screening<'_>) -> Result<(), LookupRefusal> {
+    ///
+    /// Before a lookup is paid for, a look that writes nothing at what the
+    /// store step would refuse the send with anyway (a start: the number's
+    /// block, least gap and `budget`; a resend: its verification's
+    /// cooldown and send limit, and `budget`), which it is then refused
+    /// with.
+    pub(super) async fn screen_by_lookup(
+        &self,
+        s: Screening<'_>,
+        budget: Budget,
+    ) -> Result<(), StartError> {
         let (Destination::Phone(phone), Channel::Sms | Channel::Voice) = (s.to, s.channel) else {
             return Ok(());
         };
         let Some(policy) = &self.settings.tenants.get(s.tenant).lookup else {
             return Ok(());
         };
-        let (signals, source) = self.signals(&s, phone, policy).await;
+        let (signals, source) = match self.cached(&s, policy).await {
+            Some(cached) => (Some(cached), Source::Cached),
+            None => {
+                self.refuse_ahead(&s, budget).await?;
+                self.fetch(&s, phone, policy).await
+            }
+        };
         let decision = policy.decide(signals.as_ref(), s.channel, s.purpose, s.now);
         let decided = decision.err().map_or("proceed", LookupRefusal::as_str);
         self.settings
@@ -82,12 +109,61 @@ impl Verifier {
                 "number lookup before a send"
             );
         }
-        decision
+        decision.map_err(StartError::LookupRefused)
     }
 
-    /// The number's signals: cached, else looked up (from the tenant's
-    /// budget), else none.
-    async fn signals(
+    /// The number's cached signals, if they answer what this send asks.
+    async fn cached(&self, s: &Screening<'_>, policy: &LookupPolicy) -> Option<Signals> {
+        let cached = match self.store.cached_lookup(s.tenant, s.to, s.now).await {
+            Ok(cached) => cached,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the lookup cache");
+                None
+            }
+        };
+        cached.filter(|c| c.answer(policy.asks_sim_swap(s.purpose), s.now))
+    }
+
+    /// What the store step would refuse this send with anyway, looked at
+    /// without writing.
+    async fn refuse_ahead(&self, s: &Screening<'_>, budget: Budget) -> Result<(), StartError> {
+        let code_policy = self.policy(s.tenant, s.channel);
+        let Some(resending) = s.resending else {
+            return match self
+                .store
+                .peek_start(s.tenant, s.to, &code_policy, budget, s.now)
+                .await?
+            {
+                Some(refused) => Err(self.start_refused(s.tenant, &code_policy, refused, s.now)),
+                None => Ok(()),
+            };
+        };
+        if let Err(refused) = resending.clone().reserve_send(&code_policy, s.now) {
+            return Err(StartError::of_send_refused(
+                refused,
+                resending.expires_at,
+                s.now,
+            ));
+        }
+        let wait = self
+            .store
+            .cell_wait(
+                s.tenant,
+                BudgetKey::Destination(budget.limit, s.to),
+                budget.quota,
+                s.now,
+            )
+            .await?;
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(self.refused_by_store(s.tenant, budget.refused(wait)).into())
+        }
+    }
+
+    /// The number's signals, looked up (from the tenant's budget), else
+    /// none.
+    async fn fetch(
         &self,
         s: &Screening<'_>,
         phone: &PhoneNumber,
@@ -99,15 +175,13 @@ impl Verifier {
             return (None, Source::Failed);
         };
         let asks_sim_swap = policy.asks_sim_swap(s.purpose);
-        let cached = match self.store.cached_lookup(s.tenant, s.to, s.now).await {
-            Ok(cached) => cached,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the lookup cache");
-                None
-            }
-        };
-        if let Some(signals) = cached.filter(|c| !asks_sim_swap || c.sim_swap.is_some()) {
-            return (Some(signals), Source::Cached);
+        let budget = s.deadline.map_or(self.settings.send_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(self.settings.send_timeout)
+        });
+        if budget < MIN_LOOKUP_TIME {
+            // No time for an answer: no cell is spent on asking.
+            return (None, Source::Failed);
         }
         if self
             .limits
@@ -117,11 +191,7 @@ impl Verifier {
         {
             return (None, Source::BudgetSpent);
         }
-        let budget = s.deadline.map_or(self.settings.send_timeout, |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(self.settings.send_timeout)
-        });
-        match lookup.signals(phone, asks_sim_swap, budget).await {
+        match lookup.signals(phone, asks_sim_swap, budget, s.now).await {
             Ok(signals) => {
                 if let Err(error) = self
                     .store
@@ -134,6 +204,17 @@ impl Verifier {
             }
             Err(reason) => {
                 tracing::warn!(%reason, "the number lookup failed");
+                // Kept briefly as an answer that says nothing: a probe
+                // repeated at once pays no second call, and is answered as
+                // fast as any cached answer.
+                let failed = Signals::none(asks_sim_swap, s.now);
+                if let Err(error) = self
+                    .store
+                    .cache_lookup(s.tenant, s.to, &failed, Signals::FAILURE_FRESH, s.now)
+                    .await
+                {
+                    tracing::warn!(%error, "cannot cache a number lookup");
+                }
                 (None, Source::Failed)
             }
         }

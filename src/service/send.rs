@@ -202,9 +202,9 @@ impl Verifier {
             }
         }
         // Last: the one gate that may cost money.
-        if let Err(refused) = self.screen_by_lookup(screening).await {
+        if let Err(refused) = self.screen_by_lookup(screening, start_budget).await {
             self.give_back(tenant, shared).await;
-            return Err(StartError::LookupRefused(refused));
+            return Err(refused);
         }
         Ok(Gate {
             start_budget,

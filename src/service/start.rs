@@ -16,7 +16,7 @@ use super::{
     start_request::{IdempotencyKey, StartRequest},
 };
 use crate::{
-    domain::{Status, TenantId, Verification, VoiceMode, extension::masked_destination},
+    domain::{Policy, Status, TenantId, Verification, VoiceMode, extension::masked_destination},
     store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
     telemetry::Metrics,
 };
@@ -329,6 +329,7 @@ impl Verifier {
             purpose: request.purpose,
             deadline,
             now,
+            resending: None,
         };
         let gate = self
             .pass_gates(screening, request.end_user_ip, true)
@@ -358,18 +359,7 @@ impl Verifier {
             refused => {
                 // Nothing was created, so nothing will be sent.
                 self.give_back(tenant, gate.shared).await;
-                return Err(match refused? {
-                    Creation::Blocked {
-                        until: blocked_until,
-                    } => StartError::Blocked {
-                        retry_after: self.start_wait(&policy, until(blocked_until, now)),
-                    },
-                    Creation::TooSoon { retry_at } => StartError::TooSoon {
-                        retry_after: until(retry_at, now),
-                    },
-                    Creation::Limited(limited) => self.refused_by_store(tenant, limited).into(),
-                    Creation::Created { .. } => unreachable!("matched above"),
-                });
+                return Err(self.start_refused(tenant, &policy, refused?, now));
             }
         };
         tracing::debug!(verification = %v.id, "verification created");
@@ -382,6 +372,33 @@ impl Verifier {
             self.end_live_call(old);
         }
         Ok((v, gate.shared))
+    }
+}
+
+impl Verifier {
+    /// What a start refused by the store step (or by a look ahead at it,
+    /// [`Store::peek_start`](crate::store::Store::peek_start)) is told.
+    pub(super) fn start_refused(
+        &self,
+        tenant: &TenantId,
+        policy: &Policy,
+        refused: Creation,
+        now: std::time::SystemTime,
+    ) -> StartError {
+        match refused {
+            Creation::Blocked {
+                until: blocked_until,
+            } => StartError::Blocked {
+                retry_after: self.start_wait(policy, until(blocked_until, now)),
+            },
+            Creation::TooSoon { retry_at } => StartError::TooSoon {
+                retry_after: until(retry_at, now),
+            },
+            Creation::Limited(limited) => self.refused_by_store(tenant, limited).into(),
+            Creation::Created { .. } => {
+                unreachable!("a refusal is never a creation")
+            }
+        }
     }
 }
 

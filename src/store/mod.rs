@@ -320,6 +320,24 @@ impl Store {
         }
     }
 
+    /// What [`Store::create`] would refuse a start to `to` with now (a
+    /// block, the least gap, the destination's budget), read without
+    /// writing: a paid lookup is not spent on a start the store step will
+    /// refuse. `None`: it would not refuse.
+    pub async fn peek_start(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Creation>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.peek_start(tenant, to, policy, budget, now)),
+            Self::Redis(r) => r.peek_start(tenant, to, policy, budget, now).await,
+        }
+    }
+
     /// A number's lookup signals, if cached and not expired.
     pub async fn cached_lookup(
         &self,

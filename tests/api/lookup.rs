@@ -204,7 +204,7 @@ async fn a_recent_sim_change_refuses_a_reset_without_saying_so_and_not_an_enroll
     let request = &lookups(&fake).await[0];
     assert_eq!(
         request.url.query(),
-        Some("Fields=line_type_intelligence%2Csim_swap")
+        Some("Fields=line_type_intelligence,sim_swap")
     );
     app.started(purposed(NUMBER, proto::Purpose::Enrollment))
         .await;
@@ -228,14 +228,26 @@ async fn when_the_lookup_fails_a_reset_is_refused_and_an_enrollment_goes_ahead()
     assert_eq!(err.message(), CANNOT_USE);
     app.started(purposed(NUMBER, proto::Purpose::Enrollment))
         .await;
-    assert_eq!(lookups(&fake).await.len(), 2, "a failure is not cached");
+    assert_eq!(
+        lookups(&fake).await.len(),
+        1,
+        "a failure is remembered for a minute: a probe repeated at once pays nothing"
+    );
     let metrics = app.metrics().await;
-    for decision in ["lookup_unavailable", "proceed"] {
+    for (source, decision) in [("failed", "lookup_unavailable"), ("cached", "proceed")] {
         let series = format!(
-            "verifyd_lookups_total{{tenant=\"default\",source=\"failed\",decision=\"{decision}\"}}"
+            "verifyd_lookups_total{{tenant=\"default\",source=\"{source}\",decision=\"{decision}\"}}"
         );
         assert_eq!(metrics.count(&series), 1.0, "{series}");
     }
+    app.clock.advance(Duration::from_secs(61));
+    app.started(purposed(NUMBER, proto::Purpose::Enrollment))
+        .await;
+    assert_eq!(
+        lookups(&fake).await.len(),
+        2,
+        "asked again after the minute"
+    );
     app.stop().await;
 }
 
@@ -398,4 +410,107 @@ async fn the_configuration_names_a_twilio_account_and_a_cache_that_outlasts_the_
     config.lookup.enabled = false;
     config.lookup.provider = String::new();
     config.validate().expect("lookups off");
+}
+
+#[tokio::test]
+async fn a_start_the_least_gap_or_the_budget_refuses_pays_for_no_lookup() {
+    let fake = fake_lookup(200, answer(NUMBER, Some("mobile"), None)).await;
+    let app = app_with(&fake, |c| c.limits.starts_per_destination.burst = 2).await;
+    // An enrollment's answer holds no SIM change, so a reset cannot use it.
+    app.started(purposed(NUMBER, proto::Purpose::Enrollment))
+        .await;
+    assert_eq!(lookups(&fake).await.len(), 1);
+    let err = app
+        .start(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await
+        .expect_err("inside the least gap");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        lookups(&fake).await.len(),
+        1,
+        "no lookup paid for a start the gap refuses"
+    );
+
+    // Past the gap, the second start spends the burst of two; the third,
+    // past its own gap, finds the budget spent before any lookup.
+    app.clock.advance(Duration::from_secs(30));
+    app.started(purposed(NUMBER, proto::Purpose::Enrollment))
+        .await;
+    app.clock.advance(Duration::from_secs(60));
+    let err = app
+        .start(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await
+        .expect_err("the destination's budget is spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(lookups(&fake).await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_sim_answer_holds_a_minute_so_a_swap_after_it_is_still_caught() {
+    let not_swapped = json!({
+        "last_sim_swap": {
+            "last_sim_swap_date": null,
+            "swapped_period": "PT720H",
+            "swapped_in_period": false,
+        },
+        "error_code": null,
+    });
+    let fake = fake_lookup(200, answer(NUMBER, Some("mobile"), Some(not_swapped))).await;
+    let app = app_with(&fake, |c| c.code.resend_cooldown = Duration::ZERO).await;
+    app.started(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await;
+    app.clock.advance(Duration::from_secs(60));
+    app.started(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await;
+    assert_eq!(lookups(&fake).await.len(), 1, "fresh for a minute");
+    // The SIM is swapped; the next reset asks again and is refused.
+    fake.reset().await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v2/PhoneNumbers/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer(
+            NUMBER,
+            Some("mobile"),
+            Some(swapped_in_the_last_day()),
+        )))
+        .mount(&fake)
+        .await;
+    app.clock.advance(Duration::from_secs(1));
+    let err = app
+        .start(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await
+        .expect_err("swapped since");
+    assert_eq!(err.message(), CANNOT_USE);
+    // An enrollment still uses the line type, cached an hour long.
+    app.started(purposed(NUMBER, proto::Purpose::Enrollment))
+        .await;
+    assert_eq!(lookups(&fake).await.len(), 1, "one lookup since the swap");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_resend_its_verification_refuses_pays_for_no_lookup() {
+    let fake = fake_lookup(200, answer(NUMBER, Some("mobile"), None)).await;
+    let app = app_with(&fake, |c| {
+        c.lookup.sim_swap_within = Duration::ZERO;
+        c.lookup.cache_ttl = Duration::from_secs(240);
+        c.code.max_send_attempts = 1;
+    })
+    .await;
+    let v = app
+        .started(purposed(NUMBER, proto::Purpose::PasswordReset))
+        .await;
+    // The cached answer is gone; the verification has no send left.
+    app.clock.advance(Duration::from_secs(300));
+    let err = app
+        .resend(crate::helpers::resend_on(&v.id, proto::Channel::Sms))
+        .await
+        .expect_err("no send left");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        lookups(&fake).await.len(),
+        1,
+        "no lookup for a send the store refuses"
+    );
+    app.stop().await;
 }

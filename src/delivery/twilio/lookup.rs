@@ -33,6 +33,8 @@ pub struct TwilioLookup {
 /// The parts of Lookup's answer verifyd reads.
 #[derive(Debug, Deserialize)]
 struct Answer {
+    /// `false` for a number outside any assignable range.
+    valid: Option<bool>,
     line_type_intelligence: Option<LineTypeIntelligence>,
     sim_swap: Option<SimSwapAnswer>,
 }
@@ -79,21 +81,19 @@ impl TwilioLookup {
         phone: &PhoneNumber,
         sim_swap: bool,
         timeout: Duration,
+        now: SystemTime,
     ) -> Result<Signals, String> {
-        let mut url = self
-            .base_url
-            .join("v2/PhoneNumbers/")
-            .map_err(|e| format!("bad base URL: {e}"))?;
+        let mut url = self.base_url.clone();
         url.path_segments_mut()
             .map_err(|()| "bad base URL".to_owned())?
             .pop_if_empty()
-            .push(phone.as_str());
-        let fields = if sim_swap {
-            "line_type_intelligence,sim_swap"
+            .extend(["v2", "PhoneNumbers", phone.as_str()]);
+        // As Twilio documents it: the fields comma-separated, as written.
+        url.set_query(Some(if sim_swap {
+            "Fields=line_type_intelligence,sim_swap"
         } else {
-            "line_type_intelligence"
-        };
-        url.query_pairs_mut().append_pair("Fields", fields);
+            "Fields=line_type_intelligence"
+        }));
         let request = self
             .http
             .get(url)
@@ -105,22 +105,23 @@ impl TwilioLookup {
         }
         let answer: Answer =
             serde_json::from_slice(&body).map_err(|_| "unreadable answer".to_owned())?;
-        Ok(signals(&answer, sim_swap))
+        Ok(signals(&answer, sim_swap, now))
     }
 }
 
-/// What an answer says; a part with an error code says nothing.
-fn signals(answer: &Answer, sim_swap: bool) -> Signals {
+/// What an answer says; a part with an error code, or a number Lookup
+/// finds invalid, says nothing.
+fn signals(answer: &Answer, asked_sim_swap: bool, now: SystemTime) -> Signals {
     let line = answer
         .line_type_intelligence
         .as_ref()
-        .filter(|l| l.error_code.is_none())
+        .filter(|l| l.error_code.is_none() && answer.valid != Some(false))
         .and_then(|l| l.kind.as_deref())
         .map(LineKind::parse);
     let sim_swap = answer
         .sim_swap
         .as_ref()
-        .filter(|s| sim_swap && s.error_code.is_none())
+        .filter(|s| asked_sim_swap && s.error_code.is_none())
         .and_then(|s| s.last_sim_swap.as_ref())
         .map(|last| SimSwap {
             last_swapped_at: last
@@ -131,7 +132,12 @@ fn signals(answer: &Answer, sim_swap: bool) -> Signals {
             period: last.swapped_period.as_deref().and_then(parse_iso_duration),
             swapped_in_period: last.swapped_in_period,
         });
-    Signals { line, sim_swap }
+    Signals {
+        line,
+        sim_swap_asked: asked_sim_swap,
+        sim_swap,
+        at: now,
+    }
 }
 
 #[cfg(test)]
@@ -139,7 +145,11 @@ mod tests {
     use super::*;
 
     fn read(json: &str, sim_swap: bool) -> Signals {
-        signals(&serde_json::from_str(json).expect("json"), sim_swap)
+        signals(
+            &serde_json::from_str(json).expect("json"),
+            sim_swap,
+            SystemTime::UNIX_EPOCH,
+        )
     }
 
     #[test]
@@ -194,5 +204,12 @@ mod tests {
         );
         assert_eq!(failed.line, None);
         assert_eq!(failed.sim_swap, None);
+        assert!(failed.sim_swap_asked, "asked, and no answer");
+        let invalid = read(
+            r#"{"valid":false,"validation_errors":["TOO_LONG"],
+                "line_type_intelligence":{"type":"mobile","error_code":null}}"#,
+            false,
+        );
+        assert_eq!(invalid.line, None);
     }
 }

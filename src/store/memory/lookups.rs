@@ -1,7 +1,9 @@
 //! The lookup cache: each tenant's numbers' signals, for `[lookup]`'s
-//! `cache_ttl`, under a lock of its own. Bounded: past `max_entries` the
-//! expired go first, and if none have, nothing more is cached (a lookup
-//! then costs a call, not memory).
+//! `cache_ttl`, under a lock of its own. Bounded per tenant (its share of
+//! the store): past it the tenant's expired entries go first, and if none
+//! have, nothing more is cached for it (a lookup then costs a call, not
+//! memory). Entries come only from paid lookups, so the tenant's lookup
+//! budget paces how fast its share can fill.
 
 use std::{
     collections::HashMap,
@@ -11,8 +13,10 @@ use std::{
 
 use crate::domain::{Destination, TenantId, lookup::Signals};
 
+type Entries = HashMap<Destination, (Signals, SystemTime)>;
+
 #[derive(Debug, Default)]
-pub(super) struct Lookups(Mutex<HashMap<(TenantId, Destination), (Signals, SystemTime)>>);
+pub(super) struct Lookups(Mutex<HashMap<TenantId, Entries>>);
 
 impl Lookups {
     pub(super) fn get(
@@ -23,7 +27,8 @@ impl Lookups {
     ) -> Option<Signals> {
         let cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         cache
-            .get(&(tenant.clone(), to.clone()))
+            .get(tenant)?
+            .get(to)
             .filter(|(_, until)| *until > now)
             .map(|(signals, _)| *signals)
     }
@@ -35,16 +40,17 @@ impl Lookups {
         signals: Signals,
         until: SystemTime,
         now: SystemTime,
-        max_entries: usize,
+        share: usize,
     ) {
         let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= max_entries {
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= max_entries {
+        let entries = cache.entry(tenant.clone()).or_default();
+        if entries.len() >= share && !entries.contains_key(to) {
+            entries.retain(|_, (_, until)| *until > now);
+            if entries.len() >= share {
                 return;
             }
         }
-        cache.insert((tenant.clone(), to.clone()), (signals, until));
+        entries.insert(to.clone(), (signals, until));
     }
 }
 
@@ -64,7 +70,7 @@ mod tests {
         let to = |n: u8| Destination::parse(&format!("+1415555010{n}")).expect("valid");
         let signals = Signals {
             line: Some(LineKind::Mobile),
-            sim_swap: None,
+            ..Signals::none(false, t0)
         };
         cache.put(&a, &to(0), signals, t0 + Duration::from_secs(60), t0, 2);
         assert_eq!(cache.get(&a, &to(0), t0), Some(signals));

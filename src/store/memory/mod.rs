@@ -124,7 +124,7 @@ impl MemoryStore {
         now: SystemTime,
     ) {
         self.lookups
-            .put(tenant, to, signals, until, now, self.max_entries);
+            .put(tenant, to, signals, until, now, self.per_tenant);
     }
 
     pub(super) fn subscribe(

@@ -6,13 +6,46 @@ use std::time::{Duration, SystemTime};
 use super::{MemoryStore, Written, record::Record};
 use crate::{
     domain::{
-        Policy, SendOutcome, Status, TenantId, Verification, VerificationId, limit::Budget,
-        starts::RecentStarts, verification::SendRefused,
+        Destination, Policy, SendOutcome, Status, TenantId, Verification, VerificationId,
+        limit::Budget, starts::RecentStarts, verification::SendRefused,
     },
-    store::port::{Blocked, CompletedSend, Creation, Reservation, StoreError},
+    store::port::{Blocked, BudgetKey, CompletedSend, Creation, Reservation, StoreError},
 };
 
 impl MemoryStore {
+    /// What [`Self::create`] would refuse a start to `to` with now, read
+    /// without writing anything: a block, the least gap, the destination's
+    /// budget.
+    pub(in crate::store) fn peek_start(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Option<Creation> {
+        {
+            let state = self.state();
+            if let Some(until) = state.blocked_until(tenant, Blocked::Destination(to), now) {
+                return Some(Creation::Blocked { until });
+            }
+            let table = &state.verifications;
+            let recent = table
+                .latest(tenant, to)
+                .map(|slot| table.get(slot).recent_starts());
+            if let Err(retry_at) = RecentStarts::admit(recent, policy, now) {
+                return Some(Creation::TooSoon { retry_at });
+            }
+        }
+        let wait = self.cell_wait(
+            tenant,
+            BudgetKey::Destination(budget.limit, to),
+            budget.quota,
+            now,
+        );
+        (!wait.is_zero()).then(|| Creation::Limited(budget.refused(wait)))
+    }
+
     pub(in crate::store) fn create(
         &self,
         mut candidate: Verification,

@@ -14,12 +14,54 @@ use crate::{
     domain::{
         Destination, Policy, SendOutcome, TenantId, Verification, VerificationId,
         limit::{Budget, Limit},
+        starts::RecentStarts,
         verification::SendRefused,
     },
-    store::port::{Blocked, CompletedSend, Creation, Reservation, StoreError},
+    store::port::{Blocked, BudgetKey, CompletedSend, Creation, Reservation, StoreError},
 };
 
 impl RedisStore {
+    /// What [`Self::create`] would refuse a start to `to` with now, read
+    /// without writing anything: a block, the least gap (create.lua's
+    /// reading of `s:`), the destination's budget.
+    pub(in crate::store) async fn peek_start(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Creation>, StoreError> {
+        if let Some(until) = self
+            .blocked_until(tenant, Blocked::Destination(to), now)
+            .await?
+        {
+            return Ok(Some(Creation::Blocked { until }));
+        }
+        let mut hmget = redis::cmd("HMGET");
+        hmget
+            .arg(self.inner.keys.recent_starts(tenant, to))
+            .arg("last")
+            .arg("count");
+        let (last, count): (Option<u64>, Option<u32>) = self.query("peek_start", &hmget).await?;
+        let recent = last.map(|ms| RecentStarts {
+            last_at: SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+            count: count.unwrap_or(1),
+        });
+        if let Err(retry_at) = RecentStarts::admit(recent, policy, now) {
+            return Ok(Some(Creation::TooSoon { retry_at }));
+        }
+        let wait = self
+            .cell_wait(
+                tenant,
+                BudgetKey::Destination(budget.limit, to),
+                budget.quota,
+                now,
+            )
+            .await?;
+        Ok((!wait.is_zero()).then(|| Creation::Limited(budget.refused(wait))))
+    }
+
     pub(in crate::store) async fn create(
         &self,
         mut candidate: Verification,
