@@ -7,20 +7,14 @@ use std::time::Duration;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 use tonic::Code;
-use verifyd::{
-    config::Config,
-    delivery::{config::ProviderConfig, twilio::TwilioConfig},
-    domain::limit::Quota,
-    proto,
-    secret::Secret,
-};
+use verifyd::{config::Config, domain::limit::Quota, proto};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path_regex},
 };
 
 use crate::{
-    fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM},
+    fake_twilio::{ACCOUNT_SID, AUTH_TOKEN},
     helpers::{TestApp, sms_to, spawn, spawn_app_with, test_clock, test_config, use_redis},
     redis_server::RedisServer,
 };
@@ -83,22 +77,9 @@ async fn fake_lookup(status: u16, body: Value) -> MockServer {
 
 /// Lookups on, through a Twilio account (SMS stays on the console).
 fn with_lookup(config: &mut Config, fake: &MockServer) {
-    config.providers.insert(
-        "twilio".into(),
-        ProviderConfig::Twilio(TwilioConfig {
-            base_url: fake.uri().parse().expect("url"),
-            account_sid: ACCOUNT_SID.into(),
-            auth_token: Secret::new(AUTH_TOKEN),
-            previous_auth_token: None,
-            api_key_sid: None,
-            api_key_secret: None,
-            from: Some(FROM.into()),
-            messaging_service_sid: None,
-            ring_timeout: Duration::from_secs(30),
-            machine_detection: true,
-            call_time_limit: Duration::from_secs(120),
-        }),
-    );
+    config
+        .providers
+        .insert("twilio".into(), crate::twilio::twilio(&fake.uri()));
     config.lookup.enabled = true;
     config.lookup.provider = "twilio".into();
     config.lookup.base_url = fake.uri().parse().expect("url");

@@ -18,7 +18,8 @@ use crate::{
 
 const PUBLIC_BASE: &str = "https://verifyd.example.com/";
 
-fn twilio(base_url: &str) -> ProviderConfig {
+/// A Twilio provider at `base_url` (a fake), with the test account.
+pub(crate) fn twilio(base_url: &str) -> ProviderConfig {
     ProviderConfig::Twilio(TwilioConfig {
         base_url: base_url.parse().expect("url"),
         account_sid: ACCOUNT_SID.into(),
