@@ -119,6 +119,7 @@ fn sent(new_hash: Option<CodeHash>, at: SystemTime) -> CompletedSend {
         outcome: SendOutcome::Accepted,
         new_hash,
         call: None,
+        fallback_step: false,
     }
 }
 

@@ -136,6 +136,21 @@ enum ClientCommand {
         /// A tag, KEY=VALUE; repeat for more.
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tag)]
         tags: Vec<(String, String)>,
+        /// Automatic channel fallback: the channels to try in order, from
+        /// this start's own, e.g. sms,voice. Unset: the tenant's default.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            conflicts_with = "no_fallback"
+        )]
+        fallback: Vec<ChannelArg>,
+        /// How long each fallback step waits for a check, e.g. 90s.
+        #[arg(long, value_parser = humantime::parse_duration, requires = "fallback")]
+        step_timeout: Option<std::time::Duration>,
+        /// No automatic fallback, whatever the tenant's default.
+        #[arg(long)]
+        no_fallback: bool,
     },
     /// Send again on a pending verification, by id; the channel may
     /// change.
@@ -333,7 +348,17 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
             end_user_ip,
             reference,
             tags,
+            fallback,
+            step_timeout,
+            no_fallback,
         } => {
+            let fallback = (no_fallback || !fallback.is_empty()).then(|| proto::Fallback {
+                channels: fallback
+                    .into_iter()
+                    .map(|c| proto::Channel::from(c).into())
+                    .collect(),
+                step_timeout: step_timeout.and_then(|d| prost_types::Duration::try_from(d).ok()),
+            });
             let request = proto::StartVerificationRequest {
                 to,
                 extension: extension.unwrap_or_default(),
@@ -350,6 +375,7 @@ async fn send(client: &mut Client, command: ClientCommand) -> Result<(), Error> 
                 end_user_ip: end_user_ip.unwrap_or_default(),
                 reference: reference.unwrap_or_default(),
                 tags: unique_tags(tags)?,
+                fallback,
             };
             let response = client.start_verification(request).await?.into_inner();
             (response.verification, response.match_digits)
@@ -466,6 +492,22 @@ fn print(v: Option<&proto::Verification>) {
     tags.sort();
     for (key, value) in tags {
         out!("tag: {key}={value}");
+    }
+    if let Some(fallback) = &v.fallback {
+        let channels: Vec<&str> = fallback
+            .workflow
+            .iter()
+            .flat_map(|w| &w.channels)
+            .map(|&c| {
+                name(c, |c| {
+                    proto::Channel::try_from(c).ok().map(|c| c.as_str_name())
+                })
+            })
+            .collect();
+        out!("fallback: {} (step {})", channels.join(","), fallback.step);
+        if let Some(at) = &fallback.next_step_at {
+            out!("fallback_next_step_at: {at}");
+        }
     }
     out!("check_attempts_remaining: {}", v.check_attempts_remaining);
     out!("send_attempts_remaining: {}", v.send_attempts_remaining);

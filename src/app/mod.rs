@@ -27,7 +27,7 @@ use crate::{
     domain::Policy,
     grpc::{self, listener::HandshakeLimits},
     ratelimit::RateLimits,
-    service::{Ports, ServiceSettings, Tenants, Verifier, tenants},
+    service::{Ports, ServerDefaults, ServiceSettings, Tenants, Verifier, tenants},
     store::{MemoryStore, RedisStore, Store, StoreBackend, StoreError},
     telemetry::Metrics,
 };
@@ -250,12 +250,15 @@ fn assemble(
         ServiceSettings {
             tenants: Tenants::new(
                 &config.tenants,
-                &config.app_name,
-                &config.voice,
                 &tenant_templates,
-                &policy,
-                &config.code,
-                &config.lookup,
+                ServerDefaults {
+                    app_name: &config.app_name,
+                    voice: &config.voice,
+                    policy: &policy,
+                    code: &config.code,
+                    lookup: &config.lookup,
+                    fallback: &config.fallback,
+                },
             ),
             fraud: config.fraud.clone(),
             send_timeout: config.delivery.timeout,

@@ -53,7 +53,7 @@ use crate::{
         policy::{CodeConfig, MAX_RESEND_DOUBLINGS},
     },
     ratelimit::LimitsConfig,
-    service::{TenantConfig, VoiceSettings},
+    service::{FallbackConfig, TenantConfig, VoiceSettings},
     store::StoreConfig,
     telemetry::{LogConfig, TracingConfig},
 };
@@ -111,6 +111,8 @@ pub struct Config {
     pub fraud: FraudRules,
     /// Risk signals before phone sends: a live lookup of the number.
     pub lookup: LookupConfig,
+    /// The automatic channel fallback a start runs when it names none.
+    pub fallback: FallbackConfig,
     pub log: LogConfig,
     pub tracing: TracingConfig,
 }
@@ -261,6 +263,7 @@ impl Config {
         self.validate_credentials()?;
         check(self.fraud.problem())?;
         self.validate_lookup()?;
+        self.validate_fallback()?;
         self.validate_dev_mode()
     }
 
@@ -286,6 +289,23 @@ impl Config {
                         format!("provider {name:?} cannot send {channel}"),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// `[fallback]`, and each tenant's over it, against the code policy
+    /// and the channels of whoever runs it.
+    fn validate_fallback(&self) -> Result<(), ConfigError> {
+        let policy = self.policy();
+        if let Some((key, problem)) = self.fallback.problem(&policy, &[]) {
+            return Err(invalid(&format!("fallback.{key}"), problem));
+        }
+        for (name, tenant) in &self.tenants {
+            let policy = policy.with_code(&self.code.overridden(&tenant.code));
+            let fallback = self.fallback.over(&tenant.fallback);
+            if let Some((key, problem)) = fallback.problem(&policy, &tenant.channels) {
+                return Err(invalid(&format!("tenants.{name}.fallback.{key}"), problem));
             }
         }
         Ok(())

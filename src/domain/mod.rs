@@ -8,6 +8,7 @@ pub mod code;
 pub mod country;
 pub mod destination;
 pub mod extension;
+pub mod fallback;
 pub mod fraud;
 pub mod limit;
 pub mod lookup;

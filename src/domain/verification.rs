@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use super::{
     caller_ref::CallerRef, channel::Channel, code::MatchDigits, destination::Destination,
-    extension::Extension, policy::Policy, tenant::TenantId, verification_id::VerificationId,
+    extension::Extension, fallback::Fallback, policy::Policy, tenant::TenantId,
+    verification_id::VerificationId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,6 +289,9 @@ pub struct Verification {
     /// The caller's reference and tags, as the start gave them; never
     /// changed.
     pub caller_ref: CallerRef,
+    /// The automatic channel fallback, when the start asked for one (or
+    /// its tenant does by default). Boxed: most verifications have none.
+    pub fallback: Option<Box<Fallback>>,
 }
 
 /// What a destination holds one pending verification of: a new one of the
@@ -366,6 +370,7 @@ impl Verification {
             call: None,
             accepted_once: false,
             caller_ref: CallerRef::default(),
+            fallback: None,
         }
     }
 
@@ -438,6 +443,77 @@ impl Verification {
         self.last_send_at = Some(now);
         self.sending_until = Some(now + policy.send_lease);
         Ok(())
+    }
+
+    /// Whether the fallback step after step `after` is due at `now`: the
+    /// verification is pending, still at that step, and the step's time
+    /// has come. What a store checks before it lets a replica claim the
+    /// step ([`Self::reserve_step`]).
+    pub fn step_due(&self, after: u8, now: SystemTime) -> bool {
+        self.status_at(now) == Status::Pending
+            && self
+                .fallback
+                .as_ref()
+                .is_some_and(|f| f.step == after && f.is_due(now))
+    }
+
+    /// Claims the due fallback step: its send reserved as a resend's is
+    /// ([`Self::reserve_send`]), and the workflow moved on to it. A step
+    /// that may not send ends the workflow: the verification stays as it
+    /// is, its last code still checkable.
+    pub fn reserve_step(&mut self, policy: &Policy, now: SystemTime) -> Result<(), SendRefused> {
+        let reserved = self.reserve_send(policy, now);
+        if let Some(fallback) = self.fallback.as_mut() {
+            match reserved {
+                Ok(()) => fallback.advance(now),
+                Err(_) => fallback.end(),
+            }
+        }
+        reserved
+    }
+
+    /// Ends the automatic fallback: no step runs any more. Returns whether
+    /// one was still to run.
+    pub fn end_fallback(&mut self) -> bool {
+        match self.fallback.as_mut() {
+            Some(fallback) if fallback.next_at.is_some() => {
+                fallback.end();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After `report` was applied: when it reports the latest send failed or
+    /// undelivered (a text that never arrived, a call nobody answered),
+    /// the next fallback step falls due as soon as the resend wait allows.
+    /// Returns whether that moved it.
+    pub fn hasten_fallback(
+        &mut self,
+        report: &DeliveryReport,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> bool {
+        let latest_failed = self.send_attempts.last().is_some_and(|a| {
+            a.reference.as_deref() == Some(report.reference.as_str())
+                && matches!(
+                    a.status,
+                    DeliveryStatus::Failed | DeliveryStatus::Undelivered
+                )
+        });
+        if self.status_at(now) != Status::Pending || !latest_failed {
+            return false;
+        }
+        let sends_made = policy
+            .max_send_attempts
+            .saturating_sub(self.sends_remaining);
+        let cooled = self
+            .last_send_at
+            .map_or(now, |last| last + policy.resend_wait(sends_made));
+        let Some(fallback) = self.fallback.as_mut() else {
+            return false;
+        };
+        fallback.hasten(cooled.max(now))
     }
 
     /// Records how a reserved send went: every provider try, and its

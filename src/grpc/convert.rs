@@ -9,10 +9,12 @@ use tonic_types::FieldViolation;
 use crate::{
     domain::{
         CallerRef, Channel, Code, DeliveryStatus, Destination, Extension, Locale, Purpose,
-        SendAttempt, Status, Verification, VerificationId, VoiceMode, verification::Delivery,
+        SendAttempt, Status, Verification, VerificationId, VoiceMode,
+        fallback::{Fallback, Workflow},
+        verification::Delivery,
     },
     proto,
-    service::{IdempotencyKey, ResendRequest, StartRequest},
+    service::{FallbackAsk, IdempotencyKey, ResendRequest, StartRequest},
 };
 
 /// The field violations of one request.
@@ -81,6 +83,7 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
     let idempotency_key = idempotency_key_field(&req.idempotency_key, &mut bad);
     let end_user_ip = end_user_ip_field(&req.end_user_ip, &mut bad);
     let caller_ref = caller_ref_fields(req, &mut bad);
+    let fallback = fallback_field(req.fallback.as_ref(), &mut bad);
     bad.into_result(|| StartRequest {
         to: to.expect("checked"),
         extension,
@@ -93,8 +96,57 @@ pub fn start_request(req: &proto::StartVerificationRequest) -> Result<StartReque
         idempotency_key,
         end_user_ip,
         caller_ref,
+        fallback,
     })
 }
+
+/// The workflow's shape; whether it fits the tenant's policy and the
+/// start is the use case's to check (`StartError::Fallback`).
+fn fallback_field(value: Option<&proto::Fallback>, bad: &mut Violations) -> FallbackAsk {
+    let Some(value) = value else {
+        return FallbackAsk::TenantDefault;
+    };
+    if value.channels.is_empty() {
+        if value.step_timeout.is_some() {
+            bad.add("fallback.step_timeout", "applies only with channels");
+        }
+        return FallbackAsk::Off;
+    }
+    let mut channels = Vec::with_capacity(value.channels.len());
+    for &c in &value.channels {
+        match proto::Channel::try_from(c) {
+            Ok(proto::Channel::Sms) => channels.push(Channel::Sms),
+            Ok(proto::Channel::Voice) => channels.push(Channel::Voice),
+            _ => {
+                bad.add(
+                    "fallback.channels",
+                    "each must be CHANNEL_SMS or CHANNEL_VOICE",
+                );
+                return FallbackAsk::TenantDefault;
+            }
+        }
+    }
+    let step_timeout = match value.step_timeout {
+        None => DEFAULT_STEP_TIMEOUT,
+        Some(d) => match std::time::Duration::try_from(d) {
+            Ok(d) => d,
+            Err(_) => {
+                bad.add("fallback.step_timeout", "must be a positive duration");
+                return FallbackAsk::TenantDefault;
+            }
+        },
+    };
+    match Workflow::new(channels, step_timeout) {
+        Ok(workflow) => FallbackAsk::Workflow(workflow),
+        Err(problem) => {
+            bad.add(problem.field(), problem.to_string());
+            FallbackAsk::TenantDefault
+        }
+    }
+}
+
+/// A workflow's step timeout when the request gives none.
+const DEFAULT_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn resend_request(req: &proto::ResendVerificationRequest) -> Result<ResendRequest, Violations> {
     let mut bad = Violations::default();
@@ -337,6 +389,23 @@ pub fn verification(v: &Verification) -> proto::Verification {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        fallback: v.fallback.as_deref().map(fallback_state),
+    }
+}
+
+fn fallback_state(f: &Fallback) -> proto::FallbackState {
+    proto::FallbackState {
+        workflow: Some(proto::Fallback {
+            channels: f
+                .workflow
+                .channels()
+                .iter()
+                .map(|&c| channel(c).into())
+                .collect(),
+            step_timeout: prost_types::Duration::try_from(f.workflow.step_timeout()).ok(),
+        }),
+        step: u32::from(f.step),
+        next_step_at: f.next_at.map(timestamp),
     }
 }
 

@@ -98,6 +98,12 @@ impl From<StartError> for Status {
                     e.to_string(),
                 )]))
             }
+            StartError::Fallback(problem) => {
+                invalid_argument(Violations(vec![tonic_types::FieldViolation::new(
+                    problem.field(),
+                    problem.to_string(),
+                )]))
+            }
             StartError::TooSoon { retry_after } => retry_later(e.to_string(), retry_after),
             StartError::ChannelDisabled(_) => Status::failed_precondition(e.to_string()),
             StartError::ChannelNotAllowed(_) | StartError::VoiceModeNotAllowed(_) => {

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use crate::{
     delivery::SendError,
     domain::{
-        Channel, Status, VerificationId, VoiceMode, fraud::Refusal, limit::RateLimited,
-        lookup::LookupRefusal, verification::SendRefused,
+        Channel, Status, VerificationId, VoiceMode, fallback::WorkflowError, fraud::Refusal,
+        limit::RateLimited, lookup::LookupRefusal, verification::SendRefused,
     },
     ratelimit::LimitError,
     store::StoreError,
@@ -79,6 +79,9 @@ pub enum StartError {
     VoiceModeNotAllowed(VoiceMode),
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    /// The fallback workflow the start asked for cannot run.
+    #[error("{}: {}", .0.field(), .0)]
+    Fallback(WorkflowError),
     #[error("a verification call to this destination was reported as fraud; it is blocked for now")]
     Blocked { retry_after: Duration },
     #[error("a code was sent less than the resend cooldown ago")]

@@ -19,7 +19,9 @@ impl Verifier {
     }
 
     /// Applies a provider's delivery report (from a signed status callback)
-    /// and tells watchers when it changed something. Reports for unknown or
+    /// and tells watchers when it changed something. A report that the
+    /// latest send failed brings the next fallback step forward: the
+    /// deadline timer runs it once the resend wait allows. Reports for unknown or
     /// purged verifications are dropped: the provider cannot do better.
     #[tracing::instrument(level = "debug", skip_all, fields(%tenant, verification = %id))]
     pub async fn record_delivery(
@@ -28,9 +30,12 @@ impl Verifier {
         id: &VerificationId,
         report: &DeliveryReport,
     ) -> Result<(), LookupError> {
+        // The resend wait a hastened fallback step keeps to, which no
+        // channel changes.
+        let policy = &self.settings.tenants.get(tenant).policy;
         match self
             .store
-            .record_delivery(tenant, id, report, self.clock.now())
+            .record_delivery(tenant, id, report, policy, self.clock.now())
             .await?
         {
             Some((true, _)) => {

@@ -1,12 +1,13 @@
-//! The service's timers: expiries settled and announced as they fall due,
-//! and the periodic purge of what has outlived its retention.
+//! The service's timers: expiries settled and announced and fallback steps
+//! run as they fall due, and the periodic purge of what has outlived its
+//! retention.
 
 use std::{sync::Arc, time::SystemTime};
 
 use tokio::task::JoinSet;
 
 use super::Verifier;
-use crate::{domain::Status, store::DueExpiry};
+use crate::{domain::Status, store::DueDeadline};
 
 /// How many expiries are announced at once.
 const ANNOUNCED_AT_ONCE: usize = 32;
@@ -14,7 +15,7 @@ const ANNOUNCED_AT_ONCE: usize = 32;
 impl Verifier {
     /// Moves each verification to EXPIRED when the clock reaches its
     /// `expires_at`, tells its watchers, logs the `expired` event and ends
-    /// its live call. The deadlines are the store's: the memory store
+    /// its live call; runs each fallback step when it falls due. The deadlines are the store's: the memory store
     /// queues them (and drops each verification at the end of its
     /// retention on this timer); Redis keeps an index every replica shares,
     /// so a verification's expiry is announced even after the replica that
@@ -50,18 +51,19 @@ impl Verifier {
                     announcing.join_next().await;
                 }
                 let this = Arc::clone(&self);
-                announcing.spawn(async move { this.announce_expiry(due, now).await });
+                announcing.spawn(async move { this.handle_deadline(due, now).await });
             }
             while announcing.join_next().await.is_some() {}
         }
     }
 
-    /// Announces one expiry: settled (watchers told), the `expired` event
-    /// logged, the live call ended; then handed back to the store, which
-    /// forgets it. One not handed back (Redis unreachable, the provider not
-    /// ending the call) is announced again later, by this replica or
+    /// Handles one due deadline, then hands it back to the store, which
+    /// forgets it. An expiry is announced: settled (watchers told), the
+    /// `expired` event logged, the live call ended. A fallback step is run
+    /// (`fallback`). One not handed back (Redis unreachable, the provider
+    /// not ending the call) comes up again later, on this replica or
     /// another.
-    async fn announce_expiry(&self, due: DueExpiry, now: SystemTime) {
+    async fn handle_deadline(&self, due: DueDeadline, now: SystemTime) {
         let (tenant, id) = (&due.tenant, &due.id);
         let done = match self.store.get(tenant, id, now).await {
             Ok(Some(v)) if v.status == Status::Expired => {
@@ -69,6 +71,18 @@ impl Verifier {
                 self.status_changed(&v, Some(Status::Pending), "expired");
                 self.hang_up_live_call(&v).await
             }
+            Ok(Some(v)) if v.fallback.as_ref().is_some_and(|f| f.is_due(now)) => {
+                match self.take_fallback_step(&v, now).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, verification = %id, "could not run a fallback step; it comes up again");
+                        false
+                    }
+                }
+            }
+            // Nothing due yet (a replica whose clock runs ahead claimed
+            // it): kept, to come up again.
+            Ok(Some(v)) if v.status == Status::Pending => false,
             Ok(_) => true,
             Err(error) => {
                 // Still expired for every reader (transitions settle expiry
@@ -78,7 +92,7 @@ impl Verifier {
             }
         };
         if done {
-            self.store.expiry_announced(&due).await;
+            self.store.deadline_handled(&due).await;
         }
     }
 

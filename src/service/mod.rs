@@ -4,8 +4,11 @@
 
 mod audit;
 mod cancel;
+mod channel_name;
 mod check;
 mod errors;
+mod fallback;
+mod fallback_settings;
 mod get;
 mod housekeeping;
 mod resend;
@@ -22,8 +25,9 @@ mod watch_streams;
 use std::{sync::Arc, time::Duration};
 
 pub use errors::{CallError, CheckError, LookupError, StartError};
-pub use start_request::{IdempotencyKey, ResendRequest, StartRequest};
-pub use tenants::{TenantConfig, Tenants};
+pub use fallback_settings::{FallbackConfig, FallbackOverrides};
+pub use start_request::{FallbackAsk, IdempotencyKey, ResendRequest, StartRequest};
+pub use tenants::{ServerDefaults, TenantConfig, Tenants};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 pub use voice_settings::{UnknownAnswer, VoiceSettings};

@@ -161,6 +161,7 @@ impl Verifier {
             delivery: &delivery,
             shared: gate.shared,
             first: false,
+            fallback_step: false,
             deadline,
         })
         .await

@@ -97,6 +97,8 @@ pub(super) struct SendPlan<'a> {
     pub(super) shared: SharedCells,
     /// The verification's first send (a start), not a resend.
     pub(super) first: bool,
+    /// A fallback step's send: the previous step's code stays checkable.
+    pub(super) fallback_step: bool,
     pub(super) deadline: Option<Instant>,
 }
 
@@ -319,6 +321,7 @@ impl Verifier {
             delivery,
             shared,
             first,
+            fallback_step,
             deadline,
         } = send;
         let policy = self.policy(tenant, delivery.channel);
@@ -347,12 +350,15 @@ impl Verifier {
             self.give_back(tenant, shared.of_a_send_that_went_nowhere())
                 .await;
         }
-        let completed = completed_send(
-            delivery,
-            &dispatch,
-            kept_code(carries_code, delivery.channel, &dispatch).then_some(hash),
-            call_token.as_ref(),
-        );
+        let completed = CompletedSend {
+            fallback_step,
+            ..completed_send(
+                delivery,
+                &dispatch,
+                kept_code(carries_code, delivery.channel, &dispatch).then_some(hash),
+                call_token.as_ref(),
+            )
+        };
         let completed_outcome = completed.outcome;
         if completed_outcome == SendOutcome::Unknown {
             tracing::warn!(
@@ -505,6 +511,7 @@ fn completed_send(
             }
             _ => None,
         },
+        fallback_step: false,
     }
 }
 

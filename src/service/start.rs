@@ -13,10 +13,14 @@ use super::{
     errors::StartError,
     risk::Screening,
     send::{SendPlan, SharedCells, leave_time_to_record, until},
-    start_request::{IdempotencyKey, StartRequest},
+    start_request::{FallbackAsk, IdempotencyKey, StartRequest},
 };
 use crate::{
-    domain::{Policy, Status, TenantId, Verification, VoiceMode, extension::masked_destination},
+    domain::{
+        Policy, Status, TenantId, Verification, VoiceMode,
+        extension::masked_destination,
+        fallback::{Fallback, Workflow},
+    },
     store::{Creation, Fingerprint, IDEMPOTENCY_LEASE, Idempotency},
     telemetry::Metrics,
 };
@@ -58,10 +62,20 @@ impl StartRequest {
         // Fields added later come named, and only when given: a start
         // without them keeps the fingerprint an earlier version stored, so
         // its retry is still a retry across an upgrade.
+        let fallback = match &self.fallback {
+            FallbackAsk::TenantDefault => None,
+            FallbackAsk::Off => Some(String::new()),
+            FallbackAsk::Workflow(w) => Some(format!(
+                "{}/{}",
+                w.channels_str(),
+                w.step_timeout().as_millis()
+            )),
+        };
         let later = [
             ("extension", self.extension.as_ref().map(|e| e.as_str())),
             ("reference", self.caller_ref.reference.as_deref()),
             ("tags", tags.as_deref()),
+            ("fallback", fallback.as_deref()),
         ];
         for (name, value) in later {
             if let Some(value) = value {
@@ -162,6 +176,7 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
         let delivery = self.settle_delivery(tenant, &asked.delivery)?;
+        let workflow = self.workflow_for(tenant, asked)?;
         // A copy only when the policy filled something in (a call's mode):
         // an SMS or email start goes as asked.
         let request = if delivery == asked.delivery {
@@ -180,7 +195,7 @@ impl Verifier {
             key,
             || asked.fingerprint(),
             deadline,
-            || self.start_once(tenant, &request, deadline),
+            || self.start_once(tenant, &request, workflow, deadline),
         )
         .await
     }
@@ -292,9 +307,12 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         request: &StartRequest,
+        workflow: Option<Workflow>,
         deadline: Option<Instant>,
     ) -> Result<Verification, StartError> {
-        let (verification, shared) = self.reserve_start(tenant, request, deadline).await?;
+        let (verification, shared) = self
+            .reserve_start(tenant, request, workflow, deadline)
+            .await?;
         // The delivery the verification was created with: the request's,
         // in the number's language if it named none.
         let delivery = verification.delivery.clone();
@@ -304,6 +322,7 @@ impl Verifier {
             delivery: &delivery,
             shared,
             first: true,
+            fallback_step: false,
             deadline,
         })
         .await
@@ -317,6 +336,7 @@ impl Verifier {
         &self,
         tenant: &TenantId,
         request: &StartRequest,
+        workflow: Option<Workflow>,
         deadline: Option<Instant>,
     ) -> Result<(Verification, SharedCells), StartError> {
         let now = self.clock.now();
@@ -337,6 +357,7 @@ impl Verifier {
         let candidate = Verification {
             extension: request.extension.clone(),
             caller_ref: request.caller_ref.clone(),
+            fallback: workflow.map(|w| Box::new(Fallback::begin(w, now))),
             ..Verification::new(
                 self.store.new_id(tenant, &request.to),
                 tenant.clone(),
@@ -427,6 +448,7 @@ mod tests {
             idempotency_key: None,
             end_user_ip: None,
             caller_ref: CallerRef::default(),
+            fallback: FallbackAsk::TenantDefault,
         }
     }
 

@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 
 use crate::domain::{
-    CallerRef, Destination, Extension, Purpose, VerificationId, verification::Delivery,
+    CallerRef, Destination, Extension, Purpose, VerificationId, fallback::Workflow,
+    verification::Delivery,
 };
 
 /// A caller's idempotency key: 1 to 255 printable ASCII characters.
@@ -37,6 +38,19 @@ pub struct StartRequest {
     pub idempotency_key: Option<IdempotencyKey>,
     pub end_user_ip: Option<IpAddr>,
     pub caller_ref: CallerRef,
+    pub fallback: FallbackAsk,
+}
+
+/// What a start asks of automatic channel fallback.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FallbackAsk {
+    /// Nothing: the tenant's default workflow, if it has one and it
+    /// begins on the start's channel.
+    #[default]
+    TenantDefault,
+    /// No fallback, whatever the tenant's default.
+    Off,
+    Workflow(Workflow),
 }
 
 /// A validated ResendVerification.

@@ -13,8 +13,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use super::voice_settings::VoiceOverrides;
-use super::voice_settings::VoiceSettings;
+pub use super::{channel_name::ChannelName, voice_settings::VoiceOverrides};
+use super::{
+    fallback_settings::{FallbackConfig, FallbackOverrides},
+    voice_settings::VoiceSettings,
+};
 use crate::{
     delivery::{
         Templates,
@@ -22,6 +25,7 @@ use crate::{
     },
     domain::{
         Channel, Policy, TenantId,
+        fallback::Workflow,
         lookup::LookupPolicy,
         policy::{CodeConfig, CodeOverrides},
     },
@@ -58,6 +62,9 @@ pub struct TenantConfig {
     /// `[tenants.NAME.lookup]`: whether this tenant's phone sends are
     /// looked up, and its policy, over the server's `[lookup]`.
     pub lookup: LookupOverrides,
+    /// `[tenants.NAME.fallback]`: this tenant's default fallback workflow,
+    /// over the server's `[fallback]`.
+    pub fallback: FallbackOverrides,
     /// Template overrides for this tenant's messages and calls, laid over
     /// the server's (`delivery.templates_dir`, then the built-in ones);
     /// same layout.
@@ -100,25 +107,6 @@ impl TenantConfig {
     }
 }
 
-/// A channel as configuration spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelName {
-    Sms,
-    Voice,
-    Email,
-}
-
-impl From<ChannelName> for Channel {
-    fn from(c: ChannelName) -> Self {
-        match c {
-            ChannelName::Sms => Self::Sms,
-            ChannelName::Voice => Self::Voice,
-            ChannelName::Email => Self::Email,
-        }
-    }
-}
-
 /// What the service knows of one tenant.
 #[derive(Debug, Clone)]
 pub struct TenantSettings {
@@ -134,6 +122,9 @@ pub struct TenantSettings {
     templates: Option<Arc<Templates>>,
     /// `None`: this tenant's sends are not looked up.
     pub lookup: Option<LookupPolicy>,
+    /// The workflow a start that names none runs, if it begins on the
+    /// start's channel.
+    pub fallback: Option<Workflow>,
 }
 
 impl TenantSettings {
@@ -152,7 +143,19 @@ impl TenantSettings {
 #[derive(Debug, Clone)]
 pub struct Tenants {
     configured: HashMap<TenantId, TenantSettings>,
-    fallback: TenantSettings,
+    /// A tenant not configured.
+    unconfigured: TenantSettings,
+}
+
+/// The server's settings that a tenant's own go over.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerDefaults<'a> {
+    pub app_name: &'a str,
+    pub voice: &'a VoiceSettings,
+    pub policy: &'a Policy,
+    pub code: &'a CodeConfig,
+    pub lookup: &'a LookupConfig,
+    pub fallback: &'a FallbackConfig,
 }
 
 impl Tenants {
@@ -161,13 +164,20 @@ impl Tenants {
     /// `templates_dir`, loaded (see `app::delivery`).
     pub fn new(
         tenants: &BTreeMap<String, TenantConfig>,
-        app_name: &str,
-        voice: &VoiceSettings,
         templates: &HashMap<TenantId, Arc<Templates>>,
-        policy: &Policy,
-        code: &CodeConfig,
-        lookup: &LookupConfig,
+        server: ServerDefaults<'_>,
     ) -> Self {
+        let ServerDefaults {
+            app_name,
+            voice,
+            policy,
+            code,
+            lookup,
+            fallback,
+        } = server;
+        // Validated with the configuration: a workflow that cannot be made
+        // there never gets here.
+        let workflow = |f: FallbackConfig| f.workflow().ok().flatten();
         let configured = tenants
             .iter()
             .filter_map(|(name, t)| {
@@ -184,25 +194,27 @@ impl Tenants {
                     policy: policy.with_code(&code.overridden(&t.code)),
                     templates: templates.get(&id).cloned(),
                     lookup: lookup.policy_for(&t.lookup),
+                    fallback: workflow(fallback.over(&t.fallback)),
                 };
                 Some((id, settings))
             })
             .collect();
         Self {
             configured,
-            fallback: TenantSettings {
+            unconfigured: TenantSettings {
                 channels: None,
                 app_name: app_name.to_owned(),
                 voice: *voice,
                 policy: policy.clone(),
                 templates: None,
                 lookup: lookup.policy_for(&LookupOverrides::default()),
+                fallback: workflow(fallback.clone()),
             },
         }
     }
 
     pub fn get(&self, tenant: &TenantId) -> &TenantSettings {
-        self.configured.get(tenant).unwrap_or(&self.fallback)
+        self.configured.get(tenant).unwrap_or(&self.unconfigured)
     }
 }
 

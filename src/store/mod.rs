@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use port::{
-    Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, DueExpiry,
+    Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, DueDeadline,
     Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
 };
 pub use redis::RedisStore;
@@ -153,6 +153,50 @@ impl Store {
         }
     }
 
+    /// Claims the fallback step after step `after` of the verification `id`
+    /// names, in one step: it must be pending, still at that step, and the
+    /// step due; then its send is reserved as [`Store::reserve_resend`]
+    /// reserves one, and the workflow moves on to it. A step that may not
+    /// send (refused, or the budget spent) ends the workflow. `None`: no
+    /// such verification, or the step is not this caller's to run
+    /// (another replica claimed it, or the workflow moved on or ended):
+    /// nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reserve_step(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        after: u8,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.reserve_step(tenant, id, after, policy, budget, now)),
+            Self::Redis(r) => {
+                r.reserve_step(tenant, id, to, after, policy, budget, now)
+                    .await
+            }
+        }
+    }
+
+    /// Ends the fallback of the verification `id` names, if its step after
+    /// `after` is still due: a gate refused the step before it could be
+    /// claimed. Returns whether it ended it.
+    pub async fn end_fallback(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        after: u8,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.end_fallback(tenant, id, after, now)),
+            Self::Redis(r) => r.end_fallback(tenant, id, after, now).await,
+        }
+    }
+
     /// Records a reserved send. When a sender accepted it, the new code's
     /// hash replaces the stored one in the same step.
     pub async fn complete_send(
@@ -265,17 +309,20 @@ impl Store {
     }
 
     /// Applies a provider's delivery report. Returns whether it changed
-    /// anything, and the verification.
+    /// anything, and the verification. A report that the latest send
+    /// failed brings the next fallback step forward, to when the resend
+    /// wait (of `policy`) allows ([`Verification::hasten_fallback`]).
     pub async fn record_delivery(
         &self,
         tenant: &TenantId,
         id: &VerificationId,
         report: &DeliveryReport,
+        policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         match self {
-            Self::Memory(m) => m.record_delivery(tenant, id, report),
-            Self::Redis(r) => r.record_delivery(tenant, id, report, now).await,
+            Self::Memory(m) => m.record_delivery(tenant, id, report, policy, now),
+            Self::Redis(r) => r.record_delivery(tenant, id, report, policy, now).await,
         }
     }
 
@@ -415,7 +462,7 @@ impl Store {
     }
 
     /// When the store's next deadline falls: the memory store's earliest
-    /// expiry or end of retention, Redis's next read of its shared
+    /// expiry, fallback step or end of retention, Redis's next read of its shared
     /// deadline index (`redis::deadlines`; at once while a scan is under
     /// way).
     pub fn next_deadline(&self) -> Option<SystemTime> {
@@ -437,18 +484,19 @@ impl Store {
     /// Works through the store's deadlines due at `now` (settling expiries,
     /// dropping what is past retention; on Redis, claiming the due entries
     /// of the next bucket of this replica's share of the index) and returns
-    /// the verifications that reached their expiry, for the service to
-    /// announce and then to hand back with [`Store::expiry_announced`].
+    /// the verifications that reached their expiry or a fallback step, for
+    /// the service to announce or run and then to hand back with
+    /// [`Store::deadline_handled`].
     ///
     /// # Errors
     /// When Redis cannot renew this replica's share: the next scan tries
     /// again.
-    pub async fn expire_due(&self, now: SystemTime) -> Result<Vec<DueExpiry>, StoreError> {
+    pub async fn expire_due(&self, now: SystemTime) -> Result<Vec<DueDeadline>, StoreError> {
         match self {
             Self::Memory(m) => Ok(m
                 .expire_due(now)
                 .into_iter()
-                .map(|(tenant, id)| DueExpiry {
+                .map(|(tenant, id)| DueDeadline {
                     tenant,
                     id,
                     claim: None,
@@ -466,14 +514,15 @@ impl Store {
         }
     }
 
-    /// `due`'s expiry was announced: Redis removes its entry from the
-    /// index (unless the expiry moved since). One not handed back is
-    /// claimed again once its claim runs out.
-    pub async fn expiry_announced(&self, due: &DueExpiry) {
+    /// `due` was handled (its expiry announced, its fallback step run):
+    /// Redis removes its entry from the index (unless its deadline moved
+    /// since, as a step moves it). One not handed back is claimed again
+    /// once its claim runs out.
+    pub async fn deadline_handled(&self, due: &DueDeadline) {
         if let (Self::Redis(r), Some(claim)) = (self, &due.claim)
             && let Err(error) = r.release(claim).await
         {
-            tracing::warn!(%error, verification = %due.id, "could not release an announced expiry; it may be announced again");
+            tracing::warn!(%error, verification = %due.id, "could not release a handled deadline; it may come up again");
         }
     }
 

@@ -91,17 +91,22 @@ pub struct CompletedSend {
     pub new_hash: Option<CodeHash>,
     /// The call a voice send placed.
     pub call: Option<VoiceCall>,
+    /// A fallback step's send: once accepted, its code is checked beside
+    /// the previous step's (at most two), and a step that delivers none
+    /// leaves the previous one alone.
+    pub fallback_step: bool,
 }
 
-/// A verification whose expiry fell due, for the service to announce
-/// (its `expired` event, its call ended) and then to hand back with
-/// [`Store::expiry_announced`](super::Store::expiry_announced).
+/// A verification with a deadline due: its expiry, for the service to
+/// announce (its `expired` event, its call ended), or its next fallback
+/// step, for the service to run; then to hand back with
+/// [`Store::deadline_handled`](super::Store::deadline_handled).
 #[derive(Debug)]
-pub struct DueExpiry {
+pub struct DueDeadline {
     pub tenant: TenantId,
     pub id: VerificationId,
     /// Redis: the claimed entry of the shared deadline index, released
-    /// once announced (a replica that dies first leaves it to another).
+    /// once handled (a replica that dies first leaves it to another).
     pub(super) claim: Option<DeadlineClaim>,
 }
 

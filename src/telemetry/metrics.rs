@@ -96,6 +96,15 @@ struct LookupLabels {
     decision: &'static str,
 }
 
+/// A fallback step: its channel and what became of it (`sent`, or why it
+/// ended the workflow).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FallbackLabels {
+    tenant: TenantId,
+    channel: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StoreLabels {
     backend: &'static str,
@@ -149,6 +158,7 @@ pub struct Metrics {
     webhooks_refused: Family<WebhookRefusal, Counter>,
     prefix_blocks: Family<TenantLabel, Counter>,
     lookups: Family<LookupLabels, Counter>,
+    fallback_steps: Family<FallbackLabels, Counter>,
     store_duration: Family<StoreLabels, Histogram>,
     store_errors: Family<StoreLabels, Counter>,
     store_unacknowledged: Family<StoreLabels, Counter>,
@@ -213,6 +223,7 @@ impl Metrics {
                 "Number prefixes blocked after tripping starts_per_prefix (SMS pumping guard)",
             ),
             lookups: registered(r, "lookups", "Number lookups by answer source and decision"),
+            fallback_steps: registered(r, "fallback_steps", "Fallback steps by outcome"),
             store_duration: latencies(
                 r,
                 "store_operation_duration",
@@ -367,6 +378,16 @@ impl Metrics {
                 tenant: tenant.clone(),
                 source,
                 decision,
+            })
+            .inc();
+    }
+
+    pub fn fallback_step(&self, tenant: &TenantId, channel: Channel, outcome: &'static str) {
+        self.fallback_steps
+            .get_or_create(&FallbackLabels {
+                tenant: tenant.clone(),
+                channel: channel.as_str(),
+                outcome,
             })
             .inc();
     }

@@ -13,6 +13,7 @@ mod cli;
 mod drain;
 mod email;
 mod extensions;
+mod fallback;
 mod flows;
 mod fraud;
 mod fuzz_regressions;

@@ -323,6 +323,7 @@ impl Side {
                     outcome,
                     delivery,
                     call,
+                    fallback_step: false,
                 };
                 let v = ok(store.complete_send(&tenant, id, send, &policy, now).await)?;
                 ("completed".to_owned(), v)
@@ -348,7 +349,9 @@ impl Side {
                     status: words.nth(*status).unwrap_or_default().to_owned(),
                     error_code: error.then(|| "30003".to_owned()),
                 };
-                seen(ok(store.record_delivery(&tenant, id, &report, now).await)?)
+                seen(ok(store
+                    .record_delivery(&tenant, id, &report, &policy, now)
+                    .await)?)
             }
             Op::Press(_, fraud_menu, keys, genuine) => {
                 // The live call's CallSid `CA{n}` gives its token, `token-{n}`.

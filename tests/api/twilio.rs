@@ -416,7 +416,12 @@ async fn every_provider_failing_on_the_first_send_answers_unavailable() {
 
 /// Posts a status callback to the webhook listener, signed for the public
 /// URL, as Twilio does.
-async fn callback(app: &TestApp, id: &str, params: &[(&str, &str)], token: Option<&str>) -> u16 {
+pub(crate) async fn callback(
+    app: &TestApp,
+    id: &str,
+    params: &[(&str, &str)],
+    token: Option<&str>,
+) -> u16 {
     let path = format!("webhooks/twilio/twilio/message-status?tenant=default&verification={id}");
     let params: BTreeMap<&str, &str> = params.iter().copied().collect();
     let mut request = reqwest::Client::new()

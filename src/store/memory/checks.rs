@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use super::{MemoryStore, Written, check_state_written};
 use crate::{
     domain::{
-        CheckOutcome, CodeHash, DeliveryReport, Destination, Status, TenantId, Verification,
-        VerificationId,
+        CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId,
+        Verification, VerificationId,
         limit::Budget,
         voice::{KeyOutcome, KeyPress},
     },
@@ -107,9 +107,14 @@ impl MemoryStore {
         tenant: &TenantId,
         id: &VerificationId,
         report: &DeliveryReport,
+        policy: &Policy,
+        now: SystemTime,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         Ok(self.apply(tenant, id, |v, _, _| {
-            let changed = v.record_delivery(report);
+            let changed = v.record_delivery(report) && {
+                v.hasten_fallback(report, policy, now);
+                true
+            };
             let written = if changed {
                 Written::Everything
             } else {

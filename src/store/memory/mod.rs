@@ -220,6 +220,7 @@ impl MemoryStore {
         let state = &mut *guard;
         let slot = state.verifications.find(tenant, id.to_bits())?;
         let record = state.verifications.get_mut(slot);
+        let step_before = record.next_step_at();
         let mut v = record.verification(&state.names);
         let (result, written) = change(&mut v, record, &mut state.names);
         match written {
@@ -231,7 +232,15 @@ impl MemoryStore {
             record.drop_code();
             state.verifications.unindex_pending(slot);
         }
+        let step_after = state.verifications.get(slot).next_step_at();
+        let earliest = match step_after {
+            Some(at) if step_after != step_before => state.verifications.schedule_step(slot, at),
+            _ => false,
+        };
         drop(guard);
+        if earliest {
+            self.deadline_moved.notify_one();
+        }
         self.feed.notify(&(tenant.clone(), id.clone()));
         Some((result, v))
     }
@@ -490,6 +499,7 @@ mod tests {
                     outcome: SendOutcome::Refused,
                     new_hash: None,
                     call: None,
+                    fallback_step: false,
                 },
                 &policy,
                 later,
@@ -595,6 +605,7 @@ mod tests {
             // The call went without a code.
             new_hash: None,
             call: Some(call),
+            fallback_step: false,
         };
         store
             .complete_send(&v.tenant, &v.id, placed, &policy, T0)
@@ -677,6 +688,7 @@ mod tests {
                     outcome,
                     new_hash: Some(code(b)),
                     call: None,
+                    fallback_step: false,
                 },
                 policy,
                 at,

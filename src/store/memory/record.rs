@@ -8,8 +8,8 @@
 //!   provider names and key ids interned ([`Names`]) and the rarely set
 //!   strings (error, provider reference and status) out of line;
 //! - what most verifications never have (a locale, number-matching
-//!   digits, a live call, an extension, the caller's reference and tags)
-//!   out of line, behind one pointer.
+//!   digits, a live call, an extension, the caller's reference and tags,
+//!   a fallback workflow) out of line, behind one pointer.
 //!
 //! The domain's transitions run on a [`Verification`] made from a record
 //! ([`Record::verification`]) and are written back ([`Record::set`], or
@@ -27,6 +27,7 @@ use zeroize::Zeroize as _;
 use crate::domain::{
     CallerRef, Channel, CodeHash, DeliveryStatus, Destination, Extension, MatchDigits, PendingKind,
     Purpose, SendAttempt, Status, TenantId, Verification, VerificationId,
+    fallback::Fallback,
     starts::RecentStarts,
     verification::{Delivery, Locale, VoiceMode},
     voice::VoiceCall,
@@ -112,9 +113,11 @@ struct Rare {
     call: Option<VoiceCall>,
     extension: Option<Extension>,
     caller_ref: Option<Box<CallerRef>>,
-    /// The code of a later send whose outcome is unknown (a timeout, a
-    /// 5xx: the user may hold it), checked beside the record's code until
-    /// the next accepted send.
+    fallback: Option<Box<Fallback>>,
+    /// A second code checked beside the record's: a later send's whose
+    /// outcome is unknown (a timeout, a 5xx: the user may hold it), until
+    /// the next accepted send; or the previous fallback step's, which the
+    /// user may still be reading when the next step's arrives.
     unconfirmed: Option<(Name, [u8; 32])>,
 }
 
@@ -127,6 +130,7 @@ impl Rare {
             call: v.call.clone(),
             extension: v.extension.clone(),
             caller_ref: (!v.caller_ref.is_empty()).then(|| Box::new(v.caller_ref.clone())),
+            fallback: v.fallback.clone(),
             unconfirmed,
         }
         .boxed()
@@ -139,6 +143,7 @@ impl Rare {
             || self.call.is_some()
             || self.extension.is_some()
             || self.caller_ref.is_some()
+            || self.fallback.is_some()
             || self.unconfirmed.is_some();
         any.then(|| Box::new(self))
     }
@@ -261,7 +266,16 @@ impl Record {
             caller_ref: rare
                 .and_then(|r| r.caller_ref.as_deref().cloned())
                 .unwrap_or_default(),
+            fallback: rare.and_then(|r| r.fallback.clone()),
         }
+    }
+
+    /// When its next fallback step falls due, if one is to run.
+    pub(super) fn next_step_at(&self) -> Option<Stamp> {
+        self.rare
+            .as_deref()
+            .and_then(|r| r.fallback.as_ref()?.next_at)
+            .map(Stamp::of)
     }
 
     pub(super) fn extension(&self) -> Option<&Extension> {
@@ -328,6 +342,19 @@ impl Record {
         {
             mac.zeroize();
         }
+    }
+
+    /// A fallback step's code: the user may still be reading the previous
+    /// step's, so that one is kept beside it (in place of any unknown
+    /// send's), and the two check until the verification ends or a send
+    /// outside the workflow is accepted. A step that delivers no code (a
+    /// press-# call) leaves the codes as they are.
+    pub(super) fn add_step_code(&mut self, hash: Option<CodeHash>, names: &mut Names) {
+        let Some(hash) = hash else { return };
+        let previous = self.code_key.map(|key| (key, self.code_mac));
+        self.code_key = Some(names.intern(hash.key_id.as_str()));
+        self.code_mac = hash.mac;
+        self.set_unconfirmed(previous);
     }
 
     /// The code of a send whose outcome is unknown: kept beside the last

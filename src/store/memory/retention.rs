@@ -69,9 +69,10 @@ impl MemoryStore {
         self.deadline_moved.notified().await;
     }
 
-    /// Works through the deadlines due at `now`: a verification past its
-    /// retention is dropped; one whose expiry this is goes back to the
-    /// service, which settles it with [`MemoryStore::get`] (telling
+    /// Works through the deadlines due at `now`: a verification whose
+    /// fallback step is due goes back to the service, which runs the step;
+    /// a verification past its retention is dropped; one whose expiry this
+    /// is goes back to the service, which settles it with [`MemoryStore::get`] (telling
     /// watchers) and announces it, as it does for a store that keeps no
     /// deadlines. What a read already settled is announced all the same.
     pub(in crate::store) fn expire_due(&self, now: SystemTime) -> Vec<(TenantId, VerificationId)> {
@@ -79,6 +80,17 @@ impl MemoryStore {
         let stamp = Stamp::of(now);
         let mut state = self.state();
         let table = &mut state.verifications;
+        while let Some(slot) = table.pop_due_step(stamp) {
+            let record = table.get(slot);
+            // Skipped if it has ended or expired (its expiry is announced
+            // on its own deadline), or its step moved.
+            if record.status == Status::Pending
+                && record.expires_at > stamp
+                && record.next_step_at().is_some_and(|at| at <= stamp)
+            {
+                due.push((record.tenant.clone(), record.verification_id()));
+            }
+        }
         while let Some(slot) = table.pop_due(stamp) {
             let record = table.get(slot);
             if record.status == Status::Pending && record.expires_at > stamp {

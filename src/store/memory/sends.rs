@@ -146,20 +146,65 @@ impl MemoryStore {
             let before = v.status;
             let reserved = v.reserve_send(policy, now);
             let written = match reserved {
-                Ok(()) => Written::Everything,
+                Ok(()) => {
+                    // The caller took over: no automatic step follows.
+                    v.end_fallback();
+                    Written::Everything
+                }
                 Err(_) if v.status != before => Written::CheckState,
                 Err(_) => Written::Nothing,
             };
             (reserved.map_err(Refused::Send), written)
         })?;
-        Some(match reserved {
-            Ok(()) => Reservation::Granted(v),
-            Err(Refused::Send(reason)) => Reservation::Refused {
-                verification: v,
-                reason,
-            },
-            Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
+        Some(reservation(reserved, v, budget))
+    }
+
+    /// Claims the fallback step after step `after`, its send reserved as a
+    /// resend's (the destination's budget first); a step that may not send
+    /// ends the workflow. `None`: no such verification, or the step is not
+    /// due (another replica claimed it, the workflow moved on or ended).
+    pub(in crate::store) fn reserve_step(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        after: u8,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Option<Reservation> {
+        let (reserved, v) = self.apply(tenant, id, |v, _, _| {
+            if !v.step_due(after, now) {
+                return (None, Written::Nothing);
+            }
+            if let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now) {
+                v.end_fallback();
+                return (Some(Err(Refused::Limited(wait))), Written::Everything);
+            }
+            let reserved = v.reserve_step(policy, now).map_err(Refused::Send);
+            (Some(reserved), Written::Everything)
+        })?;
+        Some(reservation(reserved?, v, budget))
+    }
+
+    /// Ends the fallback of the verification `id` names if it still stands
+    /// at step `after`. Returns whether it did.
+    pub(in crate::store) fn end_fallback(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        after: u8,
+        now: SystemTime,
+    ) -> bool {
+        self.apply(tenant, id, |v, _, _| {
+            let ends = v.step_due(after, now) && v.end_fallback();
+            let written = if ends {
+                Written::Everything
+            } else {
+                Written::Nothing
+            };
+            (ends, written)
         })
+        .is_some_and(|(ended, _)| ended)
     }
 
     pub(in crate::store) fn complete_send(
@@ -188,6 +233,9 @@ impl MemoryStore {
             // resend keeps the old code alone.
             if was_pending && v.status == Status::Pending {
                 match (outcome, send.new_hash) {
+                    (SendOutcome::Accepted, hash) if send.fallback_step => {
+                        record.add_step_code(hash, names);
+                    }
                     (SendOutcome::Accepted, Some(hash)) => record.set_code(hash, names),
                     (SendOutcome::Accepted, None) => record.drop_code(),
                     (SendOutcome::Unknown, Some(hash)) => record.set_unconfirmed_code(hash, names),
@@ -205,4 +253,15 @@ enum Refused {
     Send(SendRefused),
     /// The destination's start budget is spent; a cell frees up after this.
     Limited(Duration),
+}
+
+fn reservation(reserved: Result<(), Refused>, v: Verification, budget: Budget) -> Reservation {
+    match reserved {
+        Ok(()) => Reservation::Granted(v),
+        Err(Refused::Send(reason)) => Reservation::Refused {
+            verification: v,
+            reason,
+        },
+        Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
+    }
 }

@@ -1,7 +1,8 @@
 //! The memory store's verifications: records in one slab, found by id,
 //! while pending by (tenant, destination, purpose), and as the latest new
 //! verification of (tenant, destination), with one queue of deadlines (each
-//! verification's expiry, then the end of its retention).
+//! verification's expiry, then the end of its retention) and one of
+//! fallback steps.
 //!
 //! The indexes hold 4-byte slots rather than copies of their keys: a
 //! lookup hashes the key it was given and compares against the record the
@@ -51,6 +52,10 @@ pub(super) struct Table {
     /// least gap. Dropped with the record, after its retention.
     latest: HashTable<Slot>,
     deadlines: BinaryHeap<Reverse<Deadline>>,
+    /// When fallback steps fall due. An entry is pushed each time a
+    /// record's next step moves; one whose record has moved on since is
+    /// skipped when it comes up.
+    steps: BinaryHeap<Reverse<Deadline>>,
     /// How many records each tenant holds, for its share of the store.
     per_tenant: HashMap<TenantId, usize>,
     /// SipHash with a key of this process's: destinations are the callers'
@@ -176,7 +181,11 @@ impl Table {
             let r = &records[index(s)];
             destination_hash(hasher, &r.tenant, &r.to)
         });
-        let earliest = self.schedule(slot, expires_at);
+        let step_at = self.records[index(slot)].next_step_at();
+        let mut earliest = self.schedule(slot, expires_at);
+        if let Some(at) = step_at {
+            earliest |= self.schedule_step(slot, at);
+        }
         (slot, earliest)
     }
 
@@ -220,21 +229,45 @@ impl Table {
         earliest
     }
 
+    /// Queues a fallback step for `slot`. Returns whether it is now the
+    /// earliest deadline.
+    pub(super) fn schedule_step(&mut self, slot: Slot, at: Stamp) -> bool {
+        let earliest = self.next_deadline().is_none_or(|next| at < next);
+        let tag = tag(&self.records[index(slot)]);
+        self.steps.push(Reverse(Deadline { at, slot, tag }));
+        earliest
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Stamp> {
-        self.deadlines.peek().map(|Reverse(d)| d.at)
+        let expiry = self.deadlines.peek().map(|Reverse(d)| d.at);
+        let step = self.steps.peek().map(|Reverse(d)| d.at);
+        match (expiry, step) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the earliest fallback step if it is due at `now`, and returns
+    /// the slot it is for, as [`Self::pop_due`] does.
+    pub(super) fn pop_due_step(&mut self, now: Stamp) -> Option<Slot> {
+        Self::pop_from(&mut self.steps, &self.records, now)
     }
 
     /// Takes the earliest deadline if it is due at `now`, and returns the
     /// slot it is for. Deadlines left by removed records are dropped on the
     /// way.
     pub(super) fn pop_due(&mut self, now: Stamp) -> Option<Slot> {
-        while self.deadlines.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Reverse(d) = self.deadlines.pop()?;
-            if self
-                .records
-                .get(index(d.slot))
-                .is_some_and(|r| tag(r) == d.tag)
-            {
+        Self::pop_from(&mut self.deadlines, &self.records, now)
+    }
+
+    fn pop_from(
+        queue: &mut BinaryHeap<Reverse<Deadline>>,
+        records: &Slab<Record>,
+        now: Stamp,
+    ) -> Option<Slot> {
+        while queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Reverse(d) = queue.pop()?;
+            if records.get(index(d.slot)).is_some_and(|r| tag(r) == d.tag) {
                 return Some(d.slot);
             }
         }
@@ -244,6 +277,6 @@ impl Table {
     /// How many deadlines are queued, for tests.
     #[cfg(test)]
     pub(super) fn deadlines(&self) -> usize {
-        self.deadlines.len()
+        self.deadlines.len() + self.steps.len()
     }
 }

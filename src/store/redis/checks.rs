@@ -5,13 +5,13 @@ use std::time::{Duration, SystemTime};
 
 use super::{
     RedisStore, record,
-    record::{Reply, decode, millis},
+    record::{Reply, decode, millis, millis_of},
     scripts::{SCRIPTS, quota_args},
 };
 use crate::{
     domain::{
-        CheckOutcome, CodeHash, DeliveryReport, Destination, Status, TenantId, Verification,
-        VerificationId,
+        CheckOutcome, CodeHash, DeliveryReport, Destination, Policy, Status, TenantId,
+        Verification, VerificationId,
         limit::Budget,
         voice::{KeyOutcome, KeyPress, Menu, VoiceCall},
     },
@@ -186,6 +186,7 @@ impl RedisStore {
         tenant: &TenantId,
         id: &VerificationId,
         report: &DeliveryReport,
+        policy: &Policy,
         now: SystemTime,
     ) -> Result<Option<(bool, Verification)>, StoreError> {
         let (rank, status) = DeliveryReport::rank(&report.status);
@@ -196,7 +197,9 @@ impl RedisStore {
             .arg(&report.status)
             .arg(rank)
             .arg(status.map_or("", record::delivery_status_str))
-            .arg(report.failure_reason().unwrap_or_default());
+            .arg(report.failure_reason().unwrap_or_default())
+            .arg(millis_of(policy.resend_cooldown))
+            .arg(policy.max_send_attempts);
         let reply: Option<(u8, Reply)> = self.run("delivery", invocation).await?;
         reply.map(|(c, r)| Ok((c == 1, decode(&r)?))).transpose()
     }

@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     domain::{TenantId, VerificationId},
-    store::port::{DeadlineClaim, DueExpiry, StoreError},
+    store::port::{DeadlineClaim, DueDeadline, StoreError},
     telemetry::LogThrottle,
 };
 
@@ -84,7 +84,7 @@ impl RedisStore {
     pub(in crate::store) async fn expire_due(
         &self,
         now: SystemTime,
-    ) -> Result<Vec<DueExpiry>, StoreError> {
+    ) -> Result<Vec<DueDeadline>, StoreError> {
         let deadlines = &self.inner.deadlines;
         let begins = {
             let mut scan = deadlines.scan();
@@ -168,7 +168,7 @@ impl RedisStore {
         &self,
         bucket: u32,
         now: SystemTime,
-    ) -> Result<Vec<DueExpiry>, StoreError> {
+    ) -> Result<Vec<DueDeadline>, StoreError> {
         let mut peeks = tokio::task::JoinSet::new();
         let mut waiting = Vec::new();
         let mut tags = tags_of(bucket);
@@ -220,7 +220,7 @@ impl RedisStore {
         &self,
         keys: Vec<String>,
         now: SystemTime,
-    ) -> Result<Vec<DueExpiry>, StoreError> {
+    ) -> Result<Vec<DueDeadline>, StoreError> {
         let mut invocation = Invocation::of(&SCRIPTS.deadlines_claim);
         for key in &keys {
             invocation.key(key);
@@ -252,7 +252,7 @@ impl RedisStore {
                 Some((VerificationId::parse(id)?, TenantId::parse(tenant)?))
             });
             match parsed {
-                Some((id, tenant)) => due.push(DueExpiry {
+                Some((id, tenant)) => due.push(DueDeadline {
                     tenant,
                     id,
                     claim: Some(claim),

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     CallerRef, Channel, DeliveryStatus, Destination, Extension, Locale, MatchDigits, Purpose,
-    SendAttempt, Status, TenantId, Verification, VerificationId, VoiceMode, verification::Delivery,
+    SendAttempt, Status, TenantId, Verification, VerificationId, VoiceMode,
+    fallback::{Fallback, Workflow},
+    verification::Delivery,
     voice::VoiceCall,
 };
 
@@ -94,6 +96,17 @@ pub(super) fn fields(
     }
     if let Some(tags) = v.caller_ref.tags_json() {
         out.push(("tags", tags));
+    }
+    if let Some(fallback) = &v.fallback {
+        out.push(("fallback", fallback.workflow.channels_str()));
+        out.push((
+            "fallback_timeout",
+            millis_of(fallback.workflow.step_timeout()).to_string(),
+        ));
+        out.push(("fallback_step", fallback.step.to_string()));
+        if let Some(at) = fallback.next_at {
+            out.push(("fallback_at", millis(at).to_string()));
+        }
     }
     if let Some(call) = &v.call {
         out.push(("call_token", hex::encode(call.token_hash())));
@@ -181,7 +194,7 @@ pub(super) fn decode(reply: &str) -> Result<Verification, StoreError> {
 
 /// The fields a plain read (`read_of`) asks for, in its order: everything
 /// a reply carries, and the retention to tell a purged verification.
-pub(super) const READ_FIELDS: [&str; 25] = [
+pub(super) const READ_FIELDS: [&str; 29] = [
     "id",
     "tenant",
     "to",
@@ -207,6 +220,10 @@ pub(super) const READ_FIELDS: [&str; 25] = [
     "reference",
     "tags",
     "extension",
+    "fallback",
+    "fallback_timeout",
+    "fallback_step",
+    "fallback_at",
 ];
 
 /// A verification as of `now` from an HMGET of `READ_FIELDS` and its
@@ -317,7 +334,32 @@ fn from_fields<'a>(
                 .transpose()?
                 .unwrap_or_default(),
         },
+        fallback: fallback_of(f)?,
     })
+}
+
+/// The fallback workflow's fields, if it has one.
+fn fallback_of(f: &HashMap<&str, &str>) -> Result<Option<Box<Fallback>>, StoreError> {
+    let Some(channels) = f.get("fallback") else {
+        return Ok(None);
+    };
+    let number = |name: &'static str| -> Result<u64, StoreError> {
+        f.get(name)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| bad(name))
+    };
+    let workflow =
+        Workflow::from_stored(channels, Duration::from_millis(number("fallback_timeout")?))
+            .ok_or_else(|| bad("fallback"))?;
+    let next_at = match f.get("fallback_at") {
+        Some(_) => Some(time(number("fallback_at")?)),
+        None => None,
+    };
+    Ok(Some(Box::new(Fallback {
+        workflow,
+        step: u8::try_from(number("fallback_step")?).map_err(|_| bad("fallback_step"))?,
+        next_at,
+    })))
 }
 
 /// The fields `status_of` reads, in its order.
@@ -461,6 +503,11 @@ mod tests {
             reference: Some("reset/42 \"a\"".into()),
             tags: [("ticket".into(), "HD-1/2".into())].into(),
         };
+        v.fallback = Some(Box::new(Fallback::begin(
+            Workflow::new(vec![Channel::Sms, Channel::Voice], Duration::from_secs(60))
+                .expect("valid"),
+            now,
+        )));
         v
     }
 

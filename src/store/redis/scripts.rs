@@ -17,6 +17,7 @@ const BUDGET: &str = include_str!("lua/budget.lua");
 pub(super) struct Scripts {
     pub(super) create: Script,
     pub(super) resend: Script,
+    pub(super) fallback_end: Script,
     pub(super) complete: Script,
     pub(super) check: Script,
     pub(super) get: Script,
@@ -44,6 +45,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     Scripts {
         create: with_prelude(&with_budget(include_str!("lua/create.lua"))),
         resend: with_prelude(&with_budget(include_str!("lua/resend.lua"))),
+        fallback_end: with_prelude(include_str!("lua/fallback_end.lua")),
         complete: with_prelude(include_str!("lua/complete.lua")),
         check: with_prelude(&with_budget(include_str!("lua/check.lua"))),
         get: with_prelude(include_str!("lua/get.lua")),

@@ -124,6 +124,51 @@ impl RedisStore {
         budget: Budget,
         now: SystemTime,
     ) -> Result<Option<Reservation>, StoreError> {
+        self.reserve(tenant, id, to, None, policy, budget, now)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::store) async fn reserve_step(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        after: u8,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
+        self.reserve(tenant, id, to, Some(after), policy, budget, now)
+            .await
+    }
+
+    pub(in crate::store) async fn end_fallback(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        after: u8,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.on_verification(&SCRIPTS.fallback_end, tenant, id);
+        invocation.arg(millis(now)).arg(after);
+        let ended: u8 = self.run("fallback_end", invocation).await?;
+        Ok(ended == 1)
+    }
+
+    /// resend.lua: a caller's resend (`step` none), or the claim of the
+    /// fallback step after `step`.
+    #[allow(clippy::too_many_arguments)]
+    async fn reserve(
+        &self,
+        tenant: &TenantId,
+        id: &VerificationId,
+        to: &Destination,
+        step: Option<u8>,
+        policy: &Policy,
+        budget: Budget,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, StoreError> {
         let keys = &self.inner.keys;
         let mut invocation = self.on_verification(&SCRIPTS.resend, tenant, id);
         invocation
@@ -133,7 +178,9 @@ impl RedisStore {
             .arg(millis_of(policy.send_lease))
             .arg(policy.max_send_attempts);
         quota_args(&mut invocation, Some(budget.quota));
-        invocation.arg(keys.destination_budget(FAILED_CHECKS, tenant, to));
+        invocation
+            .arg(keys.destination_budget(FAILED_CHECKS, tenant, to))
+            .arg(step.map(|s| s.to_string()).unwrap_or_default());
         let reply: Option<Vec<String>> = self.run("resend", invocation).await?;
         let Some(reply) = reply else {
             return Ok(None);
@@ -202,7 +249,8 @@ impl RedisStore {
             .arg(code_mac)
             .arg(call_token)
             .arg(call_sid)
-            .arg(match_digits.as_str());
+            .arg(match_digits.as_str())
+            .arg(if send.fallback_step { "1" } else { "" });
         for attempt in &send.attempts {
             invocation.arg(attempt_json(attempt));
         }

@@ -3,7 +3,8 @@
 -- 'refused'),
 -- the send's channel, voice mode, locale, new code key id and MAC, call
 -- token hash and CallSid, match digits to use if the verification needs
--- some and has none ('' for none of these), then each attempt as JSON.
+-- some and has none ('' for none of these), '1' when the send is a
+-- fallback step's (else ''), then each attempt as JSON.
 -- Replies nil or { verification }.
 local now = num(ARGV[1])
 local ttl = num(ARGV[2])
@@ -22,7 +23,8 @@ end
 local was_pending = v.status == 'pending'
 local first_send = v.accepted_once ~= '1'
 v.sending_until = false
-for i = 12, #ARGV do
+local fallback_step = ARGV[12] == '1'
+for i = 13, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   began_attempts = true
 end
@@ -52,8 +54,19 @@ if not settle(v, now) and v.status == 'pending' then
     v.call_reprompts = v.call_token and '0'
     v.call_presses = v.call_token and '0'
     v.expires_at = tostring(now + ttl)
+    -- A fallback step's code is checked beside the previous step's (the
+    -- user may still be reading that one), in place of any unknown
+    -- send's; a step that delivers none (a press-# call) leaves the codes
+    -- as they are.
+    if was_pending and fallback_step then
+      if ARGV[8] ~= '' then
+        v.unconfirmed_key = v.code_key or false
+        v.unconfirmed_mac = v.code_mac or false
+        v.code_key = ARGV[7]
+        v.code_mac = ARGV[8]
+      end
     -- The user now has this send's code, or none after a press-# call.
-    if was_pending then
+    elseif was_pending then
       v.code_key = opt(ARGV[7])
       v.code_mac = opt(ARGV[8])
       v.unconfirmed_key = false

@@ -137,9 +137,26 @@ local function reply(v, attempts_key)
   return '[' .. cjson.encode(flat) .. ',' .. listed .. ']'
 end
 
+-- Policy::resend_wait: the cooldown doubles with each resend, at most
+-- MAX_RESEND_DOUBLINGS (3) times.
+local function resend_wait(cooldown, sends_made)
+  local doublings = math.min(math.max(sends_made - 1, 0), 3)
+  return cooldown * 2 ^ doublings
+end
+
+-- When a pending verification's next fallback step falls due (Fallback's
+-- `next_at`), or nil while none is to run.
+local function step_at(v)
+  if v.status == 'pending' and v.fallback_at then
+    return num(v.fallback_at)
+  end
+  return nil
+end
+
 -- The deadline index (deadlines.rs): one sorted set per hash tag, in the
 -- verification's slot, holding "id tenant" scored by its expires_at while
--- it may still expire (pending, or an approval awaiting its replicas).
+-- it may still expire (pending, or an approval awaiting its replicas), or
+-- by its next fallback step's time when that comes first.
 -- `indexed` marks a verification in it, so that one written before the
 -- index existed joins it at its next change, and others cost no write.
 -- An expired verification's entry stays until a replica has announced
@@ -149,13 +166,18 @@ local function index_deadline(key, v, before, now)
   local deadlines = string.match(key, '^[^{]*{%x+}') .. ':deadlines'
   local member = v.id .. ' ' .. v.tenant
   if v.status == 'pending' or v.unacked then
-    if v.expires_at == before.expires_at and v.indexed then
+    if v.expires_at == before.expires_at and v.fallback_at == before.fallback_at and v.indexed then
       return
+    end
+    local due = num(v.expires_at)
+    local step = step_at(v)
+    if step and step < due then
+      due = step
     end
     -- '~' at +inf is never due: it keeps the set from emptying, since the
     -- scripts declare it (Invocation::declare) and a declared key missing
     -- mid-migration would hold them back (TRYAGAIN) until it ends.
-    redis.call('ZADD', deadlines, v.expires_at, member, '+inf', '~')
+    redis.call('ZADD', deadlines, string.format('%d', due), member, '+inf', '~')
     v.indexed = '1'
     -- PEXPIRE costs a script more than the rest of this (measured), so
     -- the set's life is renewed about once a day, not with every entry.
