@@ -1,7 +1,8 @@
 //! The two store backends agree: the same random sequence of operations,
 //! driven straight into a `MemoryStore` and a `RedisStore` (no gRPC), gets
 //! the same answer from both after every step. The memory store applies the
-//! domain's transitions (`Verification::reserve_send`, `supersede`,
+//! domain's transitions (`Verification::reserve_send`, `reserve_step`,
+//! `end_fallback`, `hasten_fallback`, `supersede`,
 //! `record_send`, `check`, `cancel`, `record_delivery`, `press`, and
 //! `RecentStarts::admit`) under its lock; the Redis store re-implements each
 //! in Lua. So this is the evidence that the scripts mirror the Rust rules:
@@ -10,7 +11,10 @@
 //! the send budget, the destination's start budget (taken after the gap),
 //! the code swap (accepted sends replace the codes, sends whose outcome is
 //! unknown add theirs beside the last accepted one, a read-aloud call's key
-//! swaps in the code it says), delivery reports
+//! swaps in the code it says, a fallback step's code checks beside the
+//! previous step's), fallback steps (claimed only when due, at their step,
+//! moving on or ending the workflow; a report of an undelivered text
+//! bringing the step forward; a resend ending it), delivery reports
 //! moving attempts forward only, call keypresses, blocks, idempotency keys
 //! and purging after retention.
 //!
@@ -33,6 +37,7 @@ use verifyd::{
         MatchDigits, Policy, Purpose, SendAttempt, SendOutcome, TenantId, Verification,
         VerificationId, VoiceMode,
         code::{HmacKey, KeyId},
+        fallback::{Fallback, Workflow},
         limit::{Budget, Limit, Quota},
         verification::Delivery,
         voice::{KeyOutcome, KeyPress, Menu, VoiceCall},
@@ -74,6 +79,10 @@ enum Op {
     Start(usize, usize, usize),
     /// (v): `reserve_resend`.
     Resend(usize),
+    /// (v): `reserve_step`, at the step this side last saw.
+    Step(usize),
+    /// (v): `end_fallback`, at the step this side last saw.
+    EndFallback(usize),
     /// (v, provider tries, delivery): the last try decides.
     Complete(usize, Vec<bool>, usize),
     /// (v, back): the code of `back` sends ago (0: the latest), or a code
@@ -102,7 +111,7 @@ impl Op {
     fn target(&self) -> Option<usize> {
         match self {
             Self::Complete(v, ..) | Self::Check(v, _) | Self::Get(v) | Self::Cancel(v) => Some(*v),
-            Self::Resend(v) => Some(*v),
+            Self::Resend(v) | Self::Step(v) | Self::EndFallback(v) => Some(*v),
             Self::Deliver(v, ..) | Self::Press(v, ..) | Self::Finish(_, v) => Some(*v),
             _ => None,
         }
@@ -120,6 +129,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => start(),
         3 => v().prop_map(Op::Resend),
+        3 => v().prop_map(Op::Step),
+        1 => v().prop_map(Op::EndFallback),
         4 => (v(), tries, 0..5usize).prop_map(|(v, tries, d)| Op::Complete(v, tries, d)),
         4 => (v(), 0..3usize).prop_map(|(v, back)| Op::Check(v, back)),
         1 => v().prop_map(Op::Get),
@@ -248,8 +259,16 @@ impl Side {
             Op::Start(to, purpose, d) => {
                 let (to, purpose) = (destination(*to), PURPOSES[*purpose]);
                 let new_id = store.new_id(&tenant, &to);
-                let candidate =
+                let mut candidate =
                     Verification::new(new_id, tenant, to, purpose, delivery(*d), &policy, now);
+                // Plain texts fall back to a call (the step's timeout is
+                // the 30 s resend cooldown).
+                if *d == 0 {
+                    let workflow =
+                        Workflow::new(vec![Channel::Sms, Channel::Voice], policy.resend_cooldown)
+                            .expect("valid");
+                    candidate.fallback = Some(Box::new(Fallback::begin(workflow, now)));
+                }
                 match ok(store.create(candidate, &policy, START_BUDGET, now).await)? {
                     Creation::Created {
                         verification: v,
@@ -290,6 +309,32 @@ impl Side {
                     Some(Reservation::Limited(limited)) => (format!("limited {limited:?}"), None),
                 }
             }
+            Op::Step(_) | Op::EndFallback(_) => {
+                let (to, after) = self.last[i].as_ref().map_or_else(
+                    || (destination(0), 0),
+                    |v| (v.to.clone(), v.fallback.as_ref().map_or(0, |f| f.step)),
+                );
+                if matches!(op, Op::EndFallback(_)) {
+                    let ended = ok(store.end_fallback(&tenant, id, after, now).await)?;
+                    let v = ok(store.get(&tenant, id, now).await)?;
+                    (format!("ended {ended}"), v)
+                } else {
+                    match ok(store
+                        .reserve_step(&tenant, id, &to, after, &policy, START_BUDGET, now)
+                        .await)?
+                    {
+                        None => ("not due".to_owned(), None),
+                        Some(Reservation::Granted(v)) => ("step".to_owned(), Some(v)),
+                        Some(Reservation::Refused {
+                            verification,
+                            reason,
+                        }) => (format!("step refused {reason:?}"), Some(verification)),
+                        Some(Reservation::Limited(limited)) => {
+                            (format!("step limited {limited:?}"), None)
+                        }
+                    }
+                }
+            }
             Op::Complete(_, tries, d) => {
                 let (n, delivery) = (w.sends, delivery(*d));
                 let attempts = tries.iter().enumerate().map(|(k, &took)| SendAttempt {
@@ -323,7 +368,11 @@ impl Side {
                     outcome,
                     delivery,
                     call,
-                    fallback_step: false,
+                    // Once a step was claimed, its sends are the step's.
+                    fallback_step: self.last[i]
+                        .as_ref()
+                        .and_then(|v| v.fallback.as_ref())
+                        .is_some_and(|f| f.step > 0),
                 };
                 let v = ok(store.complete_send(&tenant, id, send, &policy, now).await)?;
                 ("completed".to_owned(), v)

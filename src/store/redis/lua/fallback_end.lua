@@ -1,13 +1,14 @@
 -- Store::end_fallback (Verification::end_fallback): no fallback step runs
--- any more, when the workflow still stands at the step a replica found
--- due and could not send (a gate refused it). ARGV: now, that step.
+-- any more, when the workflow still stands, due, at the step a replica
+-- found due and could not send (a gate refused it). ARGV: now, that step.
 -- Replies 1 when it ended the workflow, else 0.
 local now = num(ARGV[1])
 local v, changed = current(now)
 if not v then
   return 0
 end
-local ends = step_at(v) ~= nil and v.fallback_step == ARGV[2]
+local due = step_at(v)
+local ends = due ~= nil and due <= now and v.fallback_step == ARGV[2]
 if ends then
   v.fallback_at = false
 end

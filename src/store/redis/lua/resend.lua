@@ -103,7 +103,7 @@ if not v.check_budget then
   changed = true
 end
 local refused, detail = reserve_send()
-if v.fallback_at then
+if v.fallback_at and (step ~= '' or not refused) then
   move_on(not refused)
   changed = true
 end
