@@ -389,11 +389,16 @@ pub fn verification(v: &Verification) -> proto::Verification {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        fallback: v.fallback.as_deref().map(fallback_state),
+        fallback: v
+            .fallback
+            .as_deref()
+            .map(|f| fallback_state(f, v.status == Status::Pending)),
     }
 }
 
-fn fallback_state(f: &Fallback) -> proto::FallbackState {
+/// Where the workflow stands; no step is due on a verification that has
+/// ended, whatever it last said.
+fn fallback_state(f: &Fallback, pending: bool) -> proto::FallbackState {
     proto::FallbackState {
         workflow: Some(proto::Fallback {
             channels: f
@@ -405,7 +410,7 @@ fn fallback_state(f: &Fallback) -> proto::FallbackState {
             step_timeout: prost_types::Duration::try_from(f.workflow.step_timeout()).ok(),
         }),
         step: u32::from(f.step),
-        next_step_at: f.next_at.map(timestamp),
+        next_step_at: f.next_at.filter(|_| pending).map(timestamp),
     }
 }
 

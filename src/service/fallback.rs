@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Channel, TenantId, Verification,
+        Channel, Status, TenantId, Verification,
         fallback::{Workflow, WorkflowError},
         verification::Delivery,
     },
@@ -84,6 +84,9 @@ impl Verifier {
         v: &Verification,
         now: SystemTime,
     ) -> Result<(), StoreError> {
+        if v.status != Status::Pending {
+            return Ok(());
+        }
         let Some((after, channel)) = v
             .fallback
             .as_deref()
@@ -135,6 +138,9 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let (tenant, channel) = (&v.tenant, delivery.channel);
+        // The gates may have taken a while (a lookup): the claim, its
+        // lease and its cooldown count from now.
+        let now = self.clock.now().max(now);
         let policy = self.policy(tenant, channel);
         let reserved = self
             .store

@@ -71,14 +71,17 @@ impl Verifier {
                 self.status_changed(&v, Some(Status::Pending), "expired");
                 self.hang_up_live_call(&v).await
             }
-            Ok(Some(v)) if v.fallback.as_ref().is_some_and(|f| f.is_due(now)) => {
-                match self.take_fallback_step(&v, now).await {
-                    Ok(()) => true,
-                    Err(error) => {
-                        tracing::warn!(%error, verification = %id, "could not run a fallback step; it comes up again");
-                        false
-                    }
+            // Never handed back: the step's own write (its claim, or the
+            // workflow's end) scores the verification's entry anew, for its
+            // next step or its expiry, and a claim's score may be just that.
+            Ok(Some(v))
+                if v.status == Status::Pending
+                    && v.fallback.as_ref().is_some_and(|f| f.is_due(now)) =>
+            {
+                if let Err(error) = self.take_fallback_step(&v, now).await {
+                    tracing::warn!(%error, verification = %id, "could not run a fallback step; it comes up again");
                 }
+                false
             }
             // Nothing due yet (a replica whose clock runs ahead claimed
             // it): kept, to come up again.

@@ -377,3 +377,33 @@ async fn two_replicas_on_one_redis_run_a_step_once() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn a_step_due_a_redis_claims_length_after_the_one_before_still_runs() {
+    // The second step claims its deadline entry for 30 s and schedules
+    // the third 30 s on: the same score, which once read as "handled".
+    let app = spawn_app_with(|c| {
+        read_aloud(c);
+        c.code.resend_cooldown = Duration::from_secs(15);
+    })
+    .await;
+    let v = app
+        .started(proto::StartVerificationRequest {
+            fallback: Some(workflow(
+                &[
+                    proto::Channel::Sms,
+                    proto::Channel::Voice,
+                    proto::Channel::Sms,
+                ],
+                Duration::from_secs(30),
+            )),
+            ..sms_to(TO)
+        })
+        .await;
+    app.clock.advance(Duration::from_secs(30));
+    sends_reach(&app.outbox, &v.id, 2).await;
+    app.clock.advance(Duration::from_secs(30));
+    let lines = sends_reach(&app.outbox, &v.id, 3).await;
+    assert_eq!(channel_of(&lines[2]), "sms");
+    app.stop().await;
+}
