@@ -7,10 +7,15 @@ use std::{env, fs, path::PathBuf};
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/verifyd/v1/verifyd.proto";
-    println!("cargo:rerun-if-changed={proto}");
+    let protos = [
+        "proto/verifyd/v1/verifyd.proto",
+        "proto/verifyd/v1/admin.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
 
-    let descriptors = protox::compile([proto], ["proto"])?;
+    let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("verifyd_descriptor.bin"),

@@ -1,4 +1,5 @@
-//! `verifyd client ...`: try the service without grpcurl.
+//! `verifyd client ...`: try the service without grpcurl; `verifyd admin
+//! ...` ([`admin`]): the operator API.
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -10,6 +11,8 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+pub mod admin;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -459,7 +462,10 @@ fn print_sent(v: Option<&proto::Verification>, match_digits: &str) {
 fn print(v: Option<&proto::Verification>) {
     let Some(v) = v else { return };
     let name = |value: i32, f: fn(i32) -> Option<&'static str>| f(value).unwrap_or("UNKNOWN");
-    out!("id: {}", v.id);
+    // An operator's listing carries no id.
+    if !v.id.is_empty() {
+        out!("id: {}", v.id);
+    }
     out!("to: {}", v.to);
     if !v.extension.is_empty() {
         out!("extension: {}", v.extension);

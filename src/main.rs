@@ -21,6 +21,8 @@ enum Command {
     },
     /// Call a running verifyd.
     Client(Box<cli::ClientArgs>),
+    /// Call a running verifyd's operator API (`[admin_api]`).
+    Admin(Box<cli::admin::AdminArgs>),
     /// Send one test message (no code) through a channel's providers, to
     /// check credentials and routing.
     SendTest {
@@ -43,13 +45,18 @@ async fn main() -> ExitCode {
             channel,
             to,
         } => send_test(config, &channel, &to).await,
-        Command::Client(args) => match cli::run(*args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Client(args) => exit_with(cli::run(*args).await),
+        Command::Admin(args) => exit_with(cli::admin::run(*args).await),
+    }
+}
+
+fn exit_with(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::{
     config::Config,
-    grpc::{self, Api, Authenticator, listener::HandshakeLimits},
+    grpc::{self, Api, Authenticator, admin::AdminApi, listener::HandshakeLimits},
     proto,
     service::Verifier,
 };
@@ -81,4 +81,34 @@ pub(super) fn serve(
             }
         }
     })
+}
+
+/// The operator API's server (`[admin_api]`), on its own listener: the
+/// AdminService alone, no health or reflection, until `stop` resolves.
+pub(super) fn serve_admin(
+    config: &Config,
+    listener: TcpListener,
+    tls: Option<(Arc<rustls::ServerConfig>, HandshakeLimits)>,
+    verifier: &Arc<Verifier>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> {
+    let admin = AdminApi::new(Arc::clone(verifier), &config.admin_api.token_sha256)
+        .into_server()
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(admin);
+    let clock = verifier.clock().clone();
+    async move {
+        match tls {
+            Some((server_config, limits)) => {
+                let incoming = grpc::listener::tls(listener, server_config, limits, clock);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => {
+                let incoming = grpc::listener::plaintext(listener, clock);
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+        }
+    }
 }

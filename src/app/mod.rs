@@ -45,12 +45,17 @@ pub struct Application {
     config: Config,
     grpc_listener: TcpListener,
     /// TLS for the gRPC listener, when configured.
-    tls: Option<(Arc<rustls::ServerConfig>, HandshakeLimits)>,
+    tls: Option<Tls>,
     admin_listener: TcpListener,
     webhook_listener: Option<TcpListener>,
+    /// The operator API's listener and its TLS, when `[admin_api]` is on.
+    admin_api: Option<(TcpListener, Option<Tls>)>,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 }
+
+/// A gRPC listener's TLS: the server configuration and its handshake limits.
+type Tls = (Arc<rustls::ServerConfig>, HandshakeLimits);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -97,11 +102,18 @@ impl Application {
         let _ = crate::domain::Destination::parse("+14155550100");
         let shutdown = CancellationToken::new();
         let verifier = assemble(&config, overrides, &shutdown)?;
-        let tls = match &config.server.tls {
-            Some(tls) => Some((
-                grpc::tls::server_config(tls).map_err(RunError::Tls)?,
-                tls.handshake_limits(),
-            )),
+        let tls_of = |tls: Option<&grpc::tls::TlsConfig>| -> Result<Option<Tls>, RunError> {
+            tls.map(|tls| {
+                Ok((
+                    grpc::tls::server_config(tls).map_err(RunError::Tls)?,
+                    tls.handshake_limits(),
+                ))
+            })
+            .transpose()
+        };
+        let tls = tls_of(config.server.tls.as_ref())?;
+        let admin_api = match config.admin_api.addr {
+            Some(addr) => Some((bind(addr).await?, tls_of(config.admin_api.tls.as_ref())?)),
             None => None,
         };
         Ok(Self {
@@ -110,6 +122,7 @@ impl Application {
             tls,
             admin_listener,
             webhook_listener,
+            admin_api,
             verifier,
             shutdown,
         })
@@ -121,6 +134,13 @@ impl Application {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// The operator API's address, when `[admin_api]` is on.
+    pub fn admin_api_addr(&self) -> Option<SocketAddr> {
+        self.admin_api
+            .as_ref()
+            .map(|(l, _)| l.local_addr().expect("bound listener"))
     }
 
     /// The webhook listener's address, when callbacks are configured.
@@ -146,6 +166,7 @@ impl Application {
             tls,
             admin_listener,
             webhook_listener,
+            admin_api,
             verifier,
             shutdown,
         } = self;
@@ -156,6 +177,11 @@ impl Application {
         let webhooks_addr = webhook_listener
             .as_ref()
             .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(RunError::Listener)?;
+        let admin_api_addr = admin_api
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
             .transpose()
             .map_err(RunError::Listener)?;
 
@@ -173,6 +199,13 @@ impl Application {
         // Kubernetes keeps reading /readyz (now 503), and a call in progress
         // can still reach its gather route.
         let drained = CancellationToken::new();
+        // The operator API has nothing to drain: it stops with the rest.
+        let admin_api = admin_api.map(|(listener, tls)| {
+            let stop = shutdown.clone();
+            grpc_server::serve_admin(&config, listener, tls, &verifier, async move {
+                stop.cancelled().await;
+            })
+        });
         let http = http_server::serve(
             &config,
             admin_listener,
@@ -184,18 +217,10 @@ impl Application {
             grpc = %grpc_addr,
             admin = %admin_addr,
             webhooks = webhooks_addr.map(tracing::field::display),
+            admin_api = admin_api_addr.map(tracing::field::display),
             "verifyd serving"
         );
-        let servers = async {
-            let grpc = async {
-                let result = grpc.await;
-                drained.cancel();
-                result
-            };
-            let (grpc, http) = tokio::join!(grpc, http);
-            grpc?;
-            http.map_err(RunError::Listener)
-        };
+        let servers = all_served(grpc, http, admin_api, drained);
         let grace = config.server.shutdown_grace;
         let result = tokio::select! {
             result = servers => result,
@@ -209,6 +234,31 @@ impl Application {
         tracing::info!("verifyd stopped");
         result
     }
+}
+
+/// Runs the servers to their end: the HTTP listeners are told once the
+/// gRPC drain is over.
+async fn all_served(
+    grpc: impl Future<Output = Result<(), tonic::transport::Error>>,
+    http: impl Future<Output = io::Result<()>>,
+    admin_api: Option<impl Future<Output = Result<(), tonic::transport::Error>>>,
+    drained: CancellationToken,
+) -> Result<(), RunError> {
+    let grpc = async {
+        let result = grpc.await;
+        drained.cancel();
+        result
+    };
+    let admin_api = async {
+        match admin_api {
+            Some(serving) => serving.await,
+            None => Ok(()),
+        }
+    };
+    let (grpc, http, admin_api) = tokio::join!(grpc, http, admin_api);
+    grpc?;
+    admin_api?;
+    http.map_err(RunError::Listener)
 }
 
 /// The service and what it works through, from the configuration.

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use self::error::{check, check_under, invalid};
 pub use self::{
     error::ConfigError,
-    server::{ServerConfig, WebhooksConfig},
+    server::{AdminApiConfig, ServerConfig, WebhooksConfig},
 };
 use crate::{
     delivery::{
@@ -70,16 +70,22 @@ pub const CLIENT_CA_VAR: &str = "VERIFYD_CLIENT_CA";
 /// The PEM certificate and key `verifyd client` presents (mutual TLS).
 pub const CLIENT_CERT_VAR: &str = "VERIFYD_CLIENT_CERT";
 pub const CLIENT_KEY_VAR: &str = "VERIFYD_CLIENT_KEY";
+/// The operator API endpoint `verifyd admin` calls.
+pub const ADMIN_ADDR_VAR: &str = "VERIFYD_ADMIN_ADDR";
+/// The operator token `verifyd admin` sends.
+pub const ADMIN_TOKEN_VAR: &str = "VERIFYD_ADMIN_TOKEN";
 /// Every `VERIFYD_` variable that is not a server setting. Set in the
 /// shell that also runs `verifyd serve`, none may become one (the config
 /// refuses unknown keys).
-const NOT_SETTINGS: [&str; 6] = [
+const NOT_SETTINGS: [&str; 8] = [
     CONFIG_PATH_VAR,
     CLIENT_ADDR_VAR,
     CLIENT_API_KEY_VAR,
     CLIENT_CA_VAR,
     CLIENT_CERT_VAR,
     CLIENT_KEY_VAR,
+    ADMIN_ADDR_VAR,
+    ADMIN_TOKEN_VAR,
 ];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -92,6 +98,8 @@ pub struct Config {
     /// Empty means "verifyd" ("verifyd (dev)" in dev mode).
     pub app_name: String,
     pub server: ServerConfig,
+    /// The operator API (AdminService), off unless its address is set.
+    pub admin_api: AdminApiConfig,
     pub code: CodeConfig,
     pub hmac: HmacConfig,
     pub limits: LimitsConfig,
@@ -257,6 +265,10 @@ impl Config {
         self.validate_routes()?;
         check(self.tracing.problem())?;
         check(self.server.problem())?;
+        check(self.admin_api.problem(
+            self.dev_mode,
+            self.tenants.values().flat_map(|t| &t.api_key_sha256),
+        ))?;
         check(self.log.problem())?;
         check_under("voice", self.voice.problem())?;
         tenants::validate(&self.tenants, &self.server, &self.voice, &self.code)?;
@@ -362,6 +374,12 @@ impl Config {
                 if !addr.ip().is_loopback() {
                     return Err(invalid(key, "dev mode binds loopback addresses only"));
                 }
+            }
+            if self.admin_api.addr.is_some_and(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "admin_api.addr",
+                    "dev mode binds loopback addresses only",
+                ));
             }
         }
         Ok(())

@@ -71,6 +71,52 @@ impl ServerConfig {
     }
 }
 
+/// `[admin_api]`: the operator gRPC API (AdminService), on a listener of
+/// its own. Off unless `addr` is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminApiConfig {
+    pub addr: Option<SocketAddr>,
+    /// SHA-256 digests (hex) of the operators' tokens, sent as
+    /// `authorization: Bearer`; none may be a tenant's key digest.
+    pub token_sha256: Vec<String>,
+    /// TLS on the listener: required outside dev mode.
+    pub tls: Option<TlsConfig>,
+}
+
+impl AdminApiConfig {
+    /// The first problem: its key and why. `tenant_digests` are the
+    /// tenants' API key digests, which no operator token may share.
+    pub fn problem<'a>(
+        &self,
+        dev_mode: bool,
+        mut tenant_digests: impl Iterator<Item = &'a String>,
+    ) -> Option<(&'static str, &'static str)> {
+        self.addr?;
+        let hex = |d: &String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+        if self.token_sha256.is_empty() || !self.token_sha256.iter().all(hex) {
+            return Some((
+                "admin_api.token_sha256",
+                "list the SHA-256 digest (64 hex digits) of each operator token: printf %s \"$TOKEN\" | sha256sum",
+            ));
+        }
+        if tenant_digests.any(|t| self.token_sha256.iter().any(|o| o.eq_ignore_ascii_case(t))) {
+            return Some((
+                "admin_api.token_sha256",
+                "an operator token must not also be a tenant's API key",
+            ));
+        }
+        match &self.tls {
+            None if !dev_mode => Some((
+                "admin_api.tls",
+                "the operator API needs TLS outside dev mode: set cert_path and key_path",
+            )),
+            Some(tls) => tls.problem(),
+            None => None,
+        }
+    }
+}
+
 /// The public listener for providers' webhooks (delivery status callbacks,
 /// voice call instructions). It is what a telephony provider reaches
 /// through the ingress, apart from the API and the admin listener.

@@ -178,6 +178,12 @@ impl<K: Hash + Eq> BudgetTable<K> {
         }
     }
 
+    /// Makes `key`'s budget full again, as an operator lifting what it
+    /// held back.
+    pub fn refill(&mut self, key: &K) {
+        self.full_at.remove(key);
+    }
+
     /// Drops the keys whose budget is full again.
     pub fn retain_recent(&mut self, now: SystemTime) {
         self.full_at.retain(|_, tat| *tat > now);

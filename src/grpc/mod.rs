@@ -1,6 +1,7 @@
 //! The gRPC transport: translates requests into use cases and results into
 //! responses. No business rule lives here.
 
+pub mod admin;
 mod auth;
 pub mod listener;
 // Public (but hidden) for the fuzz targets in fuzz/, which run requests

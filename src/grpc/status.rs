@@ -52,7 +52,7 @@ fn not_pending(status: VerificationStatus) -> Status {
     ))
 }
 
-fn store(e: StoreError) -> Status {
+pub(super) fn store(e: StoreError) -> Status {
     tracing::error!(error = %e, "store error");
     match e {
         StoreError::Full => Status::unavailable("verifyd is at capacity; retry later"),

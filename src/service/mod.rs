@@ -2,6 +2,7 @@
 //! (store, rate limits, senders, clock). Transports call these and
 //! translate.
 
+pub mod admin;
 mod audit;
 mod cancel;
 mod channel_name;
@@ -13,6 +14,7 @@ mod get;
 mod housekeeping;
 mod resend;
 mod risk;
+mod safe_list;
 mod send;
 mod start;
 mod start_request;
@@ -77,6 +79,8 @@ pub struct Verifier {
     /// Cancelled when the server begins to shut down: watch streams send
     /// the current state and end.
     shutdown: CancellationToken,
+    /// This replica's copies of the tenants' safe-lists.
+    safe_lists: safe_list::SafeListCopies,
 }
 
 /// What the use cases work through: the store, the rate limits (over the
@@ -114,6 +118,7 @@ impl Verifier {
             settings,
             clock,
             shutdown,
+            safe_lists: safe_list::SafeListCopies::default(),
         })
     }
 

@@ -153,8 +153,16 @@ impl Verifier {
         // Countries and number types that must never get a code.
         let plan = self.settings.fraud.screen(channel, to)?;
         let locale = plan.as_ref().and_then(country::locale_for);
+        // A safe-listed number skips what guards a whole range (the
+        // prefix's block and budget, the country's): that is what the
+        // safe-list is for. Its own limits below still hold.
         let phone = match (plan, to) {
-            (Some(plan), Destination::Phone(phone)) => {
+            (Some(plan), Destination::Phone(phone))
+                if !self
+                    .safe_lists
+                    .contains(&self.store, tenant, to, now)
+                    .await? =>
+            {
                 self.refuse_blocked_prefix(tenant, phone, now).await?;
                 Some((phone, plan.calling_code))
             }
@@ -607,7 +615,7 @@ fn countdown_within(left: Duration, cycle: Duration) -> Duration {
 
 /// A prefix for logs: its first four characters (the country code and a
 /// digit or two), the rest hidden.
-fn mask_prefix(prefix: &str) -> String {
+pub(super) fn mask_prefix(prefix: &str) -> String {
     let shown: String = prefix.chars().take(4).collect();
     format!("{shown}{}", "*".repeat(prefix.len().saturating_sub(4)))
 }

@@ -213,6 +213,15 @@ impl Tenants {
         }
     }
 
+    /// Whether `tenant` is served: configured, or `default` on a server
+    /// without tenants.
+    pub fn knows(&self, tenant: &TenantId) -> bool {
+        if self.configured.is_empty() {
+            return *tenant == TenantId::default_tenant();
+        }
+        self.configured.contains_key(tenant)
+    }
+
     pub fn get(&self, tenant: &TenantId) -> &TenantSettings {
         self.configured.get(tenant).unwrap_or(&self.unconfigured)
     }

@@ -14,14 +14,18 @@ mod memory;
 pub mod port;
 pub mod redis;
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashSet,
+    time::{Duration, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 pub use port::{
     Blocked, BudgetKey, BudgetStore, BudgetedCheck, CallKey, CompletedSend, Creation, DueDeadline,
-    Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, StoreError,
+    Fingerprint, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Idempotency, Reservation, SafeListed,
+    StoreError,
 };
 pub use redis::RedisStore;
 
@@ -352,6 +356,82 @@ impl Store {
         match self {
             Self::Memory(m) => m.block(tenant, what, until),
             Self::Redis(r) => r.block(tenant, what, until, now).await,
+        }
+    }
+
+    /// Lifts a block before it runs out (an operator's call): `true` when
+    /// one was in force.
+    pub async fn unblock(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.unblock(tenant, what, now)),
+            Self::Redis(r) => r.unblock(tenant, what, now).await,
+        }
+    }
+
+    /// Makes one of a tenant's budgets full again (an operator's call).
+    pub async fn refill_budget(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.refill_budget(tenant, key);
+                Ok(())
+            }
+            Self::Redis(r) => r.refill_budget(tenant, key).await,
+        }
+    }
+
+    /// Adds (`listed`) or removes an entry of the tenant's safe-list;
+    /// whether that changed it.
+    pub async fn set_safe_listed(
+        &self,
+        tenant: &TenantId,
+        entry: SafeListed<'_>,
+        listed: bool,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.set_safe_listed(tenant, entry, listed)),
+            Self::Redis(r) => r.set_safe_listed(tenant, entry, listed).await,
+        }
+    }
+
+    /// The tenant's safe-list, as [`Store::safe_list_member`] spells its
+    /// entries.
+    pub async fn safe_list(&self, tenant: &TenantId) -> Result<HashSet<String>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.safe_list(tenant)),
+            Self::Redis(r) => r.safe_list(tenant).await,
+        }
+    }
+
+    /// How the safe-list spells `entry`: on Redis a keyed hash, so the
+    /// store holds no number.
+    pub fn safe_list_member(&self, tenant: &TenantId, entry: SafeListed<'_>) -> String {
+        match self {
+            Self::Memory(_) => MemoryStore::safe_list_member(entry),
+            Self::Redis(r) => r.safe_list_member(tenant, entry),
+        }
+    }
+
+    /// The destination's newest verifications (within their retention),
+    /// newest first, at most `limit`: an operator's helpdesk listing.
+    pub async fn recent_of(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<Verification>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.recent_of(tenant, to, limit, now)),
+            Self::Redis(r) => r.recent_of(tenant, to, limit, now).await,
         }
     }
 

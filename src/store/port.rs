@@ -137,6 +137,14 @@ impl Blocked<'_> {
     }
 }
 
+/// What a tenant's safe-list holds: a whole number, or a number prefix
+/// (`+` and digits).
+#[derive(Debug, Clone, Copy)]
+pub enum SafeListed<'a> {
+    Number(&'a Destination),
+    Prefix(&'a str),
+}
+
 /// The result of beginning an idempotent start.
 #[derive(Debug)]
 pub enum Idempotency {

@@ -187,3 +187,46 @@ async fn the_client_speaks_tls_and_presents_a_certificate() {
     let missing = stderr(&client(&addr, &with(&["--ca", "/nonexistent/ca.pem"])));
     assert!(missing.contains("--ca /nonexistent/ca.pem"), "{missing}");
 }
+
+#[tokio::test]
+async fn verifyd_admin_lifts_a_block_with_an_operator_token_and_is_audited() {
+    let server = Server::spawn_with(&[
+        ("VERIFYD_ADMIN_API__ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "VERIFYD_ADMIN_API__TOKEN_SHA256",
+            format!("[\"{}\"]", crate::auth::digest("op-token-42")),
+        ),
+    ]);
+    // Dev mode: a loopback listener without TLS.
+    let addr = format!("http://{}", server.addr("admin_api").await);
+    let admin = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_verifyd"))
+            .env_clear()
+            .env("VERIFYD_ADMIN_TOKEN", token)
+            .args([
+                "admin",
+                "--addr",
+                &addr,
+                "lift-block",
+                "--to",
+                "+14155550100",
+            ])
+            .output()
+            .expect("the verifyd binary runs")
+    };
+    let lifted = stdout(&admin("op-token-42"));
+    assert_eq!(lifted.trim(), "no block was in force");
+    let refused = stderr(&admin("a-tenant-key"));
+    assert!(refused.contains("Unauthenticated"), "{refused}");
+
+    server.sigterm();
+    let (_, logs) = server.exited().await;
+    let audit = logs
+        .lines()
+        .find(|l| l.contains("\"admin_action\""))
+        .unwrap_or_else(|| panic!("no admin_action audit line in {logs}"));
+    assert!(audit.contains("\"lift_block\""), "{audit}");
+    assert!(audit.contains("\"operator\":\""), "{audit}");
+    assert!(!audit.contains("+14155550100"), "masked: {audit}");
+    assert!(!logs.contains("op-token-42"), "the token is never logged");
+}

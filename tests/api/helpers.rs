@@ -109,6 +109,8 @@ pub struct TestApp {
     pub admin_addr: SocketAddr,
     /// The public webhook listener, when `webhooks.public_base_url` is set.
     pub webhook_addr: Option<SocketAddr>,
+    /// The operator API's listener, when `[admin_api]` is on.
+    pub admin_api_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<()>,
     /// The app's own Redis, when the suite runs against Redis.
@@ -237,6 +239,7 @@ pub async fn spawn(config: Config, clock: Clock) -> TestApp {
     let grpc_addr = app.grpc_addr();
     let admin_addr = app.admin_addr();
     let webhook_addr = app.webhook_addr();
+    let admin_api_addr = app.admin_api_addr();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("server runs");
@@ -257,6 +260,7 @@ pub async fn spawn(config: Config, clock: Clock) -> TestApp {
         grpc_addr,
         admin_addr,
         webhook_addr,
+        admin_api_addr,
         shutdown,
         server,
         redis: None,

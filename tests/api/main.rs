@@ -7,6 +7,7 @@ mod pki;
 mod redis_server;
 mod smtp_sink;
 
+mod admin;
 mod auth;
 mod binary;
 mod cli;

@@ -119,6 +119,11 @@ impl Budgets {
         table.wait(&key, quota, now)
     }
 
+    pub(super) fn refill(&self, tenant: &TenantId, key: BudgetKey<'_>) {
+        let (key, mut table) = self.find(tenant, key);
+        table.refill(&key);
+    }
+
     /// Drops the budgets that are full again, one shard at a time.
     pub(super) fn retain_recent(&self, now: SystemTime) {
         for shard in &self.shards {

@@ -21,6 +21,7 @@ mod idempotency;
 mod lookups;
 mod record;
 mod retention;
+mod safe_list;
 mod sends;
 mod state;
 mod table;
@@ -40,7 +41,7 @@ use self::{
 };
 use super::{
     feed::{Feed, Subscription},
-    port::BudgetKey,
+    port::{BudgetKey, SafeListed},
 };
 use crate::domain::{
     Destination, Status, TenantId, Verification, VerificationId,
@@ -57,6 +58,8 @@ pub struct MemoryStore {
     budgets: Budgets,
     /// Numbers' lookup signals, for `[lookup]`'s cache.
     lookups: lookups::Lookups,
+    /// Each tenant's safe-listed numbers and prefixes.
+    safe_lists: safe_list::SafeLists,
     /// The most verifications (and, separately, idempotency records) held.
     max_entries: usize,
     /// The most of those one tenant may hold: its share, so no tenant can
@@ -88,6 +91,7 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             budgets: Budgets::default(),
             lookups: lookups::Lookups::default(),
+            safe_lists: safe_list::SafeLists::default(),
             max_entries: max_entries.min(MAX_RECORDS),
             per_tenant: max_entries.min(MAX_RECORDS),
             retention,
@@ -193,6 +197,32 @@ impl MemoryStore {
         now: SystemTime,
     ) {
         self.budgets.give_back(tenant, key, quota, now);
+    }
+
+    /// How the safe-list spells `entry`.
+    pub(super) fn safe_list_member(entry: SafeListed<'_>) -> String {
+        match entry {
+            SafeListed::Number(to) => format!("n:{}", to.as_str()),
+            SafeListed::Prefix(prefix) => format!("p:{prefix}"),
+        }
+    }
+
+    pub(super) fn set_safe_listed(
+        &self,
+        tenant: &TenantId,
+        entry: SafeListed<'_>,
+        listed: bool,
+    ) -> bool {
+        self.safe_lists
+            .set(tenant, Self::safe_list_member(entry), listed)
+    }
+
+    pub(super) fn safe_list(&self, tenant: &TenantId) -> std::collections::HashSet<String> {
+        self.safe_lists.of(tenant)
+    }
+
+    pub(super) fn refill_budget(&self, tenant: &TenantId, key: BudgetKey<'_>) {
+        self.budgets.refill(tenant, key);
     }
 
     pub(super) fn cell_wait(

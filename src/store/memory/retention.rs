@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::{MemoryStore, record::Stamp, state::Purgeable};
 use crate::{
-    domain::{Status, TenantId, VerificationId},
+    domain::{Destination, Status, TenantId, Verification, VerificationId},
     store::port::{Blocked, StoreError},
 };
 
@@ -114,6 +114,18 @@ impl MemoryStore {
         due
     }
 
+    /// Lifts a block: `true` when one was in force.
+    pub(in crate::store) fn unblock(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        now: SystemTime,
+    ) -> bool {
+        let mut state = self.state();
+        let until = state.blocks.remove(&(tenant.clone(), what.subject()));
+        until.is_some_and(|until| until > now)
+    }
+
     pub(in crate::store) fn block(
         &self,
         tenant: &TenantId,
@@ -137,5 +149,33 @@ impl MemoryStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         Ok(self.state().blocked_until(tenant, what, now))
+    }
+}
+
+impl MemoryStore {
+    /// The destination's newest verifications, newest first, at most
+    /// `limit`. The memory store keeps no index for this operators' call:
+    /// it reads every record, about 5 ms per million held, under the lock.
+    pub(in crate::store) fn recent_of(
+        &self,
+        tenant: &TenantId,
+        to: &Destination,
+        limit: usize,
+        now: SystemTime,
+    ) -> Vec<Verification> {
+        let state = self.state();
+        let mut found: Vec<Verification> = state
+            .verifications
+            .records()
+            .filter(|r| r.tenant == *tenant && r.to == *to)
+            .map(|r| r.verification(&state.names))
+            .collect();
+        drop(state);
+        found.sort_by_key(|v| std::cmp::Reverse(v.created_at));
+        found.truncate(limit);
+        for v in &mut found {
+            v.status = v.status_at(now);
+        }
+        found
     }
 }

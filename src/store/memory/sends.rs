@@ -173,8 +173,11 @@ impl MemoryStore {
         now: SystemTime,
     ) -> Option<Reservation> {
         let (reserved, v) = self.apply(tenant, id, |v, _, _| {
+            // Settled first, as every transition is (and as resend.lua
+            // writes it): an expired verification reads as expired after.
+            let settled = v.settle(now);
             if !v.step_due(after, now) {
-                return (None, Written::Nothing);
+                return (None, settled_written(settled));
             }
             if let Some(wait) = self.take_destination_cell(tenant, &v.to, budget, now) {
                 v.end_fallback();
@@ -196,11 +199,12 @@ impl MemoryStore {
         now: SystemTime,
     ) -> bool {
         self.apply(tenant, id, |v, _, _| {
+            let settled = v.settle(now);
             let ends = v.step_due(after, now) && v.end_fallback();
             let written = if ends {
                 Written::Everything
             } else {
-                Written::Nothing
+                settled_written(settled)
             };
             (ends, written)
         })
@@ -263,5 +267,14 @@ fn reservation(reserved: Result<(), Refused>, v: Verification, budget: Budget) -
             reason,
         },
         Err(Refused::Limited(wait)) => Reservation::Limited(budget.refused(wait)),
+    }
+}
+
+/// What a step that changed nothing but (perhaps) settling expiry writes.
+fn settled_written(settled: bool) -> Written {
+    if settled {
+        Written::CheckState
+    } else {
+        Written::Nothing
     }
 }

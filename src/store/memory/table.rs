@@ -143,6 +143,11 @@ impl Table {
             .copied()
     }
 
+    /// Every record held.
+    pub(super) fn records(&self) -> impl Iterator<Item = &Record> {
+        self.records.iter().map(|(_, r)| r)
+    }
+
     pub(super) fn get(&self, slot: Slot) -> &Record {
         &self.records[index(slot)]
     }

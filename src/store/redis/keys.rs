@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use crate::{
     domain::{Destination, PendingKind, TenantId, VerificationId},
-    store::port::Blocked,
+    store::port::{Blocked, SafeListed},
 };
 
 const INDEX_KEY_LABEL: &str = "verifyd.redis-index.v1";
@@ -126,6 +126,30 @@ impl Keys {
     pub(super) fn recent_starts(&self, tenant: &TenantId, to: &Destination) -> String {
         let digest = self.destination(tenant, to);
         format!("{}s:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
+    /// A destination's recent verifications, for the operators' listing:
+    /// ids by creation time, in the destination's slot.
+    pub(super) fn history(&self, tenant: &TenantId, to: &Destination) -> String {
+        let digest = self.destination(tenant, to);
+        format!("{}h:{}", self.base(&digest.tag(), tenant), digest.hex())
+    }
+
+    /// A tenant's safe-list: one set, in the tenant's own slot.
+    pub(super) fn safe_list(&self, tenant: &TenantId) -> String {
+        let slot = self.digest("tenant", tenant, "");
+        format!("{}safe", self.base(&slot.tag(), tenant))
+    }
+
+    /// A safe-list entry as the set holds it: keyed hashes, so a dump
+    /// shows no number (a "prefix" may be a whole number too).
+    pub(super) fn safe_list_member(&self, tenant: &TenantId, entry: SafeListed<'_>) -> String {
+        match entry {
+            SafeListed::Number(to) => format!("n:{}", self.destination(tenant, to).hex()),
+            SafeListed::Prefix(prefix) => {
+                format!("p:{}", self.digest("safe_prefix", tenant, prefix).hex())
+            }
+        }
     }
 
     /// A number's cached lookup signals, in the number's slot.

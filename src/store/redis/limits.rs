@@ -32,6 +32,32 @@ impl RedisStore {
         self.run_durably::<u8>("block", invocation).await.map(drop)
     }
 
+    /// Lifts a block: `true` when one was in force.
+    pub(in crate::store) async fn unblock(
+        &self,
+        tenant: &TenantId,
+        what: Blocked<'_>,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let until = self.blocked_until(tenant, what, now).await?;
+        let mut del = redis::cmd("DEL");
+        del.arg(self.inner.keys.block(tenant, what));
+        let _: u32 = self.query("unblock", &del).await?;
+        Ok(until.is_some())
+    }
+
+    /// Makes a budget full again: its key goes.
+    pub(in crate::store) async fn refill_budget(
+        &self,
+        tenant: &TenantId,
+        key: BudgetKey<'_>,
+    ) -> Result<(), StoreError> {
+        let mut del = redis::cmd("DEL");
+        del.arg(self.budget_key(tenant, key));
+        let _: u32 = self.query("refill_budget", &del).await?;
+        Ok(())
+    }
+
     pub(in crate::store) async fn blocked_until(
         &self,
         tenant: &TenantId,

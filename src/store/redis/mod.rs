@@ -28,6 +28,7 @@ mod idempotency;
 mod keys;
 mod limits;
 mod lookups;
+mod operators;
 mod record;
 mod scanner;
 mod scripts;

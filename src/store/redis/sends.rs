@@ -85,6 +85,7 @@ impl RedisStore {
             .key(keys.destination_budget(budget.limit.as_str(), tenant, to))
             .key(keys.recent_starts(tenant, to))
             .key(keys.block(tenant, Blocked::Destination(to)))
+            .key(keys.history(tenant, to))
             .declare(keys.deadlines_in(candidate.id.shard()))
             .arg(millis(now))
             .arg(keys.base(candidate.id.shard(), tenant))

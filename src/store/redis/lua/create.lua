@@ -2,7 +2,8 @@
 -- the one it supersedes. KEYS: the pending slot of (tenant, destination,
 -- purpose, extension), the candidate's hash and attempts list, the destination's start
 -- budget, the destination's recent starts (RecentStarts: a hash of `last`
--- and `count`), the destination's block (block.lua). ARGV: now, the key
+-- and `count`), the destination's block (block.lua), the destination's
+-- history (ids by creation, for the operators' listing). ARGV: now, the key
 -- prefix of this tenant's verifications in
 -- this shard, the resend cooldown and the starts window (ms: the longest
 -- a code can live, Policy::starts_window), the key of the
@@ -15,6 +16,9 @@
 -- { 'blocked', until }, { 'too_soon', retry_at } or { 'limited', ms until a
 -- cell frees up }, the last three with nothing changed.
 local now = num(ARGV[1])
+-- How many of a destination's verifications its history keeps (the most
+-- ListDestinationVerifications returns).
+local HISTORY_KEPT = 50
 local prefix = ARGV[2]
 local cooldown = num(ARGV[3])
 local ttl = num(ARGV[4])
@@ -88,6 +92,10 @@ v.pending_key = KEYS[1]
 v.check_budget = check_budget
 redis.call('SET', KEYS[1], v.id)
 save(KEYS[2], KEYS[3], v, now, true)
+-- The destination's newest verifications, kept as long as the newest.
+redis.call('ZADD', KEYS[7], now, v.id)
+redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(HISTORY_KEPT + 1))
+redis.call('PEXPIRE', KEYS[7], math.max(num(v.expires_at) + num(v.retention) - now, 1))
 redis.call('HSET', KEYS[5], 'last', tostring(now), 'count', tostring(count))
 redis.call('PEXPIRE', KEYS[5], math.max(math.floor(math.max(ttl, wait_after(count))), 1))
 return { 'created', superseded }
