@@ -17,9 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    // Reflection on the tenant listener describes the tenant API only: the
+    // operator API's schema is not advertised where tenants connect.
+    let tenant_api = protox::compile([protos[0]], ["proto"])?;
     fs::write(
         out_dir.join("verifyd_descriptor.bin"),
-        descriptors.encode_to_vec(),
+        tenant_api.encode_to_vec(),
     )?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())

@@ -14,7 +14,8 @@ pub mod proto {
     #![allow(missing_debug_implementations, clippy::all, clippy::too_many_lines)]
     tonic::include_proto!("verifyd.v1");
 
-    /// The encoded descriptors of the API, for server reflection.
+    /// The encoded descriptors of the tenant API (not the operator API's),
+    /// for server reflection on the tenant listener.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("verifyd_descriptor");
 }

@@ -77,7 +77,7 @@ struct SafeListArgs {
     /// An E.164 phone number.
     #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
     number: Option<String>,
-    /// A number prefix: + and 1 to 14 digits.
+    /// A number prefix: + and 5 to 14 digits.
     #[arg(long)]
     prefix: Option<String>,
 }
@@ -113,6 +113,7 @@ pub async fn run(args: AdminArgs) -> Result<(), String> {
 }
 
 async fn call(args: AdminArgs) -> Result<(), Error> {
+    refuse_plaintext_off_host(&args.addr)?;
     let channel = args.tls.endpoint(args.addr)?.connect().await?;
     let bearer = format!("Bearer {}", args.token)
         .parse()
@@ -212,4 +213,44 @@ async fn verifications(
         print(Some(v));
     }
     Ok(())
+}
+
+/// The token goes in clear over http://: only to this machine (a dev-mode
+/// server, a port-forward).
+fn refuse_plaintext_off_host(addr: &str) -> Result<(), Error> {
+    let Some(rest) = addr.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err("the operator token must not cross the network in clear: use https:// (http:// only to a loopback address)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_goes_in_clear_only_to_a_loopback_address() {
+        for ok in [
+            "https://verifyd.example:9443",
+            "http://127.0.0.1:9443",
+            "http://localhost:9443",
+            "http://[::1]:9443",
+        ] {
+            assert!(refuse_plaintext_off_host(ok).is_ok(), "{ok}");
+        }
+        for refused in ["http://10.0.0.7:9443", "http://verifyd.example:9443"] {
+            assert!(refuse_plaintext_off_host(refused).is_err(), "{refused}");
+        }
+    }
 }

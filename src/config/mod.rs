@@ -53,7 +53,7 @@ use crate::{
         policy::{CodeConfig, MAX_RESEND_DOUBLINGS},
     },
     ratelimit::LimitsConfig,
-    service::{FallbackConfig, TenantConfig, VoiceSettings},
+    service::{FallbackConfig, FallbackOverrides, TenantConfig, VoiceSettings},
     store::StoreConfig,
     telemetry::{LogConfig, TracingConfig},
 };
@@ -314,6 +314,11 @@ impl Config {
             return Err(invalid(&format!("fallback.{key}"), problem));
         }
         for (name, tenant) in &self.tenants {
+            // The server's workflow is not run for a tenant it does not
+            // fit (its channels, its code settings); a tenant's own must.
+            if tenant.fallback == FallbackOverrides::default() {
+                continue;
+            }
             let policy = policy.with_code(&self.code.overridden(&tenant.code));
             let fallback = self.fallback.over(&tenant.fallback);
             if let Some((key, problem)) = fallback.problem(&policy, &tenant.channels) {
@@ -429,13 +434,7 @@ mod tests {
     fn the_clients_variables_are_no_settings() {
         Jail::expect_with(|jail| {
             // A shell that runs both `verifyd client` and `verifyd serve`.
-            for var in [
-                CLIENT_ADDR_VAR,
-                CLIENT_API_KEY_VAR,
-                CLIENT_CA_VAR,
-                CLIENT_CERT_VAR,
-                CLIENT_KEY_VAR,
-            ] {
+            for var in NOT_SETTINGS.iter().skip(1) {
                 jail.set_env(var, "/etc/verifyd/client.pem");
             }
             let config = Config::load(None).expect("the client's variables are ignored");
@@ -479,6 +478,29 @@ mod tests {
                 !format!("{config:?}").contains(KEY),
                 "Debug redacts the key"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_servers_fallback_binds_only_the_tenants_it_fits_and_a_tenants_own_must_fit() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "verifyd.toml",
+                r#"
+                dev_mode = true
+                [fallback]
+                channels = ["sms", "voice"]
+                [tenants.mail]
+                api_key_sha256 = ["0000000000000000000000000000000000000000000000000000000000000000"]
+                channels = ["email"]
+                "#,
+            )?;
+            Config::load(Some(Path::new("verifyd.toml")))
+                .expect("the server's is not the mail tenant's");
+            jail.set_env("VERIFYD_TENANTS__MAIL__FALLBACK__STEP_TIMEOUT", "90s");
+            let err = Config::load(Some(Path::new("verifyd.toml"))).expect_err("its own must fit");
+            assert_eq!(err.key, "tenants.mail.fallback.channels");
             Ok(())
         });
     }

@@ -111,7 +111,15 @@ impl AdminApiConfig {
                 "admin_api.tls",
                 "the operator API needs TLS outside dev mode: set cert_path and key_path",
             )),
-            Some(tls) => tls.problem(),
+            // The same checks as the gRPC listener's, named under this one.
+            Some(tls) => tls.problem().map(|(key, problem)| {
+                let key = match key {
+                    "server.tls.max_handshakes" => "admin_api.tls.max_handshakes",
+                    "server.tls.max_handshakes_per_ip" => "admin_api.tls.max_handshakes_per_ip",
+                    _ => "admin_api.tls",
+                };
+                (key, problem)
+            }),
             None => None,
         }
     }

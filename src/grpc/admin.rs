@@ -2,10 +2,13 @@
 //! (`[admin_api]`), never the tenant API's nor the admin HTTP listener's,
 //! and with operator tokens, which no tenant key satisfies (configuration
 //! refuses a digest that is both). Like tenant keys, only the tokens'
-//! SHA-256 digests are configured; an audited call names its operator by
-//! the first 12 hex digits of its token's digest.
+//! SHA-256 digests are configured. Every call is audited (`admin_call`,
+//! whatever its outcome, refused credentials included), naming the
+//! operator by its token's place in `admin_api.token_sha256` (`#1`, ...):
+//! nothing derived from the token itself, which a weak token could be
+//! guessed back from.
 
-use std::{collections::HashSet, future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
 use sha2::{Digest as _, Sha256};
 use tonic::{Request, Response, Status};
@@ -31,8 +34,9 @@ pub use proto::admin_service_server::AdminServiceServer;
 #[derive(Debug, Clone)]
 pub struct AdminApi {
     verifier: Arc<Verifier>,
-    /// The SHA-256 digests of the operators' tokens.
-    operators: Arc<HashSet<[u8; 32]>>,
+    /// The operators' tokens' SHA-256 digests, each with its place in the
+    /// configuration, which names the operator.
+    operators: Arc<HashMap<[u8; 32], usize>>,
 }
 
 impl AdminApi {
@@ -41,10 +45,11 @@ impl AdminApi {
     pub fn new(verifier: Arc<Verifier>, token_sha256: &[String]) -> Self {
         let operators = token_sha256
             .iter()
-            .filter_map(|digest| {
+            .enumerate()
+            .filter_map(|(i, digest)| {
                 let mut bytes = [0u8; 32];
                 hex::decode_to_slice(digest, &mut bytes).ok()?;
-                Some(bytes)
+                Some((bytes, i + 1))
             })
             .collect();
         Self {
@@ -75,10 +80,10 @@ impl AdminApi {
                 )
             })?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if !self.operators.contains(&digest) {
-            return Err(Status::unauthenticated("unknown operator token"));
+        match self.operators.get(&digest) {
+            Some(place) => Ok(format!("#{place}")),
+            None => Err(Status::unauthenticated("unknown operator token")),
         }
-        Ok(hex::encode(&digest[..6]))
     }
 }
 
@@ -138,7 +143,19 @@ impl AdminService for AdminApi {
         request: Request<proto::LiftBlockRequest>,
     ) -> Result<Response<proto::LiftBlockResponse>, Status> {
         let span = telemetry::rpc_span("LiftBlock", request.metadata());
-        self.observe("LiftBlock", span, self.lift(request)).await
+        let operator = self.operator(&request);
+        let answer = async {
+            let operator = operator.clone()?;
+            let (tenant, to, scope) =
+                lift_block_request(request.get_ref()).map_err(status::invalid_argument)?;
+            let lifted = self
+                .verifier
+                .lift_block(&operator, &tenant, &to, scope)
+                .await
+                .map_err(admin_refused)?;
+            Ok(Response::new(proto::LiftBlockResponse { lifted }))
+        };
+        self.observe("LiftBlock", span, &operator, answer).await
     }
 
     async fn add_safe_list_entry(
@@ -146,8 +163,9 @@ impl AdminService for AdminApi {
         request: Request<proto::AddSafeListEntryRequest>,
     ) -> Result<Response<proto::AddSafeListEntryResponse>, Status> {
         let span = telemetry::rpc_span("AddSafeListEntry", request.metadata());
+        let operator = self.operator(&request);
         let answer = async {
-            let operator = self.operator(&request)?;
+            let operator = operator.clone()?;
             let req = request.get_ref();
             let (tenant, entry) = safe_list_request(&req.tenant, req.entry.as_ref())
                 .map_err(status::invalid_argument)?;
@@ -158,7 +176,8 @@ impl AdminService for AdminApi {
                 .map_err(admin_refused)?;
             Ok(Response::new(proto::AddSafeListEntryResponse { added }))
         };
-        self.observe("AddSafeListEntry", span, answer).await
+        self.observe("AddSafeListEntry", span, &operator, answer)
+            .await
     }
 
     async fn remove_safe_list_entry(
@@ -166,8 +185,9 @@ impl AdminService for AdminApi {
         request: Request<proto::RemoveSafeListEntryRequest>,
     ) -> Result<Response<proto::RemoveSafeListEntryResponse>, Status> {
         let span = telemetry::rpc_span("RemoveSafeListEntry", request.metadata());
+        let operator = self.operator(&request);
         let answer = async {
-            let operator = self.operator(&request)?;
+            let operator = operator.clone()?;
             let req = request.get_ref();
             let (tenant, entry) = safe_list_request(&req.tenant, req.entry.as_ref())
                 .map_err(status::invalid_argument)?;
@@ -180,7 +200,8 @@ impl AdminService for AdminApi {
                 removed,
             }))
         };
-        self.observe("RemoveSafeListEntry", span, answer).await
+        self.observe("RemoveSafeListEntry", span, &operator, answer)
+            .await
     }
 
     async fn list_destination_verifications(
@@ -188,8 +209,9 @@ impl AdminService for AdminApi {
         request: Request<proto::ListDestinationVerificationsRequest>,
     ) -> Result<Response<proto::ListDestinationVerificationsResponse>, Status> {
         let span = telemetry::rpc_span("ListDestinationVerifications", request.metadata());
+        let operator = self.operator(&request);
         let answer = async {
-            let operator = self.operator(&request)?;
+            let operator = operator.clone()?;
             let (tenant, to, limit) =
                 list_request(request.get_ref()).map_err(status::invalid_argument)?;
             let found = self
@@ -201,17 +223,20 @@ impl AdminService for AdminApi {
                 verifications: found.iter().map(masked).collect(),
             }))
         };
-        self.observe("ListDestinationVerifications", span, answer)
+        self.observe("ListDestinationVerifications", span, &operator, answer)
             .await
     }
 }
 
 impl AdminApi {
-    /// Runs one RPC in its span, then records its time and status code.
+    /// Runs one RPC in its span, then records its time and status code,
+    /// and audits it, whatever became of it: an operator's call that
+    /// failed, or a call with no operator's token, is on the record too.
     async fn observe<T>(
         &self,
         method: &'static str,
         span: tracing::Span,
+        operator: &Result<String, Status>,
         rpc: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
         let began = std::time::Instant::now();
@@ -221,31 +246,27 @@ impl AdminApi {
             .map_or_else(Status::code, |_| tonic::Code::Ok);
         telemetry::record_rpc_status(&span, code);
         self.verifier.metrics().rpc(method, code, began.elapsed());
+        tracing::info!(
+            target: "verifyd::audit",
+            event = "admin_call",
+            method,
+            operator = operator.as_deref().unwrap_or("unauthenticated"),
+            code = ?code,
+            "operator API call"
+        );
         result
-    }
-
-    async fn lift(
-        &self,
-        request: Request<proto::LiftBlockRequest>,
-    ) -> Result<Response<proto::LiftBlockResponse>, Status> {
-        let operator = self.operator(&request)?;
-        let (tenant, to, scope) =
-            lift_block_request(request.get_ref()).map_err(status::invalid_argument)?;
-        let lifted = self
-            .verifier
-            .lift_block(&operator, &tenant, &to, scope)
-            .await
-            .map_err(admin_refused)?;
-        Ok(Response::new(proto::LiftBlockResponse { lifted }))
     }
 }
 
 /// A verification as a helpdesk sees it: no id (an id is its session's
-/// capability, never handed out by destination), the destination and
+/// capability, never handed out by destination), nor the caller's
+/// reference and tags (which may name a session too), the destination and
 /// extension masked.
 fn masked(v: &Verification) -> proto::Verification {
     let mut shown = convert::verification(v);
     shown.id = String::new();
+    shown.reference = String::new();
+    shown.tags.clear();
     shown.to = v.to.masked();
     if let Some(extension) = &v.extension {
         shown.extension = extension.masked();
@@ -284,7 +305,7 @@ fn safe_list_request(
             if entry.is_none() {
                 bad.push(FieldViolation::new(
                     "entry.prefix",
-                    "must be + and 1 to 14 digits",
+                    "must be + and 5 to 14 digits",
                 ));
             }
             entry

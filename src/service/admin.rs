@@ -17,16 +17,21 @@ pub const MAX_LISTED: usize = 50;
 pub enum SafeEntry {
     /// A phone number.
     Number(Destination),
-    /// A number prefix: `+` and 1 to 14 digits.
+    /// A number prefix: `+` and 5 to 14 digits.
     Prefix(String),
 }
 
 impl SafeEntry {
-    /// A prefix as the safe-list takes it.
+    /// The fewest digits a safe-listed prefix has: a calling code and more
+    /// (`+1` would exempt a whole country from the pumping guard).
+    pub const MIN_PREFIX_DIGITS: usize = 5;
+
+    /// A prefix as the safe-list takes it: `+` and 5 to 14 digits.
     pub fn prefix(input: &str) -> Option<Self> {
         let digits = input.strip_prefix('+')?;
-        ((1..=14).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| Self::Prefix(input.to_owned()))
+        ((Self::MIN_PREFIX_DIGITS..=14).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Self::Prefix(input.to_owned()))
     }
 
     fn masked(&self) -> String {
@@ -166,18 +171,13 @@ impl Verifier {
                     .await?
             }
             (BlockScope::Prefix, Destination::Phone(phone)) => {
-                let prefix = phone.prefix();
-                let lifted = self
-                    .store
-                    .unblock(tenant, Blocked::Prefix(prefix), now)
-                    .await?;
-                for key in [BudgetKey::Prefix(prefix), BudgetKey::PrefixSends(prefix)] {
-                    self.store.refill_budget(tenant, key).await?;
-                }
-                lifted
+                self.store
+                    .unblock(tenant, Blocked::Prefix(phone.prefix()), now)
+                    .await?
             }
             (BlockScope::Prefix, Destination::Email(_)) => return Err(AdminError::NotAPhone),
         };
+        // On the record before anything else can fail.
         tracing::warn!(
             target: "verifyd::audit",
             event = "admin_action",
@@ -189,6 +189,12 @@ impl Verifier {
             lifted,
             "an operator lifted a block"
         );
+        if let (BlockScope::Prefix, Destination::Phone(phone)) = (scope, to) {
+            let prefix = phone.prefix();
+            for key in [BudgetKey::Prefix(prefix), BudgetKey::PrefixSends(prefix)] {
+                self.store.refill_budget(tenant, key).await?;
+            }
+        }
         Ok(lifted)
     }
 }

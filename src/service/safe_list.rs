@@ -27,24 +27,55 @@ type Copy = (SystemTime, Arc<HashSet<String>>);
 
 /// This replica's copies of the tenants' safe-lists.
 #[derive(Debug, Default)]
-pub(super) struct SafeListCopies(Mutex<HashMap<TenantId, Copy>>);
+pub(super) struct SafeListCopies(Mutex<Copies>);
+
+#[derive(Debug, Default)]
+struct Copies {
+    by_tenant: HashMap<TenantId, Copy>,
+    /// Moved on by each change this replica makes: a read begun before
+    /// it is not kept after it.
+    generation: u64,
+}
 
 impl SafeListCopies {
-    fn fresh(&self, tenant: &TenantId, now: SystemTime) -> Option<Arc<HashSet<String>>> {
-        let copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let (read_at, list) = copies.get(tenant)?;
-        (now.duration_since(*read_at).unwrap_or_default() < FRESH_FOR && *read_at <= now)
-            .then(|| Arc::clone(list))
+    fn copies(&self) -> std::sync::MutexGuard<'_, Copies> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn keep(&self, tenant: &TenantId, list: Arc<HashSet<String>>, now: SystemTime) {
-        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        copies.insert(tenant.clone(), (now, list));
+    /// The tenant's copy if it is fresh; else the generation to read
+    /// under.
+    fn fresh(&self, tenant: &TenantId, now: SystemTime) -> Result<Arc<HashSet<String>>, u64> {
+        let copies = self.copies();
+        match copies.by_tenant.get(tenant) {
+            Some((read_at, list))
+                if *read_at <= now
+                    && now.duration_since(*read_at).unwrap_or_default() < FRESH_FOR =>
+            {
+                Ok(Arc::clone(list))
+            }
+            _ => Err(copies.generation),
+        }
     }
 
+    /// Keeps a list read under `generation`, unless a change came since.
+    fn keep(
+        &self,
+        tenant: &TenantId,
+        list: Arc<HashSet<String>>,
+        now: SystemTime,
+        generation: u64,
+    ) {
+        let mut copies = self.copies();
+        if copies.generation == generation {
+            copies.by_tenant.insert(tenant.clone(), (now, list));
+        }
+    }
+
+    /// This replica changed the tenant's list: its copy goes at once.
     pub(super) fn forget(&self, tenant: &TenantId) {
-        let mut copies = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        copies.remove(tenant);
+        let mut copies = self.copies();
+        copies.generation += 1;
+        copies.by_tenant.remove(tenant);
     }
 }
 
@@ -60,10 +91,10 @@ impl SafeListCopies {
         now: SystemTime,
     ) -> Result<bool, StoreError> {
         let list = match self.fresh(tenant, now) {
-            Some(list) => list,
-            None => {
+            Ok(list) => list,
+            Err(generation) => {
                 let list = Arc::new(store.safe_list(tenant).await?);
-                self.keep(tenant, Arc::clone(&list), now);
+                self.keep(tenant, Arc::clone(&list), now, generation);
                 list
             }
         };
@@ -75,7 +106,10 @@ impl SafeListCopies {
             return Ok(true);
         }
         let number = to.as_str();
-        Ok((2..number.len()).any(|end| list.contains(&member(SafeListed::Prefix(&number[..end])))))
+        Ok(
+            (2..=number.len())
+                .any(|end| list.contains(&member(SafeListed::Prefix(&number[..end])))),
+        )
     }
 }
 
@@ -84,18 +118,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_copy_is_fresh_for_five_seconds_of_the_service_clock() {
+    fn a_copy_is_fresh_for_five_seconds_and_a_change_here_outdates_a_read_under_way() {
         let copies = SafeListCopies::default();
         let tenant = TenantId::default_tenant();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        copies.keep(&tenant, Arc::new(HashSet::from(["p:+1".to_owned()])), t0);
-        assert!(copies.fresh(&tenant, t0 + Duration::from_secs(4)).is_some());
-        assert!(copies.fresh(&tenant, t0 + FRESH_FOR).is_none());
+        let list = || Arc::new(HashSet::from(["p:+14155".to_owned()]));
+        let generation = copies.fresh(&tenant, t0).expect_err("none yet");
+        copies.keep(&tenant, list(), t0, generation);
+        assert!(copies.fresh(&tenant, t0 + Duration::from_secs(4)).is_ok());
+        assert!(copies.fresh(&tenant, t0 + FRESH_FOR).is_err());
         assert!(
-            copies.fresh(&tenant, t0 - Duration::from_secs(1)).is_none(),
+            copies.fresh(&tenant, t0 - Duration::from_secs(1)).is_err(),
             "a clock that went back"
         );
+        // A read begun, then a change here, then the read's answer.
+        let generation = copies.fresh(&tenant, t0 + FRESH_FOR).expect_err("stale");
         copies.forget(&tenant);
-        assert!(copies.fresh(&tenant, t0).is_none());
+        copies.keep(&tenant, list(), t0 + FRESH_FOR, generation);
+        assert!(
+            copies.fresh(&tenant, t0 + FRESH_FOR).is_err(),
+            "the outdated read is not kept"
+        );
     }
 }

@@ -268,7 +268,13 @@ async fn a_helpdesk_lists_a_destinations_verifications_masked_and_without_ids() 
     let app = spawn_app_with(with_admin_api(&pki)).await;
     let first = app.started(sms_to("+14155550100")).await;
     app.clock.advance(Duration::from_secs(60));
-    let second = app.started(sms_to("+14155550100")).await;
+    let second = app
+        .started(proto::StartVerificationRequest {
+            reference: "reset-session-42".into(),
+            ..sms_to("+14155550100")
+        })
+        .await;
+    assert_eq!(second.reference, "reset-session-42");
     app.started(sms_to("+14155560177")).await;
     let mut client = admin(&app, &pki).await;
     let list = |limit| {
@@ -293,6 +299,7 @@ async fn a_helpdesk_lists_a_destinations_verifications_masked_and_without_ids() 
     );
     for v in &found {
         assert_eq!(v.id, "", "an id is its session's capability");
+        assert_eq!(v.reference, "", "a reference may name a session too");
         assert_eq!(v.to, "+141******00");
         assert_eq!(v.send_attempts.len(), 1);
     }

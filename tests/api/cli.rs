@@ -229,4 +229,16 @@ async fn verifyd_admin_lifts_a_block_with_an_operator_token_and_is_audited() {
     assert!(audit.contains("\"operator\":\""), "{audit}");
     assert!(!audit.contains("+14155550100"), "masked: {audit}");
     assert!(!logs.contains("op-token-42"), "the token is never logged");
+    // Every call is on the record, the refused one too.
+    let calls: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"admin_call\""))
+        .collect();
+    assert_eq!(calls.len(), 2, "{logs}");
+    assert!(calls[0].contains("\"operator\":\"#1\""), "{}", calls[0]);
+    assert!(
+        calls[1].contains("\"operator\":\"unauthenticated\""),
+        "{}",
+        calls[1]
+    );
 }

@@ -407,3 +407,27 @@ async fn a_step_due_a_redis_claims_length_after_the_one_before_still_runs() {
     assert_eq!(channel_of(&lines[2]), "sms");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_aloud_step_keeps_the_texts_code_beside_the_one_it_says() {
+    let (app, fake) = crate::voice::voice_app_with(read_aloud).await;
+    let v = app.started(sms_then_voice()).await;
+    let texted = app.outbox.code_for(&v.id);
+    app.clock.advance(STEP_AND_SCAN);
+    let began = Instant::now();
+    while fake.placed_calls().await.is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(10), "no call placed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let phone = crate::voice::Phone::picked_up(&app, &fake).await;
+    let asked = phone.answer("human").await;
+    let said = phone
+        .press(&asked.gather.expect("a key is asked for"), "#")
+        .await;
+    let spoken = crate::voice::said_code(&said).expect("a code is said");
+    assert_ne!(spoken, texted);
+    // The user who was still reading the text is not locked out.
+    let checked = app.check(&v.id, &texted).await.expect("check");
+    assert!(checked.approved, "the text's code checks beside the call's");
+    app.stop().await;
+}

@@ -84,6 +84,10 @@ async fn reflection_lists_the_service_in_both_versions() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == SERVICE), "{names:?}");
     assert!(
+        !names.iter().any(|n| n.contains("Admin")),
+        "the operator API is not described where tenants connect: {names:?}"
+    );
+    assert!(
         names.iter().any(|n| n == "grpc.health.v1.Health"),
         "{names:?}"
     );

@@ -466,7 +466,7 @@ async fn a_resend_to_a_number_reported_as_fraud_is_refused_as_a_start_is() {
 
 /// The code a read-aloud step says: the digits between "code is" and the
 /// sentence's end.
-fn said_code(twiml: &Twiml) -> Option<String> {
+pub(crate) fn said_code(twiml: &Twiml) -> Option<String> {
     let spoken = twiml.says.join(" ");
     let code: String = spoken
         .split("code is")

@@ -162,7 +162,7 @@ impl MemoryStore {
             let before = seen(v);
             let outcome = v.press(menu, digits, max_reprompts, now);
             if outcome == KeyOutcome::Reveal {
-                record.set_code(reveal.clone(), names);
+                record.reveal_code(reveal.clone(), names);
             }
             let written = if seen(v) == before {
                 Written::Nothing

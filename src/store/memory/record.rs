@@ -348,13 +348,36 @@ impl Record {
     /// step's, so that one is kept beside it (in place of any unknown
     /// send's), and the two check until the verification ends or a send
     /// outside the workflow is accepted. A step that delivers no code (a
-    /// press-# call) leaves the codes as they are.
+    /// call) keeps the previous step's code checking.
     pub(super) fn add_step_code(&mut self, hash: Option<CodeHash>, names: &mut Names) {
-        let Some(hash) = hash else { return };
-        let previous = self.code_key.map(|key| (key, self.code_mac));
+        let Some(previous) = self.code_key.map(|key| (key, self.code_mac)) else {
+            // No code of its own yet (an unconfirmed one, perhaps, from
+            // the step before): the new one goes beside it.
+            if let Some(hash) = hash {
+                self.code_key = Some(names.intern(hash.key_id.as_str()));
+                self.code_mac = hash.mac;
+            }
+            return;
+        };
+        // The previous step's code moves beside, and the new one (none
+        // yet for a call: a read-aloud call's comes with its key press,
+        // `reveal_code`) takes its place.
+        self.code_key = hash.as_ref().map(|h| names.intern(h.key_id.as_str()));
+        self.code_mac = hash.map_or([0; 32], |h| h.mac);
+        self.set_unconfirmed(Some(previous));
+    }
+
+    /// The code a read-aloud call just said: the user's now. It replaces
+    /// the record's codes, but for a fallback step's call, which holds no
+    /// code of its own yet and keeps the previous step's beside it
+    /// (`add_step_code`), the first code it says goes beside that one.
+    pub(super) fn reveal_code(&mut self, hash: CodeHash, names: &mut Names) {
+        if self.code_key.is_some() {
+            self.set_code(hash, names);
+            return;
+        }
         self.code_key = Some(names.intern(hash.key_id.as_str()));
         self.code_mac = hash.mac;
-        self.set_unconfirmed(previous);
     }
 
     /// The code of a send whose outcome is unknown: kept beside the last

@@ -167,7 +167,9 @@ impl MemoryStore {
         let mut found: Vec<Verification> = state
             .verifications
             .records()
-            .filter(|r| r.tenant == *tenant && r.to == *to)
+            .filter(|r| {
+                r.tenant == *tenant && r.to == *to && r.expires_at.time() + self.retention > now
+            })
             .map(|r| r.verification(&state.names))
             .collect();
         drop(state);

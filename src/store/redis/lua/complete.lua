@@ -56,12 +56,18 @@ if not settle(v, now) and v.status == 'pending' then
     v.expires_at = tostring(now + ttl)
     -- A fallback step's code is checked beside the previous step's (the
     -- user may still be reading that one), in place of any unknown
-    -- send's; a step that delivers none (a press-# call) leaves the codes
-    -- as they are.
+    -- send's; a step that delivers none (a call) keeps the previous
+    -- step's checking.
     if was_pending and fallback_step then
-      if ARGV[8] ~= '' then
-        v.unconfirmed_key = v.code_key or false
-        v.unconfirmed_mac = v.code_mac or false
+      -- (record.rs add_step_code) The previous step's code moves beside,
+      -- unless there is none of its own (an unconfirmed one, perhaps,
+      -- stays); the new one, or none yet for a call, takes its place.
+      if v.code_mac then
+        v.unconfirmed_key = v.code_key
+        v.unconfirmed_mac = v.code_mac
+        v.code_key = opt(ARGV[7])
+        v.code_mac = opt(ARGV[8])
+      elseif ARGV[8] ~= '' then
         v.code_key = ARGV[7]
         v.code_mac = ARGV[8]
       end

@@ -89,13 +89,18 @@ for i = 8, #ARGV, 2 do
   v[ARGV[i]] = ARGV[i + 1]
 end
 v.pending_key = KEYS[1]
+v.history_key = KEYS[7]
 v.check_budget = check_budget
 redis.call('SET', KEYS[1], v.id)
 save(KEYS[2], KEYS[3], v, now, true)
--- The destination's newest verifications, kept as long as the newest.
+-- The destination's newest verifications, kept as long as any of them
+-- (save() extends it as an expiry moves, by the name the hash keeps).
 redis.call('ZADD', KEYS[7], now, v.id)
 redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(HISTORY_KEPT + 1))
-redis.call('PEXPIRE', KEYS[7], math.max(num(v.expires_at) + num(v.retention) - now, 1))
+local kept = math.max(num(v.expires_at) + num(v.retention) - now, 1)
+if redis.call('PTTL', KEYS[7]) < kept then
+  redis.call('PEXPIRE', KEYS[7], kept)
+end
 redis.call('HSET', KEYS[5], 'last', tostring(now), 'count', tostring(count))
 redis.call('PEXPIRE', KEYS[5], math.max(math.floor(math.max(ttl, wait_after(count))), 1))
 return { 'created', superseded }

@@ -113,7 +113,7 @@ end
 -- What stays in Redis: the code's MAC and the bookkeeping of key names.
 local INTERNAL = { code_key = true, code_mac = true, unconfirmed_key = true,
   unconfirmed_mac = true, pending_key = true, watch = true, retention = true,
-  check_budget = true, unacked = true, indexed = true }
+  check_budget = true, unacked = true, indexed = true, history_key = true }
 
 -- The verification as the reply carries it: one JSON text, an array of its
 -- fields (names and values alternating), then an array of its attempts (each
@@ -244,6 +244,11 @@ local function save(key, attempts_key, v, now, changed)
     redis.call('PEXPIRE', attempts_key, ttl)
     if v.status == 'pending' and v.pending_key then
       redis.call('PEXPIRE', v.pending_key, ttl)
+    end
+    -- The destination's history (create.lua) lists this one as long as
+    -- it is kept.
+    if v.history_key and redis.call('PTTL', v.history_key) < ttl then
+      redis.call('PEXPIRE', v.history_key, ttl)
     end
   end
   if not v.unacked then
