@@ -45,6 +45,8 @@ const START_FIELDS: &[&str] = &[
     "reference",
     "tags",
     "extension",
+    "fallback.channels",
+    "fallback.step_timeout",
 ];
 
 /// The fields ResendVerificationRequest validation may name.
