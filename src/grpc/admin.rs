@@ -13,7 +13,6 @@ use std::{collections::HashMap, future::Future, sync::Arc};
 use sha2::{Digest as _, Sha256};
 use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
-use tracing::Instrument as _;
 
 use super::{
     convert::{self, Violations},
@@ -164,16 +163,11 @@ impl AdminService for AdminApi {
     ) -> Result<Response<proto::AddSafeListEntryResponse>, Status> {
         let span = telemetry::rpc_span("AddSafeListEntry", request.metadata());
         let operator = self.operator(&request);
+        let req = request.get_ref();
         let answer = async {
-            let operator = operator.clone()?;
-            let req = request.get_ref();
-            let (tenant, entry) = safe_list_request(&req.tenant, req.entry.as_ref())
-                .map_err(status::invalid_argument)?;
             let added = self
-                .verifier
-                .set_safe_listed(&operator, &tenant, &entry, true)
-                .await
-                .map_err(admin_refused)?;
+                .change_safe_list(&operator, &req.tenant, req.entry.as_ref(), true)
+                .await?;
             Ok(Response::new(proto::AddSafeListEntryResponse { added }))
         };
         self.observe("AddSafeListEntry", span, &operator, answer)
@@ -186,16 +180,11 @@ impl AdminService for AdminApi {
     ) -> Result<Response<proto::RemoveSafeListEntryResponse>, Status> {
         let span = telemetry::rpc_span("RemoveSafeListEntry", request.metadata());
         let operator = self.operator(&request);
+        let req = request.get_ref();
         let answer = async {
-            let operator = operator.clone()?;
-            let req = request.get_ref();
-            let (tenant, entry) = safe_list_request(&req.tenant, req.entry.as_ref())
-                .map_err(status::invalid_argument)?;
             let removed = self
-                .verifier
-                .set_safe_listed(&operator, &tenant, &entry, false)
-                .await
-                .map_err(admin_refused)?;
+                .change_safe_list(&operator, &req.tenant, req.entry.as_ref(), false)
+                .await?;
             Ok(Response::new(proto::RemoveSafeListEntryResponse {
                 removed,
             }))
@@ -229,6 +218,23 @@ impl AdminService for AdminApi {
 }
 
 impl AdminApi {
+    /// Adds (`listed`) or removes a safe-list entry, as the operator asks:
+    /// whether that changed the list.
+    async fn change_safe_list(
+        &self,
+        operator: &Result<String, Status>,
+        tenant: &str,
+        entry: Option<&proto::SafeListEntry>,
+        listed: bool,
+    ) -> Result<bool, Status> {
+        let operator = operator.clone()?;
+        let (tenant, entry) = safe_list_request(tenant, entry).map_err(status::invalid_argument)?;
+        self.verifier
+            .set_safe_listed(&operator, &tenant, &entry, listed)
+            .await
+            .map_err(admin_refused)
+    }
+
     /// Runs one RPC in its span, then records its time and status code,
     /// and audits it, whatever became of it: an operator's call that
     /// failed, or a call with no operator's token, is on the record too.
@@ -239,13 +245,10 @@ impl AdminApi {
         operator: &Result<String, Status>,
         rpc: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
-        let began = std::time::Instant::now();
-        let result = rpc.instrument(span.clone()).await;
+        let result = super::observed(self.verifier.metrics(), method, span, rpc).await;
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
-        telemetry::record_rpc_status(&span, code);
-        self.verifier.metrics().rpc(method, code, began.elapsed());
         tracing::info!(
             target: "verifyd::audit",
             event = "admin_call",

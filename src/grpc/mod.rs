@@ -241,23 +241,32 @@ impl Api {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    /// Runs one RPC inside its span, then records how long it took and the
-    /// status code it ended with.
     async fn observe<T>(
         &self,
         method: &'static str,
         span: tracing::Span,
         rpc: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
-        let began = std::time::Instant::now();
-        let result = rpc.instrument(span.clone()).await;
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        telemetry::record_rpc_status(&span, code);
-        self.verifier.metrics().rpc(method, code, began.elapsed());
-        result
+        observed(self.verifier.metrics(), method, span, rpc).await
     }
+}
+
+/// Runs one RPC inside its span, then records how long it took and the
+/// status code it ended with. Both services' RPCs go through it.
+async fn observed<T>(
+    metrics: &crate::telemetry::Metrics,
+    method: &'static str,
+    span: tracing::Span,
+    rpc: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<Response<T>, Status> {
+    let began = std::time::Instant::now();
+    let result = rpc.instrument(span.clone()).await;
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    telemetry::record_rpc_status(&span, code);
+    metrics.rpc(method, code, began.elapsed());
+    result
 }
 
 #[cfg(test)]
