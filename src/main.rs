@@ -72,9 +72,20 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
     if config.dev_mode {
         tracing::warn!(
             "DEV MODE (no configuration found, or dev_mode set). Listening on loopback only, \
-             console senders printing codes to stdout, an ephemeral HMAC key (codes die with \
-             the process), and every caller accepted as tenant 'default'. Never run this in \
-             production."
+             console senders printing codes to stdout, calls ringing a simulated phone on the \
+             webhook listener's /dev/phone page, an ephemeral HMAC key (codes die with the \
+             process), and every caller accepted as tenant 'default' unless [tenants] are set. \
+             Never run this in production."
+        );
+    } else if config
+        .delivery
+        .voice
+        .iter()
+        .any(|p| p == verifyd::delivery::config::CONSOLE_PROVIDER)
+    {
+        tracing::warn!(
+            "delivery.voice lists console: calls are only printed to stdout, and nobody can \
+             answer them. The simulated phone runs in dev mode only."
         );
     }
     let app = match Application::build(config).await {

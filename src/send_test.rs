@@ -7,7 +7,7 @@ use std::time::Duration;
 use minijinja::HtmlEscape;
 
 use crate::{
-    app::delivery::dispatcher,
+    app::delivery::{BuiltIn, dispatcher},
     clock::Clock,
     config::Config,
     delivery::{ConsoleSender, Content, Message},
@@ -29,7 +29,7 @@ pub async fn run(config: &Config, channel: Channel, to: &str) -> Result<Vec<Stri
         // A test message is no verification: no number lookup.
         None,
         config.webhooks.public_base_url.as_ref(),
-        &ConsoleSender::stdout(),
+        &BuiltIn::console(ConsoleSender::stdout()),
         &Clock::system(),
         &Default::default(),
     )

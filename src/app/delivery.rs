@@ -18,13 +18,14 @@ use crate::{
     delivery::{
         ConsoleSender, Dispatcher, Provider, Route, TemplateError, Templates,
         config::{CONSOLE_PROVIDER, DeliveryConfig, ProviderConfig},
+        dev_phone::DevPhone,
         http::HttpSms,
         lookup::{Lookup, LookupConfig},
         smtp::SmtpSender,
         twilio::{Twilio, lookup::TwilioLookup, webhook::WebhookTokens},
         web,
     },
-    domain::TenantId,
+    domain::{Channel, TenantId},
     secret::Secret,
     service::TenantConfig,
     telemetry::Metrics,
@@ -43,6 +44,33 @@ pub enum SetupError {
     },
 }
 
+/// The senders that need no `[providers]` entry, which a route names
+/// `console`: the console itself, and in dev mode the simulated phone,
+/// which takes the console's calls.
+#[derive(Debug, Clone)]
+pub struct BuiltIn {
+    pub console: ConsoleSender,
+    pub phone: Option<DevPhone>,
+}
+
+impl BuiltIn {
+    /// The console alone (no simulated phone).
+    pub fn console(console: ConsoleSender) -> Self {
+        Self {
+            console,
+            phone: None,
+        }
+    }
+
+    /// What `console` sends `channel` through.
+    fn on(&self, channel: Channel) -> Provider {
+        match (&self.phone, channel) {
+            (Some(phone), Channel::Voice) => Provider::DevPhone(phone.clone()),
+            _ => Provider::Console(self.console.clone()),
+        }
+    }
+}
+
 /// The templates and a route per channel, from the `providers` that
 /// `delivery` names for it. Twilio requests its callbacks under `callbacks`
 /// (`webhooks.public_base_url`), when set.
@@ -51,7 +79,7 @@ pub fn dispatcher(
     providers: &BTreeMap<String, ProviderConfig>,
     lookup: Option<&LookupConfig>,
     callbacks: Option<&Url>,
-    console: &ConsoleSender,
+    built_in: &BuiltIn,
     clock: &Clock,
     metrics: &Arc<Metrics>,
 ) -> Result<Dispatcher, SetupError> {
@@ -59,13 +87,13 @@ pub fn dispatcher(
         name: "http".to_owned(),
         problem,
     })?;
-    let provider = |name: &String| -> Result<Provider, SetupError> {
+    let provider = |name: &String, channel: Channel| -> Result<Provider, SetupError> {
         let setup = |problem: String| SetupError::Provider {
             name: name.clone(),
             problem,
         };
         match providers.get(name) {
-            None if name == CONSOLE_PROVIDER => Ok(Provider::Console(console.clone())),
+            None if name == CONSOLE_PROVIDER => Ok(built_in.on(channel)),
             None => Err(setup("not configured".to_owned())),
             Some(ProviderConfig::Twilio(c)) => Twilio::new(name, c, http.clone(), callbacks)
                 .map(Provider::Twilio)
@@ -78,11 +106,14 @@ pub fn dispatcher(
                 .map_err(setup),
         }
     };
-    let route = |names: &[String]| -> Result<Option<Route>, SetupError> {
+    let route = |channel: Channel, names: &[String]| -> Result<Option<Route>, SetupError> {
         if names.is_empty() {
             return Ok(None);
         }
-        let providers: Vec<Provider> = names.iter().map(provider).collect::<Result<_, _>>()?;
+        let providers: Vec<Provider> = names
+            .iter()
+            .map(|name| provider(name, channel))
+            .collect::<Result<_, _>>()?;
         Ok(Some(Route::new(
             providers,
             d.retry,
@@ -91,7 +122,7 @@ pub fn dispatcher(
             Arc::clone(metrics),
         )))
     };
-    let voice = route(&d.voice)?;
+    let voice = route(Channel::Voice, &d.voice)?;
     for (provider, _) in voice.iter().flat_map(Route::providers) {
         if let Provider::Twilio(twilio) = provider {
             twilio
@@ -116,9 +147,9 @@ pub fn dispatcher(
         .transpose()?;
     Ok(Dispatcher {
         templates: Templates::load(d.templates_dir.as_deref(), d.webotp_domain.clone())?,
-        sms: route(&d.sms)?,
+        sms: route(Channel::Sms, &d.sms)?,
         voice,
-        email: route(&d.email)?,
+        email: route(Channel::Email, &d.email)?,
         lookup,
     })
 }
@@ -153,8 +184,13 @@ pub fn tenant_templates(
 }
 
 /// The auth tokens each Twilio provider's webhooks are signed with: the
-/// current one and, during a rotation, the previous one.
-pub fn twilio_webhook_tokens(providers: &BTreeMap<String, ProviderConfig>) -> WebhookTokens {
+/// current one and, during a rotation, the previous one. The simulated
+/// phone speaks Twilio's webhooks with a token of its own.
+pub fn twilio_webhook_tokens(
+    providers: &BTreeMap<String, ProviderConfig>,
+    phone: Option<&DevPhone>,
+) -> WebhookTokens {
+    let phone = phone.map(|phone| (DevPhone::PROVIDER.to_owned(), vec![phone.token().clone()]));
     providers
         .iter()
         .filter_map(|(name, provider)| match provider {
@@ -166,5 +202,6 @@ pub fn twilio_webhook_tokens(providers: &BTreeMap<String, ProviderConfig>) -> We
             }
             _ => None,
         })
+        .chain(phone)
         .collect()
 }

@@ -8,27 +8,33 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::twilio_webhook_tokens;
-use crate::{config::Config, http, service::Verifier};
+use crate::{config::Config, delivery::dev_phone::DevPhone, http, service::Verifier};
 
+/// Serves the admin listener and, when there is one, the webhook listener
+/// (with dev mode's simulated phone beside the webhooks, when it runs).
 pub(super) async fn serve(
     config: &Config,
     admin: TcpListener,
-    webhooks: Option<TcpListener>,
+    webhooks: Option<(TcpListener, Option<DevPhone>)>,
     verifier: &Arc<Verifier>,
     drained: CancellationToken,
 ) -> io::Result<()> {
     let admin = axum::serve(admin, http::admin::router(Arc::clone(verifier)))
         .with_graceful_shutdown(drained.clone().cancelled_owned());
     let webhooks = async {
-        let (Some(listener), Some(base)) = (webhooks, config.webhooks.public_base_url.clone())
+        let (Some((listener, phone)), Some(base)) =
+            (webhooks, config.webhooks.public_base_url.clone())
         else {
             return Ok(());
         };
-        let router = http::webhooks::router(
+        let mut router = http::webhooks::router(
             Arc::clone(verifier),
             base,
-            twilio_webhook_tokens(&config.providers),
+            twilio_webhook_tokens(&config.providers, phone.as_ref()),
         );
+        if let Some(phone) = phone {
+            router = router.merge(http::dev_phone::router(phone));
+        }
         axum::serve(listener, router)
             .with_graceful_shutdown(drained.cancelled_owned())
             .await

@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     background::{Background, Readiness},
-    delivery::{SetupError, dispatcher, tenant_templates},
+    delivery::{BuiltIn, SetupError, dispatcher, tenant_templates},
 };
 use crate::{
     clock::Clock,
     config::Config,
-    delivery::ConsoleSender,
+    delivery::{ConsoleSender, config::CONSOLE_PROVIDER, dev_phone::DevPhone, web},
     domain::Policy,
     grpc::{self, listener::HandshakeLimits},
     ratelimit::RateLimits,
@@ -50,6 +50,8 @@ pub struct Application {
     webhook_listener: Option<TcpListener>,
     /// The operator API's listener and its TLS, when `[admin_api]` is on.
     admin_api: Option<(TcpListener, Option<Tls>)>,
+    /// Dev mode's simulated phone, whose page the webhook listener serves.
+    phone: Option<DevPhone>,
     verifier: Arc<Verifier>,
     shutdown: CancellationToken,
 }
@@ -83,7 +85,7 @@ impl Application {
         Self::build_with(config, Overrides::default()).await
     }
 
-    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, RunError> {
+    pub async fn build_with(mut config: Config, overrides: Overrides) -> Result<Self, RunError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -91,17 +93,35 @@ impl Application {
         };
         let grpc_listener = bind(config.server.grpc_addr).await?;
         let admin_listener = bind(config.server.admin_addr).await?;
-        // Providers are asked for callbacks only when they can reach us.
-        let webhook_listener = match &config.webhooks.public_base_url {
-            Some(_) => Some(bind(config.webhooks.addr).await?),
-            None => None,
+        // Providers are asked for callbacks only when they can reach us;
+        // dev mode's simulated phone always can, on loopback.
+        let webhook_listener = if config.webhooks.public_base_url.is_some() || config.dev_mode {
+            Some(bind(config.webhooks.addr).await?)
+        } else {
+            None
         };
+        if let (Some(listener), None, true) = (
+            &webhook_listener,
+            &config.webhooks.public_base_url,
+            config.dev_mode,
+        ) {
+            let addr = listener.local_addr().map_err(RunError::Listener)?;
+            config.webhooks.public_base_url = Some(
+                url::Url::parse(&format!("http://{addr}/")).expect("a socket address makes a URL"),
+            );
+        }
 
         // The phone number metadata loads on first use, which takes long
         // enough to eat a first caller's deadline: load it now.
         let _ = crate::domain::Destination::parse("+14155550100");
         let shutdown = CancellationToken::new();
-        let verifier = assemble(&config, overrides, &shutdown)?;
+        let clock = overrides.clock.unwrap_or_else(Clock::system);
+        let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
+        let built_in = BuiltIn {
+            phone: dev_phone(&config, &console, &clock)?,
+            console,
+        };
+        let verifier = assemble(&config, &built_in, clock, &shutdown)?;
         let tls_of = |tls: Option<&grpc::tls::TlsConfig>| -> Result<Option<Tls>, RunError> {
             tls.map(|tls| {
                 Ok((
@@ -123,9 +143,15 @@ impl Application {
             admin_listener,
             webhook_listener,
             admin_api,
+            phone: built_in.phone,
             verifier,
             shutdown,
         })
+    }
+
+    /// Dev mode's simulated phone, when it takes the calls.
+    pub fn dev_phone(&self) -> Option<&DevPhone> {
+        self.phone.as_ref()
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -167,6 +193,7 @@ impl Application {
             admin_listener,
             webhook_listener,
             admin_api,
+            phone,
             verifier,
             shutdown,
         } = self;
@@ -209,7 +236,7 @@ impl Application {
         let http = http_server::serve(
             &config,
             admin_listener,
-            webhook_listener,
+            webhook_listener.map(|listener| (listener, phone.clone())),
             &verifier,
             drained.clone(),
         );
@@ -218,6 +245,7 @@ impl Application {
             admin = %admin_addr,
             webhooks = webhooks_addr.map(tracing::field::display),
             admin_api = admin_api_addr.map(tracing::field::display),
+            dev_phone = phone.as_ref().map(|p| tracing::field::display(p.page())),
             "verifyd serving"
         );
         let servers = all_served(grpc, http, admin_api, drained);
@@ -261,14 +289,43 @@ async fn all_served(
     http.map_err(RunError::Listener)
 }
 
+/// Dev mode's simulated phone, when the voice route names the console:
+/// its webhooks go to dev mode's loopback listener. Outside dev mode the
+/// console only prints a call.
+fn dev_phone(
+    config: &Config,
+    console: &ConsoleSender,
+    clock: &Clock,
+) -> Result<Option<DevPhone>, RunError> {
+    let takes_calls = config.delivery.voice.iter().any(|p| p == CONSOLE_PROVIDER);
+    let (true, true, Some(base)) = (
+        config.dev_mode,
+        takes_calls,
+        &config.webhooks.public_base_url,
+    ) else {
+        return Ok(None);
+    };
+    let http = web::http_client().map_err(|problem| {
+        RunError::Delivery(SetupError::Provider {
+            name: DevPhone::PROVIDER.to_owned(),
+            problem,
+        })
+    })?;
+    Ok(Some(DevPhone::new(
+        base.clone(),
+        http,
+        console.clone(),
+        clock.clone(),
+    )))
+}
+
 /// The service and what it works through, from the configuration.
 fn assemble(
     config: &Config,
-    overrides: Overrides,
+    built_in: &BuiltIn,
+    clock: Clock,
     shutdown: &CancellationToken,
 ) -> Result<Arc<Verifier>, RunError> {
-    let clock = overrides.clock.unwrap_or_else(Clock::system);
-    let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
     let metrics = Arc::new(Metrics::new());
     let dispatcher = dispatcher(
         &config.delivery,
@@ -278,7 +335,7 @@ fn assemble(
             .in_use(config.tenants.values().map(|t| &t.lookup))
             .then_some(&config.lookup),
         config.webhooks.public_base_url.as_ref(),
-        &console,
+        built_in,
         &clock,
         &metrics,
     )?;

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    dev_phone::DevPhone,
     http::HttpConfig,
     route::{BreakerConfig, RetryPolicy},
     smtp::SmtpConfig,
@@ -87,7 +88,8 @@ impl DeliveryConfig {
 }
 
 /// The first `[providers.NAME]` whose name is not plain (1 to 32 of
-/// `[a-z0-9-]`) or is the console's: its key and why.
+/// `[a-z0-9-]`) or is a built-in sender's (the console, dev mode's
+/// simulated phone): its key and why.
 pub fn providers_problem(
     providers: &BTreeMap<String, ProviderConfig>,
 ) -> Option<(String, &'static str)> {
@@ -99,12 +101,12 @@ pub fn providers_problem(
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            !plain || *name == CONSOLE_PROVIDER
+            !plain || *name == CONSOLE_PROVIDER || *name == DevPhone::PROVIDER
         })
         .map(|name| {
             (
                 format!("providers.{name}"),
-                "provider names are 1 to 32 of [a-z0-9-], and not \"console\"",
+                "provider names are 1 to 32 of [a-z0-9-], and neither \"console\" nor \"dev-phone\"",
             )
         })
 }

@@ -38,8 +38,22 @@ impl ConsoleSender {
     }
 
     pub(super) fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
+        self.write(message, Shown::Secrets, content.text())?;
+        Ok(Receipt {
+            provider: Self::PROVIDER.to_owned(),
+            reference: None,
+            code_withheld: false,
+        })
+    }
+
+    /// A line about `message` that is not its text, and carries no code:
+    /// the simulated phone says where its call rings.
+    pub(super) fn note(&self, message: &Message, note: &str) -> Result<(), SendError> {
+        self.write(message, Shown::Destination, note)
+    }
+
+    fn write(&self, message: &Message, shown: Shown, text: &str) -> Result<(), SendError> {
         // One buffer, written at once: a line per send, never interleaved.
-        let text = content.text();
         let mut line = String::with_capacity(LINE_START.len() + 160 + text.len());
         line.push_str(LINE_START);
         for (name, value) in [
@@ -53,7 +67,7 @@ impl ConsoleSender {
             push_field(&mut line, "extension", extension.as_str());
         }
         // Press-# and number-matching calls have no code to show.
-        if message.carries_code() {
+        if shown == Shown::Secrets && message.carries_code() {
             push_field(&mut line, "code", message.code.expose());
         }
         if let Some(digits) = message
@@ -77,15 +91,17 @@ impl ConsoleSender {
             .and_then(|()| out.flush())
             // A line that could not be written is no delivery: a developer
             // reads whole lines.
-            .map_err(|e| {
-                SendError::new(Self::PROVIDER, FailureKind::Unsent, e.kind().to_string())
-            })?;
-        Ok(Receipt {
-            provider: Self::PROVIDER.to_owned(),
-            reference: None,
-            code_withheld: false,
-        })
+            .map_err(|e| SendError::new(Self::PROVIDER, FailureKind::Unsent, e.kind().to_string()))
     }
+}
+
+/// What a console line shows besides the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// The code (when the message carries one) and match digits.
+    Secrets,
+    /// Match digits only.
+    Destination,
 }
 
 /// How every console line starts: it is no delivery.

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod console;
+pub mod dev_phone;
 mod dispatcher;
 pub mod http;
 pub mod inbound;

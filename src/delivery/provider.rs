@@ -3,6 +3,7 @@
 
 use super::{
     console::ConsoleSender,
+    dev_phone::DevPhone,
     http,
     message::{Content, Message, Receipt, SendError},
     smtp, twilio,
@@ -12,6 +13,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub enum Provider {
     Console(ConsoleSender),
+    /// Dev mode's simulated phone, which takes the console's calls.
+    DevPhone(DevPhone),
     Twilio(twilio::Twilio),
     Http(http::HttpSms),
     Smtp(smtp::SmtpSender),
@@ -21,6 +24,7 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Self::Console(_) => ConsoleSender::PROVIDER,
+            Self::DevPhone(_) => DevPhone::PROVIDER,
             Self::Twilio(twilio) => twilio.name(),
             Self::Http(http) => http.name(),
             Self::Smtp(smtp) => smtp.name(),
@@ -30,6 +34,7 @@ impl Provider {
     pub async fn send(&self, message: &Message, content: &Content) -> Result<Receipt, SendError> {
         match self {
             Self::Console(console) => console.send(message, content),
+            Self::DevPhone(phone) => phone.send(message, content),
             Self::Twilio(twilio) => twilio.send(message, content).await,
             Self::Http(http) => http.send(message, content).await,
             Self::Smtp(smtp) => smtp.send(message, content).await,
@@ -41,6 +46,7 @@ impl Provider {
     pub async fn end_call(&self, reference: &str) -> Result<(), SendError> {
         match self {
             Self::Twilio(twilio) => twilio.end_call(reference).await,
+            Self::DevPhone(phone) => phone.end_call(reference),
             Self::Console(_) | Self::Http(_) | Self::Smtp(_) => Ok(()),
         }
     }

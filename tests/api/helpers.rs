@@ -26,7 +26,7 @@ use verifyd::{
     app::{Application, Overrides},
     clock::Clock,
     config::Config,
-    delivery::{ConsoleSender, config::CONSOLE_PROVIDER},
+    delivery::{ConsoleSender, config::CONSOLE_PROVIDER, dev_phone::DevPhone},
     proto::{self, verification_service_client::VerificationServiceClient},
     secret::Secret,
     store::StoreBackend,
@@ -111,6 +111,8 @@ pub struct TestApp {
     pub webhook_addr: Option<SocketAddr>,
     /// The operator API's listener, when `[admin_api]` is on.
     pub admin_api_addr: Option<SocketAddr>,
+    /// Dev mode's simulated phone, when it takes the calls.
+    pub phone: Option<DevPhone>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<()>,
     /// The app's own Redis, when the suite runs against Redis.
@@ -240,6 +242,7 @@ pub async fn spawn(config: Config, clock: Clock) -> TestApp {
     let admin_addr = app.admin_addr();
     let webhook_addr = app.webhook_addr();
     let admin_api_addr = app.admin_api_addr();
+    let phone = app.dev_phone().cloned();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(async move {
         app.run_until_stopped().await.expect("server runs");
@@ -261,6 +264,7 @@ pub async fn spawn(config: Config, clock: Clock) -> TestApp {
         admin_addr,
         webhook_addr,
         admin_api_addr,
+        phone,
         shutdown,
         server,
         redis: None,

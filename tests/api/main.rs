@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod binary;
 mod cli;
+mod dev_phone;
 mod drain;
 mod email;
 mod extensions;

@@ -66,7 +66,7 @@ impl Route {
 /// The webhook URL of `provider`'s `route` for one verification (and, for
 /// a call, its token, and for a gather the menu it answers and the step it
 /// is), under the public base URL (which ends in `/`).
-pub(super) fn url(
+pub(crate) fn url(
     public_base: &Url,
     provider: &str,
     route: Route,
