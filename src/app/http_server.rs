@@ -6,24 +6,36 @@ use std::{io, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use super::delivery::twilio_webhook_tokens;
 use crate::{config::Config, delivery::dev_phone::DevPhone, http, service::Verifier};
 
-/// Serves the admin listener and, when there is one, the webhook listener
-/// (with dev mode's simulated phone beside the webhooks, when it runs).
+/// The webhook listener, the URL providers reach it at (dev mode: its own
+/// loopback address), and dev mode's simulated phone beside the webhooks
+/// when it runs.
+pub(super) struct Webhooks {
+    pub listener: TcpListener,
+    pub base: Url,
+    pub phone: Option<DevPhone>,
+}
+
+/// Serves the admin listener and, when there is one, the webhook listener.
 pub(super) async fn serve(
     config: &Config,
     admin: TcpListener,
-    webhooks: Option<(TcpListener, Option<DevPhone>)>,
+    webhooks: Option<Webhooks>,
     verifier: &Arc<Verifier>,
     drained: CancellationToken,
 ) -> io::Result<()> {
     let admin = axum::serve(admin, http::admin::router(Arc::clone(verifier)))
         .with_graceful_shutdown(drained.clone().cancelled_owned());
     let webhooks = async {
-        let (Some((listener, phone)), Some(base)) =
-            (webhooks, config.webhooks.public_base_url.clone())
+        let Some(Webhooks {
+            listener,
+            base,
+            phone,
+        }) = webhooks
         else {
             return Ok(());
         };

@@ -15,6 +15,7 @@ use std::{io, net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use self::{
     background::{Background, Readiness},
@@ -47,7 +48,8 @@ pub struct Application {
     /// TLS for the gRPC listener, when configured.
     tls: Option<Tls>,
     admin_listener: TcpListener,
-    webhook_listener: Option<TcpListener>,
+    /// The webhook listener and the URL it is reached at.
+    webhooks: Option<(TcpListener, Url)>,
     /// The operator API's listener and its TLS, when `[admin_api]` is on.
     admin_api: Option<(TcpListener, Option<Tls>)>,
     /// Dev mode's simulated phone, whose page the webhook listener serves.
@@ -85,7 +87,7 @@ impl Application {
         Self::build_with(config, Overrides::default()).await
     }
 
-    pub async fn build_with(mut config: Config, overrides: Overrides) -> Result<Self, RunError> {
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, RunError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -95,21 +97,16 @@ impl Application {
         let admin_listener = bind(config.server.admin_addr).await?;
         // Providers are asked for callbacks only when they can reach us;
         // dev mode's simulated phone always can, on loopback.
-        let webhook_listener = if config.webhooks.public_base_url.is_some() || config.dev_mode {
-            Some(bind(config.webhooks.addr).await?)
-        } else {
-            None
+        let webhooks = match (&config.webhooks.public_base_url, config.dev_mode) {
+            (Some(base), _) => Some((bind(config.webhooks.addr).await?, base.clone())),
+            (None, true) => {
+                let listener = bind(config.webhooks.addr).await?;
+                let addr = listener.local_addr().map_err(RunError::Listener)?;
+                let base = Url::parse(&format!("http://{addr}/")).expect("an address makes a URL");
+                Some((listener, base))
+            }
+            (None, false) => None,
         };
-        if let (Some(listener), None, true) = (
-            &webhook_listener,
-            &config.webhooks.public_base_url,
-            config.dev_mode,
-        ) {
-            let addr = listener.local_addr().map_err(RunError::Listener)?;
-            config.webhooks.public_base_url = Some(
-                url::Url::parse(&format!("http://{addr}/")).expect("a socket address makes a URL"),
-            );
-        }
 
         // The phone number metadata loads on first use, which takes long
         // enough to eat a first caller's deadline: load it now.
@@ -118,7 +115,12 @@ impl Application {
         let clock = overrides.clock.unwrap_or_else(Clock::system);
         let console = overrides.console.unwrap_or_else(ConsoleSender::stdout);
         let built_in = BuiltIn {
-            phone: dev_phone(&config, &console, &clock)?,
+            phone: dev_phone(
+                &config,
+                webhooks.as_ref().map(|(_, base)| base),
+                &console,
+                &clock,
+            )?,
             console,
         };
         let verifier = assemble(&config, &built_in, clock, &shutdown)?;
@@ -141,7 +143,7 @@ impl Application {
             grpc_listener,
             tls,
             admin_listener,
-            webhook_listener,
+            webhooks,
             admin_api,
             phone: built_in.phone,
             verifier,
@@ -171,9 +173,9 @@ impl Application {
 
     /// The webhook listener's address, when callbacks are configured.
     pub fn webhook_addr(&self) -> Option<SocketAddr> {
-        self.webhook_listener
+        self.webhooks
             .as_ref()
-            .map(|l| l.local_addr().expect("bound listener"))
+            .map(|(l, _)| l.local_addr().expect("bound listener"))
     }
 
     /// Cancelling this token shuts the application down gracefully.
@@ -191,7 +193,7 @@ impl Application {
             grpc_listener,
             tls,
             admin_listener,
-            webhook_listener,
+            webhooks,
             admin_api,
             phone,
             verifier,
@@ -201,9 +203,9 @@ impl Application {
         // those name port 0.
         let grpc_addr = grpc_listener.local_addr().map_err(RunError::Listener)?;
         let admin_addr = admin_listener.local_addr().map_err(RunError::Listener)?;
-        let webhooks_addr = webhook_listener
+        let webhooks_addr = webhooks
             .as_ref()
-            .map(TcpListener::local_addr)
+            .map(|(l, _)| l.local_addr())
             .transpose()
             .map_err(RunError::Listener)?;
         let admin_api_addr = admin_api
@@ -236,7 +238,11 @@ impl Application {
         let http = http_server::serve(
             &config,
             admin_listener,
-            webhook_listener.map(|listener| (listener, phone.clone())),
+            webhooks.map(|(listener, base)| http_server::Webhooks {
+                listener,
+                base,
+                phone: phone.clone(),
+            }),
             &verifier,
             drained.clone(),
         );
@@ -289,20 +295,25 @@ async fn all_served(
     http.map_err(RunError::Listener)
 }
 
-/// Dev mode's simulated phone, when the voice route names the console:
-/// its webhooks go to dev mode's loopback listener. Outside dev mode the
+/// Dev mode's simulated phone, when the voice route names the console and
+/// the webhook listener is reached on loopback (`base`): its page shows
+/// codes, so it never runs behind a public URL, where a proxy that
+/// rewrites the Host header would show it to anyone. Outside dev mode the
 /// console only prints a call.
 fn dev_phone(
     config: &Config,
+    base: Option<&Url>,
     console: &ConsoleSender,
     clock: &Clock,
 ) -> Result<Option<DevPhone>, RunError> {
     let takes_calls = config.delivery.voice.iter().any(|p| p == CONSOLE_PROVIDER);
-    let (true, true, Some(base)) = (
-        config.dev_mode,
-        takes_calls,
-        &config.webhooks.public_base_url,
-    ) else {
+    let on_loopback = |base: &&Url| match base.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    let (true, true, Some(base)) = (config.dev_mode, takes_calls, base.filter(on_loopback)) else {
         return Ok(None);
     };
     let http = web::http_client().map_err(|problem| {

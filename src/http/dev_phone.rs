@@ -4,9 +4,10 @@
 //! Twilio would. Plain HTML forms that refresh themselves; no script.
 //!
 //! The page shows what calls say, codes included, as the console does, so
-//! it answers only requests addressed to a loopback host (a DNS-rebinding
-//! page cannot read it), and its forms carry a token made at startup (a
-//! page on another origin cannot press keys).
+//! it answers only requests addressed to a loopback host that no proxy
+//! forwarded (a DNS-rebinding page or a tunnel cannot read it), and its
+//! forms carry a token made at startup and must come from its own origin
+//! (a page on another origin cannot press keys).
 
 use std::sync::Arc;
 
@@ -27,12 +28,18 @@ use crate::delivery::dev_phone::{Call, DevPhone, End, Line, State as CallState};
 
 const PAGE: &str = "/dev/phone";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Page {
     phone: DevPhone,
     /// Every form carries it.
     csrf: Arc<str>,
     templates: Arc<Environment<'static>>,
+}
+
+impl std::fmt::Debug for Page {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Page").finish_non_exhaustive()
+    }
 }
 
 /// The page and its forms, for the webhook listener's router.
@@ -53,7 +60,7 @@ pub fn router(phone: DevPhone) -> Router {
 }
 
 async fn show(State(page): State<Page>, headers: HeaderMap, uri: Uri) -> Response {
-    if !addressed_to_loopback(&headers) {
+    if !from_this_machine(&headers) {
         return misdirected();
     }
     let calls: Vec<minijinja::Value> = page
@@ -91,8 +98,18 @@ async fn act(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !addressed_to_loopback(&headers) {
+    if !from_this_machine(&headers) {
         return misdirected();
+    }
+    // A browser says where a form came from: only the page itself (or
+    // the address bar) may press keys.
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|site| site != "same-origin" && site != "none") {
+        return (
+            StatusCode::FORBIDDEN,
+            "forms come from the phone's own page\n",
+        )
+            .into_response();
     }
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| {
@@ -133,6 +150,21 @@ fn single_char(text: &str) -> Option<char> {
     let mut chars = text.chars();
     let c = chars.next()?;
     chars.next().is_none().then_some(c)
+}
+
+/// Whether the request came straight from this machine: addressed to a
+/// loopback host, with no proxy's forwarding headers (a tunnel that
+/// rewrites the Host header still adds them).
+fn from_this_machine(headers: &HeaderMap) -> bool {
+    let forwarded = [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-real-ip",
+    ]
+    .iter()
+    .any(|name| headers.contains_key(*name));
+    !forwarded && addressed_to_loopback(headers)
 }
 
 /// Whether the request names a loopback host (`127.0.0.1`, `[::1]`,
@@ -178,8 +210,9 @@ fn with_page_headers(mut response: Response) -> Response {
     response
 }
 
-/// A call as the page shows it.
-#[derive(Debug, Serialize)]
+/// A call as the page shows it: what it said may be a code, so it has no
+/// `Debug`.
+#[derive(Serialize)]
 struct CallView {
     sid: String,
     to: String,
@@ -191,7 +224,7 @@ struct CallView {
     typed: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 struct LineView {
     kind: &'static str,
     text: String,
@@ -270,5 +303,9 @@ mod tests {
             assert!(!addressed_to_loopback(&host(refused)), "{refused}");
         }
         assert!(!addressed_to_loopback(&HeaderMap::new()));
+        let mut tunneled = host("127.0.0.1:8080");
+        tunneled.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        assert!(!from_this_machine(&tunneled), "a proxy forwarded it");
+        assert!(from_this_machine(&host("127.0.0.1:8080")));
     }
 }

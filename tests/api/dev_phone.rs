@@ -364,3 +364,100 @@ async fn outside_dev_mode_there_is_no_simulated_phone() {
     assert_eq!(response.status().as_u16(), 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_phones_page_answers_this_machine_and_its_own_forms_only() {
+    let (app, phone) = dev_app().await;
+    start(&app, proto::VoiceMode::Confirm).await;
+    let sid = newest(&phone).sid;
+    let page = phone.page().to_string();
+    let http = reqwest::Client::new();
+    let shown = http
+        .get(&page)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("body");
+    let csrf = shown
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_owned();
+    let act = format!("{page}/calls/{sid}");
+    let answer = |token: &str| [("csrf", token.to_owned()), ("action", "answer".to_owned())];
+    let status = |response: reqwest::Response| response.status().as_u16();
+
+    // Another host (DNS rebinding), or a request a proxy forwarded.
+    let rebound = http
+        .get(&page)
+        .header("Host", "phone.attacker.example")
+        .send()
+        .await;
+    assert_eq!(status(rebound.expect("answered")), 421);
+    let tunneled = http
+        .get(&page)
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await;
+    assert_eq!(status(tunneled.expect("answered")), 421);
+    let forwarded = http
+        .post(&act)
+        .header("Forwarded", "for=203.0.113.9")
+        .form(&answer(&csrf))
+        .send()
+        .await;
+    assert_eq!(status(forwarded.expect("answered")), 421);
+    // A form without the page's token, or posted from another site.
+    let forged = http
+        .post(&act)
+        .form(&answer("0".repeat(32).as_str()))
+        .send()
+        .await;
+    assert_eq!(status(forged.expect("answered")), 403);
+    let cross_site = http
+        .post(&act)
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&answer(&csrf))
+        .send()
+        .await;
+    assert_eq!(status(cross_site.expect("answered")), 403);
+    assert_eq!(
+        newest(&phone).state,
+        State::Ringing,
+        "none of them answered"
+    );
+
+    let own = http
+        .post(&act)
+        .form(&answer(&csrf))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(status(own), 200, "the page again, after the redirect");
+    assert!(newest(&phone).waits_for_keys());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dev_mode_behind_a_public_url_has_no_phone_and_twilio_gets_no_loopback_url() {
+    // A tunnel's URL: the page (which shows codes) is not served there.
+    let app = spawn_app_with(|c| {
+        dev_mode(c);
+        c.webhooks.public_base_url = Some("https://dev.example.com/".parse().expect("url"));
+    })
+    .await;
+    assert!(app.phone.is_none());
+    app.stop().await;
+
+    // Twilio on the voice route with no public URL still stops startup:
+    // the phone's loopback address is the phone's alone.
+    let mut config = crate::helpers::test_config();
+    with_a_twilio_provider(&mut config);
+    config.delivery.voice = vec!["twilio".into()];
+    let built = verifyd::app::Application::build(config).await;
+    let error = built.expect_err("no URL for Twilio's calls").to_string();
+    assert!(error.contains("webhooks.public_base_url"), "{error}");
+}

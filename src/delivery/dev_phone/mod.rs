@@ -182,19 +182,8 @@ impl DevPhone {
             // A test call (`verifyd send-test`): its words travel with it.
             None => Script::Inline(Zeroizing::new(content.text().to_owned())),
         };
-        let call = Call::ringing(
-            sid.clone(),
-            message.to.as_str().to_owned(),
-            self.inner.clock.now(),
-            script,
-        );
-        {
-            let mut calls = self.lock();
-            if calls.len() == CALLS_KEPT {
-                calls.pop_front();
-            }
-            calls.push_back(call);
-        }
+        // Said first: a call whose line could not be written is no call,
+        // and must not be left ringing for the route's next try.
         self.inner.console.note(
             message,
             &format!(
@@ -202,6 +191,18 @@ impl DevPhone {
                 self.page()
             ),
         )?;
+        let call = Call::ringing(
+            sid.clone(),
+            message.to.as_str().to_owned(),
+            self.inner.clock.now(),
+            script,
+        );
+        let mut calls = self.lock();
+        if calls.len() == CALLS_KEPT {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+        drop(calls);
         Ok(Receipt {
             provider: Self::PROVIDER.to_owned(),
             reference: Some(sid),
