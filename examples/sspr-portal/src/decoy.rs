@@ -1,24 +1,23 @@
-//! Anti-enumeration for the reset flow. Whether an account exists, and
-//! which methods it has, must not show: so an unknown account gets decoy
-//! methods, derived from a keyed hash of its name so that every visit shows
-//! the same ones, and a decoy "verification" that answers like a real one
-//! (wrong codes count down, resends wait, it expires) without anything
-//! being sent.
+//! Anti-enumeration for the reset flow: when nothing is sent (an unknown
+//! account, a method it lacks, a number or address that is not its own),
+//! the session gets a decoy "verification" that answers like a real one:
+//! wrong codes count down, resends wait, it expires, a call "rings" until
+//! then. The method page itself shows nothing of the account (see
+//! pages/reset.rs), so the decoy only has to match what follows it.
 //!
 //! It cannot be perfect: verifyd's own refusals (a destination that got a
 //! code moments ago) only ever answer real sends, and a real send takes
-//! longer. A real deployment also limits resets per account name.
+//! longer. Both show only to someone who typed the account's full number
+//! or address. A real deployment also limits resets per account name.
 
 use std::{
     sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
-use hmac::{Hmac, Mac as _};
 use rand::Rng as _;
-use sha2::Sha256;
 
-use crate::{accounts::Account, mask, phone::REGIONS, proto::VerificationStatus};
+use crate::proto::{Channel, Verification, VerificationStatus};
 
 /// verifyd's defaults for `code.resend_cooldown` and
 /// `code.max_send_attempts`: set these to your tenant's, so a decoy's
@@ -30,28 +29,10 @@ const MAX_SENDS: u32 = 5;
 const DEFAULT_TTL_SECS: u64 = 600;
 const DEFAULT_CHECK_ATTEMPTS: u32 = 5;
 
-const EMAIL_DOMAINS: [&str; 6] = [
-    "gmail.com",
-    "outlook.com",
-    "yahoo.com",
-    "icloud.com",
-    "hotmail.com",
-    "proton.me",
-];
-
-/// The methods the reset page offers for an account, masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hints {
-    pub phone: String,
-    pub email: Option<String>,
-}
-
-/// Derives decoys, and remembers what real verifications look like.
+/// Remembers what real verifications look like, and makes decoys of that
+/// shape.
 #[derive(Debug)]
 pub struct Decoys {
-    /// Random per process: decoys are stable while the portal runs, and
-    /// nobody can compute them in advance.
-    key: [u8; 32],
     check_attempts: AtomicU32,
     ttl_secs: AtomicU64,
     /// How many match digits the latest real call showed (0: none).
@@ -60,64 +41,24 @@ pub struct Decoys {
 
 impl Default for Decoys {
     fn default() -> Self {
-        Decoys::with_key(rand::rng().random())
-    }
-}
-
-impl Decoys {
-    pub fn with_key(key: [u8; 32]) -> Self {
         Decoys {
-            key,
             check_attempts: AtomicU32::new(DEFAULT_CHECK_ATTEMPTS),
             ttl_secs: AtomicU64::new(DEFAULT_TTL_SECS),
             match_len: AtomicUsize::new(0),
         }
     }
+}
 
-    fn digest(&self, account: &str) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
-        mac.update(account.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
-    /// The methods an unknown account "has": always a phone (every
-    /// registration asks for one), an email or not, all from the name.
-    pub fn hints(&self, account: &str) -> Hints {
-        let d = self.digest(account);
-        let region = &REGIONS[usize::from(d[0]) % REGIONS.len()];
-        let last_two = format!("{:02}", d[1] % 100);
-        let national = "0".repeat(region.typical_len - 2) + &last_two;
-        let phone = mask::phone(region.calling_code, &national);
-        let email = (!d[2].is_multiple_of(4)).then(|| {
-            let initial = char::from(b'a' + d[3] % 26);
-            let domain = EMAIL_DOMAINS[usize::from(d[4]) % EMAIL_DOMAINS.len()];
-            mask::email(&format!("{initial}@{domain}"))
-        });
-        Hints { phone, email }
-    }
-
-    /// What the reset page shows for an account name: its real methods, a
-    /// decoy in place of any it lacks, so that a known account looks like
-    /// an unknown one (an account without a phone would stand out).
-    pub fn hints_for(&self, name: &str, account: Option<&Account>) -> Hints {
-        let decoy = self.hints(name);
-        let Some(account) = account else {
-            return decoy;
-        };
-        Hints {
-            phone: account
-                .phone
-                .as_ref()
-                .map_or(decoy.phone, |phone| phone.masked()),
-            email: account.email.as_deref().map(mask::email).or(decoy.email),
-        }
-    }
-
+impl Decoys {
     /// Remembers a real start's shape: its check attempts, its code's
-    /// lifetime and, for a call, whether it showed match digits.
-    pub fn learn(&self, start: &crate::proto::StartVerificationResponse) {
-        let Some(v) = &start.verification else { return };
+    /// lifetime and, for a call, whether it showed match digits. Only from
+    /// a verification still pending: a replayed start answers one as it
+    /// stands now, with tries spent or its code expired, which would give
+    /// decoys a shape no new verification has.
+    pub fn learn(&self, v: &Verification, match_digits: &str) {
+        if v.status() != VerificationStatus::Pending {
+            return;
+        }
         if v.check_attempts_remaining > 0 {
             self.check_attempts
                 .store(v.check_attempts_remaining, Ordering::Relaxed);
@@ -128,9 +69,8 @@ impl Decoys {
         {
             self.ttl_secs.store(secs, Ordering::Relaxed);
         }
-        if v.channel == crate::proto::Channel::Voice as i32 {
-            self.match_len
-                .store(start.match_digits.len(), Ordering::Relaxed);
+        if v.channel() == Channel::Voice {
+            self.match_len.store(match_digits.len(), Ordering::Relaxed);
         }
     }
 
@@ -231,80 +171,36 @@ impl Shadow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phone::Phone;
-
-    fn shape(masked: &str) -> String {
-        masked
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '9' } else { c })
-            .collect()
-    }
 
     #[test]
-    fn decoys_are_deterministic_per_key_and_name() {
-        let decoys = Decoys::with_key([7; 32]);
-        assert_eq!(decoys.hints("mallory"), decoys.hints("mallory"));
-        assert_eq!(
-            decoys.hints("mallory"),
-            Decoys::with_key([7; 32]).hints("mallory")
-        );
-        // Another key, other decoys (for some of these names at least).
-        let other = Decoys::with_key([8; 32]);
-        assert!(
-            ["a1", "b2", "c3", "d4", "e5"]
-                .iter()
-                .any(|n| decoys.hints(n) != other.hints(n))
-        );
-    }
-
-    #[test]
-    fn decoys_look_like_real_methods() {
+    fn only_a_pending_verification_teaches_the_shape() {
         let decoys = Decoys::default();
-        let mut with_email = 0;
-        for n in 0..200 {
-            let hints = decoys.hints(&format!("user{n}"));
-            let region = REGIONS
-                .iter()
-                .find(|r| hints.phone.starts_with(&format!("+{} ", r.calling_code)))
-                .expect("a known calling code");
-            // The shape a real number of that country masks to.
-            let real = Phone {
-                region,
-                national: "1".repeat(region.typical_len),
-            };
-            assert_eq!(
-                shape(&hints.phone),
-                shape(&real.masked()),
-                "{}",
-                hints.phone
-            );
-            if let Some(email) = hints.email {
-                with_email += 1;
-                let (first, domain) = email.split_once("•••@").expect("masked email");
-                assert_eq!(first.chars().count(), 1);
-                assert!(first.chars().all(|c| c.is_ascii_lowercase()));
-                assert!(EMAIL_DOMAINS.contains(&domain));
-            }
-        }
-        // Some have an email, some not.
-        assert!((100..200).contains(&with_email), "{with_email}");
-    }
-
-    #[test]
-    fn a_known_account_fills_missing_methods_with_decoys() {
-        let decoys = Decoys::default();
-        let mut account = Account {
-            name: "alice".into(),
-            password_hash: String::new(),
-            phone: None,
-            email: Some("alice@example.com".into()),
+        let seen = |status: VerificationStatus, tries: u32| Verification {
+            status: status.into(),
+            check_attempts_remaining: tries,
+            channel: Channel::Voice.into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1000,
+                nanos: 0,
+            }),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1300,
+                nanos: 0,
+            }),
+            ..Verification::default()
         };
-        let hints = decoys.hints_for("alice", Some(&account));
-        assert_eq!(hints.phone, decoys.hints("alice").phone);
-        assert_eq!(hints.email.as_deref(), Some("a•••@example.com"));
-        account.phone = Some(Phone::parse("US", "4155550100").expect("valid"));
-        let hints = decoys.hints_for("alice", Some(&account));
-        assert_eq!(hints.phone, "+1 ••••••••00");
+        // A replayed start's approved verification, one try spent.
+        decoys.learn(&seen(VerificationStatus::Approved, 2), "1234");
+        let shadow = decoys.shadow(Instant::now());
+        assert_eq!(shadow.checks_left, DEFAULT_CHECK_ATTEMPTS);
+        assert_eq!(shadow.ttl, Duration::from_secs(DEFAULT_TTL_SECS));
+        assert_eq!(decoys.match_digits(), None);
+
+        decoys.learn(&seen(VerificationStatus::Pending, 3), "1234");
+        let shadow = decoys.shadow(Instant::now());
+        assert_eq!(shadow.checks_left, 3);
+        assert_eq!(shadow.ttl, Duration::from_secs(300));
+        assert_eq!(decoys.match_digits().map(|d| d.len()), Some(4));
     }
 
     #[test]

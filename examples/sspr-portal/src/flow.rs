@@ -5,6 +5,7 @@
 use std::fmt;
 
 use rand::Rng as _;
+use tokio::sync::oneshot;
 
 use crate::{decoy::Shadow, phone::Phone, proto};
 
@@ -37,12 +38,15 @@ impl Channel {
 }
 
 /// The step a verification belongs to, and what its approval does.
+/// Enrollments name the account that started them: approval saves the
+/// method there only if that account is still the one signed in, so a
+/// verification begun under one account never lands on another.
 #[derive(Debug, Clone)]
 pub enum Flow {
-    /// Approval saves this phone on the signed-in account.
-    EnrollPhone(Phone),
-    /// Approval saves this email on the signed-in account.
-    EnrollEmail(String),
+    /// Approval saves this phone on `account`.
+    EnrollPhone { account: String, phone: Phone },
+    /// Approval saves this email on `account`.
+    EnrollEmail { account: String, email: String },
     /// Approval lets this session set the account's new password.
     Reset { account: String },
 }
@@ -50,7 +54,7 @@ pub enum Flow {
 impl Flow {
     pub fn purpose(&self) -> proto::Purpose {
         match self {
-            Flow::EnrollPhone(_) | Flow::EnrollEmail(_) => proto::Purpose::Enrollment,
+            Flow::EnrollPhone { .. } | Flow::EnrollEmail { .. } => proto::Purpose::Enrollment,
             Flow::Reset { .. } => proto::Purpose::PasswordReset,
         }
     }
@@ -58,8 +62,8 @@ impl Flow {
     /// Where the user asks for a new verification once this one ended.
     pub fn start_page(&self) -> &'static str {
         match self {
-            Flow::EnrollPhone(_) => "/register/phone",
-            Flow::EnrollEmail(_) => "/register/email",
+            Flow::EnrollPhone { .. } => "/register/phone",
+            Flow::EnrollEmail { .. } => "/register/email",
             Flow::Reset { .. } => "/reset/method",
         }
     }
@@ -161,6 +165,26 @@ pub struct Flash {
     pub error: Option<String>,
 }
 
+/// The session's one live event stream (`GET /verify/events`). Dropping
+/// it ends the stream: a new stream replaces the handle, so the one before
+/// stops, and the session's end (sign-out, expiry, eviction) stops it too.
+/// One per session keeps a single user from holding many of verifyd's
+/// WatchVerification streams open.
+#[derive(Debug)]
+pub struct LiveStream {
+    /// Never sent on: only its drop is the signal.
+    _ends_on_drop: oneshot::Sender<()>,
+}
+
+impl LiveStream {
+    /// A handle, and what the stream waits on: it resolves once the handle
+    /// is dropped.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (LiveStream { _ends_on_drop: tx }, rx)
+    }
+}
+
 /// Everything a session holds besides its id and CSRF token.
 #[derive(Debug, Default)]
 pub struct SessionData {
@@ -173,6 +197,8 @@ pub struct SessionData {
     /// Where the last finished verification led, for a second request that
     /// finds it already finished (the page's script and the user's click).
     pub finished_next: Option<&'static str>,
+    /// The call page's event stream, while one is open.
+    pub live_stream: Option<LiveStream>,
 }
 
 #[cfg(test)]
@@ -188,6 +214,24 @@ mod tests {
         assert!(c.is_answered_by(&format!(" {} ", a + b)));
         assert!(!c.is_answered_by(&format!("{}", a + b + 1)));
         assert!(!c.is_answered_by(""));
+    }
+
+    #[test]
+    fn dropping_a_live_stream_handle_ends_its_stream() {
+        let (handle, mut ended) = LiveStream::new();
+        assert_eq!(ended.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        let mut data = SessionData {
+            live_stream: Some(handle),
+            ..SessionData::default()
+        };
+        let (next, mut next_ended) = LiveStream::new();
+        data.live_stream = Some(next);
+        assert_eq!(ended.try_recv(), Err(oneshot::error::TryRecvError::Closed));
+        drop(data);
+        assert_eq!(
+            next_ended.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
     }
 
     #[test]

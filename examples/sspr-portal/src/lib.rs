@@ -20,6 +20,7 @@
 pub mod accounts;
 pub mod decoy;
 pub mod flow;
+pub mod limit;
 pub mod mask;
 pub mod password;
 pub mod phone;
@@ -39,12 +40,16 @@ pub mod proto {
 
 use std::{fmt, future::Future, net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
 
 use crate::{
     accounts::Accounts,
     decoy::Decoys,
     flow::SessionData,
+    limit::PerClient,
     sessions::{IDLE_TIMEOUT, MAX_SESSIONS, Sessions},
     verify::Verifyd,
     web::Templates,
@@ -83,6 +88,11 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Event streams open at once, decoys' included: each real one holds a
+/// WatchVerification stream on verifyd, whose tenant budget for them is
+/// shared by every user of the portal.
+const MAX_EVENT_STREAMS: usize = 256;
+
 /// Everything the handlers share.
 #[derive(Debug)]
 pub(crate) struct App {
@@ -93,12 +103,38 @@ pub(crate) struct App {
     decoys: Decoys,
     /// A hash of no one's password, checked when the account is unknown.
     dummy_hash: String,
+    /// Permits for event streams (`MAX_EVENT_STREAMS`).
+    event_streams: Arc<Semaphore>,
+    /// POST /register per client address: it tells whether a name is taken.
+    register_limit: PerClient,
+    /// POST /reset per client address.
+    reset_limit: PerClient,
     /// Becomes true when the portal shuts down: event streams end then,
     /// rather than holding the shutdown open.
     shutdown: watch::Receiver<bool>,
 }
 
 pub(crate) type AppState = Arc<App>;
+
+impl App {
+    async fn new(config: &Config, shutdown: watch::Receiver<bool>) -> Result<App, Error> {
+        let dummy_hash = tokio::task::spawn_blocking(|| password::hash(&sessions::random_hex()))
+            .await?
+            .map_err(|e| format!("argon2: {e}"))?;
+        Ok(App {
+            templates: Templates::load()?,
+            sessions: Arc::new(Sessions::new(IDLE_TIMEOUT, MAX_SESSIONS)),
+            accounts: Accounts::default(),
+            verifyd: Verifyd::connect_lazy(&config.verifyd, config.api_key.as_deref())?,
+            decoys: Decoys::default(),
+            dummy_hash,
+            event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            register_limit: PerClient::default(),
+            reset_limit: PerClient::default(),
+            shutdown,
+        })
+    }
+}
 
 /// Serves the portal on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -107,19 +143,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop, stopped) = watch::channel(false);
-    let dummy_hash = tokio::task::spawn_blocking(|| password::hash(&sessions::random_hex()))
-        .await?
-        .map_err(|e| format!("argon2: {e}"))?;
-    let app = Arc::new(App {
-        templates: Templates::load()?,
-        sessions: Arc::new(Sessions::new(IDLE_TIMEOUT, MAX_SESSIONS)),
-        accounts: Accounts::default(),
-        verifyd: Verifyd::connect_lazy(&config.verifyd, config.api_key.as_deref())?,
-        decoys: Decoys::default(),
-        dummy_hash,
-        shutdown: stopped,
-    });
-    let router = pages::router(app);
+    let app = Arc::new(App::new(&config, stopped).await?);
     tracing::info!(
         addr = %listener.local_addr()?,
         verifyd = %config.verifyd,
@@ -130,9 +154,19 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
+    run(app, listener, shutdown).await
+}
+
+/// Serves `app`: `serve`'s second half, which tests call with an `App`
+/// they keep a handle on.
+async fn run(
+    app: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        pages::router(app).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;

@@ -8,11 +8,14 @@ pub const DOT: char = '•';
 /// national number, and its last two digits. The count of dots is kept so
 /// the owner sees the number's shape; the country is no secret either.
 pub fn phone(calling_code: &str, national: &str) -> String {
-    let hidden = national.chars().count().saturating_sub(2);
-    let shown: String = national.chars().skip(hidden).collect();
-    let mut masked = format!("+{calling_code} ");
-    masked.extend(std::iter::repeat_n(DOT, hidden));
-    masked.push_str(&shown);
+    format!("+{calling_code} {}", last_two(national))
+}
+
+/// `••••••••00`: a dot for each digit but the last two.
+pub fn last_two(digits: &str) -> String {
+    let hidden = digits.chars().count().saturating_sub(2);
+    let mut masked: String = std::iter::repeat_n(DOT, hidden).collect();
+    masked.extend(digits.chars().skip(hidden));
     masked
 }
 
@@ -35,6 +38,12 @@ mod tests {
         assert_eq!(phone("1", "4155550100"), "+1 ••••••••00");
         assert_eq!(phone("44", "7700900123"), "+44 ••••••••23");
         assert_eq!(phone("33", "612345678"), "+33 •••••••78");
+    }
+
+    #[test]
+    fn digits_keep_only_their_last_two() {
+        assert_eq!(last_two("4155550142"), "••••••••42");
+        assert_eq!(last_two("42"), "42");
     }
 
     #[test]

@@ -40,12 +40,11 @@ pub fn router(app: AppState) -> Router {
         .route("/verify", get(verify::show).post(verify::check))
         .route("/verify/resend", post(verify::resend))
         .route("/verify/events", get(events::stream))
-        // GET too: the call page's script navigates here on approval.
-        // Harmless without a token: it only finishes this session's own
-        // verification, and only once verifyd says it was approved.
+        // Finishing a step changes state: a POST, with its CSRF token (the
+        // script submits the page's own form). A GET only goes to /verify.
         .route(
             "/verify/complete",
-            get(verify::complete).post(verify::complete),
+            get(verify::to_verify).post(verify::complete),
         )
         .route("/reset", get(reset::show).post(reset::submit))
         .route(

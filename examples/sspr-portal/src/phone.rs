@@ -19,8 +19,6 @@ pub struct Region {
     /// dropped from the international form (`0` in most of Europe, `1` in
     /// North America), if any. Italy keeps its leading 0: it has none.
     pub trunk_prefix: Option<char>,
-    /// A typical national number's length, for decoys of the right shape.
-    pub typical_len: usize,
 }
 
 const fn region(
@@ -28,35 +26,33 @@ const fn region(
     name: &'static str,
     calling_code: &'static str,
     trunk_prefix: Option<char>,
-    typical_len: usize,
 ) -> Region {
     Region {
         code,
         name,
         calling_code,
         trunk_prefix,
-        typical_len,
     }
 }
 
 /// The countries the form offers, the first being the default.
 pub const REGIONS: &[Region] = &[
-    region("US", "United States", "1", Some('1'), 10),
-    region("CA", "Canada", "1", Some('1'), 10),
-    region("GB", "United Kingdom", "44", Some('0'), 10),
-    region("IE", "Ireland", "353", Some('0'), 9),
-    region("FR", "France", "33", Some('0'), 9),
-    region("DE", "Germany", "49", Some('0'), 11),
-    region("NL", "Netherlands", "31", Some('0'), 9),
-    region("BE", "Belgium", "32", Some('0'), 9),
-    region("ES", "Spain", "34", None, 9),
-    region("IT", "Italy", "39", None, 10),
-    region("CH", "Switzerland", "41", Some('0'), 9),
-    region("SE", "Sweden", "46", Some('0'), 9),
-    region("AU", "Australia", "61", Some('0'), 9),
-    region("NZ", "New Zealand", "64", Some('0'), 9),
-    region("IN", "India", "91", Some('0'), 10),
-    region("JP", "Japan", "81", Some('0'), 10),
+    region("US", "United States", "1", Some('1')),
+    region("CA", "Canada", "1", Some('1')),
+    region("GB", "United Kingdom", "44", Some('0')),
+    region("IE", "Ireland", "353", Some('0')),
+    region("FR", "France", "33", Some('0')),
+    region("DE", "Germany", "49", Some('0')),
+    region("NL", "Netherlands", "31", Some('0')),
+    region("BE", "Belgium", "32", Some('0')),
+    region("ES", "Spain", "34", None),
+    region("IT", "Italy", "39", None),
+    region("CH", "Switzerland", "41", Some('0')),
+    region("SE", "Sweden", "46", Some('0')),
+    region("AU", "Australia", "61", Some('0')),
+    region("NZ", "New Zealand", "64", Some('0')),
+    region("IN", "India", "91", Some('0')),
+    region("JP", "Japan", "81", Some('0')),
 ];
 
 pub fn find_region(code: &str) -> Option<&'static Region> {
@@ -153,6 +149,23 @@ impl Phone {
     }
 }
 
+/// A number typed without a country (the reset page's confirm field), as
+/// the page may show it back: `+•••••••••42` for `+1 415 555 0142`, a
+/// leading `+` if typed and a dot per digit but the last two. None unless
+/// it has a number's shape. It says nothing of whose number it is: only
+/// what the user typed is shown.
+pub fn mask_typed(typed: &str) -> Option<String> {
+    let typed = typed.trim();
+    let (plus, rest) = match typed.strip_prefix('+') {
+        Some(rest) => ("+", rest),
+        None => ("", typed),
+    };
+    let digits = strip(rest)?;
+    (MIN_NATIONAL..=MAX_E164_DIGITS)
+        .contains(&digits.len())
+        .then(|| format!("{plus}{}", mask::last_two(&digits)))
+}
+
 /// The digits of a number as typed, or None if it holds anything but
 /// digits, spaces, dashes and brackets.
 fn strip(typed: &str) -> Option<String> {
@@ -228,11 +241,24 @@ mod tests {
     }
 
     #[test]
+    fn a_typed_number_is_masked_as_typed() {
+        assert_eq!(
+            mask_typed(" +1 (415) 555-0142 ").as_deref(),
+            Some("+•••••••••42")
+        );
+        assert_eq!(mask_typed("07700 900123").as_deref(), Some("•••••••••23"));
+        assert_eq!(mask_typed("555"), None);
+        assert_eq!(mask_typed("4155550100123456"), None);
+        assert_eq!(mask_typed("415.555.0100"), None);
+        assert_eq!(mask_typed("a@example.com"), None);
+        assert_eq!(mask_typed("++4155550100"), None);
+    }
+
+    #[test]
     fn the_table_is_sane() {
         for r in REGIONS {
             assert_eq!(r.code.len(), 2, "{}", r.code);
             assert!(r.calling_code.chars().all(|c| c.is_ascii_digit()));
-            assert!(r.typical_len >= MIN_NATIONAL);
             assert_eq!(find_region(r.code), Some(r));
         }
     }

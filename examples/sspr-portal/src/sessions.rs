@@ -151,11 +151,15 @@ impl<T: Default> Sessions<T> {
 
     /// Moves the session to a new id with a new CSRF token, against session
     /// fixation: an id someone planted or saw before the user signed in (or
-    /// passed a reset check) is worth nothing after it.
+    /// passed a reset check) is worth nothing after it. The idempotency
+    /// prefix changes too: verifyd answers a repeated key with the first
+    /// start's verification as it stands now, approved perhaps, so a form
+    /// sent again after the step must not name that verification.
     pub fn rotate(&self, id: &SessionId) -> Option<SessionId> {
         let mut map = self.lock();
         let mut entry = map.remove(id)?;
         entry.csrf = CsrfToken::new();
+        entry.idempotency_prefix = random_hex();
         let new_id = SessionId::new();
         map.insert(new_id.clone(), entry);
         Some(new_id)
@@ -218,13 +222,13 @@ mod tests {
     }
 
     #[test]
-    fn rotation_moves_the_data_and_changes_the_token() {
+    fn rotation_moves_the_data_and_changes_the_token_and_prefix() {
         let sessions = store(10);
         let id = sessions.create(Instant::now());
-        let token = sessions
+        let (token, prefix) = sessions
             .with(&id, |e| {
                 e.data = 7;
-                e.csrf.clone()
+                (e.csrf.clone(), e.idempotency_prefix.clone())
             })
             .expect("live");
         let new_id = sessions.rotate(&id).expect("live");
@@ -233,6 +237,10 @@ mod tests {
         assert_eq!(sessions.with(&new_id, |e| e.data), Some(7));
         assert_eq!(
             sessions.with(&new_id, |e| e.csrf.matches(token.as_str())),
+            Some(false)
+        );
+        assert_eq!(
+            sessions.with(&new_id, |e| e.idempotency_prefix == prefix),
             Some(false)
         );
     }

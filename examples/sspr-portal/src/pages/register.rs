@@ -2,7 +2,10 @@
 //! phone and an alternate email, each saved only once a code sent to it
 //! (or a call to it) was approved.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Extension, Form,
@@ -17,7 +20,7 @@ use crate::{
     App, AppState,
     accounts::{self, NameTaken},
     flow::{Channel, Flow},
-    mask, password,
+    limit, mask, password,
     phone::{Phone, PhoneError, REGIONS},
     verify::Problem,
     web::{Session, View},
@@ -40,8 +43,16 @@ pub async fn show(State(app): State<AppState>, Extension(session): Extension<Ses
 pub async fn submit(
     State(app): State<AppState>,
     Extension(session): Extension<Session>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Form(form): Form<RegisterForm>,
 ) -> Response {
+    // The form must say when a name is taken, which tells that an account
+    // exists: a limit per client keeps that from being asked in bulk.
+    if let Err(wait) = app.register_limit.attempt(client.ip(), Instant::now()) {
+        let view = View::new("register.html", "Create an account")
+            .form(&[("account", form.account.trim())]);
+        return too_many(&app, &session, view, wait);
+    }
     let mut errors: Vec<(&'static str, String)> = Vec::new();
     let name = accounts::normalize_name(&form.account)
         .map_err(|e| errors.push(("account", e.to_owned())))
@@ -77,6 +88,14 @@ pub async fn submit(
     tracing::info!("account registered");
     sign_in(&session, name);
     Redirect::to("/register/phone").into_response()
+}
+
+/// A limited form refused: the form again, with how long to wait.
+pub(super) fn too_many(app: &App, session: &Session, view: View, wait: Duration) -> Response {
+    let view = view
+        .error(limit::wording(wait))
+        .status(axum::http::StatusCode::TOO_MANY_REQUESTS);
+    app.page(session, view)
 }
 
 /// Signs the session in to the account, under a new session id.
@@ -139,9 +158,9 @@ pub async fn phone_submit(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Form(form): Form<PhoneForm>,
 ) -> Response {
-    if session.account().is_none() {
+    let Some(account) = session.account() else {
         return to_login();
-    }
+    };
     let reshow = |problem: Problem| {
         show_problem(
             &app,
@@ -171,7 +190,7 @@ pub async fn phone_submit(
     let start = verify::Start {
         to: phone.e164(),
         shown_to: phone.masked(),
-        flow: Flow::EnrollPhone(phone),
+        flow: Flow::EnrollPhone { account, phone },
         channel,
         idem: &form.idem,
         ip: client,
@@ -212,9 +231,9 @@ pub async fn email_submit(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Form(form): Form<EmailForm>,
 ) -> Response {
-    if session.account().is_none() {
+    let Some(account) = session.account() else {
         return to_login();
-    }
+    };
     let email = form.email.trim();
     let reshow = |problem: Problem| show_problem(&app, &session, email_view(email), problem);
     if let Err(words) = check_email(email) {
@@ -232,7 +251,7 @@ pub async fn email_submit(
     let start = verify::Start {
         to: email.clone(),
         shown_to: mask::email(&email),
-        flow: Flow::EnrollEmail(email),
+        flow: Flow::EnrollEmail { account, email },
         channel: Channel::Email,
         idem: &form.idem,
         ip: client,
@@ -245,7 +264,7 @@ pub async fn email_submit(
 
 /// A first look at an address; verifyd checks it properly and answers a
 /// bad one with a BadRequest on `to`, shown beside the field.
-fn check_email(email: &str) -> Result<(), &'static str> {
+pub(super) fn check_email(email: &str) -> Result<(), &'static str> {
     if email.is_empty() {
         return Err("Enter your email address.");
     }

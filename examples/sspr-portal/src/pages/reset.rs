@@ -1,11 +1,13 @@
 //! "Forgot my password": an account name and a bot check, then a method
 //! to receive a code, then a new password.
 //!
-//! Nothing here may tell whether an account exists. The method page looks
-//! the same for any name (decoys for unknown ones); a code goes out only
-//! when the account exists and the user typed the method's full number or
-//! address, and otherwise the same verification page follows, answering
-//! every code "That code isn't right." without calling verifyd.
+//! Nothing here may tell whether an account exists. The method page shows
+//! nothing of the account: the same three choices for any name, and a
+//! field for the method's full number or address (masked methods are shown
+//! only to a signed-in user, on /account). A code goes out only when the
+//! account exists, has the method, and the user typed it; otherwise the
+//! same verification page follows, with a decoy that answers every code
+//! "That code isn't right." without calling verifyd.
 
 use std::{net::SocketAddr, time::Instant};
 
@@ -18,15 +20,14 @@ use serde::Deserialize;
 
 use super::{
     blocking, new_idem,
-    register::{message, show_problem},
+    register::{check_email, message, show_problem, too_many},
     verify,
 };
 use crate::{
     App, AppState,
     accounts::{self, Account},
-    decoy::Hints,
     flow::{Challenge, Channel, Flow, Pending, Reset, SessionData, Target},
-    password,
+    mask, password, phone,
     verify::Problem,
     web::{Session, View},
 };
@@ -61,8 +62,12 @@ pub async fn show(State(app): State<AppState>, Extension(session): Extension<Ses
 pub async fn submit(
     State(app): State<AppState>,
     Extension(session): Extension<Session>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Form(form): Form<AccountForm>,
 ) -> Response {
+    if let Err(wait) = app.reset_limit.attempt(client.ip(), Instant::now()) {
+        return too_many(&app, &session, account_view(&session, &form.account), wait);
+    }
     let mut errors: Vec<(&'static str, String)> = Vec::new();
     let name = accounts::normalize_name(&form.account)
         .map_err(|e| errors.push(("account", e.to_owned())))
@@ -102,10 +107,12 @@ fn resetting(session: &Session) -> Option<String> {
         .flatten()
 }
 
-fn method_view(hints: &Hints, method: &str, confirm: &str) -> View {
+/// The same page for every account name: it is shown before anything is
+/// verified, so it must not show anything derived from the account's
+/// methods (masked hints of real methods beside decoys for missing ones
+/// tell the two apart, in their distribution if not one by one).
+fn method_view(method: &str, confirm: &str) -> View {
     View::new("reset_method.html", "Choose where to get a code")
-        .set("phone", hints.phone.clone())
-        .set("email", hints.email.clone())
         .set("idem", new_idem())
         .form(&[("method", method), ("confirm", confirm)])
 }
@@ -114,13 +121,10 @@ pub async fn method_show(
     State(app): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Response {
-    let Some(name) = resetting(&session) else {
+    if resetting(&session).is_none() {
         return Redirect::to("/reset").into_response();
-    };
-    let hints = app
-        .decoys
-        .hints_for(&name, app.accounts.get(&name).as_ref());
-    app.page(&session, method_view(&hints, "", ""))
+    }
+    app.page(&session, method_view("", ""))
 }
 
 #[derive(Deserialize)]
@@ -133,6 +137,21 @@ pub struct MethodForm {
     idem: String,
 }
 
+/// What the verification page names: what the user typed, masked, if it
+/// has the shape of the method's destination; else the words for the
+/// confirm field. It depends on the typed value alone, never the account.
+fn typed_destination(channel: Channel, confirm: &str) -> Result<String, &'static str> {
+    if confirm.is_empty() {
+        return Err("Type the full number or address of the method you chose.");
+    }
+    match channel {
+        Channel::Sms | Channel::Voice => {
+            phone::mask_typed(confirm).ok_or("Type the full phone number, like +1 415 555 0142.")
+        }
+        Channel::Email => check_email(confirm).map(|()| mask::email(confirm)),
+    }
+}
+
 pub async fn method_submit(
     State(app): State<AppState>,
     Extension(session): Extension<Session>,
@@ -142,31 +161,32 @@ pub async fn method_submit(
     let Some(name) = resetting(&session) else {
         return Redirect::to("/reset").into_response();
     };
-    let account = app.accounts.get(&name);
-    let hints = app.decoys.hints_for(&name, account.as_ref());
     let reshow = |problem: Problem| {
         show_problem(
             &app,
             &session,
-            method_view(&hints, &form.method, &form.confirm),
+            method_view(&form.method, &form.confirm),
             problem,
         )
     };
-    let (channel, shown_to) = match Channel::from_form(&form.method) {
-        Some(c @ (Channel::Sms | Channel::Voice)) => (c, hints.phone.clone()),
-        Some(Channel::Email) if hints.email.is_some() => {
-            (Channel::Email, hints.email.clone().unwrap_or_default())
-        }
-        _ => return reshow(field("method", "Choose one of the methods shown.")),
+    // Everything the form can get wrong is judged before the account is
+    // looked up, so that it is answered alike for every name.
+    let Some(channel) = Channel::from_form(&form.method) else {
+        return reshow(field("method", "Choose where to get a code."));
     };
     let confirm = form.confirm.trim();
-    if confirm.is_empty() {
-        return reshow(field(
-            "confirm",
-            "Type the full number or address of the method you chose.",
-        ));
+    let shown_to = match typed_destination(channel, confirm) {
+        Ok(shown_to) => shown_to,
+        Err(words) => return reshow(field("confirm", words)),
+    };
+    if session.idempotency_key(&form.idem).is_none() {
+        return reshow(message("This form has expired. Try again."));
     }
-    let Some(to) = account.and_then(|a| matching(&a, channel, confirm)) else {
+    let to = app
+        .accounts
+        .get(&name)
+        .and_then(|a| matching(&a, channel, confirm));
+    let Some(to) = to else {
         pretend(&app, &session, name, channel, shown_to);
         return Redirect::to("/verify").into_response();
     };
@@ -294,7 +314,9 @@ pub async fn password_submit(
     let ended = app
         .sessions
         .remove_where(|d: &SessionData| d.account.as_deref() == Some(name.as_str()));
-    session.with(|d| d.reset = None);
+    // And this session ends too: its approval is spent, and nothing of it
+    // (the verification, its idempotency keys) may carry a second reset.
+    session.restart();
     tracing::info!(sessions_ended = ended, "password reset");
     Redirect::to("/reset/done").into_response()
 }

@@ -17,8 +17,8 @@ use serde::Deserialize;
 mod complete;
 mod resend;
 
-pub use complete::complete;
 use complete::finish;
+pub use complete::{complete, to_verify};
 pub use resend::resend;
 
 use super::new_idem;
@@ -72,9 +72,19 @@ pub(super) async fn start(
     };
     let (id, match_digits, error) = match app.verifyd.start(request).await {
         Ok(response) => {
-            app.decoys.learn(&response);
-            let id = response.verification.map(|v| v.id).unwrap_or_default();
-            (id, non_empty(response.match_digits), None)
+            let v = response.verification.unwrap_or_default();
+            if !v.id.is_empty() && v.status() != VerificationStatus::Pending {
+                // A repeated idempotency key: verifyd answers the first
+                // start's verification as it stands now, approved perhaps.
+                // Kept here, an approved one would finish this step without
+                // a code: only a pending one is this form's new step.
+                return Err(Problem {
+                    message: Some("This form was already sent. Start again.".to_owned()),
+                    ..Problem::default()
+                });
+            }
+            app.decoys.learn(&v, &response.match_digits);
+            (v.id, non_empty(response.match_digits), None)
         }
         Err(status) => {
             let problem = explain(&status, fields);
@@ -158,7 +168,7 @@ fn set_ended(session: &Session, words: &str) {
 
 /// GET /verify: the pending verification as it stands. A verification
 /// that ended shows how; one approved meanwhile (the call was answered)
-/// goes on to finish.
+/// offers the button that finishes it: a GET changes nothing.
 pub async fn show(State(app): State<AppState>, Extension(session): Extension<Session>) -> Response {
     let Some(pending) = shown(&session) else {
         return Redirect::to("/").into_response();
@@ -183,7 +193,7 @@ pub async fn show(State(app): State<AppState>, Extension(session): Extension<Ses
 async fn refresh(app: &App, session: &Session, id: &VerificationId) -> Option<Response> {
     match app.verifyd.get(id).await {
         Ok(v) => match v.status() {
-            VerificationStatus::Approved => Some(Redirect::to("/verify/complete").into_response()),
+            VerificationStatus::Approved => Some(render_approved(app, session)),
             VerificationStatus::Pending => {
                 // A fallback step may have moved it to another channel.
                 update_channel(session, v.channel());
@@ -230,6 +240,16 @@ fn update_channel(session: &Session, channel: crate::proto::Channel) {
             p.channel = channel;
         }
     });
+}
+
+/// An approved verification whose step is not finished yet (the page was
+/// reloaded after the call was answered): the page offers the POST that
+/// finishes it, with its CSRF token.
+fn render_approved(app: &App, session: &Session) -> Response {
+    let view = View::new("verify.html", "You're verified")
+        .set("approved", true)
+        .set("intro", "Continue to finish this step.");
+    app.page(session, view)
 }
 
 /// The verification page, with a problem to show if any.
@@ -306,17 +326,13 @@ pub async fn check(
     let Some(pending) = shown(&session) else {
         return Redirect::to("/").into_response();
     };
-    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
-    let invalid = if code.is_empty() {
-        Some("Enter the code we sent you.")
-    } else if !code.chars().all(|c| c.is_ascii_digit()) || code.len() > 12 {
-        Some("The code is the digits we sent you.")
-    } else {
-        None
+    // The code's shape is judged before real and decoy part ways, so that
+    // a malformed code gets the same answer from both: verifyd would answer
+    // INVALID_ARGUMENT for one a decoy would call wrong.
+    let code = match code_shape(&form.code) {
+        Ok(code) => code,
+        Err(words) => return render(&app, &session, field_problem("code", words)),
     };
-    if let Some(words) = invalid {
-        return render(&app, &session, field_problem("code", words));
-    }
     if pending.ended.is_some() {
         // The page shows how it ended.
         return render(&app, &session, Problem::default());
@@ -353,6 +369,19 @@ pub async fn check(
             }
             render(&app, &session, problem)
         }
+    }
+}
+
+/// The code typed, spaces dropped, if it has the shape of one: 6 to 10
+/// digits, as verifyd takes (whatever length the tenant sends).
+fn code_shape(typed: &str) -> Result<String, &'static str> {
+    let code: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.is_empty() {
+        Err("Enter the code we sent you.")
+    } else if (6..=10).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(code)
+    } else {
+        Err("The code is the 6 to 10 digits we sent you.")
     }
 }
 
@@ -393,5 +422,24 @@ fn field_problem(field: &'static str, words: &str) -> Problem {
     Problem {
         fields: vec![(field, words.to_owned())],
         ..Problem::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_shape;
+
+    #[test]
+    fn a_code_is_6_to_10_digits() {
+        assert_eq!(code_shape(" 123 456 ").as_deref(), Ok("123456"));
+        assert_eq!(code_shape("1234567890").as_deref(), Ok("1234567890"));
+        assert_eq!(code_shape(""), Err("Enter the code we sent you."));
+        for bad in ["12345", "12345678901", "12345a", "١٢٣٤٥٦"] {
+            assert_eq!(
+                code_shape(bad),
+                Err("The code is the 6 to 10 digits we sent you."),
+                "{bad}"
+            );
+        }
     }
 }

@@ -39,6 +39,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// A handle on the session `id` of `store`, or on none yet.
+    pub fn new(store: Arc<Sessions<SessionData>>, id: Option<SessionId>) -> Self {
+        Session {
+            store,
+            id: Arc::new(Mutex::new(id)),
+        }
+    }
+
     fn id(&self) -> MutexGuard<'_, Option<SessionId>> {
         self.id
             .lock()
@@ -111,6 +119,14 @@ impl Session {
             self.store.remove(&old);
         }
     }
+
+    /// Ends the session and starts a new, empty one under a new id: after a
+    /// password reset nothing of the flow (its approval, its verification,
+    /// whoever was signed in) outlives it.
+    pub fn restart(&self) {
+        self.end();
+        self.ensure();
+    }
 }
 
 fn cookie_id(headers: &HeaderMap) -> Option<Option<SessionId>> {
@@ -136,10 +152,7 @@ pub async fn session_layer(
         .clone()
         .flatten()
         .filter(|id| app.sessions.touch(id, Instant::now()));
-    let session = Session {
-        store: Arc::clone(&app.sessions),
-        id: Arc::new(Mutex::new(incoming.clone())),
-    };
+    let session = Session::new(Arc::clone(&app.sessions), incoming.clone());
     request.extensions_mut().insert(session.clone());
     let mut response = next.run(request).await;
     let outgoing = session.current();

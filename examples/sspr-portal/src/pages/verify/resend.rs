@@ -47,11 +47,13 @@ pub async fn resend(
         (Channel::Sms | Channel::Voice, Some(other @ (Channel::Sms | Channel::Voice))) => other,
         (current, _) => current,
     };
-    let Some(id) = pending.real else {
-        return resend_decoy(&app, &session, channel);
-    };
+    // Judged before real and decoy part ways, so both answer a bad value
+    // alike.
     let Some(idempotency_key) = session.idempotency_key(&form.idem) else {
         return render(&app, &session, message("This form has expired. Try again."));
+    };
+    let Some(id) = pending.real else {
+        return resend_decoy(&app, &session, channel);
     };
     let request = ResendVerificationRequest {
         id: id.as_str().to_owned(),
