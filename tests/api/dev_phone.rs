@@ -7,19 +7,14 @@ use std::time::Duration;
 
 use verifyd::{
     config::Config,
-    delivery::{
-        config::ProviderConfig,
-        dev_phone::{Call, DevPhone, End, Line, State},
-        twilio::TwilioConfig,
-    },
+    delivery::dev_phone::{Call, DevPhone, End, Line, State},
     proto::{self, VerificationStatus},
-    secret::Secret,
 };
 
 use crate::{
-    fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FROM, sign},
+    fake_twilio::{AUTH_TOKEN, sign},
     helpers::{TestApp, spawn_app_with, status},
-    voice::call,
+    voice::{call, twilio_provider},
 };
 
 /// Dev mode, with the console on every channel and the webhook listener on
@@ -82,6 +77,11 @@ async fn start(app: &TestApp, mode: proto::VoiceMode) -> proto::StartVerificatio
         .into_inner()
 }
 
+/// The id of a call started as [`start`] starts it.
+async fn started(app: &TestApp, mode: proto::VoiceMode) -> String {
+    start(app, mode).await.verification.expect("v").id
+}
+
 #[tokio::test]
 async fn press_pound_on_the_simulated_phone_approves_through_the_webhooks() {
     let (app, phone) = dev_app().await;
@@ -137,11 +137,11 @@ async fn press_pound_on_the_simulated_phone_approves_through_the_webhooks() {
 #[tokio::test]
 async fn number_matching_and_a_read_aloud_code_work_on_the_simulated_phone() {
     let (app, phone) = dev_app().await;
-    let started = start(&app, proto::VoiceMode::Match).await;
-    let id = started.verification.expect("v").id;
+    let matching = start(&app, proto::VoiceMode::Match).await;
+    let id = matching.verification.expect("v").id;
     let sid = newest(&phone).sid;
     phone.answer(&sid, false).await.expect("answered");
-    for key in started.match_digits.chars().chain(['#']) {
+    for key in matching.match_digits.chars().chain(['#']) {
         phone.press(&sid, key).await.expect("pressed");
     }
     assert_eq!(
@@ -150,11 +150,7 @@ async fn number_matching_and_a_read_aloud_code_work_on_the_simulated_phone() {
         "the digits shown on screen, keyed in, approve"
     );
 
-    let id = start(&app, proto::VoiceMode::Code)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let id = started(&app, proto::VoiceMode::Code).await;
     let sid = newest(&phone).sid;
     phone.answer(&sid, false).await.expect("answered");
     assert!(!said(&newest(&phone)).chars().any(|c| c.is_ascii_digit()));
@@ -177,11 +173,7 @@ async fn number_matching_and_a_read_aloud_code_work_on_the_simulated_phone() {
 #[tokio::test]
 async fn cancel_and_supersede_hang_the_phone_up_and_the_fraud_key_denies() {
     let (app, phone) = dev_app().await;
-    let id = start(&app, proto::VoiceMode::Confirm)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let id = started(&app, proto::VoiceMode::Confirm).await;
     let first = newest(&phone).sid;
     phone.answer(&first, false).await.expect("answered");
     app.cancel(&id).await.expect("canceled");
@@ -197,17 +189,9 @@ async fn cancel_and_supersede_hang_the_phone_up_and_the_fraud_key_denies() {
 
     // A new start for the number supersedes the pending one, whose call
     // (still ringing) stops.
-    let superseded = start(&app, proto::VoiceMode::Confirm)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let superseded = started(&app, proto::VoiceMode::Confirm).await;
     let ringing = newest(&phone).sid;
-    let id = start(&app, proto::VoiceMode::Confirm)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let id = started(&app, proto::VoiceMode::Confirm).await;
     assert_eq!(
         ended(&phone, &ringing).await.state,
         State::Ended(End::EndedByVerifyd)
@@ -232,11 +216,7 @@ async fn cancel_and_supersede_hang_the_phone_up_and_the_fraud_key_denies() {
 #[tokio::test]
 async fn a_declined_call_and_voicemail_approve_nothing() {
     let (app, phone) = dev_app().await;
-    let id = start(&app, proto::VoiceMode::Confirm)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let id = started(&app, proto::VoiceMode::Confirm).await;
     let sid = newest(&phone).sid;
     phone.hang_up(&sid).await.expect("declined");
     let v = app.get(&id).await.expect("get");
@@ -246,11 +226,7 @@ async fn a_declined_call_and_voicemail_approve_nothing() {
         "busy"
     );
 
-    let id = start(&app, proto::VoiceMode::Code)
-        .await
-        .verification
-        .expect("v")
-        .id;
+    let id = started(&app, proto::VoiceMode::Code).await;
     let sid = newest(&phone).sid;
     phone.answer(&sid, true).await.expect("voicemail answered");
     // A machine hears no question and no code; verifyd hangs up.
@@ -271,22 +247,9 @@ async fn a_declined_call_and_voicemail_approve_nothing() {
 /// routes matter here.
 fn with_a_twilio_provider(config: &mut Config) {
     dev_mode(config);
-    config.providers.insert(
-        "twilio".into(),
-        ProviderConfig::Twilio(TwilioConfig {
-            base_url: "http://127.0.0.1:9/".parse().expect("url"),
-            account_sid: ACCOUNT_SID.into(),
-            auth_token: Secret::new(AUTH_TOKEN),
-            previous_auth_token: None,
-            api_key_sid: None,
-            api_key_secret: None,
-            from: Some(FROM.into()),
-            messaging_service_sid: None,
-            ring_timeout: Duration::from_secs(25),
-            machine_detection: true,
-            call_time_limit: Duration::from_secs(120),
-        }),
-    );
+    config
+        .providers
+        .insert("twilio".into(), twilio_provider("http://127.0.0.1:9/"));
 }
 
 #[tokio::test]

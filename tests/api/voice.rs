@@ -24,25 +24,29 @@ pub(crate) const PUBLIC_BASE: &str = "https://verifyd.example.com/";
 const TO: &str = "+14155550100";
 
 pub(crate) fn with_voice(config: &mut Config, fake: &FakeTwilio) {
-    config.providers.insert(
-        "twilio".into(),
-        ProviderConfig::Twilio(TwilioConfig {
-            base_url: fake.server.uri().parse().expect("url"),
-            account_sid: ACCOUNT_SID.into(),
-            auth_token: Secret::new(AUTH_TOKEN),
-            previous_auth_token: None,
-            api_key_sid: None,
-            api_key_secret: None,
-            from: Some(FROM.into()),
-            messaging_service_sid: None,
-            ring_timeout: Duration::from_secs(25),
-            machine_detection: true,
-            call_time_limit: Duration::from_secs(120),
-        }),
-    );
+    config
+        .providers
+        .insert("twilio".into(), twilio_provider(&fake.server.uri()));
     config.delivery.voice = vec!["twilio".into()];
     config.webhooks.addr = "127.0.0.1:0".parse().expect("addr");
     config.webhooks.public_base_url = Some(PUBLIC_BASE.parse().expect("url"));
+}
+
+/// The test account's Twilio provider, its API at `base_url`.
+pub(crate) fn twilio_provider(base_url: &str) -> ProviderConfig {
+    ProviderConfig::Twilio(TwilioConfig {
+        base_url: base_url.parse().expect("url"),
+        account_sid: ACCOUNT_SID.into(),
+        auth_token: Secret::new(AUTH_TOKEN),
+        previous_auth_token: None,
+        api_key_sid: None,
+        api_key_secret: None,
+        from: Some(FROM.into()),
+        messaging_service_sid: None,
+        ring_timeout: Duration::from_secs(25),
+        machine_detection: true,
+        call_time_limit: Duration::from_secs(120),
+    })
 }
 
 pub(crate) fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
