@@ -9,10 +9,9 @@ use tokio_stream::StreamExt as _;
 use tonic::Code;
 use verifyd::{
     config::Config,
-    delivery::{config::ProviderConfig, twilio::TwilioConfig},
+    delivery::config::ProviderConfig,
     domain::VoiceMode,
     proto::{self, DeliveryStatus, VerificationStatus},
-    secret::Secret,
 };
 
 use crate::{
@@ -32,21 +31,14 @@ pub(crate) fn with_voice(config: &mut Config, fake: &FakeTwilio) {
     config.webhooks.public_base_url = Some(PUBLIC_BASE.parse().expect("url"));
 }
 
-/// The test account's Twilio provider, its API at `base_url`.
+/// The test account's Twilio provider ([`crate::twilio::twilio`]), its
+/// API at `base_url`, ringing 25 s (the Calls API test reads it back).
 pub(crate) fn twilio_provider(base_url: &str) -> ProviderConfig {
-    ProviderConfig::Twilio(TwilioConfig {
-        base_url: base_url.parse().expect("url"),
-        account_sid: ACCOUNT_SID.into(),
-        auth_token: Secret::new(AUTH_TOKEN),
-        previous_auth_token: None,
-        api_key_sid: None,
-        api_key_secret: None,
-        from: Some(FROM.into()),
-        messaging_service_sid: None,
-        ring_timeout: Duration::from_secs(25),
-        machine_detection: true,
-        call_time_limit: Duration::from_secs(120),
-    })
+    let ProviderConfig::Twilio(mut twilio) = crate::twilio::twilio(base_url) else {
+        unreachable!("a Twilio provider");
+    };
+    twilio.ring_timeout = Duration::from_secs(25);
+    ProviderConfig::Twilio(twilio)
 }
 
 pub(crate) fn call(mode: proto::VoiceMode) -> proto::StartVerificationRequest {
